@@ -1,0 +1,69 @@
+"""The command line: parse, build the validated topology, call one function.
+
+Exit status everywhere: 0 success, 1 a finding (e.g. a single point of
+failure), 2 invalid input or a user error (message, never a traceback).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from spofless import __version__
+from spofless.errors import SpoflessError
+from spofless.topology import Topology, load_topology
+
+EXIT_INVALID = 2
+
+
+class _Group(click.Group):
+    """Turns every SpoflessError into its message and exit status 2."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except SpoflessError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_INVALID)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="spofless")
+def main() -> None:
+    """Make a system free of single points of failure, and prove it."""
+
+
+def _topology(path: str) -> Topology:
+    return load_topology(Path(path))
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--max-order",
+    type=click.IntRange(1, 4),
+    default=2,
+    show_default=True,
+    help="Largest size of the minimal cut sets to list.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown", "sarif"]),
+    default="text",
+    show_default=True,
+    help="Report format.",
+)
+def check(file: str, max_order: int, fmt: str) -> None:
+    """Find every single point of failure of FILE and its exact availability.
+
+    Exit status: 0 with no single point of failure, 1 with at least one,
+    2 when FILE is not a valid topology.
+    """
+    from spofless.analysis import analyze, render
+
+    report = analyze(_topology(file), max_order=max_order)
+    click.echo(render(report, fmt), nl=False)
+    sys.exit(0 if report.ok else 1)

@@ -1,0 +1,152 @@
+"""The topology file's schema (v1): pydantic models of what the YAML may say.
+
+These models check shapes and types only. Cross-references (a host's zone, a
+component's instances and needs, `entry`) are checked in `_load.py`, which
+knows where each value stands in the file.
+
+Component kinds: `kind` is free text for the analysis. Kinds that spofless can
+run (`RUNTIME_KINDS`) validate their own fields; every other kind accepts only
+the common fields and a free `settings:` mapping that spofless ignores.
+Unknown fields are errors everywhere, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+# Names become element names (`host:<name>`) and file names under the state dir.
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=63)]
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+class Strict(BaseModel):
+    """Base of every schema model: frozen, no unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AvailabilityDefaults(Strict):
+    """Built-in availabilities of each element type, overridable in `defaults:`."""
+
+    # Typical figures for cloud VMs (three nines), hosts and zones (published SLAs).
+    instance: Probability = 0.999
+    host: Probability = 0.9995
+    zone: Probability = 0.9999
+    region: Probability = 0.99995
+
+
+class Defaults(Strict):
+    availability: AvailabilityDefaults = AvailabilityDefaults()
+
+
+class ZoneSpec(Strict):
+    availability: Probability | None = None
+
+
+class RegionSpec(Strict):
+    zones: list[Name] | dict[Name, ZoneSpec | None] = Field(default_factory=list)
+    availability: Probability | None = None
+
+    def zone_specs(self) -> dict[str, ZoneSpec]:
+        """The zones as a mapping, whichever form the file used."""
+        if isinstance(self.zones, list):
+            return {z: ZoneSpec() for z in self.zones}
+        return {z: spec or ZoneSpec() for z, spec in self.zones.items()}
+
+
+class HostSpec(Strict):
+    zone: str | None = None  # "<region>/<zone>"
+    availability: Probability | None = None
+    # Where the host's instances listen; loopback unless the file says otherwise.
+    address: str = "127.0.0.1"
+
+
+class Component(Strict):
+    """Fields every component has; the analysis reads only these."""
+
+    kind: str
+    instances: Annotated[int, Field(ge=1)] | list[Name]
+    needs: list[Name] = Field(default_factory=list)
+    min_up: Annotated[int, Field(ge=1)] | Literal["majority"] = 1
+    availability: Probability | None = None
+    description: str | None = None
+
+    @field_validator("kind")
+    @classmethod
+    def _kind_is_a_name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError("kind must be a short name such as service, postgres or cache")
+        return v
+
+    @property
+    def instance_count(self) -> int:
+        return self.instances if isinstance(self.instances, int) else len(self.instances)
+
+    @property
+    def required_up(self) -> int:
+        """`min_up` as a number: majority is floor(n/2)+1."""
+        if self.min_up == "majority":
+            return self.instance_count // 2 + 1
+        return self.min_up
+
+
+class AnalysisOnlyComponent(Component):
+    """A kind spofless does not run; `settings` is free for the user's own notes."""
+
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+# Kinds spofless runs. Each later part gives its kind a subclass with its own
+# fields (for example `run:` for services, `vip:` for load balancers); the
+# analysis sees the common fields only.
+class ServiceComponent(Component):
+    kind: Literal["service"] = "service"
+
+
+class EtcdComponent(Component):
+    kind: Literal["etcd"] = "etcd"
+
+
+class PostgresComponent(Component):
+    kind: Literal["postgres"] = "postgres"
+
+
+class LoadBalancerComponent(Component):
+    kind: Literal["load_balancer"] = "load_balancer"
+
+
+class DnsComponent(Component):
+    kind: Literal["dns"] = "dns"
+
+
+RUNTIME_KINDS: dict[str, type[Component]] = {
+    "service": ServiceComponent,
+    "etcd": EtcdComponent,
+    "postgres": PostgresComponent,
+    "load_balancer": LoadBalancerComponent,
+    "dns": DnsComponent,
+}
+
+
+def component_model(kind: object) -> type[Component]:
+    """The model that validates a component of this kind."""
+    if isinstance(kind, str) and kind in RUNTIME_KINDS:
+        return RUNTIME_KINDS[kind]
+    return AnalysisOnlyComponent
+
+
+class TopologyFile(Strict):
+    """The whole file, components still as raw mappings (validated by kind later)."""
+
+    version: Literal[1] = 1
+    name: Name
+    description: str | None = None
+    defaults: Defaults = Defaults()
+    regions: dict[Name, RegionSpec] = Field(default_factory=dict)
+    hosts: dict[Name, HostSpec | None] = Field(default_factory=dict)
+    components: dict[Name, dict[str, Any]]
+    entry: list[Name] = Field(min_length=1)
