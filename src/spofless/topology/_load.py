@@ -278,7 +278,7 @@ class _Resolver:
 def _data_path(data: Any, loc: Loc) -> Loc:
     """Drop the union-branch tags pydantic puts in error locations (e.g. 'list[...]')."""
     out: list[str | int] = []
-    node = data
+    node: Any = data
     for part in loc:
         if (isinstance(node, dict) and part in node) or (
             isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)

@@ -124,6 +124,14 @@ class Topology:
             visit(name)
         return list(seen)
 
+    def address_of(self, instance: Instance) -> str | None:
+        """`ip:port` of an instance's main port, or None when its component has no port."""
+        port = getattr(self.components[instance.component], "port", None)
+        if port is None:
+            return None
+        ip = self.hosts[instance.host].address if instance.host is not None else "127.0.0.1"
+        return f"{ip}:{port + instance.index}"
+
     def location_of(self, *path: str | int) -> Location | None:
         """The file location of the value at `path`, or of its nearest parent."""
         loc: Loc = tuple(path)

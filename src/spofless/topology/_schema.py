@@ -15,7 +15,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 # Names become element names (`host:<name>`) and file names under the state dir.
@@ -100,26 +107,66 @@ class AnalysisOnlyComponent(Component):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
-# Kinds spofless runs. Each later part gives its kind a subclass with its own
-# fields (for example `run:` for services, `vip:` for load balancers); the
-# analysis sees the common fields only.
-class ServiceComponent(Component):
+class HealthCheck(Strict):
+    """How to tell whether one instance is healthy. Shared by every runtime part.
+
+    `fall` consecutive failures mark an instance down, `rise` successes mark it
+    up again. A refused or reset connection is a definite failure that the
+    detector may act on at once (see spofless.health).
+    """
+
+    type: Literal["tcp", "http", "command", "postgres"] = "tcp"
+    path: str = "/healthz"  # http: the path to GET
+    expect_status: list[int] = Field(default_factory=lambda: [200])  # http
+    expect_body: str | None = None  # http: a substring the body must contain
+    command: str | None = None  # command: exit status 0 is healthy; {host} {port} expand
+    # Fast by default: a silent instance is detected within about one second.
+    interval: Annotated[float, Field(gt=0, le=3600)] = 0.25
+    timeout: Annotated[float, Field(gt=0, le=3600)] = 0.25
+    fall: Annotated[int, Field(ge=1, le=100)] = 2
+    rise: Annotated[int, Field(ge=1, le=100)] = 2
+
+    @model_validator(mode="after")
+    def _command_given(self) -> HealthCheck:
+        if self.type == "command" and not self.command:
+            raise ValueError("a health check of type command needs `command`")
+        return self
+
+
+class RuntimeComponent(Component):
+    """A kind spofless runs. Instance i's main port is `port + i` (one port per instance,
+    so that instances sharing a machine never collide)."""
+
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    health: HealthCheck | None = None
+
+    @model_validator(mode="after")
+    def _ports_fit(self) -> RuntimeComponent:
+        if self.port is not None and self.port + self.instance_count - 1 > 65535:
+            raise ValueError(f"port {self.port} + {self.instance_count} instances exceeds 65535")
+        return self
+
+
+# Kinds spofless runs. Each runtime part gives its kind its own fields here
+# (for example `run:` for services, `vip:` for load balancers); the analysis
+# sees the common fields only.
+class ServiceComponent(RuntimeComponent):
     kind: Literal["service"] = "service"
 
 
-class EtcdComponent(Component):
+class EtcdComponent(RuntimeComponent):
     kind: Literal["etcd"] = "etcd"
 
 
-class PostgresComponent(Component):
+class PostgresComponent(RuntimeComponent):
     kind: Literal["postgres"] = "postgres"
 
 
-class LoadBalancerComponent(Component):
+class LoadBalancerComponent(RuntimeComponent):
     kind: Literal["load_balancer"] = "load_balancer"
 
 
-class DnsComponent(Component):
+class DnsComponent(RuntimeComponent):
     kind: Literal["dns"] = "dns"
 
 
