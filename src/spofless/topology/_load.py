@@ -280,12 +280,11 @@ def _data_path(data: Any, loc: Loc) -> Loc:
     out: list[str | int] = []
     node: Any = data
     for part in loc:
-        if isinstance(node, dict) and part in node:
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        ):
             out.append(part)
             node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            out.append(part)
-            node = node[part]  # noqa: SIM114 (the list branch narrows part to int)
         elif isinstance(node, dict) and isinstance(part, str) and "[" not in part:
             # A missing or unknown field: name it, there is no value to descend into.
             out.append(part)
