@@ -280,15 +280,18 @@ def _data_path(data: Any, loc: Loc) -> Loc:
     out: list[str | int] = []
     node: Any = data
     for part in loc:
-        if (isinstance(node, dict) and part in node) or (
-            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-        ):
-            out.append(part)
-            node = node[part]
-        elif isinstance(node, dict) and isinstance(part, str) and "[" not in part:
-            # A missing or unknown field: name it, there is no value to descend into.
-            out.append(part)
-            node = None
+        if isinstance(node, list):
+            if isinstance(part, int) and 0 <= part < len(node):
+                out.append(part)
+                node = node[part]
+        elif isinstance(node, dict):
+            if part in node:
+                out.append(part)
+                node = node[part]
+            elif isinstance(part, str) and "[" not in part:
+                # A missing or unknown field: name it, there is no value to descend into.
+                out.append(part)
+                node = None
     return tuple(out)
 
 
