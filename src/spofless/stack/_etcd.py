@@ -1,4 +1,11 @@
-"""etcd members as stack instances: their command lines come from spofless.dcs.etcd_server."""
+"""etcd members as stack instances: their command lines come from spofless.dcs.etcd_server.
+
+The stack runs each member as one supervised process like any other instance
+(own process group, log in the state dir, restart with backoff); only the
+command line is etcd's, built by the same `etcd_command` the dcs tests use.
+A restarted member keeps its data dir and rejoins with it (etcd then ignores
+the initial-cluster flags).
+"""
 
 from __future__ import annotations
 
@@ -13,8 +20,24 @@ def etcd_argv_builder() -> EtcdArgv | None:
         from spofless.dcs import etcd_server  # noqa: F401
     except ImportError:
         return None
-    return _member_argv
+    return member_argv
 
 
-def _member_argv(spec: EtcdMemberSpec) -> Sequence[str]:
-    raise NotImplementedError("wired once spofless.dcs.etcd_server is merged")
+def member_argv(spec: EtcdMemberSpec) -> Sequence[str]:
+    """The command line of one member of the cluster `spec` describes."""
+    from spofless.dcs.etcd_server import EtcdCluster, EtcdMember, etcd_command
+
+    data_root = spec.data_dir.parent
+    cluster = EtcdCluster(
+        members=tuple(
+            EtcdMember(
+                name=m.name,
+                data_dir=data_root / m.name,
+                client_url=f"http://{m.ip}:{m.client_port}",
+                peer_url=f"http://{m.ip}:{m.peer_port}",
+            )
+            for m in spec.cluster
+        ),
+        token=spec.cluster_token,
+    )
+    return etcd_command(cluster, spec.member.name)

@@ -12,6 +12,7 @@ import psutil
 
 from spofless.stack._errors import PortInUseError, SpofFoundError, StackError
 from spofless.stack._plan import InstancePlan, StackPlan
+from spofless.stack._process import instance_env
 from spofless.topology import Topology
 
 
@@ -44,7 +45,7 @@ def check_commands(plan: StackPlan) -> None:
             continue
         seen.add(inst.component)
         program = inst.argv[0]
-        path = inst.env.get("PATH", os.environ.get("PATH", os.defpath))
+        path = instance_env(inst.env).get("PATH", os.defpath)
         if "/" in program:
             target = program if os.path.isabs(program) else str(inst.cwd / program)
             ok = os.path.isfile(target) and os.access(target, os.X_OK)

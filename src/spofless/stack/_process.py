@@ -18,6 +18,7 @@ import ctypes
 import ctypes.util
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -27,6 +28,21 @@ PR_SET_PDEATHSIG = 1
 
 # Loaded in the parent: the child, between fork and exec, only calls into it.
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def instance_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """The environment an instance runs with: spofless's own, then the component's `env`.
+
+    When spofless runs from a virtualenv, that environment's bin directory comes
+    first on PATH (as if activated), so `python -m ...` and `spofless` in a `run`
+    command are the ones spofless itself runs with.
+    """
+    env = dict(os.environ)
+    if sys.prefix != sys.base_prefix:
+        bindir = os.path.dirname(sys.executable)
+        env["PATH"] = os.pathsep.join([bindir, env.get("PATH", os.defpath)])
+    env.update(extra)
+    return env
 
 
 def _die_with(parent_pid: int) -> Callable[[], None]:
@@ -52,7 +68,7 @@ async def spawn(
             stdout=log,
             stderr=asyncio.subprocess.STDOUT,
             cwd=cwd,
-            env={**os.environ, **env},
+            env=instance_env(env),
             start_new_session=True,
             preexec_fn=_die_with(os.getpid()),
         )
