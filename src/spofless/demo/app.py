@@ -64,6 +64,8 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:
+        if self.path == "/healthz":
+            return  # probed several times a second: not worth a line each
         sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
     def _send(self, status: int, body: Any) -> None:

@@ -103,9 +103,7 @@ def status_table(doc: dict[str, Any]) -> Table:
     table.add_column("RESTARTS", justify="right")
     table.add_column("NOTE", overflow="fold")
     for i in doc["instances"]:
-        ports = " ".join(
-            str(p) if what == "main" else f"{what}={p}" for what, p in i["ports"].items()
-        )
+        ports = ",".join(str(p) for p in i["ports"].values())  # main port first
         state = i["state"]
         table.add_row(
             f"{i['component']}/{i['index']}",
