@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+import psutil
+
 from spofless.stack._errors import StackError, StartError
 from spofless.stack._etcd import etcd_argv_builder
 from spofless.stack._plan import StackPlan, plan_stack
@@ -270,6 +272,8 @@ def down(plan: StackPlan, echo: Echo, grace: float = 10.0) -> None:
             echo(f"the supervisor (pid {pid}) did not stop; killing it")
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        # The lock goes just before the process: wait for the process too.
+        _wait_gone(pid, deadline=time.monotonic() + 10)
         state = read_state(plan.state_dir)
     elif state is None:
         echo(f"nothing to stop: no stack was started from {plan.state_dir}")
@@ -279,6 +283,16 @@ def down(plan: StackPlan, echo: Echo, grace: float = 10.0) -> None:
         echo(f"stopped {killed} process group(s) the supervisor had left behind")
     _check_ports_released(plan, echo)
     echo(f"stopped {plan.topology.name}; logs stay in {plan.state_dir / 'logs'}")
+
+
+def _wait_gone(pid: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.02)
 
 
 def _supervisor_pid(plan: StackPlan) -> int:

@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+import psutil
+
 PR_SET_PDEATHSIG = 1
 
 # Loaded in the parent: the child, between fork and exec, only calls into it.
@@ -94,8 +96,18 @@ def signal_group(pgid: int, sig: int) -> bool:
 
 
 def group_alive(pgid: int) -> bool:
-    """True while any process of the group exists (zombies of ours excepted by the caller)."""
-    return signal_group(pgid, 0)
+    """True while any process of the group runs. Zombies do not count: a killed
+    instance whose parent died waits for a reaper (which a container's pid 1 may
+    never be) but holds no port and runs nothing."""
+    if not signal_group(pgid, 0):
+        return False
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                return True
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return False
 
 
 async def stop_groups(pgids: Sequence[int], grace: float) -> list[int]:
