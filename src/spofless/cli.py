@@ -152,7 +152,9 @@ def status(file: str, state_dir: Path | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(doc, indent=2))
     else:
-        Console().print(stack.render_status(doc))
+        # Piped output is not cut to 80 columns: scripts grep it.
+        wide = None if sys.stdout.isatty() else 250
+        Console(width=wide, soft_wrap=wide is not None).print(stack.render_status(doc))
 
 
 @main.command()

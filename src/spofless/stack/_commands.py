@@ -68,6 +68,11 @@ def up(
     settings: SupervisorSettings,
 ) -> None:
     """Start the plan's instances (see module docstring). Raises StackError, leaving nothing."""
+    if supervisor_alive(plan.state_dir):
+        raise StackError(
+            f"already running from {plan.state_dir}; `spofless down` it first "
+            "or use another --state-dir"
+        )
     for skipped in plan.skipped:
         echo(str(skipped))
     warning = preflight(plan, allow_spof)
@@ -75,11 +80,6 @@ def up(
         echo("warning: running a topology with a single point of failure (--allow-spof):")
         echo(warning.rstrip())
     ensure_writable(plan.state_dir)
-    if supervisor_alive(plan.state_dir):
-        raise StackError(
-            f"already running from {plan.state_dir}; `spofless down` it first "
-            "or use another --state-dir"
-        )
     with contextlib.suppress(FileNotFoundError):
         state_path(plan.state_dir).unlink()
     if detach or wait:
