@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
+import httpx
 import pytest
 
 from spofless.dcs.etcd_server import EtcdCluster, EtcdProcess, local_cluster
@@ -71,6 +72,31 @@ class RunningCluster:
         p.stop()
         p.start()
         p.wait_healthy(timeout)
+
+    def leader(self) -> str:
+        """The name of the member that is the raft leader now (asked of a live member)."""
+        for member in self.cluster.members:
+            if not self.processes[member.name].running():
+                continue
+            try:
+                status = httpx.post(
+                    f"{member.client_url}/v3/maintenance/status", json={}, timeout=2
+                )
+                listing = httpx.post(
+                    f"{member.client_url}/v3/cluster/member/list", json={}, timeout=2
+                )
+            except httpx.HTTPError:
+                continue
+            leader_id = status.json().get("leader")
+            for m in listing.json().get("members", []):
+                if m.get("ID") == leader_id:
+                    return str(m["name"])
+        raise RuntimeError("no live member knows a leader")
+
+    def endpoints_starting_with(self, name: str) -> list[str]:
+        """Every client URL, member `name`'s first (a client starts on the first)."""
+        first = self.cluster.member(name).client_url
+        return [first] + [url for url in self.endpoints if url != first]
 
     def stop_all(self) -> None:
         for p in self.processes.values():
