@@ -102,10 +102,17 @@ class Member:
 
 @dataclass(frozen=True, slots=True)
 class SyncState:
-    """The leader's record of which replicas hold every acknowledged commit."""
+    """The leader's record of which replicas hold every acknowledged commit.
+
+    Only `members` may be promoted in synchronous mode. `pending` is the replica
+    being made synchronous: it joins `members` once it is PostgreSQL's synchronous
+    standby and has flushed past `pending_lsn` (see spofless.pg.sync).
+    """
 
     leader: str | None = None
     members: frozenset[str] = frozenset()
+    pending: str | None = None
+    pending_lsn: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
