@@ -56,6 +56,8 @@ class MemberStatus:
     state: str = "stopped"  # the agent's one-word state: running, starting, stopped, ...
     api_url: str | None = None
     dsn: str | None = None
+    host: str | None = None  # where its PostgreSQL listens: to clone, follow, rewind from
+    port: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Role) else v) for k, v in asdict(self).items()}

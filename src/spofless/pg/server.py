@@ -398,6 +398,12 @@ class PostgresServer:
             await proc.wait()
         logger.info("%s: PostgreSQL stopped (%s)", self.name, mode)
 
+    def signal_stop(self, mode: StopMode = "immediate") -> None:
+        """Send the stop signal now, without waiting: for fencing from a sync callback."""
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.send_signal(_STOP_SIGNALS[mode])
+
     def kill(self) -> None:
         """SIGKILL the postmaster at once (last resort, and for tests)."""
         if self._proc is not None and self._proc.returncode is None:
