@@ -208,7 +208,39 @@ def check_run_command(run: str) -> list[str]:
 
 
 class PostgresComponent(RuntimeComponent):
+    """PostgreSQL with automatic failover (spofless.pg); `port` is instance 0's SQL port."""
+
     kind: Literal["postgres"] = "postgres"
+    # Commits wait for one synchronous replica; only it may be promoted (no lost commit).
+    synchronous: bool = False
+    # Synchronous only: refuse writes rather than degrade to asynchronous with no replica.
+    strict: bool = False
+    # A replica further behind than this (bytes) is never promoted. Patroni's default.
+    maximum_lag_on_failover: Annotated[int, Field(ge=0)] = 1024 * 1024
+    # The leader lease's ttl: a dead primary is replaced about this long after it died.
+    # 3 s keeps a node-loss failover under 5 s and rides out one etcd leader election.
+    ttl: Annotated[int, Field(ge=2, le=3600)] = 3
+    # The agent's loop period, also the lease renewal interval.
+    loop_wait: Annotated[float, Field(gt=0, le=60)] = 0.5
+    # Instance i's HTTP API (/primary, /replica, /health, /cluster) listens on api_port + i.
+    api_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    # The OS user PostgreSQL runs as; None: the agent's user, or `postgres` under root.
+    os_user: str | None = None
+    # May remove a diverged data directory that pg_rewind failed on, and clone afresh.
+    allow_reclone: bool = False
+
+    @model_validator(mode="after")
+    def _timing_fits(self) -> PostgresComponent:
+        if self.loop_wait * 2 > self.ttl:
+            raise ValueError(
+                f"loop_wait ({self.loop_wait:g}s) must be at most half the ttl ({self.ttl}s) "
+                "so a primary renews its lease at least twice per ttl: lower loop_wait"
+            )
+        if self.strict and not self.synchronous:
+            raise ValueError("strict needs synchronous: true")
+        if self.api_port is not None and self.api_port + self.instance_count - 1 > 65535:
+            raise ValueError(f"api_port {self.api_port} + {self.instance_count} exceeds 65535")
+        return self
 
 
 class LoadBalancerComponent(RuntimeComponent):

@@ -1,0 +1,57 @@
+"""The timing settings of coordination, with their invariants checked in one place."""
+
+from __future__ import annotations
+
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class DCSSettings(BaseModel):
+    """How long spofless waits for the store and how it holds a leader lease.
+
+    Invariants (rejected, never adjusted):
+
+    - request_timeout <= retry_timeout: one member's attempt fits in one call's budget;
+    - renew_interval + 2 x retry_timeout <= ttl - safety_margin: a holder whose renewal
+      fails twice in a row still has time to renew once more before it must assume the
+      lease is gone (the holder assumes so `ttl - safety_margin` after the last renewal it
+      sent; the server keeps the lease at least `ttl` after receiving it).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # The leader lease's time to live on the server (etcd leases are whole seconds).
+    # A dead holder is replaced within about ttl: short enough for a fast failover,
+    # long enough to ride out one etcd leader election (~0.5-1 s here).
+    ttl: Annotated[int, Field(ge=1, le=3600)] = 5
+    # How often the holder renews its lease: well under the ttl so that one or two
+    # lost renewals do not cost the leadership.
+    renew_interval: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    # One request to one member: a live member answers in milliseconds, a stopped one
+    # never; this bounds how long a dead member costs before the next one is tried.
+    request_timeout: Annotated[float, Field(gt=0, le=600)] = 0.5
+    # One call across every member (failover included) before DCSUnavailable.
+    retry_timeout: Annotated[float, Field(gt=0, le=600)] = 1.0
+    # The holder gives up this long before the lease could expire on the server: the
+    # time it needs to stop acting as leader (e.g. refuse writes) plus clock-rate drift.
+    safety_margin: Annotated[float, Field(gt=0, le=3600)] = 1.0
+
+    @model_validator(mode="after")
+    def _invariants(self) -> Self:
+        if self.request_timeout > self.retry_timeout:
+            raise ValueError(
+                f"request_timeout ({self.request_timeout:g}s) must not exceed retry_timeout "
+                f"({self.retry_timeout:g}s): raise retry_timeout or lower request_timeout"
+            )
+        budget = self.ttl - self.safety_margin
+        need = self.renew_interval + 2 * self.retry_timeout
+        if need > budget:
+            raise ValueError(
+                f"renew_interval + 2 x retry_timeout ({self.renew_interval:g} + 2 x "
+                f"{self.retry_timeout:g} = {need:g}s) must be <= ttl - safety_margin "
+                f"({self.ttl} - {self.safety_margin:g} = {budget:g}s): raise ttl to at least "
+                f"{need + self.safety_margin:g}, or lower renew_interval, retry_timeout or "
+                "safety_margin"
+            )
+        return self
