@@ -9,7 +9,6 @@ import pytest
 
 from spofless.stack import StackError, plan_stack
 from spofless.stack._plan import EtcdMemberSpec
-from spofless.stack._probe import RiseFall
 from spofless.stack._state import default_state_dir
 from spofless.stack._waits import dependency_waits
 from spofless.topology import TopologyError, load_topology_text
@@ -142,15 +141,3 @@ def test_dependency_waits_name_every_member_and_the_quorum() -> None:
 
 def test_default_state_dir_is_next_to_the_file(tmp_path: Path) -> None:
     assert default_state_dir(tmp_path / "shop.yaml") == tmp_path / ".spofless" / "shop"
-
-
-def test_rise_fall_detector() -> None:
-    d = RiseFall(rise=2, fall=2)
-    assert d.observe(False) is None  # starting: waits for `fall` failures
-    assert d.observe(True) is True  # first success while starting: healthy at once
-    assert d.observe(False) is None
-    assert d.observe(True) is None  # streak broken
-    assert d.observe(False) is None
-    assert d.observe(False) is False
-    assert d.observe(True) is None
-    assert d.observe(True) is True

@@ -22,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from spofless.health import Detector, Status, run_check
 from spofless.stack import _policy as policy
 from spofless.stack._errors import StackError, StartError
 from spofless.stack._plan import InstancePlan, StackPlan
-from spofless.stack._probe import RiseFall, probe
 from spofless.stack._process import spawn, stop_groups
 from spofless.stack._state import SupervisorLock, write_state
 from spofless.stack._waits import DependencyWait, dependency_waits
@@ -140,9 +140,9 @@ class Supervisor:
         logger.info("waiting for %s", wait.describe())
         while True:
             results = await asyncio.gather(
-                *(probe(wait.check, ip, port) for ip, port in wait.addresses)
+                *(run_check(wait.check, ip, port) for ip, port in wait.addresses)
             )
-            healthy = sum(results)
+            healthy = sum(r.ok for r in results)
             if healthy >= wait.required:
                 logger.info("%s: %d of %d healthy", wait.dependency, healthy, len(results))
                 return
@@ -195,21 +195,26 @@ class Supervisor:
     async def _watch_health(self, inst: InstancePlan) -> None:
         assert inst.health is not None
         check = inst.health
-        port = inst.ports[0][1] if inst.ports else None
-        detector: RiseFall | None = None
+        port = inst.ports[0][1] if inst.ports else 0  # 0: a command check without a port
+        detector: Detector | None = None
         watched_pid: int | None = None
         while not self._stop.is_set():
             state = self.states[inst.name]
             if state.pid is not None and state.state in ("starting", "up", "down"):
                 if state.pid != watched_pid:  # a new process: judge it afresh
-                    detector, watched_pid = RiseFall(check.rise, check.fall), state.pid
+                    detector, watched_pid = Detector(check.fall, check.rise), state.pid
                 assert detector is not None
-                verdict = detector.observe(await probe(check, inst.bind_ip, port))
+                result = await run_check(check, inst.bind_ip, port)
+                change = detector.observe(result.ok, definite=result.definite, detail=result.detail)
                 current = self.states[inst.name]
-                if verdict is not None and current.pid == watched_pid:
-                    self._set(inst.name, policy.on_health(current, verdict))
+                if change is not None and current.pid == watched_pid:
+                    healthy = change.new is Status.UP
+                    self._set(inst.name, policy.on_health(current, healthy))
                     logger.info(
-                        "%s: %s", inst.name, "healthy" if verdict else "failing its health check"
+                        "%s: %s (%s)",
+                        inst.name,
+                        "healthy" if healthy else "failing its health check",
+                        change.reason,
                     )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), check.interval)
