@@ -51,6 +51,14 @@ def test_kill9_instance_is_restarted_and_down_leaves_nothing(
     assert by_name["etcd/2"]["address"] == f"127.0.0.1:{ports['etcd'] + 2}"
     assert by_name["web/0"]["role"] is None
 
+    def etcd_roles() -> list[str] | None:
+        roles = sorted(
+            str(i["role"]) for i in run.status()["instances"] if i["component"] == "etcd"
+        )
+        return roles if roles == ["follower", "follower", "leader"] else None
+
+    wait_for("one etcd leader and two followers", etcd_roles, timeout=20)
+
     # The demo app answers, and writes go through any instance.
     url = f"http://127.0.0.1:{ports['web']}"
     req = urllib.request.Request(f"{url}/write", data=b"hello", method="POST")

@@ -41,3 +41,21 @@ def member_argv(spec: EtcdMemberSpec) -> Sequence[str]:
         token=spec.cluster_token,
     )
     return etcd_command(cluster, spec.member.name)
+
+
+async def member_role(ip: str, client_port: int) -> str | None:
+    """`leader` or `follower` as the member at ip:port sees itself; None when it cannot tell."""
+    from spofless.dcs import DCSError, EtcdStore
+
+    store = EtcdStore([f"http://{ip}:{client_port}"])
+    try:
+        status = await store.call("/maintenance/status", {})
+    except DCSError:
+        return None
+    finally:
+        await store.close()
+    member = status.get("header", {}).get("member_id")
+    leader = status.get("leader")
+    if member is None or leader is None:
+        return None
+    return "leader" if str(member) == str(leader) else "follower"

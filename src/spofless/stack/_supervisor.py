@@ -25,12 +25,16 @@ from typing import Any, Literal
 from spofless.health import Detector, Status, run_check
 from spofless.stack import _policy as policy
 from spofless.stack._errors import StackError, StartError
+from spofless.stack._etcd import member_role
 from spofless.stack._plan import InstancePlan, StackPlan
 from spofless.stack._process import spawn, stop_groups
 from spofless.stack._state import SupervisorLock, write_state
 from spofless.stack._waits import DependencyWait, dependency_waits
 
 logger = logging.getLogger(__name__)
+
+# How often a healthy etcd member is asked whether it leads (for `status`).
+ROLE_INTERVAL = 1.0
 
 Phase = Literal["starting", "running", "stopping", "stopped", "failed"]
 
@@ -65,6 +69,7 @@ class Supervisor:
         self._stop = asyncio.Event()
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._roles: dict[str, str | None] = {}  # etcd members: leader / follower
 
     # -- running ---------------------------------------------------------------
 
@@ -198,14 +203,20 @@ class Supervisor:
         port = inst.ports[0][1] if inst.ports else 0  # 0: a command check without a port
         detector: Detector | None = None
         watched_pid: int | None = None
+        next_role = 0.0
         while not self._stop.is_set():
             state = self.states[inst.name]
+            if state.state != "up":
+                self._roles.pop(inst.name, None)
             if state.pid is not None and state.state in ("starting", "up", "down"):
                 if state.pid != watched_pid:  # a new process: judge it afresh
                     detector, watched_pid = Detector(check.fall, check.rise), state.pid
                 assert detector is not None
                 result = await run_check(check, inst.bind_ip, port)
                 change = detector.observe(result.ok, definite=result.definite, detail=result.detail)
+                if inst.kind == "etcd" and result.ok and time.monotonic() >= next_role:
+                    self._roles[inst.name] = await member_role(inst.bind_ip, port)
+                    next_role = time.monotonic() + ROLE_INTERVAL
                 current = self.states[inst.name]
                 if change is not None and current.pid == watched_pid:
                     healthy = change.new is Status.UP
@@ -297,7 +308,7 @@ class Supervisor:
             "ports": dict(inst.ports),
             "address": inst.address,
             "health": s.health if inst.health is not None else "none",
-            "role": None,
+            "role": self._roles.get(inst.name) if s.state in ("up", "down") else None,
             "started_at": s.started_at,
             "restarts": s.restarts,
             "last_exit": s.last_exit,
