@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+import etcd_fixtures
 import pytest
-from etcd_fixtures import RunningCluster, etcd_cluster  # noqa: F401  (fixture)
+from etcd_fixtures import RunningCluster
 
 from spofless.dcs import (
     CompactedError,
@@ -25,6 +26,8 @@ from spofless.dcs import (
 )
 
 pytestmark = pytest.mark.integration
+
+etcd_cluster = etcd_fixtures.etcd_cluster  # the fixture, for this module's tests
 
 
 async def scenario(s: KeyValueStore) -> list[object]:
@@ -53,13 +56,13 @@ async def scenario(s: KeyValueStore) -> list[object]:
     return out
 
 
-async def test_etcd_and_memory_store_answer_alike(etcd_cluster: RunningCluster) -> None:  # noqa: F811
+async def test_etcd_and_memory_store_answer_alike(etcd_cluster: RunningCluster) -> None:
     async with EtcdStore(etcd_cluster.endpoints) as etcd:
         real = await scenario(etcd)
     assert real == await scenario(MemoryStore())
 
 
-async def test_lease_keeps_key_until_it_expires(etcd_cluster: RunningCluster) -> None:  # noqa: F811
+async def test_lease_keeps_key_until_it_expires(etcd_cluster: RunningCluster) -> None:
     async with EtcdStore(etcd_cluster.endpoints) as s:
         lease = await s.grant_lease(1)
         await s.put("/l", "v", lease=lease.id)
@@ -73,7 +76,7 @@ async def test_lease_keeps_key_until_it_expires(etcd_cluster: RunningCluster) ->
         await s.revoke_lease(lease.id)  # gone already: not an error
 
 
-async def test_compacted_revision_raises(etcd_cluster: RunningCluster) -> None:  # noqa: F811
+async def test_compacted_revision_raises(etcd_cluster: RunningCluster) -> None:
     async with EtcdStore(etcd_cluster.endpoints) as s:
         revs = [await s.put("/k", str(i)) for i in range(5)]
         await s.call("/kv/compaction", {"revision": revs[-1], "physical": True})
@@ -105,7 +108,7 @@ def assert_complete(events: list[Event], n: int) -> None:
     assert revisions == sorted(set(revisions))
 
 
-async def test_watch_resumes_after_its_member_restarts(etcd_cluster: RunningCluster) -> None:  # noqa: F811
+async def test_watch_resumes_after_its_member_restarts(etcd_cluster: RunningCluster) -> None:
     # The watch may only use one member, so it must resume there from its revision.
     watched = etcd_cluster.names[0]
     writers = [
@@ -130,7 +133,7 @@ async def test_watch_resumes_after_its_member_restarts(etcd_cluster: RunningClus
     assert_complete(events, n)
 
 
-async def test_killed_member_clients_fail_over_and_carry_on(etcd_cluster: RunningCluster) -> None:  # noqa: F811
+async def test_killed_member_clients_fail_over_and_carry_on(etcd_cluster: RunningCluster) -> None:
     """kill -9 the raft leader, which every client is talking to: writes, the watch and a
     leadership held through it all carry on."""
     victim = etcd_cluster.leader()

@@ -88,7 +88,7 @@ class EtcdWatch(Watch):
             except (_Reconnect, httpx.HTTPError, TimeoutError, ValueError) as exc:
                 last = f"{endpoint}: {type(exc).__name__} {exc}".strip()
                 await self._drop()
-                store._failed(endpoint, f"watch {self._key}: {exc or type(exc).__name__}")
+                store._failed(endpoint, f"watch {self._key}: {str(exc) or type(exc).__name__}")
                 failures += 1
             except BaseException:
                 await self._drop()
