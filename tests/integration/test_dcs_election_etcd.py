@@ -13,7 +13,7 @@ import etcd_fixtures
 import pytest
 from etcd_fixtures import RunningCluster
 
-from spofless.dcs import DCSSettings, EtcdStore, campaign
+from spofless.dcs import DCSSettings, DCSUnavailable, EtcdStore, campaign
 
 pytestmark = pytest.mark.integration
 
@@ -114,6 +114,12 @@ async def test_quorum_lost_the_leader_steps_down_within_ttl(etcd_cluster: Runnin
             stepped_down = time.monotonic() - paused_at
             assert not leadership.is_leader
             assert stepped_down < settings.ttl - settings.safety_margin + 0.5, stepped_down
+            # The lone member knows it has no leader and refuses at once (hasleader),
+            # rather than serving a stale read or hanging until the timeout.
+            survivor = next(n for n in etcd_cluster.names if n not in stopped)
+            async with EtcdStore([etcd_cluster.cluster.member(survivor).client_url]) as lone:
+                with pytest.raises(DCSUnavailable, match="no leader"):
+                    await lone.get("/elect")
         finally:
             for name in stopped:
                 etcd_cluster.resume(name)
