@@ -118,7 +118,7 @@ def analyze(topology: Topology, max_order: int = 2) -> Report:
 
     components = []
     for need in structure.needs:
-        alone = compute_availability(structure.restricted_to(need.index), importance=False)
+        alone = compute_availability(structure.restricted_to([need.index]), importance=False)
         comp = topology.components[need.name]
         components.append(
             ComponentSummary(

@@ -74,17 +74,21 @@ class Structure:
     def by_element(self) -> dict[str, Unit]:
         return {u.element: u for u in self.units()}
 
-    def restricted_to(self, component: int) -> Structure:
-        """The structure of one component alone (for its own availability)."""
-        need = self.needs[component]
-        only = Need(need.name, 0, need.count, need.required, need.availability)
+    def restricted_to(self, components: list[int]) -> Structure:
+        """The structure of some components alone, re-indexed in the given order."""
+        index = {c: i for i, c in enumerate(components)}
+        needs = tuple(
+            Need(n.name, index[n.index], n.count, n.required, n.availability)
+            for n in (self.needs[c] for c in components)
+        )
 
         def copy(unit: Unit, parent: Unit | None) -> Unit | None:
-            if component not in unit.covers:
+            covers = {index[c]: n for c, n in unit.covers.items() if c in index}
+            if not covers:
                 return None
-            new = Unit(unit.element, unit.availability, 0 if unit.component >= 0 else -1)
+            new = Unit(unit.element, unit.availability, index.get(unit.component, -1))
             new.parent = parent
-            new.covers = {0: unit.covers[component]}
+            new.covers = covers
             for child in unit.children:
                 kept = copy(child, new)
                 if kept is not None:
@@ -92,7 +96,7 @@ class Structure:
             return new
 
         roots = tuple(r for r in (copy(root, None) for root in self.roots) if r is not None)
-        return Structure((only,), roots)
+        return Structure(needs, roots)
 
 
 def compile_structure(topology: Topology) -> Structure:
