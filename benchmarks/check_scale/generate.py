@@ -21,7 +21,9 @@ HOSTS = 1_000
 
 
 def topology() -> dict[str, Any]:
-    regions = {f"r{r}": {"zones": [f"z{z}" for z in range(ZONES_PER_REGION)]} for r in range(REGIONS)}
+    regions = {
+        f"r{r}": {"zones": [f"z{z}" for z in range(ZONES_PER_REGION)]} for r in range(REGIONS)
+    }
     zones = [f"r{r}/z{z}" for z in range(ZONES_PER_REGION) for r in range(REGIONS)]
     hosts = {f"h{h:04d}": {"zone": zones[h % len(zones)]} for h in range(HOSTS)}
     names = list(hosts)

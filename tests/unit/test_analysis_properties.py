@@ -41,7 +41,9 @@ def topologies(draw: st.DrawFn) -> dict[str, Any]:
         else:
             instances = count = draw(st.integers(1, 2))
         min_up: Any = draw(st.sampled_from(["majority", *range(1, count + 1)]))
-        needs = draw(st.lists(st.sampled_from([f"c{i}" for i in range(c)]), unique=True)) if c else []
+        needs = (
+            draw(st.lists(st.sampled_from([f"c{i}" for i in range(c)]), unique=True)) if c else []
+        )
         components[f"c{c}"] = {
             "kind": draw(st.sampled_from(["service", "etcd", "cache"])),
             "instances": instances,
