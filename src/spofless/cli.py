@@ -66,7 +66,8 @@ def check(file: str, max_order: int, fmt: str) -> None:
     from spofless.analysis import analyze, render
 
     report = analyze(_topology(file), max_order=max_order)
-    click.echo(render(report, fmt), nl=False)
+    # click.echo drops the colours when stdout is not a terminal.
+    click.echo(render(report, fmt, color=True), nl=False)
     sys.exit(0 if report.ok else 1)
 
 
