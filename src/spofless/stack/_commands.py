@@ -93,7 +93,9 @@ def _daemon_argv(plan: StackPlan, settings: SupervisorSettings) -> list[str]:
     argv += ["--timeout", str(settings.start_timeout), "--stop-grace", str(settings.stop_grace)]
     for h in plan.hosts:
         argv += ["--host", h]
-    return [*argv, plan.topology.source]
+    # The daemon runs in the file's folder: give it the file by absolute path.
+    source = plan.topology.file
+    return [*argv, str(source.resolve()) if source else plan.topology.source]
 
 
 def _up_detached(plan: StackPlan, echo: Echo, wait: bool, settings: SupervisorSettings) -> None:
