@@ -399,6 +399,8 @@ class ClientConn(asyncio.Protocol):
         bal = self.bal
         route = bal.route_for(req.host, req.url)
         b = bal.choose(route, req.hash_key, req.tried)
+        if b is None and req.tried:
+            b = bal.choose(route, req.hash_key, None)  # a fresh connection to one tried
         if b is None:
             if req.tried:
                 self.fail(req, 503, retry_after=1)  # every attempt failed
@@ -535,6 +537,7 @@ class UpstreamConn(asyncio.Protocol):
         self.deadline = 0.0
         self.status = 0
         self.done = False
+        self.keep = False
         self.reset_parser = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -587,16 +590,18 @@ class UpstreamConn(asyncio.Protocol):
         if req is not None and req.method == b"HEAD" and self.status >= 200:
             # httptools cannot be told that a HEAD response has no body: end it here.
             self.done = True
+            self.keep = self.parser.should_keep_alive()
             self.reset_parser = True
 
     def on_message_complete(self) -> None:
         if 100 <= self.status < 200 and self.status != 101:
             return  # an interim response; the final one follows
+        self.keep = self.parser.should_keep_alive()  # llhttp forgets it after this callback
         self.done = True
 
     def _finish(self, req: Request) -> None:
         b = self.backend
-        keep = self.parser.should_keep_alive() and req.complete
+        keep = self.keep and req.complete
         if self.reset_parser:
             self.parser = httptools.HttpResponseParser(self)
             self.reset_parser = False
