@@ -88,8 +88,12 @@ def check(file: str, max_order: int, fmt: str) -> None:
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--admin", help="Standalone: host:port of the admin API.")
 @click.option("--admin-token", envvar="SPOFLESS_ADMIN_TOKEN", help="Bearer token of the admin API.")
-@click.option("--health", type=click.Choice(["tcp", "http"]), default="tcp", show_default=True)
-@click.option("--health-path", default="/healthz", show_default=True)
+@click.option(
+    "--health",
+    type=click.Choice(["tcp", "http"]),
+    help="Health check type [default: http GET / (any status < 500) in http mode, else tcp].",
+)
+@click.option("--health-path", default="/", show_default=True)
 def lb(
     file: str | None,
     component: str | None,
@@ -102,7 +106,7 @@ def lb(
     workers: int,
     admin: str | None,
     admin_token: str | None,
-    health: str,
+    health: str | None,
     health_path: str,
 ) -> None:
     """Run a load balancer: from a topology FILE, or standalone with --listen and --backend.
@@ -133,7 +137,11 @@ def lb(
             raise LbConfigError("give FILE --component C, or --listen and --backend")
         try:
             options = LbOptions(algorithm=algorithm, hash_key=hash_key)  # type: ignore[arg-type]
-            check = HealthCheck(type=health, path=health_path)  # type: ignore[arg-type]
+            check = (
+                HealthCheck(type=health, path=health_path)  # type: ignore[arg-type]
+                if health
+                else None
+            )
         except ValidationError as exc:
             raise LbConfigError(f"invalid option: {exc.errors()[0]['msg']}") from None
         listen_ = listen

@@ -79,6 +79,15 @@ class LbSettings(_Frozen):
         return {b.name: b for r in self.routes for b in r.backends}
 
 
+def default_health(mode: str) -> HealthCheck:
+    """The check used when none is given. In http mode an HTTP GET of `/` answered with any
+    status below 500: a TCP connect alone cannot see a frozen (SIGSTOPped, hung) process,
+    whose kernel still accepts connections."""
+    if mode == "http":
+        return HealthCheck(type="http", path="/", expect_status=list(range(200, 500)))
+    return HealthCheck(type="tcp")
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -133,7 +142,7 @@ def settings_from_flags(
         raise LbConfigError("--backend: the same address is given twice")
     lhost, lport = split_address(listen, "--listen")
     ahost, aport = split_address(admin, "--admin") if admin else (None, None)
-    route = {"name": "default", "backends": specs, "health": health or HealthCheck()}
+    route = {"name": "default", "backends": specs, "health": health or default_health(mode)}
     return _build(
         instance="lb",
         listen_host=lhost,
@@ -168,7 +177,7 @@ def settings_from_topology(topology: Topology, component: str, index: int) -> Lb
         raise LbConfigError(f"{_where(topology, component)}: {component} needs a `port`")
     if not comp.routes:
         raise LbConfigError(f"{_where(topology, component)}: {component} needs `routes`")
-    routes = [_route(topology, component, i, r) for i, r in enumerate(comp.routes)]
+    routes = [_route(topology, component, i, r, comp.mode) for i, r in enumerate(comp.routes)]
     host, port = split_address(address, component)
     admin_port = comp.admin_port + index if comp.admin_port is not None else None
     return _build(
@@ -190,7 +199,9 @@ def _where(topology: Topology, *path: str | int) -> str:
     return str(loc) if loc else topology.source
 
 
-def _route(topology: Topology, lb: str, i: int, route: LbRoute) -> dict[str, object]:
+def _route(
+    topology: Topology, lb: str, i: int, route: LbRoute, mode: str
+) -> dict[str, object]:
     target = topology.components.get(route.to)
     where = _where(topology, lb, "routes", i, "to")
     if target is None:
@@ -215,5 +226,5 @@ def _route(topology: Topology, lb: str, i: int, route: LbRoute) -> dict[str, obj
         "path_prefix": route.path_prefix,
         "host": route.host,
         "backends": backends,
-        "health": target.health or HealthCheck(),
+        "health": target.health or default_health(mode),
     }
