@@ -74,7 +74,9 @@ def check(file: str, max_order: int, fmt: str) -> None:
 @click.option("--component", help="With FILE: the load_balancer component to run.")
 @click.option("--instance", type=int, default=0, show_default=True, help="With FILE: its index.")
 @click.option("--listen", help="Standalone: host:port to listen on.")
-@click.option("--backend", "backends", multiple=True, help="Standalone: host:port[,weight]; repeat.")
+@click.option(
+    "--backend", "backends", multiple=True, help="Standalone: host:port[,weight]; repeat."
+)
 @click.option("--mode", type=click.Choice(["http", "tcp"]), default="http", show_default=True)
 @click.option(
     "--algorithm",
@@ -84,7 +86,9 @@ def check(file: str, max_order: int, fmt: str) -> None:
     default="round_robin",
     show_default=True,
 )
-@click.option("--hash-key", default="source", show_default=True, help="source|path|header:N|cookie:N")
+@click.option(
+    "--hash-key", default="source", show_default=True, help="source|path|header:N|cookie:N"
+)
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--admin", help="Standalone: host:port of the admin API.")
 @click.option("--admin-token", envvar="SPOFLESS_ADMIN_TOKEN", help="Bearer token of the admin API.")
@@ -136,12 +140,8 @@ def lb(
         if not listen:
             raise LbConfigError("give FILE --component C, or --listen and --backend")
         try:
-            options = LbOptions(algorithm=algorithm, hash_key=hash_key)  # type: ignore[arg-type]
-            check = (
-                HealthCheck(type=health, path=health_path)  # type: ignore[arg-type]
-                if health
-                else None
-            )
+            options = LbOptions.model_validate({"algorithm": algorithm, "hash_key": hash_key})
+            check = HealthCheck(type=health, path=health_path) if health else None
         except ValidationError as exc:
             raise LbConfigError(f"invalid option: {exc.errors()[0]['msg']}") from None
         listen_ = listen

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-BACKEND = '''
+BACKEND = """
 import asyncio, sys
 class P(asyncio.Protocol):
     def connection_made(self, t): self.t = t; self.buf = b""
@@ -21,12 +21,13 @@ class P(asyncio.Protocol):
         while b"\\r\\n\\r\\n" in self.buf:
             _, self.buf = self.buf.split(b"\\r\\n\\r\\n", 1)
             body = sys.argv[1].encode()
-            self.t.write(b"HTTP/1.1 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\n%s" % (len(body), body))
+            head = b"HTTP/1.1 200 OK\\r\\nContent-Length: %d\\r\\n\\r\\n" % len(body)
+            self.t.write(head + body)
 async def main():
     s = await asyncio.get_running_loop().create_server(P, "127.0.0.1", int(sys.argv[2]))
     await s.serve_forever()
 asyncio.run(main())
-'''
+"""
 
 
 def free_port() -> int:

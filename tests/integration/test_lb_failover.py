@@ -103,4 +103,4 @@ def test_kill_stop_and_resume_a_backend_under_load(tmp_path: Path) -> None:
         assert detect_stop < 2.0  # defaults: 0.25 s interval, 0.25 s timeout, fall 2
         assert load.errors == []
         assert load.bodies.get(b"b1", 0) > 0 and len(load.latencies) > 200
-        assert "127.0.0.1:%d is down" % ports[0] in log
+        assert f"127.0.0.1:{ports[0]} is down" in log

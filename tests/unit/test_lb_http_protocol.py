@@ -91,7 +91,7 @@ async def test_chunked_request_body_is_reframed() -> None:
 
 
 async def test_head_response_without_body_completes() -> None:
-    _, client, ct, up, ut = _setup()
+    _, client, _, up, ut = _setup()
     client.data_received(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET /n HTTP/1.1\r\nHost: x\r\n\r\n")
     up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n")
     assert b"GET /n" in ut.out  # the HEAD response ended at its head
@@ -151,7 +151,7 @@ async def test_idempotent_request_is_retried_after_a_reset() -> None:
 
 
 async def test_post_is_not_replayed_after_it_was_sent() -> None:
-    bal, client, ct, up, ut = _setup()
+    _, client, ct, up, _ = _setup()
     client.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx")
     up.connection_lost(ConnectionResetError())
     assert ct.out.startswith(b"HTTP/1.1 502")

@@ -63,7 +63,6 @@ async def check_http(spec: HealthCheck, host: str, port: int) -> CheckResult:
         return CheckResult(False, "incomplete HTTP response")
     finally:
         writer.close()
-    raw = head + body
     status_line = head.split(b"\r\n", 1)[0].split()
     if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/"):
         return CheckResult(False, "not an HTTP response")

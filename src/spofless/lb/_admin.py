@@ -13,6 +13,7 @@ a token is required when the API listens on anything but loopback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import time
@@ -38,7 +39,7 @@ _MAX_HEAD = 16384
 
 async def start_admin(ctl: Controller) -> asyncio.AbstractServer:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(ctl))  # type: ignore[arg-type]
+    registry.register(_Collector(ctl))
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -55,10 +56,8 @@ async def start_admin(ctl: Controller) -> asyncio.AbstractServer:
             % (status, ctype.encode(), len(body))
             + body
         )
-        try:
+        with contextlib.suppress(ConnectionError):
             await writer.drain()
-        except ConnectionError:
-            pass
         writer.close()
 
     s = ctl.settings

@@ -163,7 +163,7 @@ class Controller:
         loop = asyncio.get_running_loop()
         parent, child = socket.socketpair()
         listen = self.sockets[index % len(self.sockets)]
-        proc = subprocess.Popen(
+        proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once, never waits
             [
                 sys.executable,
                 "-m",
@@ -218,7 +218,7 @@ class Controller:
             w.chan.send({"t": "stop"})
         deadline = time.monotonic() + self.settings.options.drain_timeout + 2
         for w in workers:
-            while w.proc.poll() is None and time.monotonic() < deadline:
+            while w.proc.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
             if w.proc.poll() is None:
                 logger.warning(

@@ -474,10 +474,11 @@ class ClientConn(asyncio.Protocol):
             self.active = None
         if transport is None or self.closed:
             return
-        if not (keep_alive and req.keep_alive and req.complete) or self.close_after:
-            if not self.pending or not req.complete:
-                transport.close()
-                return
+        if (not (keep_alive and req.keep_alive and req.complete) or self.close_after) and (
+            not self.pending or not req.complete
+        ):
+            transport.close()
+            return
         if self.pending:
             nxt = self.pending.popleft()
             self.active = nxt

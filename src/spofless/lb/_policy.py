@@ -50,8 +50,8 @@ class RetryBudget:
     def try_spend(self, now: float) -> bool:
         """Take one retry from the budget; False when it is spent."""
         slot = self._slot(now)
-        requests = sum(s[1] for s in self._slots)
-        retries = sum(s[2] for s in self._slots)
+        requests: float = sum(s[1] for s in self._slots)
+        retries: float = sum(s[2] for s in self._slots)
         if retries < self.min_retries or retries < self.ratio * requests:
             slot[2] += 1
             return True
@@ -68,7 +68,7 @@ class OutlierPolicy:
 
     def ejection_time(self, ejections: int) -> float:
         """How long the `ejections`-th ejection (1-based) lasts."""
-        return min(self.maximum, self.base * 2 ** max(0, ejections - 1))
+        return min(self.maximum, self.base * float(2 ** max(0, ejections - 1)))
 
 
 def slow_start_factor(up_since: float | None, now: float, period: float) -> float:

@@ -64,12 +64,12 @@ class LbSettings(_Frozen):
 
     @model_validator(mode="after")
     def _admin_token_off_loopback(self) -> LbSettings:
-        if self.admin_port is not None and not _is_loopback(self.admin_host or "127.0.0.1"):
-            if not self.admin_token:
-                raise ValueError(
-                    f"the admin API listens on {self.admin_host}, not loopback: "
-                    "set an admin token (--admin-token or admin_token:)"
-                )
+        admin_off_loopback = not _is_loopback(self.admin_host or "127.0.0.1")
+        if self.admin_port is not None and admin_off_loopback and not self.admin_token:
+            raise ValueError(
+                f"the admin API listens on {self.admin_host}, not loopback: "
+                "set an admin token (--admin-token or admin_token:)"
+            )
         if self.mode == "tcp" and len(self.routes) != 1:
             raise ValueError("tcp mode takes exactly one route")
         return self
@@ -199,9 +199,7 @@ def _where(topology: Topology, *path: str | int) -> str:
     return str(loc) if loc else topology.source
 
 
-def _route(
-    topology: Topology, lb: str, i: int, route: LbRoute, mode: str
-) -> dict[str, object]:
+def _route(topology: Topology, lb: str, i: int, route: LbRoute, mode: str) -> dict[str, object]:
     target = topology.components.get(route.to)
     where = _where(topology, lb, "routes", i, "to")
     if target is None:

@@ -97,9 +97,9 @@ class TcpClient(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.eof = True
-        if self.up is not None and self.up.transport is not None:
-            if self.up.transport.can_write_eof():
-                self.up.transport.write_eof()
+        up = self.up
+        if up is not None and up.transport is not None and up.transport.can_write_eof():
+            up.transport.write_eof()
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
