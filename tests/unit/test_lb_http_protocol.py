@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from spofless.lb import settings_from_flags
 from spofless.lb._balancer import Balancer
 from spofless.lb._http import ClientConn, UpstreamConn
 from spofless.topology import LbOptions
+
+_PREFIXES = [b"", b"GET / HTTP/1.1\r\n", b"POST / HTTP/1.1\r\nContent-Length: 5\r\n"]
 
 
 class FakeTransport:
@@ -155,3 +160,16 @@ async def test_post_is_not_replayed_after_it_was_sent() -> None:
     client.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx")
     up.connection_lost(ConnectionResetError())
     assert ct.out.startswith(b"HTTP/1.1 502")
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunks=st.lists(st.binary(max_size=200), max_size=6), prefix=st.sampled_from(_PREFIXES))
+async def test_random_bytes_never_escape_the_protocol(chunks: list[bytes], prefix: bytes) -> None:
+    _, client, ct, _, _ = _setup(max_header_bytes=1024)
+    for chunk in [prefix, *chunks]:
+        if ct.closed:
+            break
+        client.data_received(chunk)  # must not raise, whatever the bytes
+    client.on_timeout()
+    if ct.out and not ct.out.startswith(b"HTTP/1.1 "):
+        raise AssertionError(bytes(ct.out[:40]))
