@@ -171,3 +171,99 @@ def logs(file: str, instance: str | None, state_dir: Path | None, follow: bool, 
     plan = stack.make_plan(_topology(file), state_dir)
     with contextlib.suppress(KeyboardInterrupt):
         stack.logs(plan, instance, follow, lines, sys.stdout)
+
+
+@main.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("--component", help="With FILE: the load_balancer component to run.")
+@click.option("--instance", type=int, default=0, show_default=True, help="With FILE: its index.")
+@click.option("--listen", help="Standalone: host:port to listen on.")
+@click.option(
+    "--backend", "backends", multiple=True, help="Standalone: host:port[,weight]; repeat."
+)
+@click.option("--mode", type=click.Choice(["http", "tcp"]), default="http", show_default=True)
+@click.option(
+    "--algorithm",
+    type=click.Choice(
+        ["round_robin", "weighted_round_robin", "least_connections", "two_choices", "hash"]
+    ),
+    default="round_robin",
+    show_default=True,
+)
+@click.option(
+    "--hash-key", default="source", show_default=True, help="source|path|header:N|cookie:N"
+)
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--admin", help="Standalone: host:port of the admin API.")
+@click.option("--admin-token", envvar="SPOFLESS_ADMIN_TOKEN", help="Bearer token of the admin API.")
+@click.option(
+    "--health",
+    type=click.Choice(["tcp", "http"]),
+    help="Health check type [default: http GET / (any status < 500) in http mode, else tcp].",
+)
+@click.option("--health-path", default="/", show_default=True)
+def lb(
+    file: str | None,
+    component: str | None,
+    instance: int,
+    listen: str | None,
+    backends: tuple[str, ...],
+    mode: str,
+    algorithm: str,
+    hash_key: str,
+    workers: int,
+    admin: str | None,
+    admin_token: str | None,
+    health: str | None,
+    health_path: str,
+) -> None:
+    """Run a load balancer: from a topology FILE, or standalone with --listen and --backend.
+
+    \b
+      spofless lb shop.yaml --component lb --instance 0
+      spofless lb --listen 127.0.0.1:8080 --backend 127.0.0.1:9001 --backend 127.0.0.1:9002
+
+    SIGHUP reloads (FILE mode re-reads the file), SIGTERM stops gracefully.
+    """
+    from pydantic import ValidationError
+
+    from spofless.lb import LbConfigError, run_lb, settings_from_flags, settings_from_topology
+    from spofless.topology import HealthCheck, LbOptions
+
+    if file is not None:
+        if listen or backends:
+            raise LbConfigError("give either FILE or --listen/--backend, not both")
+        if component is None:
+            raise LbConfigError("FILE needs --component (the load_balancer to run)")
+        path, comp = file, component
+
+        def build() -> object:
+            return settings_from_topology(_topology(path), comp, instance)
+
+    else:
+        if not listen:
+            raise LbConfigError("give FILE --component C, or --listen and --backend")
+        try:
+            options = LbOptions.model_validate({"algorithm": algorithm, "hash_key": hash_key})
+            check = HealthCheck(type=health, path=health_path) if health else None
+        except ValidationError as exc:
+            raise LbConfigError(f"invalid option: {exc.errors()[0]['msg']}") from None
+        listen_ = listen
+
+        def build() -> object:
+            return settings_from_flags(
+                listen=listen_,
+                backends=list(backends),
+                mode=mode,
+                workers=workers,
+                admin=admin,
+                admin_token=admin_token,
+                health=check,
+                options=options,
+            )
+
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = build()
+    run_lb(settings, reload=build)  # type: ignore[arg-type]

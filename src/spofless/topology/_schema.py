@@ -243,8 +243,67 @@ class PostgresComponent(RuntimeComponent):
         return self
 
 
+class LbRoute(Strict):
+    """Where a load balancer sends requests: the instances of component `to`.
+
+    In http mode the first route whose `host` and `path_prefix` match a request
+    wins; in tcp mode there is exactly one route.
+    """
+
+    to: Name
+    path_prefix: str = "/"
+    host: str | None = None  # the Host header without port; None matches any
+    weights: list[Annotated[int, Field(ge=0, le=256)]] | None = None  # per instance, 0 = none
+
+
+class LbOptions(Strict):
+    """Balancing, retries, timeouts and limits of a load balancer; every default is fast
+    failover for small services on one network. Times are seconds."""
+
+    algorithm: Literal[
+        "round_robin", "weighted_round_robin", "least_connections", "two_choices", "hash"
+    ] = "round_robin"
+    # hash: what is hashed: source | path | header:<name> | cookie:<name>
+    hash_key: Annotated[str, StringConstraints(pattern=r"^(source|path|(header|cookie):.+)$")] = (
+        "source"
+    )
+    hash_balance: Annotated[float, Field(ge=1.0, le=10.0)] = 1.25  # bounded loads factor c
+    connect_timeout: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    response_timeout: Annotated[float, Field(gt=0, le=86400)] = 30.0  # first response byte
+    header_timeout: Annotated[float, Field(gt=0, le=3600)] = 10.0  # whole request head (slowloris)
+    client_idle_timeout: Annotated[float, Field(gt=0, le=86400)] = 60.0  # keep-alive, tcp idle
+    # Below the keep-alive timeout of common servers (uvicorn 5 s) so that a pooled
+    # connection is rarely closed by the backend just as a request is sent on it.
+    backend_idle_timeout: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1 << 20)] = 32768  # 431 above
+    max_body_bytes: Annotated[int, Field(ge=0)] | None = None  # 413 above; None: no limit
+    max_conns_per_backend: Annotated[int, Field(ge=1)] | None = None  # per worker
+    max_queue: Annotated[int, Field(ge=0)] = 1024  # requests waiting for a connection slot
+    queue_timeout: Annotated[float, Field(gt=0, le=3600)] = 1.0  # then 503
+    retries: Annotated[int, Field(ge=0, le=10)] = 2  # extra attempts on other backends
+    retry_budget: Annotated[float, Field(ge=0, le=1)] = 0.2  # retries / requests, per 10 s
+    outlier_failures: Annotated[int, Field(ge=1, le=1000)] = 5  # consecutive, then ejected
+    outlier_base_ejection: Annotated[float, Field(gt=0, le=3600)] = 1.0  # doubles each time
+    outlier_max_ejection: Annotated[float, Field(gt=0, le=86400)] = 30.0
+    slow_start: Annotated[float, Field(ge=0, le=3600)] = 5.0  # weight ramps up over this
+    drain_timeout: Annotated[float, Field(gt=0, le=3600)] = 30.0  # SIGTERM/SIGHUP grace
+    forwarded_headers: bool = True  # X-Forwarded-For/-Proto, Forwarded, Via
+
+
 class LoadBalancerComponent(RuntimeComponent):
     kind: Literal["load_balancer"] = "load_balancer"
+    mode: Literal["http", "tcp"] = "http"
+    routes: list[LbRoute] = Field(default_factory=list)
+    lb: LbOptions = LbOptions()
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    admin_port: Annotated[int, Field(ge=1, le=65535)] | None = None  # instance i: + i
+    admin_token: str | None = None  # required when the admin API is not on loopback
+
+    @model_validator(mode="after")
+    def _tcp_has_one_route(self) -> LoadBalancerComponent:
+        if self.mode == "tcp" and len(self.routes) > 1:
+            raise ValueError("a load balancer in tcp mode takes exactly one route")
+        return self
 
 
 class DnsComponent(RuntimeComponent):
