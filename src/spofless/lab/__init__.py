@@ -21,6 +21,7 @@ from spofless.lab._plan import (
     LinkPlan,
     crossing_impairments,
     lab_id_for,
+    lab_id_for_path,
     lab_topology,
     plan_lab,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "check_available",
     "crossing_impairments",
     "lab_id_for",
+    "lab_id_for_path",
     "lab_topology",
     "plan_lab",
 ]

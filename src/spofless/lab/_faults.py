@@ -31,6 +31,10 @@ def parse_element(plan: LabPlan, text: str) -> str:
     kind, sep, name = text.partition(":")
     if not sep:
         kind, name = ("zone" if "/" in text else "host" if text in plan.hosts else "region"), text
+        if kind == "region" and not any(lk.element == f"region:{text}" for lk in plan.links):
+            hosts = ", ".join(plan.hosts)
+            links = ", ".join(lk.element for lk in plan.links)
+            raise LabError(f"'{text}' is no host ({hosts}) and no zone or region ({links})")
     element = f"{kind}:{name}"
     if kind == "host":
         plan.host(name)

@@ -166,7 +166,14 @@ class LabPlan:
 def lab_id_for(topology: Topology) -> str:
     """A short id from the topology file's absolute path: the same file, the same lab."""
     source = topology.source
-    key = str(Path(source).resolve()) if not source.startswith("<") else source + topology.name
+    if source.startswith("<"):
+        return lab_id_for_path(source + topology.name)
+    return lab_id_for_path(source)
+
+
+def lab_id_for_path(path: str | Path) -> str:
+    """The lab id of the file at `path` (it need not be valid, or exist, to be taken down)."""
+    key = str(Path(path).resolve()) if not str(path).startswith("<") else str(path)
     return hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()[:6]
 
 
