@@ -9,8 +9,8 @@ safe to repeat, and `teardown` also finds a half-made lab by its namespace names
 from __future__ import annotations
 
 import logging
+import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -144,22 +144,44 @@ def _start_relay(state: LabState, state_dir: Path) -> int:
         plan.switch,
         [sys.executable, "-m", "spofless.lab._relay", str(state_path(state_dir, plan.lab_id))],
     )
-    with relay_log_path(state_dir, plan.lab_id).open("ab") as log:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+    # posix_spawn, not Popen: the relay outlives this call (and the CLI process), and a
+    # Popen object dropped while its child runs is a resource leak by Python's rules.
+    log = os.open(relay_log_path(state_dir, plan.lab_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        pid = os.posix_spawnp(
+            argv[0],
+            argv,
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, log, 1),
+                (os.POSIX_SPAWN_DUP2, log, 2),
+            ],
+            setsid=True,
         )
-    state.relay_pid = proc.pid
+    finally:
+        os.close(log)
+    state.relay_pid = pid
     save_state(state_dir, state)
     deadline = time.monotonic() + RELAY_START_TIMEOUT
     while not ready.exists():
-        if proc.poll() is not None:
+        if _reap(pid) is not None:
             log_text = relay_log_path(state_dir, plan.lab_id).read_text(errors="replace")
-            raise LabError(f"the lab's link relay exited ({proc.returncode}): {log_text[-500:]}")
+            raise LabError(f"the lab's link relay exited: {log_text[-500:]}")
         if time.monotonic() > deadline:
             raise LabError(f"the lab's link relay did not start in {RELAY_START_TIMEOUT:.0f} s")
         time.sleep(0.02)
-    logger.info("lab %s: link relay pid %d", plan.lab_id, proc.pid)
-    return proc.pid
+    logger.info("lab %s: link relay pid %d", plan.lab_id, pid)
+    return pid
+
+
+def _reap(pid: int) -> int | None:
+    """The exit status of `pid` if it is our child and has exited, else None."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None  # not our child (another process made the lab): init reaps it
+    return status if done else None
 
 
 def relay_alive(state: LabState) -> bool:
@@ -188,9 +210,9 @@ def teardown(lab_id: str, state_dir: Path) -> list[str]:
     state = load_state(state_dir, lab_id)
     names = list(state.plan.namespaces) if state is not None else []
     names += [n for n in ns.netns_names(netns_prefix(lab_id)) if n not in names]
-    if state is not None and relay_alive(state):
-        assert state.relay_pid is not None
-        ns.signal_pids([state.relay_pid], signal.SIGTERM)
+    relay = state.relay_pid if state is not None else None
+    if state is not None and relay is not None and relay_alive(state):
+        ns.signal_pids([relay], signal.SIGTERM)
     removed: list[str] = []
     for name in names:  # hosts before the switch: their cables end there
         if ns.netns_exists(name):
@@ -199,6 +221,8 @@ def teardown(lab_id: str, state_dir: Path) -> list[str]:
                 logger.info("lab %s: stopped %d process(es) left in %s", lab_id, stopped, name)
         if ns.delete_netns(name):
             removed.append(name)
+    if relay is not None:
+        _reap(relay)
     remove_state(state_dir, lab_id)
     logger.info("lab %s down: removed %d namespace(s)", lab_id, len(removed))
     return removed
