@@ -152,14 +152,95 @@ class RuntimeComponent(Component):
 # sees the common fields only.
 class ServiceComponent(RuntimeComponent):
     kind: Literal["service"] = "service"
+    # The user's program, run without a shell; {port} {host} {index} {state_dir} expand
+    # per instance (spofless.stack). Without `run` the service is described, not run.
+    run: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("run")
+    @classmethod
+    def _run_is_a_command(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_run_command(v)
+        return v
 
 
 class EtcdComponent(RuntimeComponent):
     kind: Literal["etcd"] = "etcd"
+    # Member i listens for clients on `port + i` and for peers on `peer_port + i`.
+    peer_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+
+    @model_validator(mode="after")
+    def _peer_ports_fit(self) -> EtcdComponent:
+        if self.peer_port is not None and self.peer_port + self.instance_count - 1 > 65535:
+            raise ValueError(
+                f"peer_port {self.peer_port} + {self.instance_count} instances exceeds 65535"
+            )
+        return self
+
+
+RUN_PLACEHOLDERS = ("port", "host", "index", "state_dir")
+
+
+def check_run_command(run: str) -> list[str]:
+    """Split a `run` command like a shell would (no shell runs it) and check its placeholders."""
+    import shlex
+    import string
+
+    try:
+        argv = shlex.split(run)
+    except ValueError as exc:
+        raise ValueError(f"cannot split the command: {exc}") from None
+    if not argv:
+        raise ValueError("the command is empty")
+    for word in argv:
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(word) if f is not None]
+        except ValueError as exc:
+            raise ValueError(
+                f"bad placeholder in '{word}': {exc} (write {{{{ for a brace)"
+            ) from None
+        for name in fields:
+            if name not in RUN_PLACEHOLDERS:
+                known = ", ".join("{" + p + "}" for p in RUN_PLACEHOLDERS)
+                raise ValueError(f"unknown placeholder {{{name}}} in '{word}'; known: {known}")
+    return argv
 
 
 class PostgresComponent(RuntimeComponent):
+    """PostgreSQL with automatic failover (spofless.pg); `port` is instance 0's SQL port."""
+
     kind: Literal["postgres"] = "postgres"
+    # Commits wait for one synchronous replica; only it may be promoted (no lost commit).
+    synchronous: bool = False
+    # Synchronous only: refuse writes rather than degrade to asynchronous with no replica.
+    strict: bool = False
+    # A replica further behind than this (bytes) is never promoted. Patroni's default.
+    maximum_lag_on_failover: Annotated[int, Field(ge=0)] = 1024 * 1024
+    # The leader lease's ttl: a dead primary is replaced about this long after it died.
+    # 3 s keeps a node-loss failover under 5 s and rides out one etcd leader election.
+    ttl: Annotated[int, Field(ge=2, le=3600)] = 3
+    # The agent's loop period, also the lease renewal interval.
+    loop_wait: Annotated[float, Field(gt=0, le=60)] = 0.5
+    # Instance i's HTTP API (/primary, /replica, /health, /cluster) listens on api_port + i.
+    api_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    # The OS user PostgreSQL runs as; None: the agent's user, or `postgres` under root.
+    os_user: str | None = None
+    # May remove a diverged data directory that pg_rewind failed on, and clone afresh.
+    allow_reclone: bool = False
+
+    @model_validator(mode="after")
+    def _timing_fits(self) -> PostgresComponent:
+        if self.loop_wait * 2 > self.ttl:
+            raise ValueError(
+                f"loop_wait ({self.loop_wait:g}s) must be at most half the ttl ({self.ttl}s) "
+                "so a primary renews its lease at least twice per ttl: lower loop_wait"
+            )
+        if self.strict and not self.synchronous:
+            raise ValueError("strict needs synchronous: true")
+        if self.api_port is not None and self.api_port + self.instance_count - 1 > 65535:
+            raise ValueError(f"api_port {self.api_port} + {self.instance_count} exceeds 65535")
+        return self
 
 
 class LoadBalancerComponent(RuntimeComponent):

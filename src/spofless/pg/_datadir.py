@@ -1,0 +1,138 @@
+"""The data directory: what it holds, and the configuration files spofless manages.
+
+spofless owns three files in a data directory and rewrites them before every
+start (pg_basebackup and pg_rewind copy the source's): `spofless.conf`
+(included from postgresql.conf), `pg_hba.conf` and `standby.signal`.
+Nothing here ever deletes a data directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from spofless.pg._errors import PgSetupError
+
+MANAGED_CONF = "spofless.conf"
+INCLUDE_LINE = f"include_if_exists = '{MANAGED_CONF}'  # managed by spofless\n"
+HBA = """\
+# Managed by spofless: rewritten before every start.
+local   all          all                    trust
+host    all          all          127.0.0.1/32  trust
+host    replication  all          127.0.0.1/32  trust
+host    all          all          ::1/128       trust
+host    replication  all          ::1/128       trust
+"""
+# States pg_controldata reports for a data directory that was last a writable primary.
+PRIMARY_STATES = frozenset({"shut down", "in production", "in crash recovery", "shutting down"})
+
+
+@dataclass(frozen=True, slots=True)
+class ControlData:
+    """The few pg_controldata fields the agent reads."""
+
+    state: str  # "Database cluster state"
+    timeline: int | None  # "Latest checkpoint's TimeLineID"
+    checkpoint_lsn: int | None  # "Latest checkpoint location"
+    min_recovery_lsn: int | None  # "Minimum recovery ending location" (0 when none)
+    system_identifier: str | None
+
+
+def _lsn(text: str | None) -> int | None:
+    if not text or "/" not in text:
+        return None
+    hi, _, lo = text.partition("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def parse_controldata(text: str) -> ControlData:
+    """pg_controldata's output as ControlData (unknown fields become None)."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    tli = fields.get("Latest checkpoint's TimeLineID")
+    return ControlData(
+        state=fields.get("Database cluster state", "unknown"),
+        timeline=int(tli) if tli and tli.isdigit() else None,
+        checkpoint_lsn=_lsn(fields.get("Latest checkpoint location")),
+        min_recovery_lsn=_lsn(fields.get("Minimum recovery ending location")),
+        system_identifier=fields.get("Database system identifier"),
+    )
+
+
+def data_version(data_dir: Path, major: int) -> int | None:
+    """The data directory's major version; None when it is absent or empty.
+
+    Raises PgSetupError when it holds something that is not a PostgreSQL cluster,
+    or a cluster of another major version than the binaries'.
+    """
+    if not data_dir.exists():
+        return None
+    if not data_dir.is_dir():
+        raise PgSetupError(f"data directory {data_dir} is not a directory")
+    if not any(data_dir.iterdir()):
+        return None
+    version_file = data_dir / "PG_VERSION"
+    if not version_file.is_file():
+        raise PgSetupError(
+            f"{data_dir} is not empty and is not a PostgreSQL data directory (no PG_VERSION); "
+            "spofless never removes a directory it did not create: empty it or choose another"
+        )
+    text = version_file.read_text().strip()
+    if not re.fullmatch(r"\d+", text):
+        raise PgSetupError(f"{version_file} holds {text!r}, not a PostgreSQL major version")
+    if int(text) != major:
+        raise PgSetupError(
+            f"{data_dir} is a PostgreSQL {text} data directory but the binaries are "
+            f"PostgreSQL {major}: upgrade it with pg_upgrade or choose another directory"
+        )
+    return int(text)
+
+
+def conf_value(value: str | int | bool) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int):
+        return str(value)
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def write_managed_files(
+    data_dir: Path, settings: Mapping[str, str | int | bool], standby: bool
+) -> None:
+    """Rewrite spofless.conf, pg_hba.conf and standby.signal; include spofless.conf once.
+
+    Every file keeps the data directory's owner, so PostgreSQL and its tools (run as
+    that user) can rewrite them.
+    """
+    st = data_dir.stat()
+    owner = (st.st_uid, st.st_gid)
+    conf = data_dir / "postgresql.conf"
+    text = conf.read_text() if conf.exists() else ""
+    if INCLUDE_LINE not in text:
+        with conf.open("a") as f:
+            f.write(("\n" if text and not text.endswith("\n") else "") + INCLUDE_LINE)
+    lines = ["# Managed by spofless: rewritten before every start and on changes.\n"]
+    lines += [f"{k} = {conf_value(v)}\n" for k, v in settings.items()]
+    _replace(data_dir / MANAGED_CONF, "".join(lines), owner)
+    _replace(data_dir / "pg_hba.conf", HBA, owner)
+    signal = data_dir / "standby.signal"
+    if standby:
+        signal.touch()
+        os.chown(signal, *owner)
+    else:
+        signal.unlink(missing_ok=True)
+
+
+def _replace(path: Path, text: str, owner: tuple[int, int]) -> None:
+    """Write atomically (a reload never reads half a file), owned by `owner`, mode 0600."""
+    tmp = path.with_name(path.name + ".spofless-tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o600)
+    os.chown(tmp, *owner)
+    tmp.replace(path)

@@ -1,0 +1,395 @@
+"""The PostgreSQL HA agent: observe (etcd + local PostgreSQL) -> decide -> act, in a loop.
+
+Keys under the cluster prefix P (all JSON except the leader key):
+
+    P/leader            the member name; the election key (fencing token = create revision)
+    P/initialize        the system identifier of the bootstrapped cluster
+    P/members/<name>    each member's published MemberStatus, on the member's own lease
+    P/optime            the leader's last WAL position (fenced write)
+    P/sync              the leader's SyncState (fenced write)
+    P/config            {"paused": bool}
+
+Each loop logs one line naming the instance. Long actions run as one task;
+the leader lease keeps renewing on its own task meanwhile, and losing it stops
+a writable PostgreSQL at once (immediate stop from the lost callback) before
+the loop even wakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from spofless.dcs import (
+    DCSError,
+    DCSSettings,
+    DCSUnavailable,
+    KeyValueStore,
+    Leadership,
+    LeaseNotFound,
+    Put,
+    campaign,
+)
+from spofless.pg._errors import PgCommandError
+from spofless.pg.api import ApiServer, ApiSnapshot, MemberStatus
+from spofless.pg.decide import decide
+from spofless.pg.server import PostgresServer, ServerSettings, Upstream, slot_name
+from spofless.pg.sync import StandbyRow, plan_sync
+from spofless.pg.view import (
+    Action,
+    ClusterState,
+    Decision,
+    LeaderKey,
+    Lease,
+    LocalState,
+    Member,
+    Policy,
+    Role,
+    SyncState,
+    View,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class AgentSettings(BaseModel):
+    """One agent: its member, its cluster's prefix, its API, the failover policy, timings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prefix: str  # e.g. /spofless/<topology>/<component>
+    server: ServerSettings
+    api_host: str = "127.0.0.1"
+    api_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    synchronous: bool = False
+    strict: bool = False
+    maximum_lag_on_failover: Annotated[int, Field(ge=0)] = 1024 * 1024
+    allow_reclone: bool = False
+    loop_wait: Annotated[float, Field(gt=0)] = 0.5
+    dcs: DCSSettings = DCSSettings(ttl=3, renew_interval=0.5, retry_timeout=0.5)
+
+    @property
+    def name(self) -> str:
+        return self.server.name
+
+    def policy(self) -> Policy:
+        return Policy(
+            synchronous=self.synchronous,
+            strict=self.strict,
+            maximum_lag_on_failover=self.maximum_lag_on_failover,
+            allow_reclone=self.allow_reclone,
+        )
+
+
+class Agent:
+    """Runs one member. `run()` until cancelled; `status` is what the API serves."""
+
+    def __init__(self, settings: AgentSettings, store: KeyValueStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.name = settings.name
+        self.server = PostgresServer(settings.server)
+        self.p = settings.prefix.rstrip("/")
+        self.leadership: Leadership | None = None
+        self.api = ApiServer(self.name, self.snapshot)
+        self._wake = asyncio.Event()
+        self._member_lease = 0
+        self._rewind_failed = False
+        self._start_failures = 0
+        self._not_streaming_since: float | None = None
+        self._view: View | None = None
+        self._local_status: MemberStatus = MemberStatus(self.name)
+        self._cluster_members: tuple[MemberStatus, ...] = ()
+        self.last_decision: Decision | None = None
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.api.start(self.settings.api_host, self.settings.api_port)
+        watcher = asyncio.create_task(self._watch_leader())
+        try:
+            while True:
+                view = await self._observe()
+                decision = decide(view)
+                self.last_decision = decision
+                logger.info("%s: %s", self.name, decision.reason)
+                try:
+                    await self._act(view, decision)
+                except (PgCommandError, DCSError) as exc:
+                    logger.warning("%s: %s failed: %s", self.name, decision.action, exc)
+                await self._publish(view)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.settings.loop_wait)
+        finally:
+            watcher.cancel()
+            await self.api.close()
+            # Writes stop before the lease is freed: never two writable primaries.
+            await self.server.stop("fast")
+            await self._release()
+
+    async def _watch_leader(self) -> None:
+        """Wake the loop at once when the leader key changes (a failover starts there)."""
+        while True:
+            try:
+                async with await self.store.watch(f"{self.p}/leader") as w:
+                    async for _ in w:
+                        self._wake.set()
+            except DCSError:
+                await asyncio.sleep(self.settings.loop_wait)
+
+    # -- observing ------------------------------------------------------------------------
+
+    async def _observe(self) -> View:
+        loop = asyncio.get_running_loop()
+        local = await self._observe_local(loop.time())
+        cluster: ClusterState | None
+        try:
+            cluster = await self._read_cluster()
+        except DCSUnavailable:
+            cluster = None
+        lead = self.leadership
+        held = lead is not None and lead.is_leader
+        lease = Lease(
+            held=held,
+            token=lead.fencing_token if lead and held else None,
+            valid_for=max(0.0, lead.valid_until - loop.time()) if lead and held else 0.0,
+        )
+        view = View(self.name, local, lease, cluster, self.settings.policy(), loop.time())
+        self._view = view
+        return view
+
+    async def _observe_local(self, now: float) -> LocalState:
+        srv = self.server
+        if not srv.has_data():
+            return LocalState(has_data=False)
+        if not srv.running:
+            return LocalState(
+                has_data=True,
+                was_primary=await srv.was_primary(),
+                rewind_failed=self._rewind_failed,
+                start_failures=self._start_failures,
+            )
+        try:
+            st = await srv.status()
+        except PgCommandError:
+            return LocalState(has_data=True, running=True, rewind_failed=self._rewind_failed)
+        streaming = st.receiver_status == "streaming"
+        if streaming or st.role is Role.PRIMARY:
+            self._not_streaming_since = None
+        elif self._not_streaming_since is None:
+            self._not_streaming_since = now
+        return LocalState(
+            has_data=True,
+            running=True,
+            role=st.role,
+            timeline=st.timeline,
+            wal_position=st.wal_position,
+            following=srv.upstream.name if srv.upstream else None,
+            streaming=streaming,
+            not_streaming_for=now - self._not_streaming_since if self._not_streaming_since else 0,
+            rewind_failed=self._rewind_failed,
+            start_failures=self._start_failures,
+        )
+
+    async def _read_cluster(self) -> ClusterState:
+        res = await self.store.range(f"{self.p}/", prefix=True)
+        leader: LeaderKey | None = None
+        members: dict[str, Member] = {}
+        statuses: list[MemberStatus] = []
+        sync, optime, paused, initialized = SyncState(), None, False, False
+        for kv in res.kvs:
+            key = kv.key[len(self.p) + 1 :]
+            if key == "leader":
+                leader = LeaderKey(kv.value, kv.create_revision)
+            elif key == "initialize":
+                initialized = True
+            elif key == "optime":
+                optime = int(kv.value)
+            elif key == "config":
+                paused = bool(json.loads(kv.value).get("paused", False))
+            elif key == "sync":
+                d = json.loads(kv.value)
+                sync = SyncState(
+                    d.get("leader"),
+                    frozenset(d.get("members", ())),
+                    d.get("pending"),
+                    d.get("pending_lsn"),
+                )
+            elif key.startswith("members/"):
+                d = json.loads(kv.value)
+                ms = MemberStatus(**{**d, "role": Role(d["role"]) if d.get("role") else None})
+                statuses.append(ms)
+                members[ms.name] = Member(
+                    ms.name, ms.role, ms.running, ms.timeline, ms.wal_position, reachable=True
+                )
+        self._cluster_members = tuple(sorted(statuses, key=lambda m: m.name))
+        return ClusterState(initialized, leader, members, sync, optime, paused)
+
+    # -- acting ---------------------------------------------------------------------------
+
+    def _upstream(self, view: View, name: str | None) -> Upstream | None:
+        if name is None:
+            return None
+        for m in self._cluster_members:
+            if m.name == name and m.host and m.port:
+                return Upstream(name, m.host, m.port)
+        raise PgCommandError(f"{self.name}: no address published for {name}")
+
+    async def _act(self, view: View, d: Decision) -> None:
+        srv, a = self.server, d.action
+        if a is Action.ACQUIRE:
+            await self._acquire()
+        elif a is Action.BOOTSTRAP:
+            await srv.initdb()
+            await srv.start(standby=False)
+            await self.store.txn(
+                [self._fence()], [Put(f"{self.p}/initialize", str(srv.settings.port))]
+            )
+        elif a is Action.CLONE:
+            await srv.clone(self._need(view, d.target))
+            await srv.start(upstream=self._upstream(view, d.target))
+        elif a is Action.START_PRIMARY:
+            try:
+                await srv.start(standby=False)
+                self._start_failures = 0
+            except PgCommandError:
+                self._start_failures += 1
+                raise
+        elif a is Action.START_REPLICA:
+            await srv.start(upstream=self._upstream(view, d.target))
+        elif a is Action.PROMOTE:
+            await srv.promote()
+            await self._leader_duties(view)
+        elif a is Action.DEMOTE:
+            await srv.stop("immediate")
+            await self._release()
+        elif a is Action.RENEW:
+            await self._leader_duties(view)
+        elif a is Action.FOLLOW:
+            await srv.follow(self._upstream(view, d.target))
+        elif a in (Action.REWIND, Action.RECLONE):
+            await srv.stop("fast")
+            up = self._need(view, d.target)
+            if a is Action.REWIND:
+                try:
+                    await srv.rewind(up)
+                except PgCommandError:
+                    self._rewind_failed = True
+                    raise
+            else:
+                await srv.remove_data_and_clone(up, allow_removal=self.settings.allow_reclone)
+            self._rewind_failed = False
+            await srv.start(upstream=up)
+        elif a is Action.RELEASE:
+            await self._release()
+
+    def _need(self, view: View, name: str | None) -> Upstream:
+        up = self._upstream(view, name)
+        if up is None:
+            raise PgCommandError(f"{self.name}: no member to act from")
+        return up
+
+    async def _acquire(self) -> None:
+        try:
+            async with asyncio.timeout(self.settings.dcs.retry_timeout * 2):
+                lead = await campaign(self.store, f"{self.p}/leader", self.name, self.settings.dcs)
+        except TimeoutError:
+            return
+        self.leadership = lead
+        lead.add_lost_callback(self._on_lost)
+        self._wake.set()
+
+    def _on_lost(self, reason: str) -> None:
+        # Fail closed first, think later: a primary without the lease stops writes now.
+        if self.server.running and self._local_status.role is Role.PRIMARY:
+            logger.warning("%s: lease lost (%s): stopping PostgreSQL now", self.name, reason)
+            self.server.signal_stop("immediate")
+        self._wake.set()
+
+    async def _release(self) -> None:
+        if self.leadership is not None:
+            lead, self.leadership = self.leadership, None
+            await lead.resign()
+
+    def _fence(self) -> Any:
+        assert self.leadership is not None
+        return self.leadership.fence()
+
+    async def _leader_duties(self, view: View) -> None:
+        """Slots for every other member, the optime, synchronous standbys (fenced writes)."""
+        c, srv = view.cluster, self.server
+        if c is None or self.leadership is None:
+            return
+        others = [m for m in c.members if m != self.name]
+        await srv.create_slots([slot_name(m) for m in others])
+        st = await srv.status()
+        rows = [StandbyRow(r.name, r.state, r.sync_state, r.flush_lsn) for r in st.replication]
+        plan = plan_sync(self.name, view.policy, c.sync, rows, st.wal_position)
+        ops = [Put(f"{self.p}/optime", str(st.wal_position or 0))]
+        if plan.record is not None:
+            r = plan.record
+            record = {
+                "leader": r.leader,
+                "members": sorted(r.members),
+                "pending": r.pending,
+                "pending_lsn": r.pending_lsn,
+            }
+            ops.append(Put(f"{self.p}/sync", json.dumps(record)))
+        res = await self.store.txn([self._fence()], ops)
+        if not res.succeeded:
+            raise PgCommandError(f"{self.name}: leader key no longer mine; not writing")
+        await srv.set_synchronous_standby_names(plan.standby_names)
+        if plan.degraded:
+            logger.warning("%s: %s", self.name, plan.reason)
+
+    async def _publish(self, view: View) -> None:
+        """Put this member's status on its own lease (it vanishes when the agent dies)."""
+        local, s = view.local, self.settings.server
+        lag = None
+        if view.cluster and view.cluster.leader_wal_position and local.wal_position:
+            lag = max(0, view.cluster.leader_wal_position - local.wal_position)
+        self._local_status = MemberStatus(
+            name=self.name,
+            running=local.running,
+            role=local.role,
+            leader=view.lease.held,
+            timeline=local.timeline,
+            wal_position=local.wal_position,
+            lag=0 if local.role is Role.PRIMARY else lag,
+            streaming=local.streaming,
+            state="running" if local.running else "stopped",
+            api_url=f"http://{self.settings.api_host}:{self.api.port}",
+            dsn=f"host={s.host} port={s.port} user=postgres dbname=postgres",
+            host=s.host,
+            port=s.port,
+        )
+        try:
+            if not self._member_lease:
+                self._member_lease = (await self.store.grant_lease(self.settings.dcs.ttl)).id
+            else:
+                await self.store.keepalive(self._member_lease)
+            await self.store.put(
+                f"{self.p}/members/{self.name}",
+                json.dumps(self._local_status.to_json()),
+                lease=self._member_lease,
+            )
+        except LeaseNotFound:
+            self._member_lease = 0
+        except DCSError as exc:
+            logger.warning("%s: cannot publish member state: %s", self.name, exc)
+
+    def snapshot(self) -> ApiSnapshot:
+        c = self._view.cluster if self._view else None
+        return ApiSnapshot(
+            me=self._local_status,
+            members=self._cluster_members,
+            leader=c.leader.name if c and c.leader else None,
+            paused=c.paused if c else False,
+            synchronous=c.sync.members if c else frozenset(),
+        )

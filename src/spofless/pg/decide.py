@@ -1,0 +1,256 @@
+"""The failover state machine: `decide(view) -> Decision`, a pure function.
+
+The rules, in order of precedence:
+
+1. Fail closed. A running primary that does not hold the leader lease demotes
+   at once (immediate stop). The election reports the lease lost before it can
+   expire in etcd, so the old primary stops accepting writes before any other
+   member can win the lease. A data directory that was a primary rejoins a new
+   leader only through pg_rewind (or a fresh clone when allowed), never by
+   starting as it is.
+2. One leader. Only the lease holder is (or becomes) the writable primary;
+   every write to the leader key is a compare-and-swap on the fencing token
+   (done by the agent, not here).
+3. Failover picks the best replica. With no leader, a running replica races for
+   the lease only when no reachable eligible member has a more recent WAL
+   position; it is ineligible when it lags the last published leader position
+   by more than `maximum_lag_on_failover` bytes or, in synchronous mode, when it
+   is not known to be synchronous.
+4. Paused: no automatic failover; members keep what they are.
+"""
+
+from __future__ import annotations
+
+from spofless.pg.view import Action, ClusterState, Decision, Role, View
+
+
+def format_lsn(pos: int | None) -> str:
+    """A WAL byte position as PostgreSQL writes it (`0/3000148`); `?` when unknown."""
+    if pos is None:
+        return "?"
+    return f"{pos >> 32:X}/{pos & 0xFFFFFFFF:X}"
+
+
+def parse_lsn(text: str) -> int:
+    """PostgreSQL's `X/Y` LSN as a byte position."""
+    hi, _, lo = text.partition("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def decide(view: View) -> Decision:
+    """The one action for this loop and the sentence that explains it."""
+    if view.cluster is None:
+        return _without_etcd(view)
+    if not view.local.has_data:
+        return _without_data(view, view.cluster)
+    if view.lease.held:
+        return _as_leader(view, view.cluster)
+    return _as_follower(view, view.cluster)
+
+
+def _d(action: Action, reason: str, target: str | None = None) -> Decision:
+    return Decision(action, reason, target)
+
+
+def _without_etcd(v: View) -> Decision:
+    local = v.local
+    if local.running and local.role is Role.PRIMARY:
+        if v.lease.held:
+            return _d(
+                Action.NOTHING,
+                f"etcd unreachable; my lease stays valid for {v.lease.valid_for:.1f}s, "
+                "so I stay the primary until then",
+            )
+        return _d(
+            Action.DEMOTE,
+            "etcd unreachable and my leader lease is lost: demoting before another "
+            "member can be promoted",
+        )
+    if local.running:
+        return _d(Action.NOTHING, f"etcd unreachable; staying a replica of {local.following}")
+    return _d(Action.WAIT, "etcd unreachable; PostgreSQL stays stopped until the cluster is known")
+
+
+def _without_data(v: View, c: ClusterState) -> Decision:
+    if v.lease.held:
+        if not c.initialized:
+            return _d(Action.BOOTSTRAP, "I hold the leader lease of a new cluster: running initdb")
+        return _d(
+            Action.RELEASE,
+            "I hold the leader lease but have no data directory: giving the lease up",
+        )
+    if c.leader is None:
+        if c.initialized:
+            return _d(Action.WAIT, "no data directory and no leader to clone from")
+        if c.paused:
+            return _d(Action.WAIT, "paused: not bootstrapping a new cluster")
+        return _d(Action.ACQUIRE, "no cluster yet: racing for the leader lease to bootstrap it")
+    leader = c.members.get(c.leader.name)
+    if leader is None or not leader.running or leader.role is not Role.PRIMARY:
+        return _d(Action.WAIT, f"no data directory; waiting for leader {c.leader.name} to run")
+    return _d(
+        Action.CLONE,
+        f"no data directory: cloning from leader {c.leader.name}",
+        c.leader.name,
+    )
+
+
+def _as_leader(v: View, c: ClusterState) -> Decision:
+    local, token = v.local, v.lease.token
+    if c.leader is not None and c.leader.name != v.name:
+        # The election says I hold it but the key names another: trust the key.
+        if local.running and local.role is Role.PRIMARY:
+            return _d(
+                Action.DEMOTE,
+                f"leader key names {c.leader.name}, not me: demoting",
+            )
+        return _d(Action.WAIT, f"leader key names {c.leader.name}; my lease is stale")
+    if not local.running:
+        if local.start_failures >= v.policy.max_start_failures:
+            return _d(
+                Action.RELEASE,
+                f"PostgreSQL failed to start {local.start_failures} times as primary: "
+                "giving the leader lease up",
+            )
+        return _d(
+            Action.START_PRIMARY,
+            f"I hold the leader lease (token {token}) and PostgreSQL is stopped: "
+            "starting it as primary",
+        )
+    if local.role is Role.REPLICA:
+        return _d(
+            Action.PROMOTE,
+            f"I won the leader lease (token {token}) at {format_lsn(local.wal_position)}: "
+            "promoting",
+        )
+    return _d(
+        Action.RENEW,
+        f"primary on timeline {local.timeline} at {format_lsn(local.wal_position)}, "
+        f"leader lease token {token} renewed",
+    )
+
+
+def _as_follower(v: View, c: ClusterState) -> Decision:
+    local = v.local
+    leader = c.leader.name if c.leader is not None and c.leader.name != v.name else None
+    if local.running and local.role is Role.PRIMARY:
+        if leader is not None:
+            return _d(
+                Action.DEMOTE,
+                f"{leader} holds the leader lease (token {c.leader.token if c.leader else '?'}) "
+                "and I am a primary without it: demoting",
+            )
+        return _d(
+            Action.DEMOTE,
+            "I am a primary without the leader lease: demoting before anyone can be promoted",
+        )
+    if leader is None:
+        return _no_leader(v, c)
+    if not local.running:
+        if local.was_primary:
+            return _rejoin(v, leader, "my data directory was a primary")
+        return _d(Action.START_REPLICA, f"starting as a replica of leader {leader}", leader)
+    if local.following != leader:
+        return _d(
+            Action.FOLLOW,
+            f"following the new leader {leader} (was {local.following or 'none'})",
+            leader,
+        )
+    leader_member = c.members.get(leader)
+    if (
+        not local.streaming
+        and local.not_streaming_for >= v.policy.rewind_after
+        and leader_member is not None
+        and leader_member.timeline is not None
+        and local.timeline is not None
+        and local.timeline < leader_member.timeline
+    ):
+        return _rejoin(
+            v,
+            leader,
+            f"not streaming from {leader} for {local.not_streaming_for:.0f}s and on timeline "
+            f"{local.timeline} < {leader_member.timeline}",
+        )
+    if not local.streaming:
+        return _d(Action.NOTHING, f"replica of {leader}, not streaming yet")
+    return _d(
+        Action.NOTHING,
+        f"replica streaming from {leader} at {format_lsn(local.wal_position)}",
+    )
+
+
+def _rejoin(v: View, leader: str, why: str) -> Decision:
+    if not v.local.rewind_failed:
+        return _d(Action.REWIND, f"{why}: rewinding it to follow {leader}", leader)
+    if v.policy.allow_reclone:
+        return _d(Action.RECLONE, f"{why} and pg_rewind failed: recloning from {leader}", leader)
+    return _d(
+        Action.WAIT,
+        f"{why} and pg_rewind failed; removing the data directory needs allow_reclone: "
+        "staying stopped",
+    )
+
+
+def _no_leader(v: View, c: ClusterState) -> Decision:
+    local = v.local
+    if not local.running:
+        # Read-only and without an upstream: safe whatever the data directory was, and
+        # it lets the member report its WAL position and join the race.
+        return _d(Action.START_REPLICA, "no leader: starting read-only to join the election")
+    if c.paused:
+        return _d(Action.NOTHING, "paused: no leader, but automatic failover is off")
+    why_not = _ineligible(v, c, v.name, local.wal_position)
+    if why_not:
+        return _d(Action.WAIT, f"no leader; I may not take over: {why_not}")
+    ahead = _better_candidate(v, c)
+    if ahead is not None:
+        return _d(
+            Action.WAIT,
+            f"no leader; {ahead} has more recent WAL than mine "
+            f"({format_lsn(local.wal_position)}): letting it take over",
+        )
+    others = sum(1 for m in c.members.values() if m.name != v.name and m.reachable)
+    return _d(
+        Action.ACQUIRE,
+        f"no leader; I have the most recent WAL ({format_lsn(local.wal_position)}) of "
+        f"{others + 1} reachable members: taking the leader lease",
+    )
+
+
+def _ineligible(v: View, c: ClusterState, name: str, pos: int | None) -> str | None:
+    """Why `name` may not be promoted, or None when it may."""
+    policy = v.policy
+    if policy.synchronous:
+        sync = c.sync.members
+        if sync and name not in sync:
+            return (
+                f"{name} is not a known synchronous replica (those are {', '.join(sorted(sync))})"
+            )
+        if not sync and policy.strict:
+            return "strict synchronous mode and no replica is known to be synchronous"
+    if c.leader_wal_position is not None:
+        if pos is None:
+            return f"{name}'s WAL position is unknown"
+        lag = c.leader_wal_position - pos
+        if lag > policy.maximum_lag_on_failover:
+            return (
+                f"{name} lags {lag} bytes behind the last leader position, more than "
+                f"maximum_lag_on_failover ({policy.maximum_lag_on_failover})"
+            )
+    return None
+
+
+def _better_candidate(v: View, c: ClusterState) -> str | None:
+    """A reachable, eligible, running replica with more recent WAL than mine."""
+    mine = v.local.wal_position if v.local.wal_position is not None else -1
+    best: tuple[int, str] | None = None
+    for m in c.members.values():
+        if m.name == v.name or not m.reachable or not m.running or m.role is not Role.REPLICA:
+            continue
+        if m.wal_position is None or m.wal_position <= mine:
+            continue
+        if _ineligible(v, c, m.name, m.wal_position) is not None:
+            continue
+        if best is None or m.wal_position > best[0]:
+            best = (m.wal_position, m.name)
+    return best[1] if best else None

@@ -1,0 +1,587 @@
+"""The thin adapter to one local PostgreSQL: files, processes and queries. No decisions.
+
+PostgreSQL runs as a child of the agent (never through pg_ctl, which would
+detach it) with a parent-death signal: when the agent dies, for any reason,
+the kernel SIGKILLs the postmaster, so PostgreSQL never outlives the agent that
+renews its leader lease. Start the server from the thread that lives as long
+as the agent (the event loop's): the signal follows the thread that forked.
+
+When the agent runs as root, PostgreSQL and its tools run as an unprivileged
+OS user (`postgres` by default): PostgreSQL refuses to run as root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import pwd
+import re
+import shutil
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import psycopg
+from pydantic import BaseModel, ConfigDict, Field
+
+from spofless.pg._binaries import PgBinaries, find_binaries
+from spofless.pg._datadir import (
+    PRIMARY_STATES,
+    ControlData,
+    data_version,
+    parse_controldata,
+    write_managed_files,
+)
+from spofless.pg._errors import PgCommandError, PgSetupError
+from spofless.pg.view import Role
+
+logger = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+StopMode = Literal["smart", "fast", "immediate"]
+_STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
+SUPERUSER = "postgres"
+
+
+class ServerSettings(BaseModel):
+    """One PostgreSQL instance as the agent runs it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=50)]
+    data_dir: Path
+    port: Annotated[int, Field(ge=1, le=65535)]
+    host: str = "127.0.0.1"
+    # None: the current user, or `postgres` when the agent runs as root.
+    os_user: str | None = None
+    bin_dir: Path | None = None  # None: the newest /usr/lib/postgresql/<ver>/bin, >= 15
+    log_file: Path | None = None  # None: <data_dir>.log beside the data directory
+    # Bounds of every wait. Crash recovery after a kill can take a while on a busy server.
+    start_timeout: Annotated[float, Field(gt=0)] = 60.0
+    stop_timeout: Annotated[float, Field(gt=0)] = 30.0
+    query_timeout: Annotated[float, Field(gt=0)] = 2.0
+    tool_timeout: Annotated[float, Field(gt=0)] = 600.0  # initdb, pg_basebackup, pg_rewind
+    parameters: Mapping[str, str | int | bool] = Field(default_factory=dict)  # extra GUCs
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """A server to replicate, clone or rewind from."""
+
+    name: str
+    host: str
+    port: int
+
+    def conninfo(self, application_name: str, dbname: str | None = None) -> str:
+        parts = [
+            f"host={self.host}",
+            f"port={self.port}",
+            f"user={SUPERUSER}",
+            f"application_name={application_name}",
+            "connect_timeout=2",
+        ]
+        if dbname:
+            parts.append(f"dbname={dbname}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationRow:
+    """One row of the primary's pg_stat_replication."""
+
+    name: str  # application_name: the member's name
+    state: str  # streaming, catchup, ...
+    sync_state: str  # sync, async, potential, quorum
+    flush_lsn: int | None
+    replay_lsn: int | None
+    lag: int | None  # bytes between the primary's current position and replay_lsn
+
+
+@dataclass(frozen=True, slots=True)
+class PgStatus:
+    """A running server's state, read in one round trip."""
+
+    role: Role
+    timeline: int | None
+    wal_position: int | None  # primary: current; replica: max(received, replayed)
+    received_lsn: int | None = None
+    replayed_lsn: int | None = None
+    receiver_status: str | None = None  # "streaming" when a replica streams
+    replication: tuple[ReplicationRow, ...] = ()
+
+
+def slot_name(member: str) -> str:
+    """The physical replication slot a member streams through."""
+    return "spofless_" + re.sub(r"[^a-z0-9_]", "_", member.lower())
+
+
+def _lsn(text: str | None) -> int | None:
+    if not text:
+        return None
+    hi, _, lo = text.partition("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    # Runs after the child's setuid (a uid change clears the parent-death signal).
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        os._exit(126)
+    if os.getppid() == 1:  # the agent died before prctl: do not run orphaned
+        os._exit(126)
+
+
+def _resolve_os_user(name: str | None) -> pwd.struct_passwd | None:
+    """The OS user to run PostgreSQL as; None when it is the current user."""
+    if name is None:
+        if os.geteuid() != 0:
+            return None
+        name = "postgres"
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        raise PgSetupError(
+            f"OS user {name!r} does not exist; PostgreSQL refuses to run as root, so the agent "
+            "runs it as an unprivileged user: create it or set os_user"
+        ) from None
+    if pw.pw_uid == os.geteuid():
+        return None
+    if pw.pw_uid == 0:
+        raise PgSetupError("os_user must not be root: PostgreSQL refuses to run as root")
+    if os.geteuid() != 0:
+        raise PgSetupError(f"running PostgreSQL as {name!r} needs the agent to run as root")
+    return pw
+
+
+class PostgresServer:
+    """One local PostgreSQL instance: initdb, clone, rewind, start, stop, promote, query."""
+
+    def __init__(self, settings: ServerSettings, binaries: PgBinaries | None = None) -> None:
+        self.settings = settings
+        self.binaries = binaries or find_binaries(settings.bin_dir)
+        self._user = _resolve_os_user(settings.os_user)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._upstream: Upstream | None = None
+        self._sync_names = ""
+        self.data_dir = settings.data_dir
+        self.log_file = settings.log_file or self.data_dir.with_name(self.data_dir.name + ".log")
+
+    # -- what is on disk ------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    def has_data(self) -> bool:
+        """True when the data directory holds a cluster of the binaries' version.
+
+        Raises PgSetupError for a foreign, wrong-version or wrongly owned directory.
+        """
+        if data_version(self.data_dir, self.binaries.major) is None:
+            return False
+        uid = self._user.pw_uid if self._user else os.geteuid()
+        owner = self.data_dir.stat().st_uid
+        if owner != uid:
+            raise PgSetupError(
+                f"data directory {self.data_dir} is owned by uid {owner}, not by the user "
+                f"PostgreSQL runs as (uid {uid}): chown -R it or set os_user"
+            )
+        return True
+
+    async def controldata(self) -> ControlData:
+        out = await self._tool("pg_controldata", "-D", str(self.data_dir), limit=30)
+        return parse_controldata(out)
+
+    async def was_primary(self) -> bool:
+        """The stopped data directory was last a writable primary (see LocalState)."""
+        if (self.data_dir / "standby.signal").exists():
+            return False
+        return (await self.controldata()).state in PRIMARY_STATES
+
+    # -- creating a data directory --------------------------------------------------------
+
+    async def initdb(self) -> None:
+        """Create a new cluster in the (absent or empty) data directory."""
+        self._prepare_empty_dir()
+        await self._tool(
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        )
+        logger.info("%s: initdb done in %s", self.name, self.data_dir)
+
+    async def clone(self, source: Upstream) -> None:
+        """pg_basebackup from `source` through this member's replication slot."""
+        self._prepare_empty_dir()
+        slot = slot_name(self.name)
+        await self.create_slots([slot], on=source)
+        await self._tool(
+            "pg_basebackup",
+            "-D",
+            str(self.data_dir),
+            "-d",
+            source.conninfo(self.name),
+            "-X",
+            "stream",
+            "-S",
+            slot,
+            "-c",
+            "fast",
+            "--no-password",
+        )
+        # A fresh copy says "in production": mark it a standby so it never starts as a primary.
+        write_managed_files(self.data_dir, self._conf(source), standby=True)
+        logger.info("%s: cloned from %s", self.name, source.name)
+
+    async def rewind(self, source: Upstream) -> None:
+        """pg_rewind the stopped data directory onto `source`'s timeline.
+
+        PostgreSQL 13+ runs crash recovery first when the target was not shut down cleanly.
+        """
+        if self.running:
+            raise PgCommandError(f"{self.name}: cannot rewind a running server")
+        await self._tool(
+            "pg_rewind",
+            "-D",
+            str(self.data_dir),
+            f"--source-server={source.conninfo(self.name, dbname='postgres')}",
+        )
+        # pg_rewind copied the source's files: make sure this never starts as a primary.
+        write_managed_files(self.data_dir, self._conf(source), standby=True)
+        logger.info("%s: rewound onto %s", self.name, source.name)
+
+    async def remove_data_and_clone(self, source: Upstream, *, allow_removal: bool) -> None:
+        """Remove the data directory and clone afresh; only with the explicit permission."""
+        if not allow_removal:
+            raise PgSetupError(
+                f"{self.name}: refusing to remove data directory {self.data_dir} "
+                "without the explicit allow_reclone setting"
+            )
+        if self.running:
+            raise PgCommandError(f"{self.name}: cannot remove the data of a running server")
+        logger.warning("%s: removing data directory %s to reclone", self.name, self.data_dir)
+        await asyncio.to_thread(shutil.rmtree, self.data_dir)
+        await self.clone(source)
+
+    def _prepare_empty_dir(self) -> None:
+        if data_version(self.data_dir, self.binaries.major) is not None:
+            raise PgSetupError(f"{self.data_dir} already holds a cluster; refusing to overwrite it")
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        if self._user:
+            os.chown(self.data_dir, self._user.pw_uid, self._user.pw_gid)
+            if not os.access(self.data_dir.parent, os.X_OK) or not _traversable_by(
+                self.data_dir, self._user
+            ):
+                raise PgSetupError(
+                    f"OS user {self._user.pw_name} cannot reach {self.data_dir}: make its "
+                    "parent directories traversable (chmod o+x)"
+                )
+
+    # -- running ----------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self.running and self._proc else None
+
+    @property
+    def upstream(self) -> Upstream | None:
+        """The server this one was last configured to follow (None: none, or primary)."""
+        return self._upstream
+
+    def _conf(self, upstream: Upstream | None) -> dict[str, str | int | bool]:
+        s = self.settings
+        conf: dict[str, str | int | bool] = {
+            "listen_addresses": s.host,
+            "port": s.port,
+            "unix_socket_directories": "",  # TCP only: no clash on /var/run/postgresql
+            "cluster_name": s.name,
+            "wal_level": "replica",
+            "hot_standby": True,
+            "hot_standby_feedback": True,
+            "max_wal_senders": 10,
+            "max_replication_slots": 10,
+            "wal_log_hints": True,  # pg_rewind needs it (or data checksums)
+            "wal_keep_size": "256MB",
+            "recovery_target_timeline": "latest",
+            # A replica retries its upstream every 5 s by default: too slow for a failover.
+            "wal_retrieve_retry_interval": "200ms",
+            "wal_receiver_status_interval": "1s",
+            "synchronous_commit": "on",
+            "synchronous_standby_names": self._sync_names,
+            "primary_conninfo": upstream.conninfo(s.name) if upstream else "",
+            "primary_slot_name": slot_name(s.name) if upstream else "",
+            "log_line_prefix": f"%m [%p] {s.name} ",
+        }
+        conf.update(s.parameters)
+        return conf
+
+    async def start(self, *, upstream: Upstream | None = None, standby: bool = True) -> None:
+        """Start as a standby following `upstream` (None: no upstream) or as a primary.
+
+        Starting a standby data directory with standby=False ends recovery (a promotion
+        at startup). Waits until the server accepts connections.
+        """
+        if self.running:
+            raise PgCommandError(f"{self.name}: PostgreSQL is already running")
+        self._check_no_foreign_postmaster()
+        self._upstream = upstream if standby else None
+        write_managed_files(self.data_dir, self._conf(self._upstream), standby=standby)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            self._proc = await asyncio.create_subprocess_exec(
+                self.binaries.tool("postgres"),
+                "-D",
+                str(self.data_dir),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # the terminal's Ctrl-C goes to the agent only
+                preexec_fn=_die_with_parent,
+                **self._user_kwargs(),
+            )
+        logger.info(
+            "%s: started PostgreSQL pid %d as %s",
+            self.name,
+            self._proc.pid,
+            f"replica of {upstream.name}"
+            if standby and upstream
+            else ("read-only standby" if standby else "primary"),
+        )
+        await self._wait_ready()
+
+    async def _wait_ready(self) -> None:
+        deadline = asyncio.get_running_loop().time() + self.settings.start_timeout
+        while True:
+            if not self.running:
+                raise PgCommandError(
+                    f"{self.name}: PostgreSQL exited during start; log tail: {self.log_tail()}"
+                )
+            with contextlib.suppress(PgCommandError):
+                await self.query("SELECT 1", limit=1.0)
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise PgCommandError(
+                    f"{self.name}: PostgreSQL not ready after {self.settings.start_timeout}s; "
+                    f"log tail: {self.log_tail()}"
+                )
+            await asyncio.sleep(0.05)
+
+    async def stop(self, mode: StopMode = "fast") -> None:
+        """Stop the child postmaster; SIGKILL it when it overruns stop_timeout."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(_STOP_SIGNALS[mode])
+        try:
+            await asyncio.wait_for(proc.wait(), self.settings.stop_timeout)
+        except TimeoutError:
+            logger.warning("%s: %s stop overran, killing pid %d", self.name, mode, proc.pid)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        logger.info("%s: PostgreSQL stopped (%s)", self.name, mode)
+
+    def signal_stop(self, mode: StopMode = "immediate") -> None:
+        """Send the stop signal now, without waiting: for fencing from a sync callback."""
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.send_signal(_STOP_SIGNALS[mode])
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster at once (last resort, and for tests)."""
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+
+    def _check_no_foreign_postmaster(self) -> None:
+        pidfile = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(pidfile.read_text().split("\n", 1)[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if b"postgres" in cmdline:
+            raise PgSetupError(
+                f"{self.name}: a PostgreSQL not started by this agent (pid {pid}) runs on "
+                f"{self.data_dir}: stop it first"
+            )
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return " | ".join(text.strip().splitlines()[-lines:])
+
+    # -- changing a running server --------------------------------------------------------
+
+    async def promote(self, wait_seconds: int = 30) -> None:
+        """Promote the running standby and wait until it accepts writes."""
+        row = await self.query(
+            "SELECT pg_promote(true, %s)", (wait_seconds,), limit=wait_seconds + 2
+        )
+        if not row or not row[0][0]:
+            raise PgCommandError(f"{self.name}: promotion did not finish in {wait_seconds}s")
+        self._upstream = None
+        logger.info("%s: promoted", self.name)
+
+    async def follow(self, upstream: Upstream | None) -> None:
+        """Point the running standby at `upstream` (primary_conninfo reloads in PG 13+)."""
+        self._upstream = upstream
+        write_managed_files(self.data_dir, self._conf(upstream), standby=True)
+        await self.query("SELECT pg_reload_conf()")
+
+    async def set_synchronous_standby_names(self, value: str) -> None:
+        if value == self._sync_names:
+            return
+        self._sync_names = value
+        write_managed_files(self.data_dir, self._conf(self._upstream), standby=False)
+        await self.query("SELECT pg_reload_conf()")
+        logger.info("%s: synchronous_standby_names = %r", self.name, value)
+
+    async def create_slots(self, slots: Sequence[str], on: Upstream | None = None) -> None:
+        """Create the physical replication slots that do not exist (here or on `on`)."""
+        for slot in slots:
+            await self.query(
+                "SELECT pg_create_physical_replication_slot(%s, true) WHERE NOT EXISTS "
+                "(SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)",
+                (slot, slot),
+                on=on,
+            )
+
+    # -- queries --------------------------------------------------------------------------
+
+    async def query(
+        self,
+        sql: str,
+        params: Sequence[Any] = (),
+        *,
+        on: Upstream | None = None,
+        limit: float | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement in autocommit on this server (or on `on`), within `limit` s."""
+        host, port = (on.host, on.port) if on else (self.settings.host, self.settings.port)
+        limit = limit or self.settings.query_timeout
+
+        async def run() -> list[tuple[Any, ...]]:
+            async with await psycopg.AsyncConnection.connect(
+                host=host,
+                port=port,
+                user=SUPERUSER,
+                dbname="postgres",
+                connect_timeout=max(2, int(limit)),
+                autocommit=True,
+                application_name=f"spofless-agent-{self.name}",
+            ) as conn:
+                cur = await conn.execute(sql, params)
+                return await cur.fetchall() if cur.description else []
+
+        try:
+            return await asyncio.wait_for(run(), limit)
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            raise PgCommandError(f"{self.name}: query on {host}:{port} failed: {exc}") from exc
+
+    async def status(self) -> PgStatus:
+        """Role, timeline and WAL positions of the running server; replication if primary."""
+        rows = await self.query(
+            "SELECT pg_is_in_recovery(),"
+            " CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,"
+            " CASE WHEN pg_is_in_recovery() THEN NULL"
+            "  ELSE pg_walfile_name(pg_current_wal_lsn()) END,"
+            " pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,"
+            " (SELECT status FROM pg_stat_wal_receiver),"
+            " (SELECT received_tli FROM pg_stat_wal_receiver),"
+            " (SELECT timeline_id FROM pg_control_checkpoint())"
+        )
+        in_recovery, current, walfile, received, replayed, rstatus, rtli, ctli = rows[0]
+        if not in_recovery:
+            repl = await self.query(
+                "SELECT application_name, state, sync_state, flush_lsn::text, replay_lsn::text,"
+                " pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint"
+                " FROM pg_stat_replication ORDER BY application_name"
+            )
+            return PgStatus(
+                role=Role.PRIMARY,
+                timeline=int(walfile[:8], 16),
+                wal_position=_lsn(current),
+                replication=tuple(
+                    ReplicationRow(n, st, ss, _lsn(f), _lsn(r), lag)
+                    for n, st, ss, f, r, lag in repl
+                ),
+            )
+        rec, rep = _lsn(received), _lsn(replayed)
+        known = [p for p in (rec, rep) if p is not None]
+        return PgStatus(
+            role=Role.REPLICA,
+            timeline=rtli or ctli,
+            wal_position=max(known) if known else None,
+            received_lsn=rec,
+            replayed_lsn=rep,
+            receiver_status=rstatus,
+        )
+
+    # -- running tools --------------------------------------------------------------------
+
+    def _user_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {"cwd": "/"}
+        if self._user:
+            env = dict(os.environ)
+            env.update(HOME=self._user.pw_dir, USER=self._user.pw_name, LOGNAME=self._user.pw_name)
+            kw.update(user=self._user.pw_uid, group=self._user.pw_gid, extra_groups=[], env=env)
+        return kw
+
+    async def _tool(self, tool: str, *args: str, limit: float | None = None) -> str:
+        """Run a PostgreSQL tool as the OS user within `limit` s; its output, or PgCommandError."""
+        limit = limit or self.settings.tool_timeout
+        proc = await asyncio.create_subprocess_exec(
+            self.binaries.tool(tool),
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            **self._user_kwargs(),
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), limit)
+        except BaseException:  # a timeout or the agent cancelling a long action
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise
+        text = out.decode(errors="replace")
+        if proc.returncode != 0:
+            tail = " | ".join(text.strip().splitlines()[-4:])
+            raise PgCommandError(f"{self.name}: {tool} failed (exit {proc.returncode}): {tail}")
+        return text
+
+
+def _traversable_by(path: Path, user: pwd.struct_passwd) -> bool:
+    """Whether `user` can reach `path` through its ancestors (search permission)."""
+    for parent in path.parents:
+        st = parent.stat()
+        if st.st_uid == user.pw_uid:
+            ok = st.st_mode & 0o100
+        elif st.st_gid == user.pw_gid:
+            ok = st.st_mode & 0o010
+        else:
+            ok = st.st_mode & 0o001
+        if not ok:
+            return False
+    return True

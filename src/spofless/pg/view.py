@@ -1,0 +1,152 @@
+"""The frozen snapshot one agent loop decides on, and the decision it returns.
+
+Plain data only: the agent fills a `View` from etcd and its local PostgreSQL,
+`spofless.pg.decide.decide` reads it and returns a `Decision`. WAL positions
+are byte offsets (an LSN `X/Y` is `X << 32 | Y`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    PRIMARY = "primary"  # running and writable (not in recovery)
+    REPLICA = "replica"  # running in recovery (standby)
+
+
+class Action(StrEnum):
+    """What the agent does in one loop; long ones run as one cancellable task."""
+
+    BOOTSTRAP = "bootstrap"  # initdb a new cluster, then start it as primary
+    CLONE = "clone"  # pg_basebackup from `target` (the leader), then start as replica
+    START_PRIMARY = "start_primary"  # start the local data directory as the writable leader
+    START_REPLICA = "start_replica"  # start as a standby following `target` (None: no upstream)
+    PROMOTE = "promote"  # promote the running standby: I hold the lease
+    DEMOTE = "demote"  # stop accepting writes now (immediate stop), rejoin as a replica later
+    RENEW = "renew"  # the healthy leader's loop: publish state, manage synchronous standbys
+    FOLLOW = "follow"  # point the running standby at `target`
+    REWIND = "rewind"  # pg_rewind from `target`, then start as its replica
+    RECLONE = "reclone"  # remove the diverged data directory and clone from `target`
+    ACQUIRE = "acquire"  # race for the leader lease (compare-and-swap create)
+    RELEASE = "release"  # give the leader lease up so a healthy member can take it
+    WAIT = "wait"  # something is missing; the reason says what
+    NOTHING = "nothing"  # all is as it should be
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One loop's decision and the one human sentence that explains it."""
+
+    action: Action
+    reason: str
+    target: str | None = None  # the member to clone, follow or rewind from
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+@dataclass(frozen=True, slots=True)
+class LocalState:
+    """This member's PostgreSQL as the adapter found it."""
+
+    has_data: bool  # the data directory holds an initialized cluster
+    running: bool = False
+    role: Role | None = None  # None when not running
+    timeline: int | None = None
+    # Primary: pg_current_wal_lsn(); replica: max(received, replayed); stopped: from pg_control.
+    wal_position: int | None = None
+    following: str | None = None  # the member primary_conninfo points at
+    streaming: bool = False  # a replica's WAL receiver is streaming
+    # Seconds a running replica has not been streaming from its leader (0 when streaming).
+    not_streaming_for: float = 0.0
+    # The data directory was last a primary (not in recovery, no standby.signal): it may
+    # hold writes the new leader never saw, so it rejoins through pg_rewind only.
+    was_primary: bool = False
+    rewind_failed: bool = False  # the last pg_rewind of this data directory failed
+    start_failures: int = 0  # consecutive failed starts as primary
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """My hold on the leader lease, as the election reports it."""
+
+    held: bool = False
+    token: int | None = None  # fencing token: the leader key's creation revision
+    valid_for: float = 0.0  # seconds until the election reports the lease lost
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderKey:
+    """The leader key's value: who leads, under which fencing token."""
+
+    name: str
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A member's published state (or freshly polled over its HTTP API)."""
+
+    name: str
+    role: Role | None = None
+    running: bool = False
+    timeline: int | None = None
+    wal_position: int | None = None
+    # False when the member's state is stale or its API did not answer in time: such a
+    # member is neither a failover candidate nor a reason for others to stand aside.
+    reachable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SyncState:
+    """The leader's record of which replicas hold every acknowledged commit.
+
+    Only `members` may be promoted in synchronous mode. `pending` is the replica
+    being made synchronous: it joins `members` once it is PostgreSQL's synchronous
+    standby and has flushed past `pending_lsn` (see spofless.pg.sync).
+    """
+
+    leader: str | None = None
+    members: frozenset[str] = frozenset()
+    pending: str | None = None
+    pending_lsn: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterState:
+    """What etcd says about the cluster (None in the view when etcd is unreachable)."""
+
+    initialized: bool = False  # a cluster was bootstrapped under this prefix
+    leader: LeaderKey | None = None
+    members: Mapping[str, Member] = field(default_factory=dict)
+    sync: SyncState = SyncState()
+    # The last WAL position the leader published: the yardstick of maximum_lag_on_failover.
+    leader_wal_position: int | None = None
+    paused: bool = False  # maintenance: no automatic failover
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The cluster's failover settings that decide() needs (see spofless.pg settings)."""
+
+    synchronous: bool = False
+    strict: bool = False  # synchronous: refuse writes rather than degrade to asynchronous
+    maximum_lag_on_failover: int = 1024 * 1024  # bytes, as Patroni
+    allow_reclone: bool = False  # may remove a diverged data directory that pg_rewind failed on
+    max_start_failures: int = 3  # a leader that fails this often to start gives the lease up
+    rewind_after: float = 10.0  # seconds a replica may fail to stream before it is rewound
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """The frozen snapshot of one agent loop."""
+
+    name: str
+    local: LocalState
+    lease: Lease
+    cluster: ClusterState | None  # None: etcd unreachable
+    policy: Policy = Policy()
+    now: float = 0.0

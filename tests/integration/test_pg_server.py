@@ -1,0 +1,192 @@
+"""The PostgreSQL adapter alone, against real servers: replication, promote, rewind, fencing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import textwrap
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from pg_fixtures import ServerFactory, pg_base_dir, pg_factory  # noqa: F401
+
+from spofless.pg import Role
+from spofless.pg._errors import PgSetupError
+from spofless.pg.server import PostgresServer, ServerSettings, Upstream, slot_name
+
+pytestmark = pytest.mark.integration
+
+
+def upstream(server: PostgresServer) -> Upstream:
+    return Upstream(server.name, server.settings.host, server.settings.port)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, limit: float = 30) -> None:
+    deadline = time.monotonic() + limit
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {limit}s: {what}")
+        await asyncio.sleep(0.1)
+
+
+async def test_replicate_promote_and_rewind_back(pg_factory: ServerFactory) -> None:  # noqa: F811
+    a, b = pg_factory("a"), pg_factory("b")
+    assert not a.has_data()
+    await a.initdb()
+    assert a.has_data() and await a.was_primary()
+    await a.start(standby=False)
+    st = await a.status()
+    assert st.role is Role.PRIMARY and st.timeline == 1 and st.wal_position
+    await a.query("CREATE TABLE t (id int primary key)")
+    await a.query("INSERT INTO t SELECT generate_series(1, 100)")
+
+    # Clone b through its slot and stream from a.
+    await b.clone(upstream(a))
+    assert b.has_data() and not await b.was_primary()
+    await b.start(upstream=upstream(a))
+
+    async def b_streams_from_a() -> bool:
+        ast = await a.status()
+        rows = [r for r in ast.replication if r.name == "b" and r.state == "streaming"]
+        bst = await b.status()
+        return (
+            bool(rows)
+            and bst.receiver_status == "streaming"
+            and (bst.wal_position or 0) >= (ast.wal_position or 0)
+        )
+
+    await eventually(b_streams_from_a, "b streaming from a and caught up")
+    bst = await b.status()
+    assert bst.role is Role.REPLICA and bst.timeline == 1
+    assert bst.received_lsn is not None and bst.replayed_lsn is not None
+    assert (await b.query("SELECT count(*) FROM t"))[0][0] == 100
+    slots = await a.query("SELECT slot_name, active FROM pg_replication_slots")
+    assert (slot_name("b"), True) in slots
+
+    # Synchronous replication managed by the adapter: a commit waits for b.
+    await a.set_synchronous_standby_names("FIRST 1 (b)")
+
+    async def b_is_sync() -> bool:
+        return any(r.name == "b" and r.sync_state == "sync" for r in (await a.status()).replication)
+
+    await eventually(b_is_sync, "b synchronous")
+    await a.set_synchronous_standby_names("")
+
+    # The primary fails; b is promoted onto timeline 2 and takes writes.
+    await a.stop("immediate")
+    assert not a.running
+    await b.promote()
+    bst = await b.status()
+    assert bst.role is Role.PRIMARY and bst.timeline == 2
+    await b.query("INSERT INTO t VALUES (1000)")
+
+    # The old primary rejoins only through pg_rewind, as a replica of b.
+    assert await a.was_primary()
+    await b.create_slots([slot_name("a")])
+    await a.rewind(upstream(b))
+    assert not await a.was_primary()
+    await a.start(upstream=upstream(b))
+
+    async def a_streams_from_b() -> bool:
+        st = await a.status()
+        return st.receiver_status == "streaming" and st.timeline == 2
+
+    await eventually(a_streams_from_b, "a streaming from b on timeline 2")
+    assert (await a.status()).role is Role.REPLICA
+    await eventually(lambda: _count_is(a, 101), "the write made on b visible on the rewound a")
+    with pytest.raises(Exception, match="read-only"):
+        await a.query("INSERT INTO t VALUES (2000)")
+
+
+async def _count_is(server: PostgresServer, n: int) -> bool:
+    return bool((await server.query("SELECT count(*) FROM t"))[0][0] == n)
+
+
+AGENT_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pathlib import Path
+    from spofless.pg.server import PostgresServer, ServerSettings
+
+    async def main():
+        s = PostgresServer(ServerSettings(name="x", data_dir=Path(sys.argv[1]),
+                                          port=int(sys.argv[2]), start_timeout=30))
+        await s.start(standby=False)
+        print(s.pid, flush=True)
+        await asyncio.sleep(120)
+
+    asyncio.run(main())
+    """
+)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def test_postgres_dies_with_its_agent(pg_factory: ServerFactory) -> None:  # noqa: F811
+    x = pg_factory("x")
+    await x.initdb()
+    agent = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        AGENT_SCRIPT,
+        str(x.data_dir),
+        str(x.settings.port),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    postmaster = 0
+    try:
+        assert agent.stdout is not None
+        postmaster = int(await asyncio.wait_for(agent.stdout.readline(), 60))
+        assert _alive(postmaster)
+        agent.kill()  # SIGKILL: no cleanup code of the agent runs
+        await asyncio.wait_for(agent.wait(), 10)
+
+        async def postmaster_gone() -> bool:
+            return not _alive(postmaster)
+
+        await eventually(postmaster_gone, "PostgreSQL dies with its agent", limit=10)
+    finally:
+        if agent.returncode is None:
+            agent.kill()
+            await agent.wait()
+        if postmaster and _alive(postmaster):
+            os.kill(postmaster, signal.SIGKILL)
+
+
+def test_foreign_directory_is_refused(pg_base_dir: Path) -> None:  # noqa: F811
+    d = pg_base_dir / "foreign"
+    d.mkdir()
+    (d / "precious.txt").write_text("keep me")
+    server = PostgresServer(ServerSettings(name="f", data_dir=d, port=1))
+    with pytest.raises(PgSetupError, match="not a PostgreSQL data directory"):
+        server.has_data()
+    with pytest.raises(PgSetupError, match="not a PostgreSQL data directory"):
+        asyncio.run(server.initdb())
+    assert (d / "precious.txt").read_text() == "keep me"
+
+
+def test_wrong_version_is_refused(pg_base_dir: Path) -> None:  # noqa: F811
+    d = pg_base_dir / "old"
+    d.mkdir()
+    (d / "PG_VERSION").write_text("9\n")
+    server = PostgresServer(ServerSettings(name="o", data_dir=d, port=1))
+    with pytest.raises(PgSetupError, match="PostgreSQL 9 data directory"):
+        server.has_data()
+
+
+async def test_reclone_needs_the_explicit_flag(pg_factory: ServerFactory) -> None:  # noqa: F811
+    a = pg_factory("a")
+    await a.initdb()
+    with pytest.raises(PgSetupError, match="allow_reclone"):
+        await a.remove_data_and_clone(Upstream("b", "127.0.0.1", 1), allow_removal=False)
+    assert a.has_data()

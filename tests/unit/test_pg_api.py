@@ -1,0 +1,61 @@
+"""The agent's HTTP API: the pure router (the socket is tested in tests/integration)."""
+
+from __future__ import annotations
+
+import pytest
+
+from spofless.pg import Role
+from spofless.pg.api import ApiSnapshot, MemberStatus, parse_bytes, route
+
+LEADER = MemberStatus("a", running=True, role=Role.PRIMARY, leader=True, timeline=2)
+REPLICA = MemberStatus("b", running=True, role=Role.REPLICA, streaming=True, lag=1000)
+
+
+def snap(me: MemberStatus) -> ApiSnapshot:
+    return ApiSnapshot(me=me, members=(LEADER, REPLICA), leader="a")
+
+
+def test_primary_only_on_the_writable_leader() -> None:
+    assert route("GET", "/primary", snap(LEADER)).status == 200
+    assert route("GET", "/primary", snap(REPLICA)).status == 503
+    # A primary without the lease is about to demote: never advertise it.
+    no_lease = MemberStatus("a", running=True, role=Role.PRIMARY, leader=False)
+    assert route("GET", "/primary", snap(no_lease)).status == 503
+    stopped = MemberStatus("a", running=False, role=None, leader=True)
+    assert route("GET", "/primary", snap(stopped)).status == 503
+
+
+def test_replica_only_when_streaming_and_within_lag() -> None:
+    assert route("GET", "/replica", snap(REPLICA)).status == 200
+    assert route("GET", "/replica?lag=1000", snap(REPLICA)).status == 200
+    assert route("GET", "/replica?lag=999", snap(REPLICA)).status == 503
+    assert route("GET", "/replica?lag=1kB", snap(REPLICA)).status == 200
+    assert route("GET", "/replica", snap(LEADER)).status == 503
+    not_streaming = MemberStatus("b", running=True, role=Role.REPLICA, streaming=False)
+    assert route("GET", "/replica", snap(not_streaming)).status == 503
+
+
+def test_unknown_lag_fails_a_lag_bound() -> None:
+    me = MemberStatus("b", running=True, role=Role.REPLICA, streaming=True, lag=None)
+    assert route("GET", "/replica?lag=1MB", snap(me)).status == 503
+
+
+def test_bad_lag_is_a_400() -> None:
+    r = route("GET", "/replica?lag=lots", snap(REPLICA))
+    assert r.status == 400 and "lots" in r.body["error"]
+
+
+def test_health_cluster_status_and_errors() -> None:
+    assert route("GET", "/health", snap(REPLICA)).status == 200
+    assert route("GET", "/health", snap(MemberStatus("c"))).status == 503
+    cluster = route("GET", "/cluster", snap(REPLICA))
+    assert cluster.status == 200 and cluster.body["leader"] == "a"
+    assert [m["role"] for m in cluster.body["members"]] == ["primary", "replica"]
+    assert route("GET", "/status", snap(REPLICA)).body["name"] == "b"
+    assert route("GET", "/nope", snap(REPLICA)).status == 404
+    assert route("POST", "/primary", snap(LEADER)).status == 405
+
+
+@pytest.mark.parametrize(("text", "n"), [("10", 10), ("10MB", 10 * 1024**2), ("2kb", 2048)])
+def test_parse_bytes(text: str, n: int) -> None:
+    assert parse_bytes(text) == n
