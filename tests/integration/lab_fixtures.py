@@ -78,6 +78,9 @@ print(statistics.median(rtts), flush=True)
 """
 
 
+CONTROL = "@control"
+
+
 def lab_unavailable_reason() -> str | None:
     """Why this machine cannot run lab tests, or None when it can."""
     if sys.platform != "linux":
@@ -147,11 +150,11 @@ class EchoServer:
 
 
 def echo_rtt_ms(lab: Lab, host: str, server: EchoServer, timeout: float = 3.0) -> float | None:
-    """Median round trip from `host` to the echo server in ms; None when unreachable."""
+    """Median round trip from `host` (CONTROL: the control namespace) to the echo server
+    in ms; None when unreachable."""
     argv = [sys.executable, "-c", ECHO_CLIENT, server.address, str(server.port), str(timeout)]
-    proc = subprocess.run(
-        lab.argv(host, argv), capture_output=True, text=True, timeout=timeout * 8 + 10
-    )
+    wrapped = lab.control_argv(argv) if host == CONTROL else lab.argv(host, argv)
+    proc = subprocess.run(wrapped, capture_output=True, text=True, timeout=timeout * 8 + 10)
     if proc.returncode != 0:
         return None
     return float(proc.stdout.strip())

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from lab_fixtures import (
+    CONTROL,
     EchoServer,
     echo_rtt_ms,
     ip_state,
@@ -32,9 +33,11 @@ def test_hosts_reach_each_other_with_the_configured_latency(small_lab: tuple[Lab
         same_zone = echo_rtt_ms(lab, "eu2", server)
         other_zone = echo_rtt_ms(lab, "eu3", server)
         other_region = echo_rtt_ms(lab, "us1", server)
+        from_control = echo_rtt_ms(lab, CONTROL, server)
     finally:
         server.stop()
     assert same_zone is not None and other_zone is not None and other_region is not None
+    assert from_control is not None
     # Region latency is 40 ms one way: a round trip takes at least 80 ms; generous top.
     assert 78 <= other_region < 400, other_region
     assert other_zone < 40, other_zone

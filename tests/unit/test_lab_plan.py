@@ -49,7 +49,7 @@ def test_names_are_short_unique_and_carry_the_lab_id() -> None:
     assert len(set(switch)) == len(switch)
     assert all(len(n) <= IFNAMSIZ for n in [*switch, *plan.namespaces])
     assert all(n.startswith("spfabc123-") for n in plan.namespaces)
-    assert len(set(plan.namespaces)) == len(plan.namespaces) == len(plan.hosts) + 1
+    assert len(set(plan.namespaces)) == len(plan.namespaces) == len(plan.hosts) + 2
     other = plan_lab(topo(), "def456")
     assert not set(plan.namespaces) & set(other.namespaces)
 
@@ -68,8 +68,9 @@ def test_addresses_come_from_the_subnet_in_file_order() -> None:
     assert addrs == [f"10.77.0.{10 + i}" for i in range(6)]
     assert list(plan.hosts) == ["h1", "h2", "h3", "h4", "loose", DEFAULT_HOST]
     free = plan.free_addresses()
-    assert len(free) == RESERVED_TOP and "10.77.255.254" in free
-    assert not set(free) & set(addrs)
+    assert plan.control is not None and plan.control.address == "10.77.255.254"
+    assert len(free) == RESERVED_TOP - 1 and "10.77.255.253" in free
+    assert not set(free) & {*addrs, plan.control.address}
     custom = plan_lab(topo("lab: {subnet: 192.168.50.0/24}\n"), "x")
     assert all(
         ipaddress.IPv4Address(h.address) in ipaddress.IPv4Network("192.168.50.0/24")

@@ -58,7 +58,7 @@ def apply(plan: LabPlan, source: str, state_dir: Path) -> LabState:
         state.plan = with_backend(plan, backend)
         save_state(state_dir, state)
         _make_switch(state.plan)
-        for host in state.plan.hosts.values():
+        for host in state.plan.machines():
             ns.ip_batch(
                 host.netns,
                 [
@@ -88,7 +88,7 @@ def _make_switch(plan: LabPlan) -> None:
     cmds = ["link set lo up"]
     for br in plan.bridges:
         cmds += [f"link add {br} type bridge", f"link set {br} up"]
-    for host in plan.hosts.values():
+    for host in plan.machines():
         cmds += [
             f"link add {host.port} type veth peer name {HOST_IFNAME} netns {host.netns}",
             f"link set {host.port} master {host.bridge}",

@@ -64,6 +64,13 @@ class Lab:
         """`argv` wrapped to run inside `host`'s namespace (its pid is the program's)."""
         return ns.exec_argv(self.plan.host(host).netns, argv)
 
+    def control_argv(self, argv: Sequence[str]) -> list[str]:
+        """`argv` run in the lab's control namespace, from where every host is reachable."""
+        control = self.plan.control
+        if control is None:
+            raise LabError(f"lab {self.lab_id} has no control namespace; recreate it")
+        return ns.exec_argv(control.netns, argv)
+
     def popen(self, host: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
         return subprocess.Popen(self.argv(host, argv), **kwargs)
 

@@ -112,6 +112,14 @@ class LabPlan:
     links: tuple[LinkPlan, ...]
     backend: str = "auto"
     default_host: str | None = None  # the host the lab added for hostless instances
+    # A namespace on the core for whoever watches the lab from inside it (the stack
+    # supervisor's health checks, drill clients): it reaches every host, is no topology
+    # host, and has the subnet's top address.
+    control: HostPlan | None = None
+
+    def machines(self) -> tuple[HostPlan, ...]:
+        """Every namespace with an `eth0`: the hosts, then the control namespace."""
+        return (*self.hosts.values(), *([self.control] if self.control else []))
 
     @property
     def prefixlen(self) -> int:
@@ -120,7 +128,7 @@ class LabPlan:
     @property
     def namespaces(self) -> tuple[str, ...]:
         """Every namespace of the lab, the switch last (hosts' cables end there)."""
-        return (*(h.netns for h in self.hosts.values()), self.switch)
+        return (*(h.netns for h in self.machines()), self.switch)
 
     def host(self, name: str) -> HostPlan:
         try:
@@ -137,10 +145,10 @@ class LabPlan:
         raise LabError(f"no link for '{element}' (the lab's links: {known})")
 
     def free_addresses(self) -> list[str]:
-        """Addresses of the subnet no host has, for virtual IPs: the reserved top first."""
+        """Addresses of the subnet no host has, for virtual IPs (the top one is the control's)."""
         net = ipaddress.IPv4Network(self.subnet)
-        top = int(net.broadcast_address) - 1
-        return [str(ipaddress.IPv4Address(top - i)) for i in range(RESERVED_TOP)]
+        top = int(net.broadcast_address) - 2
+        return [str(ipaddress.IPv4Address(top - i)) for i in range(RESERVED_TOP - 1)]
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -160,6 +168,7 @@ class LabPlan:
             links=links,
             backend=data["backend"],
             default_host=data["default_host"],
+            control=HostPlan(**data["control"]) if data.get("control") else None,
         )
 
 
@@ -249,6 +258,13 @@ def plan_lab(topology: Topology, lab_id: str | None = None) -> LabPlan:
         links=tuple(links),
         backend=spec.links.backend,
         default_host=default_host,
+        control=HostPlan(
+            name="lab-control",
+            netns=f"{prefix}ctl",
+            address=str(ipaddress.IPv4Network(spec.subnet).broadcast_address - 1),
+            port="ctl",
+            bridge=CORE_BRIDGE,
+        ),
     )
     _check_names(plan)
     return plan
@@ -287,7 +303,7 @@ def _addresses(subnet: str, count: int) -> list[str]:
 
 def _check_names(plan: LabPlan) -> None:
     """Guard the invariants every later step relies on (a bug here is ours, not the user's)."""
-    switch_names = [*plan.bridges, *(h.port for h in plan.hosts.values())]
+    switch_names = [*plan.bridges, *(h.port for h in plan.machines())]
     switch_names += [n for lk in plan.links for n in (lk.lower, lk.upper)]
     assert len(set(switch_names)) == len(switch_names), switch_names
     for name in [*switch_names, *plan.namespaces]:
