@@ -326,6 +326,65 @@ def component_model(kind: object) -> type[Component]:
     return AnalysisOnlyComponent
 
 
+# -- the lab (spofless.lab): hosts as network namespaces on one machine --------
+
+
+class LinkSpec(Strict):
+    """What a packet sees between two places, one way: added delay, jitter, loss."""
+
+    latency_ms: Annotated[float, Field(ge=0, le=10_000)] = 0.0
+    jitter_ms: Annotated[float, Field(ge=0, le=10_000)] = 0.0
+    loss_pct: Annotated[float, Field(ge=0, lt=100)] = 0.0
+
+
+class LabLinks(Strict):
+    """Between two zones of one region, and between two regions (totals, one way)."""
+
+    # A metro-area hop between zones, a continent between regions: close enough
+    # to real clouds that timeouts tuned in the lab hold outside it.
+    zone: LinkSpec = LinkSpec(latency_ms=1.0)
+    region: LinkSpec = LinkSpec(latency_ms=30.0)
+    # netem when the kernel has it; relay: spofless's own user-space link emulator.
+    backend: Literal["auto", "netem", "relay"] = "auto"
+
+    @model_validator(mode="after")
+    def _regions_farther_than_zones(self) -> LabLinks:
+        z, r = self.zone, self.region
+        for name in ("latency_ms", "jitter_ms", "loss_pct"):
+            if getattr(r, name) < getattr(z, name):
+                raise ValueError(
+                    f"region.{name} ({getattr(r, name)}) is less than zone.{name} "
+                    f"({getattr(z, name)}): a packet between regions also crosses two zone "
+                    "links, so the region figure must be at least the zone one"
+                )
+        return self
+
+
+class LabSpec(Strict):
+    """`lab:`: the private range the lab's hosts get their addresses from, and its links."""
+
+    # RFC 1918, rarely used by home and office networks; only ever inside the lab.
+    subnet: str = "10.77.0.0/16"
+    links: LabLinks = LabLinks()
+
+    @field_validator("subnet")
+    @classmethod
+    def _private_subnet(cls, v: str) -> str:
+        import ipaddress
+
+        try:
+            net = ipaddress.IPv4Network(v, strict=True)
+        except ValueError as exc:
+            raise ValueError(
+                f"subnet must be an IPv4 network such as 10.77.0.0/16: {exc}"
+            ) from None
+        if not net.is_private or net.prefixlen > 26:
+            raise ValueError(
+                "subnet must be a private IPv4 range of at least /26, e.g. 10.77.0.0/16"
+            )
+        return v
+
+
 class TopologyFile(Strict):
     """The whole file, components still as raw mappings (validated by kind later)."""
 
@@ -337,3 +396,4 @@ class TopologyFile(Strict):
     hosts: dict[Name, HostSpec | None] = Field(default_factory=dict)
     components: dict[Name, dict[str, Any]]
     entry: list[Name] = Field(min_length=1)
+    lab: LabSpec = LabSpec()
