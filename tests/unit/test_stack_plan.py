@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from spofless.stack import StackError, plan_stack
+from spofless.stack import StackError, StackPlan, plan_stack
 from spofless.stack._plan import EtcdMemberSpec
 from spofless.stack._state import default_state_dir
 from spofless.stack._waits import dependency_waits
@@ -141,3 +142,92 @@ def test_dependency_waits_name_every_member_and_the_quorum() -> None:
 
 def test_default_state_dir_is_next_to_the_file(tmp_path: Path) -> None:
     assert default_state_dir(tmp_path / "shop.yaml") == tmp_path / ".spofless" / "shop"
+
+
+LB_TOPOLOGY = """\
+name: t
+hosts:
+  a: {}
+  b: {address: 127.0.0.2}
+components:
+  lb:
+    kind: load_balancer
+    instances: [a, b]
+    needs: [web]
+    port: 9000
+    admin_port: 9100
+    routes: [{to: web}]
+  plain: {kind: load_balancer, instances: [a], port: 9200, routes: [{to: web}]}
+  bare: {kind: load_balancer, instances: [b], routes: [{to: web}]}
+  web: {kind: service, instances: [a, b], port: 8000, run: "app {port}"}
+entry: [lb]
+"""
+
+
+def lb_plan() -> StackPlan:
+    return plan_stack(
+        load_topology_text(LB_TOPOLOGY),
+        STATE,
+        etcd_argv=fake_etcd,
+        cwd=Path("/w"),
+        topology_file=Path("/files/t.yaml"),
+    )
+
+
+def test_load_balancers_run_spofless_lb_on_their_own_file_after_what_they_route_to() -> None:
+    p = lb_plan()
+    assert [i.name for i in p.instances][:2] == ["web/0", "web/1"]
+    lb1 = p.instance("lb/1")
+    assert lb1.argv == (
+        sys.executable,
+        "-m",
+        "spofless",
+        "lb",
+        "/files/t.yaml",
+        "--component",
+        "lb",
+        "--instance",
+        "1",
+    )
+    assert lb1.command == lb1.argv  # no wrapper outside the lab
+    assert lb1.ports == (("main", 9001), ("admin", 9101))
+    assert lb1.address == "127.0.0.2:9001"
+
+
+def test_load_balancer_health_is_its_admin_api_or_its_listener() -> None:
+    p = lb_plan()
+    lb1 = p.instance("lb/1")
+    assert lb1.health is not None and (lb1.health.type, lb1.health.path) == ("http", "/status")
+    assert lb1.health_port == 9101
+    plain = p.instance("plain/0")
+    assert plain.health is not None and plain.health.type == "tcp" and plain.health_port == 9200
+
+
+def test_load_balancer_without_port_or_file_is_skipped() -> None:
+    reasons = {s.component: s.reason for s in lb_plan().skipped}
+    assert "needs `port` and `routes`" in reasons["bare"]
+    no_file = plan_stack(load_topology_text(LB_TOPOLOGY), STATE, (), fake_etcd)
+    reasons = {s.component: s.reason for s in no_file.skipped}
+    assert "reads its settings from a topology file" in reasons["lb"]
+
+
+def test_a_wrapper_runs_each_command_on_its_host() -> None:
+    p = plan_stack(
+        load_topology_text(LB_TOPOLOGY),
+        STATE,
+        topology_file=Path("/files/t.yaml"),
+        wrap=lambda host: ("netns", str(host)),
+        lab="abc123",
+    )
+    web1 = p.instance("web/1")
+    assert web1.command == ("netns", "b", "app", "8001") and web1.argv == ("app", "8001")
+    assert p.lab == "abc123"
+
+
+def test_waiting_for_a_load_balancer_checks_its_admin_api() -> None:
+    text = LB_TOPOLOGY.replace(
+        "entry: [lb]", "  front: {kind: service, instances: [a], needs: [lb], run: x}\nentry: [lb]"
+    )
+    (wait,) = dependency_waits(load_topology_text(text), "front")
+    assert wait.addresses == (("127.0.0.1", 9100), ("127.0.0.2", 9101))
+    assert wait.check.path == "/status"

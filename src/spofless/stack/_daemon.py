@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # One line per etcd role query otherwise.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         plan = make_plan(load_topology(args.file), Path(args.state_dir), args.host)
         settings = SupervisorSettings(start_timeout=args.timeout, stop_grace=args.stop_grace)

@@ -8,44 +8,39 @@ components it cannot run with the reason. Nothing here touches the system;
 
 from __future__ import annotations
 
-import shlex
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from spofless.stack._errors import StackError
-from spofless.topology import (
-    Component,
-    EtcdComponent,
-    HealthCheck,
-    Instance,
-    ServiceComponent,
-    Topology,
+from spofless.stack._kinds import (
+    ETCD_HEALTH,
+    EtcdArgv,
+    EtcdMember,
+    EtcdMemberSpec,
+    KindContext,
+    cannot_run,
+    host_ip,
+    instance_health,
+    launch,
 )
+from spofless.topology import HealthCheck, Topology
 
+__all__ = [
+    "ETCD_HEALTH",
+    "EtcdArgv",
+    "EtcdMember",
+    "EtcdMemberSpec",
+    "InstancePlan",
+    "Skipped",
+    "StackPlan",
+    "Wrap",
+    "plan_stack",
+]
 
-@dataclass(frozen=True, slots=True)
-class EtcdMember:
-    """One member of an etcd cluster as the topology places it (input to the argv builder)."""
-
-    name: str
-    ip: str
-    client_port: int
-    peer_port: int
-
-
-@dataclass(frozen=True, slots=True)
-class EtcdMemberSpec:
-    """Everything needed to build one etcd member's command line."""
-
-    member: EtcdMember
-    cluster: tuple[EtcdMember, ...]  # every member, this one included, in file order
-    cluster_token: str
-    data_dir: Path
-
-
-# Builds the etcd command line of one member; spofless.dcs.etcd_server's in production.
-EtcdArgv = Callable[[EtcdMemberSpec], Sequence[str]]
+# The words put before an instance's command so that it runs where its host is
+# (in the lab: `ip netns exec <the host's namespace>`), given the host.
+Wrap = Callable[[str | None], Sequence[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +51,7 @@ class InstancePlan:
     index: int
     host: str | None
     kind: str
-    argv: tuple[str, ...]
+    argv: tuple[str, ...]  # the program and its arguments
     env: Mapping[str, str]  # added to spofless's own environment
     cwd: Path
     bind_ip: str
@@ -66,10 +61,17 @@ class InstancePlan:
     log_path: Path
     needs: tuple[str, ...]
     data_dir: Path | None = None
+    health_port: int = 0  # where `health` is checked (on bind_ip); 0: a command check
+    wrapper: tuple[str, ...] = ()  # runs `argv` where its host is (the lab's netns exec)
 
     @property
     def name(self) -> str:
         return f"{self.component}/{self.index}"
+
+    @property
+    def command(self) -> tuple[str, ...]:
+        """What the supervisor executes: `argv`, wrapped to run on its host."""
+        return (*self.wrapper, *self.argv)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,17 +92,13 @@ class StackPlan:
     state_dir: Path
     instances: tuple[InstancePlan, ...]
     skipped: tuple[Skipped, ...]
+    lab: str | None = None  # the lab id when the plan runs in the lab (`up --lab`)
 
     def instance(self, name: str) -> InstancePlan:
         for inst in self.instances:
             if inst.name == name:
                 return inst
         raise KeyError(name)
-
-
-# etcd's own health endpoint; the body check catches a member without quorum
-# (it answers 503 or {"health":"false"}).
-ETCD_HEALTH = HealthCheck(type="http", path="/health", expect_body='"health":"true"')
 
 
 def log_path(state_dir: Path, component: str, index: int) -> Path:
@@ -113,12 +111,16 @@ def plan_stack(
     hosts: Sequence[str] = (),
     etcd_argv: EtcdArgv | None = None,
     cwd: Path | None = None,
+    topology_file: Path | None = None,
+    wrap: Wrap | None = None,
+    lab: str | None = None,
 ) -> StackPlan:
     """The instances of `topology` placed on `hosts` (every instance when empty).
 
     Instances without a host (`instances: 3`) belong to no named host: they run
-    only when no host is named. Raises StackError for an unknown host or a
-    port two instances would share.
+    only when no host is named. spofless's own parts read `topology_file` (default:
+    the topology's file); `wrap` makes each command run where its host is. Raises
+    StackError for an unknown host or a port two instances would share.
     """
     for h in hosts:
         if h not in topology.hosts:
@@ -126,95 +128,45 @@ def plan_stack(
             raise StackError(f"--host {h}: no such host in {topology.source} (hosts: {known})")
     chosen = set(hosts)
     cwd = cwd or (topology.file.parent if topology.file else Path.cwd())
+    if topology_file is None and topology.file is not None:
+        topology_file = topology.file.resolve()
+    ctx = KindContext(state_dir, topology_file, etcd_argv)
     instances: list[InstancePlan] = []
     skipped: list[Skipped] = []
     for cname in _dependency_order(topology):
         comp = topology.components[cname]
         mine = [i for i in topology.instances[cname] if not chosen or i.host in chosen]
-        reason = _cannot_run(comp, etcd_argv)
+        reason = cannot_run(comp, ctx)
         if reason is not None:
             if mine:
                 skipped.append(Skipped(cname, reason))
             continue
         for inst in mine:
-            instances.append(_plan_instance(topology, comp, inst, state_dir, cwd, etcd_argv))
-    _check_port_clashes(instances)
-    return StackPlan(topology, tuple(hosts), state_dir, tuple(instances), tuple(skipped))
-
-
-def _cannot_run(comp: Component, etcd_argv: EtcdArgv | None) -> str | None:
-    if isinstance(comp, ServiceComponent):
-        return None if comp.run else "kind service without `run:` is described, not run"
-    if isinstance(comp, EtcdComponent):
-        if comp.port is None or comp.peer_port is None:
-            return "kind etcd needs `port` (client) and `peer_port` to be run"
-        if etcd_argv is None:
-            return "no etcd member command available"
-        return None
-    if comp.kind in ("postgres", "load_balancer", "dns"):
-        return f"spofless cannot run kind {comp.kind} yet (analysis only)"
-    return f"kind {comp.kind} is analysis only"
-
-
-def _plan_instance(
-    topology: Topology,
-    comp: Component,
-    inst: Instance,
-    state_dir: Path,
-    cwd: Path,
-    etcd_argv: EtcdArgv | None,
-) -> InstancePlan:
-    ip = topology.hosts[inst.host].address if inst.host is not None else "127.0.0.1"
-    data_dir: Path | None = None
-    if isinstance(comp, ServiceComponent):
-        assert comp.run is not None
-        port = comp.port + inst.index if comp.port is not None else None
-        values = {
-            "port": "" if port is None else str(port),
-            "host": ip,
-            "index": str(inst.index),
-            "state_dir": str(state_dir),
-        }
-        argv = tuple(word.format(**values) for word in shlex.split(comp.run))
-        ports: tuple[tuple[str, int], ...] = () if port is None else (("main", port),)
-        env: Mapping[str, str] = dict(comp.env)
-        health = comp.health or (HealthCheck(type="tcp") if port is not None else None)
-    else:
-        assert isinstance(comp, EtcdComponent) and etcd_argv is not None
-        assert comp.port is not None and comp.peer_port is not None
-        cluster = tuple(
-            EtcdMember(
-                f"{i.component}-{i.index}",
-                topology.hosts[i.host].address if i.host is not None else "127.0.0.1",
-                comp.port + i.index,
-                comp.peer_port + i.index,
+            how = launch(topology, inst, ctx)
+            health = instance_health(topology, inst)
+            wrapper = tuple(wrap(inst.host)) if wrap is not None else ()
+            instances.append(
+                InstancePlan(
+                    component=inst.component,
+                    index=inst.index,
+                    host=inst.host,
+                    kind=comp.kind,
+                    argv=how.argv,
+                    env=how.env,
+                    cwd=cwd,
+                    bind_ip=host_ip(topology, inst),
+                    ports=how.ports,
+                    address=topology.address_of(inst),
+                    health=health.check if health else None,
+                    log_path=log_path(state_dir, inst.component, inst.index),
+                    needs=tuple(comp.needs),
+                    data_dir=how.data_dir,
+                    health_port=health.port if health else 0,
+                    wrapper=wrapper,
+                )
             )
-            for i in topology.instances[inst.component]
-        )
-        data_dir = state_dir / "data" / f"{inst.component}-{inst.index}"
-        spec = EtcdMemberSpec(
-            cluster[inst.index], cluster, f"{topology.name}-{inst.component}", data_dir
-        )
-        argv = tuple(etcd_argv(spec))
-        ports = (("client", comp.port + inst.index), ("peer", comp.peer_port + inst.index))
-        env = {}
-        health = comp.health or ETCD_HEALTH
-    return InstancePlan(
-        component=inst.component,
-        index=inst.index,
-        host=inst.host,
-        kind=comp.kind,
-        argv=argv,
-        env=env,
-        cwd=cwd,
-        bind_ip=ip,
-        ports=ports,
-        address=topology.address_of(inst),
-        health=health,
-        log_path=log_path(state_dir, inst.component, inst.index),
-        needs=tuple(comp.needs),
-        data_dir=data_dir,
-    )
+    _check_port_clashes(instances)
+    return StackPlan(topology, tuple(hosts), state_dir, tuple(instances), tuple(skipped), lab)
 
 
 def _dependency_order(topology: Topology) -> list[str]:

@@ -161,7 +161,7 @@ class Supervisor:
     async def _spawn(self, inst: InstancePlan, restart: bool) -> None:
         if inst.data_dir is not None:
             inst.data_dir.mkdir(parents=True, exist_ok=True)
-        proc = await spawn(inst.argv, inst.env, inst.cwd, inst.log_path)
+        proc = await spawn(inst.command, inst.env, inst.cwd, inst.log_path)
         self._procs[inst.name] = proc
         self._pgids[inst.name] = proc.pid
         state = policy.on_spawned(self.states[inst.name], proc.pid, time.time(), restart)
@@ -200,7 +200,7 @@ class Supervisor:
     async def _watch_health(self, inst: InstancePlan) -> None:
         assert inst.health is not None
         check = inst.health
-        port = inst.ports[0][1] if inst.ports else 0  # 0: a command check without a port
+        port = inst.health_port
         detector: Detector | None = None
         watched_pid: int | None = None
         next_role = 0.0

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from spofless.stack._plan import ETCD_HEALTH
-from spofless.topology import EtcdComponent, HealthCheck, ServiceComponent, Topology
+from spofless.stack._kinds import instance_health
+from spofless.topology import HealthCheck, Topology
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,23 +46,20 @@ def _list(addresses: Sequence[tuple[str, int]]) -> str:
 
 
 def dependency_waits(topology: Topology, component: str) -> list[DependencyWait]:
-    """The waits before `component` starts, one per dependency spofless can check."""
+    """The waits before `component` starts, one per dependency spofless can check.
+
+    Each instance of a dependency is checked the way the supervisor running it
+    checks it (`_kinds.instance_health`); a dependency without a port is not waited for.
+    """
     out: list[DependencyWait] = []
     for dep in topology.components[component].needs:
         comp = topology.components[dep]
-        if isinstance(comp, EtcdComponent) and comp.port is not None:
-            check = comp.health or ETCD_HEALTH
-        elif isinstance(comp, ServiceComponent) and comp.run and comp.port is not None:
-            check = comp.health or HealthCheck(type="tcp")
-        else:
+        healths = [instance_health(topology, inst) for inst in topology.instances[dep]]
+        if not healths or any(h is None or h.port == 0 for h in healths):
             continue
-        addresses = []
-        for inst in topology.instances[dep]:
-            address = topology.address_of(inst)
-            assert address is not None
-            ip, port = address.rsplit(":", 1)
-            addresses.append((ip, int(port)))
+        checks = [h for h in healths if h is not None]
+        addresses = tuple((h.ip, h.port) for h in checks)
         out.append(
-            DependencyWait(component, dep, comp.kind, comp.required_up, tuple(addresses), check)
+            DependencyWait(component, dep, comp.kind, comp.required_up, addresses, checks[0].check)
         )
     return out

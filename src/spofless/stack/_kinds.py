@@ -1,0 +1,208 @@
+"""Each kind the stack runs: whether it can, its command line, ports and health check.
+
+    cannot_run(comp, ctx)              None, or why `up` skips the component
+    launch(topology, inst, ctx)        one instance's command, ports, env, health
+    instance_health(topology, inst)    the check the supervisor runs on an instance and
+                                       that a component needing it waits for
+
+spofless's own runtime parts (`load_balancer`, later `postgres` and `dns`) run as
+`python -m spofless <part> FILE --component C --instance I`: the same command a user
+types to run one by hand, reading its settings from the same file. Pure: nothing
+here touches the system.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from spofless.topology import (
+    Component,
+    EtcdComponent,
+    HealthCheck,
+    Instance,
+    LoadBalancerComponent,
+    ServiceComponent,
+    Topology,
+)
+
+# The spofless command line children run: this interpreter, so a virtualenv's spofless.
+SPOFLESS = (sys.executable, "-m", "spofless")
+
+# etcd's own health endpoint; the body check catches a member without quorum
+# (it answers 503 or {"health":"false"}).
+ETCD_HEALTH = HealthCheck(type="http", path="/health", expect_body='"health":"true"')
+
+# The load balancer's admin API answers /status from its controller process.
+LB_ADMIN_HEALTH = HealthCheck(type="http", path="/status")
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdMember:
+    """One member of an etcd cluster as the topology places it (input to the argv builder)."""
+
+    name: str
+    ip: str
+    client_port: int
+    peer_port: int
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdMemberSpec:
+    """Everything needed to build one etcd member's command line."""
+
+    member: EtcdMember
+    cluster: tuple[EtcdMember, ...]  # every member, this one included, in file order
+    cluster_token: str
+    data_dir: Path
+
+
+# Builds the etcd command line of one member; spofless.dcs.etcd_server's in production.
+EtcdArgv = Callable[[EtcdMemberSpec], Sequence[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class KindContext:
+    """What building command lines needs besides the topology."""
+
+    state_dir: Path
+    # The file spofless's own parts read (absolute): the topology's, or in the lab the
+    # lab's copy of it with every host at its lab address.
+    topology_file: Path | None
+    etcd_argv: EtcdArgv | None
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    argv: tuple[str, ...]
+    ports: tuple[tuple[str, int], ...]  # (what, port), main port first
+    env: Mapping[str, str]
+    data_dir: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceHealth:
+    check: HealthCheck
+    ip: str
+    port: int  # 0: a command check without a port
+
+
+def host_ip(topology: Topology, inst: Instance) -> str:
+    return topology.hosts[inst.host].address if inst.host is not None else "127.0.0.1"
+
+
+def cannot_run(comp: Component, ctx: KindContext) -> str | None:
+    """Why the stack cannot run `comp`, or None when it can."""
+    if isinstance(comp, ServiceComponent):
+        return None if comp.run else "kind service without `run:` is described, not run"
+    if isinstance(comp, EtcdComponent):
+        if comp.port is None or comp.peer_port is None:
+            return "kind etcd needs `port` (client) and `peer_port` to be run"
+        if ctx.etcd_argv is None:
+            return "no etcd member command available"
+        return None
+    if isinstance(comp, LoadBalancerComponent):
+        if comp.port is None or not comp.routes:
+            return "kind load_balancer needs `port` and `routes` to be run"
+        if ctx.topology_file is None:
+            return "a load balancer reads its settings from a topology file, and there is none"
+        return None
+    if comp.kind in ("postgres", "dns"):
+        return f"spofless cannot run kind {comp.kind} yet (analysis only)"
+    return f"kind {comp.kind} is analysis only"
+
+
+def launch(topology: Topology, inst: Instance, ctx: KindContext) -> Launch:
+    """The command, ports and environment of one instance of a kind `cannot_run` accepts."""
+    comp = topology.components[inst.component]
+    if isinstance(comp, ServiceComponent):
+        return _service(topology, comp, inst, ctx)
+    if isinstance(comp, EtcdComponent):
+        return _etcd(topology, comp, inst, ctx)
+    if isinstance(comp, LoadBalancerComponent):
+        return _load_balancer(comp, inst, ctx)
+    raise AssertionError(f"no launcher for kind {comp.kind}")
+
+
+def instance_health(topology: Topology, inst: Instance) -> InstanceHealth | None:
+    """How an instance's health is checked; None when it is not (no check, no port)."""
+    comp = topology.components[inst.component]
+    ip = host_ip(topology, inst)
+    port = getattr(comp, "port", None)
+    main = port + inst.index if port is not None else None
+    if isinstance(comp, ServiceComponent):
+        if comp.health is not None:
+            return InstanceHealth(comp.health, ip, main or 0)
+        return None if main is None else InstanceHealth(HealthCheck(type="tcp"), ip, main)
+    if isinstance(comp, EtcdComponent):
+        return None if main is None else InstanceHealth(comp.health or ETCD_HEALTH, ip, main)
+    if isinstance(comp, LoadBalancerComponent):
+        if main is None:
+            return None
+        if comp.health is not None:
+            return InstanceHealth(comp.health, ip, main)
+        # The admin API is answered by the controller, which runs the workers; without
+        # it (or behind a token the check cannot send), a connect to the listener.
+        if comp.admin_port is not None and not comp.admin_token:
+            return InstanceHealth(LB_ADMIN_HEALTH, ip, comp.admin_port + inst.index)
+        return InstanceHealth(HealthCheck(type="tcp"), ip, main)
+    return None
+
+
+def _service(
+    topology: Topology, comp: ServiceComponent, inst: Instance, ctx: KindContext
+) -> Launch:
+    assert comp.run is not None
+    port = comp.port + inst.index if comp.port is not None else None
+    values = {
+        "port": "" if port is None else str(port),
+        "host": host_ip(topology, inst),
+        "index": str(inst.index),
+        "state_dir": str(ctx.state_dir),
+    }
+    argv = tuple(word.format(**values) for word in shlex.split(comp.run))
+    ports: tuple[tuple[str, int], ...] = () if port is None else (("main", port),)
+    return Launch(argv, ports, dict(comp.env))
+
+
+def _etcd(topology: Topology, comp: EtcdComponent, inst: Instance, ctx: KindContext) -> Launch:
+    assert ctx.etcd_argv is not None and comp.port is not None and comp.peer_port is not None
+    cluster = tuple(
+        EtcdMember(
+            f"{i.component}-{i.index}",
+            host_ip(topology, i),
+            comp.port + i.index,
+            comp.peer_port + i.index,
+        )
+        for i in topology.instances[inst.component]
+    )
+    data_dir = ctx.state_dir / "data" / f"{inst.component}-{inst.index}"
+    spec = EtcdMemberSpec(
+        cluster[inst.index], cluster, f"{topology.name}-{inst.component}", data_dir
+    )
+    ports = (("client", comp.port + inst.index), ("peer", comp.peer_port + inst.index))
+    return Launch(tuple(ctx.etcd_argv(spec)), ports, {}, data_dir)
+
+
+def _own_part(part: str, inst: Instance, ctx: KindContext) -> tuple[str, ...]:
+    assert ctx.topology_file is not None
+    return (
+        *SPOFLESS,
+        part,
+        str(ctx.topology_file),
+        "--component",
+        inst.component,
+        "--instance",
+        str(inst.index),
+    )
+
+
+def _load_balancer(comp: LoadBalancerComponent, inst: Instance, ctx: KindContext) -> Launch:
+    assert comp.port is not None
+    ports: list[tuple[str, int]] = [("main", comp.port + inst.index)]
+    if comp.admin_port is not None:
+        ports.append(("admin", comp.admin_port + inst.index))
+    return Launch(_own_part("lb", inst, ctx), tuple(ports), {})
