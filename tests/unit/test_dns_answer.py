@@ -242,14 +242,15 @@ def test_malformed_queries_get_formerr_or_nothing(zone: Zone) -> None:
     assert wire is not None and wire[3] & 0x0F == dns.rcode.FORMERR
 
 
-BIG = """\
+_MANY = ", ".join(f'"2001:db8::{i:x}"' for i in range(1, 61))
+BIG = f"""\
 name: big
 components:
-  dns: {kind: dns, instances: 1, port: 5300, zone: big.example., records: {many: {component: lb,
-        addresses: [%s]}}}
-  lb: {kind: load_balancer, instances: 60, port: 8000}
+  dns: {{kind: dns, instances: 1, port: 5300, zone: big.example.,
+         records: {{many: {{component: lb, addresses: [{_MANY}]}}}}}}
+  lb: {{kind: load_balancer, instances: 60, port: 8000}}
 entry: [dns]
-""" % ", ".join(f'"2001:db8::{i:x}"' for i in range(1, 61))
+"""
 
 
 def test_oversized_udp_answers_are_truncated_to_what_the_query_allows() -> None:

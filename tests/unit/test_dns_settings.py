@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from spofless.dns import dns_settings
+from spofless.dns import DnsSettings, dns_settings
 from spofless.topology import TopologyError, load_topology_text
 
 BASE = """\
@@ -24,7 +24,7 @@ entry: [dns]
 """
 
 
-def settings_of(dns_extra: str = "", lb_extra: str = "", index: int = 1):  # type: ignore[no-untyped-def]
+def settings_of(dns_extra: str = "", lb_extra: str = "", index: int = 1) -> DnsSettings:
     return dns_settings(load_topology_text(BASE % (dns_extra, lb_extra), "shop.yaml"), "dns", index)
 
 
@@ -35,7 +35,8 @@ def test_settings_from_the_topology() -> None:
     assert s.zone == "shop.example." and s.ttl == 5 and s.records == {"www": "lb"}
     pool = s.pools["lb"]
     assert pool.health.type == "http" and pool.health.interval == 0.5
-    assert [(m.name, str(m.address), m.region, m.check_host, m.check_port) for m in pool.members] == [
+    got = [(m.name, str(m.address), m.region, m.check_host, m.check_port) for m in pool.members]
+    assert got == [
         ("lb/0", "10.0.0.1", "eu", "10.0.0.1", 8000),
         ("lb/1", "10.0.0.2", "eu", "10.0.0.2", 8001),
     ]
