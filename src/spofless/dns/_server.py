@@ -23,6 +23,7 @@ import socket
 import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import cast
 
 from spofless.dns._answer import Zone, answer_wire, select_members
 from spofless.dns._ratelimit import ResponseRateLimiter, Verdict
@@ -43,6 +44,7 @@ class DnsServer:
         self.zone = Zone(settings)
         self.limiter = ResponseRateLimiter(settings.rate_limit)
         self.view: dict[str, Status] = {}
+        self._answering: dict[str, tuple[str, ...]] = {}  # pool -> healthy members last logged
         self.port = settings.port
         self._clock = clock
         self._monitors = [
@@ -133,25 +135,27 @@ class DnsServer:
     def _on_change(self, name: str, transition: Transition) -> None:
         self.view[name] = transition.new
         for pool in self.settings.pools.values():
-            if any(m.name == name for m in pool.members):
-                up = [m.name for m in pool.members if self.view.get(m.name) is Status.UP]
-                if up:
-                    logger.info(
-                        "%s: %s answers with %d of %d: %s",
-                        self.name,
-                        pool.component,
-                        len(up),
-                        len(pool.members),
-                        ", ".join(up),
-                    )
-                else:
-                    logger.warning(
-                        "%s: no instance of %s passes its health check: answering with all %d "
-                        "(fail open)",
-                        self.name,
-                        pool.component,
-                        len(pool.members),
-                    )
+            up = tuple(m.name for m in pool.members if self.view.get(m.name) is Status.UP)
+            if self._answering.get(pool.component) == up:
+                continue
+            self._answering[pool.component] = up
+            if up:
+                logger.info(
+                    "%s: %s answers with %d of %d: %s",
+                    self.name,
+                    pool.component,
+                    len(up),
+                    len(pool.members),
+                    ", ".join(up),
+                )
+            else:
+                logger.warning(
+                    "%s: no instance of %s passes its health check: answering with all %d "
+                    "(fail open)",
+                    self.name,
+                    pool.component,
+                    len(pool.members),
+                )
 
     def answers(self, owner: str, version: int = 4, region: str | None = None) -> list[str]:
         """The addresses `owner` (`www`, `@`) answers with now, for status pages and tests."""
@@ -195,8 +199,8 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # uvloop's transports do not subclass asyncio's; they have the same methods.
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         try:
@@ -220,11 +224,10 @@ class _TcpProtocol(asyncio.Protocol):
         self._idle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
         self.peer = transport.get_extra_info("peername") or ("", 0)
         if len(self.server._connections) >= self.server.settings.max_tcp_connections:
-            transport.abort()
+            self.transport.abort()
             return
         self.server._connections.add(self)
         self._arm()
