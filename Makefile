@@ -18,7 +18,7 @@ system-deps:
 	@bash scripts/system-deps.sh
 
 demo: $(STAMP) system-deps
-	$(BIN)/spofless check examples/demo.yaml
+	bash scripts/demo.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -6,6 +6,7 @@ failure), 2 invalid input or a user error (message, never a traceback).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -65,8 +66,111 @@ def check(file: str, max_order: int, fmt: str) -> None:
     from spofless.analysis import analyze, render
 
     report = analyze(_topology(file), max_order=max_order)
-    click.echo(render(report, fmt), nl=False)
+    # click.echo drops the colours when stdout is not a terminal.
+    click.echo(render(report, fmt, color=True), nl=False)
     sys.exit(0 if report.ok else 1)
+
+
+# -- stack: up / down / status / logs ----------------------------------------------
+
+_state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where pids, state and logs live. Default: .spofless/<file name without .yaml> "
+    "next to FILE. up, status, logs and down must agree on it.",
+)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    metavar="HOST",
+    help="Run only the instances placed on HOST (repeatable). Default: every host.",
+)
+@_state_dir_option
+@click.option("--detach", "-d", is_flag=True, help="Run the supervisor in the background.")
+@click.option(
+    "--wait", is_flag=True, help="With --detach (implied): also wait until all are healthy."
+)
+@click.option(
+    "--allow-spof", is_flag=True, help="Run a topology with a single point of failure anyway."
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1, 3600),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for dependencies, startup and (--wait) health.",
+)
+def up(
+    file: str,
+    hosts: tuple[str, ...],
+    state_dir: Path | None,
+    detach: bool,
+    wait: bool,
+    allow_spof: bool,
+    timeout: float,
+) -> None:
+    """Start the instances FILE places on this machine and supervise them.
+
+    Refuses a topology with a single point of failure (see `spofless check`)
+    unless --allow-spof. Kinds spofless cannot run are skipped with a note.
+    """
+    from spofless import stack
+
+    plan = stack.make_plan(_topology(file), state_dir, hosts)
+    settings = stack.SupervisorSettings(start_timeout=timeout)
+    stack.up(plan, click.echo, detach, wait, allow_spof, settings)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@_state_dir_option
+def down(file: str, state_dir: Path | None) -> None:
+    """Stop everything `up` started from FILE: SIGTERM, then SIGKILL after 10s."""
+    from spofless import stack
+
+    stack.down(stack.make_plan(_topology(file), state_dir), click.echo)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@_state_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object (key `instances`).")
+def status(file: str, state_dir: Path | None, as_json: bool) -> None:
+    """Show every instance of FILE on this machine: state, health, pid, ports, restarts."""
+    import json
+
+    from rich.console import Console
+
+    from spofless import stack
+
+    doc = stack.status(stack.make_plan(_topology(file), state_dir))
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        # Piped output is not cut to 80 columns: scripts grep it.
+        wide = None if sys.stdout.isatty() else 250
+        Console(width=wide, soft_wrap=wide is not None).print(stack.render_status(doc))
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("instance", required=False)
+@_state_dir_option
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
+@click.option("--tail", "-n", "lines", type=click.IntRange(0), default=100, show_default=True)
+def logs(file: str, instance: str | None, state_dir: Path | None, follow: bool, lines: int) -> None:
+    """Print the logs of INSTANCE (`web` or `web/1`; default: all) of FILE."""
+    from spofless import stack
+
+    plan = stack.make_plan(_topology(file), state_dir)
+    with contextlib.suppress(KeyboardInterrupt):
+        stack.logs(plan, instance, follow, lines, sys.stdout)
 
 
 # -- dns ---------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 Use from a test module (pytest puts this directory on sys.path):
 
-    from etcd_fixtures import etcd_cluster  # noqa: F401  (a fixture)
+    import etcd_fixtures
+
+    etcd_cluster = etcd_fixtures.etcd_cluster  # the fixture, in this module
 
     def test_x(etcd_cluster: RunningCluster) -> None: ...
 """

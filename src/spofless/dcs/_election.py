@@ -249,6 +249,6 @@ class Leadership:
                 logger.warning(
                     "leader %s: renewal failed (%s); valid %.2fs more",
                     self.key,
-                    exc or type(exc).__name__,
+                    str(exc) or type(exc).__name__,
                     tracker.valid_until - self._loop.time(),
                 )

@@ -28,10 +28,11 @@ class DCSUnavailable(DCSError):
 class CompactedError(DCSError):
     """The revision asked for is older than the store's compaction point."""
 
-    def __init__(self, requested: int, compact_revision: int) -> None:
+    def __init__(self, requested: int, compact_revision: int = 0) -> None:
+        kept = f" (store keeps revisions from {compact_revision})" if compact_revision else ""
         super().__init__(
-            f"revision {requested} was compacted (store keeps revisions from "
-            f"{compact_revision}); re-read the current state and watch from its revision"
+            f"revision {requested} was compacted{kept}; "
+            "re-read the current state and watch from its revision"
         )
         self.requested = requested
         self.compact_revision = compact_revision

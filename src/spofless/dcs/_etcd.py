@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -88,6 +89,7 @@ class EtcdStore(KeyValueStore):
         # presumed stuck on a silent member and reconnects elsewhere, resuming.
         self.watch_idle_timeout = watch_idle_timeout
         self._current = 0
+        self._watches: weakref.WeakSet[EtcdWatch] = weakref.WeakSet()
         self._http = httpx.AsyncClient(
             headers=REQUIRE_LEADER,
             timeout=self.settings.request_timeout,
@@ -197,6 +199,7 @@ class EtcdStore(KeyValueStore):
 
     async def watch(self, key: str, *, prefix: bool = False, start_revision: int = 0) -> Watch:
         w = EtcdWatch(self, key, prefix, start_revision)
+        self._watches.add(w)
         await w.connect(deadline=asyncio.get_running_loop().time() + self.settings.retry_timeout)
         return w
 
@@ -210,4 +213,6 @@ class EtcdStore(KeyValueStore):
         return await self._http.send(request, stream=True)
 
     async def close(self) -> None:
+        for w in list(self._watches):
+            await w.close()
         await self._http.aclose()

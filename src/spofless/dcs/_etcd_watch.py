@@ -88,7 +88,7 @@ class EtcdWatch(Watch):
             except (_Reconnect, httpx.HTTPError, TimeoutError, ValueError) as exc:
                 last = f"{endpoint}: {type(exc).__name__} {exc}".strip()
                 await self._drop()
-                store._failed(endpoint, f"watch {self._key}: {exc or type(exc).__name__}")
+                store._failed(endpoint, f"watch {self._key}: {str(exc) or type(exc).__name__}")
                 failures += 1
             except BaseException:
                 await self._drop()
@@ -118,14 +118,14 @@ class EtcdWatch(Watch):
             raise CompactedError(self._scanned, compact)
         if result.get("canceled"):
             raise _Reconnect(f"cancelled: {result.get('cancel_reason', 'no reason given')}")
-        events = result.get("events", [])
-        for raw in events:
-            kv = decode_kv(raw.get("kv", {}))
-            if kv.mod_revision < self._scanned:
-                continue  # already delivered (cannot happen with etcd; cheap to be sure)
-            self._ready.append(Event("delete" if raw.get("type") == "DELETE" else "put", kv))
+        events = [
+            Event("delete" if raw.get("type") == "DELETE" else "put", decode_kv(raw.get("kv", {})))
+            for raw in result.get("events", [])
+        ]
         if events:
-            self._scanned = max(self._scanned, self._ready[-1].revision + 1)
+            # Skipping what was delivered cannot matter with etcd; it is cheap to be sure.
+            self._ready.extend(e for e in events if e.revision >= self._scanned)
+            self._scanned = max(self._scanned, events[-1].revision + 1)
         elif result.get("created") and not self._scanned:
             self._scanned = header_revision(result) + 1
         elif not result.get("created"):

@@ -223,7 +223,8 @@ class KeyValueStore(abc.ABC):
 
         Returns once the watch is established: every change after the call returned is
         delivered. Raises DCSUnavailable when no member accepts it within
-        retry_timeout, CompactedError when start_revision was compacted.
+        retry_timeout; CompactedError when start_revision was compacted (here or, from
+        etcd, on the first iteration).
         """
 
     @abc.abstractmethod

@@ -136,7 +136,7 @@ class _Resolver:
             if msg not in msgs:
                 msgs.append(msg)
         for loc, msgs in by_path.items():
-            self.problem(loc, " or ".join(msgs))
+            self.problem(loc, _friendly(loc, msgs))
 
     # -- resolution -------------------------------------------------------------
 
@@ -273,6 +273,28 @@ class _Resolver:
         for name in components:
             if name not in state:
                 visit(name)
+
+
+# Fields whose pydantic message (one per union branch) reads badly: say what is expected.
+_EXPECTED = {
+    "instances": "expected a count (a whole number, at least 1) or a list of host names",
+    "min_up": "expected a whole number (at least 1) or 'majority'",
+    "zones": "expected a list of zone names or a mapping of zone name to settings",
+    "needs": "expected a list of component names",
+    "entry": "expected a non-empty list of component names",
+}
+
+
+def _friendly(loc: Loc, msgs: list[str]) -> str:
+    """One readable message for the problems pydantic found at `loc`."""
+    name = next((part for part in reversed(loc) if isinstance(part, str)), "")
+    if any(m.startswith(("missing required", "unknown field")) for m in msgs):
+        return " or ".join(msgs)
+    if name in _EXPECTED and (len(msgs) > 1 or "valid" in msgs[0]):
+        return _EXPECTED[name]
+    if name == "availability" or (len(loc) >= 2 and loc[-2] == "availability"):
+        return "an availability must be a number between 0 and 1"
+    return " or ".join(msgs)
 
 
 def _data_path(data: Any, loc: Loc) -> Loc:

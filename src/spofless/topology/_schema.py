@@ -155,10 +155,59 @@ class RuntimeComponent(Component):
 # sees the common fields only.
 class ServiceComponent(RuntimeComponent):
     kind: Literal["service"] = "service"
+    # The user's program, run without a shell; {port} {host} {index} {state_dir} expand
+    # per instance (spofless.stack). Without `run` the service is described, not run.
+    run: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("run")
+    @classmethod
+    def _run_is_a_command(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_run_command(v)
+        return v
 
 
 class EtcdComponent(RuntimeComponent):
     kind: Literal["etcd"] = "etcd"
+    # Member i listens for clients on `port + i` and for peers on `peer_port + i`.
+    peer_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+
+    @model_validator(mode="after")
+    def _peer_ports_fit(self) -> EtcdComponent:
+        if self.peer_port is not None and self.peer_port + self.instance_count - 1 > 65535:
+            raise ValueError(
+                f"peer_port {self.peer_port} + {self.instance_count} instances exceeds 65535"
+            )
+        return self
+
+
+RUN_PLACEHOLDERS = ("port", "host", "index", "state_dir")
+
+
+def check_run_command(run: str) -> list[str]:
+    """Split a `run` command like a shell would (no shell runs it) and check its placeholders."""
+    import shlex
+    import string
+
+    try:
+        argv = shlex.split(run)
+    except ValueError as exc:
+        raise ValueError(f"cannot split the command: {exc}") from None
+    if not argv:
+        raise ValueError("the command is empty")
+    for word in argv:
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(word) if f is not None]
+        except ValueError as exc:
+            raise ValueError(
+                f"bad placeholder in '{word}': {exc} (write {{{{ for a brace)"
+            ) from None
+        for name in fields:
+            if name not in RUN_PLACEHOLDERS:
+                known = ", ".join("{" + p + "}" for p in RUN_PLACEHOLDERS)
+                raise ValueError(f"unknown placeholder {{{name}}} in '{word}'; known: {known}")
+    return argv
 
 
 class PostgresComponent(RuntimeComponent):

@@ -1,0 +1,110 @@
+"""The SARIF 2.1.0 report, for code-scanning tools: each finding on its YAML line.
+
+Rule SPOF001 (error): a single point of failure, at the component it takes
+down. Rule SPOF002 (warning): a minimal cut set of two or more elements, at
+the first component they take down together.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from spofless import __version__
+from spofless.analysis._report import Report
+from spofless.topology import Location
+
+SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+RULES = [
+    {
+        "id": "SPOF001",
+        "name": "SinglePointOfFailure",
+        "shortDescription": {"text": "Single point of failure"},
+        "fullDescription": {
+            "text": "The failure of this one element alone takes the whole system down."
+        },
+        "help": {"text": "Apply the recommended change: add or spread instances."},
+        "defaultConfiguration": {"level": "error"},
+    },
+    {
+        "id": "SPOF002",
+        "name": "MinimalCutSet",
+        "shortDescription": {"text": "Small minimal cut set"},
+        "fullDescription": {
+            "text": "These elements failing together take the system down, and no fewer of them do."
+        },
+        "help": {"text": "Spread the instances involved over more hosts, zones or regions."},
+        "defaultConfiguration": {"level": "warning"},
+    },
+]
+
+
+def _locations(loc: Location | None, element: str) -> list[dict[str, Any]]:
+    out: dict[str, Any] = {"logicalLocations": [{"name": element, "kind": "element"}]}
+    if loc is not None and not loc.file.startswith("<"):
+        out["physicalLocation"] = {
+            "artifactLocation": {"uri": loc.file},
+            "region": {"startLine": max(loc.line, 1), "startColumn": max(loc.column, 1)},
+        }
+    return [out]
+
+
+def render_sarif(report: Report) -> str:
+    results: list[dict[str, Any]] = []
+    for s in report.spofs:
+        results.append(
+            {
+                "ruleId": "SPOF001",
+                "ruleIndex": 0,
+                "level": "error",
+                "message": {
+                    "text": f"{s.element} is a single point of failure: {s.reason}. "
+                    f"Fix: {s.recommendation} (availability would be "
+                    f"{s.availability_if_fixed:.6%})."
+                },
+                "locations": _locations(s.location, s.element),
+                "partialFingerprints": {"spofElement/v1": s.element},
+                "properties": {
+                    "components": list(s.components),
+                    "availability_if_fixed": s.availability_if_fixed,
+                },
+            }
+        )
+    for cut, comps in zip(report.cut_sets, report.cut_set_components, strict=True):
+        if len(cut) < 2:
+            continue
+        results.append(
+            {
+                "ruleId": "SPOF002",
+                "ruleIndex": 1,
+                "level": "warning",
+                "message": {
+                    "text": f"{' + '.join(cut)} failing together take down {', '.join(comps)}"
+                },
+                "locations": _locations(report.component(comps[0]).location, " + ".join(cut)),
+                "partialFingerprints": {"cutSet/v1": "+".join(cut)},
+            }
+        )
+    sarif = {
+        "$schema": SCHEMA,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "spofless",
+                        "version": __version__,
+                        "rules": RULES,
+                    }
+                },
+                "results": results,
+                "properties": {
+                    "availability": report.availability,
+                    "exact": report.exact,
+                    "availability_error": report.availability_error,
+                    "downtime_minutes_per_year": report.downtime_minutes_per_year,
+                },
+            }
+        ],
+    }
+    return json.dumps(sarif, indent=2) + "\n"

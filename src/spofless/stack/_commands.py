@@ -1,0 +1,395 @@
+"""`up`, `down`, `status`, `logs`: one function each, called by the CLI.
+
+`up` checks everything it can before starting anything (analysis, state dir,
+commands, ports), then runs the supervisor in the foreground with a live
+table, or detached: a background process (`python -m spofless.stack._daemon`)
+that `up` watches through the state file until every instance has started
+(`--wait`: is healthy), stopping it again when that fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import psutil
+
+from spofless.stack._errors import StackError, StartError
+from spofless.stack._etcd import etcd_argv_builder
+from spofless.stack._plan import StackPlan, plan_stack
+from spofless.stack._preflight import check_ports, preflight
+from spofless.stack._process import stop_groups
+from spofless.stack._state import (
+    default_state_dir,
+    ensure_writable,
+    lock_path,
+    read_state,
+    state_path,
+    supervisor_alive,
+    supervisor_log_path,
+)
+from spofless.stack._status import log_files, status_document
+from spofless.stack._supervisor import Supervisor, SupervisorSettings
+from spofless.topology import Topology
+
+logger = logging.getLogger(__name__)
+
+Echo = Callable[[str], None]
+
+
+def make_plan(topology: Topology, state_dir: Path | None, hosts: Sequence[str] = ()) -> StackPlan:
+    """The plan every command works from; the state dir defaults to one next to the file."""
+    if state_dir is None:
+        if topology.file is None:
+            raise StackError("--state-dir is needed for a topology that is not a file")
+        state_dir = default_state_dir(topology.file)
+    return plan_stack(topology, state_dir.resolve(), hosts, etcd_argv_builder())
+
+
+# -- up --------------------------------------------------------------------------
+
+
+def up(
+    plan: StackPlan,
+    echo: Echo,
+    detach: bool,
+    wait: bool,
+    allow_spof: bool,
+    settings: SupervisorSettings,
+) -> None:
+    """Start the plan's instances (see module docstring). Raises StackError, leaving nothing."""
+    if supervisor_alive(plan.state_dir):
+        raise StackError(
+            f"already running from {plan.state_dir}; `spofless down` it first "
+            "or use another --state-dir"
+        )
+    for skipped in plan.skipped:
+        echo(str(skipped))
+    warning = preflight(plan, allow_spof)
+    if warning is not None:
+        echo("warning: running a topology with a single point of failure (--allow-spof):")
+        echo(warning.rstrip())
+    ensure_writable(plan.state_dir)
+    with contextlib.suppress(FileNotFoundError):
+        state_path(plan.state_dir).unlink()
+    if detach or wait:
+        _up_detached(plan, echo, wait, settings)
+    else:
+        _up_foreground(plan, settings)
+
+
+def _daemon_argv(plan: StackPlan, settings: SupervisorSettings) -> list[str]:
+    argv = [sys.executable, "-m", "spofless.stack._daemon", "--state-dir", str(plan.state_dir)]
+    argv += ["--timeout", str(settings.start_timeout), "--stop-grace", str(settings.stop_grace)]
+    for h in plan.hosts:
+        argv += ["--host", h]
+    # The daemon runs in the file's folder: give it the file by absolute path.
+    source = plan.topology.file
+    return [*argv, str(source.resolve()) if source else plan.topology.source]
+
+
+def _up_detached(plan: StackPlan, echo: Echo, wait: bool, settings: SupervisorSettings) -> None:
+    with open(supervisor_log_path(plan.state_dir), "ab") as log:
+        daemon = subprocess.Popen(
+            _daemon_argv(plan, settings),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=plan.topology.file.parent if plan.topology.file else None,
+        )
+    try:
+        _wait_started(plan, daemon, settings.start_timeout + 10)
+        if wait:
+            _wait_healthy(plan, daemon, settings.start_timeout)
+    except StackError:
+        _stop_daemon(plan, daemon, settings.stop_grace)
+        raise
+    n = len(plan.instances)
+    healthy = " and healthy" if wait else ""
+    echo(f"{n} instance(s) started{healthy}; supervisor pid {daemon.pid}")
+    echo(f"`spofless status {plan.topology.source}` shows them, `spofless down` stops them")
+
+
+def _wait_started(plan: StackPlan, daemon: subprocess.Popen[bytes], bound: float) -> None:
+    deadline = time.monotonic() + bound
+    while True:
+        state = _read_quiet(plan)
+        phase = state.get("phase") if state else None
+        if phase == "running":
+            return
+        if phase == "failed" or daemon.poll() is not None:
+            daemon.wait(timeout=30)
+            error = (state or {}).get("error") or _tail(supervisor_log_path(plan.state_dir), 15)
+            raise StartError(f"the stack did not start; everything was stopped:\n{error}")
+        if time.monotonic() > deadline:
+            raise StartError(f"the supervisor did not finish starting within {bound:g}s")
+        time.sleep(0.1)
+
+
+def _wait_healthy(plan: StackPlan, daemon: subprocess.Popen[bytes], bound: float) -> None:
+    deadline = time.monotonic() + bound
+    while True:
+        state = _read_quiet(plan) or {}
+        instances = state.get("instances", [])
+        failed = [i for i in instances if i["state"] == "failed"]
+        if failed:
+            raise StartError(
+                "instances failed; everything was stopped:\n"
+                + "\n".join(_failure(i) for i in failed)
+            )
+        if instances and all(i["state"] == "up" for i in instances):
+            return
+        if daemon.poll() is not None:
+            raise StartError(
+                "the supervisor exited; see " + str(supervisor_log_path(plan.state_dir))
+            )
+        if time.monotonic() > deadline:
+            late = [f"{i['name']} ({i['state']})" for i in instances if i["state"] != "up"]
+            raise StartError(
+                f"not all instances were healthy after {bound:g}s: {', '.join(late)}; "
+                "everything was stopped"
+            )
+        time.sleep(0.1)
+
+
+def _failure(inst: dict[str, Any]) -> str:
+    tail = _tail(Path(inst["log"]), 8)
+    why = inst["message"] or inst["last_exit"]
+    return f"{inst['name']}: {why}\n  last lines of {inst['log']}:\n{tail}"
+
+
+def _read_quiet(plan: StackPlan) -> dict[str, Any] | None:
+    try:
+        return read_state(plan.state_dir)
+    except StackError:
+        return None
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(f.tell() - 16384, 0))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return f"    ({path} cannot be read)"
+    return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+
+def _stop_daemon(plan: StackPlan, daemon: subprocess.Popen[bytes], grace: float) -> None:
+    if daemon.poll() is None:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=grace + 15)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait(timeout=10)
+    _kill_recorded_groups(plan, grace)
+
+
+def _up_foreground(plan: StackPlan, settings: SupervisorSettings) -> None:
+    from rich.console import Console, Group
+    from rich.live import Live
+    from rich.text import Text
+
+    from spofless.stack._status import live_document, render_status
+
+    console = Console()
+    events: collections.deque[str] = collections.deque(maxlen=8)
+    handler = _DequeHandler(events)
+    file_handler = logging.FileHandler(supervisor_log_path(plan.state_dir))
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("spofless")
+    root.addHandler(handler)
+    root.addHandler(file_handler)
+    root.setLevel(logging.INFO)
+
+    # No refresh thread (auto_refresh=False): the supervisor forks from this thread only.
+    with Live(console=console, auto_refresh=False, transient=False) as live:
+
+        def show(sup: Supervisor) -> None:
+            doc = live_document(plan, sup.document())
+            recent = Text("\n".join(events), style="dim")
+            live.update(Group(render_status(doc), recent), refresh=True)
+
+        supervisor = Supervisor(plan, settings, on_change=show)
+
+        async def main() -> int:
+            async def tick() -> None:
+                while True:
+                    await asyncio.sleep(1.0)
+                    show(supervisor)
+
+            ticker = asyncio.create_task(tick())
+            try:
+                return await supervisor.run()
+            finally:
+                ticker.cancel()
+
+        try:
+            code = asyncio.run(main())
+        finally:
+            root.removeHandler(handler)
+            root.removeHandler(file_handler)
+            file_handler.close()
+    if code != 0:
+        raise StartError(f"the stack did not start; everything was stopped:\n{supervisor.error}")
+
+
+class _DequeHandler(logging.Handler):
+    def __init__(self, sink: collections.deque[str]) -> None:
+        super().__init__()
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sink.append(time.strftime("%H:%M:%S ") + record.getMessage())
+
+
+# -- down ------------------------------------------------------------------------
+
+
+def down(plan: StackPlan, echo: Echo, grace: float = 10.0) -> None:
+    """Stop the supervisor (which stops its instances), then anything it left behind."""
+    state = read_state(plan.state_dir)
+    if supervisor_alive(plan.state_dir):
+        pid = _supervisor_pid(plan)
+        echo(f"stopping the supervisor (pid {pid}) and its instances")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace + 20
+        while supervisor_alive(plan.state_dir) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if supervisor_alive(plan.state_dir):
+            echo(f"the supervisor (pid {pid}) did not stop; killing it")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        # The lock goes just before the process: wait for the process too.
+        _wait_gone(pid, deadline=time.monotonic() + 10)
+        state = read_state(plan.state_dir)
+    elif state is None:
+        echo(f"nothing to stop: no stack was started from {plan.state_dir}")
+        return
+    killed = _kill_recorded_groups(plan, grace)
+    if killed:
+        echo(f"stopped {killed} process group(s) the supervisor had left behind")
+    _check_ports_released(plan, echo)
+    echo(f"stopped {plan.topology.name}; logs stay in {plan.state_dir / 'logs'}")
+
+
+def _wait_gone(pid: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.02)
+
+
+def _supervisor_pid(plan: StackPlan) -> int:
+    try:
+        return int(lock_path(plan.state_dir).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        raise StackError(
+            f"cannot read the supervisor's pid from {lock_path(plan.state_dir)}"
+        ) from None
+
+
+def _kill_recorded_groups(plan: StackPlan, grace: float) -> int:
+    """Stop process groups recorded in the state file that still exist (supervisor gone).
+
+    A recorded pgid cannot have been reused while any process of that group
+    lives (Linux does not hand out a pid still in use as a process group id),
+    so signalling an existing group signals what we started.
+    """
+    state = _read_quiet(plan) or {}
+    pgids = [i["pgid"] for i in state.get("instances", []) if i.get("pgid")]
+    from spofless.stack._process import group_alive
+
+    live = [g for g in pgids if group_alive(g) and _group_is_ours(g)]
+    if live:
+        asyncio.run(stop_groups(live, grace))
+    return len(live)
+
+
+def _group_is_ours(pgid: int) -> bool:
+    try:
+        leader_pgid = os.getpgid(pgid)
+    except ProcessLookupError:
+        return True  # leader gone, group alive: the pgid cannot have been reused
+    # A process with this pid leads another group: the pid was reused, not ours.
+    return leader_pgid == pgid
+
+
+def _check_ports_released(plan: StackPlan, echo: Echo) -> None:
+    deadline = time.monotonic() + 5.0
+    while True:
+        try:
+            check_ports(plan.instances)
+            return
+        except StackError as exc:
+            if time.monotonic() > deadline:
+                echo(f"warning: {exc}")
+                return
+        time.sleep(0.1)
+
+
+# -- status and logs -------------------------------------------------------------
+
+
+def status(plan: StackPlan) -> dict[str, Any]:
+    return status_document(plan)
+
+
+def logs(plan: StackPlan, selector: str | None, follow: bool, lines: int, out: TextIO) -> None:
+    """Print the last `lines` lines of each chosen log; with `follow`, keep printing new ones."""
+    chosen = log_files(plan, selector)
+    if not chosen:
+        names = ", ".join(i.name for i in plan.instances)
+        raise StackError(f"no instance '{selector}' in this stack (instances: {names})")
+    prefix = len(chosen) > 1
+    offsets: dict[Path, int] = {}
+    for name, path in chosen:
+        text, offsets[path] = _read_from(path, None, lines)
+        _emit(text, name if prefix else None, out)
+    while follow:
+        time.sleep(0.2)
+        for name, path in chosen:
+            text, offsets[path] = _read_from(path, offsets[path], 0)
+            _emit(text, name if prefix else None, out)
+
+
+def _read_from(path: Path, offset: int | None, last_lines: int) -> tuple[str, int]:
+    try:
+        with open(path, "rb") as f:
+            if offset is None:
+                data = f.read()
+                kept = (
+                    data.decode("utf-8", "replace").splitlines()[-last_lines:] if last_lines else []
+                )
+                text = "\n".join(kept)
+                return (text + "\n" if text else ""), len(data)
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return "", 0
+    # Emit whole lines only; keep a partial last line for the next round.
+    cut = data.rfind(b"\n") + 1
+    return data[:cut].decode("utf-8", "replace"), offset + cut
+
+
+def _emit(text: str, name: str | None, out: TextIO) -> None:
+    for line in text.splitlines():
+        out.write(f"{name} | {line}\n" if name else line + "\n")
+    out.flush()

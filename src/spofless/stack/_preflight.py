@@ -1,0 +1,136 @@
+"""Checks `up` makes before it starts anything, so that a refusal changes nothing."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import socket
+from collections.abc import Iterable
+
+import psutil
+
+from spofless.stack._errors import PortInUseError, SpofFoundError, StackError
+from spofless.stack._plan import InstancePlan, StackPlan
+from spofless.stack._process import instance_env
+from spofless.topology import Topology
+
+
+def check_spof(topology: Topology, allow_spof: bool) -> str | None:
+    """Run `spofless check`'s analysis; raise SpofFoundError unless the topology has no SPOF.
+
+    With `allow_spof` the findings are returned (to be printed as a warning) instead.
+    """
+    from spofless.analysis import analyze, render
+
+    report = analyze(topology)
+    if report.ok:
+        return None
+    text: str = render(report, "text")
+    if allow_spof:
+        return text
+    raise SpofFoundError(
+        f"{topology.source} has a single point of failure; spofless does not run it.\n"
+        f"{text.rstrip()}\n"
+        "Fix the topology, or pass --allow-spof to run it anyway."
+    )
+
+
+def check_commands(plan: StackPlan) -> None:
+    """Every instance's program exists and is executable (names file:line when not)."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for inst in plan.instances:
+        if inst.component in seen:
+            continue
+        seen.add(inst.component)
+        program = inst.argv[0]
+        path = instance_env(inst.env).get("PATH", os.defpath)
+        if "/" in program:
+            target = program if os.path.isabs(program) else str(inst.cwd / program)
+            ok = os.path.isfile(target) and os.access(target, os.X_OK)
+        else:
+            ok = shutil.which(program, path=path) is not None
+        if not ok:
+            field = "run" if inst.kind == "service" else "kind"
+            where = plan.topology.location_of("components", inst.component, field)
+            problems.append(
+                f"{where}: components.{inst.component}.{field}: command '{program}' "
+                + ("is not an executable file" if "/" in program else "not found on PATH")
+            )
+    if problems:
+        raise StackError("cannot start:\n  " + "\n  ".join(problems))
+
+
+def check_ports(instances: Iterable[InstancePlan]) -> None:
+    """Every port is free on its address; else PortInUseError naming port, instance and owner."""
+    taken: list[str] = []
+    for inst in instances:
+        for what, port in inst.ports:
+            problem = _bind_problem(inst.bind_ip, port)
+            if problem is not None:
+                taken.append(f"{inst.bind_ip}:{port} ({inst.name} {what} port): {problem}")
+    if taken:
+        raise PortInUseError(
+            "cannot start: ports are not available:\n  "
+            + "\n  ".join(taken)
+            + "\nstop what holds them or change the ports in the topology"
+        )
+
+
+def _bind_problem(ip: str, port: int) -> str | None:
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        # As servers do, so that connections in TIME_WAIT do not count as taken.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((ip, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"in use by {port_owner(port)}"
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return (
+                    f"{ip} is not an address of this machine "
+                    "(name the hosts this machine plays with --host)"
+                )
+            return exc.strerror or str(exc)
+    return None
+
+
+def port_owner(port: int) -> str:
+    """Who listens on `port`, as well as this process may tell ("pid 12 (nginx)")."""
+    try:
+        conns = psutil.net_connections(kind="inet")
+    except (psutil.Error, OSError):
+        return "another process"
+    pids = sorted(
+        {
+            c.pid
+            for c in conns
+            if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN and c.pid
+        }
+    )
+    if not pids:
+        return "another process (not visible to this user)"
+    names = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            cmd = " ".join(proc.cmdline()[:4]) or proc.name()
+        except psutil.Error:
+            cmd = "?"
+        names.append(f"pid {pid} ({cmd})")
+    return ", ".join(names)
+
+
+def preflight(plan: StackPlan, allow_spof: bool) -> str | None:
+    """Everything `up` checks before starting; returns SPOF findings allowed by --allow-spof."""
+    warning = check_spof(plan.topology, allow_spof)
+    if not plan.instances:
+        raise StackError(
+            "nothing to run: no instance of a kind spofless runs is placed on "
+            + (", ".join(plan.hosts) if plan.hosts else "any host")
+        )
+    check_commands(plan)
+    check_ports(plan.instances)
+    return warning

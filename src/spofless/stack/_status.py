@@ -1,0 +1,166 @@
+"""`spofless status`: the state file read back, checked against what still runs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from spofless.stack._plan import StackPlan
+from spofless.stack._process import group_alive
+from spofless.stack._state import read_state, supervisor_alive
+
+_STATE_STYLE = {
+    "up": "green",
+    "starting": "cyan",
+    "restarting": "yellow",
+    "down": "red",
+    "failed": "bold red",
+    "stopped": "dim",
+}
+
+
+def status_document(plan: StackPlan) -> dict[str, Any]:
+    """Every planned instance with its state; `stopped` for those no supervisor runs.
+
+    When the supervisor died (kill -9), the recorded states are stale: an instance
+    whose process group is gone is shown `stopped`, and `supervisor.running` is false.
+    """
+    state = read_state(plan.state_dir)
+    alive = supervisor_alive(plan.state_dir)
+    now = time.time()
+    recorded = {i["name"]: i for i in (state or {}).get("instances", [])}
+    instances = []
+    for inst in plan.instances:
+        doc = recorded.get(inst.name)
+        if doc is None:
+            doc = {
+                "name": inst.name,
+                "component": inst.component,
+                "index": inst.index,
+                "host": inst.host,
+                "kind": inst.kind,
+                "state": "stopped",
+                "pid": None,
+                "pgid": None,
+                "ports": dict(inst.ports),
+                "address": inst.address,
+                "health": "unknown",
+                "role": None,
+                "started_at": None,
+                "restarts": 0,
+                "last_exit": None,
+                "message": None,
+                "log": str(inst.log_path),
+            }
+        else:
+            doc = dict(doc)
+            if not alive and doc["state"] not in ("stopped", "failed"):
+                pgid = doc.get("pgid")
+                if pgid is None or not group_alive(pgid):
+                    doc.update(state="stopped", pid=None, health="unknown")
+                doc["message"] = "supervisor is not running"
+        running = doc["pid"] is not None and doc["started_at"] is not None
+        doc["uptime"] = round(now - doc["started_at"], 1) if running else None
+        instances.append(doc)
+    phase = (state or {}).get("phase", "stopped")
+    if not alive and phase in ("starting", "running", "stopping"):
+        phase = "supervisor-dead"
+    return {
+        "topology": plan.topology.name,
+        "file": plan.topology.source,
+        "state_dir": str(plan.state_dir),
+        "supervisor": {
+            "running": alive,
+            "pid": (state or {}).get("supervisor", {}).get("pid") if alive else None,
+        },
+        "phase": phase,
+        "error": (state or {}).get("error"),
+        "skipped": [{"component": s.component, "reason": s.reason} for s in plan.skipped],
+        "instances": instances,
+    }
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def status_table(doc: dict[str, Any]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("INSTANCE", "HOST", "PID", "PORTS", "STATE", "HEALTH", "ROLE", "UPTIME"):
+        table.add_column(col)
+    table.add_column("RESTARTS", justify="right")
+    table.add_column("NOTE", overflow="fold")
+    for i in doc["instances"]:
+        ports = ",".join(str(p) for p in i["ports"].values())  # main port first
+        state = i["state"]
+        table.add_row(
+            f"{i['component']}/{i['index']}",
+            i["host"] or "-",
+            str(i["pid"]) if i["pid"] is not None else "-",
+            ports or "-",
+            Text(state, style=_STATE_STYLE.get(state, "")),
+            i["health"],
+            i["role"] or "-",
+            _duration(i["uptime"]),
+            str(i["restarts"]),
+            i["message"] or (f"last: {i['last_exit']}" if i["last_exit"] else ""),
+        )
+    return table
+
+
+def render_status(doc: dict[str, Any]) -> RenderableType:
+    sup = doc["supervisor"]
+    head = Text(f"{doc['topology']} ({doc['file']}): ")
+    if sup["running"]:
+        head.append(f"{doc['phase']}, supervisor pid {sup['pid']}", style="bold")
+    elif doc["phase"] == "supervisor-dead":
+        head.append("supervisor is not running (killed?); `spofless down` cleans up", "bold red")
+    else:
+        head.append("not running", style="bold")
+    parts: list[RenderableType] = [head, status_table(doc)]
+    for s in doc["skipped"]:
+        parts.append(Text(f"skipped {s['component']}: {s['reason']}", style="dim"))
+    if doc["error"]:
+        parts.append(Text(f"error: {doc['error']}", style="red"))
+    parts.append(Text(f"state dir: {doc['state_dir']}", style="dim"))
+    return Group(*parts)
+
+
+def live_document(plan: StackPlan, supervisor_doc: dict[str, Any]) -> dict[str, Any]:
+    """The status of an in-process supervisor (foreground `up`), in `status_document`'s shape."""
+    now = time.time()
+    instances = []
+    for i in supervisor_doc["instances"]:
+        running = i["pid"] is not None and i["started_at"] is not None
+        instances.append({**i, "uptime": now - i["started_at"] if running else None})
+    return {
+        "topology": plan.topology.name,
+        "file": plan.topology.source,
+        "state_dir": str(plan.state_dir),
+        "supervisor": {"running": True, "pid": supervisor_doc["supervisor"]["pid"]},
+        "phase": supervisor_doc["phase"],
+        "error": supervisor_doc["error"],
+        "skipped": supervisor_doc["skipped"],
+        "instances": instances,
+    }
+
+
+def log_files(plan: StackPlan, selector: str | None) -> list[tuple[str, Path]]:
+    """(instance name, log path) for `selector`: None (all), `web` or `web/1`."""
+    chosen = []
+    for inst in plan.instances:
+        if selector is None or selector in (inst.component, inst.name):
+            chosen.append((inst.name, inst.log_path))
+    return chosen

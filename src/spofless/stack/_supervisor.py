@@ -1,0 +1,317 @@
+"""The supervisor: starts the planned instances, restarts them, records their state.
+
+One asyncio task per instance runs its process and restarts it as
+`_policy.decide_exit` says; one task per instance probes its health; one task
+writes the state file when anything changed. Startup goes component by
+component in dependency order, waiting (bounded) for what a component needs
+to be healthy, so a service that needs etcd starts after etcd has quorum.
+Any failure during startup stops everything already started (no half-started
+system); after startup, failures are the instances' business: restarts,
+crash loops shown as `failed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from spofless.health import Detector, Status, run_check
+from spofless.stack import _policy as policy
+from spofless.stack._errors import StackError, StartError
+from spofless.stack._etcd import member_role
+from spofless.stack._plan import InstancePlan, StackPlan
+from spofless.stack._process import spawn, stop_groups
+from spofless.stack._state import SupervisorLock, write_state
+from spofless.stack._waits import DependencyWait, dependency_waits
+
+logger = logging.getLogger(__name__)
+
+# How often a healthy etcd member is asked whether it leads (for `status`).
+ROLE_INTERVAL = 1.0
+
+Phase = Literal["starting", "running", "stopping", "stopped", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorSettings:
+    restart: policy.RestartPolicy = field(default_factory=policy.RestartPolicy)
+    # Bound on startup: waiting for what a component needs, and for every instance to spawn.
+    start_timeout: float = 60.0
+    # SIGTERM, then SIGKILL after this long (etcd and most servers stop well within it).
+    stop_grace: float = 10.0
+
+
+class Supervisor:
+    """Runs one StackPlan until asked to stop (SIGTERM/SIGINT or `request_stop`)."""
+
+    def __init__(
+        self,
+        plan: StackPlan,
+        settings: SupervisorSettings | None = None,
+        on_change: Callable[[Supervisor], None] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.settings = settings or SupervisorSettings()
+        self.on_change = on_change
+        self.phase: Phase = "starting"
+        self.error: str | None = None
+        self.started_at = time.time()
+        self.states = {i.name: policy.InstanceState() for i in plan.instances}
+        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._pgids: dict[str, int] = {}
+        self._stop = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._roles: dict[str, str | None] = {}  # etcd members: leader / follower
+
+    # -- running ---------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Start everything, supervise until stopped, stop everything. 0 ok, 1 startup failed."""
+        lock = SupervisorLock(self.plan.state_dir)
+        if not lock.acquire():
+            raise StackError(
+                f"another supervisor already runs from {self.plan.state_dir}; "
+                "run `spofless down` first"
+            )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        writer = asyncio.create_task(self._write_loop())
+        try:
+            self._write()
+            try:
+                await self._start_all()
+            except StartError as exc:
+                self.phase, self.error = "failed", str(exc)
+                logger.error("startup failed: %s", exc)
+            else:
+                self.phase = "running"
+                self._mark()
+                logger.info("all %d instances started", len(self.plan.instances))
+                await self._stop.wait()
+        finally:
+            failed = self.phase == "failed"
+            if not failed:
+                self.phase = "stopping"
+                self._mark()
+            await self._stop_all()
+            self.phase = "failed" if failed else "stopped"
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            self._write()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            lock.release()
+        return 1 if failed else 0
+
+    def request_stop(self) -> None:
+        logger.info("stop requested")
+        self._stop.set()
+
+    async def _start_all(self) -> None:
+        deadline = time.monotonic() + self.settings.start_timeout
+        by_component: dict[str, list[InstancePlan]] = {}
+        for inst in self.plan.instances:
+            by_component.setdefault(inst.component, []).append(inst)
+        for component, instances in by_component.items():
+            for wait in dependency_waits(self.plan.topology, component):
+                await self._wait_for(wait, deadline)
+            for inst in instances:
+                if self._stop.is_set():
+                    raise StartError("stopped while starting")
+                await self._start_first(inst)
+
+    async def _start_first(self, inst: InstancePlan) -> None:
+        try:
+            await self._spawn(inst, restart=False)
+        except OSError as exc:
+            message = f"{inst.name}: cannot start {inst.argv[0]!r}: {exc.strerror or exc}"
+            self._set(inst.name, policy.on_spawn_failed(self.states[inst.name], message))
+            raise StartError(message) from None
+        self._tasks.append(asyncio.create_task(self._supervise(inst)))
+        if inst.health is not None:
+            self._tasks.append(asyncio.create_task(self._watch_health(inst)))
+
+    async def _wait_for(self, wait: DependencyWait, deadline: float) -> None:
+        logger.info("waiting for %s", wait.describe())
+        while True:
+            results = await asyncio.gather(
+                *(run_check(wait.check, ip, port) for ip, port in wait.addresses)
+            )
+            healthy = sum(r.ok for r in results)
+            if healthy >= wait.required:
+                logger.info("%s: %d of %d healthy", wait.dependency, healthy, len(results))
+                return
+            if time.monotonic() >= deadline:
+                raise StartError(wait.failure(healthy, self.settings.start_timeout))
+            if self._stop.is_set():
+                raise StartError("stopped while starting")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), wait.check.interval)
+
+    async def _spawn(self, inst: InstancePlan, restart: bool) -> None:
+        if inst.data_dir is not None:
+            inst.data_dir.mkdir(parents=True, exist_ok=True)
+        proc = await spawn(inst.argv, inst.env, inst.cwd, inst.log_path)
+        self._procs[inst.name] = proc
+        self._pgids[inst.name] = proc.pid
+        state = policy.on_spawned(self.states[inst.name], proc.pid, time.time(), restart)
+        if inst.health is None:
+            state = policy.on_running_without_check(state)
+        self._set(inst.name, state)
+        logger.info("%s: started pid %d%s", inst.name, proc.pid, " (restart)" if restart else "")
+
+    async def _supervise(self, inst: InstancePlan) -> None:
+        while True:
+            proc = self._procs[inst.name]
+            returncode = await proc.wait()
+            if self._stop.is_set():
+                return
+            new, decision = policy.decide_exit(
+                self.states[inst.name], returncode, time.time(), self.settings.restart
+            )
+            self._set(inst.name, new)
+            (logger.warning if decision.restart else logger.error)(
+                "%s: %s", inst.name, decision.reason
+            )
+            if not decision.restart:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), decision.delay)
+            if self._stop.is_set():
+                return
+            try:
+                await self._spawn(inst, restart=True)
+            except OSError as exc:
+                message = f"cannot restart {inst.argv[0]!r}: {exc.strerror or exc}"
+                self._set(inst.name, policy.on_spawn_failed(self.states[inst.name], message))
+                logger.error("%s: %s", inst.name, message)
+                return
+
+    async def _watch_health(self, inst: InstancePlan) -> None:
+        assert inst.health is not None
+        check = inst.health
+        port = inst.ports[0][1] if inst.ports else 0  # 0: a command check without a port
+        detector: Detector | None = None
+        watched_pid: int | None = None
+        next_role = 0.0
+        while not self._stop.is_set():
+            state = self.states[inst.name]
+            if state.state != "up":
+                self._roles.pop(inst.name, None)
+            if state.pid is not None and state.state in ("starting", "up", "down"):
+                if state.pid != watched_pid:  # a new process: judge it afresh
+                    detector, watched_pid = Detector(check.fall, check.rise), state.pid
+                assert detector is not None
+                result = await run_check(check, inst.bind_ip, port)
+                change = detector.observe(result.ok, definite=result.definite, detail=result.detail)
+                if inst.kind == "etcd" and result.ok and time.monotonic() >= next_role:
+                    self._roles[inst.name] = await member_role(inst.bind_ip, port)
+                    next_role = time.monotonic() + ROLE_INTERVAL
+                current = self.states[inst.name]
+                if change is not None and current.pid == watched_pid:
+                    healthy = change.new is Status.UP
+                    self._set(inst.name, policy.on_health(current, healthy))
+                    logger.info(
+                        "%s: %s (%s)",
+                        inst.name,
+                        "healthy" if healthy else "failing its health check",
+                        change.reason,
+                    )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), check.interval)
+
+    async def _stop_all(self) -> None:
+        self._stop.set()
+        pgids = list(self._pgids.values())
+        if pgids:
+            logger.info("stopping %d process groups", len(pgids))
+        killed = await stop_groups(pgids, self.settings.stop_grace)
+        for pgid in killed:
+            logger.warning("process group %d did not stop on SIGTERM; killed", pgid)
+        for name, proc in self._procs.items():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 5.0)
+            how = policy.describe_exit(proc.returncode) if proc.returncode is not None else None
+            self.states[name] = policy.on_stopped(self.states[name], how)
+        for name, state in self.states.items():
+            if state.state not in ("stopped", "failed"):
+                self.states[name] = policy.on_stopped(state, None)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- state -----------------------------------------------------------------
+
+    def _set(self, name: str, state: policy.InstanceState) -> None:
+        self.states[name] = state
+        self._mark()
+
+    def _mark(self) -> None:
+        self._changed.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                # A heartbeat every few seconds even when nothing changes.
+                await asyncio.wait_for(self._changed.wait(), 2.0)
+            self._changed.clear()
+            self._write()
+            await asyncio.sleep(0.05)  # coalesce bursts of changes
+
+    def _write(self) -> None:
+        try:
+            write_state(self.plan.state_dir, self.document())
+        except OSError as exc:
+            logger.error("cannot write the state file: %s", exc)
+        if self.on_change is not None:
+            self.on_change(self)
+
+    def document(self) -> dict[str, Any]:
+        """The state file's content (see `_status.py` for the reader)."""
+        plan = self.plan
+        return {
+            "topology": plan.topology.name,
+            "file": plan.topology.source,
+            "state_dir": str(plan.state_dir),
+            "hosts": list(plan.hosts),
+            "supervisor": {"pid": os.getpid(), "started_at": self.started_at},
+            "phase": self.phase,
+            "error": self.error,
+            "updated_at": time.time(),
+            "skipped": [{"component": s.component, "reason": s.reason} for s in plan.skipped],
+            "instances": [self._instance_doc(i) for i in plan.instances],
+        }
+
+    def _instance_doc(self, inst: InstancePlan) -> dict[str, Any]:
+        s = self.states[inst.name]
+        return {
+            "name": inst.name,
+            "component": inst.component,
+            "index": inst.index,
+            "host": inst.host,
+            "kind": inst.kind,
+            "state": s.state,
+            "pid": s.pid,
+            "pgid": self._pgids.get(inst.name),
+            "ports": dict(inst.ports),
+            "address": inst.address,
+            "health": s.health if inst.health is not None else "none",
+            "role": self._roles.get(inst.name) if s.state in ("up", "down") else None,
+            "started_at": s.started_at,
+            "restarts": s.restarts,
+            "last_exit": s.last_exit,
+            "message": s.message,
+            "log": str(inst.log_path),
+        }

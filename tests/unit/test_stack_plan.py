@@ -1,0 +1,143 @@
+"""What `up` plans to run: hosts, commands, ports, skipped kinds, dependency waits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from spofless.stack import StackError, plan_stack
+from spofless.stack._plan import EtcdMemberSpec
+from spofless.stack._state import default_state_dir
+from spofless.stack._waits import dependency_waits
+from spofless.topology import TopologyError, load_topology_text
+
+TOPOLOGY = """\
+name: t
+hosts:
+  a: {}
+  b: {address: 127.0.0.2}
+components:
+  web:
+    kind: service
+    instances: [a, b]
+    needs: [etcd]
+    port: 8000
+    run: app --port {port} --bind {host} --n {index} --dir '{state_dir}/x y'
+    env: {MODE: demo}
+  etcd: {kind: etcd, instances: [a, b, a], port: 2379, peer_port: 2479, min_up: majority}
+  db: {kind: postgres, instances: [a, b]}
+  cache: {kind: memcached, instances: 2}
+  docs: {kind: service, instances: [a]}
+entry: [web]
+"""
+
+STATE = Path("/state")
+
+
+def fake_etcd(spec: EtcdMemberSpec) -> Sequence[str]:
+    peers = ",".join(f"{m.name}={m.ip}:{m.peer_port}" for m in spec.cluster)
+    return ["etcd", spec.member.name, str(spec.data_dir), peers, spec.cluster_token]
+
+
+def plan(hosts: Sequence[str] = (), text: str = TOPOLOGY):  # type: ignore[no-untyped-def]
+    return plan_stack(load_topology_text(text), STATE, hosts, fake_etcd, cwd=Path("/w"))
+
+
+def test_every_runnable_instance_dependencies_first() -> None:
+    p = plan()
+    assert [i.name for i in p.instances] == ["etcd/0", "etcd/1", "etcd/2", "web/0", "web/1"]
+
+
+def test_service_command_placeholders_and_ports() -> None:
+    web1 = plan().instance("web/1")
+    assert web1.argv == (
+        "app",
+        "--port",
+        "8001",
+        "--bind",
+        "127.0.0.2",
+        "--n",
+        "1",
+        "--dir",
+        "/state/x y",
+    )
+    assert web1.ports == (("main", 8001),)
+    assert web1.address == "127.0.0.2:8001"
+    assert web1.env == {"MODE": "demo"}
+    assert web1.log_path == STATE / "logs" / "web-1.log"
+    assert web1.health is not None and web1.health.type == "tcp"  # default: main port
+    assert web1.cwd == Path("/w")
+
+
+def test_etcd_members_form_one_cluster() -> None:
+    e2 = plan().instance("etcd/2")
+    assert e2.ports == (("client", 2381), ("peer", 2481))
+    assert e2.argv == (
+        "etcd",
+        "etcd-2",
+        "/state/data/etcd-2",
+        "etcd-0=127.0.0.1:2479,etcd-1=127.0.0.2:2480,etcd-2=127.0.0.1:2481",
+        "t-etcd",
+    )
+    assert e2.health is not None and e2.health.path == "/health"
+
+
+def test_kinds_spofless_cannot_run_are_skipped_with_a_reason() -> None:
+    reasons = {s.component: s.reason for s in plan().skipped}
+    assert "cannot run kind postgres yet" in reasons["db"]
+    assert "memcached is analysis only" in reasons["cache"]
+    assert "without `run:`" in reasons["docs"]
+
+
+def test_hosts_select_instances() -> None:
+    p = plan(["b"])
+    assert [i.name for i in p.instances] == ["etcd/1", "web/1"]
+    assert "docs" not in {s.component for s in p.skipped}  # not on b anyway
+
+
+def test_unknown_host_is_an_error() -> None:
+    with pytest.raises(StackError, match="--host c: no such host"):
+        plan(["c"])
+
+
+def test_two_instances_on_one_port_are_refused() -> None:
+    text = TOPOLOGY.replace("peer_port: 2479", "peer_port: 2381")
+    with pytest.raises(
+        StackError, match=r"127.0.0.1:2381 is given to etcd/0 \(peer\) and etcd/2 \(client\)"
+    ):
+        plan(text=text)
+
+
+def test_without_an_etcd_builder_etcd_is_skipped() -> None:
+    p = plan_stack(load_topology_text(TOPOLOGY), STATE, (), None)
+    assert any(s.component == "etcd" for s in p.skipped)
+
+
+@pytest.mark.parametrize(
+    ("run", "message"),
+    [
+        ("app --port {prot}", "unknown placeholder {prot}"),
+        ("app 'unclosed", "cannot split the command"),
+        ("app {", "bad placeholder"),
+        ("   ", "the command is empty"),
+    ],
+)
+def test_bad_run_commands_are_topology_errors(run: str, message: str) -> None:
+    text = f"name: t\ncomponents:\n  w: {{kind: service, instances: 2, run: {run!r}}}\nentry: [w]\n"
+    with pytest.raises(TopologyError, match=message) as err:
+        load_topology_text(text)
+    assert "components.w.run" in str(err.value) and "<memory>:3:" in str(err.value)
+
+
+def test_dependency_waits_name_every_member_and_the_quorum() -> None:
+    (wait,) = dependency_waits(load_topology_text(TOPOLOGY), "web")
+    assert wait.dependency == "etcd" and wait.required == 2
+    assert wait.addresses == (("127.0.0.1", 2379), ("127.0.0.2", 2380), ("127.0.0.1", 2381))
+    assert "0 of 3 members were healthy (it needs 2)" in wait.failure(0, 5)
+    assert dependency_waits(load_topology_text(TOPOLOGY), "etcd") == []
+
+
+def test_default_state_dir_is_next_to_the_file(tmp_path: Path) -> None:
+    assert default_state_dir(tmp_path / "shop.yaml") == tmp_path / ".spofless" / "shop"
