@@ -3,6 +3,7 @@
     dns_settings(topology, component, index) -> DnsSettings   validated, from the topology
     Zone(settings)                                            settings prepared for answering
     answer_wire(wire, source, view, zone) -> bytes | None     the pure answer (see _answer)
+    AnswerCache(zone)                                         its memo for one health view
     ResponseRateLimiter(spec)                                 per-netblock token bucket + slip
     DnsServer(settings)                                       UDP + TCP listeners, health checks
     run(settings)                                             serve until SIGTERM or SIGINT
@@ -26,11 +27,13 @@ from spofless.dns._answer import (
     select_members,
     udp_limit,
 )
+from spofless.dns._cache import AnswerCache
 from spofless.dns._ratelimit import ResponseRateLimiter, Verdict
 from spofless.dns._server import DnsServer, serve
 from spofless.dns._settings import DnsSettings, Member, NameServer, Pool, dns_settings
 
 __all__ = [
+    "AnswerCache",
     "DnsServer",
     "DnsSettings",
     "HealthView",

@@ -262,6 +262,21 @@ def formerr(wire: bytes) -> bytes | None:
     return wire[:2] + bytes([flags_hi, dns.rcode.FORMERR]) + bytes(8)
 
 
+def parse_query(wire: bytes) -> dns.message.Message | None:
+    """The query in `wire`, or None when it does not parse or has other than one question."""
+    try:
+        query = dns.message.from_wire(wire, ignore_trailing=False)
+    except Exception:  # any failure to parse untrusted bytes is the sender's
+        return None
+    return query if len(query.question) == 1 else None
+
+
+def is_query(wire: bytes) -> bool:
+    """Whether `wire` is worth answering at all: a whole header, and QR=0 (never answer
+    a response, or two servers could bounce messages forever)."""
+    return len(wire) >= HEADER_SIZE and not wire[2] & 0x80
+
+
 def answer_wire(
     wire: bytes,
     source: IPAddress | None,
@@ -276,13 +291,10 @@ def answer_wire(
     `slip` answers with header and question only and TC=1 (a rate-limited query's
     way back over TCP). Never raises for any input.
     """
-    if len(wire) < HEADER_SIZE or wire[2] & 0x80:
-        return None  # too short to answer, or a response: never answer a response
-    try:
-        query = dns.message.from_wire(wire, ignore_trailing=False)
-    except Exception:  # any failure to parse untrusted bytes is the sender's: FORMERR
-        return formerr(wire)
-    if len(query.question) != 1:
+    if not is_query(wire):
+        return None
+    query = parse_query(wire)
+    if query is None:
         return formerr(wire)
     if slip:
         response = dns.message.make_response(query, our_payload=zone.max_udp_payload)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import ipaddress
 import logging
 import socket
@@ -26,6 +27,7 @@ from types import TracebackType
 from typing import cast
 
 from spofless.dns._answer import Zone, answer_wire, select_members
+from spofless.dns._cache import AnswerCache
 from spofless.dns._ratelimit import ResponseRateLimiter, Verdict
 from spofless.dns._settings import DnsSettings, IPAddress
 from spofless.health import HealthMonitor, Status, Target, Transition
@@ -42,6 +44,7 @@ class DnsServer:
     def __init__(self, settings: DnsSettings, *, clock: Callable[[], float] = time.monotonic):
         self.settings = settings
         self.zone = Zone(settings)
+        self.cache = AnswerCache(self.zone)
         self.limiter = ResponseRateLimiter(settings.rate_limit)
         self.view: dict[str, Status] = {}
         self._answering: dict[str, tuple[str, ...]] = {}  # pool -> healthy members last logged
@@ -134,6 +137,7 @@ class DnsServer:
 
     def _on_change(self, name: str, transition: Transition) -> None:
         self.view[name] = transition.new
+        self.cache.clear()
         for pool in self.settings.pools.values():
             up = tuple(m.name for m in pool.members if self.view.get(m.name) is Status.UP)
             if self._answering.get(pool.component) == up:
@@ -180,15 +184,22 @@ class DnsServer:
             )
         if verdict is Verdict.DROP:
             return None
-        return answer_wire(data, source, self.view, self.zone, slip=verdict is Verdict.SLIP)
+        if verdict is Verdict.SLIP:
+            return answer_wire(data, source, self.view, self.zone, slip=True)
+        return self.cache.answer(data, source, self.view)
 
     def handle_tcp(self, data: bytes, addr: tuple[str | int, ...]) -> bytes | None:
-        return answer_wire(data, _source(addr), self.view, self.zone, tcp=True)
+        return self.cache.answer(data, _source(addr), self.view, tcp=True)
 
 
 def _source(addr: tuple[str | int, ...]) -> IPAddress | None:
+    return _parse_address(str(addr[0]))
+
+
+@functools.lru_cache(maxsize=4096)  # the same clients ask again and again
+def _parse_address(host: str) -> IPAddress | None:
     try:
-        return ipaddress.ip_address(str(addr[0]).split("%", 1)[0])
+        return ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         return None
 
