@@ -35,6 +35,7 @@ from spofless.health import HealthMonitor, Status, Target, Transition
 logger = logging.getLogger(__name__)
 
 _MAX_TCP_BACKLOG = 1 << 20  # bytes of unread answers before a TCP client is dropped
+_RRL_LOG_INTERVAL = 10.0  # seconds between two rate-limiting log lines
 _UDP_BUFFER = 4 << 20  # ask the kernel for this much: bursts queue instead of being lost
 
 
@@ -50,6 +51,7 @@ class DnsServer:
         self._answering: dict[str, tuple[str, ...]] = {}  # pool -> healthy members last logged
         self.port = settings.port
         self._clock = clock
+        self._rrl_logged = -_RRL_LOG_INTERVAL
         self._monitors = [
             HealthMonitor(
                 [Target(m.name, m.check_host, m.check_port) for m in pool.members],
@@ -173,14 +175,20 @@ class DnsServer:
         source = _source(addr)
         if source is None or addr[1] == 0:
             return None  # port 0 cannot be answered; a forged source at best
-        verdict, first = self.limiter.check(source, self._clock())
-        if first:
+        now = self._clock()
+        verdict, first = self.limiter.check(source, now)
+        # One line per newly limited netblock, at most one per 10 s: a flood from forged
+        # sources must not flood the log too.
+        if first and now - self._rrl_logged >= _RRL_LOG_INTERVAL:
+            self._rrl_logged = now
             logger.warning(
-                "%s rate limiting %s: over %g responses/s (dropping, slip %d)",
+                "%s rate limiting %s: over %g responses/s (slip %d; %d dropped, %d slipped so far)",
                 self.name,
                 self.limiter.netblock(source),
                 self.settings.rate_limit.responses_per_second,
                 self.settings.rate_limit.slip,
+                self.limiter.dropped,
+                self.limiter.slipped,
             )
         if verdict is Verdict.DROP:
             return None
