@@ -46,15 +46,23 @@ async def check_http(spec: HealthCheck, host: str, port: int) -> CheckResult:
             "User-Agent: spofless-health\r\nConnection: close\r\n\r\n"
         )
         writer.write(request.encode("latin-1"))
-        raw = await reader.read(_MAX_RESPONSE)
-        while len(raw) < _MAX_RESPONSE:
-            more = await reader.read(_MAX_RESPONSE - len(raw))
-            if not more:
-                break
-            raw += more
+        head = await reader.readuntil(b"\r\n\r\n")
+        body = b""
+        if spec.expect_body is not None:
+            # Servers that ignore `Connection: close` keep the socket open: read by length.
+            length = None
+            for line in head.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length" and value.strip().isdigit():
+                    length = int(value)
+            if length is not None:
+                body = await reader.readexactly(min(length, _MAX_RESPONSE))
+            else:
+                body = await reader.read(_MAX_RESPONSE)
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        return CheckResult(False, "incomplete HTTP response")
     finally:
         writer.close()
-    head, _, body = raw.partition(b"\r\n\r\n")
     status_line = head.split(b"\r\n", 1)[0].split()
     if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/"):
         return CheckResult(False, "not an HTTP response")

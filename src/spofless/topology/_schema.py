@@ -246,8 +246,67 @@ class PostgresComponent(RuntimeComponent):
         return self
 
 
+class LbRoute(Strict):
+    """Where a load balancer sends requests: the instances of component `to`.
+
+    In http mode the first route whose `host` and `path_prefix` match a request
+    wins; in tcp mode there is exactly one route.
+    """
+
+    to: Name
+    path_prefix: str = "/"
+    host: str | None = None  # the Host header without port; None matches any
+    weights: list[Annotated[int, Field(ge=0, le=256)]] | None = None  # per instance, 0 = none
+
+
+class LbOptions(Strict):
+    """Balancing, retries, timeouts and limits of a load balancer; every default is fast
+    failover for small services on one network. Times are seconds."""
+
+    algorithm: Literal[
+        "round_robin", "weighted_round_robin", "least_connections", "two_choices", "hash"
+    ] = "round_robin"
+    # hash: what is hashed: source | path | header:<name> | cookie:<name>
+    hash_key: Annotated[str, StringConstraints(pattern=r"^(source|path|(header|cookie):.+)$")] = (
+        "source"
+    )
+    hash_balance: Annotated[float, Field(ge=1.0, le=10.0)] = 1.25  # bounded loads factor c
+    connect_timeout: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    response_timeout: Annotated[float, Field(gt=0, le=86400)] = 30.0  # first response byte
+    header_timeout: Annotated[float, Field(gt=0, le=3600)] = 10.0  # whole request head (slowloris)
+    client_idle_timeout: Annotated[float, Field(gt=0, le=86400)] = 60.0  # keep-alive, tcp idle
+    # Below the keep-alive timeout of common servers (uvicorn 5 s) so that a pooled
+    # connection is rarely closed by the backend just as a request is sent on it.
+    backend_idle_timeout: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1 << 20)] = 32768  # 431 above
+    max_body_bytes: Annotated[int, Field(ge=0)] | None = None  # 413 above; None: no limit
+    max_conns_per_backend: Annotated[int, Field(ge=1)] | None = None  # per worker
+    max_queue: Annotated[int, Field(ge=0)] = 1024  # requests waiting for a connection slot
+    queue_timeout: Annotated[float, Field(gt=0, le=3600)] = 1.0  # then 503
+    retries: Annotated[int, Field(ge=0, le=10)] = 2  # extra attempts on other backends
+    retry_budget: Annotated[float, Field(ge=0, le=1)] = 0.2  # retries / requests, per 10 s
+    outlier_failures: Annotated[int, Field(ge=1, le=1000)] = 5  # consecutive, then ejected
+    outlier_base_ejection: Annotated[float, Field(gt=0, le=3600)] = 1.0  # doubles each time
+    outlier_max_ejection: Annotated[float, Field(gt=0, le=86400)] = 30.0
+    slow_start: Annotated[float, Field(ge=0, le=3600)] = 5.0  # weight ramps up over this
+    drain_timeout: Annotated[float, Field(gt=0, le=3600)] = 30.0  # SIGTERM/SIGHUP grace
+    forwarded_headers: bool = True  # X-Forwarded-For/-Proto, Forwarded, Via
+
+
 class LoadBalancerComponent(RuntimeComponent):
     kind: Literal["load_balancer"] = "load_balancer"
+    mode: Literal["http", "tcp"] = "http"
+    routes: list[LbRoute] = Field(default_factory=list)
+    lb: LbOptions = LbOptions()
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    admin_port: Annotated[int, Field(ge=1, le=65535)] | None = None  # instance i: + i
+    admin_token: str | None = None  # required when the admin API is not on loopback
+
+    @model_validator(mode="after")
+    def _tcp_has_one_route(self) -> LoadBalancerComponent:
+        if self.mode == "tcp" and len(self.routes) > 1:
+            raise ValueError("a load balancer in tcp mode takes exactly one route")
+        return self
 
 
 # A DNS label: letters, digits, '-' and '_', at most 63, not starting or ending with '-'.
@@ -332,6 +391,65 @@ def component_model(kind: object) -> type[Component]:
     return AnalysisOnlyComponent
 
 
+# -- the lab (spofless.lab): hosts as network namespaces on one machine --------
+
+
+class LinkSpec(Strict):
+    """What a packet sees between two places, one way: added delay, jitter, loss."""
+
+    latency_ms: Annotated[float, Field(ge=0, le=10_000)] = 0.0
+    jitter_ms: Annotated[float, Field(ge=0, le=10_000)] = 0.0
+    loss_pct: Annotated[float, Field(ge=0, lt=100)] = 0.0
+
+
+class LabLinks(Strict):
+    """Between two zones of one region, and between two regions (totals, one way)."""
+
+    # A metro-area hop between zones, a continent between regions: close enough
+    # to real clouds that timeouts tuned in the lab hold outside it.
+    zone: LinkSpec = LinkSpec(latency_ms=1.0)
+    region: LinkSpec = LinkSpec(latency_ms=30.0)
+    # netem when the kernel has it; relay: spofless's own user-space link emulator.
+    backend: Literal["auto", "netem", "relay"] = "auto"
+
+    @model_validator(mode="after")
+    def _regions_farther_than_zones(self) -> LabLinks:
+        z, r = self.zone, self.region
+        for name in ("latency_ms", "jitter_ms", "loss_pct"):
+            if getattr(r, name) < getattr(z, name):
+                raise ValueError(
+                    f"region.{name} ({getattr(r, name)}) is less than zone.{name} "
+                    f"({getattr(z, name)}): a packet between regions also crosses two zone "
+                    "links, so the region figure must be at least the zone one"
+                )
+        return self
+
+
+class LabSpec(Strict):
+    """`lab:`: the private range the lab's hosts get their addresses from, and its links."""
+
+    # RFC 1918, rarely used by home and office networks; only ever inside the lab.
+    subnet: str = "10.77.0.0/16"
+    links: LabLinks = LabLinks()
+
+    @field_validator("subnet")
+    @classmethod
+    def _private_subnet(cls, v: str) -> str:
+        import ipaddress
+
+        try:
+            net = ipaddress.IPv4Network(v, strict=True)
+        except ValueError as exc:
+            raise ValueError(
+                f"subnet must be an IPv4 network such as 10.77.0.0/16: {exc}"
+            ) from None
+        if not net.is_private or net.prefixlen > 26:
+            raise ValueError(
+                "subnet must be a private IPv4 range of at least /26, e.g. 10.77.0.0/16"
+            )
+        return v
+
+
 class TopologyFile(Strict):
     """The whole file, components still as raw mappings (validated by kind later)."""
 
@@ -343,3 +461,4 @@ class TopologyFile(Strict):
     hosts: dict[Name, HostSpec | None] = Field(default_factory=dict)
     components: dict[Name, dict[str, Any]]
     entry: list[Name] = Field(min_length=1)
+    lab: LabSpec = LabSpec()

@@ -1,0 +1,184 @@
+"""The admin API, on its own listener: status, drain/disable/enable, Prometheus metrics.
+
+    GET  /status                        JSON: every backend's state and counters
+    POST /backends/<name>/drain         no new requests, open ones finish
+    POST /backends/<name>/disable       out of rotation
+    POST /backends/<name>/enable        back in rotation
+    GET  /metrics                       Prometheus text format
+
+With an admin token set, every request needs `Authorization: Bearer <token>`;
+a token is required when the API listens on anything but loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from spofless.lb._backend import LATENCY_BUCKETS
+
+if TYPE_CHECKING:
+    from spofless.lb._controller import Controller
+
+_MAX_HEAD = 16384
+
+
+async def start_admin(ctl: Controller) -> asyncio.AbstractServer:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(ctl))
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(10):
+                head = await reader.readuntil(b"\r\n\r\n")
+            status, ctype, body = _route(ctl, registry, head)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+            status, ctype, body = 400, "text/plain", b"bad request\n"
+        except ConnectionError:
+            writer.close()
+            return
+        writer.write(
+            b"HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+            % (status, ctype.encode(), len(body))
+            + body
+        )
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+
+    s = ctl.settings
+    assert s.admin_port is not None
+    return await asyncio.start_server(
+        handle, s.admin_host or "127.0.0.1", s.admin_port, limit=_MAX_HEAD
+    )
+
+
+def _route(ctl: Controller, registry: CollectorRegistry, head: bytes) -> tuple[int, str, bytes]:
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split()
+    if len(parts) != 3:
+        return 400, "text/plain", b"bad request\n"
+    method, path = parts[0], parts[1].split("?", 1)[0]
+    token = ctl.settings.admin_token
+    if token:
+        auth = next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in lines[1:]
+                if ln.lower().startswith("authorization:")
+            ),
+            "",
+        )
+        if not hmac.compare_digest(auth.encode(), f"Bearer {token}".encode()):
+            return 401, "text/plain", b"unauthorized: send Authorization: Bearer <token>\n"
+    if method == "GET" and path == "/status":
+        return 200, "application/json", json.dumps(status(ctl), indent=1).encode() + b"\n"
+    if method == "GET" and path == "/metrics":
+        return 200, "text/plain; version=0.0.4", generate_latest(registry)
+    seg = path.strip("/").split("/")
+    if len(seg) == 3 and seg[0] == "backends" and seg[2] in ("drain", "disable", "enable"):
+        if method != "POST":
+            return 405, "text/plain", b"use POST\n"
+        name = unquote(seg[1])
+        if name not in ctl.views:
+            return 404, "text/plain", f"no backend {name!r}\n".encode()
+        ctl.set_admin(name, "enabled" if seg[2] == "enable" else seg[2])
+        return (
+            200,
+            "application/json",
+            json.dumps({"backend": name, "admin": ctl.views[name].admin}).encode(),
+        )
+    return 404, "text/plain", b"not found\n"
+
+
+def status(ctl: Controller) -> dict[str, Any]:
+    s = ctl.settings
+    totals = ctl.totals()
+    now = time.time()
+    backends: dict[str, Any] = {}
+    for name, view in ctl.views.items():
+        m = ctl._monitor_of(name)
+        health = m.health(name) if m else None
+        last = health.last_result if health else None
+        backends[name] = {
+            "status": str(ctl.status_of(name)),
+            "admin": view.admin,
+            "ejected": view.ejected_until > now,
+            "ejections": view.ejections,
+            "since": health.since if health else None,
+            "last_check": None
+            if last is None
+            else {"ok": last.ok, "detail": last.detail, "duration": round(last.duration, 6)},
+            **totals.get(name, {}),
+        }
+    return {
+        "instance": s.instance,
+        "mode": s.mode,
+        "listen": f"{s.listen_host}:{ctl.port}",
+        "workers": [w.proc.pid for w in ctl.workers],
+        "backends": backends,
+    }
+
+
+class _Collector:
+    def __init__(self, ctl: Controller) -> None:
+        self.ctl = ctl
+
+    def collect(self) -> Iterator[Metric]:
+        ctl = self.ctl
+        totals = ctl.totals()
+        req = CounterMetricFamily(
+            "spofless_lb_responses",
+            "Responses by backend and status class",
+            labels=["backend", "code"],
+        )
+        retries = CounterMetricFamily(
+            "spofless_lb_retries", "Retries away from a backend", labels=["backend"]
+        )
+        conn_fail = CounterMetricFamily(
+            "spofless_lb_connect_failures", "Failed connects to a backend", labels=["backend"]
+        )
+        ejections = CounterMetricFamily(
+            "spofless_lb_ejections", "Outlier ejections", labels=["backend"]
+        )
+        up = GaugeMetricFamily(
+            "spofless_lb_backend_up", "1 when the backend is up", labels=["backend"]
+        )
+        active = GaugeMetricFamily(
+            "spofless_lb_in_flight", "Requests in flight", labels=["backend"]
+        )
+        latency = HistogramMetricFamily(
+            "spofless_lb_request_duration_seconds",
+            "Time to a complete response",
+            labels=["backend"],
+        )
+        for name, view in ctl.views.items():
+            t = totals.get(name, {})
+            for i, cls in enumerate(("none", "1xx", "2xx", "3xx", "4xx", "5xx")):
+                req.add_metric([name, cls], t.get("responses", [0] * 6)[i])
+            retries.add_metric([name], t.get("retries", 0))
+            conn_fail.add_metric([name], t.get("connect_failures", 0))
+            ejections.add_metric([name], view.ejections)
+            up.add_metric([name], 1.0 if str(ctl.status_of(name)) != "down" else 0.0)
+            active.add_metric([name], t.get("active", 0))
+            buckets = t.get("buckets", [0] * (len(LATENCY_BUCKETS) + 1))
+            cum, acc = [], 0
+            for bound, n in zip((*LATENCY_BUCKETS, float("inf")), buckets, strict=True):
+                acc += n
+                cum.append((str(bound) if bound != float("inf") else "+Inf", acc))
+            latency.add_metric([name], cum, t.get("latency_sum", 0.0))
+        yield from (req, retries, conn_fail, ejections, up, active, latency)

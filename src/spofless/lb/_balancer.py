@@ -1,0 +1,226 @@
+"""A worker's balancing state: backends, routes, algorithms, retry budget, timeouts.
+
+The protocol objects (`_http`, `_tcp`) ask the `Balancer` which backend to
+use and tell it what happened; it keeps the health view the controller sends,
+applies slow start and passive outlier detection, and reports to the
+controller through `report` (a callable that sends one message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from spofless.lb._algorithms import Algorithm, make_algorithm
+from spofless.lb._backend import Backend
+from spofless.lb._policy import RetryBudget, slow_start_factor
+from spofless.lb._settings import LbSettings, RouteSpec
+
+logger = logging.getLogger(__name__)
+
+TICK = 0.1  # seconds between timeout sweeps and slow-start weight updates
+
+
+class Timed(Protocol):
+    """A connection the sweep watches: `deadline` is a loop time or 0 for none."""
+
+    deadline: float
+
+    def on_timeout(self) -> None: ...
+
+
+class Route:
+    __slots__ = ("algorithm", "backends", "spec")
+
+    def __init__(self, spec: RouteSpec, backends: list[Backend], algorithm: Algorithm) -> None:
+        self.spec = spec
+        self.backends = backends
+        self.algorithm = algorithm
+
+
+class Balancer:
+    """Per-worker state shared by every connection of that worker."""
+
+    def __init__(
+        self, settings: LbSettings, report: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
+        self.settings = settings
+        self.options = settings.options
+        self.report = report or (lambda msg: None)
+        self.backends = {name: Backend(spec) for name, spec in settings.backends().items()}
+        self.routes = [
+            Route(
+                r,
+                [self.backends[b.name] for b in r.backends],
+                make_algorithm(self.options.algorithm, hash_balance=self.options.hash_balance),
+            )
+            for r in settings.routes
+        ]
+        self.single_route = len(self.routes) == 1 and self.routes[0].spec.host is None
+        self.budget = RetryBudget(self.options.retry_budget)
+        self.timed: set[Timed] = set()  # connections with deadlines (clients and upstreams)
+        self.queue: deque[Any] = deque()  # requests waiting for a connection slot
+        self.draining = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._ticker: asyncio.TimerHandle | None = None
+        self.idle_event = asyncio.Event()
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._ticker = loop.call_later(TICK, self._tick)
+
+    def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+
+    def _tick(self) -> None:
+        loop = self.loop
+        assert loop is not None
+        now = loop.time()
+        try:
+            expired = [c for c in self.timed if 0 < c.deadline <= now]
+            for conn in expired:
+                conn.deadline = 0.0
+                conn.on_timeout()
+            self._expire_queue(now)
+            self.refresh_weights(time.time())
+        except Exception:  # a bug in one connection's timeout must not stop the sweep
+            logger.exception("%s: timeout sweep failed", self.settings.instance)
+        self._ticker = loop.call_later(TICK, self._tick)
+
+    # -- choosing -----------------------------------------------------------
+
+    def route_for(self, host: bytes | None, path: bytes) -> Route:
+        if self.single_route:
+            return self.routes[0]
+        hostname = (host or b"").split(b":", 1)[0].decode("latin-1").lower()
+        text = path.decode("latin-1")
+        for route in self.routes:
+            spec = route.spec
+            if spec.host is not None and spec.host.lower() != hostname:
+                continue
+            if text.startswith(spec.path_prefix):
+                return route
+        return self.routes[-1]
+
+    def choose(
+        self, route: Route, key: bytes | None, tried: list[Backend] | None
+    ) -> Backend | None:
+        """A backend for a new request; fails open to down backends when no eligible one is left.
+
+        Backends at their connection limit are skipped; None means queue or give up.
+        """
+        limit = self.options.max_conns_per_backend
+        candidates = [
+            b
+            for b in route.backends
+            if b.weight > 0
+            and (tried is None or b not in tried)
+            and (limit is None or b.active < limit)
+        ]
+        if not candidates:
+            # Fail open: every eligible backend is down or tried; try the enabled rest.
+            candidates = [
+                b
+                for b in route.backends
+                if b.admin == "enabled"
+                and b.base_weight > 0
+                and (tried is None or b not in tried)
+                and (limit is None or b.active < limit)
+            ]
+            if not candidates:
+                return None
+            fallback = {c.name: _Full(c) for c in candidates}
+            chosen = route.algorithm.pick(list(fallback.values()), key)
+            return chosen.backend if isinstance(chosen, _Full) else None
+        picked = route.algorithm.pick(candidates, key)
+        return picked if isinstance(picked, Backend) else None
+
+    def at_capacity(self, route: Route) -> bool:
+        limit = self.options.max_conns_per_backend
+        return limit is not None and all(
+            b.active >= limit for b in route.backends if b.admin == "enabled"
+        )
+
+    def _expire_queue(self, now: float) -> None:
+        timeout = self.options.queue_timeout
+        while self.queue and self.queue[0].queued_at + timeout <= now:
+            self.queue.popleft().on_queue_timeout()
+
+    def release_slot(self) -> None:
+        """A request finished: start the oldest queued one, if any."""
+        if self.queue:
+            self.queue.popleft().dispatch()
+
+    # -- health view and passive checks -------------------------------------
+
+    def apply_view(self, view: dict[str, dict[str, Any]]) -> None:
+        """Adopt the controller's view: status, admin state, ejection, slow-start start."""
+        for name, state in view.items():
+            b = self.backends.get(name)
+            if b is None:
+                continue
+            was_eligible = b.eligible
+            b.status = state["status"]
+            b.admin = state["admin"]
+            b.ejected = state["ejected"]
+            b.up_since = state.get("up_since")
+            if was_eligible and not b.eligible:
+                self.abandon(b)
+        self.refresh_weights(time.time())
+
+    def refresh_weights(self, now: float) -> None:
+        period = self.options.slow_start
+        for b in self.backends.values():
+            if not b.eligible:
+                b.weight = 0.0
+            else:
+                b.weight = b.base_weight * slow_start_factor(b.up_since, now, period)
+
+    def abandon(self, b: Backend) -> None:
+        """`b` left rotation: close its pooled connections, retry what can be retried."""
+        idle, b.idle = b.idle, []
+        for up in idle:
+            up.close()
+        if b.status == "down" or b.ejected:
+            for up in list(b.inflight):
+                up.abandon()
+
+    def mark_down_locally(self, b: Backend, detail: str) -> None:
+        """A definite failure (refused, reset on connect): stop using `b` here at once."""
+        if b.status != "down":
+            b.status = "down"
+            b.weight = 0.0
+            self.abandon(b)
+        self.report({"t": "obs", "b": b.name, "ok": False, "definite": True, "detail": detail})
+
+    def passive_failure(self, b: Backend, detail: str) -> None:
+        """A timeout, reset or 5xx: counts towards ejection."""
+        b.consecutive_failures += 1
+        if b.consecutive_failures >= self.options.outlier_failures and not b.ejected:
+            b.consecutive_failures = 0
+            b.ejected = True
+            b.weight = 0.0
+            self.abandon(b)
+            self.report({"t": "eject", "b": b.name, "detail": detail})
+
+    def local_stats(self) -> dict[str, Any]:
+        return {name: b.stats() for name, b in self.backends.items()}
+
+
+class _Full:
+    """A fail-open candidate: a backend seen with its base weight, ignoring health."""
+
+    __slots__ = ("active", "backend", "name", "weight")
+
+    def __init__(self, b: Backend) -> None:
+        self.backend = b
+        self.name = b.name
+        self.weight = b.base_weight
+        self.active = b.active

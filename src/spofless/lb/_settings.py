@@ -1,0 +1,228 @@
+"""The load balancer's settings: one frozen object, built from a topology or from flags.
+
+Both ways of starting a balancer (`spofless lb FILE --component C --instance I`
+and `spofless lb --listen ... --backend ...`) end in `LbSettings`; everything
+after that is one code path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from spofless.errors import SpoflessError
+from spofless.topology import (
+    HealthCheck,
+    LbOptions,
+    LbRoute,
+    LoadBalancerComponent,
+    RuntimeComponent,
+    Topology,
+)
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class LbConfigError(SpoflessError):
+    """Settings that cannot run: a bad flag or a route to nowhere."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BackendSpec(_Frozen):
+    name: str  # unique; `web/0` from a topology, `host:port` standalone
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)]
+    weight: Annotated[int, Field(ge=0, le=256)] = 1
+
+
+class RouteSpec(_Frozen):
+    name: str  # the component it points at, `default` standalone
+    path_prefix: str = "/"
+    host: str | None = None
+    backends: tuple[BackendSpec, ...] = Field(min_length=1)
+    health: HealthCheck = HealthCheck()
+
+
+class LbSettings(_Frozen):
+    """Everything one balancer instance needs to run."""
+
+    instance: str  # for logs: `lb/0` or `lb`
+    listen_host: str = "127.0.0.1"
+    listen_port: Port = 8080
+    mode: Literal["http", "tcp"] = "http"
+    routes: tuple[RouteSpec, ...] = Field(min_length=1)
+    options: LbOptions = LbOptions()
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    admin_host: str | None = None
+    admin_port: Port | None = None
+    admin_token: str | None = None
+
+    @model_validator(mode="after")
+    def _admin_token_off_loopback(self) -> LbSettings:
+        admin_off_loopback = not _is_loopback(self.admin_host or "127.0.0.1")
+        if self.admin_port is not None and admin_off_loopback and not self.admin_token:
+            raise ValueError(
+                f"the admin API listens on {self.admin_host}, not loopback: "
+                "set an admin token (--admin-token or admin_token:)"
+            )
+        if self.mode == "tcp" and len(self.routes) != 1:
+            raise ValueError("tcp mode takes exactly one route")
+        return self
+
+    def backends(self) -> dict[str, BackendSpec]:
+        """Every backend of every route, by name (a component routed twice counts once)."""
+        return {b.name: b for r in self.routes for b in r.backends}
+
+
+def default_health(mode: str) -> HealthCheck:
+    """The check used when none is given. In http mode an HTTP GET of `/` answered with any
+    status below 500: a TCP connect alone cannot see a frozen (SIGSTOPped, hung) process,
+    whose kernel still accepts connections."""
+    if mode == "http":
+        return HealthCheck(type="http", path="/", expect_status=list(range(200, 500)))
+    return HealthCheck(type="tcp")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def split_address(text: str, what: str) -> tuple[str, int]:
+    """`host:port` (IPv6 as `[::1]:80`) into its parts; LbConfigError naming `what`."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host or int(port) > 65535:
+        raise LbConfigError(f"{what}: {text!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def _build(**kwargs: object) -> LbSettings:
+    try:
+        return LbSettings.model_validate(kwargs)
+    except ValidationError as exc:
+        lines = [
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        ]
+        raise LbConfigError("invalid load balancer settings: " + "; ".join(lines)) from None
+
+
+def settings_from_flags(
+    *,
+    listen: str,
+    backends: list[str],
+    mode: str = "http",
+    workers: int = 1,
+    admin: str | None = None,
+    admin_token: str | None = None,
+    health: HealthCheck | None = None,
+    options: LbOptions | None = None,
+) -> LbSettings:
+    """Settings of a standalone balancer: one route to the given `host:port[,weight]` list."""
+    if not backends:
+        raise LbConfigError("give at least one --backend host:port")
+    specs = []
+    for text in backends:
+        addr, _, weight = text.partition(",")
+        host, port = split_address(addr, "--backend")
+        if weight and not weight.isdigit():
+            raise LbConfigError(f"--backend: weight {weight!r} is not a number")
+        specs.append(
+            {"name": addr, "host": host, "port": port, "weight": int(weight) if weight else 1}
+        )
+    if len({s["name"] for s in specs}) != len(specs):
+        raise LbConfigError("--backend: the same address is given twice")
+    lhost, lport = split_address(listen, "--listen")
+    ahost, aport = split_address(admin, "--admin") if admin else (None, None)
+    route = {"name": "default", "backends": specs, "health": health or default_health(mode)}
+    return _build(
+        instance="lb",
+        listen_host=lhost,
+        listen_port=lport,
+        mode=mode,
+        routes=[route],
+        options=options or LbOptions(),
+        workers=workers,
+        admin_host=ahost,
+        admin_port=aport,
+        admin_token=admin_token,
+    )
+
+
+def settings_from_topology(topology: Topology, component: str, index: int) -> LbSettings:
+    """Settings of instance `index` of the load balancer `component` of a topology."""
+    comp = topology.components.get(component)
+    if not isinstance(comp, LoadBalancerComponent):
+        lbs = [n for n, c in topology.components.items() if isinstance(c, LoadBalancerComponent)]
+        raise LbConfigError(
+            f"{topology.source}: no load_balancer component {component!r}"
+            f" (load balancers: {', '.join(lbs) or 'none'})"
+        )
+    instances = topology.instances[component]
+    if not 0 <= index < len(instances):
+        raise LbConfigError(
+            f"{topology.source}: {component} has instances 0..{len(instances) - 1}, not {index}"
+        )
+    me = instances[index]
+    address = topology.address_of(me)
+    if address is None:
+        raise LbConfigError(f"{_where(topology, component)}: {component} needs a `port`")
+    if not comp.routes:
+        raise LbConfigError(f"{_where(topology, component)}: {component} needs `routes`")
+    routes = [_route(topology, component, i, r, comp.mode) for i, r in enumerate(comp.routes)]
+    host, port = split_address(address, component)
+    admin_port = comp.admin_port + index if comp.admin_port is not None else None
+    return _build(
+        instance=me.name,
+        listen_host=host,
+        listen_port=port,
+        mode=comp.mode,
+        routes=routes,
+        options=comp.lb,
+        workers=comp.workers,
+        admin_host=host if admin_port is not None else None,
+        admin_port=admin_port,
+        admin_token=comp.admin_token,
+    )
+
+
+def _where(topology: Topology, *path: str | int) -> str:
+    loc = topology.location_of("components", *path)
+    return str(loc) if loc else topology.source
+
+
+def _route(topology: Topology, lb: str, i: int, route: LbRoute, mode: str) -> dict[str, object]:
+    target = topology.components.get(route.to)
+    where = _where(topology, lb, "routes", i, "to")
+    if target is None:
+        raise LbConfigError(f"{where}: routes[{i}].to: no component {route.to!r}")
+    if not isinstance(target, RuntimeComponent) or target.port is None:
+        raise LbConfigError(f"{where}: routes[{i}].to: {route.to} has no `port` to send to")
+    instances = topology.instances[route.to]
+    if route.weights is not None and len(route.weights) != len(instances):
+        raise LbConfigError(
+            f"{where}: routes[{i}].weights: {len(route.weights)} weights"
+            f" for {len(instances)} instances of {route.to}"
+        )
+    backends = []
+    for k, inst in enumerate(instances):
+        address = topology.address_of(inst)
+        assert address is not None  # the target has a port
+        host, port = split_address(address, inst.name)
+        weight = route.weights[k] if route.weights is not None else 1
+        backends.append({"name": inst.name, "host": host, "port": port, "weight": weight})
+    return {
+        "name": route.to,
+        "path_prefix": route.path_prefix,
+        "host": route.host,
+        "backends": backends,
+        "health": target.health or default_health(mode),
+    }

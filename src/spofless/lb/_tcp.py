@@ -1,0 +1,161 @@
+"""L4 TCP proxying: a client connection piped to one backend connection.
+
+Connect failures are retried on other backends (nothing was sent yet); after
+that bytes flow both ways with flow control (a full write buffer on one side
+pauses reading on the other) and half-closes are passed on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from spofless.lb._backend import Backend
+    from spofless.lb._balancer import Balancer
+
+
+class TcpClient(asyncio.Protocol):
+    def __init__(self, bal: Balancer) -> None:
+        self.bal = bal
+        self.loop = bal.loop or asyncio.get_event_loop()
+        self.transport: asyncio.Transport | None = None
+        self.up: TcpUpstream | None = None
+        self.buffer: list[bytes] = []
+        self.eof = False
+        self.closed = False
+        self.tried: list[Backend] = []
+        self.backend: Backend | None = None
+        self.deadline = 0.0
+        self.key = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.key = str(peer[0]).encode() if peer else b""
+        self.bal.timed.add(self)
+        self.deadline = self.loop.time() + self.bal.options.client_idle_timeout
+        self._connect()
+
+    def _connect(self) -> None:
+        bal = self.bal
+        b = bal.choose(bal.routes[0], self.key, self.tried)
+        if b is None or len(self.tried) > bal.options.retries:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self.backend = b
+        b.active += 1
+        b.requests += 1
+        self.loop.create_task(self._open(b))
+
+    async def _open(self, b: Backend) -> None:
+        bal = self.bal
+        try:
+            async with asyncio.timeout(bal.options.connect_timeout):
+                _, up = await self.loop.create_connection(lambda: TcpUpstream(self), b.host, b.port)
+        except (ConnectionRefusedError, ConnectionResetError) as exc:
+            b.active -= 1
+            b.connect_failures += 1
+            bal.mark_down_locally(b, f"connect: {type(exc).__name__}")
+            self._retry(b)
+            return
+        except (OSError, TimeoutError):
+            b.active -= 1
+            b.connect_failures += 1
+            bal.passive_failure(b, "connect failed")
+            self._retry(b)
+            return
+        if self.closed:
+            up.transport.close()  # type: ignore[union-attr]
+            return
+        b.consecutive_failures = 0
+        self.up = up
+        assert up.transport is not None
+        if self.buffer:
+            up.transport.write(b"".join(self.buffer))
+            self.buffer = []
+        if self.eof:
+            up.transport.write_eof()
+
+    def _retry(self, b: Backend) -> None:
+        self.tried.append(b)
+        if not self.closed:
+            b.retries += 1
+            self._connect()
+
+    def data_received(self, data: bytes) -> None:
+        self.deadline = self.loop.time() + self.bal.options.client_idle_timeout
+        up = self.up
+        if up is not None and up.transport is not None:
+            up.transport.write(data)
+        else:
+            self.buffer.append(data)
+            if sum(len(x) for x in self.buffer) > 256 * 1024 and self.transport is not None:
+                self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        up = self.up
+        if up is not None and up.transport is not None and up.transport.can_write_eof():
+            up.transport.write_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.bal.timed.discard(self)
+        if self.up is not None and self.up.transport is not None:
+            self.up.transport.close()
+        if self.backend is not None and self.up is not None:
+            self.backend.active -= 1
+            self.backend.responses[2] += 1
+            self.backend = None
+
+    def pause_writing(self) -> None:
+        if self.up is not None and self.up.transport is not None:
+            self.up.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.up is not None and self.up.transport is not None:
+            self.up.transport.resume_reading()
+
+    def on_timeout(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class TcpUpstream(asyncio.Protocol):
+    def __init__(self, client: TcpClient) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        if self.client.transport is not None and self.client.buffer:
+            self.client.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        c = self.client
+        c.deadline = c.loop.time() + c.bal.options.client_idle_timeout
+        if c.transport is not None and not c.closed:
+            c.transport.write(data)
+
+    def eof_received(self) -> bool:
+        t = self.client.transport
+        if t is not None and not self.client.closed and t.can_write_eof():
+            t.write_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.client.transport is not None:
+            self.client.transport.close()
+
+    def pause_writing(self) -> None:
+        if self.client.transport is not None:
+            self.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.client.transport is not None:
+            self.client.transport.resume_reading()

@@ -1,0 +1,94 @@
+"""A worker process: serves the listening socket it inherited, on uvloop.
+
+Started by the controller as `python -m spofless.lb._worker LISTEN_FD CHANNEL_FD`.
+The first message on the channel is the settings; then the controller sends
+health views and `stop`; the worker sends passive observations, ejections
+and its counters twice a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+
+import uvloop
+
+from spofless.lb._balancer import Balancer
+from spofless.lb._channel import LineChannel, Message
+from spofless.lb._http import ClientConn
+from spofless.lb._settings import LbSettings
+from spofless.lb._tcp import TcpClient
+
+logger = logging.getLogger(__name__)
+
+STATS_INTERVAL = 0.5
+
+
+async def serve(listen: socket.socket, chan_sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    first: asyncio.Future[Message] = loop.create_future()
+    stop = asyncio.Event()
+    bal: Balancer | None = None
+
+    def on_message(msg: Message) -> None:
+        if msg["t"] == "settings" and not first.done():
+            first.set_result(msg)
+        elif msg["t"] == "view" and bal is not None:
+            bal.apply_view(msg["view"])
+        elif msg["t"] == "stop":
+            stop.set()
+
+    _, chan = await loop.connect_accepted_socket(
+        lambda: LineChannel(on_message, stop.set), sock=chan_sock
+    )
+    async with asyncio.timeout(30):
+        msg = await first
+    bal = Balancer(LbSettings.model_validate(msg["settings"]), report=chan.send)
+    bal.start(loop)
+    bal.apply_view(msg.get("view", {}))
+    proto = ClientConn if bal.settings.mode == "http" else TcpClient
+    server = await loop.create_server(lambda: proto(bal), sock=listen, backlog=4096)
+    chan.send({"t": "ready", "pid": os.getpid()})
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, lambda: None)  # the controller decides
+    while not stop.is_set():
+        try:
+            async with asyncio.timeout(STATS_INTERVAL):
+                await stop.wait()
+        except TimeoutError:
+            pass
+        chan.send({"t": "stats", "pid": os.getpid(), "backends": bal.local_stats()})
+    # Graceful stop: no new connections, finish what is in flight, then go.
+    server.close()
+    bal.draining = True
+    deadline = loop.time() + bal.settings.options.drain_timeout
+    while loop.time() < deadline:
+        busy = False
+        for conn in list(bal.timed):
+            if isinstance(conn, ClientConn):
+                if conn.active is None and conn.req is None and conn.transport is not None:
+                    conn.transport.close()  # idle keep-alive: nothing is lost
+                else:
+                    busy = True
+            elif isinstance(conn, TcpClient):
+                busy = True
+        if not busy:
+            break
+        await asyncio.sleep(0.05)
+    chan.send({"t": "stats", "pid": os.getpid(), "backends": bal.local_stats()})
+    bal.stop()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    listen = socket.socket(fileno=int(sys.argv[1]))
+    chan = socket.socket(fileno=int(sys.argv[2]))
+    uvloop.run(serve(listen, chan))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Failover under load with default settings: kill -9, SIGSTOP and SIGCONT a backend."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.lb_fixtures import processes, start_backend, start_lb
+
+pytestmark = pytest.mark.integration
+
+
+class Load:
+    """Keep-alive GET clients in threads, bounded in time; counts errors and latencies."""
+
+    def __init__(self, port: int, clients: int = 4) -> None:
+        self.port = port
+        self.stop = threading.Event()
+        self.errors: list[str] = []
+        self.latencies: list[float] = []
+        self.bodies: dict[bytes, int] = {}
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def _run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        deadline = time.monotonic() + 60
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            t0 = time.monotonic()
+            try:
+                conn.request("GET", "/")
+                resp = conn.getresponse()
+                body = resp.read()
+                if resp.status != 200:
+                    self.errors.append(f"status {resp.status}")
+                self.bodies[body] = self.bodies.get(body, 0) + 1
+            except (OSError, http.client.HTTPException) as exc:
+                self.errors.append(repr(exc))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            self.latencies.append(time.monotonic() - t0)
+            time.sleep(0.002)
+        conn.close()
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(15)
+
+
+def status(admin: int) -> dict[str, dict[str, object]]:
+    conn = http.client.HTTPConnection("127.0.0.1", admin, timeout=5)
+    conn.request("GET", "/status")
+    data = json.loads(conn.getresponse().read())
+    conn.close()
+    return data["backends"]  # type: ignore[no-any-return]
+
+
+def wait_status(admin: int, name: str, want: str, limit: float) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        if status(admin)[name]["status"] == want:
+            return time.monotonic() - t0
+        time.sleep(0.01)
+    raise AssertionError(f"{name} not {want} after {limit}s")
+
+
+def test_kill_stop_and_resume_a_backend_under_load(tmp_path: Path) -> None:
+    with processes() as procs:
+        ports = [start_backend(procs, f"b{i}") for i in range(3)]
+        lb, admin = start_lb(procs, ports, log=tmp_path / "lb.log")
+        names = [f"127.0.0.1:{p}" for p in ports]
+        wait_status(admin, names[0], "up", 10)
+        with Load(lb) as load:
+            time.sleep(1.0)
+            procs[0].send_signal(signal.SIGKILL)
+            detect_kill = wait_status(admin, names[0], "down", 5)
+            time.sleep(1.0)
+            kill_errors, kill_lat = list(load.errors), max(load.latencies)
+            os.kill(procs[1].pid, signal.SIGSTOP)
+            detect_stop = wait_status(admin, names[1], "down", 5)
+            time.sleep(1.0)
+            stop_errors = list(load.errors)
+            os.kill(procs[1].pid, signal.SIGCONT)
+            wait_status(admin, names[1], "up", 5)
+            time.sleep(1.0)
+        log = (tmp_path / "lb.log").read_text()
+        assert kill_errors == [], log
+        assert detect_kill < 1.0
+        assert kill_lat < 1.0  # generous: catches a stall, not a benchmark
+        assert stop_errors == [], log  # unanswered GETs were retried when it went down
+        assert detect_stop < 2.0  # defaults: 0.25 s interval, 0.25 s timeout, fall 2
+        assert load.errors == []
+        assert load.bodies.get(b"b1", 0) > 0 and len(load.latencies) > 200
+        assert f"127.0.0.1:{ports[0]} is down" in log

@@ -1,0 +1,175 @@
+"""The HTTP protocol objects fed with bytes over fake transports (no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spofless.lb import settings_from_flags
+from spofless.lb._balancer import Balancer
+from spofless.lb._http import ClientConn, UpstreamConn
+from spofless.topology import LbOptions
+
+_PREFIXES = [b"", b"GET / HTTP/1.1\r\n", b"POST / HTTP/1.1\r\nContent-Length: 5\r\n"]
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.closed = False
+        self.paused = False
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("10.0.0.7", 40000) if name == "peername" else default
+
+
+def _setup(**opts: Any) -> tuple[Balancer, ClientConn, FakeTransport, UpstreamConn, FakeTransport]:
+    settings = settings_from_flags(
+        listen="127.0.0.1:0", backends=["127.0.0.1:9"], options=LbOptions(**opts)
+    )
+    bal = Balancer(settings)
+    bal.loop = asyncio.get_running_loop()
+    backend = bal.backends["127.0.0.1:9"]
+    up = UpstreamConn(bal, backend)
+    up_t = FakeTransport()
+    up.connection_made(up_t)  # type: ignore[arg-type]
+    backend.idle.append(up)
+    client = ClientConn(bal)
+    client_t = FakeTransport()
+    client.connection_made(client_t)  # type: ignore[arg-type]
+    return bal, client, client_t, up, up_t
+
+
+async def test_request_is_rewritten_and_response_relayed() -> None:
+    bal, client, ct, up, ut = _setup()
+    client.data_received(
+        b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-Secret\r\n"
+        b"X-Secret: 1\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n"
+    )
+    sent = bytes(ut.out)
+    assert sent.startswith(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\n")
+    assert b"X-Secret" not in sent and b"Connection:" not in sent
+    assert b"X-Forwarded-For: 1.2.3.4, 10.0.0.7\r\n" in sent
+    assert b"Forwarded: for=10.0.0.7;proto=http\r\n" in sent and b"Via: 1.1 spofless\r\n" in sent
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+    assert bytes(ct.out) == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+    assert not ct.closed and bal.backends["127.0.0.1:9"].idle == [up]  # back in the pool
+
+
+async def test_pipelined_requests_are_answered_in_order() -> None:
+    _, client, ct, up, ut = _setup()
+    client.data_received(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert ut.out.count(b"GET ") == 1  # the second waits for the first response
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1")
+    assert ut.out.count(b"GET ") == 2 and b"GET /2" in ut.out
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2")
+    assert ct.out.endswith(b"\r\n\r\n1" + b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2")
+
+
+async def test_chunked_request_body_is_reframed() -> None:
+    _, client, _, _, ut = _setup()
+    client.data_received(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    )
+    assert b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n" in ut.out
+
+
+async def test_head_response_without_body_completes() -> None:
+    _, client, _, up, ut = _setup()
+    client.data_received(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET /n HTTP/1.1\r\nHost: x\r\n\r\n")
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n")
+    assert b"GET /n" in ut.out  # the HEAD response ended at its head
+
+
+async def test_conflicting_framing_is_rejected() -> None:
+    _, client, ct, _, ut = _setup()
+    client.data_received(
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    assert ct.out.startswith(b"HTTP/1.1 400") and ct.closed and not ut.out
+
+
+async def test_duplicate_content_length_is_rejected() -> None:
+    _, client, ct, _, _ = _setup()
+    client.data_received(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n")
+    assert ct.out.startswith(b"HTTP/1.1 400") and ct.closed
+
+
+async def test_malformed_request_gets_400() -> None:
+    _, client, ct, _, _ = _setup()
+    client.data_received(b"GARBAGE\x00\x01 nonsense\r\n\r\n")
+    assert ct.out.startswith(b"HTTP/1.1 400") and ct.closed
+
+
+async def test_oversized_head_gets_431() -> None:
+    _, client, ct, _, _ = _setup(max_header_bytes=1024)
+    client.data_received(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 2000)
+    assert ct.out.startswith(b"HTTP/1.1 431") and ct.closed
+
+
+async def test_body_over_limit_gets_413() -> None:
+    _, client, ct, _, _ = _setup(max_body_bytes=10)
+    client.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n")
+    assert ct.out.startswith(b"HTTP/1.1 413")
+
+
+async def test_slow_head_gets_408_on_timeout() -> None:
+    _, client, ct, _, _ = _setup()
+    client.data_received(b"GET / HTTP/1.1\r\nHo")
+    client.on_timeout()
+    assert ct.out.startswith(b"HTTP/1.1 408") and ct.closed
+
+
+async def test_idempotent_request_is_retried_after_a_reset() -> None:
+    bal, client, ct, up, ut = _setup()
+    other = UpstreamConn(bal, bal.backends["127.0.0.1:9"])
+    other_t = FakeTransport()
+    other.connection_made(other_t)  # type: ignore[arg-type]
+    bal.backends["127.0.0.1:9"].idle.insert(0, other)
+    client.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b"GET /" in ut.out
+    up.connection_lost(ConnectionResetError())  # the pooled connection was dead
+    assert b"GET /" in other_t.out  # replayed on the next connection
+    other.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert ct.out.startswith(b"HTTP/1.1 200")
+
+
+async def test_post_is_not_replayed_after_it_was_sent() -> None:
+    _, client, ct, up, _ = _setup()
+    client.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx")
+    up.connection_lost(ConnectionResetError())
+    assert ct.out.startswith(b"HTTP/1.1 502")
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunks=st.lists(st.binary(max_size=200), max_size=6), prefix=st.sampled_from(_PREFIXES))
+async def test_random_bytes_never_escape_the_protocol(chunks: list[bytes], prefix: bytes) -> None:
+    _, client, ct, _, _ = _setup(max_header_bytes=1024)
+    for chunk in [prefix, *chunks]:
+        if ct.closed:
+            break
+        client.data_received(chunk)  # must not raise, whatever the bytes
+    client.on_timeout()
+    if ct.out and not ct.out.startswith(b"HTTP/1.1 "):
+        raise AssertionError(bytes(ct.out[:40]))
