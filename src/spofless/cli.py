@@ -438,3 +438,43 @@ def _host_signal(action: str, doc: str) -> None:
 _host_signal("pause", "SIGSTOP every process in HOST's namespace.")
 _host_signal("resume", "SIGCONT every process in HOST's namespace.")
 _host_signal("kill", "SIGKILL every process in HOST's namespace.")
+
+
+# -- dns ---------------------------------------------------------------------------
+
+
+@main.command("dns")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--component", default="dns", show_default=True, help="The `kind: dns` component to run."
+)
+@click.option(
+    "--instance",
+    "index",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Which of its instances (0-based): listens on its host's address, port + instance.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Listen on this port instead (0: any free port, logged). Default: from FILE.",
+)
+def dns_command(file: str, component: str, index: int, port: int | None) -> None:
+    """Run one instance of a health-checked authoritative DNS server from FILE.
+
+    Answers A/AAAA for the component's `records` with the addresses of the
+    instances whose health checks pass (all of them when none pass), over UDP
+    and TCP, until SIGTERM or SIGINT.
+    """
+    import logging
+
+    from spofless import dns
+
+    settings = dns.dns_settings(_topology(file), component, index, port=port)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    dns.run(settings)

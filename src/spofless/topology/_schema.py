@@ -16,9 +16,12 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyAddress,
+    IPvAnyNetwork,
     StringConstraints,
     field_validator,
     model_validator,
@@ -306,8 +309,70 @@ class LoadBalancerComponent(RuntimeComponent):
         return self
 
 
+# A DNS label: letters, digits, '-' and '_', at most 63, not starting or ending with '-'.
+_DNS_LABEL_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_\-]{0,61}[A-Za-z0-9_])?$")
+
+
+def _dns_name(v: str, *, apex_ok: bool) -> str:
+    if apex_ok and v == "@":
+        return v
+    labels = v[:-1].split(".") if v.endswith(".") else v.split(".")
+    if len(v) > 253 or not all(_DNS_LABEL_RE.match(label) for label in labels):
+        raise ValueError(
+            f"{v!r} is not a DNS name: dot-separated labels of letters, digits, '-' and '_', "
+            "each at most 63 long"
+        )
+    return v
+
+
+# A zone or server name such as `shop.example.` (the final dot is optional).
+DnsZoneName = Annotated[str, AfterValidator(lambda v: _dns_name(v, apex_ok=False))]
+# A name relative to the zone (`www`, `api.eu`), or `@` for the zone apex.
+DnsOwnerName = Annotated[str, AfterValidator(lambda v: _dns_name(v, apex_ok=True))]
+
+
+class DnsRecordSpec(Strict):
+    """The instances of `component` a DNS name answers with (A for IPv4, AAAA for IPv6)."""
+
+    component: Name
+    # Public address of each instance, in instance order; default: its host's address.
+    addresses: list[IPvAnyAddress] | None = None
+
+
+class DnsRateLimit(Strict):
+    """Response rate limiting over UDP per client netblock (token bucket, with slip)."""
+
+    # Enough for a busy resolver's share of a short-TTL zone; 0 turns limiting off.
+    responses_per_second: Annotated[float, Field(ge=0, le=1_000_000)] = 100.0
+    # Bucket size: a burst this large passes at once after a quiet spell.
+    burst: Annotated[int, Field(ge=1, le=1_000_000)] = 200
+    # Every slip-th limited query gets a tiny truncated answer (TC=1: retry over TCP), the
+    # rest are dropped; 0 drops all. 2 is BIND's default: a real client behind a spoofed
+    # flood still gets through over TCP, a victim gets no more bytes than the flood sent.
+    slip: Annotated[int, Field(ge=0, le=10)] = 2
+    ipv4_prefix: Annotated[int, Field(ge=8, le=32)] = 24
+    ipv6_prefix: Annotated[int, Field(ge=16, le=128)] = 56
+
+
 class DnsComponent(RuntimeComponent):
+    """Health-checked authoritative DNS (spofless.dns); `zone` and `records` are needed to run."""
+
     kind: Literal["dns"] = "dns"
+    zone: DnsZoneName | None = None
+    # Name -> component (or {component, addresses}); answers list its healthy instances.
+    records: dict[DnsOwnerName, Name | DnsRecordSpec] = Field(default_factory=dict)
+    # Short so that clients follow health changes quickly (Route 53 health-checked records
+    # and Consul DNS use 0-60 s).
+    ttl: Annotated[int, Field(ge=0, le=86400)] = 5
+    # Region -> client networks: a client in a region's networks (by source address or
+    # EDNS client subnet) is answered with that region's healthy instances first.
+    regions: dict[Name, list[IPvAnyNetwork]] = Field(default_factory=dict)
+    # Names of the zone's name servers, one per DNS instance; default ns1, ns2, ... in the zone.
+    nameservers: list[DnsZoneName] | None = None
+    rate_limit: DnsRateLimit = DnsRateLimit()
+    # Largest UDP answer sent whatever the client advertises: the DNS flag day 2020 value,
+    # which avoids IP fragmentation on common paths.
+    max_udp_payload: Annotated[int, Field(ge=512, le=4096)] = 1232
 
 
 RUNTIME_KINDS: dict[str, type[Component]] = {
