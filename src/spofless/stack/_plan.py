@@ -8,7 +8,7 @@ components it cannot run with the reason. Nothing here touches the system;
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
