@@ -107,6 +107,12 @@ _state_dir_option = click.option(
     show_default=True,
     help="Seconds to wait for dependencies, startup and (--wait) health.",
 )
+@click.option(
+    "--lab",
+    is_flag=True,
+    help="Every host in its own network namespace (see `spofless lab`; Linux, root). "
+    "Without root: said, and run as without --lab.",
+)
 def up(
     file: str,
     hosts: tuple[str, ...],
@@ -115,17 +121,28 @@ def up(
     wait: bool,
     allow_spof: bool,
     timeout: float,
+    lab: bool,
 ) -> None:
     """Start the instances FILE places on this machine and supervise them.
 
     Refuses a topology with a single point of failure (see `spofless check`)
     unless --allow-spof. Kinds spofless cannot run are skipped with a note.
+    With --lab, `down` also removes the lab.
     """
     from spofless import stack
 
-    plan = stack.make_plan(_topology(file), state_dir, hosts)
     settings = stack.SupervisorSettings(start_timeout=timeout)
-    stack.up(plan, click.echo, detach, wait, allow_spof, settings)
+    stack.up(
+        _topology(file),
+        state_dir,
+        hosts,
+        click.echo,
+        detach=detach,
+        wait=wait,
+        allow_spof=allow_spof,
+        settings=settings,
+        lab=lab,
+    )
 
 
 @main.command()
@@ -135,7 +152,7 @@ def down(file: str, state_dir: Path | None) -> None:
     """Stop everything `up` started from FILE: SIGTERM, then SIGKILL after 10s."""
     from spofless import stack
 
-    stack.down(stack.make_plan(_topology(file), state_dir), click.echo)
+    stack.down(stack.running_plan(_topology(file), state_dir), click.echo)
 
 
 @main.command()
@@ -150,7 +167,7 @@ def status(file: str, state_dir: Path | None, as_json: bool) -> None:
 
     from spofless import stack
 
-    doc = stack.status(stack.make_plan(_topology(file), state_dir))
+    doc = stack.status(stack.running_plan(_topology(file), state_dir))
     if as_json:
         click.echo(json.dumps(doc, indent=2))
     else:
@@ -169,7 +186,7 @@ def logs(file: str, instance: str | None, state_dir: Path | None, follow: bool, 
     """Print the logs of INSTANCE (`web` or `web/1`; default: all) of FILE."""
     from spofless import stack
 
-    plan = stack.make_plan(_topology(file), state_dir)
+    plan = stack.running_plan(_topology(file), state_dir)
     with contextlib.suppress(KeyboardInterrupt):
         stack.logs(plan, instance, follow, lines, sys.stdout)
 

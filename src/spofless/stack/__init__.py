@@ -1,6 +1,6 @@
 """Running a topology on this machine: `up`, `down`, `status`, `logs`, the supervisor."""
 
-from spofless.stack._commands import down, logs, make_plan, status, up
+from spofless.stack._commands import down, logs, make_plan, running_plan, status, up
 from spofless.stack._errors import PortInUseError, SpofFoundError, StackError, StartError
 from spofless.stack._plan import InstancePlan, Skipped, StackPlan, plan_stack
 from spofless.stack._policy import InstanceState, RestartPolicy, decide_exit
@@ -27,6 +27,7 @@ __all__ = [
     "make_plan",
     "plan_stack",
     "render_status",
+    "running_plan",
     "status",
     "up",
 ]

@@ -4,7 +4,8 @@
 commands, ports), then runs the supervisor in the foreground with a live
 table, or detached: a background process (`python -m spofless.stack._daemon`)
 that `up` watches through the state file until every instance has started
-(`--wait`: is healthy), stopping it again when that fails.
+(`--wait`: is healthy), stopping it again when that fails. With `lab`, it
+first makes the topology's lab and runs everything in it (see `_lab.py`).
 """
 
 from __future__ import annotations
@@ -24,10 +25,20 @@ from typing import Any, TextIO
 
 import psutil
 
+from spofless.lab import Lab, LabError
 from spofless.stack._errors import StackError, StartError
 from spofless.stack._etcd import etcd_argv_builder
+from spofless.stack._lab import (
+    enter_netns,
+    forget_lab,
+    lab_topology_path,
+    record_lab,
+    recorded_lab,
+    start_lab,
+    write_lab_topology,
+)
 from spofless.stack._plan import StackPlan, plan_stack
-from spofless.stack._preflight import check_ports, preflight
+from spofless.stack._preflight import check_commands, check_ports, check_spof, preflight
 from spofless.stack._process import stop_groups
 from spofless.stack._state import (
     default_state_dir,
@@ -47,32 +58,121 @@ logger = logging.getLogger(__name__)
 Echo = Callable[[str], None]
 
 
-def make_plan(topology: Topology, state_dir: Path | None, hosts: Sequence[str] = ()) -> StackPlan:
-    """The plan every command works from; the state dir defaults to one next to the file."""
+def make_plan(
+    topology: Topology,
+    state_dir: Path | None,
+    hosts: Sequence[str] = (),
+    lab: Lab | None = None,
+) -> StackPlan:
+    """The plan every command works from; the state dir defaults to one next to the file.
+
+    With `lab` (up), the plan runs in it: hosts at their lab addresses, each command
+    inside its host's namespace. LabError when the lab is not up.
+    """
+    state_dir = _state_dir(topology, state_dir)
+    if lab is None:
+        return plan_stack(topology, state_dir, hosts, etcd_argv_builder())
+
+    def wrap(host: str | None) -> list[str]:
+        assert host is not None  # the lab places hostless instances on its default host
+        return lab.argv(host, ())
+
+    return plan_stack(
+        lab.topology(topology),
+        state_dir,
+        hosts,
+        etcd_argv_builder(),
+        topology_file=lab_topology_path(state_dir),
+        wrap=wrap,
+        lab=lab.lab_id,
+    )
+
+
+def running_plan(topology: Topology, state_dir: Path | None) -> StackPlan:
+    """The plan of what `up` started from `state_dir` (in its lab, if it made one)."""
+    state_dir = _state_dir(topology, state_dir)
+    lab = recorded_lab(state_dir)
+    if lab is not None:
+        with contextlib.suppress(LabError):
+            return make_plan(topology, state_dir, (), lab)
+    return make_plan(topology, state_dir)
+
+
+def _state_dir(topology: Topology, state_dir: Path | None) -> Path:
     if state_dir is None:
         if topology.file is None:
             raise StackError("--state-dir is needed for a topology that is not a file")
         state_dir = default_state_dir(topology.file)
-    return plan_stack(topology, state_dir.resolve(), hosts, etcd_argv_builder())
+    return state_dir.resolve()
 
 
 # -- up --------------------------------------------------------------------------
 
 
 def up(
+    topology: Topology,
+    state_dir: Path | None,
+    hosts: Sequence[str],
+    echo: Echo,
+    *,
+    detach: bool,
+    wait: bool,
+    allow_spof: bool,
+    settings: SupervisorSettings,
+    lab: bool = False,
+) -> None:
+    """Start what `topology` places on `hosts` (see module docstring); StackError leaves nothing.
+
+    With `lab`, in the topology's lab, made first (on loopback, said, without root);
+    a detached stack leaves the lab up for `down` to remove, a foreground one removes it.
+    """
+    plan = make_plan(topology, state_dir, hosts)
+    if not lab:
+        _up(plan, echo, detach, wait, allow_spof, settings, None)
+        return
+    _refuse_running(plan)
+    check_spof(topology, allow_spof)  # before making a lab that would be refused
+    check_commands(plan)
+    made = start_lab(topology, echo)
+    if made is None:
+        _up(plan, echo, detach, wait, allow_spof, settings, None)
+        return
+    try:
+        ensure_writable(plan.state_dir)
+        record_lab(plan.state_dir, made)
+        in_lab = make_plan(topology, plan.state_dir, hosts, made)
+        write_lab_topology(plan.state_dir, in_lab.topology)
+        _up(in_lab, echo, detach, wait, allow_spof, settings, made)
+    except BaseException:
+        _remove_lab(made, plan.state_dir)
+        raise
+    if not (detach or wait):
+        _remove_lab(made, plan.state_dir)
+
+
+def _refuse_running(plan: StackPlan) -> None:
+    if supervisor_alive(plan.state_dir):
+        raise StackError(
+            f"already running from {plan.state_dir}; `spofless down` it first "
+            "or use another --state-dir"
+        )
+
+
+def _remove_lab(lab: Lab, state_dir: Path) -> None:
+    lab.down()
+    forget_lab(state_dir)
+
+
+def _up(
     plan: StackPlan,
     echo: Echo,
     detach: bool,
     wait: bool,
     allow_spof: bool,
     settings: SupervisorSettings,
+    lab: Lab | None,
 ) -> None:
-    """Start the plan's instances (see module docstring). Raises StackError, leaving nothing."""
-    if supervisor_alive(plan.state_dir):
-        raise StackError(
-            f"already running from {plan.state_dir}; `spofless down` it first "
-            "or use another --state-dir"
-        )
+    _refuse_running(plan)
     for skipped in plan.skipped:
         echo(str(skipped))
     warning = preflight(plan, allow_spof)
@@ -83,25 +183,31 @@ def up(
     with contextlib.suppress(FileNotFoundError):
         state_path(plan.state_dir).unlink()
     if detach or wait:
-        _up_detached(plan, echo, wait, settings)
+        _up_detached(plan, echo, wait, settings, lab)
     else:
-        _up_foreground(plan, settings)
+        _up_foreground(plan, settings, lab)
 
 
-def _daemon_argv(plan: StackPlan, settings: SupervisorSettings) -> list[str]:
+def _daemon_argv(plan: StackPlan, settings: SupervisorSettings, lab: Lab | None) -> list[str]:
     argv = [sys.executable, "-m", "spofless.stack._daemon", "--state-dir", str(plan.state_dir)]
     argv += ["--timeout", str(settings.start_timeout), "--stop-grace", str(settings.stop_grace)]
     for h in plan.hosts:
         argv += ["--host", h]
     # The daemon runs in the file's folder: give it the file by absolute path.
     source = plan.topology.file
-    return [*argv, str(source.resolve()) if source else plan.topology.source]
+    argv.append(str(source.resolve()) if source else plan.topology.source)
+    if lab is None:
+        return argv
+    # In the control namespace, its health checks reach every host of the lab.
+    return lab.control_argv([*argv, "--lab"])
 
 
-def _up_detached(plan: StackPlan, echo: Echo, wait: bool, settings: SupervisorSettings) -> None:
+def _up_detached(
+    plan: StackPlan, echo: Echo, wait: bool, settings: SupervisorSettings, lab: Lab | None
+) -> None:
     with open(supervisor_log_path(plan.state_dir), "ab") as log:
         daemon = subprocess.Popen(
-            _daemon_argv(plan, settings),
+            _daemon_argv(plan, settings, lab),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -198,7 +304,14 @@ def _stop_daemon(plan: StackPlan, daemon: subprocess.Popen[bytes], grace: float)
     _kill_recorded_groups(plan, grace)
 
 
-def _up_foreground(plan: StackPlan, settings: SupervisorSettings) -> None:
+def _up_foreground(plan: StackPlan, settings: SupervisorSettings, lab: Lab | None) -> None:
+    if lab is not None:
+        # Before any thread or process starts: all of them then live in the control
+        # namespace, from where the health checks reach every host of the lab.
+        control = lab.plan.control
+        if control is None:
+            raise StackError(f"lab {lab.lab_id} has no control namespace; recreate it")
+        enter_netns(control.netns)
     from rich.console import Console, Group
     from rich.live import Live
     from rich.text import Text
@@ -260,8 +373,10 @@ class _DequeHandler(logging.Handler):
 
 
 def down(plan: StackPlan, echo: Echo, grace: float = 10.0) -> None:
-    """Stop the supervisor (which stops its instances), then anything it left behind."""
+    """Stop the supervisor (which stops its instances), then anything it left behind,
+    then the lab `up --lab` made (its namespaces, links and anything still in them)."""
     state = read_state(plan.state_dir)
+    lab = recorded_lab(plan.state_dir)
     if supervisor_alive(plan.state_dir):
         pid = _supervisor_pid(plan)
         echo(f"stopping the supervisor (pid {pid}) and its instances")
@@ -277,13 +392,18 @@ def down(plan: StackPlan, echo: Echo, grace: float = 10.0) -> None:
         # The lock goes just before the process: wait for the process too.
         _wait_gone(pid, deadline=time.monotonic() + 10)
         state = read_state(plan.state_dir)
-    elif state is None:
+    elif state is None and lab is None:
         echo(f"nothing to stop: no stack was started from {plan.state_dir}")
         return
     killed = _kill_recorded_groups(plan, grace)
     if killed:
         echo(f"stopped {killed} process group(s) the supervisor had left behind")
-    _check_ports_released(plan, echo)
+    if lab is not None:
+        removed = lab.down()
+        forget_lab(plan.state_dir)
+        echo(f"removed lab {lab.lab_id} ({len(removed)} network namespaces)")
+    else:  # a lab's ports went with its namespaces
+        _check_ports_released(plan, echo)
     echo(f"stopped {plan.topology.name}; logs stay in {plan.state_dir / 'logs'}")
 
 

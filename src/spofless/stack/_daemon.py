@@ -15,6 +15,8 @@ from pathlib import Path
 
 from spofless.errors import SpoflessError
 from spofless.stack._commands import make_plan
+from spofless.stack._errors import StackError
+from spofless.stack._lab import recorded_lab
 from spofless.stack._supervisor import Supervisor, SupervisorSettings
 from spofless.topology import load_topology
 
@@ -26,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", action="append", default=[])
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--stop-grace", type=float, default=10.0)
+    parser.add_argument("--lab", action="store_true", help="run in the lab `up` recorded")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -33,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     # One line per etcd role query otherwise.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        plan = make_plan(load_topology(args.file), Path(args.state_dir), args.host)
+        state_dir = Path(args.state_dir)
+        lab = recorded_lab(state_dir) if args.lab else None
+        if args.lab and lab is None:
+            raise StackError(f"--lab: no lab recorded in {state_dir}")
+        plan = make_plan(load_topology(args.file), state_dir, args.host, lab)
         settings = SupervisorSettings(start_timeout=args.timeout, stop_grace=args.stop_grace)
         return asyncio.run(Supervisor(plan, settings).run())
     except SpoflessError as exc:

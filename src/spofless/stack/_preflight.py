@@ -62,6 +62,22 @@ def check_commands(plan: StackPlan) -> None:
         raise StackError("cannot start:\n  " + "\n  ".join(problems))
 
 
+def check_settings(plan: StackPlan) -> None:
+    """spofless's own parts accept their settings (each would refuse to start otherwise)."""
+    from spofless.errors import SpoflessError
+    from spofless.lb import settings_from_topology
+
+    problems: list[str] = []
+    for inst in plan.instances:
+        try:
+            if inst.kind == "load_balancer":
+                settings_from_topology(plan.topology, inst.component, inst.index)
+        except SpoflessError as exc:
+            problems.append(f"{inst.name}: {exc}")
+    if problems:
+        raise StackError("cannot start:\n  " + "\n  ".join(problems))
+
+
 def check_ports(instances: Iterable[InstancePlan]) -> None:
     """Every port is free on its address; else PortInUseError naming port, instance and owner."""
     taken: list[str] = []
@@ -132,5 +148,7 @@ def preflight(plan: StackPlan, allow_spof: bool) -> str | None:
             + (", ".join(plan.hosts) if plan.hosts else "any host")
         )
     check_commands(plan)
-    check_ports(plan.instances)
+    check_settings(plan)
+    if plan.lab is None:  # a lab's namespaces are new: nothing else can hold their ports
+        check_ports(plan.instances)
     return warning

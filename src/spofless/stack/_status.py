@@ -79,6 +79,7 @@ def status_document(plan: StackPlan) -> dict[str, Any]:
             "pid": (state or {}).get("supervisor", {}).get("pid") if alive else None,
         },
         "phase": phase,
+        "lab": plan.lab,
         "error": (state or {}).get("error"),
         "skipped": [{"component": s.component, "reason": s.reason} for s in plan.skipped],
         "instances": instances,
@@ -98,18 +99,21 @@ def _duration(seconds: float | None) -> str:
 
 def status_table(doc: dict[str, Any]) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("INSTANCE", "HOST", "PID", "PORTS", "STATE", "HEALTH", "ROLE", "UPTIME"):
+    for col in ("INSTANCE", "HOST", "PID", "ADDRESS", "STATE", "HEALTH", "ROLE", "UPTIME"):
         table.add_column(col)
     table.add_column("RESTARTS", justify="right")
     table.add_column("NOTE", overflow="fold")
     for i in doc["instances"]:
-        ports = ",".join(str(p) for p in i["ports"].values())  # main port first
+        ports = [str(p) for p in i["ports"].values()]  # main port first
+        # The main port at its address, then the instance's other ports.
+        if i["address"] and ports:
+            ports[0] = i["address"]
         state = i["state"]
         table.add_row(
             f"{i['component']}/{i['index']}",
             i["host"] or "-",
             str(i["pid"]) if i["pid"] is not None else "-",
-            ports or "-",
+            ",".join(ports) or "-",
             Text(state, style=_STATE_STYLE.get(state, "")),
             i["health"],
             i["role"] or "-",
@@ -123,6 +127,8 @@ def status_table(doc: dict[str, Any]) -> Table:
 def render_status(doc: dict[str, Any]) -> RenderableType:
     sup = doc["supervisor"]
     head = Text(f"{doc['topology']} ({doc['file']}): ")
+    if doc.get("lab"):
+        head.append(f"in lab {doc['lab']}, ")
     if sup["running"]:
         head.append(f"{doc['phase']}, supervisor pid {sup['pid']}", style="bold")
     elif doc["phase"] == "supervisor-dead":
@@ -151,6 +157,7 @@ def live_document(plan: StackPlan, supervisor_doc: dict[str, Any]) -> dict[str, 
         "state_dir": str(plan.state_dir),
         "supervisor": {"running": True, "pid": supervisor_doc["supervisor"]["pid"]},
         "phase": supervisor_doc["phase"],
+        "lab": plan.lab,
         "error": supervisor_doc["error"],
         "skipped": supervisor_doc["skipped"],
         "instances": instances,

@@ -286,6 +286,7 @@ class Supervisor:
             "file": plan.topology.source,
             "state_dir": str(plan.state_dir),
             "hosts": list(plan.hosts),
+            "lab": plan.lab,
             "supervisor": {"pid": os.getpid(), "started_at": self.started_at},
             "phase": self.phase,
             "error": self.error,
