@@ -34,7 +34,17 @@ trap cleanup EXIT
 $SPOFLESS up "$FILE" --detach --wait --timeout 120
 $SPOFLESS status "$FILE"
 
-step "3. Break it on purpose: kill -9 a web instance while clients use the system"
+step "3. Ask the health-checked DNS where the service is"
+$PY - "$(field dns 0 address)" <<'PYTHON'
+import sys, dns.message, dns.query
+host, port = sys.argv[1].rsplit(":", 1)
+answer = dns.query.udp(dns.message.make_query("www.demo.example.", "A"), host, timeout=2, port=int(port)).answer
+addresses = sorted({rr.address for rrset in answer for rr in rrset})
+print(f"dns/0 ({sys.argv[1]}): www.demo.example. A {' '.join(addresses)}, ttl {answer[0].ttl}s")
+print("(the load balancers that pass their health checks; all on 127.0.0.1 here)")
+PYTHON
+
+step "4. Break it on purpose: kill -9 a web instance while clients use the system"
 lb=$(field lb 0 address)
 pid=$(field web 0 pid)
 echo "300 requests through load balancer lb/0 ($lb), one every 10 ms;"
@@ -47,7 +57,7 @@ traffic_ok=1
 wait "$traffic" || traffic_ok=0
 traffic=
 
-step "4. Watch it recover: the supervisor restarts web/0"
+step "5. Watch it recover: the supervisor restarts web/0"
 for _ in $(seq 1 100); do
   state=$(field web 0 state pid)
   if [[ $state == up* && $state != "up $pid" ]]; then break; fi
@@ -55,7 +65,7 @@ for _ in $(seq 1 100); do
 done
 $SPOFLESS status "$FILE"
 
-step "5. Stop everything"
+step "6. Stop everything"
 $SPOFLESS down "$FILE"
 trap - EXIT
 if [[ $traffic_ok == 0 ]]; then

@@ -224,6 +224,24 @@ def test_a_wrapper_runs_each_command_on_its_host() -> None:
     assert p.lab == "abc123"
 
 
+def test_dns_servers_run_spofless_dns_and_are_checked_over_tcp() -> None:
+    text = LB_TOPOLOGY.replace(
+        "entry: [lb]",
+        "  dns: {kind: dns, instances: [a, b], needs: [lb], port: 5300, zone: t.example.,"
+        " records: {www: lb}}\n  nodns: {kind: dns, instances: [a], port: 5400}\nentry: [lb]",
+    )
+    p = plan_stack(load_topology_text(text), STATE, topology_file=Path("/files/t.yaml"))
+    dns1 = p.instance("dns/1")
+    assert dns1.argv[3:] == ("dns", "/files/t.yaml", "--component", "dns", "--instance", "1")
+    assert dns1.ports == (("main", 5301),) and dns1.address == "127.0.0.2:5301"
+    assert dns1.health is not None and dns1.health.type == "tcp" and dns1.health_port == 5301
+    assert [i.name for i in p.instances].index("dns/0") > [i.name for i in p.instances].index(
+        "lb/1"
+    )
+    reasons = {s.component: s.reason for s in p.skipped}
+    assert "needs `port`, `zone` and `records`" in reasons["nodns"]
+
+
 def test_waiting_for_a_load_balancer_checks_its_admin_api() -> None:
     text = LB_TOPOLOGY.replace(
         "entry: [lb]", "  front: {kind: service, instances: [a], needs: [lb], run: x}\nentry: [lb]"

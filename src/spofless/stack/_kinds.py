@@ -5,7 +5,7 @@
     instance_health(topology, inst)    the check the supervisor runs on an instance and
                                        that a component needing it waits for
 
-spofless's own runtime parts (`load_balancer`, later `postgres` and `dns`) run as
+spofless's own runtime parts (`load_balancer`, `dns`, later `postgres`) run as
 `python -m spofless <part> FILE --component C --instance I`: the same command a user
 types to run one by hand, reading its settings from the same file. Pure: nothing
 here touches the system.
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from spofless.topology import (
     Component,
+    DnsComponent,
     EtcdComponent,
     HealthCheck,
     Instance,
@@ -110,7 +111,13 @@ def cannot_run(comp: Component, ctx: KindContext) -> str | None:
         if ctx.topology_file is None:
             return "a load balancer reads its settings from a topology file, and there is none"
         return None
-    if comp.kind in ("postgres", "dns"):
+    if isinstance(comp, DnsComponent):
+        if comp.port is None or comp.zone is None or not comp.records:
+            return "kind dns needs `port`, `zone` and `records` to be run"
+        if ctx.topology_file is None:
+            return "a DNS server reads its settings from a topology file, and there is none"
+        return None
+    if comp.kind == "postgres":
         return f"spofless cannot run kind {comp.kind} yet (analysis only)"
     return f"kind {comp.kind} is analysis only"
 
@@ -124,6 +131,10 @@ def launch(topology: Topology, inst: Instance, ctx: KindContext) -> Launch:
         return _etcd(topology, comp, inst, ctx)
     if isinstance(comp, LoadBalancerComponent):
         return _load_balancer(comp, inst, ctx)
+    if isinstance(comp, DnsComponent):
+        assert comp.port is not None
+        # One port for UDP and TCP; the stack checks (and health-checks) its TCP side.
+        return Launch(_own_part("dns", inst, ctx), (("main", comp.port + inst.index),), {})
     raise AssertionError(f"no launcher for kind {comp.kind}")
 
 
@@ -149,6 +160,10 @@ def instance_health(topology: Topology, inst: Instance) -> InstanceHealth | None
         if comp.admin_port is not None and not comp.admin_token:
             return InstanceHealth(LB_ADMIN_HEALTH, ip, comp.admin_port + inst.index)
         return InstanceHealth(HealthCheck(type="tcp"), ip, main)
+    if isinstance(comp, DnsComponent):
+        # The server answers over TCP from the same process that answers over UDP.
+        check = comp.health or HealthCheck(type="tcp")
+        return None if main is None else InstanceHealth(check, ip, main)
     return None
 
 

@@ -64,6 +64,7 @@ def check_commands(plan: StackPlan) -> None:
 
 def check_settings(plan: StackPlan) -> None:
     """spofless's own parts accept their settings (each would refuse to start otherwise)."""
+    from spofless.dns import dns_settings
     from spofless.errors import SpoflessError
     from spofless.lb import settings_from_topology
 
@@ -72,6 +73,8 @@ def check_settings(plan: StackPlan) -> None:
         try:
             if inst.kind == "load_balancer":
                 settings_from_topology(plan.topology, inst.component, inst.index)
+            elif inst.kind == "dns":
+                dns_settings(plan.topology, inst.component, inst.index)
         except SpoflessError as exc:
             problems.append(f"{inst.name}: {exc}")
     if problems:
