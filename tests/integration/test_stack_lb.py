@@ -1,4 +1,4 @@
-"""Load balancers run by `spofless up`: traffic through them survives a web instance's kill -9."""
+"""Load balancers and DNS run by `spofless up`: traffic survives a web instance's kill -9."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.message
+import dns.query
 import pytest
 from stack_fixtures import (
     StackRun,
@@ -37,6 +39,13 @@ components:
     port: {lb}
     admin_port: {admin}
     routes: [{{to: web}}]
+  dns:
+    kind: dns
+    instances: [h1, h3]
+    needs: [lb]
+    port: {dns}
+    zone: t.example.
+    records: {{www: lb}}
   web:
     kind: service
     instances: [h1, h2, h3]
@@ -52,9 +61,10 @@ def lbstack(tmp_path: Path) -> Iterator[tuple[StackRun, list[int]]]:
     web = free_port_block(3)
     lb = free_port_block(2, avoid=range(web, web + 3))
     admin = free_port_block(2, avoid=[*range(web, web + 3), lb, lb + 1])
+    dns = free_port_block(2, avoid=[*range(web, web + 3), lb, lb + 1, admin, admin + 1])
     path = tmp_path / "lbstack.yaml"
-    path.write_text(TOPOLOGY.format(web=web, lb=lb, admin=admin))
-    ports = [web, web + 1, web + 2, lb, lb + 1, admin, admin + 1]
+    path.write_text(TOPOLOGY.format(web=web, lb=lb, admin=admin, dns=dns))
+    ports = [web, web + 1, web + 2, lb, lb + 1, admin, admin + 1, dns, dns + 1]
     with stack_run(path, tmp_path / "state") as run:
         yield run, ports
 
@@ -81,6 +91,13 @@ def test_traffic_through_a_stack_load_balancer_survives_a_backend_kill9(
     assert lb0["ports"] == {"main": ports[3], "admin": ports[5]}
     address = lb0["address"]
     assert address == f"127.0.0.1:{ports[3]}"
+    # The DNS, started after the balancers were healthy, answers with their address.
+    dns1 = run.instance("dns/1")
+    assert dns1["state"] == "up" and dns1["address"] == f"127.0.0.1:{ports[8]}"
+    query = dns.message.make_query("www.t.example.", "A")
+    answer = dns.query.udp(query, "127.0.0.1", timeout=5, port=ports[8]).answer
+    assert {rr.address for rrset in answer for rr in rrset} == {"127.0.0.1"}
+
     answered = {get(address)[1] for _ in range(12)}
     assert answered == {"web-0", "web-1", "web-2"}  # round robin over every web instance
 
