@@ -235,7 +235,12 @@ class Supervisor:
         pgids = list(self._pgids.values())
         if pgids:
             logger.info("stopping %d process groups", len(pgids))
-        killed = await stop_groups(pgids, self.settings.stop_grace)
+        # An etcd leader that stops hands leadership to a connected peer and waits for it
+        # (seconds) when that peer is stopping too; alone, it stops at once. So: last.
+        leaders = {self._pgids[n] for n, r in self._roles.items() if r == "leader"}
+        first = [g for g in pgids if g not in leaders]
+        killed = await stop_groups(first, self.settings.stop_grace)
+        killed += await stop_groups([g for g in pgids if g in leaders], self.settings.stop_grace)
         for pgid in killed:
             logger.warning("process group %d did not stop on SIGTERM; killed", pgid)
         for name, proc in self._procs.items():
