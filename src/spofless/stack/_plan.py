@@ -128,7 +128,7 @@ def plan_stack(
     cwd = cwd or (topology.file.parent if topology.file else Path.cwd())
     instances: list[InstancePlan] = []
     skipped: list[Skipped] = []
-    for cname in _dependency_order(topology):
+    for cname in topology.dependency_order():
         comp = topology.components[cname]
         mine = [i for i in topology.instances[cname] if not chosen or i.host in chosen]
         reason = _cannot_run(comp, etcd_argv)
@@ -215,22 +215,6 @@ def _plan_instance(
         needs=tuple(comp.needs),
         data_dir=data_dir,
     )
-
-
-def _dependency_order(topology: Topology) -> list[str]:
-    """Every component, each after the components it needs (file order otherwise)."""
-    seen: dict[str, None] = {}
-
-    def visit(name: str) -> None:
-        if name in seen:
-            return
-        for dep in topology.components[name].needs:
-            visit(dep)
-        seen[name] = None
-
-    for name in topology.components:
-        visit(name)
-    return list(seen)
 
 
 def _check_port_clashes(instances: Sequence[InstancePlan]) -> None:
