@@ -95,7 +95,7 @@ class _Changes:
             add = _instances_to_add(need, covered, majority)
             targets = [self._place(need, hosts, unit) for _ in range(add)]
             self.data["components"][need.name]["instances"] = hosts
-            where = _join(targets)
+            where = self._where(targets)
             if need.count == 1:
                 return f"add a second instance of {need.name} on {where}"
             if need.tolerance == 0:
@@ -118,7 +118,7 @@ class _Changes:
         scope = {"host": "hosts", "zone": "zones", "region": "regions"}.get(kind, "hosts")
         return (
             f"spread {need.name} across {scope}: move {_n(move, 'instance')} off "
-            f"{unit.element} to {_join(moved)}"
+            f"{unit.element} to {self._where(moved)}"
         )
 
     def _place(self, need: Need, hosts: list[str], unit: Unit, append: bool = True) -> str:
@@ -205,6 +205,28 @@ class _Changes:
         self.zone_names.append(zone)
         return zone
 
+    def _where(self, names: list[str]) -> str:
+        """`host node-2`, or `a new host web-b in zone eu-west/c (new zone)` for made-up ones."""
+        out = []
+        for h in sorted(set(names), key=names.index):
+            if h in self.topology.hosts:
+                out.append(f"host {h}")
+                continue
+            zone = self.host_zone.get(h)
+            if zone is None:
+                out.append(f"a new host {h}")
+                continue
+            region = zone.split("/", 1)[0]
+            new = (
+                " (new region)"
+                if region not in self.topology.regions
+                else " (new zone)"
+                if zone not in self.topology.zones
+                else ""
+            )
+            out.append(f"a new host {h} in zone {zone}{new}")
+        return ", ".join(out)
+
     def _new_host(self, base: str, zone: str | None) -> str:
         name = _fresh(base, self.data["hosts"])
         self.data["hosts"][name] = {"zone": zone} if zone is not None else {}
@@ -243,11 +265,6 @@ def _fresh(name: str, taken: Any) -> str:
     while f"{name}-{i}" in taken:
         i += 1
     return f"{name}-{i}"
-
-
-def _join(names: list[str]) -> str:
-    hosts = sorted(set(names), key=names.index)
-    return ", ".join(f"host {h}" for h in hosts)
 
 
 def _n(count: int, noun: str) -> str:

@@ -133,7 +133,7 @@ def plan_stack(
     ctx = KindContext(state_dir, topology_file, etcd_argv)
     instances: list[InstancePlan] = []
     skipped: list[Skipped] = []
-    for cname in _dependency_order(topology):
+    for cname in topology.dependency_order():
         comp = topology.components[cname]
         mine = [i for i in topology.instances[cname] if not chosen or i.host in chosen]
         reason = cannot_run(comp, ctx)
@@ -167,22 +167,6 @@ def plan_stack(
             )
     _check_port_clashes(instances)
     return StackPlan(topology, tuple(hosts), state_dir, tuple(instances), tuple(skipped), lab)
-
-
-def _dependency_order(topology: Topology) -> list[str]:
-    """Every component, each after the components it needs (file order otherwise)."""
-    seen: dict[str, None] = {}
-
-    def visit(name: str) -> None:
-        if name in seen:
-            return
-        for dep in topology.components[name].needs:
-            visit(dep)
-        seen[name] = None
-
-    for name in topology.components:
-        visit(name)
-    return list(seen)
 
 
 def _check_port_clashes(instances: Sequence[InstancePlan]) -> None:

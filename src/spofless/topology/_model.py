@@ -8,7 +8,7 @@ element's own, else its component's (instances), else `defaults`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,10 @@ class Topology:
 
     def required_components(self) -> list[str]:
         """Components the system needs (entry and everything they need), dependencies first."""
+        return self.dependency_order(self.entry)
+
+    def dependency_order(self, roots: Iterable[str] | None = None) -> list[str]:
+        """`roots` (every component by default) and what they need, each after its needs."""
         seen: dict[str, None] = {}
 
         def visit(name: str) -> None:
@@ -120,7 +124,7 @@ class Topology:
                 visit(dep)
             seen[name] = None
 
-        for name in self.entry:
+        for name in self.components if roots is None else roots:
             visit(name)
         return list(seen)
 
