@@ -438,3 +438,26 @@ def _host_signal(action: str, doc: str) -> None:
 _host_signal("pause", "SIGSTOP every process in HOST's namespace.")
 _host_signal("resume", "SIGCONT every process in HOST's namespace.")
 _host_signal("kill", "SIGKILL every process in HOST's namespace.")
+
+
+# -- the floating virtual IP (spofless.vip) ------------------------------------------
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--component", required=True, help="The load_balancer component with a `vip:`.")
+@click.option("--instance", type=click.IntRange(0), required=True, help="Its instance index.")
+def vip(file: str, component: str, instance: int) -> None:
+    """Run the floating-address agent beside one load balancer instance (Linux, root).
+
+    \b
+      spofless vip shop.yaml --component lb --instance 0
+
+    Exactly one instance holds `vip.address`, elected through etcd, announced with
+    gratuitous ARP, and given up as soon as this instance's load balancer fails its
+    check or the claim cannot be renewed. SIGTERM or SIGINT removes the address and
+    hands it over at once.
+    """
+    from spofless.vip import config_from_topology, run_vip
+
+    run_vip(config_from_topology(_topology(file), component, instance))

@@ -25,6 +25,7 @@ from spofless.topology._schema import (
     PostgresComponent,
     RuntimeComponent,
     ServiceComponent,
+    VipSpec,
 )
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "ServiceComponent",
     "Topology",
     "TopologyError",
+    "VipSpec",
     "field_path",
     "instance_element",
     "load_topology",
