@@ -392,6 +392,7 @@ class VipAgent:
 def run_vip(config: VipConfig) -> None:
     """Run the agent until SIGTERM or SIGINT (both leave the address removed)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per etcd request
 
     async def main() -> None:
         agent = VipAgent(config)
