@@ -17,9 +17,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -126,9 +128,7 @@ class Client:
 
     def __init__(self, lab: Lab, duration: float, interval: float = 0.01, timeout: float = 0.1):
         argv = [sys.executable, "-c", CLIENT, VIP, str(LB_PORT), str(duration), str(interval)]
-        self.proc = lab.popen(
-            "client", [*argv, str(timeout)], stdout=subprocess.PIPE, text=True
-        )
+        self.proc = lab.popen("client", [*argv, str(timeout)], stdout=subprocess.PIPE, text=True)
         self.duration = duration
 
     def samples(self) -> list[tuple[float, bool]]:
@@ -231,6 +231,7 @@ class VipLab:
         self.topology: Topology = load_topology_text(text, source=str(path))
         self.lab = Lab.of(self.topology, state_dir=tmp / "labstate", lab_id=lab_id)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.shm = Path(tempfile.mkdtemp(prefix="spofless-viplab-", dir="/dev/shm"))
         self.address_log: AddressLog | None = None
         Lab.up(self.topology, self.lab.state_dir, self.lab.lab_id)
         try:
@@ -252,7 +253,9 @@ class VipLab:
             members=tuple(
                 EtcdMember(
                     name=f"e{i}",
-                    data_dir=self.tmp / f"etcd{i}",
+                    # tmpfs: the lab shares a loaded machine; fsync stalls are not the
+                    # subject here (choose hold_time above your etcd's write latency).
+                    data_dir=self.shm / f"etcd{i}",
                     client_url=f"http://{addr[h]}:{2379 + i}",
                     peer_url=f"http://{addr[h]}:{2400 + i}",
                 )
@@ -273,7 +276,7 @@ class VipLab:
         wait_for(self._etcd_healthy, 30, "etcd healthy")
         for i in (0, 1):
             self.start_vip(i)
-        wait_for(lambda: len(holders(self.lab)) == 1, 20, "one VIP holder")
+        self.wait_stable(30)
 
     def _etcd_healthy(self) -> bool:
         for i, m in enumerate(self.cluster.members):
@@ -303,6 +306,20 @@ class VipLab:
             if sig == signal.SIGKILL:
                 proc.wait(timeout=10)
 
+    def wait_stable(self, timeout: float = 20.0, hold: float = 1.0) -> int:
+        """Wait until one instance has held the VIP alone for `hold` s; return its index."""
+        start = time.monotonic()
+        since, last = time.monotonic(), None
+        while time.monotonic() - start < timeout:
+            now = holders(self.lab)
+            key = now[0] if len(now) == 1 else None
+            if key != last:
+                since, last = time.monotonic(), key
+            elif key is not None and time.monotonic() - since >= hold:
+                return int(key[-1]) - 1
+            time.sleep(0.05)
+        raise AssertionError(f"no stable VIP holder within {timeout:g}s (holders: {now})")
+
     def holder(self) -> int:
         """The index (0, 1) of the one lb instance holding the VIP; fails unless exactly one."""
         now = holders(self.lab)
@@ -317,7 +334,7 @@ class VipLab:
         return (self.tmp / f"{name}.log").read_text(errors="replace")
 
     def close(self) -> None:
-        for name, proc in self.procs.items():
+        for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGCONT)
                 proc.terminate()
@@ -331,6 +348,7 @@ class VipLab:
         if self.address_log is not None:
             self.address_log.close()
         self.lab.down()
+        shutil.rmtree(self.shm, ignore_errors=True)
 
 
 HEALTH = """
@@ -338,4 +356,3 @@ import sys, httpx
 r = httpx.get(sys.argv[1] + "/health", timeout=1)
 sys.exit(0 if r.json().get("health") == "true" else 1)
 """
-

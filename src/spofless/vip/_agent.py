@@ -117,8 +117,10 @@ class VipAgent:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._renewer: asyncio.Task[None] | None = None
+        self._renew_failing = False
         self._last_logged = ""
         self.interface = ""
+        self.ip = _address.Addresses()
         self.guard: AddressGuard | None = None
 
     # -- the loop ------------------------------------------------------------------
@@ -130,10 +132,10 @@ class VipAgent:
     async def run(self) -> None:
         spec = self.spec
         self.interface = (
-            spec.interface if spec.interface != "auto" else _address.find_interface(self.address)
+            spec.interface if spec.interface != "auto" else self.ip.find_interface(self.address)
         )
         _address.hardware_address(self.interface)  # fail early on a wrong interface
-        if _address.remove_sync(self.address, self.interface):
+        if self.ip.remove(self.address, self.interface):
             logger.warning("%s: removed %s left on %s", self.me, self.address, self.interface)
         self.guard = AddressGuard(self.address, self.interface)
         logger.info(
@@ -246,8 +248,13 @@ class VipAgent:
     async def _add(self) -> None:
         assert self.guard is not None
         self.guard.arm(self.valid_until)
-        await _address.add(self.address, self.interface)
+        self.ip.add(self.address, self.interface)
         self.address_present = True
+        if time.monotonic() >= self.valid_until:  # the loop was late: undo at once
+            self.ip.remove(self.address, self.interface)
+            self.address_present = False
+            logger.warning("%s: claim lapsed while adding the address; removed", self.me)
+            return
         self.held = True
         logger.info("%s: added %s on %s", self.me, self.address, self.interface)
         self._tasks.append(asyncio.create_task(self._garp_burst(), name="vip garp"))
@@ -266,7 +273,7 @@ class VipAgent:
 
     async def _announce(self) -> None:
         self.announce_at = time.monotonic() + self.spec.garp_refresh
-        still = await asyncio.to_thread(_address.present, self.address, self.interface)
+        still = self.ip.present(self.address, self.interface)
         if not still:  # removed behind our back (the guard, a person)
             logger.warning("%s: %s is no longer on %s", self.me, self.address, self.interface)
             self.address_present = False
@@ -275,7 +282,7 @@ class VipAgent:
 
     async def _remove(self) -> None:
         assert self.guard is not None
-        await _address.remove(self.address, self.interface)
+        self.ip.remove(self.address, self.interface)
         self.guard.disarm()
         if self.address_present:
             logger.info("%s: removed %s from %s", self.me, self.address, self.interface)
@@ -304,31 +311,43 @@ class VipAgent:
     # -- tasks -------------------------------------------------------------------------
 
     async def _renew_forever(self, leadership: Leadership) -> None:
-        """Renew the claim every heartbeat_interval; each success extends valid_until."""
-        interval, hold = self.spec.heartbeat_interval, self.spec.hold_time
-        failing = False
-        while not leadership.lost.is_set():
-            sent = time.monotonic()
-            claim = Claim(self.me, "holding" if self.held else "pending")
-            try:
-                async with asyncio.timeout(hold):
-                    await leadership.update(claim.encode())
-            except LeadershipLost:
-                break
-            except (DCSError, TimeoutError) as exc:
-                if not failing:
-                    logger.warning("%s: renewal failed: %s", self.me, str(exc) or "timeout")
-                failing = True
-            else:
-                if failing:
-                    logger.info("%s: renewal works again", self.me)
-                failing = False
-                if leadership is self.leadership:
-                    self.valid_until = max(self.valid_until, sent + hold)
-                    if self.guard is not None and self.address_present:
-                        self.guard.arm(self.valid_until)
+        """Send a renewal of the claim every heartbeat_interval, without waiting for the
+        previous one (one slow request must not cost the address); each success extends
+        valid_until from the time it was sent."""
+        interval = self.spec.heartbeat_interval
+        inflight: set[asyncio.Task[None]] = set()
+        try:
+            while not leadership.lost.is_set():
+                sent = time.monotonic()
+                if len(inflight) * interval < self.spec.hold_time:
+                    task = asyncio.create_task(self._renew_once(leadership, sent))
+                    inflight.add(task)
+                    task.add_done_callback(inflight.discard)
+                await asyncio.sleep(max(0.0, sent + interval - time.monotonic()))
+        finally:
+            for task in inflight:
+                task.cancel()
             self._wake.set()
-            await asyncio.sleep(max(0.0, sent + interval - time.monotonic()))
+
+    async def _renew_once(self, leadership: Leadership, sent: float) -> None:
+        claim = Claim(self.me, "holding" if self.held else "pending")
+        try:
+            async with asyncio.timeout(self.spec.hold_time):
+                await leadership.update(claim.encode())
+        except LeadershipLost:
+            pass
+        except (DCSError, TimeoutError) as exc:
+            if not self._renew_failing:
+                logger.warning("%s: renewal failed: %s", self.me, str(exc) or "timeout")
+            self._renew_failing = True
+        else:
+            if self._renew_failing:
+                logger.info("%s: renewal works again", self.me)
+            self._renew_failing = False
+            if leadership is self.leadership:
+                self.valid_until = max(self.valid_until, sent + self.spec.hold_time)
+                if self.guard is not None and self.address_present:
+                    self.guard.arm(self.valid_until)
         self._wake.set()
 
     async def _watch_forever(self) -> None:
@@ -386,6 +405,7 @@ class VipAgent:
         if self.guard is not None:
             self.guard.stop()
         await self.store.close()
+        self.ip.close()
         logger.info("%s: stopped; %s is not here", self.me, self.address)
 
 

@@ -27,7 +27,7 @@ import signal
 import sys
 import time
 
-from spofless.vip._address import remove_sync
+from spofless.vip._address import Addresses
 
 PR_SET_PDEATHSIG = 1
 
@@ -48,8 +48,10 @@ def main(argv: list[str]) -> int:
     interface = argv[1]
     parent = int(argv[2]) if len(argv) > 2 else os.getppid()
 
+    addresses = Addresses()
+
     def drop(why: str) -> None:
-        if remove_sync(address, interface):
+        if addresses.remove(address, interface):
             print("removed", why, flush=True)
 
     def on_term(signum: int, frame: object) -> None:
