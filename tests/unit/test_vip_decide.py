@@ -248,5 +248,5 @@ def test_config_from_topology_finds_etcd_and_the_load_balancer() -> None:
     assert cfg.instance == "lb/1"
     assert cfg.key == "/spofless/viptest/vip/lb"
     assert len(cfg.endpoints) == 3 and cfg.endpoints[0].startswith("http://")
-    assert cfg.lb_port == 81
+    assert cfg.lb_port == 80  # every instance of a VIP's load balancer serves one port
     assert str(cfg.address) == "10.77.255.1/16"

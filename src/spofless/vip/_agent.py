@@ -10,6 +10,7 @@ one line whenever the decision changes.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ipaddress
 import logging
@@ -19,6 +20,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from spofless.dcs import (
     CompactedError,
@@ -49,6 +52,7 @@ from spofless.vip._settings import VipConfig
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 MAX_SLEEP = 0.01  # the loop looks at the clock at least this often
 
 
@@ -120,8 +124,19 @@ class VipAgent:
         self._renew_failing = False
         self._last_logged = ""
         self.interface = ""
-        self.ip = _address.Addresses()
+        # pyroute2's IPRoute runs its own event loop: it lives in a thread of its own.
+        self._netlink = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="netlink")
+        self._ip: _address.Addresses | None = None
         self.guard: AddressGuard | None = None
+
+    async def _nl(self, fn: Callable[..., T], *args: object) -> T:
+        """Run one netlink call (an Addresses method) in the netlink thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._netlink, fn, *args)
+
+    @property
+    def ip(self) -> _address.Addresses:
+        assert self._ip is not None, "run() opens the netlink socket"
+        return self._ip
 
     # -- the loop ------------------------------------------------------------------
 
@@ -131,11 +146,14 @@ class VipAgent:
 
     async def run(self) -> None:
         spec = self.spec
+        self._ip = await self._nl(_address.Addresses)
         self.interface = (
-            spec.interface if spec.interface != "auto" else self.ip.find_interface(self.address)
+            spec.interface
+            if spec.interface != "auto"
+            else await self._nl(self.ip.find_interface, self.address)
         )
         _address.hardware_address(self.interface)  # fail early on a wrong interface
-        if self.ip.remove(self.address, self.interface):
+        if await self._nl(self.ip.remove, self.address, self.interface):
             logger.warning("%s: removed %s left on %s", self.me, self.address, self.interface)
         self.guard = AddressGuard(self.address, self.interface)
         logger.info(
@@ -248,10 +266,10 @@ class VipAgent:
     async def _add(self) -> None:
         assert self.guard is not None
         self.guard.arm(self.valid_until)
-        self.ip.add(self.address, self.interface)
+        await self._nl(self.ip.add, self.address, self.interface)
         self.address_present = True
         if time.monotonic() >= self.valid_until:  # the loop was late: undo at once
-            self.ip.remove(self.address, self.interface)
+            await self._nl(self.ip.remove, self.address, self.interface)
             self.address_present = False
             logger.warning("%s: claim lapsed while adding the address; removed", self.me)
             return
@@ -273,7 +291,7 @@ class VipAgent:
 
     async def _announce(self) -> None:
         self.announce_at = time.monotonic() + self.spec.garp_refresh
-        still = self.ip.present(self.address, self.interface)
+        still = await self._nl(self.ip.present, self.address, self.interface)
         if not still:  # removed behind our back (the guard, a person)
             logger.warning("%s: %s is no longer on %s", self.me, self.address, self.interface)
             self.address_present = False
@@ -282,7 +300,7 @@ class VipAgent:
 
     async def _remove(self) -> None:
         assert self.guard is not None
-        self.ip.remove(self.address, self.interface)
+        await self._nl(self.ip.remove, self.address, self.interface)
         self.guard.disarm()
         if self.address_present:
             logger.info("%s: removed %s from %s", self.me, self.address, self.interface)
@@ -405,7 +423,9 @@ class VipAgent:
         if self.guard is not None:
             self.guard.stop()
         await self.store.close()
-        self.ip.close()
+        if self._ip is not None:
+            await self._nl(self._ip.close)
+        self._netlink.shutdown()
         logger.info("%s: stopped; %s is not here", self.me, self.address)
 
 

@@ -55,6 +55,12 @@ def config_from_topology(topology: Topology, component: str, index: int) -> VipC
         raise VipConfigError(
             f"{where}: {component} has instances 0..{len(instances) - 1}, not {index}"
         )
+    hosts = [i.host for i in instances]
+    if None in hosts or len(set(hosts)) != len(hosts):
+        raise VipConfigError(
+            f"{where}: the instances of {component} float one address between hosts: "
+            f"place each on a different host (instances: {hosts})"
+        )
     me = instances[index]
     address = topology.address_of(me)
     if address is None:
