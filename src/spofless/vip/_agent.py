@@ -257,7 +257,10 @@ class VipAgent:
         now = time.monotonic()
         if not result.succeeded:
             kvs = result.responses[0] if result.responses else ()
-            self.tracker.observe_read(_claim(kvs[0] if kvs else None), result.revision, now)
+            if kvs:  # changed: learn the claim now (the watch may be stuck)
+                self.tracker.observe_read(_claim(kvs[0]), result.revision, now)
+            # Gone: the watch delivers how (a released claim deleted lets us add at once).
+            await asyncio.sleep(self.spec.heartbeat_interval)
             return
         logger.info("%s: deleted the claim of %s token=%d", self.me, claim.instance, claim.token)
         self.tracker.observe_delete(result.revision, now)
