@@ -194,6 +194,8 @@ class AddressLog:
         for proc in self.procs:
             proc.kill()
             proc.wait(timeout=10)
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
 def holders(lab: Lab, hosts: tuple[str, ...] = ("lb1", "lb2")) -> list[str]:
