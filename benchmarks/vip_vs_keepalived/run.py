@@ -148,7 +148,7 @@ def run(reps: int) -> None:
             else:
                 ka = Keepalived(v, binary, contender.rsplit(" ", 1)[1])
                 restart = ka.start
-                wait_for(lambda: len(holders(v.lab)) == 1, 30, "keepalived elects a master")
+                wait_for(lambda v=v: len(holders(v.lab)) == 1, 30, "keepalived elects a master")
             for fault in ("kill lb", "cut host"):
                 got = [measure(v, fault, restart) for _ in range(reps)]
                 results[(contender, fault)] = got
