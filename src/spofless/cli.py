@@ -495,3 +495,26 @@ def dns_command(file: str, component: str, index: int, port: int | None) -> None
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     dns.run(settings)
+
+
+# -- the floating virtual IP (spofless.vip) ------------------------------------------
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--component", required=True, help="The load_balancer component with a `vip:`.")
+@click.option("--instance", type=click.IntRange(0), required=True, help="Its instance index.")
+def vip(file: str, component: str, instance: int) -> None:
+    """Run the floating-address agent beside one load balancer instance (Linux, root).
+
+    \b
+      spofless vip shop.yaml --component lb --instance 0
+
+    Exactly one instance holds `vip.address`, elected through etcd, announced with
+    gratuitous ARP, and given up as soon as this instance's load balancer fails its
+    check or the claim cannot be renewed. SIGTERM or SIGINT removes the address and
+    hands it over at once.
+    """
+    from spofless.vip import config_from_topology, run_vip
+
+    run_vip(config_from_topology(_topology(file), component, instance))

@@ -182,7 +182,8 @@ def settings_from_topology(topology: Topology, component: str, index: int) -> Lb
     admin_port = comp.admin_port + index if comp.admin_port is not None else None
     return _build(
         instance=me.name,
-        listen_host=host,
+        # With a floating address the load balancer must also accept on the VIP.
+        listen_host="0.0.0.0" if comp.vip is not None else host,
         listen_port=port,
         mode=comp.mode,
         routes=routes,

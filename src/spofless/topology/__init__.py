@@ -27,6 +27,7 @@ from spofless.topology._schema import (
     PostgresComponent,
     RuntimeComponent,
     ServiceComponent,
+    VipSpec,
 )
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "ServiceComponent",
     "Topology",
     "TopologyError",
+    "VipSpec",
     "field_path",
     "instance_element",
     "load_topology",

@@ -129,12 +129,18 @@ class Topology:
         return list(seen)
 
     def address_of(self, instance: Instance) -> str | None:
-        """`ip:port` of an instance's main port, or None when its component has no port."""
+        """`ip:port` of an instance's main port, or None when its component has no port.
+
+        Instance i listens on `port + i`, except the instances of a load balancer with a
+        `vip:`, which all listen on `port` (each on its own host)."""
         port = getattr(self.components[instance.component], "port", None)
         if port is None:
             return None
         ip = self.hosts[instance.host].address if instance.host is not None else "127.0.0.1"
-        return f"{ip}:{port + instance.index}"
+        # Load balancers sharing a floating address all serve the same port (on
+        # different hosts): a client of the VIP knows one port.
+        shared = getattr(self.components[instance.component], "vip", None) is not None
+        return f"{ip}:{port if shared else port + instance.index}"
 
     def location_of(self, *path: str | int) -> Location | None:
         """The file location of the value at `path`, or of its nearest parent."""

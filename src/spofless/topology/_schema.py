@@ -293,8 +293,66 @@ class LbOptions(Strict):
     forwarded_headers: bool = True  # X-Forwarded-For/-Proto, Forwarded, Via
 
 
+class VipSpec(Strict):
+    """`vip:` on a load balancer: one floating IPv4 address, held by exactly one of its
+    instances at a time, elected through etcd (spofless.vip has the hand-over rule).
+    Times are seconds."""
+
+    address: str  # IPv4, with a prefix length or /32; e.g. 10.77.255.1/16
+    # The interface that gets the address; auto: the one whose network contains it.
+    interface: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:@\-]{1,15}$")] = "auto"
+    dcs: Name | None = None  # the etcd component that decides; None: the topology's only one
+    # The holder renews its claim in etcd this often; the claim is the heartbeat.
+    heartbeat_interval: Annotated[float, Field(gt=0, le=10)] = 0.05
+    # A claim not renewed for hold_time is void: its holder has dropped the address by
+    # then, and a standby may depose it. Five heartbeats: four may be lost in a row.
+    hold_time: Annotated[float, Field(gt=0, le=60)] = 0.25
+    # A new holder waits this much longer than the old one's hold_time before it adds the
+    # address: timer lateness and clock-rate drift between two hosts.
+    takeover_margin: Annotated[float, Field(ge=0, le=10)] = 0.05
+    # The etcd lease under the claim (whole seconds, etcd's minimum is about 1.5 x its
+    # election timeout): it frees the key of a holder that vanished with no standby.
+    lease_ttl: Annotated[int, Field(ge=2, le=3600)] = 2
+    # Gratuitous ARP: a burst when the address is added, then one every refresh (so a
+    # neighbour that missed the burst, e.g. behind a healed partition, learns it anyway).
+    garp_count: Annotated[int, Field(ge=1, le=20)] = 3
+    garp_interval: Annotated[float, Field(gt=0, le=10)] = 0.1
+    garp_refresh: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    # How the agent checks its own load balancer; a refused connection counts at once.
+    check: HealthCheck = HealthCheck(type="tcp", interval=0.1, timeout=0.25, fall=2, rise=2)
+
+    @field_validator("address")
+    @classmethod
+    def _ipv4_interface(cls, v: str) -> str:
+        import ipaddress
+
+        try:
+            iface = ipaddress.IPv4Interface(v)
+        except ValueError as exc:
+            raise ValueError(f"address must be IPv4 such as 10.77.255.1/16: {exc}") from None
+        if iface.ip.is_loopback or iface.ip.is_multicast or iface.ip.is_unspecified:
+            raise ValueError(f"address {iface.ip} cannot float between hosts")
+        return v
+
+    @model_validator(mode="after")
+    def _timing(self) -> VipSpec:
+        if self.hold_time < 3 * self.heartbeat_interval:
+            raise ValueError(
+                f"hold_time ({self.hold_time:g}s) must be at least 3 x heartbeat_interval "
+                f"({self.heartbeat_interval:g}s) so that one lost renewal does not cost the "
+                "address: raise hold_time or lower heartbeat_interval"
+            )
+        if self.hold_time + self.takeover_margin >= self.lease_ttl:
+            raise ValueError(
+                f"hold_time + takeover_margin ({self.hold_time + self.takeover_margin:g}s) "
+                f"must be under lease_ttl ({self.lease_ttl}s): lower hold_time"
+            )
+        return self
+
+
 class LoadBalancerComponent(RuntimeComponent):
     kind: Literal["load_balancer"] = "load_balancer"
+    vip: VipSpec | None = None  # a floating address held by one instance (spofless.vip)
     mode: Literal["http", "tcp"] = "http"
     routes: list[LbRoute] = Field(default_factory=list)
     lb: LbOptions = LbOptions()
@@ -306,6 +364,11 @@ class LoadBalancerComponent(RuntimeComponent):
     def _tcp_has_one_route(self) -> LoadBalancerComponent:
         if self.mode == "tcp" and len(self.routes) > 1:
             raise ValueError("a load balancer in tcp mode takes exactly one route")
+        if self.vip is not None and self.instance_count < 2:
+            raise ValueError(
+                "a vip needs at least 2 load balancer instances to float between "
+                f"(this one has {self.instance_count})"
+            )
         return self
 
 
