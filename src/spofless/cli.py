@@ -67,3 +67,34 @@ def check(file: str, max_order: int, fmt: str) -> None:
     report = analyze(_topology(file), max_order=max_order)
     click.echo(render(report, fmt), nl=False)
     sys.exit(0 if report.ok else 1)
+
+
+# -- spofless pg: the PostgreSQL HA agent and its operations -------------------------------
+
+
+@main.group()
+def pg() -> None:
+    """PostgreSQL with automatic failover: the agent, switchover, pause."""
+
+
+def _state_dir(file: str, state_dir: str | None) -> Path:
+    from spofless.pg._topology import default_state_dir
+
+    return Path(state_dir) if state_dir else default_state_dir(Path(file))
+
+
+@pg.command("agent")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--component", required=True, help="The postgres component of FILE.")
+@click.option("--instance", "index", type=click.IntRange(0), required=True, help="Its index.")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where data directories go (default: .spofless/<file stem> beside FILE).",
+)
+def pg_agent(file: str, component: str, index: int, state_dir: str | None) -> None:
+    """Run the agent of one PostgreSQL instance until SIGTERM (the stack runs this)."""
+    from spofless.pg.process import agent_main
+
+    agent_main(_topology(file), component, index, _state_dir(file, state_dir))
