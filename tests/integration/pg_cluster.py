@@ -101,6 +101,22 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _children(pid: int) -> list[int]:
+    """The live child processes of `pid`."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(entry.name))
+    return out
+
+
 class Node:
     """One agent process and the PostgreSQL it runs."""
 
@@ -153,10 +169,14 @@ class Node:
         self.cluster.seen_postmasters.add(pid)
         return pid
 
-    def signal_postgres(self, sig: signal.Signals) -> None:
-        pid = self.postmaster_pid()
+    def signal_postgres(self, sig: signal.Signals, postmaster: int | None = None) -> None:
+        """Signal the postmaster and every process it forked (each child of PostgreSQL
+        is its own process group leader, so killpg would reach the postmaster only)."""
+        pid = postmaster or self.postmaster_pid()
         assert pid is not None, f"{self.name}: PostgreSQL is not running"
-        os.killpg(pid, sig)
+        for p in [pid, *_children(pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, sig)
 
     def signal_agent(self, sig: signal.Signals) -> None:
         assert self.proc is not None
@@ -167,19 +187,17 @@ class Node:
         pid = self.postmaster_pid()
         self.signal_agent(signal.SIGKILL)
         if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+            self.signal_postgres(signal.SIGKILL, pid)
 
     def stop_node(self) -> None:
-        """SIGSTOP of the whole node: PostgreSQL's processes, then the agent."""
-        self.signal_postgres(signal.SIGSTOP)
+        """SIGSTOP of the whole node: the agent, then PostgreSQL's processes."""
         self.signal_agent(signal.SIGSTOP)
+        self.signal_postgres(signal.SIGSTOP)
 
     def cont_node(self, postmaster: int) -> None:
         """SIGCONT of the whole node, both at once (the agent first, as a woken VM would)."""
         self.signal_agent(signal.SIGCONT)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(postmaster, signal.SIGCONT)
+        self.signal_postgres(signal.SIGCONT, postmaster)
 
     def wait_agent_exit(self, bound: float = 10.0) -> None:
         assert self.proc is not None
@@ -288,6 +306,7 @@ class PgCluster:
         deadline = time.monotonic() + bound
         while not check():
             if time.monotonic() > deadline:
+                self.keep_logs()
                 raise AssertionError(f"not within {bound:.0f}s: {what}\n{self.logs()}")
             time.sleep(0.1)
 
@@ -336,9 +355,19 @@ class PgCluster:
         for node in self.nodes:
             node.postmaster_pid()  # remember the last one too
         for pid in self.seen_postmasters:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGCONT)
-                os.killpg(pid, signal.SIGKILL)
+            for p in [pid, *_children(pid)]:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(p, signal.SIGCONT)
+                    os.kill(p, signal.SIGKILL)
+
+    def keep_logs(self) -> None:
+        """Copy every log to $SPOFLESS_KEEP_LOGS (when set) before the directory goes."""
+        dest = os.environ.get("SPOFLESS_KEEP_LOGS")
+        if dest:
+            out = Path(dest) / self.base.name
+            out.mkdir(parents=True, exist_ok=True)
+            for log in [*self.base.glob("*.log"), *self.state_dir.glob("data/*.log")]:
+                shutil.copy(log, out / log.name)
 
     def logs(self) -> str:
         return "\n".join(f"--- {n.name}\n{n.log_tail()}" for n in self.nodes)

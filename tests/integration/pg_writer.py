@@ -45,11 +45,7 @@ class WriterReport:
     def window(self, after: float) -> float:
         """The write-unavailability window: the longest gap between two consecutive
         acknowledgements that ends after `after` (the fault's time)."""
-        gaps = [
-            b.at - a.at
-            for a, b in zip(self.acks, self.acks[1:], strict=False)
-            if b.at > after
-        ]
+        gaps = [b.at - a.at for a, b in zip(self.acks, self.acks[1:], strict=False) if b.at > after]
         return max(gaps, default=0.0)
 
     def acked_after(self, t: float) -> list[Ack]:
@@ -101,13 +97,9 @@ class Writer:
                 if conn is None or conn.closed:
                     conn = _bounded(lambda: psycopg.connect(self.conninfo, autocommit=True))
                 ident, self.next_id = self.next_id, self.next_id + 1
-                c = conn
-                _bounded(
-                    lambda: c.execute(f"INSERT INTO {self.table} (id) VALUES (%s)", (ident,)),
-                    c,
-                )
+                self._insert(conn, ident)
                 with self._lock:
-                    self.report.acks.append(Ack(ident, int(c.info.port), time.monotonic()))
+                    self.report.acks.append(Ack(ident, int(conn.info.port), time.monotonic()))
             except psycopg.Error:
                 self.report.failed += 1
                 if conn is not None:
@@ -118,6 +110,10 @@ class Writer:
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
+
+    def _insert(self, conn: psycopg.Connection[Any], ident: int) -> None:
+        sql = f"INSERT INTO {self.table} (id) VALUES (%s)"
+        _bounded(lambda: conn.execute(sql, (ident,)), conn)
 
 
 def _bounded(call: Callable[[], T], conn: psycopg.Connection[Any] | None = None) -> T:

@@ -369,3 +369,16 @@ def test_lsn_round_trip(text: str) -> None:
 
 def test_unknown_lsn() -> None:
     assert format_lsn(None) == "?"
+
+
+def test_replica_that_keeps_failing_to_start_is_rewound() -> None:
+    local = LocalState(has_data=True, replica_start_failures=3)
+    d = decide(view("c", local, cluster("b", member("b", Role.PRIMARY))))
+    assert d.action is Action.REWIND and d.target == "b"
+    assert "failed to start as a replica 3 times" in d.reason
+
+
+def test_replica_start_failure_below_bound_retries_start() -> None:
+    local = LocalState(has_data=True, replica_start_failures=1)
+    d = decide(view("c", local, cluster("b", member("b", Role.PRIMARY))))
+    assert d.action is Action.START_REPLICA

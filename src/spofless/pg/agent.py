@@ -101,6 +101,7 @@ class Agent:
         self._member_lease = 0
         self._rewind_failed = False
         self._start_failures = 0
+        self._replica_start_failures = 0
         self._not_streaming_since: float | None = None
         self._view: View | None = None
         self._local_status: MemberStatus = MemberStatus(self.name)
@@ -174,6 +175,7 @@ class Agent:
                 was_primary=await srv.was_primary(),
                 rewind_failed=self._rewind_failed,
                 start_failures=self._start_failures,
+                replica_start_failures=self._replica_start_failures,
             )
         try:
             st = await srv.status()
@@ -253,7 +255,7 @@ class Agent:
             )
         elif a is Action.CLONE:
             await srv.clone(self._need(view, d.target))
-            await srv.start(upstream=self._upstream(view, d.target))
+            await self._start_replica(self._upstream(view, d.target))
         elif a is Action.START_PRIMARY:
             try:
                 await srv.start(standby=False)
@@ -262,7 +264,7 @@ class Agent:
                 self._start_failures += 1
                 raise
         elif a is Action.START_REPLICA:
-            await srv.start(upstream=self._upstream(view, d.target))
+            await self._start_replica(self._upstream(view, d.target))
         elif a is Action.PROMOTE:
             await srv.promote()
             await self._leader_duties(view)
@@ -277,6 +279,9 @@ class Agent:
             await srv.stop("fast")
             up = self._need(view, d.target)
             if a is Action.REWIND:
+                # pg_rewind reads the source's timeline from its control file, which a fresh
+                # promotion updates only at its next checkpoint.
+                await srv.query("CHECKPOINT", on=up, limit=srv.settings.tool_timeout)
                 try:
                     await srv.rewind(up)
                 except PgCommandError:
@@ -284,10 +289,23 @@ class Agent:
                     raise
             else:
                 await srv.remove_data_and_clone(up, allow_removal=self.settings.allow_reclone)
+            self._replica_start_failures = 0
+            try:
+                await self._start_replica(up)
+            except PgCommandError:
+                self._rewind_failed = True  # the rejoined directory cannot start as it is
+                raise
             self._rewind_failed = False
-            await srv.start(upstream=up)
         elif a is Action.RELEASE:
             await self._release()
+
+    async def _start_replica(self, upstream: Upstream | None) -> None:
+        try:
+            await self.server.start(upstream=upstream)
+        except PgCommandError:
+            self._replica_start_failures += 1
+            raise
+        self._replica_start_failures = 0
 
     def _need(self, view: View, name: str | None) -> Upstream:
         up = self._upstream(view, name)

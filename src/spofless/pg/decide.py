@@ -149,6 +149,12 @@ def _as_follower(v: View, c: ClusterState) -> Decision:
     if not local.running:
         if local.was_primary:
             return _rejoin(v, leader, "my data directory was a primary")
+        if local.replica_start_failures >= v.policy.max_start_failures:
+            return _rejoin(
+                v,
+                leader,
+                f"PostgreSQL failed to start as a replica {local.replica_start_failures} times",
+            )
         return _d(Action.START_REPLICA, f"starting as a replica of leader {leader}", leader)
     if local.following != leader:
         return _d(

@@ -35,6 +35,7 @@ def configure_logging(level: int = logging.INFO) -> None:
         format="%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s",
         datefmt="%Y-%m-%dT%H:%M:%S",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per etcd request
 
 
 async def run_agent(settings: AgentSettings, endpoints: list[str]) -> None:

@@ -67,6 +67,9 @@ class LocalState:
     was_primary: bool = False
     rewind_failed: bool = False  # the last pg_rewind of this data directory failed
     start_failures: int = 0  # consecutive failed starts as primary
+    # Consecutive failed starts as a replica: a data directory that cannot follow the
+    # leader as it is (e.g. it diverged) is rejoined through pg_rewind instead.
+    replica_start_failures: int = 0
 
 
 @dataclass(frozen=True, slots=True)
