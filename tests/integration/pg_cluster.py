@@ -195,9 +195,10 @@ class Node:
         self.signal_postgres(signal.SIGSTOP)
 
     def cont_node(self, postmaster: int) -> None:
-        """SIGCONT of the whole node, both at once (the agent first, as a woken VM would)."""
-        self.signal_agent(signal.SIGCONT)
+        """SIGCONT of the whole node, PostgreSQL first: the worst order for safety (a woken
+        VM resumes everything at once; PostgreSQL may well run before the agent)."""
         self.signal_postgres(signal.SIGCONT, postmaster)
+        self.signal_agent(signal.SIGCONT)
 
     def wait_agent_exit(self, bound: float = 10.0) -> None:
         assert self.proc is not None
@@ -399,5 +400,6 @@ def start_cluster(synchronous: bool) -> Iterator[PgCluster]:
         yield cluster
     finally:
         cluster.stop()
+        cluster.keep_logs()
         etcd.stop_all()
         shutil.rmtree(base, ignore_errors=True)

@@ -18,7 +18,9 @@ every test starts from, and returns to, one primary with two streaming replicas.
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import threading
 import time
 from collections.abc import Iterator
 
@@ -43,6 +45,32 @@ def _first_id(cluster: PgCluster, primary: Node) -> int:
     return int(primary.query("SELECT coalesce(max(id), 0) FROM t")[0][0]) + 1000
 
 
+class QueuedWrite:
+    """One INSERT sent on a connection opened before the fault, answered (or not) later."""
+
+    def __init__(self, node: Node) -> None:
+        self.conn = psycopg.connect(node.conninfo(), autocommit=True)
+        self.result: list[str] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def send(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.conn.execute("INSERT INTO t (id) VALUES (%s)", (-(10**12),))
+            self.result.append("the write queued during the freeze was acknowledged")
+        except psycopg.Error:
+            pass  # the old primary was stopped: not acknowledged, as it must be
+
+    def outcome(self, bound: float = 15.0) -> list[str]:
+        self.thread.join(bound)
+        if self.thread.is_alive():  # still waiting: not acknowledged; stop waiting
+            with contextlib.suppress(Exception):
+                self.conn.close()
+        return self.result
+
+
 def _probe_writes(node: Node, seconds: float) -> list[str]:
     """Try to write directly on `node` for `seconds`; the writes it acknowledged."""
     accepted: list[str] = []
@@ -63,6 +91,10 @@ def test_fault_on_primary(cluster: PgCluster, fault: str) -> None:
     with Writer(cluster.multihost(), first_id=_first_id(cluster, old)) as writer:
         cluster.wait(lambda: writer.acks_since(0) > 20, "the writer writes", 20)
         fault_at = time.monotonic()
+        print(
+            f"\n[{mode} {fault}] fault on {old.name} at {time.strftime('%H:%M:%S')}"
+            f".{int(time.time() * 1000) % 1000:03d}"
+        )
         if fault == "kill-node":
             old.kill_node()
         elif fault == "kill-postmaster":
@@ -72,13 +104,18 @@ def test_fault_on_primary(cluster: PgCluster, fault: str) -> None:
         else:
             postmaster = old.postmaster_pid()
             assert postmaster is not None
+            # A client connected before the freeze sends a write while the node is frozen:
+            # the kernel queues it, and the old primary runs it the instant it wakes.
+            queued = QueuedWrite(old)
             old.stop_node()
+            queued.send()
             # Frozen past the ttl: a replica takes over meanwhile.
             cluster.wait_new_primary(old, bound=30)
             promoted_at = time.monotonic()
             time.sleep(max(0.0, fault_at + TTL + 2 - time.monotonic()))
             old.cont_node(postmaster)
             late_on_old = _probe_writes(old, 3.0)
+            late_on_old += queued.outcome()
         if fault != "stop-node":
             cluster.wait(lambda: cluster.primary() is not None, "a primary", 40)
             promoted_at = time.monotonic()

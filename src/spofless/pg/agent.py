@@ -53,6 +53,7 @@ from spofless.pg.view import (
     SyncState,
     View,
 )
+from spofless.pg.witness import WITNESS_NAME, FenceWitness, witness_standby_names
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,10 @@ class AgentSettings(BaseModel):
     maximum_lag_on_failover: Annotated[int, Field(ge=0)] = 1024 * 1024
     allow_reclone: bool = False
     loop_wait: Annotated[float, Field(gt=0)] = 0.5
+    # Commits wait for a witness in this agent that acknowledges only while the lease is
+    # valid (spofless.pg.witness): a primary frozen past the ttl cannot acknowledge a
+    # commit when it wakes. Off only to measure what it costs.
+    fence_witness: bool = True
     dcs: DCSSettings = DCSSettings(ttl=3, renew_interval=0.5, retry_timeout=0.5)
 
     @property
@@ -107,6 +112,8 @@ class Agent:
         self._local_status: MemberStatus = MemberStatus(self.name)
         self._cluster_members: tuple[MemberStatus, ...] = ()
         self.last_decision: Decision | None = None
+        self._witness: FenceWitness | None = None
+        self._witness_task: asyncio.Task[None] | None = None
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -129,6 +136,7 @@ class Agent:
                     await asyncio.wait_for(self._wake.wait(), self.settings.loop_wait)
         finally:
             watcher.cancel()
+            self._stop_witness()
             await self.api.close()
             # Writes stop before the lease is freed: never two writable primaries.
             await self.server.stop("fast")
@@ -269,6 +277,7 @@ class Agent:
             await srv.promote()
             await self._leader_duties(view)
         elif a is Action.DEMOTE:
+            self._stop_witness()
             await srv.stop("immediate")
             await self._release()
         elif a is Action.RENEW:
@@ -328,9 +337,11 @@ class Agent:
         if self.server.running and self._local_status.role is Role.PRIMARY:
             logger.warning("%s: lease lost (%s): stopping PostgreSQL now", self.name, reason)
             self.server.signal_stop("immediate")
+        self._stop_witness()
         self._wake.set()
 
     async def _release(self) -> None:
+        self._stop_witness()
         if self.leadership is not None:
             lead, self.leadership = self.leadership, None
             await lead.resign()
@@ -347,7 +358,11 @@ class Agent:
         others = [m for m in c.members if m != self.name]
         await srv.create_slots([slot_name(m) for m in others])
         st = await srv.status()
-        rows = [StandbyRow(r.name, r.state, r.sync_state, r.flush_lsn) for r in st.replication]
+        rows = [
+            StandbyRow(r.name, r.state, r.sync_state, r.flush_lsn)
+            for r in st.replication
+            if r.name != WITNESS_NAME
+        ]
         plan = plan_sync(self.name, view.policy, c.sync, rows, st.wal_position)
         ops = [Put(f"{self.p}/optime", str(st.wal_position or 0))]
         if plan.record is not None:
@@ -362,9 +377,37 @@ class Agent:
         res = await self.store.txn([self._fence()], ops)
         if not res.succeeded:
             raise PgCommandError(f"{self.name}: leader key no longer mine; not writing")
-        await srv.set_synchronous_standby_names(plan.standby_names)
+        names = plan.standby_names
+        if not names and self._fence_ready():
+            # No synchronous replica fences this primary: the witness does.
+            names = witness_standby_names()
+        await srv.set_synchronous_standby_names(names)
         if plan.degraded:
             logger.warning("%s: %s", self.name, plan.reason)
+
+    def _fence_ready(self) -> bool:
+        """Start the witness if needed; whether it streams (only then may commits wait on it)."""
+        if not self.settings.fence_witness:
+            return False
+        if self._witness_task is None or self._witness_task.done():
+            s = self.settings.server
+            self._witness = FenceWitness(self.name, s.host, s.port, self._may_acknowledge)
+            self._witness_task = asyncio.create_task(
+                self._witness.run(), name=f"fence witness {self.name}"
+            )
+        assert self._witness is not None
+        # Once it has streamed, it stays named even while it reconnects: commits wait.
+        named = self.server.synchronous_standby_names == witness_standby_names()
+        return named or self._witness.streaming.is_set()
+
+    def _may_acknowledge(self) -> bool:
+        lead = self.leadership
+        return lead is not None and lead.is_leader
+
+    def _stop_witness(self) -> None:
+        if self._witness_task is not None:
+            self._witness_task.cancel()
+            self._witness_task = None
 
     async def _publish(self, view: View) -> None:
         """Put this member's status on its own lease (it vanishes when the agent dies)."""

@@ -448,6 +448,11 @@ class PostgresServer:
         write_managed_files(self.data_dir, self._conf(upstream), standby=True)
         await self.query("SELECT pg_reload_conf()")
 
+    @property
+    def synchronous_standby_names(self) -> str:
+        """The value last set (and written to the managed configuration)."""
+        return self._sync_names
+
     async def set_synchronous_standby_names(self, value: str) -> None:
         if value == self._sync_names:
             return
