@@ -39,7 +39,7 @@ from spofless.pg._errors import PgCommandError
 from spofless.pg.api import ApiServer, ApiSnapshot, MemberStatus
 from spofless.pg.decide import decide
 from spofless.pg.server import PostgresServer, ServerSettings, Upstream, slot_name
-from spofless.pg.sync import StandbyRow, plan_sync
+from spofless.pg.sync import NO_STANDBY, StandbyRow, plan_sync, standby_names
 from spofless.pg.view import (
     Action,
     ClusterState,
@@ -122,6 +122,9 @@ class Agent:
         watcher = asyncio.create_task(self._watch_leader())
         try:
             while True:
+                # Cleared before observing: a wake-up set while acting (a lease won, a
+                # leader key changed) starts the next loop at once.
+                self._wake.clear()
                 view = await self._observe()
                 decision = decide(view)
                 self.last_decision = decision
@@ -131,7 +134,6 @@ class Agent:
                 except (PgCommandError, DCSError) as exc:
                     logger.warning("%s: %s failed: %s", self.name, decision.action, exc)
                 await self._publish(view)
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.loop_wait)
         finally:
@@ -274,6 +276,9 @@ class Agent:
         elif a is Action.START_REPLICA:
             await self._start_replica(self._upstream(view, d.target))
         elif a is Action.PROMOTE:
+            # Commits must not be acknowledged unfenced between the promotion and the
+            # first leader duties: they wait for the fence (witness or sync replica).
+            await srv.set_synchronous_standby_names(self._promotion_fence())
             await srv.promote()
             await self._leader_duties(view)
         elif a is Action.DEMOTE:
@@ -355,6 +360,7 @@ class Agent:
         c, srv = view.cluster, self.server
         if c is None or self.leadership is None:
             return
+        fenced = self._fence_ready()  # first: commits after a promotion wait for it
         others = [m for m in c.members if m != self.name]
         await srv.create_slots([slot_name(m) for m in others])
         st = await srv.status()
@@ -378,7 +384,7 @@ class Agent:
         if not res.succeeded:
             raise PgCommandError(f"{self.name}: leader key no longer mine; not writing")
         names = plan.standby_names
-        if not names and self._fence_ready():
+        if not names and (fenced or self._fence_ready()):
             # No synchronous replica fences this primary: the witness does.
             names = witness_standby_names()
         await srv.set_synchronous_standby_names(names)
@@ -399,6 +405,11 @@ class Agent:
         # Once it has streamed, it stays named even while it reconnects: commits wait.
         named = self.server.synchronous_standby_names == witness_standby_names()
         return named or self._witness.streaming.is_set()
+
+    def _promotion_fence(self) -> str:
+        if self.settings.fence_witness:
+            return witness_standby_names()
+        return standby_names(NO_STANDBY) if self.settings.synchronous else ""
 
     def _may_acknowledge(self) -> bool:
         lead = self.leadership
