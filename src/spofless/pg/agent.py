@@ -8,6 +8,7 @@ Keys under the cluster prefix P (all JSON except the leader key):
     P/optime            the leader's last WAL position (fenced write)
     P/sync              the leader's SyncState (fenced write)
     P/config            {"paused": bool}
+    P/switchover        {"leader": name|null, "candidate": name|null}: an operator's request
 
 Each loop logs one line naming the instance. Long actions run as one task;
 the leader lease keeps renewing on its own task meanwhile, and losing it stops
@@ -29,15 +30,17 @@ from spofless.dcs import (
     DCSError,
     DCSSettings,
     DCSUnavailable,
+    Delete,
     KeyValueStore,
     Leadership,
     LeaseNotFound,
+    Op,
     Put,
     campaign,
 )
 from spofless.pg._errors import PgCommandError
 from spofless.pg.api import ApiServer, ApiSnapshot, MemberStatus
-from spofless.pg.decide import decide
+from spofless.pg.decide import decide, format_lsn, parse_lsn
 from spofless.pg.server import PostgresServer, ServerSettings, Upstream, slot_name
 from spofless.pg.sync import NO_STANDBY, StandbyRow, plan_sync, standby_names
 from spofless.pg.view import (
@@ -50,12 +53,15 @@ from spofless.pg.view import (
     Member,
     Policy,
     Role,
+    Switchover,
     SyncState,
     View,
 )
 from spofless.pg.witness import WITNESS_NAME, FenceWitness, witness_standby_names
 
 logger = logging.getLogger(__name__)
+
+SWITCHOVER_CATCH_UP = 10.0  # seconds the candidate has to receive the last WAL byte
 
 
 class AgentSettings(BaseModel):
@@ -215,6 +221,7 @@ class Agent:
         members: dict[str, Member] = {}
         statuses: list[MemberStatus] = []
         sync, optime, paused, initialized = SyncState(), None, False, False
+        switchover: Switchover | None = None
         for kv in res.kvs:
             key = kv.key[len(self.p) + 1 :]
             if key == "leader":
@@ -225,6 +232,9 @@ class Agent:
                 optime = int(kv.value)
             elif key == "config":
                 paused = bool(json.loads(kv.value).get("paused", False))
+            elif key == "switchover":
+                d = json.loads(kv.value)
+                switchover = Switchover(d.get("leader"), d.get("candidate"))
             elif key == "sync":
                 d = json.loads(kv.value)
                 sync = SyncState(
@@ -241,7 +251,7 @@ class Agent:
                     ms.name, ms.role, ms.running, ms.timeline, ms.wal_position, reachable=True
                 )
         self._cluster_members = tuple(sorted(statuses, key=lambda m: m.name))
-        return ClusterState(initialized, leader, members, sync, optime, paused)
+        return ClusterState(initialized, leader, members, sync, optime, paused, switchover)
 
     # -- acting ---------------------------------------------------------------------------
 
@@ -312,6 +322,53 @@ class Agent:
             self._rewind_failed = False
         elif a is Action.RELEASE:
             await self._release()
+        elif a is Action.SWITCHOVER:
+            await self._switchover(view, self._need(view, d.target))
+
+    async def _switchover(self, view: View, target: Upstream) -> None:
+        """Stop writes, let `target` receive every last byte, then give it the lease.
+
+        Fast shutdown makes PostgreSQL wait until its WAL senders have sent everything,
+        the shutdown checkpoint included; the target is then checked to hold it. If it
+        does not within the bound, this primary starts again and the request is dropped.
+        """
+        srv, key = self.server, f"{self.p}/switchover"
+        request = json.dumps({"leader": self.name, "candidate": target.name})
+        res = await self.store.txn([self._fence()], [Put(key, request)])
+        if not res.succeeded:
+            raise PgCommandError(f"{self.name}: leader key no longer mine; no switchover")
+        logger.warning("%s: switchover to %s: stopping writes", self.name, target.name)
+        self._stop_witness()
+        await srv.stop("fast")
+        final = (await srv.controldata()).checkpoint_lsn or 0
+        deadline = asyncio.get_running_loop().time() + SWITCHOVER_CATCH_UP
+        while True:
+            try:
+                rows = await srv.query("SELECT pg_last_wal_receive_lsn()::text", on=target)
+                received = parse_lsn(rows[0][0]) if rows and rows[0][0] else 0
+            except PgCommandError:
+                received = 0
+            if received > final:
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                logger.warning(
+                    "%s: switchover aborted: %s did not receive up to %s in %ss",
+                    self.name,
+                    target.name,
+                    format_lsn(final),
+                    SWITCHOVER_CATCH_UP,
+                )
+                await self.store.txn([self._fence()], [Delete(key)])
+                await srv.start(standby=False)
+                return
+            await asyncio.sleep(0.05)
+        await self._release()
+        logger.info(
+            "%s: switchover: %s holds everything up to %s",
+            self.name,
+            target.name,
+            format_lsn(final),
+        )
 
     async def _start_replica(self, upstream: Upstream | None) -> None:
         try:
@@ -370,7 +427,7 @@ class Agent:
             if r.name != WITNESS_NAME
         ]
         plan = plan_sync(self.name, view.policy, c.sync, rows, st.wal_position)
-        ops = [Put(f"{self.p}/optime", str(st.wal_position or 0))]
+        ops: list[Op] = [Put(f"{self.p}/optime", str(st.wal_position or 0))]
         if plan.record is not None:
             r = plan.record
             record = {
@@ -380,6 +437,8 @@ class Agent:
                 "pending_lsn": r.pending_lsn,
             }
             ops.append(Put(f"{self.p}/sync", json.dumps(record)))
+        if c.switchover is not None and c.switchover.leader != self.name:
+            ops.append(Delete(f"{self.p}/switchover"))  # done: I lead now
         res = await self.store.txn([self._fence()], ops)
         if not res.succeeded:
             raise PgCommandError(f"{self.name}: leader key no longer mine; not writing")
