@@ -111,14 +111,10 @@ def test_fault_on_primary(cluster: PgCluster, fault: str) -> None:
             queued.send()
             # Frozen past the ttl: a replica takes over meanwhile.
             cluster.wait_new_primary(old, bound=30)
-            promoted_at = time.monotonic()
             time.sleep(max(0.0, fault_at + TTL + 2 - time.monotonic()))
             old.cont_node(postmaster)
             late_on_old = _probe_writes(old, 3.0)
             late_on_old += queued.outcome()
-        if fault != "stop-node":
-            cluster.wait(lambda: cluster.primary() is not None, "a primary", 40)
-            promoted_at = time.monotonic()
         cluster.wait(lambda: writer.acks_since(fault_at) > 50, "writes resume", 40)
         report = writer.stop()
 
@@ -128,7 +124,6 @@ def test_fault_on_primary(cluster: PgCluster, fault: str) -> None:
     new = cluster.wait_healthy(bound=60)
     if fault != "kill-postmaster":
         assert new is not old, f"{old.name} still the primary after {fault}"
-    print(f"\n[{mode} {fault}] /primary answered 200 on a node {promoted_at - fault_at:.2f}s after")
     _check(cluster, report, old, new, fault_at, f"{mode} {fault}")
     assert late_on_old == [], f"the old primary acknowledged writes after waking: {late_on_old}"
 
