@@ -15,6 +15,7 @@ from spofless.pg import (
     Member,
     Policy,
     Role,
+    Switchover,
     SyncState,
     View,
     decide,
@@ -369,3 +370,62 @@ def test_lsn_round_trip(text: str) -> None:
 
 def test_unknown_lsn() -> None:
     assert format_lsn(None) == "?"
+
+
+def test_replica_that_keeps_failing_to_start_is_rewound() -> None:
+    local = LocalState(has_data=True, replica_start_failures=3)
+    d = decide(view("c", local, cluster("b", member("b", Role.PRIMARY))))
+    assert d.action is Action.REWIND and d.target == "b"
+    assert "failed to start as a replica 3 times" in d.reason
+
+
+def test_replica_start_failure_below_bound_retries_start() -> None:
+    local = LocalState(has_data=True, replica_start_failures=1)
+    d = decide(view("c", local, cluster("b", member("b", Role.PRIMARY))))
+    assert d.action is Action.START_REPLICA
+
+
+# -- switchover and manual failover ----------------------------------------------------
+
+
+def test_switchover_hands_over_to_the_best_replica() -> None:
+    c = cluster(
+        "a",
+        member("a", Role.PRIMARY),
+        member("b", pos=90 * MB),
+        member("c", pos=95 * MB),
+        switchover=Switchover("a", None),
+    )
+    d = decide(view("a", primary(), c, held=True))
+    assert d.action is Action.SWITCHOVER and d.target == "c"
+
+
+def test_switchover_to_a_named_replica() -> None:
+    c = cluster("a", switchover=Switchover("a", "b"))
+    d = decide(view("a", primary(), c, held=True))
+    assert d.action is Action.SWITCHOVER and d.target == "b"
+
+
+def test_switchover_in_synchronous_mode_only_to_a_synchronous_replica() -> None:
+    c = cluster("a", switchover=Switchover("a", "c"), sync=SyncState("a", frozenset({"b"})))
+    d = decide(view("a", primary(), c, held=True, policy=Policy(synchronous=True)))
+    assert d.action is Action.RENEW and "not a known synchronous replica" in d.reason
+
+
+def test_switchover_for_another_leader_is_ignored() -> None:
+    c = cluster("a", switchover=Switchover("x", "b"))
+    assert decide(view("a", primary(), c, held=True)).action is Action.RENEW
+
+
+def test_only_the_candidate_takes_the_lease_after_a_switchover() -> None:
+    members = (member("a"), member("b", pos=100 * MB), member("c", pos=200 * MB))
+    c = cluster(None, *members, switchover=Switchover("a", "b"))
+    assert decide(view("b", replica(following="a"), c)).action is Action.ACQUIRE
+    d = decide(view("c", replica(pos=200 * MB, following="a"), c))
+    assert d.action is Action.WAIT and "requested candidate" in d.reason
+
+
+def test_manual_failover_works_while_paused() -> None:
+    c = cluster(None, member("b"), member("c"), paused=True, switchover=Switchover(None, "c"))
+    assert decide(view("c", replica(following="a"), c)).action is Action.ACQUIRE
+    assert decide(view("b", replica(following="a"), c)).action is Action.WAIT

@@ -15,6 +15,7 @@ from spofless.pg.view import (
     Member,
     Policy,
     Role,
+    Switchover,
     SyncState,
     View,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "Member",
     "Policy",
     "Role",
+    "Switchover",
     "SyncState",
     "View",
     "decide",

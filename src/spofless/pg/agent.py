@@ -8,6 +8,7 @@ Keys under the cluster prefix P (all JSON except the leader key):
     P/optime            the leader's last WAL position (fenced write)
     P/sync              the leader's SyncState (fenced write)
     P/config            {"paused": bool}
+    P/switchover        {"leader": name|null, "candidate": name|null}: an operator's request
 
 Each loop logs one line naming the instance. Long actions run as one task;
 the leader lease keeps renewing on its own task meanwhile, and losing it stops
@@ -29,17 +30,19 @@ from spofless.dcs import (
     DCSError,
     DCSSettings,
     DCSUnavailable,
+    Delete,
     KeyValueStore,
     Leadership,
     LeaseNotFound,
+    Op,
     Put,
     campaign,
 )
 from spofless.pg._errors import PgCommandError
 from spofless.pg.api import ApiServer, ApiSnapshot, MemberStatus
-from spofless.pg.decide import decide
+from spofless.pg.decide import decide, format_lsn, parse_lsn
 from spofless.pg.server import PostgresServer, ServerSettings, Upstream, slot_name
-from spofless.pg.sync import StandbyRow, plan_sync
+from spofless.pg.sync import NO_STANDBY, StandbyRow, plan_sync, standby_names
 from spofless.pg.view import (
     Action,
     ClusterState,
@@ -50,11 +53,15 @@ from spofless.pg.view import (
     Member,
     Policy,
     Role,
+    Switchover,
     SyncState,
     View,
 )
+from spofless.pg.witness import WITNESS_NAME, FenceWitness, witness_standby_names
 
 logger = logging.getLogger(__name__)
+
+SWITCHOVER_CATCH_UP = 10.0  # seconds the candidate has to receive the last WAL byte
 
 
 class AgentSettings(BaseModel):
@@ -71,6 +78,10 @@ class AgentSettings(BaseModel):
     maximum_lag_on_failover: Annotated[int, Field(ge=0)] = 1024 * 1024
     allow_reclone: bool = False
     loop_wait: Annotated[float, Field(gt=0)] = 0.5
+    # Commits wait for a witness in this agent that acknowledges only while the lease is
+    # valid (spofless.pg.witness): a primary frozen past the ttl cannot acknowledge a
+    # commit when it wakes. Off only to measure what it costs.
+    fence_witness: bool = True
     dcs: DCSSettings = DCSSettings(ttl=3, renew_interval=0.5, retry_timeout=0.5)
 
     @property
@@ -101,11 +112,14 @@ class Agent:
         self._member_lease = 0
         self._rewind_failed = False
         self._start_failures = 0
+        self._replica_start_failures = 0
         self._not_streaming_since: float | None = None
         self._view: View | None = None
         self._local_status: MemberStatus = MemberStatus(self.name)
         self._cluster_members: tuple[MemberStatus, ...] = ()
         self.last_decision: Decision | None = None
+        self._witness: FenceWitness | None = None
+        self._witness_task: asyncio.Task[None] | None = None
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -114,6 +128,9 @@ class Agent:
         watcher = asyncio.create_task(self._watch_leader())
         try:
             while True:
+                # Cleared before observing: a wake-up set while acting (a lease won, a
+                # leader key changed) starts the next loop at once.
+                self._wake.clear()
                 view = await self._observe()
                 decision = decide(view)
                 self.last_decision = decision
@@ -123,11 +140,11 @@ class Agent:
                 except (PgCommandError, DCSError) as exc:
                     logger.warning("%s: %s failed: %s", self.name, decision.action, exc)
                 await self._publish(view)
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.loop_wait)
         finally:
             watcher.cancel()
+            self._stop_witness()
             await self.api.close()
             # Writes stop before the lease is freed: never two writable primaries.
             await self.server.stop("fast")
@@ -174,6 +191,7 @@ class Agent:
                 was_primary=await srv.was_primary(),
                 rewind_failed=self._rewind_failed,
                 start_failures=self._start_failures,
+                replica_start_failures=self._replica_start_failures,
             )
         try:
             st = await srv.status()
@@ -203,6 +221,7 @@ class Agent:
         members: dict[str, Member] = {}
         statuses: list[MemberStatus] = []
         sync, optime, paused, initialized = SyncState(), None, False, False
+        switchover: Switchover | None = None
         for kv in res.kvs:
             key = kv.key[len(self.p) + 1 :]
             if key == "leader":
@@ -213,6 +232,9 @@ class Agent:
                 optime = int(kv.value)
             elif key == "config":
                 paused = bool(json.loads(kv.value).get("paused", False))
+            elif key == "switchover":
+                d = json.loads(kv.value)
+                switchover = Switchover(d.get("leader"), d.get("candidate"))
             elif key == "sync":
                 d = json.loads(kv.value)
                 sync = SyncState(
@@ -229,7 +251,7 @@ class Agent:
                     ms.name, ms.role, ms.running, ms.timeline, ms.wal_position, reachable=True
                 )
         self._cluster_members = tuple(sorted(statuses, key=lambda m: m.name))
-        return ClusterState(initialized, leader, members, sync, optime, paused)
+        return ClusterState(initialized, leader, members, sync, optime, paused, switchover)
 
     # -- acting ---------------------------------------------------------------------------
 
@@ -253,7 +275,7 @@ class Agent:
             )
         elif a is Action.CLONE:
             await srv.clone(self._need(view, d.target))
-            await srv.start(upstream=self._upstream(view, d.target))
+            await self._start_replica(self._upstream(view, d.target))
         elif a is Action.START_PRIMARY:
             try:
                 await srv.start(standby=False)
@@ -262,11 +284,15 @@ class Agent:
                 self._start_failures += 1
                 raise
         elif a is Action.START_REPLICA:
-            await srv.start(upstream=self._upstream(view, d.target))
+            await self._start_replica(self._upstream(view, d.target))
         elif a is Action.PROMOTE:
+            # Commits must not be acknowledged unfenced between the promotion and the
+            # first leader duties: they wait for the fence (witness or sync replica).
+            await srv.set_synchronous_standby_names(self._promotion_fence())
             await srv.promote()
             await self._leader_duties(view)
         elif a is Action.DEMOTE:
+            self._stop_witness()
             await srv.stop("immediate")
             await self._release()
         elif a is Action.RENEW:
@@ -277,6 +303,9 @@ class Agent:
             await srv.stop("fast")
             up = self._need(view, d.target)
             if a is Action.REWIND:
+                # pg_rewind reads the source's timeline from its control file, which a fresh
+                # promotion updates only at its next checkpoint.
+                await srv.query("CHECKPOINT", on=up, limit=srv.settings.tool_timeout)
                 try:
                     await srv.rewind(up)
                 except PgCommandError:
@@ -284,10 +313,70 @@ class Agent:
                     raise
             else:
                 await srv.remove_data_and_clone(up, allow_removal=self.settings.allow_reclone)
+            self._replica_start_failures = 0
+            try:
+                await self._start_replica(up)
+            except PgCommandError:
+                self._rewind_failed = True  # the rejoined directory cannot start as it is
+                raise
             self._rewind_failed = False
-            await srv.start(upstream=up)
         elif a is Action.RELEASE:
             await self._release()
+        elif a is Action.SWITCHOVER:
+            await self._switchover(view, self._need(view, d.target))
+
+    async def _switchover(self, view: View, target: Upstream) -> None:
+        """Stop writes, let `target` receive every last byte, then give it the lease.
+
+        Fast shutdown makes PostgreSQL wait until its WAL senders have sent everything,
+        the shutdown checkpoint included; the target is then checked to hold it. If it
+        does not within the bound, this primary starts again and the request is dropped.
+        """
+        srv, key = self.server, f"{self.p}/switchover"
+        request = json.dumps({"leader": self.name, "candidate": target.name})
+        res = await self.store.txn([self._fence()], [Put(key, request)])
+        if not res.succeeded:
+            raise PgCommandError(f"{self.name}: leader key no longer mine; no switchover")
+        logger.warning("%s: switchover to %s: stopping writes", self.name, target.name)
+        self._stop_witness()
+        await srv.stop("fast")
+        final = (await srv.controldata()).checkpoint_lsn or 0
+        deadline = asyncio.get_running_loop().time() + SWITCHOVER_CATCH_UP
+        while True:
+            try:
+                rows = await srv.query("SELECT pg_last_wal_receive_lsn()::text", on=target)
+                received = parse_lsn(rows[0][0]) if rows and rows[0][0] else 0
+            except PgCommandError:
+                received = 0
+            if received > final:
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                logger.warning(
+                    "%s: switchover aborted: %s did not receive up to %s in %ss",
+                    self.name,
+                    target.name,
+                    format_lsn(final),
+                    SWITCHOVER_CATCH_UP,
+                )
+                await self.store.txn([self._fence()], [Delete(key)])
+                await srv.start(standby=False)
+                return
+            await asyncio.sleep(0.05)
+        await self._release()
+        logger.info(
+            "%s: switchover: %s holds everything up to %s",
+            self.name,
+            target.name,
+            format_lsn(final),
+        )
+
+    async def _start_replica(self, upstream: Upstream | None) -> None:
+        try:
+            await self.server.start(upstream=upstream)
+        except PgCommandError:
+            self._replica_start_failures += 1
+            raise
+        self._replica_start_failures = 0
 
     def _need(self, view: View, name: str | None) -> Upstream:
         up = self._upstream(view, name)
@@ -310,9 +399,11 @@ class Agent:
         if self.server.running and self._local_status.role is Role.PRIMARY:
             logger.warning("%s: lease lost (%s): stopping PostgreSQL now", self.name, reason)
             self.server.signal_stop("immediate")
+        self._stop_witness()
         self._wake.set()
 
     async def _release(self) -> None:
+        self._stop_witness()
         if self.leadership is not None:
             lead, self.leadership = self.leadership, None
             await lead.resign()
@@ -326,12 +417,17 @@ class Agent:
         c, srv = view.cluster, self.server
         if c is None or self.leadership is None:
             return
+        fenced = self._fence_ready()  # first: commits after a promotion wait for it
         others = [m for m in c.members if m != self.name]
         await srv.create_slots([slot_name(m) for m in others])
         st = await srv.status()
-        rows = [StandbyRow(r.name, r.state, r.sync_state, r.flush_lsn) for r in st.replication]
+        rows = [
+            StandbyRow(r.name, r.state, r.sync_state, r.flush_lsn)
+            for r in st.replication
+            if r.name != WITNESS_NAME
+        ]
         plan = plan_sync(self.name, view.policy, c.sync, rows, st.wal_position)
-        ops = [Put(f"{self.p}/optime", str(st.wal_position or 0))]
+        ops: list[Op] = [Put(f"{self.p}/optime", str(st.wal_position or 0))]
         if plan.record is not None:
             r = plan.record
             record = {
@@ -341,12 +437,47 @@ class Agent:
                 "pending_lsn": r.pending_lsn,
             }
             ops.append(Put(f"{self.p}/sync", json.dumps(record)))
+        if c.switchover is not None and c.switchover.leader != self.name:
+            ops.append(Delete(f"{self.p}/switchover"))  # done: I lead now
         res = await self.store.txn([self._fence()], ops)
         if not res.succeeded:
             raise PgCommandError(f"{self.name}: leader key no longer mine; not writing")
-        await srv.set_synchronous_standby_names(plan.standby_names)
+        names = plan.standby_names
+        if not names and (fenced or self._fence_ready()):
+            # No synchronous replica fences this primary: the witness does.
+            names = witness_standby_names()
+        await srv.set_synchronous_standby_names(names)
         if plan.degraded:
             logger.warning("%s: %s", self.name, plan.reason)
+
+    def _fence_ready(self) -> bool:
+        """Start the witness if needed; whether it streams (only then may commits wait on it)."""
+        if not self.settings.fence_witness:
+            return False
+        if self._witness_task is None or self._witness_task.done():
+            s = self.settings.server
+            self._witness = FenceWitness(self.name, s.host, s.port, self._may_acknowledge)
+            self._witness_task = asyncio.create_task(
+                self._witness.run(), name=f"fence witness {self.name}"
+            )
+        assert self._witness is not None
+        # Once it has streamed, it stays named even while it reconnects: commits wait.
+        named = self.server.synchronous_standby_names == witness_standby_names()
+        return named or self._witness.streaming.is_set()
+
+    def _promotion_fence(self) -> str:
+        if self.settings.fence_witness:
+            return witness_standby_names()
+        return standby_names(NO_STANDBY) if self.settings.synchronous else ""
+
+    def _may_acknowledge(self) -> bool:
+        lead = self.leadership
+        return lead is not None and lead.is_leader
+
+    def _stop_witness(self) -> None:
+        if self._witness_task is not None:
+            self._witness_task.cancel()
+            self._witness_task = None
 
     async def _publish(self, view: View) -> None:
         """Put this member's status on its own lease (it vanishes when the agent dies)."""

@@ -117,6 +117,12 @@ def _as_leader(v: View, c: ClusterState) -> Decision:
             f"I hold the leader lease (token {token}) and PostgreSQL is stopped: "
             "starting it as primary",
         )
+    sw = c.switchover
+    if local.role is Role.PRIMARY and sw is not None and sw.leader in (None, v.name):
+        target, why_not = _switchover_target(v, c, sw.candidate)
+        if target is None:
+            return _d(Action.RENEW, f"switchover requested but impossible: {why_not}")
+        return _d(Action.SWITCHOVER, f"switchover requested: handing over to {target}", target)
     if local.role is Role.REPLICA:
         return _d(
             Action.PROMOTE,
@@ -149,6 +155,12 @@ def _as_follower(v: View, c: ClusterState) -> Decision:
     if not local.running:
         if local.was_primary:
             return _rejoin(v, leader, "my data directory was a primary")
+        if local.replica_start_failures >= v.policy.max_start_failures:
+            return _rejoin(
+                v,
+                leader,
+                f"PostgreSQL failed to start as a replica {local.replica_start_failures} times",
+            )
         return _d(Action.START_REPLICA, f"starting as a replica of leader {leader}", leader)
     if local.following != leader:
         return _d(
@@ -197,6 +209,17 @@ def _no_leader(v: View, c: ClusterState) -> Decision:
         # Read-only and without an upstream: safe whatever the data directory was, and
         # it lets the member report its WAL position and join the race.
         return _d(Action.START_REPLICA, "no leader: starting read-only to join the election")
+    sw = c.switchover
+    if sw is not None and sw.candidate is not None:
+        if sw.candidate == v.name:
+            return _d(
+                Action.ACQUIRE,
+                f"no leader; I am the requested candidate at {format_lsn(local.wal_position)}: "
+                "taking the leader lease",
+            )
+        cand = c.members.get(sw.candidate)
+        if cand is not None and cand.reachable and cand.running:
+            return _d(Action.WAIT, f"no leader; {sw.candidate} is the requested candidate")
     if c.paused:
         return _d(Action.NOTHING, "paused: no leader, but automatic failover is off")
     why_not = _ineligible(v, c, v.name, local.wal_position)
@@ -254,3 +277,23 @@ def _better_candidate(v: View, c: ClusterState) -> str | None:
         if best is None or m.wal_position > best[0]:
             best = (m.wal_position, m.name)
     return best[1] if best else None
+
+
+def _switchover_target(v: View, c: ClusterState, wanted: str | None) -> tuple[str | None, str]:
+    """The replica to hand over to (the requested one, or the best), or None and why."""
+    replicas = [
+        m
+        for m in c.members.values()
+        if m.name != v.name and m.reachable and m.running and m.role is Role.REPLICA
+    ]
+    if wanted is not None:
+        m = next((m for m in replicas if m.name == wanted), None)
+        if m is None:
+            return None, f"{wanted} is not a running, reachable replica"
+        why_not = _ineligible(v, c, m.name, m.wal_position)
+        return (None, why_not) if why_not else (m.name, "")
+    eligible = [m for m in replicas if _ineligible(v, c, m.name, m.wal_position) is None]
+    if not eligible:
+        return None, "no running replica may be promoted"
+    best = max(eligible, key=lambda m: (m.wal_position or 0, m.name))
+    return best.name, ""

@@ -448,11 +448,19 @@ class PostgresServer:
         write_managed_files(self.data_dir, self._conf(upstream), standby=True)
         await self.query("SELECT pg_reload_conf()")
 
+    @property
+    def synchronous_standby_names(self) -> str:
+        """The value last set (and written to the managed configuration)."""
+        return self._sync_names
+
     async def set_synchronous_standby_names(self, value: str) -> None:
         if value == self._sync_names:
             return
         self._sync_names = value
-        write_managed_files(self.data_dir, self._conf(self._upstream), standby=False)
+        # Keep standby.signal as it is: a standby about to be promoted must keep it (the
+        # startup process removes it itself when it ends recovery).
+        standby = (self.data_dir / "standby.signal").exists()
+        write_managed_files(self.data_dir, self._conf(self._upstream), standby=standby)
         await self.query("SELECT pg_reload_conf()")
         logger.info("%s: synchronous_standby_names = %r", self.name, value)
 

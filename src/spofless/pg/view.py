@@ -28,6 +28,7 @@ class Action(StrEnum):
     DEMOTE = "demote"  # stop accepting writes now (immediate stop), rejoin as a replica later
     RENEW = "renew"  # the healthy leader's loop: publish state, manage synchronous standbys
     FOLLOW = "follow"  # point the running standby at `target`
+    SWITCHOVER = "switchover"  # hand the leadership to `target`: stop, let it catch up, resign
     REWIND = "rewind"  # pg_rewind from `target`, then start as its replica
     RECLONE = "reclone"  # remove the diverged data directory and clone from `target`
     ACQUIRE = "acquire"  # race for the leader lease (compare-and-swap create)
@@ -67,6 +68,9 @@ class LocalState:
     was_primary: bool = False
     rewind_failed: bool = False  # the last pg_rewind of this data directory failed
     start_failures: int = 0  # consecutive failed starts as primary
+    # Consecutive failed starts as a replica: a data directory that cannot follow the
+    # leader as it is (e.g. it diverged) is rejoined through pg_rewind instead.
+    replica_start_failures: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +120,19 @@ class SyncState:
 
 
 @dataclass(frozen=True, slots=True)
+class Switchover:
+    """An operator's request to move the leadership (`spofless pg switchover|failover`).
+
+    `leader` None: a failover, honoured whoever leads (or when no one does). `candidate`
+    None: the leader picks the best eligible replica and writes its name here before it
+    stops, so that only that replica takes the lease.
+    """
+
+    leader: str | None = None
+    candidate: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterState:
     """What etcd says about the cluster (None in the view when etcd is unreachable)."""
 
@@ -126,6 +143,7 @@ class ClusterState:
     # The last WAL position the leader published: the yardstick of maximum_lag_on_failover.
     leader_wal_position: int | None = None
     paused: bool = False  # maintenance: no automatic failover
+    switchover: Switchover | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,145 @@
+"""A `kind: postgres` instance of a topology as the agent's settings: one code path.
+
+`spofless pg agent FILE --component db --instance N` and the stack runner both
+build `AgentSettings` here, so an agent started by hand and one started by
+`spofless up` are the same agent. Pure: reads the topology, touches nothing.
+
+Where things go, under the state directory (the stack's, `.spofless/<file stem>`
+beside the topology file by default):
+
+    data/<component>-<i>/        the PostgreSQL data directory
+    data/<component>-<i>.log     its server log
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from spofless.dcs import DCSSettings
+from spofless.pg._errors import PgSetupError
+from spofless.pg.agent import AgentSettings
+from spofless.pg.server import ServerSettings
+from spofless.topology import EtcdComponent, PostgresComponent, Topology
+
+# The holder assumes its lease lost this long before etcd could expire it: time to
+# stop PostgreSQL (an immediate stop takes milliseconds) plus clock-rate drift.
+SAFETY_MARGIN = 1.0
+
+
+def default_state_dir(topology_file: Path) -> Path:
+    """`.spofless/<file stem>` next to the topology file, as the stack runner uses."""
+    topology_file = topology_file.resolve()
+    return topology_file.parent / ".spofless" / topology_file.stem
+
+
+def member_name(component: str, index: int) -> str:
+    """The member's name in etcd, in replication (application_name) and in logs."""
+    return f"{component}-{index}"
+
+
+def cluster_prefix(topology: Topology, component: str) -> str:
+    """The etcd prefix every agent of this component shares."""
+    return f"/spofless/{topology.name}/{component}"
+
+
+def postgres_component(topology: Topology, component: str) -> PostgresComponent:
+    comp = topology.components.get(component)
+    if comp is None:
+        raise PgSetupError(
+            f"{topology.source}: no component {component!r} "
+            f"(components: {', '.join(topology.components) or 'none'})"
+        )
+    if not isinstance(comp, PostgresComponent):
+        raise PgSetupError(
+            f"{topology.source}: component {component!r} is of kind {comp.kind}, not postgres"
+        )
+    if comp.port is None:
+        raise PgSetupError(
+            f"{topology.source}: postgres component {component!r} needs `port` (instance i "
+            "listens on port + i)"
+        )
+    return comp
+
+
+def etcd_endpoints(topology: Topology, component: str) -> list[str]:
+    """The client URLs of the etcd component `component` needs (exactly one)."""
+    comp = postgres_component(topology, component)
+    etcds = [n for n in comp.needs if isinstance(topology.components.get(n), EtcdComponent)]
+    if len(etcds) != 1:
+        raise PgSetupError(
+            f"{topology.source}: postgres component {component!r} must list exactly one "
+            f"etcd component in `needs` (found {len(etcds)}): its agents keep the leader "
+            "lease there"
+        )
+    urls: list[str] = []
+    for inst in topology.instances[etcds[0]]:
+        addr = topology.address_of(inst)
+        if addr is None:
+            raise PgSetupError(
+                f"{topology.source}: etcd component {etcds[0]!r} needs `port` so that "
+                f"{component!r} can reach it"
+            )
+        urls.append(f"http://{addr}")
+    return urls
+
+
+def dcs_settings(ttl: int, loop_wait: float) -> DCSSettings:
+    """Lease timings from the component's ttl and loop_wait.
+
+    The lease is renewed every loop_wait; one call to etcd may take what is left of
+    the ttl, after the safety margin and one renewal interval, split over two tries.
+    """
+    retry = min(2.0, (ttl - SAFETY_MARGIN - loop_wait) / 2)
+    if retry < 0.1:
+        raise PgSetupError(
+            f"ttl {ttl}s is too short for loop_wait {loop_wait:g}s: the lease needs "
+            f"loop_wait + 2 x 0.1s + {SAFETY_MARGIN:g}s of margin; raise ttl or lower loop_wait"
+        )
+    try:
+        return DCSSettings(
+            ttl=ttl,
+            renew_interval=loop_wait,
+            retry_timeout=retry,
+            request_timeout=min(0.5, retry),
+            safety_margin=SAFETY_MARGIN,
+        )
+    except ValidationError as exc:  # pragma: no cover - the bounds above keep it valid
+        raise PgSetupError(f"lease timings: {exc}") from None
+
+
+def agent_settings(
+    topology: Topology, component: str, index: int, state_dir: Path
+) -> AgentSettings:
+    """The settings of instance `index` of postgres component `component`."""
+    comp = postgres_component(topology, component)
+    instances = topology.instances[component]
+    if not 0 <= index < len(instances):
+        raise PgSetupError(
+            f"{topology.source}: component {component!r} has instances 0..{len(instances) - 1}, "
+            f"not {index}"
+        )
+    inst = instances[index]
+    host = topology.hosts[inst.host].address if inst.host is not None else "127.0.0.1"
+    assert comp.port is not None
+    name = member_name(component, index)
+    server = ServerSettings(
+        name=name,
+        data_dir=state_dir.resolve() / "data" / name,
+        port=comp.port + index,
+        host=host,
+        os_user=comp.os_user,
+    )
+    return AgentSettings(
+        prefix=cluster_prefix(topology, component),
+        server=server,
+        api_host=host,
+        api_port=comp.api_port + index if comp.api_port is not None else 0,
+        synchronous=comp.synchronous,
+        strict=comp.strict,
+        maximum_lag_on_failover=comp.maximum_lag_on_failover,
+        allow_reclone=comp.allow_reclone,
+        loop_wait=comp.loop_wait,
+        dcs=dcs_settings(comp.ttl, comp.loop_wait),
+    )

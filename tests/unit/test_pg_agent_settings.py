@@ -1,0 +1,74 @@
+"""A topology's postgres instance as agent settings: one code path for the CLI and the stack."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spofless.pg._errors import PgSetupError
+from spofless.pg._topology import agent_settings, dcs_settings, etcd_endpoints
+from spofless.topology import load_topology_text
+
+TOPOLOGY = """\
+name: shop
+hosts:
+  n1: {address: 127.0.0.2}
+  n2: {}
+components:
+  db:
+    kind: postgres
+    instances: [n1, n2]
+    needs: [etcd]
+    port: 5500
+    api_port: 8100
+    synchronous: true
+    ttl: 5
+    loop_wait: 1
+  etcd: {kind: etcd, instances: 3, port: 2400}
+entry: [db]
+"""
+
+
+def test_settings_of_an_instance(tmp_path: Path) -> None:
+    s = agent_settings(load_topology_text(TOPOLOGY), "db", 1, tmp_path)
+    assert s.name == "db-1" and s.prefix == "/spofless/shop/db"
+    assert s.server.port == 5501 and s.server.host == "127.0.0.1" and s.api_port == 8101
+    assert s.server.data_dir == tmp_path.resolve() / "data" / "db-1"
+    assert s.synchronous and s.loop_wait == 1 and s.dcs.ttl == 5 and s.dcs.renew_interval == 1
+    first = agent_settings(load_topology_text(TOPOLOGY), "db", 0, tmp_path)
+    assert first.server.host == "127.0.0.2" and first.api_host == "127.0.0.2"
+
+
+def test_etcd_endpoints_come_from_the_needed_etcd_component() -> None:
+    urls = etcd_endpoints(load_topology_text(TOPOLOGY), "db")
+    assert urls == ["http://127.0.0.1:2400", "http://127.0.0.1:2401", "http://127.0.0.1:2402"]
+
+
+def test_default_timings_are_valid() -> None:
+    s = dcs_settings(3, 0.5)
+    assert s.ttl == 3 and s.renew_interval == 0.5 and s.retry_timeout == 0.75
+
+
+@pytest.mark.parametrize(
+    ("component", "index", "message"),
+    [
+        ("nope", 0, "no component 'nope'"),
+        ("etcd", 0, "is of kind etcd, not postgres"),
+        ("db", 2, "has instances 0..1, not 2"),
+    ],
+)
+def test_bad_references_are_named(tmp_path: Path, component: str, index: int, message: str) -> None:
+    with pytest.raises(PgSetupError, match=message):
+        agent_settings(load_topology_text(TOPOLOGY), component, index, tmp_path)
+
+
+def test_postgres_without_etcd_is_refused() -> None:
+    text = TOPOLOGY.replace("    needs: [etcd]\n", "")
+    with pytest.raises(PgSetupError, match="exactly one etcd component"):
+        etcd_endpoints(load_topology_text(text), "db")
+
+
+def test_too_short_a_ttl_for_the_loop_is_refused() -> None:
+    with pytest.raises(PgSetupError, match="too short"):
+        dcs_settings(2, 1.0)

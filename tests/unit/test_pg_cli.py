@@ -1,0 +1,36 @@
+"""`spofless pg ...` bad input: a clear message and exit status 2, before anything starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from spofless.cli import main
+
+TOPOLOGY = """\
+name: t
+components:
+  db: {kind: postgres, instances: 2, port: 15432, needs: [etcd]}
+  etcd: {kind: etcd, instances: 3, port: 12379}
+entry: [db]
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["agent", "{f}", "--component", "db", "--instance", "7"], "has instances 0..1, not 7"),
+        (["agent", "{f}", "--component", "etcd", "--instance", "0"], "not postgres"),
+        (["agent", "{f}", "--component", "web", "--instance", "0"], "no component 'web'"),
+        (["switchover", "{f}", "--to", "db-9"], "no such member"),
+        (["pause", "{f}", "--component", "etcd"], "not postgres"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(tmp_path: Path, args: list[str], message: str) -> None:
+    f = tmp_path / "t.yaml"
+    f.write_text(TOPOLOGY)
+    result = CliRunner().invoke(main, ["pg", *[a.format(f=f) for a in args]])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
