@@ -203,6 +203,14 @@ def logs(file: str, instance: str | None, state_dir: Path | None, follow: bool, 
     help="Health check type [default: http GET / (any status < 500) in http mode, else tcp].",
 )
 @click.option("--health-path", default="/", show_default=True)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Standalone: any option of a topology's `lb:` mapping, e.g. --set header_timeout=2"
+    " --set max_conns_per_backend=100; repeat.",
+)
 def lb(
     file: str | None,
     component: str | None,
@@ -217,6 +225,7 @@ def lb(
     admin_token: str | None,
     health: str | None,
     health_path: str,
+    sets: tuple[str, ...],
 ) -> None:
     """Run a load balancer: from a topology FILE, or standalone with --listen and --backend.
 
@@ -244,11 +253,19 @@ def lb(
     else:
         if not listen:
             raise LbConfigError("give FILE --component C, or --listen and --backend")
+        given: dict[str, str] = {"algorithm": algorithm, "hash_key": hash_key}
+        for item in sets:
+            name, eq, value = item.partition("=")
+            if not eq:
+                raise LbConfigError(f"--set {item!r}: give NAME=VALUE")
+            given[name.strip()] = value.strip()
         try:
-            options = LbOptions.model_validate({"algorithm": algorithm, "hash_key": hash_key})
+            options = LbOptions.model_validate(given)
             check = HealthCheck(type=health, path=health_path) if health else None
         except ValidationError as exc:
-            raise LbConfigError(f"invalid option: {exc.errors()[0]['msg']}") from None
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise LbConfigError(f"invalid option {where}: {err['msg']}") from None
         listen_ = listen
 
         def build() -> object:

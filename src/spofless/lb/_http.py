@@ -156,6 +156,7 @@ class ClientConn(asyncio.Protocol):
         self.in_head = True
         self.head_bytes = 0
         self.deadline = 0.0
+        self.idle_since = 0.0  # loop time since when no request is open (stopping closes)
         self.closed = False
         self.close_after = False
         self.reading_paused = False
@@ -174,6 +175,7 @@ class ClientConn(asyncio.Protocol):
         if peer:
             self.peer = str(peer[0]).encode()
         self.deadline = self.loop.time() + self.opts.header_timeout
+        self.idle_since = self.loop.time()
         self.bal.timed.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -487,10 +489,19 @@ class ClientConn(asyncio.Protocol):
                 self.reading_paused = False
                 transport.resume_reading()
             return
-        self.deadline = self.loop.time() + self.opts.client_idle_timeout
+        self.idle_since = self.loop.time()
+        self.deadline = self.idle_since + self.opts.client_idle_timeout
         if self.reading_paused:
             self.reading_paused = False
             transport.resume_reading()
+
+
+def _announce_close(data: bytes) -> bytes:
+    """`Connection: close` inserted after the status line of a response's first bytes."""
+    end = data.find(b"\r\n")
+    if end < 0:
+        return data  # a status line split across reads: the close goes unannounced
+    return data[: end + 2] + b"Connection: close\r\n" + data[end + 2 :]
 
 
 def _cookie(header: bytes, name: bytes) -> bytes | None:
@@ -572,8 +583,14 @@ class UpstreamConn(asyncio.Protocol):
         if req is None:  # an idle connection must stay silent
             self.close()
             return
-        req.response_started = True
         client = req.conn
+        if not req.response_started:
+            req.response_started = True
+            if self.bal.draining:
+                # Stopping: announce the close so that the client does not reuse the
+                # connection (closing it unannounced races with its next request).
+                data = _announce_close(data)
+                client.close_after = True
         if client.transport is not None and not client.closed:
             client.transport.write(data)
         self.deadline = self.loop.time() + self.bal.options.response_timeout

@@ -22,7 +22,8 @@ class TcpClient(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.up: TcpUpstream | None = None
         self.buffer: list[bytes] = []
-        self.eof = False
+        self.eof = False  # the client half-closed
+        self.up_eof = False  # the backend half-closed
         self.closed = False
         self.tried: list[Backend] = []
         self.backend: Backend | None = None
@@ -100,7 +101,8 @@ class TcpClient(asyncio.Protocol):
         up = self.up
         if up is not None and up.transport is not None and up.transport.can_write_eof():
             up.transport.write_eof()
-        return True
+        # Closed both ways: close (pending writes are flushed first); else stay half-open.
+        return not self.up_eof
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -143,10 +145,12 @@ class TcpUpstream(asyncio.Protocol):
             c.transport.write(data)
 
     def eof_received(self) -> bool:
-        t = self.client.transport
-        if t is not None and not self.client.closed and t.can_write_eof():
+        c = self.client
+        c.up_eof = True
+        t = c.transport
+        if t is not None and not c.closed and t.can_write_eof():
             t.write_eof()
-        return True
+        return not c.eof  # both ways closed: this transport closes, and the client's with it
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.client.transport is not None:
