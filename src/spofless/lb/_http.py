@@ -150,6 +150,7 @@ class ClientConn(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.peer = b"unknown"
+        self.forwarded = b""  # the forwarding headers of a request that brought none
         self.req: Request | None = None  # being parsed
         self.active: Request | None = None  # being answered
         self.pending: deque[Request] = deque()  # parsed, waiting behind `active`
@@ -174,6 +175,7 @@ class ClientConn(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = str(peer[0]).encode()
+        self.forwarded = self._forwarded(None, None)
         self.deadline = self.loop.time() + self.opts.header_timeout
         self.idle_since = self.loop.time()
         self.bal.timed.add(self)
@@ -243,6 +245,16 @@ class ClientConn(asyncio.Protocol):
         else:
             self.pending.clear()
             self.close_after = True
+
+    def _forwarded(self, xff: bytes | None, fwd: bytes | None) -> bytes:
+        """X-Forwarded-For, Forwarded and Via: what came in, with this client added."""
+        peer = self.peer
+        node = b'"[' + peer + b']"' if b":" in peer else peer
+        mine = b"for=" + node + b";proto=http"
+        return b"X-Forwarded-For: %s\r\nForwarded: %s\r\nVia: 1.1 spofless\r\n" % (
+            xff + b", " + peer if xff else peer,
+            fwd + b", " + mine if fwd else mine,
+        )
 
     def on_timeout(self) -> None:
         if self.active is not None or self.transport is None:
@@ -318,26 +330,20 @@ class ClientConn(asyncio.Protocol):
         if req.conn_tokens is not None and req.conn_tokens not in (b"keep-alive", b"close"):
             named = {t.strip() for t in req.conn_tokens.split(b",")}
             lines = [ln for ln in lines if ln.split(b":", 1)[0].lower() not in named]
-        parts = [
+        if not opts.forwarded_headers:
+            fwd = b""
+        elif req.xff is None and req.fwd is None:
+            fwd = self.forwarded  # the common case, built once per connection
+        else:
+            fwd = self._forwarded(req.xff, req.fwd)
+        req.head = b"%s %s %s\r\n%s%s%s\r\n" % (
             req.method,
-            b" ",
             req.url,
-            b" HTTP/1.1\r\n" if version == "1.1" else b" HTTP/1.0\r\n",
-        ]
-        parts += lines
-        if opts.forwarded_headers:
-            peer = self.peer
-            parts.append(
-                b"X-Forwarded-For: " + (req.xff + b", " + peer if req.xff else peer) + b"\r\n"
-            )
-            node = b'"[' + peer + b']"' if b":" in peer else peer
-            fwd = b"for=" + node + b";proto=http"
-            parts.append(b"Forwarded: " + (req.fwd + b", " + fwd if req.fwd else fwd) + b"\r\n")
-            parts.append(b"Via: 1.1 spofless\r\n")
-        if req.chunked:
-            parts.append(b"Transfer-Encoding: chunked\r\n")
-        parts.append(b"\r\n")
-        req.head = b"".join(parts)
+            b"HTTP/1.1" if version == "1.1" else b"HTTP/1.0",
+            b"".join(lines),
+            fwd,
+            b"Transfer-Encoding: chunked\r\n" if req.chunked else b"",
+        )
         if self.want_hash:
             key = self.opts.hash_key
             if key == "source":
