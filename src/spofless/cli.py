@@ -204,6 +204,15 @@ def logs(file: str, instance: str | None, state_dir: Path | None, follow: bool, 
 )
 @click.option("--health-path", default="/", show_default=True)
 @click.option(
+    "--health-send",
+    help=r"tcp check: bytes to send after connecting (\r \n \t \\ are decoded).",
+)
+@click.option(
+    "--health-expect",
+    help="tcp check: what the answer must contain; without it a connect alone counts,"
+    " which cannot see a frozen backend.",
+)
+@click.option(
     "--set",
     "sets",
     multiple=True,
@@ -225,6 +234,8 @@ def lb(
     admin_token: str | None,
     health: str | None,
     health_path: str,
+    health_send: str | None,
+    health_expect: str | None,
     sets: tuple[str, ...],
 ) -> None:
     """Run a load balancer: from a topology FILE, or standalone with --listen and --backend.
@@ -261,11 +272,20 @@ def lb(
             given[name.strip()] = value.strip()
         try:
             options = LbOptions.model_validate(given)
-            check = HealthCheck(type=health, path=health_path) if health else None
+            check = None
+            if health or health_send is not None or health_expect is not None:
+                fields: dict[str, object] = {"type": health or "tcp"}
+                if (health or "tcp") == "http":
+                    fields["path"] = health_path
+                if health_send is not None:
+                    fields["send"] = _unescape(health_send)
+                if health_expect is not None:
+                    fields["expect"] = _unescape(health_expect)
+                check = HealthCheck.model_validate(fields)
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
-            raise LbConfigError(f"invalid option {where}: {err['msg']}") from None
+            raise LbConfigError(f"invalid option {where or 'health check'}: {err['msg']}") from None
         listen_ = listen
 
         def build() -> object:
@@ -285,6 +305,20 @@ def lb(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = build()
     run_lb(settings, reload=build)  # type: ignore[arg-type]
+
+
+def _unescape(text: str) -> str:
+    """`\\r`, `\\n`, `\\t` and `\\\\` typed on a command line, as the characters."""
+    table = {"r": "\r", "n": "\n", "t": "\t", "\\": "\\"}
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in table:
+            out.append(table[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
 
 
 # -- the lab: hosts as network namespaces (spofless.lab) ---------------------------------

@@ -76,14 +76,22 @@ def test_kill_a_backend_under_tcp_load(tmp_path: Path) -> None:
     assert detect < 1.0
 
 
-def test_frozen_backend_in_tcp_mode_needs_an_application_check(tmp_path: Path) -> None:
-    """A SIGSTOPped process still completes TCP handshakes (the kernel does); an http check
-    on a tcp route sees it stop answering and takes it out of rotation."""
+@pytest.mark.parametrize(
+    "check",
+    [
+        ["--health", "http"],
+        ["--health-send", r"GET / HTTP/1.0\r\n\r\n", "--health-expect", "200 OK"],
+    ],
+    ids=["http", "send-expect"],
+)
+def test_frozen_backend_in_tcp_mode_needs_an_application_check(
+    check: list[str], tmp_path: Path
+) -> None:
+    """A SIGSTOPped process still completes TCP handshakes (the kernel does); an http or
+    send/expect check on a tcp route sees it stop answering and takes it out of rotation."""
     with processes() as procs:
         ports = [start_backend(procs, f"b{i}") for i in range(2)]
-        lb, admin = start_lb(
-            procs, ports, "--mode", "tcp", "--health", "http", log=tmp_path / "lb.log"
-        )
+        lb, admin = start_lb(procs, ports, "--mode", "tcp", *check, log=tmp_path / "lb.log")
         wait_until(lambda: backend_state(admin, ports[0])["status"] == "up", 10, "b0 up")
         os.kill(procs[0].pid, signal.SIGSTOP)
         detect = wait_until(
