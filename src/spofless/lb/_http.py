@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from time import monotonic
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -75,60 +76,35 @@ class _Reject(Exception):
 class Request:
     """One request on its way through: head, body kept for replay, attempts."""
 
-    __slots__ = (
-        "backend",
-        "body",
-        "body_size",
-        "chunked",
-        "cl",
-        "complete",
-        "conn",
-        "conn_tokens",
-        "fwd",
-        "hash_key",
-        "head",
-        "host",
-        "keep_alive",
-        "lines",
-        "method",
-        "queued_at",
-        "replayable",
-        "response_started",
-        "sent",
-        "started",
-        "te",
-        "tried",
-        "up",
-        "url",
-        "xff",
-    )
+    # Class-level defaults: a new request sets only what must be its own (cheaper than
+    # __slots__ with every field assigned, on the per-request path).
+    url = b""
+    method = b""
+    host: bytes | None = None
+    cl: bytes | None = None
+    te: bytes | None = None
+    xff: bytes | None = None
+    fwd: bytes | None = None
+    conn_tokens: bytes | None = None
+    hash_key: bytes | None = None
+    head = b""
+    body_size = 0
+    chunked = False
+    complete = False
+    keep_alive = True
+    sent = False
+    response_started = False
+    replayable = True
+    backend: Backend | None = None
+    up: UpstreamConn | None = None
+    started = 0.0  # time.monotonic() of the first attempt
+    queued_at = 0.0  # loop time it entered the balancer's queue
 
     def __init__(self, conn: ClientConn) -> None:
         self.conn = conn
-        self.url = b""
-        self.method = b""
         self.lines: list[bytes] = []
-        self.host: bytes | None = None
-        self.cl: bytes | None = None
-        self.te: bytes | None = None
-        self.xff: bytes | None = None
-        self.fwd: bytes | None = None
-        self.conn_tokens: bytes | None = None
-        self.hash_key: bytes | None = None
-        self.head = b""
         self.body: list[bytes] = []
-        self.body_size = 0
-        self.chunked = False
-        self.complete = False
-        self.keep_alive = True
-        self.sent = False
-        self.response_started = False
-        self.replayable = True
         self.tried: list[Backend] = []
-        self.backend: Backend | None = None
-        self.up: UpstreamConn | None = None
-        self.started = 0.0
-        self.queued_at = 0.0
 
     # The balancer's queue calls these.
     def dispatch(self) -> None:
@@ -405,7 +381,7 @@ class ClientConn(asyncio.Protocol):
 
     def dispatch(self, req: Request) -> None:
         bal = self.bal
-        route = bal.route_for(req.host, req.url)
+        route = bal.routes[0] if bal.single_route else bal.route_for(req.host, req.url)
         b = bal.choose(route, req.hash_key, req.tried)
         if b is None and req.tried:
             b = bal.choose(route, req.hash_key, None)  # a fresh connection to one tried
@@ -419,7 +395,7 @@ class ClientConn(asyncio.Protocol):
                 self.fail(req, 503, retry_after=1)
             return
         if not req.tried:
-            req.started = self.loop.time()
+            req.started = monotonic()
             bal.budget.record_request(req.started)
         b.active += 1
         b.requests += 1
@@ -452,7 +428,7 @@ class ClientConn(asyncio.Protocol):
             may_retry(req.method, sent=sent, response_started=False)
             and (req.replayable or not sent)
             and len(req.tried) <= self.opts.retries
-            and bal.budget.try_spend(self.loop.time())
+            and bal.budget.try_spend(monotonic())
         ):
             b.retries += 1
             req.sent = False
@@ -636,7 +612,7 @@ class UpstreamConn(asyncio.Protocol):
         b.active -= 1
         status = self.status
         b.responses[status // 100 if 100 <= status < 600 else 0] += 1
-        b.observe_latency(self.loop.time() - req.started)
+        b.observe_latency(monotonic() - req.started)
         if status >= 500:
             self.bal.passive_failure(b, f"status {status}")
         else:
