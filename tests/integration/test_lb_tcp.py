@@ -117,3 +117,43 @@ def test_closed_connections_are_released(tmp_path: Path) -> None:
         code = procs[-1].wait(10)
     assert code == 0
     assert time.monotonic() - t0 < 3.0  # the drain waits for open connections only
+
+
+@pytest.mark.parametrize("close_on_down", [True, False])
+def test_connections_to_a_frozen_backend_are_closed(close_on_down: bool, tmp_path: Path) -> None:
+    """tcp_close_on_down: a client on a backend marked down is cut off and reconnects."""
+    with processes() as procs:
+        ports = [start_backend(procs, f"b{i}") for i in range(2)]
+        flags = ["--mode", "tcp", "--health", "http"]
+        if not close_on_down:
+            flags += ["--set", "tcp_close_on_down=false"]
+        lb, admin = start_lb(procs, ports, *flags, log=tmp_path / "lb.log")
+        for p in ports:
+            wait_until(lambda p=p: backend_state(admin, p)["status"] == "up", 10, f"{p} up")
+        conns = [socket.create_connection(("127.0.0.1", lb), 5) for _ in range(4)]
+        names = []
+        for c in conns:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            names.append(c.recv(1024).rsplit(b"\r\n", 1)[-1])
+        assert set(names) == {b"b0", b"b1"}  # round robin: two on each
+        os.kill(procs[0].pid, signal.SIGSTOP)
+        wait_until(lambda: backend_state(admin, ports[0])["status"] == "down", 3, "b0 down")
+        closed = []
+        for c, name in zip(conns, names, strict=True):
+            c.settimeout(1.0)
+            try:
+                c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer = c.recv(1024)
+            except TimeoutError:
+                answer = b"timeout"
+            except OSError:
+                answer = b""
+            closed.append((name, answer))
+            c.close()
+    for name, answer in closed:
+        if name == b"b1":
+            assert answer.endswith(b"b1")  # the healthy backend's clients are untouched
+        elif close_on_down:
+            assert answer == b""  # closed by the balancer: the client reconnects elsewhere
+        else:
+            assert answer == b"timeout"  # left hanging on the frozen backend

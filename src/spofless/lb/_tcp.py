@@ -73,6 +73,7 @@ class TcpClient(asyncio.Protocol):
             return
         b.consecutive_failures = 0
         self.up = up
+        b.inflight.add(self)
         assert up.transport is not None
         if self.buffer:
             up.transport.write(b"".join(self.buffer))
@@ -107,6 +108,8 @@ class TcpClient(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.bal.timed.discard(self)
+        if self.backend is not None:
+            self.backend.inflight.discard(self)
         if self.up is not None and self.up.transport is not None:
             self.up.transport.close()
         if self.backend is not None and self.up is not None:
@@ -123,6 +126,15 @@ class TcpClient(asyncio.Protocol):
             self.up.transport.resume_reading()
 
     def on_timeout(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abandon(self) -> None:
+        """Its backend was marked down or ejected: close both sides (`tcp_close_on_down`)."""
+        if not self.bal.options.tcp_close_on_down:
+            return
+        if self.up is not None and self.up.transport is not None:
+            self.up.transport.abort()  # a frozen backend would never take a graceful close
         if self.transport is not None:
             self.transport.close()
 

@@ -297,6 +297,10 @@ class LbOptions(Strict):
     slow_start: Annotated[float, Field(ge=0, le=3600)] = 5.0  # weight ramps up over this
     drain_timeout: Annotated[float, Field(gt=0, le=3600)] = 30.0  # SIGTERM/SIGHUP grace
     forwarded_headers: bool = True  # X-Forwarded-For/-Proto, Forwarded, Via
+    # tcp: close the connections to a backend marked down or ejected, so that their
+    # clients reconnect to a healthy one at once instead of hanging on a frozen one
+    # (HAProxy's on-marked-down shutdown-sessions, which Patroni setups use).
+    tcp_close_on_down: bool = True
 
 
 class LoadBalancerComponent(RuntimeComponent):
