@@ -249,12 +249,13 @@ def main() -> int:
                     # Half load: half of spofless's maximum, the same rate on every path.
                     conns = max(1, math.ceil(best["spofless"].rps / 2 * DELAY_MS / 1000))
                     half: dict[str, Result] = {}
-                    for b in (direct, *bals):
-                        for _ in range(args.rounds):
+                    for _ in range(args.rounds):  # interleaved, like the maximum runs
+                        for b in (direct, *bals):
                             r = wrk(b.port, workers, conns, duration, script)
                             r.load = loadavg()
                             if b.name not in half or r.p99_ms < half[b.name].p99_ms:
                                 half[b.name] = r
+                    for b in (direct, *bals):
                         rows.append(
                             _row(f"{b.name} @ half", mode, str(workers), half[b.name], conns)
                         )
