@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -147,3 +148,45 @@ def wait_until(predicate: Callable[[], bool], limit: float, what: str) -> float:
 
 def backend_state(admin: int, port: int) -> dict[str, Any]:
     return lb_status(admin)["backends"][f"127.0.0.1:{port}"]  # type: ignore[no-any-return]
+
+
+class Load:
+    """Keep-alive GET clients in threads, bounded in time; counts errors and latencies."""
+
+    def __init__(self, port: int, clients: int = 4) -> None:
+        self.port = port
+        self.stop = threading.Event()
+        self.errors: list[str] = []
+        self.latencies: list[float] = []
+        self.bodies: dict[bytes, int] = {}
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def _run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        deadline = time.monotonic() + 60
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            t0 = time.monotonic()
+            try:
+                conn.request("GET", "/")
+                resp = conn.getresponse()
+                body = resp.read()
+                if resp.status != 200:
+                    self.errors.append(f"status {resp.status}")
+                self.bodies[body] = self.bodies.get(body, 0) + 1
+            except (OSError, http.client.HTTPException) as exc:
+                self.errors.append(repr(exc))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            self.latencies.append(time.monotonic() - t0)
+            time.sleep(0.002)
+        conn.close()
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(15)

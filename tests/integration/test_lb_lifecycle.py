@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.lb_fixtures import (
+    Load,
     backend_state,
     free_port,
     get,
@@ -20,7 +21,6 @@ from tests.integration.lb_fixtures import (
     start_lb_file,
     wait_until,
 )
-from tests.integration.test_lb_failover import Load
 
 pytestmark = pytest.mark.integration
 
