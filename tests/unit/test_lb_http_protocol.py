@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from spofless.lb import settings_from_flags
 from spofless.lb._balancer import Balancer
-from spofless.lb._http import ClientConn, UpstreamConn
+from spofless.lb._http import ClientConn
+from spofless.lb._upstream import UpstreamConn
 from spofless.topology import LbOptions
 
 _PREFIXES = [b"", b"GET / HTTP/1.1\r\n", b"POST / HTTP/1.1\r\nContent-Length: 5\r\n"]
