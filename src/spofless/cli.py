@@ -254,6 +254,11 @@ def lb(
     if file is not None:
         if listen or backends:
             raise LbConfigError("give either FILE or --listen/--backend, not both")
+        if sets or health or health_send is not None or health_expect is not None:
+            raise LbConfigError(
+                "--set and --health* are for standalone use; with FILE use the component's"
+                " `lb:` mapping and the target's `health:`"
+            )
         if component is None:
             raise LbConfigError("FILE needs --component (the load_balancer to run)")
         path, comp = file, component
