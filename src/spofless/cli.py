@@ -220,6 +220,23 @@ def logs(file: str, instance: str | None, state_dir: Path | None, follow: bool, 
     help="Health check type [default: http GET / (any status < 500) in http mode, else tcp].",
 )
 @click.option("--health-path", default="/", show_default=True)
+@click.option(
+    "--health-send",
+    help=r"tcp check: bytes to send after connecting (\r \n \t \\ are decoded).",
+)
+@click.option(
+    "--health-expect",
+    help="tcp check: what the answer must contain; without it a connect alone counts,"
+    " which cannot see a frozen backend.",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Standalone: any option of a topology's `lb:` mapping, e.g. --set header_timeout=2"
+    " --set max_conns_per_backend=100; repeat.",
+)
 def lb(
     file: str | None,
     component: str | None,
@@ -234,6 +251,9 @@ def lb(
     admin_token: str | None,
     health: str | None,
     health_path: str,
+    health_send: str | None,
+    health_expect: str | None,
+    sets: tuple[str, ...],
 ) -> None:
     """Run a load balancer: from a topology FILE, or standalone with --listen and --backend.
 
@@ -251,6 +271,11 @@ def lb(
     if file is not None:
         if listen or backends:
             raise LbConfigError("give either FILE or --listen/--backend, not both")
+        if sets or health or health_send is not None or health_expect is not None:
+            raise LbConfigError(
+                "--set and --health* are for standalone use; with FILE use the component's"
+                " `lb:` mapping and the target's `health:`"
+            )
         if component is None:
             raise LbConfigError("FILE needs --component (the load_balancer to run)")
         path, comp = file, component
@@ -261,11 +286,28 @@ def lb(
     else:
         if not listen:
             raise LbConfigError("give FILE --component C, or --listen and --backend")
+        given: dict[str, str] = {"algorithm": algorithm, "hash_key": hash_key}
+        for item in sets:
+            name, eq, value = item.partition("=")
+            if not eq:
+                raise LbConfigError(f"--set {item!r}: give NAME=VALUE")
+            given[name.strip()] = value.strip()
         try:
-            options = LbOptions.model_validate({"algorithm": algorithm, "hash_key": hash_key})
-            check = HealthCheck(type=health, path=health_path) if health else None
+            options = LbOptions.model_validate(given)
+            check = None
+            if health or health_send is not None or health_expect is not None:
+                fields: dict[str, object] = {"type": health or "tcp"}
+                if (health or "tcp") == "http":
+                    fields["path"] = health_path
+                if health_send is not None:
+                    fields["send"] = _unescape(health_send)
+                if health_expect is not None:
+                    fields["expect"] = _unescape(health_expect)
+                check = HealthCheck.model_validate(fields)
         except ValidationError as exc:
-            raise LbConfigError(f"invalid option: {exc.errors()[0]['msg']}") from None
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise LbConfigError(f"invalid option {where or 'health check'}: {err['msg']}") from None
         listen_ = listen
 
         def build() -> object:
@@ -285,6 +327,20 @@ def lb(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = build()
     run_lb(settings, reload=build)  # type: ignore[arg-type]
+
+
+def _unescape(text: str) -> str:
+    """`\\r`, `\\n`, `\\t` and `\\\\` typed on a command line, as the characters."""
+    table = {"r": "\r", "n": "\n", "t": "\t", "\\": "\\"}
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in table:
+            out.append(table[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
 
 
 # -- the lab: hosts as network namespaces (spofless.lab) ---------------------------------

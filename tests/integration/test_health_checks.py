@@ -103,3 +103,36 @@ async def test_passive_observation_feeds_the_detector() -> None:
     monitor = HealthMonitor([Target("b0", "127.0.0.1", 1)], HealthCheck(), initial=Status.UP)
     t = monitor.observe("b0", False, definite=True, detail="connection refused")
     assert t is not None and monitor.view() == {"b0": Status.DOWN}
+
+
+async def test_tcp_send_expect_check() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = await reader.readline()
+        writer.write(b"+PONG\r\n" if line == b"PING\r\n" else b"-ERR\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        ping = HealthCheck(type="tcp", send="PING\r\n", expect="+PONG")
+        assert (await run_check(ping, "127.0.0.1", port)).ok
+        wrong = HealthCheck(type="tcp", send="HELLO\r\n", expect="+PONG")
+        bad = await run_check(wrong, "127.0.0.1", port)
+        assert not bad.ok and "+PONG" in bad.detail
+    # Accepted by the kernel, never answered (a frozen process): a connect would pass.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        port = s.getsockname()[1]
+        assert (await run_check(HealthCheck(type="tcp"), "127.0.0.1", port)).ok
+        silent = HealthCheck(type="tcp", send="PING\r\n", expect="+PONG", timeout=0.2)
+        result = await run_check(silent, "127.0.0.1", port)
+    assert not result.ok and "timeout" in result.detail
+
+
+def test_send_and_expect_belong_to_tcp_checks() -> None:
+    with pytest.raises(ValueError, match="type tcp"):
+        HealthCheck(type="http", expect="x")
+    with pytest.raises(ValueError, match="needs `expect`"):
+        HealthCheck(type="tcp", send="x")

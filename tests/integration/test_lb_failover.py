@@ -6,57 +6,14 @@ import http.client
 import json
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.lb_fixtures import processes, start_backend, start_lb
+from tests.integration.lb_fixtures import Load, processes, start_backend, start_lb
 
 pytestmark = pytest.mark.integration
-
-
-class Load:
-    """Keep-alive GET clients in threads, bounded in time; counts errors and latencies."""
-
-    def __init__(self, port: int, clients: int = 4) -> None:
-        self.port = port
-        self.stop = threading.Event()
-        self.errors: list[str] = []
-        self.latencies: list[float] = []
-        self.bodies: dict[bytes, int] = {}
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-
-    def _run(self) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        deadline = time.monotonic() + 60
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            t0 = time.monotonic()
-            try:
-                conn.request("GET", "/")
-                resp = conn.getresponse()
-                body = resp.read()
-                if resp.status != 200:
-                    self.errors.append(f"status {resp.status}")
-                self.bodies[body] = self.bodies.get(body, 0) + 1
-            except (OSError, http.client.HTTPException) as exc:
-                self.errors.append(repr(exc))
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-            self.latencies.append(time.monotonic() - t0)
-            time.sleep(0.002)
-        conn.close()
-
-    def __enter__(self) -> Load:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(15)
 
 
 def status(admin: int) -> dict[str, dict[str, object]]:

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from spofless.lb import settings_from_flags
 from spofless.lb._balancer import Balancer
-from spofless.lb._http import ClientConn, UpstreamConn
+from spofless.lb._http import ClientConn
+from spofless.lb._upstream import UpstreamConn
 from spofless.topology import LbOptions
 
 _PREFIXES = [b"", b"GET / HTTP/1.1\r\n", b"POST / HTTP/1.1\r\nContent-Length: 5\r\n"]
@@ -173,3 +174,12 @@ async def test_random_bytes_never_escape_the_protocol(chunks: list[bytes], prefi
     client.on_timeout()
     if ct.out and not ct.out.startswith(b"HTTP/1.1 "):
         raise AssertionError(bytes(ct.out[:40]))
+
+
+async def test_a_stopping_worker_announces_the_close() -> None:
+    bal, client, ct, up, _ = _setup()
+    bal.draining = True
+    client.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+    assert bytes(ct.out) == b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi"
+    assert ct.closed  # after the response, not before

@@ -31,10 +31,27 @@ _MAX_RESPONSE = 64 * 1024  # bytes of an http check's response that are read
 
 
 async def check_tcp(spec: HealthCheck, host: str, port: int) -> CheckResult:
-    """Healthy when a TCP connection opens."""
-    _, writer = await asyncio.open_connection(host, port)
-    writer.close()
-    return CheckResult(True, "connected")
+    """Healthy when a TCP connection opens; with `expect`, when the answer (to `send`,
+    if given) contains it. A frozen process passes a bare connect (its kernel
+    completes the handshake) but never answers."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        if spec.expect is None:
+            return CheckResult(True, "connected")
+        if spec.send:
+            writer.write(spec.send.encode())
+        want = spec.expect.encode()
+        answer = b""
+        while want not in answer and len(answer) < _MAX_RESPONSE:
+            chunk = await reader.read(_MAX_RESPONSE)
+            if not chunk:
+                return CheckResult(False, f"closed without {spec.expect!r}")
+            answer += chunk
+        if want not in answer:
+            return CheckResult(False, f"answer lacks {spec.expect!r}")
+        return CheckResult(True, f"answered {spec.expect!r}")
+    finally:
+        writer.close()
 
 
 async def check_http(spec: HealthCheck, host: str, port: int) -> CheckResult:

@@ -5,7 +5,8 @@
 
 Architecture: a controller process owns the health view and the admin API and
 starts `workers` worker processes that share the port (SO_REUSEPORT); the hot
-path is in `_http` and `_tcp` (asyncio Protocols on uvloop, httptools).
+path is in `_http` (client side), `_upstream` (backend side) and `_tcp`
+(asyncio Protocols on uvloop, httptools).
 """
 
 from spofless.lb._algorithms import (

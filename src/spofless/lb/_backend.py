@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from spofless.lb._settings import BackendSpec
 
 if TYPE_CHECKING:
-    from spofless.lb._http import UpstreamConn
+    from spofless.lb._upstream import UpstreamConn
 
 # Latency histogram upper bounds in seconds (Prometheus-style cumulative on export).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

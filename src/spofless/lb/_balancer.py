@@ -34,12 +34,13 @@ class Timed(Protocol):
 
 
 class Route:
-    __slots__ = ("algorithm", "backends", "spec")
+    __slots__ = ("algorithm", "backends", "live", "spec")
 
     def __init__(self, spec: RouteSpec, backends: list[Backend], algorithm: Algorithm) -> None:
         self.spec = spec
         self.backends = backends
         self.algorithm = algorithm
+        self.live = list(backends)  # those with a weight above 0, kept by Balancer.reindex
 
 
 class Balancer:
@@ -117,6 +118,9 @@ class Balancer:
         Backends at their connection limit are skipped; None means queue or give up.
         """
         limit = self.options.max_conns_per_backend
+        if not tried and limit is None and route.live:
+            picked = route.algorithm.pick(route.live, key)  # the common case: no filtering
+            return picked if isinstance(picked, Backend) else None
         candidates = [
             b
             for b in route.backends
@@ -182,6 +186,12 @@ class Balancer:
                 b.weight = 0.0
             else:
                 b.weight = b.base_weight * slow_start_factor(b.up_since, now, period)
+        self.reindex()
+
+    def reindex(self) -> None:
+        """Recompute each route's backends with a weight above 0 (after any weight change)."""
+        for route in self.routes:
+            route.live = [b for b in route.backends if b.weight > 0]
 
     def abandon(self, b: Backend) -> None:
         """`b` left rotation: close its pooled connections, retry what can be retried."""
@@ -197,6 +207,7 @@ class Balancer:
         if b.status != "down":
             b.status = "down"
             b.weight = 0.0
+            self.reindex()
             self.abandon(b)
         self.report({"t": "obs", "b": b.name, "ok": False, "definite": True, "detail": detail})
 
@@ -207,6 +218,7 @@ class Balancer:
             b.consecutive_failures = 0
             b.ejected = True
             b.weight = 0.0
+            self.reindex()
             self.abandon(b)
             self.report({"t": "eject", "b": b.name, "detail": detail})
 

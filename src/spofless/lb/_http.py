@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from time import monotonic
 from typing import TYPE_CHECKING, cast
 
 import httptools
 
 from spofless.lb._policy import IDEMPOTENT, may_retry
+from spofless.lb._upstream import UpstreamConn, open_upstream
 
 if TYPE_CHECKING:
     from spofless.lb._backend import Backend
@@ -75,60 +77,35 @@ class _Reject(Exception):
 class Request:
     """One request on its way through: head, body kept for replay, attempts."""
 
-    __slots__ = (
-        "backend",
-        "body",
-        "body_size",
-        "chunked",
-        "cl",
-        "complete",
-        "conn",
-        "conn_tokens",
-        "fwd",
-        "hash_key",
-        "head",
-        "host",
-        "keep_alive",
-        "lines",
-        "method",
-        "queued_at",
-        "replayable",
-        "response_started",
-        "sent",
-        "started",
-        "te",
-        "tried",
-        "up",
-        "url",
-        "xff",
-    )
+    # Class-level defaults: a new request sets only what must be its own (cheaper than
+    # __slots__ with every field assigned, on the per-request path).
+    url = b""
+    method = b""
+    host: bytes | None = None
+    cl: bytes | None = None
+    te: bytes | None = None
+    xff: bytes | None = None
+    fwd: bytes | None = None
+    conn_tokens: bytes | None = None
+    hash_key: bytes | None = None
+    head = b""
+    body_size = 0
+    chunked = False
+    complete = False
+    keep_alive = True
+    sent = False
+    response_started = False
+    replayable = True
+    backend: Backend | None = None
+    up: UpstreamConn | None = None
+    started = 0.0  # time.monotonic() of the first attempt
+    queued_at = 0.0  # loop time it entered the balancer's queue
 
     def __init__(self, conn: ClientConn) -> None:
         self.conn = conn
-        self.url = b""
-        self.method = b""
         self.lines: list[bytes] = []
-        self.host: bytes | None = None
-        self.cl: bytes | None = None
-        self.te: bytes | None = None
-        self.xff: bytes | None = None
-        self.fwd: bytes | None = None
-        self.conn_tokens: bytes | None = None
-        self.hash_key: bytes | None = None
-        self.head = b""
         self.body: list[bytes] = []
-        self.body_size = 0
-        self.chunked = False
-        self.complete = False
-        self.keep_alive = True
-        self.sent = False
-        self.response_started = False
-        self.replayable = True
         self.tried: list[Backend] = []
-        self.backend: Backend | None = None
-        self.up: UpstreamConn | None = None
-        self.started = 0.0
-        self.queued_at = 0.0
 
     # The balancer's queue calls these.
     def dispatch(self) -> None:
@@ -150,12 +127,14 @@ class ClientConn(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.peer = b"unknown"
+        self.forwarded = b""  # the forwarding headers of a request that brought none
         self.req: Request | None = None  # being parsed
         self.active: Request | None = None  # being answered
         self.pending: deque[Request] = deque()  # parsed, waiting behind `active`
         self.in_head = True
         self.head_bytes = 0
         self.deadline = 0.0
+        self.idle_since = 0.0  # loop time since when no request is open (stopping closes)
         self.closed = False
         self.close_after = False
         self.reading_paused = False
@@ -173,7 +152,9 @@ class ClientConn(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = str(peer[0]).encode()
+        self.forwarded = self._forwarded(None, None)
         self.deadline = self.loop.time() + self.opts.header_timeout
+        self.idle_since = self.loop.time()
         self.bal.timed.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -241,6 +222,16 @@ class ClientConn(asyncio.Protocol):
         else:
             self.pending.clear()
             self.close_after = True
+
+    def _forwarded(self, xff: bytes | None, fwd: bytes | None) -> bytes:
+        """X-Forwarded-For, Forwarded and Via: what came in, with this client added."""
+        peer = self.peer
+        node = b'"[' + peer + b']"' if b":" in peer else peer
+        mine = b"for=" + node + b";proto=http"
+        return b"X-Forwarded-For: %s\r\nForwarded: %s\r\nVia: 1.1 spofless\r\n" % (
+            xff + b", " + peer if xff else peer,
+            fwd + b", " + mine if fwd else mine,
+        )
 
     def on_timeout(self) -> None:
         if self.active is not None or self.transport is None:
@@ -316,26 +307,20 @@ class ClientConn(asyncio.Protocol):
         if req.conn_tokens is not None and req.conn_tokens not in (b"keep-alive", b"close"):
             named = {t.strip() for t in req.conn_tokens.split(b",")}
             lines = [ln for ln in lines if ln.split(b":", 1)[0].lower() not in named]
-        parts = [
+        if not opts.forwarded_headers:
+            fwd = b""
+        elif req.xff is None and req.fwd is None:
+            fwd = self.forwarded  # the common case, built once per connection
+        else:
+            fwd = self._forwarded(req.xff, req.fwd)
+        req.head = b"%s %s %s\r\n%s%s%s\r\n" % (
             req.method,
-            b" ",
             req.url,
-            b" HTTP/1.1\r\n" if version == "1.1" else b" HTTP/1.0\r\n",
-        ]
-        parts += lines
-        if opts.forwarded_headers:
-            peer = self.peer
-            parts.append(
-                b"X-Forwarded-For: " + (req.xff + b", " + peer if req.xff else peer) + b"\r\n"
-            )
-            node = b'"[' + peer + b']"' if b":" in peer else peer
-            fwd = b"for=" + node + b";proto=http"
-            parts.append(b"Forwarded: " + (req.fwd + b", " + fwd if req.fwd else fwd) + b"\r\n")
-            parts.append(b"Via: 1.1 spofless\r\n")
-        if req.chunked:
-            parts.append(b"Transfer-Encoding: chunked\r\n")
-        parts.append(b"\r\n")
-        req.head = b"".join(parts)
+            b"HTTP/1.1" if version == "1.1" else b"HTTP/1.0",
+            b"".join(lines),
+            fwd,
+            b"Transfer-Encoding: chunked\r\n" if req.chunked else b"",
+        )
         if self.want_hash:
             key = self.opts.hash_key
             if key == "source":
@@ -397,7 +382,7 @@ class ClientConn(asyncio.Protocol):
 
     def dispatch(self, req: Request) -> None:
         bal = self.bal
-        route = bal.route_for(req.host, req.url)
+        route = bal.routes[0] if bal.single_route else bal.route_for(req.host, req.url)
         b = bal.choose(route, req.hash_key, req.tried)
         if b is None and req.tried:
             b = bal.choose(route, req.hash_key, None)  # a fresh connection to one tried
@@ -411,7 +396,7 @@ class ClientConn(asyncio.Protocol):
                 self.fail(req, 503, retry_after=1)
             return
         if not req.tried:
-            req.started = self.loop.time()
+            req.started = monotonic()
             bal.budget.record_request(req.started)
         b.active += 1
         b.requests += 1
@@ -419,7 +404,7 @@ class ClientConn(asyncio.Protocol):
         if b.idle:
             b.idle.pop().attach(req)
         else:
-            self.loop.create_task(_open(bal, b, req))
+            self.loop.create_task(open_upstream(bal, b, req))
 
     def upstream_failed(
         self, req: Request, detail: str, *, sent: bool, definite: bool, timeout: bool = False
@@ -444,7 +429,7 @@ class ClientConn(asyncio.Protocol):
             may_retry(req.method, sent=sent, response_started=False)
             and (req.replayable or not sent)
             and len(req.tried) <= self.opts.retries
-            and bal.budget.try_spend(self.loop.time())
+            and bal.budget.try_spend(monotonic())
         ):
             b.retries += 1
             req.sent = False
@@ -487,7 +472,8 @@ class ClientConn(asyncio.Protocol):
                 self.reading_paused = False
                 transport.resume_reading()
             return
-        self.deadline = self.loop.time() + self.opts.client_idle_timeout
+        self.idle_since = self.loop.time()
+        self.deadline = self.idle_since + self.opts.client_idle_timeout
         if self.reading_paused:
             self.reading_paused = False
             transport.resume_reading()
@@ -499,207 +485,3 @@ def _cookie(header: bytes, name: bytes) -> bytes | None:
         if k == name:
             return v
     return None
-
-
-async def _open(bal: Balancer, b: Backend, req: Request) -> None:
-    """Open a new connection to `b` for `req` (the one coroutine, off the per-request path)."""
-    loop = bal.loop or asyncio.get_running_loop()
-    client = req.conn
-    try:
-        async with asyncio.timeout(bal.options.connect_timeout):
-            _, up = await loop.create_connection(lambda: UpstreamConn(bal, b), b.host, b.port)
-    except TimeoutError:
-        client.upstream_failed(req, "connect timeout", sent=False, definite=False)
-        return
-    except (ConnectionRefusedError, ConnectionResetError) as exc:
-        detail = "connection refused" if isinstance(exc, ConnectionRefusedError) else "reset"
-        client.upstream_failed(req, detail, sent=False, definite=True)
-        return
-    except OSError as exc:
-        client.upstream_failed(req, exc.strerror or "connect failed", sent=False, definite=False)
-        return
-    if client.closed or req.backend is not b:
-        b.active -= 1
-        up.release_idle()
-        return
-    up.attach(req)
-
-
-class UpstreamConn(asyncio.Protocol):
-    """A connection to one backend, pooled between requests."""
-
-    def __init__(self, bal: Balancer, backend: Backend) -> None:
-        self.bal = bal
-        self.backend = backend
-        self.loop = bal.loop or asyncio.get_event_loop()
-        self.parser = httptools.HttpResponseParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.req: Request | None = None
-        self.deadline = 0.0
-        self.status = 0
-        self.done = False
-        self.keep = False
-        self.reset_parser = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport = cast(asyncio.Transport, transport)
-        self.transport = transport
-        self.bal.timed.add(self)
-
-    def attach(self, req: Request) -> None:
-        """Send `req` on this connection."""
-        transport = self.transport
-        assert transport is not None
-        self.req = req
-        req.up = self
-        self.backend.inflight.add(self)
-        if req.body:
-            transport.write(req.head + b"".join(req.body))
-            if not req.replayable:
-                req.body = []
-        else:
-            transport.write(req.head)
-        req.sent = True
-        self.deadline = self.loop.time() + self.bal.options.response_timeout
-        client = req.conn
-        if client.reading_paused and req is client.active and not client.pending:
-            client.reading_paused = False
-            if client.transport is not None:
-                client.transport.resume_reading()
-
-    def data_received(self, data: bytes) -> None:
-        req = self.req
-        if req is None:  # an idle connection must stay silent
-            self.close()
-            return
-        req.response_started = True
-        client = req.conn
-        if client.transport is not None and not client.closed:
-            client.transport.write(data)
-        self.deadline = self.loop.time() + self.bal.options.response_timeout
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self._broken(req)
-            return
-        if self.done:
-            self._finish(req)
-
-    def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
-        req = self.req
-        if req is not None and req.method == b"HEAD" and self.status >= 200:
-            # httptools cannot be told that a HEAD response has no body: end it here.
-            self.done = True
-            self.keep = self.parser.should_keep_alive()
-            self.reset_parser = True
-
-    def on_message_complete(self) -> None:
-        if 100 <= self.status < 200 and self.status != 101:
-            return  # an interim response; the final one follows
-        self.keep = self.parser.should_keep_alive()  # llhttp forgets it after this callback
-        self.done = True
-
-    def _finish(self, req: Request) -> None:
-        b = self.backend
-        keep = self.keep and req.complete
-        if self.reset_parser:
-            self.parser = httptools.HttpResponseParser(self)
-            self.reset_parser = False
-        self.done = False
-        self.req = None
-        req.up = None
-        b.inflight.discard(self)
-        b.active -= 1
-        status = self.status
-        b.responses[status // 100 if 100 <= status < 600 else 0] += 1
-        b.observe_latency(self.loop.time() - req.started)
-        if status >= 500:
-            self.bal.passive_failure(b, f"status {status}")
-        else:
-            b.consecutive_failures = 0
-        if keep:
-            self.release_idle()
-        else:
-            self.close()
-        req.conn.response_done(req, True)
-        self.bal.release_slot()
-
-    def _broken(self, req: Request) -> None:
-        """The backend sent something that is not HTTP: drop both sides."""
-        self.req = None
-        self.backend.inflight.discard(self)
-        self.backend.active -= 1
-        self.backend.responses[0] += 1
-        self.bal.passive_failure(self.backend, "malformed response")
-        self.close()
-        if req.conn.transport is not None:
-            req.conn.transport.close()
-        self.bal.release_slot()
-
-    def release_idle(self) -> None:
-        """Back to the pool, unless the backend left rotation or the worker drains."""
-        b = self.backend
-        if b.eligible and not self.bal.draining and self.transport is not None:
-            self.deadline = self.loop.time() + self.bal.options.backend_idle_timeout
-            b.idle.append(self)
-        else:
-            self.close()
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    def abandon(self) -> None:
-        """The backend was marked down: retry an unanswered idempotent request elsewhere."""
-        req = self.req
-        if req is None or req.response_started or req.method not in IDEMPOTENT:
-            return
-        self._detach_and_fail(req, "backend down", timeout=False)
-
-    def on_timeout(self) -> None:
-        req = self.req
-        if req is None:
-            self.close()  # idle too long in the pool
-            return
-        if req.response_started:
-            self.req = None
-            self.backend.inflight.discard(self)
-            self.backend.active -= 1
-            self.backend.responses[0] += 1
-            self.close()
-            if req.conn.transport is not None:
-                req.conn.transport.close()
-            self.bal.release_slot()
-            return
-        self._detach_and_fail(req, "response timeout", timeout=True)
-
-    def _detach_and_fail(self, req: Request, detail: str, *, timeout: bool) -> None:
-        self.req = None
-        self.backend.inflight.discard(self)
-        if self.transport is not None:
-            self.transport.abort()
-        req.conn.upstream_failed(req, detail, sent=True, definite=False, timeout=timeout)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.bal.timed.discard(self)
-        b = self.backend
-        if self in b.idle:
-            b.idle.remove(self)
-        req = self.req
-        if req is None:
-            return
-        self.req = None
-        b.inflight.discard(self)
-        if not req.response_started:
-            # A pooled connection the backend closed, or a reset: retried when safe.
-            req.conn.upstream_failed(req, "connection reset", sent=True, definite=False)
-            return
-        # Mid-response: a close-delimited body ends here; anything else is cut short.
-        b.active -= 1
-        b.responses[self.status // 100 if 100 <= self.status < 600 else 0] += 1
-        if req.conn.transport is not None:
-            req.conn.transport.close()
-        if req.conn.active is req:
-            req.conn.active = None
-        self.bal.release_slot()

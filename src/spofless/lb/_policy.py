@@ -34,18 +34,26 @@ class RetryBudget:
         self.window = window
         self.min_retries = min_retries
         self._slots: deque[list[float]] = deque()  # [second, requests, retries]
+        self._current: list[float] = [0.0, 0.0, 0.0]  # the newest slot, for the fast path
+        self._current_end = -1.0  # its second ends here
 
     def _slot(self, now: float) -> list[float]:
+        if self._current_end > now >= self._current[0]:
+            return self._current
         sec = float(int(now))
         slots = self._slots
         if not slots or slots[-1][0] != sec:
             slots.append([sec, 0.0, 0.0])
             while slots and slots[0][0] <= sec - self.window:
                 slots.popleft()
-        return slots[-1]
+        self._current, self._current_end = slots[-1], sec + 1.0
+        return self._current
 
     def record_request(self, now: float) -> None:
-        self._slot(now)[1] += 1
+        if self._current_end > now >= self._current[0]:
+            self._current[1] += 1  # once per request: no call, no allocation
+        else:
+            self._slot(now)[1] += 1
 
     def try_spend(self, now: float) -> bool:
         """Take one retry from the budget; False when it is spent."""

@@ -22,7 +22,8 @@ class TcpClient(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.up: TcpUpstream | None = None
         self.buffer: list[bytes] = []
-        self.eof = False
+        self.eof = False  # the client half-closed
+        self.up_eof = False  # the backend half-closed
         self.closed = False
         self.tried: list[Backend] = []
         self.backend: Backend | None = None
@@ -72,6 +73,7 @@ class TcpClient(asyncio.Protocol):
             return
         b.consecutive_failures = 0
         self.up = up
+        b.inflight.add(self)
         assert up.transport is not None
         if self.buffer:
             up.transport.write(b"".join(self.buffer))
@@ -100,11 +102,14 @@ class TcpClient(asyncio.Protocol):
         up = self.up
         if up is not None and up.transport is not None and up.transport.can_write_eof():
             up.transport.write_eof()
-        return True
+        # Closed both ways: close (pending writes are flushed first); else stay half-open.
+        return not self.up_eof
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.bal.timed.discard(self)
+        if self.backend is not None:
+            self.backend.inflight.discard(self)
         if self.up is not None and self.up.transport is not None:
             self.up.transport.close()
         if self.backend is not None and self.up is not None:
@@ -121,6 +126,15 @@ class TcpClient(asyncio.Protocol):
             self.up.transport.resume_reading()
 
     def on_timeout(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abandon(self) -> None:
+        """Its backend was marked down or ejected: close both sides (`tcp_close_on_down`)."""
+        if not self.bal.options.tcp_close_on_down:
+            return
+        if self.up is not None and self.up.transport is not None:
+            self.up.transport.abort()  # a frozen backend would never take a graceful close
         if self.transport is not None:
             self.transport.close()
 
@@ -143,10 +157,12 @@ class TcpUpstream(asyncio.Protocol):
             c.transport.write(data)
 
     def eof_received(self) -> bool:
-        t = self.client.transport
-        if t is not None and not self.client.closed and t.can_write_eof():
+        c = self.client
+        c.up_eof = True
+        t = c.transport
+        if t is not None and not c.closed and t.can_write_eof():
             t.write_eof()
-        return True
+        return not c.eof  # both ways closed: this transport closes, and the client's with it
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.client.transport is not None:

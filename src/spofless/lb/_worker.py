@@ -26,6 +26,7 @@ from spofless.lb._tcp import TcpClient
 logger = logging.getLogger(__name__)
 
 STATS_INTERVAL = 0.5
+IDLE_GRACE = 0.5  # seconds a keep-alive client may stay quiet before a stopping worker closes it
 
 
 async def serve(listen: socket.socket, chan_sock: socket.socket) -> None:
@@ -65,13 +66,20 @@ async def serve(listen: socket.socket, chan_sock: socket.socket) -> None:
     # Graceful stop: no new connections, finish what is in flight, then go.
     server.close()
     bal.draining = True
-    deadline = loop.time() + bal.settings.options.drain_timeout
+    opts = bal.settings.options
+    deadline = loop.time() + opts.drain_timeout
     while loop.time() < deadline:
         busy = False
+        now = loop.time()
         for conn in list(bal.timed):
             if isinstance(conn, ClientConn):
                 if conn.active is None and conn.req is None and conn.transport is not None:
-                    conn.transport.close()  # idle keep-alive: nothing is lost
+                    # A busy client gets `Connection: close` on its next response; one that
+                    # stays quiet for IDLE_GRACE is closed (the usual keep-alive race).
+                    if now - conn.idle_since >= IDLE_GRACE:
+                        conn.transport.close()
+                    else:
+                        busy = True
                 else:
                     busy = True
             elif isinstance(conn, TcpClient):

@@ -123,6 +123,11 @@ class HealthCheck(Strict):
     expect_status: list[int] = Field(default_factory=lambda: [200])  # http
     expect_body: str | None = None  # http: a substring the body must contain
     command: str | None = None  # command: exit status 0 is healthy; {host} {port} expand
+    # tcp: an application-level check (HAProxy's tcp-check send/expect): `send` is written
+    # after connecting, and the answer must contain `expect` within `timeout`. Without
+    # them a connect alone counts, which cannot see a frozen (SIGSTOPped) process.
+    send: str | None = None
+    expect: str | None = None
     # Fast by default: a silent instance is detected within about one second.
     interval: Annotated[float, Field(gt=0, le=3600)] = 0.25
     timeout: Annotated[float, Field(gt=0, le=3600)] = 0.25
@@ -133,6 +138,10 @@ class HealthCheck(Strict):
     def _command_given(self) -> HealthCheck:
         if self.type == "command" and not self.command:
             raise ValueError("a health check of type command needs `command`")
+        if self.type != "tcp" and (self.send is not None or self.expect is not None):
+            raise ValueError("`send` and `expect` belong to health checks of type tcp")
+        if self.send is not None and not self.expect:
+            raise ValueError("a tcp check with `send` needs `expect` (what the answer contains)")
         return self
 
 
@@ -291,6 +300,10 @@ class LbOptions(Strict):
     slow_start: Annotated[float, Field(ge=0, le=3600)] = 5.0  # weight ramps up over this
     drain_timeout: Annotated[float, Field(gt=0, le=3600)] = 30.0  # SIGTERM/SIGHUP grace
     forwarded_headers: bool = True  # X-Forwarded-For/-Proto, Forwarded, Via
+    # tcp: close the connections to a backend marked down or ejected, so that their
+    # clients reconnect to a healthy one at once instead of hanging on a frozen one
+    # (HAProxy's on-marked-down shutdown-sessions, which Patroni setups use).
+    tcp_close_on_down: bool = True
 
 
 class VipSpec(Strict):

@@ -1,0 +1,241 @@
+"""The backend side of L7 proxying: pooled connections to one backend.
+
+An `UpstreamConn` sends one request at a time (from a `ClientConn` of
+`_http`), relays the response bytes to the client as they arrive while
+httptools finds where the response ends, then goes back to its backend's
+pool. Failures before any response byte go back to the client connection,
+which retries or answers an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from time import monotonic
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from spofless.lb._policy import IDEMPOTENT
+
+if TYPE_CHECKING:
+    from spofless.lb._backend import Backend
+    from spofless.lb._balancer import Balancer
+    from spofless.lb._http import Request
+
+
+async def open_upstream(bal: Balancer, b: Backend, req: Request) -> None:
+    """Open a new connection to `b` for `req` (the one coroutine, off the per-request path)."""
+    loop = bal.loop or asyncio.get_running_loop()
+    client = req.conn
+    try:
+        async with asyncio.timeout(bal.options.connect_timeout):
+            _, up = await loop.create_connection(lambda: UpstreamConn(bal, b), b.host, b.port)
+    except TimeoutError:
+        client.upstream_failed(req, "connect timeout", sent=False, definite=False)
+        return
+    except (ConnectionRefusedError, ConnectionResetError) as exc:
+        detail = "connection refused" if isinstance(exc, ConnectionRefusedError) else "reset"
+        client.upstream_failed(req, detail, sent=False, definite=True)
+        return
+    except OSError as exc:
+        client.upstream_failed(req, exc.strerror or "connect failed", sent=False, definite=False)
+        return
+    if client.closed or req.backend is not b:
+        b.active -= 1
+        up.release_idle()
+        return
+    up.attach(req)
+
+
+class UpstreamConn(asyncio.Protocol):
+    """A connection to one backend, pooled between requests."""
+
+    def __init__(self, bal: Balancer, backend: Backend) -> None:
+        self.bal = bal
+        self.backend = backend
+        self.loop = bal.loop or asyncio.get_event_loop()
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.req: Request | None = None
+        self.deadline = 0.0
+        self.status = 0
+        self.done = False
+        self.keep = False
+        self.reset_parser = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        self.bal.timed.add(self)
+
+    def attach(self, req: Request) -> None:
+        """Send `req` on this connection."""
+        transport = self.transport
+        assert transport is not None
+        self.req = req
+        req.up = self
+        self.backend.inflight.add(self)
+        if req.body:
+            transport.write(req.head + b"".join(req.body))
+            if not req.replayable:
+                req.body = []
+        else:
+            transport.write(req.head)
+        req.sent = True
+        self.deadline = self.loop.time() + self.bal.options.response_timeout
+        client = req.conn
+        if client.reading_paused and req is client.active and not client.pending:
+            client.reading_paused = False
+            if client.transport is not None:
+                client.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        req = self.req
+        if req is None:  # an idle connection must stay silent
+            self.close()
+            return
+        client = req.conn
+        if not req.response_started:
+            req.response_started = True
+            if self.bal.draining:
+                # Stopping: announce the close so that the client does not reuse the
+                # connection (closing it unannounced races with its next request).
+                data = _announce_close(data)
+                client.close_after = True
+        if client.transport is not None and not client.closed:
+            client.transport.write(data)
+        self.deadline = self.loop.time() + self.bal.options.response_timeout
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._broken(req)
+            return
+        if self.done:
+            self._finish(req)
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        req = self.req
+        if req is not None and req.method == b"HEAD" and self.status >= 200:
+            # httptools cannot be told that a HEAD response has no body: end it here.
+            self.done = True
+            self.keep = self.parser.should_keep_alive()
+            self.reset_parser = True
+
+    def on_message_complete(self) -> None:
+        if 100 <= self.status < 200 and self.status != 101:
+            return  # an interim response; the final one follows
+        self.keep = self.parser.should_keep_alive()  # llhttp forgets it after this callback
+        self.done = True
+
+    def _finish(self, req: Request) -> None:
+        b = self.backend
+        keep = self.keep and req.complete
+        if self.reset_parser:
+            self.parser = httptools.HttpResponseParser(self)
+            self.reset_parser = False
+        self.done = False
+        self.req = None
+        req.up = None
+        b.inflight.discard(self)
+        b.active -= 1
+        status = self.status
+        b.responses[status // 100 if 100 <= status < 600 else 0] += 1
+        b.observe_latency(monotonic() - req.started)
+        if status >= 500:
+            self.bal.passive_failure(b, f"status {status}")
+        else:
+            b.consecutive_failures = 0
+        if keep:
+            self.release_idle()
+        else:
+            self.close()
+        req.conn.response_done(req, True)
+        self.bal.release_slot()
+
+    def _broken(self, req: Request) -> None:
+        """The backend sent something that is not HTTP: drop both sides."""
+        self.req = None
+        self.backend.inflight.discard(self)
+        self.backend.active -= 1
+        self.backend.responses[0] += 1
+        self.bal.passive_failure(self.backend, "malformed response")
+        self.close()
+        if req.conn.transport is not None:
+            req.conn.transport.close()
+        self.bal.release_slot()
+
+    def release_idle(self) -> None:
+        """Back to the pool, unless the backend left rotation or the worker drains."""
+        b = self.backend
+        if b.eligible and not self.bal.draining and self.transport is not None:
+            self.deadline = self.loop.time() + self.bal.options.backend_idle_timeout
+            b.idle.append(self)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abandon(self) -> None:
+        """The backend was marked down: retry an unanswered idempotent request elsewhere."""
+        req = self.req
+        if req is None or req.response_started or req.method not in IDEMPOTENT:
+            return
+        self._detach_and_fail(req, "backend down", timeout=False)
+
+    def on_timeout(self) -> None:
+        req = self.req
+        if req is None:
+            self.close()  # idle too long in the pool
+            return
+        if req.response_started:
+            self.req = None
+            self.backend.inflight.discard(self)
+            self.backend.active -= 1
+            self.backend.responses[0] += 1
+            self.close()
+            if req.conn.transport is not None:
+                req.conn.transport.close()
+            self.bal.release_slot()
+            return
+        self._detach_and_fail(req, "response timeout", timeout=True)
+
+    def _detach_and_fail(self, req: Request, detail: str, *, timeout: bool) -> None:
+        self.req = None
+        self.backend.inflight.discard(self)
+        if self.transport is not None:
+            self.transport.abort()
+        req.conn.upstream_failed(req, detail, sent=True, definite=False, timeout=timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.bal.timed.discard(self)
+        b = self.backend
+        if self in b.idle:
+            b.idle.remove(self)
+        req = self.req
+        if req is None:
+            return
+        self.req = None
+        b.inflight.discard(self)
+        if not req.response_started:
+            # A pooled connection the backend closed, or a reset: retried when safe.
+            req.conn.upstream_failed(req, "connection reset", sent=True, definite=False)
+            return
+        # Mid-response: a close-delimited body ends here; anything else is cut short.
+        b.active -= 1
+        b.responses[self.status // 100 if 100 <= self.status < 600 else 0] += 1
+        if req.conn.transport is not None:
+            req.conn.transport.close()
+        if req.conn.active is req:
+            req.conn.active = None
+        self.bal.release_slot()
+
+
+def _announce_close(data: bytes) -> bytes:
+    """`Connection: close` inserted after the status line of a response's first bytes."""
+    end = data.find(b"\r\n")
+    if end < 0:
+        return data  # a status line split across reads: the close goes unannounced
+    return data[: end + 2] + b"Connection: close\r\n" + data[end + 2 :]

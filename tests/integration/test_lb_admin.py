@@ -1,0 +1,104 @@
+"""The admin API against a real balancer: token, drain, disable/enable, /metrics."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.lb_fixtures import (
+    backend_state,
+    get,
+    processes,
+    start_backend,
+    start_lb,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "s3cret-token"
+
+
+def test_a_token_is_required_off_loopback() -> None:
+    spofless = str(Path(sys.executable).parent / "spofless")
+    args = ["--listen", "127.0.0.1:1", "--backend", "127.0.0.1:2", "--admin", "0.0.0.0:8081"]
+    proc = subprocess.run(
+        [spofless, "lb", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "set an admin token" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_token_checked_when_set(tmp_path: Path) -> None:
+    with processes() as procs:
+        port = start_backend(procs, "b0")
+        _, admin = start_lb(procs, [port], "--admin-token", TOKEN, log=tmp_path / "lb.log")
+        assert get(admin, "/status")[0] == 401
+        assert get(admin, "/status", {"Authorization": "Bearer nope"})[0] == 401
+        assert get(admin, "/metrics", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+        code, _, _ = get(
+            admin, f"/backends/127.0.0.1:{port}/drain", method="POST"
+        )  # no token: nothing changes
+        assert code == 401
+        code, body, _ = get(admin, "/status", {"Authorization": f"Bearer {TOKEN}"})
+        assert code == 200 and b'"admin": "enabled"' in body
+
+
+def _post(admin: int, port: int, action: str) -> int:
+    return get(admin, f"/backends/127.0.0.1:{port}/{action}", method="POST")[0]
+
+
+def test_drain_disable_enable_and_metrics(tmp_path: Path) -> None:
+    with processes() as procs:
+        ports = [start_backend(procs, f"b{i}") for i in range(2)]
+        lb, admin = start_lb(procs, ports, log=tmp_path / "lb.log")
+        wait_until(lambda: backend_state(admin, ports[0])["status"] == "up", 10, "b0 up")
+        # Round robin in one worker: two concurrent slow requests, one on each backend.
+        slow: list[tuple[int, bytes]] = []
+        threads = [
+            threading.Thread(target=lambda: slow.append(get(lb, "/slow/1")[:2])) for _ in range(2)
+        ]
+        for t in threads:
+            t.start()
+            time.sleep(0.05)
+        time.sleep(0.2)
+        assert _post(admin, ports[0], "drain") == 200
+        drained = [get(lb)[1] for _ in range(20)]
+        for t in threads:
+            t.join(10)
+        assert backend_state(admin, ports[0])["admin"] == "drain"
+        assert _post(admin, ports[0], "enable") == 200
+        enabled = [get(lb)[1] for _ in range(20)]
+        assert _post(admin, ports[1], "disable") == 200
+        disabled = [get(lb)[1] for _ in range(20)]
+        assert _post(admin, ports[1], "enable") == 200
+        unknown = get(admin, "/backends/nope/drain", method="POST")[0]
+        wrong_method = get(admin, f"/backends/127.0.0.1:{ports[0]}/drain")[0]
+        time.sleep(0.6)  # worker counters reach the controller every 0.5 s
+        metrics = get(admin, "/metrics")[1].decode()
+    assert sorted(slow) == [(200, b"b0"), (200, b"b1")]  # the open request on b0 finished
+    assert set(drained) == {b"b1"}
+    assert set(enabled) == {b"b0", b"b1"}
+    assert set(disabled) == {b"b0"}
+    assert (unknown, wrong_method) == (404, 405)
+    b0 = f'backend="127.0.0.1:{ports[0]}"'
+    assert f'spofless_lb_responses_total{{{b0},code="2xx"}}' in metrics
+    assert f"spofless_lb_backend_up{{{b0}}} 1.0" in metrics
+    assert f'spofless_lb_request_duration_seconds_bucket{{{b0},le="+Inf"}}' in metrics
+    for name in ("retries_total", "connect_failures_total", "ejections_total", "in_flight"):
+        assert f"spofless_lb_{name}{{{b0}}}" in metrics
+    count = next(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith(f'spofless_lb_responses_total{{{b0},code="2xx"}}')
+    )
+    assert count >= 21  # the slow one, 20 while enabled, and 20 while b1 was disabled

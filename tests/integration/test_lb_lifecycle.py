@@ -1,0 +1,114 @@
+"""Process lifecycle: SIGHUP reload and SIGTERM stop under load, two workers sharing health."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.lb_fixtures import (
+    Load,
+    backend_state,
+    free_port,
+    get,
+    processes,
+    start_backend,
+    start_lb,
+    start_lb_file,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+TOPOLOGY = """
+name: reload
+hosts: {{h: {{}}}}
+entry: [lb]
+components:
+  lb: {{kind: load_balancer, instances: [h], port: {lb}, admin_port: {admin},
+        routes: [{{to: {target}}}]}}
+  a: {{kind: service, instances: [h], port: {a}}}
+  b: {{kind: service, instances: [h], port: {b}}}
+"""
+
+
+def test_sighup_reload_switches_routes_without_dropping_requests(tmp_path: Path) -> None:
+    with processes() as procs:
+        a, b = start_backend(procs, "a"), start_backend(procs, "b")
+        lb, admin = free_port(), free_port()
+        file = tmp_path / "t.yaml"
+        file.write_text(TOPOLOGY.format(lb=lb, admin=admin, target="a", a=a, b=b))
+        start_lb_file(procs, file, lb, admin, log=tmp_path / "lb.log")
+        controller = procs[-1]
+        wait_until(lambda: get(lb)[1] == b"a", 10, "the balancer serves a")
+        slow: list[tuple[int, bytes]] = []
+        in_flight = threading.Thread(target=lambda: slow.append(get(lb, "/slow/1")[:2]))
+        with Load(lb) as load:
+            time.sleep(0.5)
+            in_flight.start()
+            time.sleep(0.2)
+            file.write_text(TOPOLOGY.format(lb=lb, admin=admin, target="b", a=a, b=b))
+            controller.send_signal(signal.SIGHUP)
+            wait_until(lambda: load.bodies.get(b"b", 0) > 50, 10, "requests reach b")
+            in_flight.join(10)
+        # A broken file is refused and the running settings stay.
+        file.write_text("components: [")
+        controller.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert get(lb)[1] == b"b"
+        assert controller.poll() is None
+    log = (tmp_path / "lb.log").read_text()
+    assert load.errors == [], log
+    assert slow == [(200, b"a")]  # the old worker finished what it had started
+    assert load.bodies.get(b"a", 0) > 0
+    assert "reload refused" in log
+
+
+def test_sigterm_finishes_in_flight_requests(tmp_path: Path) -> None:
+    with processes() as procs:
+        ports = [start_backend(procs, f"b{i}") for i in range(2)]
+        lb, _ = start_lb(procs, ports, log=tmp_path / "lb.log")
+        controller = procs[-1]
+        results: list[int] = []
+        threads = [
+            threading.Thread(target=lambda: results.append(get(lb, "/slow/1")[0])) for _ in range(5)
+        ]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        controller.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(10)
+        code = controller.wait(10)
+    assert results == [200] * 5
+    assert code == 0
+    with pytest.raises(ConnectionRefusedError):
+        get(lb)
+
+
+def test_two_workers_share_the_health_view(tmp_path: Path) -> None:
+    with processes() as procs:
+        ports = [start_backend(procs, f"b{i}") for i in range(3)]
+        lb, admin = start_lb(procs, ports, "--workers", "2", log=tmp_path / "lb.log")
+        wait_until(lambda: backend_state(admin, ports[0])["status"] == "up", 10, "b0 up")
+        assert len({get(lb)[1] for _ in range(30)}) == 3
+        # Silent failure: only the controller's checks can see it; both workers must follow.
+        os.kill(procs[0].pid, signal.SIGSTOP)
+        wait_until(lambda: backend_state(admin, ports[0])["status"] == "down", 3, "b0 down")
+        time.sleep(0.25)  # one check interval for the view to reach the workers
+        time.sleep(0.6)  # worker counters reach the controller every 0.5 s
+        before = backend_state(admin, ports[0])["requests"]
+        answers = []
+        for _ in range(100):  # a fresh connection each: SO_REUSEPORT spreads them
+            t0 = time.monotonic()
+            code, body, _ = get(lb, timeout=5)
+            answers.append((code, body, time.monotonic() - t0))
+        time.sleep(0.6)
+        after = backend_state(admin, ports[0])["requests"]
+    assert after == before
+    assert all(code == 200 and body != b"b0" for code, body, _ in answers)
+    assert max(t for _, _, t in answers) < 0.5  # nothing waited on the frozen backend

@@ -1,0 +1,38 @@
+"""`spofless lb` flags: bad ones give a message naming them and exit status 2, nothing runs."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from spofless.cli import _unescape, main
+
+BASE = ["lb", "--listen", "127.0.0.1:1", "--backend", "127.0.0.1:2"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--set", "bogus=1"], "invalid option bogus"),
+        (["--set", "header_timeout=soon"], "invalid option header_timeout"),
+        (["--set", "header_timeout"], "give NAME=VALUE"),
+        (["--health", "http", "--health-expect", "ok"], "belong to health checks of type tcp"),
+        (["--health-send", "PING"], "needs `expect`"),
+        (["--admin", "0.0.0.0:8081"], "set an admin token"),
+        (["--backend", "nowhere"], "is not host:port"),
+    ],
+)
+def test_bad_flags_exit_2(extra: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, [*BASE, *extra])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_standalone_flags_are_refused_with_a_file() -> None:
+    result = CliRunner().invoke(main, ["lb", "t.yaml", "--component", "lb", "--set", "x=1"])
+    assert result.exit_code == 2 and "standalone" in result.output
+
+
+def test_escapes_typed_on_a_command_line() -> None:
+    assert _unescape(r"PING\r\n") == "PING\r\n"
+    assert _unescape(r"a\\n\tb\x") == "a\\n\tb\\x"
