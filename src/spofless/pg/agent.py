@@ -39,8 +39,9 @@ from spofless.dcs import (
     campaign,
 )
 from spofless.pg._errors import PgCommandError
+from spofless.pg._handover import hand_over
 from spofless.pg.api import ApiServer, ApiSnapshot, MemberStatus
-from spofless.pg.decide import decide, format_lsn, parse_lsn
+from spofless.pg.decide import decide
 from spofless.pg.server import PostgresServer, ServerSettings, Upstream, slot_name
 from spofless.pg.sync import NO_STANDBY, StandbyRow, plan_sync, standby_names
 from spofless.pg.view import (
@@ -61,7 +62,6 @@ from spofless.pg.witness import WITNESS_NAME, FenceWitness, witness_standby_name
 
 logger = logging.getLogger(__name__)
 
-SWITCHOVER_CATCH_UP = 10.0  # seconds the candidate has to receive the last WAL byte
 
 
 class AgentSettings(BaseModel):
@@ -323,52 +323,10 @@ class Agent:
         elif a is Action.RELEASE:
             await self._release()
         elif a is Action.SWITCHOVER:
-            await self._switchover(view, self._need(view, d.target))
-
-    async def _switchover(self, view: View, target: Upstream) -> None:
-        """Stop writes, let `target` receive every last byte, then give it the lease.
-
-        Fast shutdown makes PostgreSQL wait until its WAL senders have sent everything,
-        the shutdown checkpoint included; the target is then checked to hold it. If it
-        does not within the bound, this primary starts again and the request is dropped.
-        """
-        srv, key = self.server, f"{self.p}/switchover"
-        request = json.dumps({"leader": self.name, "candidate": target.name})
-        res = await self.store.txn([self._fence()], [Put(key, request)])
-        if not res.succeeded:
-            raise PgCommandError(f"{self.name}: leader key no longer mine; no switchover")
-        logger.warning("%s: switchover to %s: stopping writes", self.name, target.name)
-        self._stop_witness()
-        await srv.stop("fast")
-        final = (await srv.controldata()).checkpoint_lsn or 0
-        deadline = asyncio.get_running_loop().time() + SWITCHOVER_CATCH_UP
-        while True:
-            try:
-                rows = await srv.query("SELECT pg_last_wal_receive_lsn()::text", on=target)
-                received = parse_lsn(rows[0][0]) if rows and rows[0][0] else 0
-            except PgCommandError:
-                received = 0
-            if received > final:
-                break
-            if asyncio.get_running_loop().time() > deadline:
-                logger.warning(
-                    "%s: switchover aborted: %s did not receive up to %s in %ss",
-                    self.name,
-                    target.name,
-                    format_lsn(final),
-                    SWITCHOVER_CATCH_UP,
-                )
-                await self.store.txn([self._fence()], [Delete(key)])
-                await srv.start(standby=False)
-                return
-            await asyncio.sleep(0.05)
-        await self._release()
-        logger.info(
-            "%s: switchover: %s holds everything up to %s",
-            self.name,
-            target.name,
-            format_lsn(final),
-        )
+            self._stop_witness()
+            key = f"{self.p}/switchover"
+            if await hand_over(srv, self.store, self._fence(), key, self._need(view, d.target)):
+                await self._release()
 
     async def _start_replica(self, upstream: Upstream | None) -> None:
         try:
