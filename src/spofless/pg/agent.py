@@ -63,7 +63,6 @@ from spofless.pg.witness import WITNESS_NAME, FenceWitness, witness_standby_name
 logger = logging.getLogger(__name__)
 
 
-
 class AgentSettings(BaseModel):
     """One agent: its member, its cluster's prefix, its API, the failover policy, timings."""
 
