@@ -27,6 +27,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from spofless.dcs import (
+    Compare,
     DCSError,
     DCSSettings,
     DCSUnavailable,
@@ -112,6 +113,7 @@ class Agent:
         self._rewind_failed = False
         self._start_failures = 0
         self._replica_start_failures = 0
+        self._system_id: str | None = None  # of the local data directory, read once
         self._not_streaming_since: float | None = None
         self._view: View | None = None
         self._local_status: MemberStatus = MemberStatus(self.name)
@@ -183,7 +185,11 @@ class Agent:
     async def _observe_local(self, now: float) -> LocalState:
         srv = self.server
         if not srv.has_data():
+            self._system_id = None
             return LocalState(has_data=False)
+        if self._system_id is None:
+            with contextlib.suppress(PgCommandError):
+                self._system_id = (await srv.controldata()).system_identifier
         if not srv.running:
             return LocalState(
                 has_data=True,
@@ -191,6 +197,7 @@ class Agent:
                 rewind_failed=self._rewind_failed,
                 start_failures=self._start_failures,
                 replica_start_failures=self._replica_start_failures,
+                system_id=self._system_id,
             )
         try:
             st = await srv.status()
@@ -212,6 +219,7 @@ class Agent:
             not_streaming_for=now - self._not_streaming_since if self._not_streaming_since else 0,
             rewind_failed=self._rewind_failed,
             start_failures=self._start_failures,
+            system_id=self._system_id,
         )
 
     async def _read_cluster(self) -> ClusterState:
@@ -221,12 +229,14 @@ class Agent:
         statuses: list[MemberStatus] = []
         sync, optime, paused, initialized = SyncState(), None, False, False
         switchover: Switchover | None = None
+        system_id: str | None = None
         for kv in res.kvs:
             key = kv.key[len(self.p) + 1 :]
             if key == "leader":
                 leader = LeaderKey(kv.value, kv.create_revision)
             elif key == "initialize":
                 initialized = True
+                system_id = kv.value or None
             elif key == "optime":
                 optime = int(kv.value)
             elif key == "config":
@@ -250,7 +260,9 @@ class Agent:
                     ms.name, ms.role, ms.running, ms.timeline, ms.wal_position, reachable=True
                 )
         self._cluster_members = tuple(sorted(statuses, key=lambda m: m.name))
-        return ClusterState(initialized, leader, members, sync, optime, paused, switchover)
+        return ClusterState(
+            initialized, leader, members, sync, optime, paused, switchover, system_id
+        )
 
     # -- acting ---------------------------------------------------------------------------
 
@@ -267,11 +279,7 @@ class Agent:
         if a is Action.ACQUIRE:
             await self._acquire()
         elif a is Action.BOOTSTRAP:
-            await srv.initdb()
-            await srv.start(standby=False)
-            await self.store.txn(
-                [self._fence()], [Put(f"{self.p}/initialize", str(srv.settings.port))]
-            )
+            await self._bootstrap()
         elif a is Action.CLONE:
             await srv.clone(self._need(view, d.target))
             await self._start_replica(self._upstream(view, d.target))
@@ -312,6 +320,7 @@ class Agent:
                     raise
             else:
                 await srv.remove_data_and_clone(up, allow_removal=self.settings.allow_reclone)
+                self._system_id = None
             self._replica_start_failures = 0
             try:
                 await self._start_replica(up)
@@ -326,6 +335,27 @@ class Agent:
             key = f"{self.p}/switchover"
             if await hand_over(srv, self.store, self._fence(), key, self._need(view, d.target)):
                 await self._release()
+
+    async def _bootstrap(self) -> None:
+        """initdb under a claim: the initialize key is created first (fenced), so that a
+        member winning the lease while this one runs initdb waits instead of bootstrapping
+        a second cluster; it holds the system identifier once the server runs."""
+        srv, key = self.server, f"{self.p}/initialize"
+        claim = await self.store.txn(
+            [self._fence(), Compare.create_revision(key, "==", 0)], [Put(key, "")]
+        )
+        if not claim.succeeded:
+            raise PgCommandError(f"{self.name}: lost the lease or another member bootstraps")
+        try:
+            await srv.initdb()
+            await srv.start(standby=False)
+            system_id = (await srv.controldata()).system_identifier or ""
+        except BaseException:
+            with contextlib.suppress(DCSError):
+                await self.store.txn([self._fence()], [Delete(key)])
+            raise
+        self._system_id = system_id
+        await self.store.txn([self._fence()], [Put(key, system_id)])
 
     async def _start_replica(self, upstream: Upstream | None) -> None:
         try:
@@ -394,6 +424,8 @@ class Agent:
                 "pending_lsn": r.pending_lsn,
             }
             ops.append(Put(f"{self.p}/sync", json.dumps(record)))
+        if c.system_id is None and self._system_id:  # a bootstrap cut short by a lease loss
+            ops.append(Put(f"{self.p}/initialize", self._system_id))
         if c.switchover is not None and c.switchover.leader != self.name:
             ops.append(Delete(f"{self.p}/switchover"))  # done: I lead now
         res = await self.store.txn([self._fence()], ops)
