@@ -41,6 +41,7 @@ from spofless.dcs import (
 )
 from spofless.pg._errors import PgCommandError
 from spofless.pg._handover import hand_over
+from spofless.pg._keys import parse_cluster
 from spofless.pg.api import ApiServer, ApiSnapshot, MemberStatus
 from spofless.pg.decide import decide
 from spofless.pg.server import PostgresServer, ServerSettings, Upstream, slot_name
@@ -49,14 +50,10 @@ from spofless.pg.view import (
     Action,
     ClusterState,
     Decision,
-    LeaderKey,
     Lease,
     LocalState,
-    Member,
     Policy,
     Role,
-    Switchover,
-    SyncState,
     View,
 )
 from spofless.pg.witness import WITNESS_NAME, FenceWitness, witness_standby_names
@@ -224,45 +221,8 @@ class Agent:
 
     async def _read_cluster(self) -> ClusterState:
         res = await self.store.range(f"{self.p}/", prefix=True)
-        leader: LeaderKey | None = None
-        members: dict[str, Member] = {}
-        statuses: list[MemberStatus] = []
-        sync, optime, paused, initialized = SyncState(), None, False, False
-        switchover: Switchover | None = None
-        system_id: str | None = None
-        for kv in res.kvs:
-            key = kv.key[len(self.p) + 1 :]
-            if key == "leader":
-                leader = LeaderKey(kv.value, kv.create_revision)
-            elif key == "initialize":
-                initialized = True
-                system_id = kv.value or None
-            elif key == "optime":
-                optime = int(kv.value)
-            elif key == "config":
-                paused = bool(json.loads(kv.value).get("paused", False))
-            elif key == "switchover":
-                d = json.loads(kv.value)
-                switchover = Switchover(d.get("leader"), d.get("candidate"))
-            elif key == "sync":
-                d = json.loads(kv.value)
-                sync = SyncState(
-                    d.get("leader"),
-                    frozenset(d.get("members", ())),
-                    d.get("pending"),
-                    d.get("pending_lsn"),
-                )
-            elif key.startswith("members/"):
-                d = json.loads(kv.value)
-                ms = MemberStatus(**{**d, "role": Role(d["role"]) if d.get("role") else None})
-                statuses.append(ms)
-                members[ms.name] = Member(
-                    ms.name, ms.role, ms.running, ms.timeline, ms.wal_position, reachable=True
-                )
-        self._cluster_members = tuple(sorted(statuses, key=lambda m: m.name))
-        return ClusterState(
-            initialized, leader, members, sync, optime, paused, switchover, system_id
-        )
+        state, self._cluster_members = parse_cluster(self.p, res.kvs)
+        return state
 
     # -- acting ---------------------------------------------------------------------------
 
