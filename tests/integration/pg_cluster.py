@@ -392,6 +392,9 @@ def start_cluster(synchronous: bool) -> Iterator[PgCluster]:
         base,
     )
     cluster = PgCluster(base, etcd_port, synchronous)
+    # SIGTERM to pytest (a CI timeout, `kill`) would skip finalizers: make it an interrupt,
+    # which pytest unwinds through them, so no agent, PostgreSQL or etcd is left behind.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         etcd.start()
         cluster.start()
@@ -403,3 +406,8 @@ def start_cluster(synchronous: bool) -> Iterator[PgCluster]:
         cluster.keep_logs()
         etcd.stop_all()
         shutil.rmtree(base, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")

@@ -429,3 +429,29 @@ def test_manual_failover_works_while_paused() -> None:
     c = cluster(None, member("b"), member("c"), paused=True, switchover=Switchover(None, "c"))
     assert decide(view("c", replica(following="a"), c)).action is Action.ACQUIRE
     assert decide(view("b", replica(following="a"), c)).action is Action.WAIT
+
+
+# -- a data directory of another cluster ----------------------------------------------
+
+
+def test_foreign_data_directory_is_never_followed() -> None:
+    local = LocalState(has_data=True, system_id="111", was_primary=True)
+    c = dataclasses.replace(cluster("b", member("b", Role.PRIMARY)), system_id="222")
+    d = decide(view("a", local, c))
+    assert d.action is Action.WAIT and "another cluster" in d.reason
+    d = decide(view("a", local, c, policy=Policy(allow_reclone=True)))
+    assert d.action is Action.RECLONE and d.target == "b"
+
+
+def test_running_foreign_server_is_stopped() -> None:
+    local = dataclasses.replace(replica(), system_id="111")
+    c = dataclasses.replace(cluster("b", member("b", Role.PRIMARY)), system_id="222")
+    assert decide(view("a", local, c)).action is Action.DEMOTE
+
+
+def test_same_or_unknown_system_is_fine() -> None:
+    local = dataclasses.replace(replica(following="b"), system_id="222")
+    c = dataclasses.replace(cluster("b", member("b", Role.PRIMARY)), system_id="222")
+    assert decide(view("a", local, c)).action is Action.NOTHING
+    c = dataclasses.replace(c, system_id=None)
+    assert decide(view("a", local, c)).action is Action.NOTHING

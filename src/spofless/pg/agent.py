@@ -27,6 +27,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from spofless.dcs import (
+    Compare,
     DCSError,
     DCSSettings,
     DCSUnavailable,
@@ -39,29 +40,25 @@ from spofless.dcs import (
     campaign,
 )
 from spofless.pg._errors import PgCommandError
+from spofless.pg._handover import hand_over
+from spofless.pg._keys import parse_cluster
 from spofless.pg.api import ApiServer, ApiSnapshot, MemberStatus
-from spofless.pg.decide import decide, format_lsn, parse_lsn
+from spofless.pg.decide import decide
 from spofless.pg.server import PostgresServer, ServerSettings, Upstream, slot_name
 from spofless.pg.sync import NO_STANDBY, StandbyRow, plan_sync, standby_names
 from spofless.pg.view import (
     Action,
     ClusterState,
     Decision,
-    LeaderKey,
     Lease,
     LocalState,
-    Member,
     Policy,
     Role,
-    Switchover,
-    SyncState,
     View,
 )
 from spofless.pg.witness import WITNESS_NAME, FenceWitness, witness_standby_names
 
 logger = logging.getLogger(__name__)
-
-SWITCHOVER_CATCH_UP = 10.0  # seconds the candidate has to receive the last WAL byte
 
 
 class AgentSettings(BaseModel):
@@ -113,6 +110,7 @@ class Agent:
         self._rewind_failed = False
         self._start_failures = 0
         self._replica_start_failures = 0
+        self._system_id: str | None = None  # of the local data directory, read once
         self._not_streaming_since: float | None = None
         self._view: View | None = None
         self._local_status: MemberStatus = MemberStatus(self.name)
@@ -184,7 +182,11 @@ class Agent:
     async def _observe_local(self, now: float) -> LocalState:
         srv = self.server
         if not srv.has_data():
+            self._system_id = None
             return LocalState(has_data=False)
+        if self._system_id is None:
+            with contextlib.suppress(PgCommandError):
+                self._system_id = (await srv.controldata()).system_identifier
         if not srv.running:
             return LocalState(
                 has_data=True,
@@ -192,6 +194,7 @@ class Agent:
                 rewind_failed=self._rewind_failed,
                 start_failures=self._start_failures,
                 replica_start_failures=self._replica_start_failures,
+                system_id=self._system_id,
             )
         try:
             st = await srv.status()
@@ -213,45 +216,13 @@ class Agent:
             not_streaming_for=now - self._not_streaming_since if self._not_streaming_since else 0,
             rewind_failed=self._rewind_failed,
             start_failures=self._start_failures,
+            system_id=self._system_id,
         )
 
     async def _read_cluster(self) -> ClusterState:
         res = await self.store.range(f"{self.p}/", prefix=True)
-        leader: LeaderKey | None = None
-        members: dict[str, Member] = {}
-        statuses: list[MemberStatus] = []
-        sync, optime, paused, initialized = SyncState(), None, False, False
-        switchover: Switchover | None = None
-        for kv in res.kvs:
-            key = kv.key[len(self.p) + 1 :]
-            if key == "leader":
-                leader = LeaderKey(kv.value, kv.create_revision)
-            elif key == "initialize":
-                initialized = True
-            elif key == "optime":
-                optime = int(kv.value)
-            elif key == "config":
-                paused = bool(json.loads(kv.value).get("paused", False))
-            elif key == "switchover":
-                d = json.loads(kv.value)
-                switchover = Switchover(d.get("leader"), d.get("candidate"))
-            elif key == "sync":
-                d = json.loads(kv.value)
-                sync = SyncState(
-                    d.get("leader"),
-                    frozenset(d.get("members", ())),
-                    d.get("pending"),
-                    d.get("pending_lsn"),
-                )
-            elif key.startswith("members/"):
-                d = json.loads(kv.value)
-                ms = MemberStatus(**{**d, "role": Role(d["role"]) if d.get("role") else None})
-                statuses.append(ms)
-                members[ms.name] = Member(
-                    ms.name, ms.role, ms.running, ms.timeline, ms.wal_position, reachable=True
-                )
-        self._cluster_members = tuple(sorted(statuses, key=lambda m: m.name))
-        return ClusterState(initialized, leader, members, sync, optime, paused, switchover)
+        state, self._cluster_members = parse_cluster(self.p, res.kvs)
+        return state
 
     # -- acting ---------------------------------------------------------------------------
 
@@ -268,11 +239,7 @@ class Agent:
         if a is Action.ACQUIRE:
             await self._acquire()
         elif a is Action.BOOTSTRAP:
-            await srv.initdb()
-            await srv.start(standby=False)
-            await self.store.txn(
-                [self._fence()], [Put(f"{self.p}/initialize", str(srv.settings.port))]
-            )
+            await self._bootstrap()
         elif a is Action.CLONE:
             await srv.clone(self._need(view, d.target))
             await self._start_replica(self._upstream(view, d.target))
@@ -313,6 +280,7 @@ class Agent:
                     raise
             else:
                 await srv.remove_data_and_clone(up, allow_removal=self.settings.allow_reclone)
+                self._system_id = None
             self._replica_start_failures = 0
             try:
                 await self._start_replica(up)
@@ -323,52 +291,31 @@ class Agent:
         elif a is Action.RELEASE:
             await self._release()
         elif a is Action.SWITCHOVER:
-            await self._switchover(view, self._need(view, d.target))
+            self._stop_witness()
+            key = f"{self.p}/switchover"
+            if await hand_over(srv, self.store, self._fence(), key, self._need(view, d.target)):
+                await self._release()
 
-    async def _switchover(self, view: View, target: Upstream) -> None:
-        """Stop writes, let `target` receive every last byte, then give it the lease.
-
-        Fast shutdown makes PostgreSQL wait until its WAL senders have sent everything,
-        the shutdown checkpoint included; the target is then checked to hold it. If it
-        does not within the bound, this primary starts again and the request is dropped.
-        """
-        srv, key = self.server, f"{self.p}/switchover"
-        request = json.dumps({"leader": self.name, "candidate": target.name})
-        res = await self.store.txn([self._fence()], [Put(key, request)])
-        if not res.succeeded:
-            raise PgCommandError(f"{self.name}: leader key no longer mine; no switchover")
-        logger.warning("%s: switchover to %s: stopping writes", self.name, target.name)
-        self._stop_witness()
-        await srv.stop("fast")
-        final = (await srv.controldata()).checkpoint_lsn or 0
-        deadline = asyncio.get_running_loop().time() + SWITCHOVER_CATCH_UP
-        while True:
-            try:
-                rows = await srv.query("SELECT pg_last_wal_receive_lsn()::text", on=target)
-                received = parse_lsn(rows[0][0]) if rows and rows[0][0] else 0
-            except PgCommandError:
-                received = 0
-            if received > final:
-                break
-            if asyncio.get_running_loop().time() > deadline:
-                logger.warning(
-                    "%s: switchover aborted: %s did not receive up to %s in %ss",
-                    self.name,
-                    target.name,
-                    format_lsn(final),
-                    SWITCHOVER_CATCH_UP,
-                )
-                await self.store.txn([self._fence()], [Delete(key)])
-                await srv.start(standby=False)
-                return
-            await asyncio.sleep(0.05)
-        await self._release()
-        logger.info(
-            "%s: switchover: %s holds everything up to %s",
-            self.name,
-            target.name,
-            format_lsn(final),
+    async def _bootstrap(self) -> None:
+        """initdb under a claim: the initialize key is created first (fenced), so that a
+        member winning the lease while this one runs initdb waits instead of bootstrapping
+        a second cluster; it holds the system identifier once the server runs."""
+        srv, key = self.server, f"{self.p}/initialize"
+        claim = await self.store.txn(
+            [self._fence(), Compare.create_revision(key, "==", 0)], [Put(key, "")]
         )
+        if not claim.succeeded:
+            raise PgCommandError(f"{self.name}: lost the lease or another member bootstraps")
+        try:
+            await srv.initdb()
+            await srv.start(standby=False)
+            system_id = (await srv.controldata()).system_identifier or ""
+        except BaseException:
+            with contextlib.suppress(DCSError):
+                await self.store.txn([self._fence()], [Delete(key)])
+            raise
+        self._system_id = system_id
+        await self.store.txn([self._fence()], [Put(key, system_id)])
 
     async def _start_replica(self, upstream: Upstream | None) -> None:
         try:
@@ -437,6 +384,8 @@ class Agent:
                 "pending_lsn": r.pending_lsn,
             }
             ops.append(Put(f"{self.p}/sync", json.dumps(record)))
+        if c.system_id is None and self._system_id:  # a bootstrap cut short by a lease loss
+            ops.append(Put(f"{self.p}/initialize", self._system_id))
         if c.switchover is not None and c.switchover.leader != self.name:
             ops.append(Delete(f"{self.p}/switchover"))  # done: I lead now
         res = await self.store.txn([self._fence()], ops)

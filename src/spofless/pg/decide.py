@@ -43,6 +43,9 @@ def decide(view: View) -> Decision:
         return _without_etcd(view)
     if not view.local.has_data:
         return _without_data(view, view.cluster)
+    foreign = _foreign(view, view.cluster)
+    if foreign is not None:
+        return foreign
     if view.lease.held:
         return _as_leader(view, view.cluster)
     return _as_follower(view, view.cluster)
@@ -69,6 +72,21 @@ def _without_etcd(v: View) -> Decision:
     if local.running:
         return _d(Action.NOTHING, f"etcd unreachable; staying a replica of {local.following}")
     return _d(Action.WAIT, "etcd unreachable; PostgreSQL stays stopped until the cluster is known")
+
+
+def _foreign(v: View, c: ClusterState) -> Decision | None:
+    """A data directory of another cluster (e.g. a bootstrap that lost the race) is never
+    followed, rewound or promoted."""
+    mine, theirs = v.local.system_id, c.system_id
+    if mine is None or theirs is None or mine == theirs:
+        return None
+    why = f"my data directory belongs to another cluster (system {mine}, not {theirs})"
+    if v.local.running:
+        return _d(Action.DEMOTE, f"{why}: stopping it")
+    leader = c.leader.name if c.leader is not None and c.leader.name != v.name else None
+    if leader is not None and v.policy.allow_reclone:
+        return _d(Action.RECLONE, f"{why}: recloning from {leader}", leader)
+    return _d(Action.WAIT, f"{why}; removing it needs allow_reclone: staying stopped")
 
 
 def _without_data(v: View, c: ClusterState) -> Decision:

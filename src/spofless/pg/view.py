@@ -68,6 +68,7 @@ class LocalState:
     was_primary: bool = False
     rewind_failed: bool = False  # the last pg_rewind of this data directory failed
     start_failures: int = 0  # consecutive failed starts as primary
+    system_id: str | None = None  # pg_controldata's database system identifier
     # Consecutive failed starts as a replica: a data directory that cannot follow the
     # leader as it is (e.g. it diverged) is rejoined through pg_rewind instead.
     replica_start_failures: int = 0
@@ -144,6 +145,8 @@ class ClusterState:
     leader_wal_position: int | None = None
     paused: bool = False  # maintenance: no automatic failover
     switchover: Switchover | None = None
+    # The bootstrapped cluster's system identifier (None while it is being bootstrapped).
+    system_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

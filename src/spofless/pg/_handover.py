@@ -1,0 +1,70 @@
+"""A planned switchover, the leader's part: stop writes, let the candidate catch up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from spofless.dcs import Compare, Delete, KeyValueStore, Put
+from spofless.pg._errors import PgCommandError
+from spofless.pg.decide import format_lsn, parse_lsn
+from spofless.pg.server import PostgresServer, Upstream
+
+logger = logging.getLogger(__name__)
+
+CATCH_UP = 10.0  # seconds the candidate has to receive the last WAL byte
+
+
+async def hand_over(
+    server: PostgresServer,
+    store: KeyValueStore,
+    fence: Compare,
+    key: str,
+    target: Upstream,
+    catch_up: float = CATCH_UP,
+) -> bool:
+    """Stop writes and wait until `target` holds every byte; True: release the lease now.
+
+    The request at `key` is rewritten (fenced) to name `target`, so that only it takes
+    the lease. Fast shutdown makes PostgreSQL wait until its WAL senders have sent
+    everything, the shutdown checkpoint included; the target is then checked to have
+    received past it. If it has not within `catch_up`, the request is withdrawn, this
+    primary starts again and False is returned.
+    """
+    name = server.name
+    request = json.dumps({"leader": name, "candidate": target.name})
+    res = await store.txn([fence], [Put(key, request)])
+    if not res.succeeded:
+        raise PgCommandError(f"{name}: leader key no longer mine; no switchover")
+    logger.warning("%s: switchover to %s: stopping writes", name, target.name)
+    await server.stop("fast")
+    final = (await server.controldata()).checkpoint_lsn or 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + catch_up
+    while True:
+        try:
+            rows = await server.query("SELECT pg_last_wal_receive_lsn()::text", on=target)
+            received = parse_lsn(rows[0][0]) if rows and rows[0][0] else 0
+        except PgCommandError:
+            received = 0
+        if received > final:
+            logger.info(
+                "%s: switchover: %s holds everything up to %s",
+                name,
+                target.name,
+                format_lsn(final),
+            )
+            return True
+        if loop.time() > deadline:
+            logger.warning(
+                "%s: switchover aborted: %s did not receive up to %s in %gs",
+                name,
+                target.name,
+                format_lsn(final),
+                catch_up,
+            )
+            await store.txn([fence], [Delete(key)])
+            await server.start(standby=False)
+            return False
+        await asyncio.sleep(0.05)

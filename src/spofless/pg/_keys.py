@@ -1,0 +1,62 @@
+"""The cluster's etcd keys read into a ClusterState: pure, and robust to bad values.
+
+A value that does not parse (an operator's typo in `config`, a half-written key)
+is skipped with a warning naming the key, never a crash of the agent's loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from spofless.dcs import KeyValue
+from spofless.pg.api import MemberStatus
+from spofless.pg.view import ClusterState, LeaderKey, Member, Role, Switchover, SyncState
+
+logger = logging.getLogger(__name__)
+
+
+def parse_cluster(
+    prefix: str, kvs: Iterable[KeyValue]
+) -> tuple[ClusterState, tuple[MemberStatus, ...]]:
+    """The cluster state under `prefix` and every member's published status, by name."""
+    p = prefix.rstrip("/") + "/"
+    fields: dict[str, Any] = {"members": {}}
+    statuses: list[MemberStatus] = []
+    for kv in kvs:
+        key = kv.key[len(p) :]
+        try:
+            _apply(key, kv, fields, statuses)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            logger.warning("ignoring %s: unreadable value (%s)", kv.key, exc)
+    state = ClusterState(**fields)
+    return state, tuple(sorted(statuses, key=lambda m: m.name))
+
+
+def _apply(key: str, kv: KeyValue, f: dict[str, Any], statuses: list[MemberStatus]) -> None:
+    if key == "leader":
+        f["leader"] = LeaderKey(kv.value, kv.create_revision)
+    elif key == "initialize":
+        f["initialized"] = True
+        f["system_id"] = kv.value or None
+    elif key == "optime":
+        f["leader_wal_position"] = int(kv.value)
+    elif key == "config":
+        f["paused"] = bool(json.loads(kv.value).get("paused", False))
+    elif key == "switchover":
+        d = json.loads(kv.value)
+        f["switchover"] = Switchover(d.get("leader"), d.get("candidate"))
+    elif key == "sync":
+        d = json.loads(kv.value)
+        f["sync"] = SyncState(
+            d.get("leader"), frozenset(d.get("members", ())), d.get("pending"), d.get("pending_lsn")
+        )
+    elif key.startswith("members/"):
+        d = json.loads(kv.value)
+        ms = MemberStatus(**{**d, "role": Role(d["role"]) if d.get("role") else None})
+        statuses.append(ms)
+        f["members"][ms.name] = Member(
+            ms.name, ms.role, ms.running, ms.timeline, ms.wal_position, reachable=True
+        )
