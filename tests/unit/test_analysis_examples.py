@@ -77,3 +77,16 @@ def test_demo_is_free_of_spofs() -> None:
 def test_every_example_is_valid(path: Path) -> None:
     r = analyze(load_topology(path))
     assert 0 < r.availability <= 1
+
+
+# Every other example is meant to be run (`spofless up` refuses a topology with a single
+# point of failure), so each of them must have none.
+TEACHING_EXAMPLES = {"single-server", "load-balanced", "redundant-lb", "three-zones"}
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.stem for p in EXAMPLES.glob("*.yaml") if p.stem not in TEACHING_EXAMPLES)
+)
+def test_runnable_examples_have_no_single_point_of_failure(name: str) -> None:
+    r = report(name)
+    assert r.ok, spofs(r)
