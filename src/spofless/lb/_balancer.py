@@ -34,13 +34,25 @@ class Timed(Protocol):
 
 
 class Route:
-    __slots__ = ("algorithm", "backends", "live", "spec")
+    __slots__ = ("algorithm", "backends", "chosen", "exclusive", "fail_open", "live", "spec")
 
     def __init__(self, spec: RouteSpec, backends: list[Backend], algorithm: Algorithm) -> None:
         self.spec = spec
         self.backends = backends
         self.algorithm = algorithm
+        self.fail_open = spec.fail_open
+        self.exclusive = spec.exclusive
+        self.chosen: Backend | None = None  # exclusive: the one backend new connections get
         self.live = list(backends)  # those with a weight above 0, kept by Balancer.reindex
+
+
+def newest(backends: list[Backend]) -> Backend | None:
+    """The backend that came up last (the first in route order on a tie), or None."""
+    best: Backend | None = None
+    for b in backends:
+        if best is None or b.since > best.since:
+            best = b
+    return best
 
 
 class Balancer:
@@ -61,6 +73,10 @@ class Balancer:
             )
             for r in settings.routes
         ]
+        for route in self.routes:
+            if not route.fail_open:
+                for b in route.backends:
+                    b.need_up = True
         self.single_route = len(self.routes) == 1 and self.routes[0].spec.host is None
         self.budget = RetryBudget(self.options.retry_budget)
         self.timed: set[Timed] = set()  # connections with deadlines (clients and upstreams)
@@ -69,6 +85,7 @@ class Balancer:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self.idle_event = asyncio.Event()
+        self.refresh_weights(time.time())  # a route without fail-open starts with none live
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -123,12 +140,14 @@ class Balancer:
             return picked if isinstance(picked, Backend) else None
         candidates = [
             b
-            for b in route.backends
+            for b in (route.live if route.exclusive else route.backends)
             if b.weight > 0
             and (tried is None or b not in tried)
             and (limit is None or b.active < limit)
         ]
         if not candidates:
+            if not route.fail_open:
+                return None
             # Fail open: every eligible backend is down or tried; try the enabled rest.
             candidates = [
                 b
@@ -172,6 +191,7 @@ class Balancer:
                 continue
             was_eligible = b.eligible
             b.status = state["status"]
+            b.since = state.get("since", 0.0)
             b.admin = state["admin"]
             b.ejected = state["ejected"]
             b.up_since = state.get("up_since")
@@ -189,16 +209,44 @@ class Balancer:
         self.reindex()
 
     def reindex(self) -> None:
-        """Recompute each route's backends with a weight above 0 (after any weight change)."""
-        for route in self.routes:
-            route.live = [b for b in route.backends if b.weight > 0]
+        """Recompute each route's backends with a weight above 0 (after any weight change).
 
-    def abandon(self, b: Backend) -> None:
-        """`b` left rotation: close its pooled connections, retry what can be retried."""
+        An exclusive route keeps only the newest of them. When that changes while the
+        previous one still looks eligible, the previous one's view is stale (a primary
+        that lost its lease and is not yet seen down): its connections are closed too.
+        """
+        for route in self.routes:
+            live = [b for b in route.backends if b.weight > 0]
+            if route.exclusive:
+                chosen = newest(live)
+                previous, route.chosen = route.chosen, chosen
+                if (
+                    previous is not None
+                    and chosen is not None
+                    and previous is not chosen
+                    and previous.eligible
+                ):
+                    logger.info(
+                        "%s: route %s now sends to %s, no longer to %s",
+                        self.settings.instance,
+                        route.spec.name,
+                        chosen.name,
+                        previous.name,
+                    )
+                    self.abandon(previous, force=True)
+                live = [chosen] if chosen is not None else []
+            route.live = live
+
+    def abandon(self, b: Backend, *, force: bool = False) -> None:
+        """`b` left rotation: close its pooled connections, retry what can be retried.
+
+        Connections in flight are abandoned when `b` is down or ejected (or `force`),
+        not when it is drained or disabled by an operator.
+        """
         idle, b.idle = b.idle, []
         for up in idle:
             up.close()
-        if b.status == "down" or b.ejected:
+        if force or b.status == "down" or b.ejected:
             for up in list(b.inflight):
                 up.abandon()
 

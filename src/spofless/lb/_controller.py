@@ -79,7 +79,11 @@ class Controller:
         self.monitors = []
         seen: set[str] = set()
         for route in settings.routes:
-            targets = [Target(b.name, b.host, b.port) for b in route.backends if b.name not in seen]
+            targets = [
+                Target(b.name, b.host, b.check_port or b.port)
+                for b in route.backends
+                if b.name not in seen
+            ]
             seen.update(t.name for t in targets)
             if targets:
                 # Unknown until the first check: workers still send traffic (fail open).
@@ -109,12 +113,17 @@ class Controller:
         return {
             name: {
                 "status": str(self.status_of(name)),
+                "since": self._since(name),
                 "admin": v.admin,
                 "ejected": v.ejected_until > now,
                 "up_since": v.up_since,
             }
             for name, v in self.views.items()
         }
+
+    def _since(self, name: str) -> float:
+        m = self._monitor_of(name)
+        return m.health(name).since if m else 0.0
 
     def broadcast(self) -> None:
         msg = {"t": "view", "view": self.view_message()}
