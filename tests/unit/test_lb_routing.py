@@ -184,3 +184,18 @@ def test_a_replica_route_round_robins_and_fails_open_to_every_instance() -> None
     # No replica: fail open, reads go to whatever runs, the primary included.
     picked = {bal.choose(route, b"", None).name for _ in range(9)}  # type: ignore[union-attr]
     assert picked == {"db/0", "db/1", "db/2"}
+
+
+def test_the_routed_example_has_no_spof_and_two_endpoints() -> None:
+    from pathlib import Path
+
+    from spofless.analysis import analyze
+    from spofless.topology import load_topology
+
+    topology = load_topology(Path(__file__).parents[2] / "examples" / "postgres-routed.yaml")
+    assert analyze(topology).spofs == []
+    rw = settings_from_topology(topology, "db-rw", 1)
+    ro = settings_from_topology(topology, "db-ro", 0)
+    assert rw.routes[0].health.path == "/primary" and not rw.routes[0].fail_open
+    assert ro.routes[0].health.path == "/replica?lag=16MB" and ro.routes[0].fail_open
+    assert [b.check_port for b in rw.routes[0].backends] == [58018, 58019, 58020]
