@@ -193,7 +193,7 @@ def test_the_routed_example_has_no_spof_and_two_endpoints() -> None:
     from spofless.topology import load_topology
 
     topology = load_topology(Path(__file__).parents[2] / "examples" / "postgres-routed.yaml")
-    assert analyze(topology).spofs == []
+    assert not analyze(topology).spofs
     rw = settings_from_topology(topology, "db-rw", 1)
     ro = settings_from_topology(topology, "db-ro", 0)
     assert rw.routes[0].health.path == "/primary" and not rw.routes[0].fail_open
