@@ -60,6 +60,7 @@ class Controller:
         self._reload = reload
         self.sockets: list[socket.socket] = []
         self.workers: list[Worker] = []
+        self.spawned: list[Worker] = []  # every worker started and not yet exited
         self.views: dict[str, BackendView] = {}
         self.monitors: list[HealthMonitor] = []
         self.retired_stats: dict[str, dict[str, Any]] = {}
@@ -127,7 +128,10 @@ class Controller:
 
     def broadcast(self) -> None:
         msg = {"t": "view", "view": self.view_message()}
-        for w in self.workers:
+        # Every worker still running: also those starting (their first view, sent with the
+        # settings, is older than the checks that end while they boot) and those draining.
+        self.spawned = [w for w in self.spawned if w.proc.poll() is None]
+        for w in self.spawned:
             w.chan.send(msg)
 
     def eject(self, name: str, detail: str) -> None:
@@ -189,6 +193,7 @@ class Controller:
         )
         w = Worker(proc, chan, index)
         holder.append(w)
+        self.spawned.append(w)
         chan.send(
             {
                 "t": "settings",
