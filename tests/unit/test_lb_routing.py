@@ -143,15 +143,24 @@ def test_a_primary_route_refuses_rather_than_fail_open() -> None:
     assert bal.choose(route, b"", [backends[0]]) is None  # tried the primary: no other
 
 
-def test_a_primary_route_takes_the_newest_of_two_primaries() -> None:
-    bal, _ = _balancer("{to: db, role: primary}")
+def test_a_primary_route_keeps_its_primary_while_it_is_up() -> None:
+    bal, backends = _balancer("{to: db, role: primary}")
     route = bal.routes[0]
-    bal.apply_view(_view(i0=("up", 1.0), i1=("down", 1.0), i2=("down", 1.0)))
-    assert bal.choose(route, b"", None).name == "db/0"  # type: ignore[union-attr]
-    # db/1 passed /primary after db/0 did: db/0's view is stale (it lost its lease).
-    bal.apply_view(_view(i0=("up", 1.0), i1=("up", 5.0), i2=("down", 1.0)))
-    assert {bal.choose(route, b"", None).name for _ in range(6)} == {"db/1"}  # type: ignore[union-attr]
-    assert route.chosen is not None and route.chosen.name == "db/1"
+    # At start, of two answering /primary the one that came up last is taken.
+    bal.apply_view(_view(i0=("up", 1.0), i1=("up", 2.0), i2=("down", 1.0)))
+    assert {bal.choose(route, b"", None).name for _ in range(4)} == {"db/1"}  # type: ignore[union-attr]
+    conn = _Conn()
+    backends[1].inflight.add(conn)
+    # db/0, a frozen old primary woken with a stale view, answers /primary again: the
+    # route stays with db/1 and keeps its connections.
+    bal.apply_view(_view(i0=("up", 9.0), i1=("up", 2.0), i2=("down", 1.0)))
+    assert {bal.choose(route, b"", None).name for _ in range(4)} == {"db/1"}  # type: ignore[union-attr]
+    assert not conn.abandoned
+    # db/1 is marked down: its connections are closed, the route moves on.
+    bal.apply_view(_view(i0=("down", 10.0), i1=("down", 10.0), i2=("up", 11.0)))
+    assert conn.abandoned
+    assert bal.choose(route, b"", None).name == "db/2"  # type: ignore[union-attr]
+    assert route.chosen is backends[2]
 
 
 class _Conn:
@@ -160,19 +169,6 @@ class _Conn:
 
     def abandon(self) -> None:
         self.abandoned = True
-
-
-def test_connections_to_a_replaced_primary_are_closed() -> None:
-    bal, backends = _balancer("{to: db, role: primary}")
-    bal.apply_view(_view(i0=("up", 1.0), i1=("down", 1.0), i2=("down", 1.0)))
-    old = _Conn()
-    backends[0].inflight.add(old)
-    bal.apply_view(_view(i0=("up", 1.0), i1=("up", 5.0), i2=("down", 1.0)))
-    assert old.abandoned  # still `up` in a stale view, yet replaced: closed
-    gone = _Conn()
-    backends[1].inflight.add(gone)
-    bal.apply_view(_view(i0=("down", 6.0), i1=("down", 6.0), i2=("down", 1.0)))
-    assert gone.abandoned  # marked down: closed (tcp_close_on_down)
 
 
 def test_a_replica_route_round_robins_and_fails_open_to_every_instance() -> None:

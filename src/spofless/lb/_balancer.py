@@ -211,42 +211,40 @@ class Balancer:
     def reindex(self) -> None:
         """Recompute each route's backends with a weight above 0 (after any weight change).
 
-        An exclusive route keeps only the newest of them. When that changes while the
-        previous one still looks eligible, the previous one's view is stale (a primary
-        that lost its lease and is not yet seen down): its connections are closed too.
+        An exclusive route keeps one of them: the one it has while that stays eligible,
+        else the newest. Sticking matters: a primary frozen past its lease and woken may
+        answer its health check from a stale view for a moment; it must not take the
+        route back from the new primary (its commits are fenced, but the route would
+        break for nothing). A stale old primary still up when a new one appears is
+        marked down within one detection time and loses the route then.
         """
         for route in self.routes:
             live = [b for b in route.backends if b.weight > 0]
             if route.exclusive:
-                chosen = newest(live)
-                previous, route.chosen = route.chosen, chosen
-                if (
-                    previous is not None
-                    and chosen is not None
-                    and previous is not chosen
-                    and previous.eligible
-                ):
-                    logger.info(
-                        "%s: route %s now sends to %s, no longer to %s",
-                        self.settings.instance,
-                        route.spec.name,
-                        chosen.name,
-                        previous.name,
-                    )
-                    self.abandon(previous, force=True)
-                live = [chosen] if chosen is not None else []
+                current = route.chosen
+                if current is None or current.weight <= 0:
+                    current = newest(live)
+                    if current is not None and current is not route.chosen:
+                        logger.info(
+                            "%s: route %s now sends to %s",
+                            self.settings.instance,
+                            route.spec.name,
+                            current.name,
+                        )
+                route.chosen = current
+                live = [current] if current is not None else []
             route.live = live
 
-    def abandon(self, b: Backend, *, force: bool = False) -> None:
+    def abandon(self, b: Backend) -> None:
         """`b` left rotation: close its pooled connections, retry what can be retried.
 
-        Connections in flight are abandoned when `b` is down or ejected (or `force`),
-        not when it is drained or disabled by an operator.
+        Connections in flight are abandoned when `b` is down or ejected, not when it is
+        drained or disabled by an operator.
         """
         idle, b.idle = b.idle, []
         for up in idle:
             up.close()
-        if force or b.status == "down" or b.ejected:
+        if b.status == "down" or b.ejected:
             for up in list(b.inflight):
                 up.abandon()
 

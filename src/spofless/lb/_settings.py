@@ -52,8 +52,8 @@ class RouteSpec(_Frozen):
     # With every backend down, still try them. Off: only backends whose check passed get
     # traffic (not even those not checked yet), and none is refused rather than guessed.
     fail_open: bool = True
-    # New connections go to one backend only, the one that came up last: for a primary,
-    # where two backends up at once means one view is stale and the newest is the truth.
+    # New connections go to one backend only (a primary): the one chosen while it stays
+    # up, else the one that came up last.
     exclusive: bool = False
 
 
