@@ -34,10 +34,12 @@ class Backend:
         "inflight",
         "latency_sum",
         "name",
+        "need_up",
         "port",
         "requests",
         "responses",
         "retries",
+        "since",
         "status",
         "up_since",
         "weight",
@@ -50,6 +52,9 @@ class Backend:
         self.base_weight = float(spec.weight)
         self.weight = float(spec.weight)  # effective: 0 when not eligible, slow start applied
         self.status = "unknown"  # up | down | unknown, from the health view
+        self.since = 0.0  # wall time of its last status change, from the health view
+        # Only a passed check makes it eligible, not `unknown` (a route without fail-open).
+        self.need_up = False
         self.admin = "enabled"  # enabled | drain | disabled
         self.ejected = False
         self.up_since: float | None = None  # wall time it came back up, for slow start
@@ -67,7 +72,8 @@ class Backend:
     @property
     def eligible(self) -> bool:
         """Whether new requests may go here (ignoring fail-open)."""
-        return self.status != "down" and self.admin == "enabled" and not self.ejected
+        healthy = self.status == "up" if self.need_up else self.status != "down"
+        return healthy and self.admin == "enabled" and not self.ejected
 
     def observe_latency(self, seconds: float) -> None:
         self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1

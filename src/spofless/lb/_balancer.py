@@ -34,13 +34,25 @@ class Timed(Protocol):
 
 
 class Route:
-    __slots__ = ("algorithm", "backends", "live", "spec")
+    __slots__ = ("algorithm", "backends", "chosen", "exclusive", "fail_open", "live", "spec")
 
     def __init__(self, spec: RouteSpec, backends: list[Backend], algorithm: Algorithm) -> None:
         self.spec = spec
         self.backends = backends
         self.algorithm = algorithm
+        self.fail_open = spec.fail_open
+        self.exclusive = spec.exclusive
+        self.chosen: Backend | None = None  # exclusive: the one backend new connections get
         self.live = list(backends)  # those with a weight above 0, kept by Balancer.reindex
+
+
+def newest(backends: list[Backend]) -> Backend | None:
+    """The backend that came up last (the first in route order on a tie), or None."""
+    best: Backend | None = None
+    for b in backends:
+        if best is None or b.since > best.since:
+            best = b
+    return best
 
 
 class Balancer:
@@ -61,6 +73,10 @@ class Balancer:
             )
             for r in settings.routes
         ]
+        for route in self.routes:
+            if not route.fail_open:
+                for b in route.backends:
+                    b.need_up = True
         self.single_route = len(self.routes) == 1 and self.routes[0].spec.host is None
         self.budget = RetryBudget(self.options.retry_budget)
         self.timed: set[Timed] = set()  # connections with deadlines (clients and upstreams)
@@ -69,6 +85,7 @@ class Balancer:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self.idle_event = asyncio.Event()
+        self.refresh_weights(time.time())  # a route without fail-open starts with none live
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -123,12 +140,14 @@ class Balancer:
             return picked if isinstance(picked, Backend) else None
         candidates = [
             b
-            for b in route.backends
+            for b in (route.live if route.exclusive else route.backends)
             if b.weight > 0
             and (tried is None or b not in tried)
             and (limit is None or b.active < limit)
         ]
         if not candidates:
+            if not route.fail_open:
+                return None
             # Fail open: every eligible backend is down or tried; try the enabled rest.
             candidates = [
                 b
@@ -172,6 +191,7 @@ class Balancer:
                 continue
             was_eligible = b.eligible
             b.status = state["status"]
+            b.since = state.get("since", 0.0)
             b.admin = state["admin"]
             b.ejected = state["ejected"]
             b.up_since = state.get("up_since")
@@ -189,12 +209,38 @@ class Balancer:
         self.reindex()
 
     def reindex(self) -> None:
-        """Recompute each route's backends with a weight above 0 (after any weight change)."""
+        """Recompute each route's backends with a weight above 0 (after any weight change).
+
+        An exclusive route keeps one of them: the one it has while that stays eligible,
+        else the newest. Sticking matters: a primary frozen past its lease and woken may
+        answer its health check from a stale view for a moment; it must not take the
+        route back from the new primary (its commits are fenced, but the route would
+        break for nothing). A stale old primary still up when a new one appears is
+        marked down within one detection time and loses the route then.
+        """
         for route in self.routes:
-            route.live = [b for b in route.backends if b.weight > 0]
+            live = [b for b in route.backends if b.weight > 0]
+            if route.exclusive:
+                current = route.chosen
+                if current is None or current.weight <= 0:
+                    current = newest(live)
+                    if current is not None and current is not route.chosen:
+                        logger.info(
+                            "%s: route %s now sends to %s",
+                            self.settings.instance,
+                            route.spec.name,
+                            current.name,
+                        )
+                route.chosen = current
+                live = [current] if current is not None else []
+            route.live = live
 
     def abandon(self, b: Backend) -> None:
-        """`b` left rotation: close its pooled connections, retry what can be retried."""
+        """`b` left rotation: close its pooled connections, retry what can be retried.
+
+        Connections in flight are abandoned when `b` is down or ejected, not when it is
+        drained or disabled by an operator.
+        """
         idle, b.idle = b.idle, []
         for up in idle:
             up.close()

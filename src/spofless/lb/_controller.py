@@ -60,6 +60,7 @@ class Controller:
         self._reload = reload
         self.sockets: list[socket.socket] = []
         self.workers: list[Worker] = []
+        self.spawned: list[Worker] = []  # every worker started and not yet exited
         self.views: dict[str, BackendView] = {}
         self.monitors: list[HealthMonitor] = []
         self.retired_stats: dict[str, dict[str, Any]] = {}
@@ -79,7 +80,11 @@ class Controller:
         self.monitors = []
         seen: set[str] = set()
         for route in settings.routes:
-            targets = [Target(b.name, b.host, b.port) for b in route.backends if b.name not in seen]
+            targets = [
+                Target(b.name, b.host, b.check_port or b.port)
+                for b in route.backends
+                if b.name not in seen
+            ]
             seen.update(t.name for t in targets)
             if targets:
                 # Unknown until the first check: workers still send traffic (fail open).
@@ -109,6 +114,7 @@ class Controller:
         return {
             name: {
                 "status": str(self.status_of(name)),
+                "since": self._since(name),
                 "admin": v.admin,
                 "ejected": v.ejected_until > now,
                 "up_since": v.up_since,
@@ -116,9 +122,16 @@ class Controller:
             for name, v in self.views.items()
         }
 
+    def _since(self, name: str) -> float:
+        m = self._monitor_of(name)
+        return m.health(name).since if m else 0.0
+
     def broadcast(self) -> None:
         msg = {"t": "view", "view": self.view_message()}
-        for w in self.workers:
+        # Every worker still running: also those starting (their first view, sent with the
+        # settings, is older than the checks that end while they boot) and those draining.
+        self.spawned = [w for w in self.spawned if w.proc.poll() is None]
+        for w in self.spawned:
             w.chan.send(msg)
 
     def eject(self, name: str, detail: str) -> None:
@@ -180,6 +193,7 @@ class Controller:
         )
         w = Worker(proc, chan, index)
         holder.append(w)
+        self.spawned.append(w)
         chan.send(
             {
                 "t": "settings",

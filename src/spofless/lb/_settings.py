@@ -18,6 +18,7 @@ from spofless.topology import (
     LbOptions,
     LbRoute,
     LoadBalancerComponent,
+    PostgresComponent,
     RuntimeComponent,
     Topology,
 )
@@ -38,6 +39,8 @@ class BackendSpec(_Frozen):
     host: str
     port: Annotated[int, Field(ge=1, le=65535)]
     weight: Annotated[int, Field(ge=0, le=256)] = 1
+    # Where its health check connects, when not to `port` (e.g. a PostgreSQL agent's API).
+    check_port: Annotated[int, Field(ge=1, le=65535)] | None = None
 
 
 class RouteSpec(_Frozen):
@@ -46,6 +49,12 @@ class RouteSpec(_Frozen):
     host: str | None = None
     backends: tuple[BackendSpec, ...] = Field(min_length=1)
     health: HealthCheck = HealthCheck()
+    # With every backend down, still try them. Off: only backends whose check passed get
+    # traffic (not even those not checked yet), and none is refused rather than guessed.
+    fail_open: bool = True
+    # New connections go to one backend only (a primary): the one chosen while it stays
+    # up, else the one that came up last.
+    exclusive: bool = False
 
 
 class LbSettings(_Frozen):
@@ -72,6 +81,29 @@ class LbSettings(_Frozen):
             )
         if self.mode == "tcp" and len(self.routes) != 1:
             raise ValueError("tcp mode takes exactly one route")
+        return self
+
+    @model_validator(mode="after")
+    def _shared_backends_agree(self) -> LbSettings:
+        # A backend has one health state, however many routes reach it.
+        seen: dict[str, tuple[RouteSpec, BackendSpec]] = {}
+        for route in self.routes:
+            for b in route.backends:
+                if b.name not in seen:
+                    seen[b.name] = (route, b)
+                    continue
+                first, fb = seen[b.name]
+                if (first.health, first.fail_open, first.exclusive, fb.check_port) != (
+                    route.health,
+                    route.fail_open,
+                    route.exclusive,
+                    b.check_port,
+                ):
+                    raise ValueError(
+                        f"routes {first.name!r} and {route.name!r} both reach {b.name} with "
+                        "different health checks or roles; give them the same, or use two "
+                        "load balancers"
+                    )
         return self
 
     def backends(self) -> dict[str, BackendSpec]:
@@ -213,17 +245,92 @@ def _route(topology: Topology, lb: str, i: int, route: LbRoute, mode: str) -> di
             f"{where}: routes[{i}].weights: {len(route.weights)} weights"
             f" for {len(instances)} instances of {route.to}"
         )
+    check = _route_check(topology, lb, i, route, target, mode)
+    if check.port is not None and check.port + len(instances) - 1 > 65535:
+        raise LbConfigError(
+            f"{_where(topology, lb, 'routes', i)}: routes[{i}]: check port {check.port}"
+            f" + {len(instances)} instances exceeds 65535"
+        )
     backends = []
     for k, inst in enumerate(instances):
         address = topology.address_of(inst)
         assert address is not None  # the target has a port
         host, port = split_address(address, inst.name)
         weight = route.weights[k] if route.weights is not None else 1
-        backends.append({"name": inst.name, "host": host, "port": port, "weight": weight})
+        check_port = check.port + k if check.port is not None else None
+        backends.append(
+            {
+                "name": inst.name,
+                "host": host,
+                "port": port,
+                "weight": weight,
+                "check_port": check_port,
+            }
+        )
     return {
         "name": route.to,
         "path_prefix": route.path_prefix,
         "host": route.host,
         "backends": backends,
-        "health": target.health or default_health(mode),
+        "health": check.health,
+        "fail_open": check.fail_open,
+        "exclusive": check.exclusive,
     }
+
+
+class _Check(_Frozen):
+    """How a route checks its backends, resolved from `health:`, `role:` and the target."""
+
+    health: HealthCheck
+    port: int | None = None  # base check port: instance k at port + k
+    fail_open: bool = True
+    exclusive: bool = False
+
+
+# The agent API path that answers 200 on the instances a role routes to.
+ROLE_PATHS = {"primary": "/primary", "replica": "/replica"}
+
+
+def _route_check(
+    topology: Topology, lb: str, i: int, route: LbRoute, target: RuntimeComponent, mode: str
+) -> _Check:
+    fail_open = route.fail_open
+    if route.role is None:
+        if route.health is None:
+            health = target.health or default_health(mode)
+            return _Check(health=health, fail_open=True if fail_open is None else fail_open)
+        fields = route.health.model_dump(exclude={"port"}, exclude_unset=True)
+        return _Check(
+            health=HealthCheck.model_validate(fields),
+            port=route.health.port,
+            fail_open=True if fail_open is None else fail_open,
+        )
+    where = _where(topology, lb, "routes", i, "role")
+    if not isinstance(target, PostgresComponent):
+        raise LbConfigError(
+            f"{where}: routes[{i}].role: {route.to} is kind {target.kind}; "
+            "a role routes to a postgres component"
+        )
+    if target.api_port is None:
+        raise LbConfigError(
+            f"{where}: routes[{i}].role: {route.to} needs `api_port` (its agents' API, "
+            "which tells the primary from the replicas)"
+        )
+    if mode != "tcp":
+        raise LbConfigError(f"{where}: routes[{i}].role: PostgreSQL is routed in mode: tcp")
+    path = ROLE_PATHS[route.role]
+    if route.max_lag is not None:
+        path += f"?lag={route.max_lag}"
+    timing = route.health.model_dump(exclude_unset=True) if route.health is not None else {}
+    if route.role == "primary":
+        # /primary answers 200 only on the lease holder, already the outcome of an election:
+        # a second passing check protects against nothing and lengthens every failover.
+        timing.setdefault("rise", 1)
+    health = HealthCheck(type="http", path=path, expect_status=[200], **timing)
+    primary = route.role == "primary"
+    return _Check(
+        health=health,
+        port=target.api_port,
+        fail_open=(not primary) if fail_open is None else fail_open,
+        exclusive=primary,
+    )

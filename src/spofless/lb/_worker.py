@@ -34,12 +34,16 @@ async def serve(listen: socket.socket, chan_sock: socket.socket) -> None:
     first: asyncio.Future[Message] = loop.create_future()
     stop = asyncio.Event()
     bal: Balancer | None = None
+    early: list[Message] = []  # views that came before the balancer existed; the last wins
 
     def on_message(msg: Message) -> None:
         if msg["t"] == "settings" and not first.done():
             first.set_result(msg)
-        elif msg["t"] == "view" and bal is not None:
-            bal.apply_view(msg["view"])
+        elif msg["t"] == "view":
+            if bal is not None:
+                bal.apply_view(msg["view"])
+            else:
+                early[:] = [msg["view"]]
         elif msg["t"] == "stop":
             stop.set()
 
@@ -50,7 +54,7 @@ async def serve(listen: socket.socket, chan_sock: socket.socket) -> None:
         msg = await first
     bal = Balancer(LbSettings.model_validate(msg["settings"]), report=chan.send)
     bal.start(loop)
-    bal.apply_view(msg.get("view", {}))
+    bal.apply_view(early[-1] if early else msg.get("view", {}))
     proto = ClientConn if bal.settings.mode == "http" else TcpClient
     server = await loop.create_server(lambda: proto(bal), sock=listen, backlog=4096)
     chan.send({"t": "ready", "pid": os.getpid()})

@@ -145,6 +145,18 @@ class HealthCheck(Strict):
         return self
 
 
+class RouteHealthCheck(HealthCheck):
+    """A load balancer route's own check of its backends (`routes[].health`).
+
+    `port` checks another port than the one traffic goes to: instance i of the
+    target is checked at `port + i`, the convention of every main port. It lets a
+    tcp route to PostgreSQL ask each instance's agent API (`/primary`, `/replica`)
+    rather than only see that the postmaster accepts connections.
+    """
+
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None  # None: the traffic port
+
+
 class RuntimeComponent(Component):
     """A kind spofless runs. Instance i's main port is `port + i` (one port per instance,
     so that instances sharing a machine never collide)."""
@@ -266,6 +278,35 @@ class LbRoute(Strict):
     path_prefix: str = "/"
     host: str | None = None  # the Host header without port; None matches any
     weights: list[Annotated[int, Field(ge=0, le=256)]] | None = None  # per instance, 0 = none
+    # This route's check of `to`'s instances; None: `to`'s own `health:` (or the default).
+    health: RouteHealthCheck | None = None
+    # To a postgres component: `primary` sends to the writable leader only, `replica` to
+    # streaming replicas, each found through its agent API (`/primary`, `/replica`) at
+    # `api_port + i`. `health:` may then give only the check's timing.
+    role: Literal["primary", "replica"] | None = None
+    # role replica: leave out a replica lagging more than this (`/replica?lag=`), e.g. 16MB.
+    max_lag: Annotated[str, StringConstraints(pattern=r"^\d+[kKmMgG]?[bB]?$")] | int | None = None
+    # With every backend down, still try them (availability) or refuse new connections.
+    # None: off for role primary (a replica or a fenced old primary cannot take a write,
+    # and a write route must reach one server only), on otherwise.
+    fail_open: bool | None = None
+
+    @model_validator(mode="after")
+    def _role_fields(self) -> LbRoute:
+        if self.max_lag is not None and self.role != "replica":
+            raise ValueError("`max_lag` belongs to routes with role: replica")
+        if self.role is not None and self.health is not None:
+            given = self.health.model_fields_set - ROLE_HEALTH_TIMING
+            if given:
+                raise ValueError(
+                    f"role: {self.role} sets the check's {', '.join(sorted(given))}; "
+                    f"with a role, `health:` takes only {', '.join(sorted(ROLE_HEALTH_TIMING))}"
+                )
+        return self
+
+
+# The fields of a route's `health:` that a `role:` leaves to the user.
+ROLE_HEALTH_TIMING = frozenset({"interval", "timeout", "fall", "rise"})
 
 
 class LbOptions(Strict):
