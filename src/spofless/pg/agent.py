@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from typing import Annotated, Any
@@ -59,6 +60,11 @@ from spofless.pg.view import (
 from spofless.pg.witness import WITNESS_NAME, FenceWitness, witness_standby_names
 
 logger = logging.getLogger(__name__)
+
+# Actions after which this member's role has changed: observe again at once.
+_ROLE_CHANGES = frozenset(
+    {Action.BOOTSTRAP, Action.START_PRIMARY, Action.PROMOTE, Action.DEMOTE, Action.SWITCHOVER}
+)
 
 
 class AgentSettings(BaseModel):
@@ -137,6 +143,11 @@ class Agent:
                     await self._act(view, decision)
                 except (PgCommandError, DCSError) as exc:
                     logger.warning("%s: %s failed: %s", self.name, decision.action, exc)
+                else:
+                    if decision.action in _ROLE_CHANGES:
+                        # Observe the new role at once: the API (and load balancers
+                        # routing by it) should not lag a loop behind a promotion.
+                        self._wake.set()
                 await self._publish(view)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.loop_wait)
@@ -465,9 +476,17 @@ class Agent:
             logger.warning("%s: cannot publish member state: %s", self.name, exc)
 
     def snapshot(self) -> ApiSnapshot:
+        """What the API serves. Whether PostgreSQL runs and whether the lease holds are read
+        when the request arrives, not at the last loop: a node woken from SIGSTOP, or whose
+        postmaster just died, must not answer /primary with 200 until its loop runs."""
         c = self._view.cluster if self._view else None
+        me = dataclasses.replace(
+            self._local_status,
+            running=self._local_status.running and self.server.running,
+            leader=self._local_status.leader and self._may_acknowledge(),
+        )
         return ApiSnapshot(
-            me=self._local_status,
+            me=me,
             members=self._cluster_members,
             leader=c.leader.name if c and c.leader else None,
             paused=c.paused if c else False,
