@@ -8,7 +8,7 @@ components it cannot run with the reason. Nothing here touches the system;
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,6 +99,28 @@ class StackPlan:
             if inst.name == name:
                 return inst
         raise KeyError(name)
+
+    def stop_waves(self, last: Set[str] = frozenset()) -> list[list[str]]:
+        """The instances' names in the order to stop them, one wave at a time.
+
+        Dependents first (the reverse of the start order, one component per wave),
+        so a PostgreSQL agent stops its server and frees its lease while etcd still
+        answers; within a component, the instances named in `last` (etcd's leader:
+        alone it stops at once, with its peers stopping it waits on a leadership
+        transfer) in a wave of their own after the others.
+        """
+        waves: list[list[str]] = []
+        for component in reversed(dict.fromkeys(i.component for i in self.instances)):
+            names = [i.name for i in self.instances if i.component == component]
+            for wave in ([n for n in names if n not in last], [n for n in names if n in last]):
+                if wave:
+                    waves.append(wave)
+        return waves
+
+
+def pg_data_dir(state_dir: Path, inst: InstancePlan) -> Path:
+    """Where a postgres instance's agent keeps its data (spofless.pg._topology's layout)."""
+    return state_dir / "data" / f"{inst.component}-{inst.index}"
 
 
 def log_path(state_dir: Path, component: str, index: int) -> Path:

@@ -75,10 +75,23 @@ def check_settings(plan: StackPlan) -> None:
                 settings_from_topology(plan.topology, inst.component, inst.index)
             elif inst.kind == "dns":
                 dns_settings(plan.topology, inst.component, inst.index)
+            elif inst.kind == "postgres":
+                _check_postgres(plan, inst)
         except SpoflessError as exc:
             problems.append(f"{inst.name}: {exc}")
     if problems:
         raise StackError("cannot start:\n  " + "\n  ".join(problems))
+
+
+def _check_postgres(plan: StackPlan, inst: InstancePlan) -> None:
+    """The agent's settings, its etcd, PostgreSQL's binaries and OS user (what the agent
+    would exit on at once). No side effect: constructing the server only looks."""
+    from spofless.pg._topology import agent_settings, etcd_endpoints
+    from spofless.pg.server import PostgresServer
+
+    settings = agent_settings(plan.topology, inst.component, inst.index, plan.state_dir)
+    etcd_endpoints(plan.topology, inst.component)
+    PostgresServer(settings.server)
 
 
 def check_ports(instances: Iterable[InstancePlan]) -> None:

@@ -26,7 +26,8 @@ from spofless.health import Detector, Status, run_check
 from spofless.stack import _policy as policy
 from spofless.stack._errors import StackError, StartError
 from spofless.stack._etcd import member_role
-from spofless.stack._plan import InstancePlan, StackPlan
+from spofless.stack._pg import PgDetails, agent_status, postmaster_pid
+from spofless.stack._plan import InstancePlan, StackPlan, pg_data_dir
 from spofless.stack._process import spawn, stop_groups
 from spofless.stack._state import SupervisorLock, write_state
 from spofless.stack._waits import DependencyWait, dependency_waits
@@ -70,6 +71,8 @@ class Supervisor:
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._roles: dict[str, str | None] = {}  # etcd members: leader / follower
+        self._pg: dict[str, PgDetails] = {}  # postgres instances, from their agents
+        self._postmasters: dict[str, int | None] = {}
 
     # -- running ---------------------------------------------------------------
 
@@ -208,6 +211,8 @@ class Supervisor:
             state = self.states[inst.name]
             if state.state != "up":
                 self._roles.pop(inst.name, None)
+            if state.state not in ("starting", "up", "down"):
+                self._forget_pg(inst.name)
             if state.pid is not None and state.state in ("starting", "up", "down"):
                 if state.pid != watched_pid:  # a new process: judge it afresh
                     detector, watched_pid = Detector(check.fall, check.rise), state.pid
@@ -216,6 +221,10 @@ class Supervisor:
                 change = detector.observe(result.ok, definite=result.definite, detail=result.detail)
                 if inst.kind == "etcd" and result.ok and time.monotonic() >= next_role:
                     self._roles[inst.name] = await member_role(inst.bind_ip, port)
+                    next_role = time.monotonic() + ROLE_INTERVAL
+                if inst.kind == "postgres" and time.monotonic() >= next_role:
+                    # Also while PostgreSQL is down: the agent says why (demoting, starting).
+                    await self._observe_pg(inst)
                     next_role = time.monotonic() + ROLE_INTERVAL
                 current = self.states[inst.name]
                 if change is not None and current.pid == watched_pid:
@@ -230,17 +239,35 @@ class Supervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), check.interval)
 
+    async def _observe_pg(self, inst: InstancePlan) -> None:
+        details = await agent_status(inst.bind_ip, inst.health_port)
+        pid = postmaster_pid(pg_data_dir(self.plan.state_dir, inst))
+        if details is None:
+            self._pg.pop(inst.name, None)
+        elif self._pg.get(inst.name) != details:
+            if inst.name in self._pg and details.role != self._pg[inst.name].role:
+                logger.info("%s: now %s", inst.name, details.role or "without a role")
+            self._pg[inst.name] = details
+            self._mark()
+        if self._postmasters.get(inst.name) != pid:
+            self._postmasters[inst.name] = pid
+            self._mark()
+
+    def _forget_pg(self, name: str) -> None:
+        if self._pg.pop(name, None) is not None or self._postmasters.pop(name, None):
+            self._mark()
+
     async def _stop_all(self) -> None:
         self._stop.set()
-        pgids = list(self._pgids.values())
-        if pgids:
-            logger.info("stopping %d process groups", len(pgids))
+        if self._pgids:
+            logger.info("stopping %d process groups", len(self._pgids))
         # An etcd leader that stops hands leadership to a connected peer and waits for it
         # (seconds) when that peer is stopping too; alone, it stops at once. So: last.
-        leaders = {self._pgids[n] for n, r in self._roles.items() if r == "leader"}
-        first = [g for g in pgids if g not in leaders]
-        killed = await stop_groups(first, self.settings.stop_grace)
-        killed += await stop_groups([g for g in pgids if g in leaders], self.settings.stop_grace)
+        leaders = {n for n, r in self._roles.items() if r == "leader"}
+        killed: list[int] = []
+        for wave in self.plan.stop_waves(leaders):
+            pgids = [self._pgids[n] for n in wave if n in self._pgids]
+            killed += await stop_groups(pgids, self.settings.stop_grace)
         for pgid in killed:
             logger.warning("process group %d did not stop on SIGTERM; killed", pgid)
         for name, proc in self._procs.items():
@@ -302,7 +329,7 @@ class Supervisor:
 
     def _instance_doc(self, inst: InstancePlan) -> dict[str, Any]:
         s = self.states[inst.name]
-        return {
+        doc = {
             "name": inst.name,
             "component": inst.component,
             "index": inst.index,
@@ -321,3 +348,13 @@ class Supervisor:
             "message": s.message,
             "log": str(inst.log_path),
         }
+        if inst.kind == "postgres":
+            # `pid` is PostgreSQL's (what a fault is aimed at); the agent is `agent_pid`.
+            live = s.state in ("starting", "up", "down")
+            details = self._pg.get(inst.name) if live else None
+            doc.update(
+                pid=self._postmasters.get(inst.name) if live else None,
+                agent_pid=s.pid,
+                **(details or PgDetails(None, None, None, None, None)).to_json(),
+            )
+        return doc
