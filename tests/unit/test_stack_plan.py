@@ -319,3 +319,53 @@ def test_dependents_stop_before_what_they_need_and_etcd_leaders_last() -> None:
         ["etcd/1"],
     ]
     assert p.stop_waves()[-1] == ["etcd/0", "etcd/1", "etcd/2"]
+
+
+VIP_TOPOLOGY = """\
+name: t
+hosts:
+  a: {}
+  b: {address: 127.0.0.2}
+  c: {address: 127.0.0.3}
+components:
+  etcd: {kind: etcd, instances: [a, b, c], port: 2379, peer_port: 2479, min_up: majority}
+  web: {kind: service, instances: [a, b], port: 8000, run: app}
+  lb:
+    kind: load_balancer
+    instances: [a, b]
+    needs: [web]
+    port: 8080
+    routes: [{to: web}]
+    vip: {address: 10.77.255.200/16}
+entry: [lb]
+"""
+
+
+def test_a_vip_runs_one_agent_per_load_balancer_instance_in_the_lab_only() -> None:
+    topology = load_topology_text(VIP_TOPOLOGY)
+    outside = plan_stack(topology, STATE, etcd_argv=fake_etcd, topology_file=Path("/f.yaml"))
+    assert "lb-vip" not in {i.component for i in outside.instances}
+    (skipped,) = [s for s in outside.skipped if s.component == "lb-vip"]
+    assert "needs the lab" in skipped.reason and "lb runs without it" in skipped.reason
+    # Every instance of a load balancer sharing a VIP listens on the one port.
+    assert [outside.instance(f"lb/{i}").ports[0] for i in (0, 1)] == [("main", 8080)] * 2
+    assert outside.instance("lb/1").health_port == 8080
+
+    lab = plan_stack(
+        topology,
+        STATE,
+        etcd_argv=fake_etcd,
+        topology_file=Path("/f.yaml"),
+        wrap=lambda host: ("netns", str(host)),
+        lab="abc",
+    )
+    names = [i.name for i in lab.instances]
+    assert names[-2:] == ["lb-vip/0", "lb-vip/1"]  # last: after etcd and the load balancers
+    agent = lab.instance("lb-vip/1")
+    assert agent.argv[3:] == ("vip", "/f.yaml", "--component", "lb", "--instance", "1")
+    assert agent.command[:2] == ("netns", "b") and agent.kind == "vip"
+    assert agent.address == "10.77.255.200:8080" and agent.ports == () and agent.health is None
+    assert agent.needs == ("etcd",)
+    (wait,) = dependency_waits(topology, agent.component, agent.needs)
+    assert wait.dependency == "etcd"
+    assert lab.stop_waves()[0] == ["lb-vip/0", "lb-vip/1"]  # the address goes first

@@ -164,6 +164,7 @@ def instance_health(topology: Topology, inst: Instance) -> InstanceHealth | None
     if isinstance(comp, LoadBalancerComponent):
         if main is None:
             return None
+        main = lb_port(comp, inst)
         if comp.health is not None:
             return InstanceHealth(comp.health, ip, main)
         # The admin API is answered by the controller, which runs the workers; without
@@ -231,9 +232,20 @@ def _own_part(part: str, inst: Instance, ctx: KindContext) -> tuple[str, ...]:
     )
 
 
-def _load_balancer(comp: LoadBalancerComponent, inst: Instance, ctx: KindContext) -> Launch:
+def vip_argv(inst: Instance, ctx: KindContext) -> tuple[str, ...]:
+    """The floating-address agent beside load balancer instance `inst` (see _vip.py)."""
+    return _own_part("vip", inst, ctx)
+
+
+def lb_port(comp: LoadBalancerComponent, inst: Instance) -> int:
+    """A load balancer instance's listening port: `port + i`, or `port` for every instance
+    sharing a `vip:` (each on its own host: a client of the VIP knows one port)."""
     assert comp.port is not None
-    ports: list[tuple[str, int]] = [("main", comp.port + inst.index)]
+    return comp.port if comp.vip is not None else comp.port + inst.index
+
+
+def _load_balancer(comp: LoadBalancerComponent, inst: Instance, ctx: KindContext) -> Launch:
+    ports: list[tuple[str, int]] = [("main", lb_port(comp, inst))]
     if comp.admin_port is not None:
         ports.append(("admin", comp.admin_port + inst.index))
     return Launch(_own_part("lb", inst, ctx), tuple(ports), {})

@@ -13,6 +13,7 @@ import psutil
 from spofless.stack._errors import PortInUseError, SpofFoundError, StackError
 from spofless.stack._plan import InstancePlan, StackPlan
 from spofless.stack._process import instance_env
+from spofless.stack._vip import AGENT_SUFFIX
 from spofless.topology import Topology
 
 
@@ -77,6 +78,11 @@ def check_settings(plan: StackPlan) -> None:
                 dns_settings(plan.topology, inst.component, inst.index)
             elif inst.kind == "postgres":
                 _check_postgres(plan, inst)
+            elif inst.kind == "vip":
+                from spofless.vip import config_from_topology
+
+                lb = inst.component.removesuffix(AGENT_SUFFIX)
+                config_from_topology(plan.topology, lb, inst.index)
         except SpoflessError as exc:
             problems.append(f"{inst.name}: {exc}")
     if problems:

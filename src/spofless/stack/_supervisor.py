@@ -30,7 +30,17 @@ from spofless.stack._pg import PgDetails, agent_status, postmaster_pid
 from spofless.stack._plan import InstancePlan, StackPlan, pg_data_dir
 from spofless.stack._process import spawn, stop_groups
 from spofless.stack._state import SupervisorLock, write_state
+from spofless.stack._vip import (
+    AGENT_SUFFIX,
+    claim_key,
+    deciding_etcd,
+    etcd_urls,
+    read_claim,
+    vip_roles,
+)
+from spofless.stack._vip import KIND as VIP_KIND
 from spofless.stack._waits import DependencyWait, dependency_waits
+from spofless.topology import LoadBalancerComponent
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +83,7 @@ class Supervisor:
         self._roles: dict[str, str | None] = {}  # etcd members: leader / follower
         self._pg: dict[str, PgDetails] = {}  # postgres instances, from their agents
         self._postmasters: dict[str, int | None] = {}
+        self._vip_roles: dict[str, str] = {}  # VIP agents and load balancers, from the claim
 
     # -- running ---------------------------------------------------------------
 
@@ -99,6 +110,8 @@ class Supervisor:
                 self.phase = "running"
                 self._mark()
                 logger.info("all %d instances started", len(self.plan.instances))
+                for lb, indexes in self._vip_components().items():
+                    self._tasks.append(asyncio.create_task(self._watch_vip(lb, indexes)))
                 await self._stop.wait()
         finally:
             failed = self.phase == "failed"
@@ -126,7 +139,7 @@ class Supervisor:
         for inst in self.plan.instances:
             by_component.setdefault(inst.component, []).append(inst)
         for component, instances in by_component.items():
-            for wait in dependency_waits(self.plan.topology, component):
+            for wait in dependency_waits(self.plan.topology, component, instances[0].needs):
                 await self._wait_for(wait, deadline)
             for inst in instances:
                 if self._stop.is_set():
@@ -257,6 +270,39 @@ class Supervisor:
         if self._pg.pop(name, None) is not None or self._postmasters.pop(name, None):
             self._mark()
 
+    def _vip_components(self) -> dict[str, list[int]]:
+        """Load balancer component -> the indexes of the VIP agents this supervisor runs."""
+        out: dict[str, list[int]] = {}
+        for inst in self.plan.instances:
+            if inst.kind == VIP_KIND:
+                out.setdefault(inst.component.removesuffix(AGENT_SUFFIX), []).append(inst.index)
+        return out
+
+    async def _watch_vip(self, lb: str, indexes: list[int]) -> None:
+        """Who holds `lb`'s floating address, from its claim in etcd, once a second."""
+        from spofless.dcs import DCSError
+
+        topology = self.plan.topology
+        comp = topology.components[lb]
+        assert isinstance(comp, LoadBalancerComponent)
+        etcd = deciding_etcd(topology, comp)
+        urls = etcd_urls(topology, etcd) if etcd is not None else []
+        key = claim_key(topology, lb)
+        while urls and not self._stop.is_set():
+            try:
+                roles = vip_roles(await read_claim(key, urls), lb, indexes)
+            except DCSError:
+                roles = {}  # etcd does not answer: nobody can tell (nor hold, for long)
+            others = {n: r for n, r in self._vip_roles.items() if not _of_vip(n, lb)}
+            new = {**others, **roles}
+            if new != self._vip_roles:
+                holder = [n for n, r in roles.items() if r == "vip-holder"]
+                logger.info("%s: the floating address is held by %s", lb, holder or "nobody")
+                self._vip_roles = new
+                self._mark()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), ROLE_INTERVAL)
+
     async def _stop_all(self) -> None:
         self._stop.set()
         if self._pgids:
@@ -341,7 +387,9 @@ class Supervisor:
             "ports": dict(inst.ports),
             "address": inst.address,
             "health": s.health if inst.health is not None else "none",
-            "role": self._roles.get(inst.name) if s.state in ("up", "down") else None,
+            "role": (self._roles.get(inst.name) or self._vip_roles.get(inst.name))
+            if s.state in ("up", "down")
+            else None,
             "started_at": s.started_at,
             "restarts": s.restarts,
             "last_exit": s.last_exit,
@@ -358,3 +406,8 @@ class Supervisor:
                 **(details or PgDetails(None, None, None, None, None)).to_json(),
             )
         return doc
+
+
+def _of_vip(name: str, lb: str) -> bool:
+    """Whether `name` is an instance of load balancer `lb` or of its VIP agents."""
+    return name.rpartition("/")[0] in (lb, lb + AGENT_SUFFIX)
