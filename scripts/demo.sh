@@ -8,6 +8,7 @@ SPOFLESS=.venv/bin/spofless
 PY=.venv/bin/python
 FILE=${1:-examples/demo.yaml}
 traffic=
+writes=
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -21,8 +22,34 @@ for inst in json.load(sys.stdin)["instances"]:
         print(*(inst[k] for k in keys))' "$@"
 }
 
+# primary KEYS...: the keys of the PostgreSQL primary in `status --json` ("" when none).
+primary() {
+  $SPOFLESS status "$FILE" --json | $PY -c '
+import json, sys
+for inst in json.load(sys.stdin)["instances"]:
+    if inst["component"] == "db" and inst["role"] == "primary":
+        print(*(inst[k] for k in sys.argv[1:]))' "$@"
+}
+
+# role_of NAME: the role of instance NAME (db/0) in `status --json`.
+role_of() {
+  $SPOFLESS status "$FILE" --json | $PY -c '
+import json, sys
+print(next(i["role"] for i in json.load(sys.stdin)["instances"] if i["name"] == sys.argv[1]))' "$1"
+}
+
+# until_ok SECONDS COMMAND: run COMMAND (in this shell) until it succeeds; 1 after SECONDS.
+until_ok() {
+  local end=$((SECONDS + $1))
+  until eval "$2"; do
+    if ((SECONDS >= end)); then return 1; fi
+    sleep 0.2
+  done
+}
+
 cleanup() {
   if [[ -n $traffic ]]; then kill "$traffic" 2>/dev/null || true; fi
+  if [[ -n $writes ]]; then kill "$writes" 2>/dev/null || true; fi
   $SPOFLESS down "$FILE" >/dev/null 2>&1 || true
 }
 
@@ -58,17 +85,38 @@ wait "$traffic" || traffic_ok=0
 traffic=
 
 step "5. Watch it recover: the supervisor restarts web/0"
-for _ in $(seq 1 100); do
-  state=$(field web 0 state pid)
-  if [[ $state == up* && $state != "up $pid" ]]; then break; fi
-  sleep 0.1
-done
+until_ok 20 'state=$(field web 0 state pid); [[ $state == up* && $state != "up $pid" ]]' || true
 $SPOFLESS status "$FILE"
 
-step "6. Stop everything"
+step "6. Break the database: kill -9 the PostgreSQL primary's node while a client writes"
+until_ok 60 'read -r old agent postmaster <<<"$(primary name agent_pid pid)"; [[ -n $old ]]' ||
+  { echo "no PostgreSQL primary after 60 s; see \`spofless logs $FILE db\`" >&2; exit 1; }
+echo "a libpq client (target_session_attrs=read-write) inserts a row every 15 ms for 12 s;"
+echo "after 1 s of writes: kill -9 $old's agent (pid $agent) and PostgreSQL (postmaster pid $postmaster)"
+ready=$(mktemp -u)
+$PY scripts/demo_writes.py "$FILE" --seconds 12 --ready "$ready" &
+writes=$!
+until_ok 20 '[[ -e $ready ]]'
+rm -f "$ready"
+kill -9 "$agent" "$postmaster"
+writes_ok=1
+wait "$writes" || writes_ok=0
+writes=
+
+step "7. Watch it recover: a replica was promoted; the supervisor restarts $old's agent"
+until_ok 20 'now=$(primary name); [[ -n $now && $now != "$old" ]]'
+echo "new primary: $now; $old rejoins as its replica (pg_rewind) once its agent is back"
+until_ok 20 '[[ $(role_of "$old") == replica ]]' || true
+$SPOFLESS status "$FILE"
+
+step "8. Stop everything"
 $SPOFLESS down "$FILE"
 trap - EXIT
 if [[ $traffic_ok == 0 ]]; then
   echo "some requests failed while web/0 was down: that is a bug, please report it" >&2
+  exit 1
+fi
+if [[ $writes_ok == 0 ]]; then
+  echo "acknowledged writes were lost in the failover: that is a bug, please report it" >&2
   exit 1
 fi

@@ -149,7 +149,7 @@ def test_kinds_it_cannot_run_are_skipped_with_a_line(tmp_path: Path) -> None:
     with stack_run(topology, tmp_path / "state") as run:
         out = run.cli("up", "--detach", "--wait")
         assert out.returncode == 0, out.stderr
-        assert "skipping db: spofless cannot run kind postgres yet" in out.stdout
+        assert "skipping db: kind postgres needs `port` (SQL) and `api_port`" in out.stdout
         assert "skipping cache: kind memcached is analysis only" in out.stdout
         names = [i["name"] for i in run.status()["instances"]]
         assert names == ["web/0", "web/1"]

@@ -87,7 +87,7 @@ def test_etcd_members_form_one_cluster() -> None:
 
 def test_kinds_spofless_cannot_run_are_skipped_with_a_reason() -> None:
     reasons = {s.component: s.reason for s in plan().skipped}
-    assert "cannot run kind postgres yet" in reasons["db"]
+    assert "kind postgres needs `port` (SQL) and `api_port`" in reasons["db"]
     assert "memcached is analysis only" in reasons["cache"]
     assert "without `run:`" in reasons["docs"]
 
@@ -249,3 +249,123 @@ def test_waiting_for_a_load_balancer_checks_its_admin_api() -> None:
     (wait,) = dependency_waits(load_topology_text(text), "front")
     assert wait.addresses == (("127.0.0.1", 9100), ("127.0.0.2", 9101))
     assert wait.check.path == "/status"
+
+
+PG_TOPOLOGY = """\
+name: t
+hosts:
+  a: {}
+  b: {address: 127.0.0.2}
+components:
+  db: {kind: postgres, instances: [a, b], needs: [etcd], port: 5432, api_port: 8008}
+  etcd: {kind: etcd, instances: [a, b, a], port: 2379, peer_port: 2479, min_up: majority}
+  web: {kind: service, instances: [a, b], needs: [db], port: 8000, run: "app {port}"}
+entry: [web]
+"""
+
+
+def pg_plan() -> StackPlan:
+    return plan_stack(
+        load_topology_text(PG_TOPOLOGY),
+        STATE,
+        etcd_argv=fake_etcd,
+        topology_file=Path("/files/t.yaml"),
+    )
+
+
+def test_postgres_instances_run_the_agent_with_the_stacks_state_dir() -> None:
+    db1 = pg_plan().instance("db/1")
+    assert db1.argv == (
+        sys.executable,
+        "-m",
+        "spofless",
+        "pg",
+        "agent",
+        "/files/t.yaml",
+        "--component",
+        "db",
+        "--instance",
+        "1",
+        "--state-dir",
+        "/state",
+    )
+    assert db1.ports == (("main", 5433), ("api", 8009))
+    assert db1.address == "127.0.0.2:5433"
+    # The agent makes its data directory (initdb wants it empty and its own).
+    assert db1.data_dir is None
+    assert db1.health is not None and (db1.health.type, db1.health.path) == ("http", "/health")
+    assert db1.health_port == 8009
+
+
+def test_postgres_without_api_port_is_skipped() -> None:
+    text = PG_TOPOLOGY.replace(", api_port: 8008", "")
+    p = plan_stack(load_topology_text(text), STATE, etcd_argv=fake_etcd, topology_file=Path("/f"))
+    (skipped,) = [s for s in p.skipped if s.component == "db"]
+    assert "`api_port`" in skipped.reason
+
+
+def test_waiting_for_postgres_checks_its_agents() -> None:
+    (wait,) = dependency_waits(load_topology_text(PG_TOPOLOGY), "web")
+    assert wait.addresses == (("127.0.0.1", 8008), ("127.0.0.2", 8009))
+    assert wait.check.path == "/health"
+
+
+def test_dependents_stop_before_what_they_need_and_etcd_leaders_last() -> None:
+    p = pg_plan()
+    assert p.stop_waves({"etcd/1"}) == [
+        ["web/0", "web/1"],
+        ["db/0", "db/1"],
+        ["etcd/0", "etcd/2"],
+        ["etcd/1"],
+    ]
+    assert p.stop_waves()[-1] == ["etcd/0", "etcd/1", "etcd/2"]
+
+
+VIP_TOPOLOGY = """\
+name: t
+hosts:
+  a: {}
+  b: {address: 127.0.0.2}
+  c: {address: 127.0.0.3}
+components:
+  etcd: {kind: etcd, instances: [a, b, c], port: 2379, peer_port: 2479, min_up: majority}
+  web: {kind: service, instances: [a, b], port: 8000, run: app}
+  lb:
+    kind: load_balancer
+    instances: [a, b]
+    needs: [web]
+    port: 8080
+    routes: [{to: web}]
+    vip: {address: 10.77.255.200/16}
+entry: [lb]
+"""
+
+
+def test_a_vip_runs_one_agent_per_load_balancer_instance_in_the_lab_only() -> None:
+    topology = load_topology_text(VIP_TOPOLOGY)
+    outside = plan_stack(topology, STATE, etcd_argv=fake_etcd, topology_file=Path("/f.yaml"))
+    assert "lb-vip" not in {i.component for i in outside.instances}
+    (skipped,) = [s for s in outside.skipped if s.component == "lb-vip"]
+    assert "needs the lab" in skipped.reason and "lb runs without it" in skipped.reason
+    # Every instance of a load balancer sharing a VIP listens on the one port.
+    assert [outside.instance(f"lb/{i}").ports[0] for i in (0, 1)] == [("main", 8080)] * 2
+    assert outside.instance("lb/1").health_port == 8080
+
+    lab = plan_stack(
+        topology,
+        STATE,
+        etcd_argv=fake_etcd,
+        topology_file=Path("/f.yaml"),
+        wrap=lambda host: ("netns", str(host)),
+        lab="abc",
+    )
+    names = [i.name for i in lab.instances]
+    assert names[-2:] == ["lb-vip/0", "lb-vip/1"]  # last: after etcd and the load balancers
+    agent = lab.instance("lb-vip/1")
+    assert agent.argv[3:] == ("vip", "/f.yaml", "--component", "lb", "--instance", "1")
+    assert agent.command[:2] == ("netns", "b") and agent.kind == "vip"
+    assert agent.address == "10.77.255.200:8080" and agent.ports == () and agent.health is None
+    assert agent.needs == ("etcd",)
+    (wait,) = dependency_waits(topology, agent.component, agent.needs)
+    assert wait.dependency == "etcd"
+    assert lab.stop_waves()[0] == ["lb-vip/0", "lb-vip/1"]  # the address goes first

@@ -63,6 +63,7 @@ def make_plan(
     state_dir: Path | None,
     hosts: Sequence[str] = (),
     lab: Lab | None = None,
+    check_clashes: bool = True,
 ) -> StackPlan:
     """The plan every command works from; the state dir defaults to one next to the file.
 
@@ -71,7 +72,9 @@ def make_plan(
     """
     state_dir = _state_dir(topology, state_dir)
     if lab is None:
-        return plan_stack(topology, state_dir, hosts, etcd_argv_builder())
+        return plan_stack(
+            topology, state_dir, hosts, etcd_argv_builder(), check_clashes=check_clashes
+        )
 
     def wrap(host: str | None) -> list[str]:
         assert host is not None  # the lab places hostless instances on its default host
@@ -95,7 +98,8 @@ def running_plan(topology: Topology, state_dir: Path | None) -> StackPlan:
     if lab is not None:
         with contextlib.suppress(LabError):
             return make_plan(topology, state_dir, (), lab)
-    return make_plan(topology, state_dir)
+    # Reading what runs (status, logs, down) is no place to refuse a clash.
+    return make_plan(topology, state_dir, check_clashes=False)
 
 
 def _state_dir(topology: Topology, state_dir: Path | None) -> Path:
@@ -126,7 +130,8 @@ def up(
     With `lab`, in the topology's lab, made first (on loopback, said, without root);
     a detached stack leaves the lab up for `down` to remove, a foreground one removes it.
     """
-    plan = make_plan(topology, state_dir, hosts)
+    # Hosts sharing an address here may each have their own in the lab.
+    plan = make_plan(topology, state_dir, hosts, check_clashes=not lab)
     if not lab:
         _up(plan, echo, detach, wait, allow_spof, settings, None)
         return
@@ -135,6 +140,7 @@ def up(
     check_commands(plan)
     made = start_lab(topology, echo)
     if made is None:
+        plan = make_plan(topology, state_dir, hosts)  # on this machine's addresses after all
         _up(plan, echo, detach, wait, allow_spof, settings, None)
         return
     try:

@@ -5,10 +5,11 @@
     instance_health(topology, inst)    the check the supervisor runs on an instance and
                                        that a component needing it waits for
 
-spofless's own runtime parts (`load_balancer`, `dns`, later `postgres`) run as
+spofless's own runtime parts (`load_balancer`, `dns`, `postgres`) run as
 `python -m spofless <part> FILE --component C --instance I`: the same command a user
-types to run one by hand, reading its settings from the same file. Pure: nothing
-here touches the system.
+types to run one by hand, reading its settings from the same file (a postgres
+instance is `spofless pg agent ...`, which runs PostgreSQL as its child). Pure:
+nothing here touches the system.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from spofless.topology import (
     HealthCheck,
     Instance,
     LoadBalancerComponent,
+    PostgresComponent,
     ServiceComponent,
     Topology,
 )
@@ -39,6 +41,9 @@ ETCD_HEALTH = HealthCheck(type="http", path="/health", expect_body='"health":"tr
 
 # The load balancer's admin API answers /status from its controller process.
 LB_ADMIN_HEALTH = HealthCheck(type="http", path="/status")
+
+# A PostgreSQL agent's API: 200 while its PostgreSQL runs, whatever its role.
+PG_AGENT_HEALTH = HealthCheck(type="http", path="/health")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +122,12 @@ def cannot_run(comp: Component, ctx: KindContext) -> str | None:
         if ctx.topology_file is None:
             return "a DNS server reads its settings from a topology file, and there is none"
         return None
-    if comp.kind == "postgres":
-        return f"spofless cannot run kind {comp.kind} yet (analysis only)"
+    if isinstance(comp, PostgresComponent):
+        if comp.port is None or comp.api_port is None:
+            return "kind postgres needs `port` (SQL) and `api_port` (the agent's API) to be run"
+        if ctx.topology_file is None:
+            return "a PostgreSQL agent reads its settings from a topology file, and there is none"
+        return None
     return f"kind {comp.kind} is analysis only"
 
 
@@ -135,6 +144,8 @@ def launch(topology: Topology, inst: Instance, ctx: KindContext) -> Launch:
         assert comp.port is not None
         # One port for UDP and TCP; the stack checks (and health-checks) its TCP side.
         return Launch(_own_part("dns", inst, ctx), (("main", comp.port + inst.index),), {})
+    if isinstance(comp, PostgresComponent):
+        return _postgres(comp, inst, ctx)
     raise AssertionError(f"no launcher for kind {comp.kind}")
 
 
@@ -153,6 +164,7 @@ def instance_health(topology: Topology, inst: Instance) -> InstanceHealth | None
     if isinstance(comp, LoadBalancerComponent):
         if main is None:
             return None
+        main = lb_port(comp, inst)
         if comp.health is not None:
             return InstanceHealth(comp.health, ip, main)
         # The admin API is answered by the controller, which runs the workers; without
@@ -164,6 +176,11 @@ def instance_health(topology: Topology, inst: Instance) -> InstanceHealth | None
         # The server answers over TCP from the same process that answers over UDP.
         check = comp.health or HealthCheck(type="tcp")
         return None if main is None else InstanceHealth(check, ip, main)
+    if isinstance(comp, PostgresComponent):
+        if comp.api_port is None:
+            return None
+        # The agent's /health (its own `health:` would not say which port it means).
+        return InstanceHealth(PG_AGENT_HEALTH, ip, comp.api_port + inst.index)
     return None
 
 
@@ -206,7 +223,7 @@ def _own_part(part: str, inst: Instance, ctx: KindContext) -> tuple[str, ...]:
     assert ctx.topology_file is not None
     return (
         *SPOFLESS,
-        part,
+        *part.split(),
         str(ctx.topology_file),
         "--component",
         inst.component,
@@ -215,9 +232,29 @@ def _own_part(part: str, inst: Instance, ctx: KindContext) -> tuple[str, ...]:
     )
 
 
-def _load_balancer(comp: LoadBalancerComponent, inst: Instance, ctx: KindContext) -> Launch:
+def vip_argv(inst: Instance, ctx: KindContext) -> tuple[str, ...]:
+    """The floating-address agent beside load balancer instance `inst` (see _vip.py)."""
+    return _own_part("vip", inst, ctx)
+
+
+def lb_port(comp: LoadBalancerComponent, inst: Instance) -> int:
+    """A load balancer instance's listening port: `port + i`, or `port` for every instance
+    sharing a `vip:` (each on its own host: a client of the VIP knows one port)."""
     assert comp.port is not None
-    ports: list[tuple[str, int]] = [("main", comp.port + inst.index)]
+    return comp.port if comp.vip is not None else comp.port + inst.index
+
+
+def _load_balancer(comp: LoadBalancerComponent, inst: Instance, ctx: KindContext) -> Launch:
+    ports: list[tuple[str, int]] = [("main", lb_port(comp, inst))]
     if comp.admin_port is not None:
         ports.append(("admin", comp.admin_port + inst.index))
     return Launch(_own_part("lb", inst, ctx), tuple(ports), {})
+
+
+def _postgres(comp: PostgresComponent, inst: Instance, ctx: KindContext) -> Launch:
+    """The agent of one instance; it makes (initdb, clone) and owns its data directory,
+    `<state dir>/data/<component>-<i>`, so the stack does not create it."""
+    assert comp.port is not None and comp.api_port is not None
+    argv = (*_own_part("pg agent", inst, ctx), "--state-dir", str(ctx.state_dir))
+    ports = (("main", comp.port + inst.index), ("api", comp.api_port + inst.index))
+    return Launch(argv, ports, {})

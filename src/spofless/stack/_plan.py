@@ -8,7 +8,7 @@ components it cannot run with the reason. Nothing here touches the system;
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +23,11 @@ from spofless.stack._kinds import (
     host_ip,
     instance_health,
     launch,
+    vip_argv,
 )
-from spofless.topology import HealthCheck, Topology
+from spofless.stack._vip import KIND as VIP_KIND
+from spofless.stack._vip import agent_component, vip_agents
+from spofless.topology import HealthCheck, LoadBalancerComponent, Topology
 
 __all__ = [
     "ETCD_HEALTH",
@@ -100,6 +103,28 @@ class StackPlan:
                 return inst
         raise KeyError(name)
 
+    def stop_waves(self, last: Set[str] = frozenset()) -> list[list[str]]:
+        """The instances' names in the order to stop them, one wave at a time.
+
+        Dependents first (the reverse of the start order, one component per wave),
+        so a PostgreSQL agent stops its server and frees its lease while etcd still
+        answers; within a component, the instances named in `last` (etcd's leader:
+        alone it stops at once, with its peers stopping it waits on a leadership
+        transfer) in a wave of their own after the others.
+        """
+        waves: list[list[str]] = []
+        for component in reversed(dict.fromkeys(i.component for i in self.instances)):
+            names = [i.name for i in self.instances if i.component == component]
+            for wave in ([n for n in names if n not in last], [n for n in names if n in last]):
+                if wave:
+                    waves.append(wave)
+        return waves
+
+
+def pg_data_dir(state_dir: Path, inst: InstancePlan) -> Path:
+    """Where a postgres instance's agent keeps its data (spofless.pg._topology's layout)."""
+    return state_dir / "data" / f"{inst.component}-{inst.index}"
+
 
 def log_path(state_dir: Path, component: str, index: int) -> Path:
     return state_dir / "logs" / f"{component}-{index}.log"
@@ -114,13 +139,15 @@ def plan_stack(
     topology_file: Path | None = None,
     wrap: Wrap | None = None,
     lab: str | None = None,
+    check_clashes: bool = True,
 ) -> StackPlan:
     """The instances of `topology` placed on `hosts` (every instance when empty).
 
     Instances without a host (`instances: 3`) belong to no named host: they run
     only when no host is named. spofless's own parts read `topology_file` (default:
     the topology's file); `wrap` makes each command run where its host is. Raises
-    StackError for an unknown host or a port two instances would share.
+    StackError for an unknown host or, with `check_clashes`, a port two instances
+    would share (not asked before a lab gives each host its own address).
     """
     for h in hosts:
         if h not in topology.hosts:
@@ -165,8 +192,62 @@ def plan_stack(
                     wrapper=wrapper,
                 )
             )
-    _check_port_clashes(instances)
+    instances += _vip_agents(topology, chosen, ctx, wrap, lab, cwd, skipped)
+    if check_clashes:
+        _check_port_clashes(instances)
     return StackPlan(topology, tuple(hosts), state_dir, tuple(instances), tuple(skipped), lab)
+
+
+def _vip_agents(
+    topology: Topology,
+    chosen: set[str],
+    ctx: KindContext,
+    wrap: Wrap | None,
+    lab: str | None,
+    cwd: Path,
+    skipped: list[Skipped],
+) -> list[InstancePlan]:
+    """A `spofless vip` agent beside each planned instance of a load balancer with `vip:`,
+    last in the start order (after etcd, which decides, and the load balancers)."""
+    out: list[InstancePlan] = []
+    not_run = {s.component for s in skipped}
+    for cname, comp in topology.components.items():
+        if not isinstance(comp, LoadBalancerComponent) or comp.vip is None or cname in not_run:
+            continue
+        mine = [i for i in topology.instances[cname] if not chosen or i.host in chosen]
+        if not mine:
+            continue
+        if lab is None:
+            skipped.append(
+                Skipped(
+                    agent_component(cname),
+                    f"the floating address {comp.vip.address} of {cname} needs the lab "
+                    "(`up --lab`, Linux, root: each host its own network); "
+                    f"{cname} runs without it",
+                )
+            )
+            continue
+        for spec in vip_agents(topology, cname, mine):
+            inst = spec.lb
+            out.append(
+                InstancePlan(
+                    component=spec.component,
+                    index=inst.index,
+                    host=inst.host,
+                    kind=VIP_KIND,
+                    argv=vip_argv(inst, ctx),
+                    env={},
+                    cwd=cwd,
+                    bind_ip=host_ip(topology, inst),
+                    ports=(),
+                    address=spec.address,
+                    health=None,
+                    log_path=log_path(ctx.state_dir, spec.component, inst.index),
+                    needs=spec.needs,
+                    wrapper=tuple(wrap(inst.host)) if wrap is not None else (),
+                )
+            )
+    return out
 
 
 def _check_port_clashes(instances: Sequence[InstancePlan]) -> None:

@@ -13,6 +13,7 @@ import psutil
 from spofless.stack._errors import PortInUseError, SpofFoundError, StackError
 from spofless.stack._plan import InstancePlan, StackPlan
 from spofless.stack._process import instance_env
+from spofless.stack._vip import AGENT_SUFFIX
 from spofless.topology import Topology
 
 
@@ -75,10 +76,28 @@ def check_settings(plan: StackPlan) -> None:
                 settings_from_topology(plan.topology, inst.component, inst.index)
             elif inst.kind == "dns":
                 dns_settings(plan.topology, inst.component, inst.index)
+            elif inst.kind == "postgres":
+                _check_postgres(plan, inst)
+            elif inst.kind == "vip":
+                from spofless.vip import config_from_topology
+
+                lb = inst.component.removesuffix(AGENT_SUFFIX)
+                config_from_topology(plan.topology, lb, inst.index)
         except SpoflessError as exc:
             problems.append(f"{inst.name}: {exc}")
     if problems:
         raise StackError("cannot start:\n  " + "\n  ".join(problems))
+
+
+def _check_postgres(plan: StackPlan, inst: InstancePlan) -> None:
+    """The agent's settings, its etcd, PostgreSQL's binaries and OS user (what the agent
+    would exit on at once). No side effect: constructing the server only looks."""
+    from spofless.pg._topology import agent_settings, etcd_endpoints
+    from spofless.pg.server import PostgresServer
+
+    settings = agent_settings(plan.topology, inst.component, inst.index, plan.state_dir)
+    etcd_endpoints(plan.topology, inst.component)
+    PostgresServer(settings.server)
 
 
 def check_ports(instances: Iterable[InstancePlan]) -> None:

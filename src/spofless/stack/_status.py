@@ -10,6 +10,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from spofless.pg import format_lsn
+from spofless.stack._pg import format_lag
 from spofless.stack._plan import StackPlan
 from spofless.stack._process import group_alive
 from spofless.stack._state import read_state, supervisor_alive
@@ -21,6 +23,16 @@ _STATE_STYLE = {
     "down": "red",
     "failed": "bold red",
     "stopped": "dim",
+}
+
+
+# What a postgres instance has besides every instance's keys (see _supervisor).
+PG_KEYS: dict[str, Any] = {
+    "agent_pid": None,
+    "dsn": None,
+    "timeline": None,
+    "wal_position": None,
+    "lag": None,
 }
 
 
@@ -57,14 +69,19 @@ def status_document(plan: StackPlan) -> dict[str, Any]:
                 "message": None,
                 "log": str(inst.log_path),
             }
+            if inst.kind == "postgres":
+                doc.update(PG_KEYS)
         else:
             doc = dict(doc)
             if not alive and doc["state"] not in ("stopped", "failed"):
                 pgid = doc.get("pgid")
                 if pgid is None or not group_alive(pgid):
                     doc.update(state="stopped", pid=None, health="unknown")
+                    if "agent_pid" in doc:
+                        doc.update(PG_KEYS)
                 doc["message"] = "supervisor is not running"
-        running = doc["pid"] is not None and doc["started_at"] is not None
+        # A postgres instance's `pid` is its postmaster's; the supervised process is the agent.
+        running = doc.get("agent_pid", doc["pid"]) is not None and doc["started_at"] is not None
         doc["uptime"] = round(now - doc["started_at"], 1) if running else None
         instances.append(doc)
     phase = (state or {}).get("phase", "stopped")
@@ -102,6 +119,13 @@ def status_table(doc: dict[str, Any]) -> Table:
     for col in ("INSTANCE", "HOST", "PID", "ADDRESS", "STATE", "HEALTH", "ROLE", "UPTIME"):
         table.add_column(col)
     table.add_column("RESTARTS", justify="right")
+    # PostgreSQL's own: timeline, WAL position (the primary's written, a replica's
+    # received) and bytes behind the primary.
+    pg = any("timeline" in i for i in doc["instances"])
+    if pg:
+        table.add_column("TL", justify="right")
+        table.add_column("WAL")
+        table.add_column("LAG", justify="right")
     table.add_column("NOTE", overflow="fold")
     for i in doc["instances"]:
         ports = [str(p) for p in i["ports"].values()]  # main port first
@@ -109,19 +133,33 @@ def status_table(doc: dict[str, Any]) -> Table:
         if i["address"] and ports:
             ports[0] = i["address"]
         state = i["state"]
-        table.add_row(
+        pid = str(i["pid"]) if i["pid"] is not None else "-"
+        if i.get("agent_pid") is not None:
+            pid = f"{pid} (agent {i['agent_pid']})"
+        row: list[str | Text] = [
             f"{i['component']}/{i['index']}",
             i["host"] or "-",
-            str(i["pid"]) if i["pid"] is not None else "-",
+            pid,
             ",".join(ports) or "-",
             Text(state, style=_STATE_STYLE.get(state, "")),
             i["health"],
             i["role"] or "-",
             _duration(i["uptime"]),
             str(i["restarts"]),
-            i["message"] or (f"last: {i['last_exit']}" if i["last_exit"] else ""),
-        )
+        ]
+        if pg:
+            row += _pg_columns(i)
+        row.append(i["message"] or (f"last: {i['last_exit']}" if i["last_exit"] else ""))
+        table.add_row(*row)
     return table
+
+
+def _pg_columns(i: dict[str, Any]) -> list[str | Text]:
+    if "timeline" not in i:
+        return ["", "", ""]
+    tl = str(i["timeline"]) if i["timeline"] is not None else "-"
+    wal = format_lsn(i["wal_position"]) if i["wal_position"] is not None else "-"
+    return [tl, wal, format_lag(i["lag"])]
 
 
 def render_status(doc: dict[str, Any]) -> RenderableType:

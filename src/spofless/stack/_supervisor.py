@@ -26,10 +26,21 @@ from spofless.health import Detector, Status, run_check
 from spofless.stack import _policy as policy
 from spofless.stack._errors import StackError, StartError
 from spofless.stack._etcd import member_role
-from spofless.stack._plan import InstancePlan, StackPlan
+from spofless.stack._pg import PgDetails, agent_status, postmaster_pid
+from spofless.stack._plan import InstancePlan, StackPlan, pg_data_dir
 from spofless.stack._process import spawn, stop_groups
 from spofless.stack._state import SupervisorLock, write_state
+from spofless.stack._vip import (
+    AGENT_SUFFIX,
+    claim_key,
+    deciding_etcd,
+    etcd_urls,
+    read_claim,
+    vip_roles,
+)
+from spofless.stack._vip import KIND as VIP_KIND
 from spofless.stack._waits import DependencyWait, dependency_waits
+from spofless.topology import LoadBalancerComponent
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +81,9 @@ class Supervisor:
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._roles: dict[str, str | None] = {}  # etcd members: leader / follower
+        self._pg: dict[str, PgDetails] = {}  # postgres instances, from their agents
+        self._postmasters: dict[str, int | None] = {}
+        self._vip_roles: dict[str, str] = {}  # VIP agents and load balancers, from the claim
 
     # -- running ---------------------------------------------------------------
 
@@ -96,6 +110,8 @@ class Supervisor:
                 self.phase = "running"
                 self._mark()
                 logger.info("all %d instances started", len(self.plan.instances))
+                for lb, indexes in self._vip_components().items():
+                    self._tasks.append(asyncio.create_task(self._watch_vip(lb, indexes)))
                 await self._stop.wait()
         finally:
             failed = self.phase == "failed"
@@ -123,7 +139,7 @@ class Supervisor:
         for inst in self.plan.instances:
             by_component.setdefault(inst.component, []).append(inst)
         for component, instances in by_component.items():
-            for wait in dependency_waits(self.plan.topology, component):
+            for wait in dependency_waits(self.plan.topology, component, instances[0].needs):
                 await self._wait_for(wait, deadline)
             for inst in instances:
                 if self._stop.is_set():
@@ -208,6 +224,8 @@ class Supervisor:
             state = self.states[inst.name]
             if state.state != "up":
                 self._roles.pop(inst.name, None)
+            if state.state not in ("starting", "up", "down"):
+                self._forget_pg(inst.name)
             if state.pid is not None and state.state in ("starting", "up", "down"):
                 if state.pid != watched_pid:  # a new process: judge it afresh
                     detector, watched_pid = Detector(check.fall, check.rise), state.pid
@@ -216,6 +234,10 @@ class Supervisor:
                 change = detector.observe(result.ok, definite=result.definite, detail=result.detail)
                 if inst.kind == "etcd" and result.ok and time.monotonic() >= next_role:
                     self._roles[inst.name] = await member_role(inst.bind_ip, port)
+                    next_role = time.monotonic() + ROLE_INTERVAL
+                if inst.kind == "postgres" and time.monotonic() >= next_role:
+                    # Also while PostgreSQL is down: the agent says why (demoting, starting).
+                    await self._observe_pg(inst)
                     next_role = time.monotonic() + ROLE_INTERVAL
                 current = self.states[inst.name]
                 if change is not None and current.pid == watched_pid:
@@ -230,17 +252,68 @@ class Supervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), check.interval)
 
+    async def _observe_pg(self, inst: InstancePlan) -> None:
+        details = await agent_status(inst.bind_ip, inst.health_port)
+        pid = postmaster_pid(pg_data_dir(self.plan.state_dir, inst))
+        if details is None:
+            self._pg.pop(inst.name, None)
+        elif self._pg.get(inst.name) != details:
+            if inst.name in self._pg and details.role != self._pg[inst.name].role:
+                logger.info("%s: now %s", inst.name, details.role or "without a role")
+            self._pg[inst.name] = details
+            self._mark()
+        if self._postmasters.get(inst.name) != pid:
+            self._postmasters[inst.name] = pid
+            self._mark()
+
+    def _forget_pg(self, name: str) -> None:
+        if self._pg.pop(name, None) is not None or self._postmasters.pop(name, None):
+            self._mark()
+
+    def _vip_components(self) -> dict[str, list[int]]:
+        """Load balancer component -> the indexes of the VIP agents this supervisor runs."""
+        out: dict[str, list[int]] = {}
+        for inst in self.plan.instances:
+            if inst.kind == VIP_KIND:
+                out.setdefault(inst.component.removesuffix(AGENT_SUFFIX), []).append(inst.index)
+        return out
+
+    async def _watch_vip(self, lb: str, indexes: list[int]) -> None:
+        """Who holds `lb`'s floating address, from its claim in etcd, once a second."""
+        from spofless.dcs import DCSError
+
+        topology = self.plan.topology
+        comp = topology.components[lb]
+        assert isinstance(comp, LoadBalancerComponent)
+        etcd = deciding_etcd(topology, comp)
+        urls = etcd_urls(topology, etcd) if etcd is not None else []
+        key = claim_key(topology, lb)
+        while urls and not self._stop.is_set():
+            try:
+                roles = vip_roles(await read_claim(key, urls), lb, indexes)
+            except DCSError:
+                roles = {}  # etcd does not answer: nobody can tell (nor hold, for long)
+            others = {n: r for n, r in self._vip_roles.items() if not _of_vip(n, lb)}
+            new = {**others, **roles}
+            if new != self._vip_roles:
+                holder = [n for n, r in roles.items() if r == "vip-holder"]
+                logger.info("%s: the floating address is held by %s", lb, holder or "nobody")
+                self._vip_roles = new
+                self._mark()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), ROLE_INTERVAL)
+
     async def _stop_all(self) -> None:
         self._stop.set()
-        pgids = list(self._pgids.values())
-        if pgids:
-            logger.info("stopping %d process groups", len(pgids))
+        if self._pgids:
+            logger.info("stopping %d process groups", len(self._pgids))
         # An etcd leader that stops hands leadership to a connected peer and waits for it
         # (seconds) when that peer is stopping too; alone, it stops at once. So: last.
-        leaders = {self._pgids[n] for n, r in self._roles.items() if r == "leader"}
-        first = [g for g in pgids if g not in leaders]
-        killed = await stop_groups(first, self.settings.stop_grace)
-        killed += await stop_groups([g for g in pgids if g in leaders], self.settings.stop_grace)
+        leaders = {n for n, r in self._roles.items() if r == "leader"}
+        killed: list[int] = []
+        for wave in self.plan.stop_waves(leaders):
+            pgids = [self._pgids[n] for n in wave if n in self._pgids]
+            killed += await stop_groups(pgids, self.settings.stop_grace)
         for pgid in killed:
             logger.warning("process group %d did not stop on SIGTERM; killed", pgid)
         for name, proc in self._procs.items():
@@ -302,7 +375,7 @@ class Supervisor:
 
     def _instance_doc(self, inst: InstancePlan) -> dict[str, Any]:
         s = self.states[inst.name]
-        return {
+        doc = {
             "name": inst.name,
             "component": inst.component,
             "index": inst.index,
@@ -314,10 +387,27 @@ class Supervisor:
             "ports": dict(inst.ports),
             "address": inst.address,
             "health": s.health if inst.health is not None else "none",
-            "role": self._roles.get(inst.name) if s.state in ("up", "down") else None,
+            "role": (self._roles.get(inst.name) or self._vip_roles.get(inst.name))
+            if s.state in ("up", "down")
+            else None,
             "started_at": s.started_at,
             "restarts": s.restarts,
             "last_exit": s.last_exit,
             "message": s.message,
             "log": str(inst.log_path),
         }
+        if inst.kind == "postgres":
+            # `pid` is PostgreSQL's (what a fault is aimed at); the agent is `agent_pid`.
+            live = s.state in ("starting", "up", "down")
+            details = self._pg.get(inst.name) if live else None
+            doc.update(
+                pid=self._postmasters.get(inst.name) if live else None,
+                agent_pid=s.pid,
+                **(details or PgDetails(None, None, None, None, None)).to_json(),
+            )
+        return doc
+
+
+def _of_vip(name: str, lb: str) -> bool:
+    """Whether `name` is an instance of load balancer `lb` or of its VIP agents."""
+    return name.rpartition("/")[0] in (lb, lb + AGENT_SUFFIX)

@@ -45,14 +45,18 @@ def _list(addresses: Sequence[tuple[str, int]]) -> str:
     return ", ".join(f"{ip}:{port}" for ip, port in addresses)
 
 
-def dependency_waits(topology: Topology, component: str) -> list[DependencyWait]:
+def dependency_waits(
+    topology: Topology, component: str, needs: Sequence[str] | None = None
+) -> list[DependencyWait]:
     """The waits before `component` starts, one per dependency spofless can check.
 
     Each instance of a dependency is checked the way the supervisor running it
     checks it (`_kinds.instance_health`); a dependency without a port is not waited for.
+    `needs` (default: the component's) names them for parts the file does not list as
+    components (a load balancer's VIP agents need etcd).
     """
     out: list[DependencyWait] = []
-    for dep in topology.components[component].needs:
+    for dep in topology.components[component].needs if needs is None else needs:
         comp = topology.components[dep]
         healths = [instance_health(topology, inst) for inst in topology.instances[dep]]
         if not healths or any(h is None or h.port == 0 for h in healths):

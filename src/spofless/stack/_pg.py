@@ -1,0 +1,108 @@
+"""PostgreSQL instances as the stack sees them: role and details from the agent's `/status`.
+
+The supervisor asks each agent's API (`GET /status`) once a second and records
+what `status` shows: the role, timeline, WAL position and lag, and the `dsn`
+a client can use as is. `pid` of a postgres instance is its postmaster's
+(read from `postmaster.pid` in its data directory, as PostgreSQL's own tools
+do); the supervised process, the agent, is `agent_pid`. `describe` is pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+# Asking an agent must never hold up the supervisor's health loop for long.
+STATUS_TIMEOUT = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class PgDetails:
+    """What `status` shows of one PostgreSQL instance besides the supervisor's own view."""
+
+    role: str | None  # primary (holds the leader lease), replica, or None
+    timeline: int | None
+    wal_position: int | None
+    lag: int | None  # bytes behind the leader's last published position
+    dsn: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "timeline": self.timeline,
+            "wal_position": self.wal_position,
+            "lag": self.lag,
+            "dsn": self.dsn,
+        }
+
+
+def describe(status: dict[str, Any]) -> PgDetails:
+    """The details of a member from its agent's `/status` JSON.
+
+    `primary` only for the writable leader (a primary without the lease is being
+    stopped by its agent, so it is shown as `demoting`); `replica` for a replica.
+    """
+    running = bool(status.get("running"))
+    role = status.get("role")
+    shown: str | None
+    if not running:
+        shown = None
+    elif role == "primary":
+        shown = "primary" if status.get("leader") else "demoting"
+    elif role == "replica":
+        shown = "replica"
+    else:
+        shown = None
+    return PgDetails(
+        role=shown,
+        timeline=_int(status.get("timeline")),
+        wal_position=_int(status.get("wal_position")),
+        lag=_int(status.get("lag")),
+        dsn=status.get("dsn") if isinstance(status.get("dsn"), str) else None,
+    )
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+async def agent_status(ip: str, api_port: int) -> PgDetails | None:
+    """The agent's view of its member; None when its API does not answer."""
+    host = f"[{ip}]" if ":" in ip else ip
+    try:
+        async with httpx.AsyncClient(timeout=STATUS_TIMEOUT) as client:
+            resp = await client.get(f"http://{host}:{api_port}/status")
+            body = resp.json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    return describe(body) if isinstance(body, dict) else None
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    """The pid of the postmaster running on `data_dir`, or None when none runs."""
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # A stale file names a dead pid, or one since reused by another program.
+    name, _, rest = stat.partition(" (")[2].rpartition(")")
+    if rest.split()[:1] == ["Z"] or name not in ("postgres", "postmaster"):
+        return None
+    return pid
+
+
+def format_lag(lag: int | None) -> str:
+    if lag is None:
+        return "-"
+    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
+        if lag >= size:
+            return f"{lag / size:.1f} {unit}"
+    return f"{lag} B"

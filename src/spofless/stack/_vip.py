@@ -1,0 +1,124 @@
+"""Floating addresses in the stack: a `spofless vip` agent beside each load balancer instance.
+
+    vip_instances(topology, lb, instances, ...)   the agents to plan, or why they are skipped
+    vip_roles(claim, agents)                      who holds the address, from the claim (pure)
+    read_claim(key, endpoints)                    the claim in etcd, for `status`
+
+A load balancer component with `vip:` gets one more supervised instance per
+load balancer instance, named `<lb>-vip/<i>`, running `spofless vip FILE
+--component <lb> --instance <i>` in that instance's host namespace. Only in the
+lab (`up --lab`): an address that floats between hosts needs hosts with their own
+network; on one machine's loopback the agents would fight over one interface.
+Who holds the address is etcd's claim (spofless.vip), read once a second: its
+agent shows `holder`, the others `standby`, and the holding load balancer
+instance shows `vip-holder`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from spofless.topology import EtcdComponent, Instance, LoadBalancerComponent, Topology
+
+AGENT_SUFFIX = "-vip"
+KIND = "vip"
+
+
+@dataclass(frozen=True, slots=True)
+class VipAgentSpec:
+    """One planned agent: which load balancer instance it serves, the VIP's ip:port."""
+
+    lb: Instance
+    component: str  # `<lb>-vip`
+    address: str  # the VIP and the load balancers' shared port: what clients reach
+    needs: tuple[str, ...]  # the etcd component that decides (waited for before start)
+    key: str  # the claim's etcd key
+
+
+def agent_component(lb: str) -> str:
+    return f"{lb}{AGENT_SUFFIX}"
+
+
+def claim_key(topology: Topology, lb: str) -> str:
+    """The etcd key of the claim (spofless.vip's `VipConfig.key`)."""
+    return f"/spofless/{topology.name}/vip/{lb}"
+
+
+def deciding_etcd(topology: Topology, comp: LoadBalancerComponent) -> str | None:
+    """The etcd component named by `vip.dcs`, else the only one; None when there is none
+    (the agent's own settings check then says what is wrong)."""
+    assert comp.vip is not None
+    if comp.vip.dcs is not None:
+        return comp.vip.dcs
+    etcds = [n for n, c in topology.components.items() if isinstance(c, EtcdComponent)]
+    return etcds[0] if len(etcds) == 1 else None
+
+
+def vip_agents(topology: Topology, lb: str, instances: Sequence[Instance]) -> list[VipAgentSpec]:
+    """The agents for the chosen `instances` of load balancer `lb` (which has a vip)."""
+    comp = topology.components[lb]
+    assert isinstance(comp, LoadBalancerComponent) and comp.vip is not None
+    assert comp.port is not None
+    ip = ipaddress.IPv4Interface(comp.vip.address).ip
+    etcd = deciding_etcd(topology, comp)
+    return [
+        VipAgentSpec(
+            lb=inst,
+            component=agent_component(lb),
+            address=f"{ip}:{comp.port}",
+            needs=(etcd,) if etcd is not None else (),
+            key=claim_key(topology, lb),
+        )
+        for inst in instances
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimView:
+    """What the claim key says: the claiming load balancer instance (`lb/0`) and its state."""
+
+    instance: str
+    state: str  # pending, holding, released
+
+
+def vip_roles(claim: ClaimView | None, lb: str, indexes: Sequence[int]) -> dict[str, str]:
+    """Roles for the agents `<lb>-vip/<i>` and the load balancer instances `<lb>/<i>`."""
+    roles: dict[str, str] = {}
+    for i in indexes:
+        mine = claim is not None and claim.instance == f"{lb}/{i}"
+        agent = f"{agent_component(lb)}/{i}"
+        if not mine or claim is None:
+            roles[agent] = "standby"
+        elif claim.state == "holding":
+            roles[agent] = "holder"
+            roles[f"{lb}/{i}"] = "vip-holder"
+        else:
+            roles[agent] = claim.state  # pending: elected, adding; released: handing over
+    return roles
+
+
+async def read_claim(key: str, endpoints: Sequence[str]) -> ClaimView | None:
+    """The claim in etcd; None when there is none. Raises DCSError when etcd does not answer."""
+    from spofless.dcs import DCSSettings, EtcdStore
+    from spofless.vip import Claim
+
+    store = EtcdStore(list(endpoints), DCSSettings(request_timeout=0.5, retry_timeout=1.0))
+    try:
+        kv = await store.get(key)
+    finally:
+        await store.close()
+    if kv is None:
+        return None
+    claim = Claim.decode(kv.value, kv.create_revision, kv.mod_revision)
+    return ClaimView(claim.instance, claim.state)
+
+
+def etcd_urls(topology: Topology, etcd: str) -> list[str]:
+    """Client URLs of etcd component `etcd` (empty when it has no port)."""
+    return [
+        f"http://{addr}"
+        for inst in topology.instances.get(etcd, [])
+        if (addr := topology.address_of(inst)) is not None
+    ]
