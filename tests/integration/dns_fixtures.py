@@ -8,12 +8,13 @@ import os
 import re
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from free_ports import free_port
 
 # An HTTP server that answers 200 to anything: a load balancer's health endpoint.
 _BACKEND = r"""
@@ -91,12 +92,6 @@ class Backend:
         """kill -9, as a crashed load balancer."""
         if self.proc is not None:
             _stop(self.proc)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 Spawn = Callable[[list[str]], tuple[int, list[Backend]]]

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from free_ports import free_port
+
 BACKEND = """
 import asyncio, sys
 class P(asyncio.Protocol):
@@ -38,12 +40,6 @@ async def main():
     await s.serve_forever()
 asyncio.run(main())
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float = 15.0) -> None:

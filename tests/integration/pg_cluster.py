@@ -20,7 +20,6 @@ import pwd
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,31 +32,13 @@ import httpx
 import psycopg
 import pytest
 from etcd_fixtures import RunningCluster
+from free_ports import port_block as consecutive_free_ports
 
 from spofless.dcs.etcd_server import local_cluster
 from spofless.pg._binaries import find_binaries
 from spofless.pg._errors import PgSetupError
 
 AGENT_START_BOUND = 90.0  # initdb + two pg_basebackups on a busy 2-core machine
-
-
-def consecutive_free_ports(n: int) -> int:
-    """A base port p with p .. p+n-1 all free on 127.0.0.1 (instance i listens on p + i)."""
-    for _ in range(200):
-        base = random.randint(20000, 60000 - n)
-        socks: list[socket.socket] = []
-        try:
-            for i in range(n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", base + i))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no {n} consecutive free ports found")
 
 
 def require_postgres_and_etcd() -> None:

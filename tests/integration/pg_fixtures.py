@@ -12,23 +12,17 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from free_ports import free_port
 
 from spofless.pg._binaries import find_binaries
 from spofless.pg._errors import PgSetupError
 from spofless.pg.server import PostgresServer, ServerSettings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _require_postgres() -> None:

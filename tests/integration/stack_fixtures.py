@@ -10,10 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,32 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from free_ports import port_block as free_port_block
 
 REPO = Path(__file__).resolve().parents[2]
 SPOFLESS = str(Path(sys.executable).parent / "spofless")
 EXAMPLE = REPO / "examples" / "stack-demo.yaml"
-
-
-def free_port_block(n: int, avoid: Sequence[int] = ()) -> int:
-    """A base port such that base..base+n-1 are all free on 127.0.0.1 right now."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000 - n)
-        if any(base <= a < base + n for a in avoid):
-            continue
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no block of free ports found")
 
 
 def demo_topology(dest: Path) -> tuple[Path, dict[str, int]]:

@@ -6,17 +6,12 @@ import asyncio
 import socket
 
 import pytest
+from free_ports import free_port as _free_port
 
 from spofless.health import HealthMonitor, Status, Target, Transition, run_check
 from spofless.topology import HealthCheck
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _http_server(status: int, body: bytes) -> tuple[asyncio.Server, int]:

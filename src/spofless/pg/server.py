@@ -341,6 +341,8 @@ class PostgresServer:
             raise PgCommandError(f"{self.name}: PostgreSQL is already running")
         self._check_no_foreign_postmaster()
         self._upstream = upstream if standby else None
+        if self._upstream is not None:
+            await self._ensure_slot_on(self._upstream)
         write_managed_files(self.data_dir, self._conf(self._upstream), standby=standby)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
@@ -445,8 +447,21 @@ class PostgresServer:
     async def follow(self, upstream: Upstream | None) -> None:
         """Point the running standby at `upstream` (primary_conninfo reloads in PG 13+)."""
         self._upstream = upstream
+        if upstream is not None:
+            await self._ensure_slot_on(upstream)
         write_managed_files(self.data_dir, self._conf(upstream), standby=True)
         await self.query("SELECT pg_reload_conf()")
+
+    async def _ensure_slot_on(self, upstream: Upstream) -> None:
+        """Make this member's slot on `upstream`, as clone does. A leader creates slots only
+        for the members it sees in etcd, so a member back after its key expired (an old
+        primary rejoining) would otherwise wait for a slot that never comes, unable to stream
+        and so unable to reach a consistent state. Best effort: the leader's loop makes it
+        too once this member publishes itself."""
+        try:
+            await self.create_slots([slot_name(self.name)], on=upstream)
+        except PgCommandError as exc:
+            logger.warning("%s: cannot make my slot on %s: %s", self.name, upstream.name, exc)
 
     @property
     def synchronous_standby_names(self) -> str:
