@@ -242,26 +242,34 @@ def _fmt(x: float) -> str:
     return "not recovered" if x == float("inf") else f"{x:.2f}"
 
 
+def _ratio(x: float, base: float) -> str:
+    return f"{x / base:.1f}" if base and base != float("inf") and x != float("inf") else "-"
+
+
 def table(results: dict[str, dict[str, Series]], faults: list[str]) -> str:
     lines = [
         "| Fault | System | Reps | Window median (s) | Window max (s) | x spofless (median) "
-        "| Lost median | Lost max | Late acks |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| x spofless (max) | Lost median | Lost max | Late acks |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for fault in faults:
         base = results.get("spofless", {}).get(fault)
-        base_median = statistics.median(r.window for r in base.reps) if base and base.reps else 0
+        base_w = [r.window for r in base.reps] if base else []
+        base_median = statistics.median(base_w) if base_w else 0.0
+        base_max = max(base_w, default=0.0)
         for system, per_fault in results.items():
             s = per_fault[fault]
             if not s.reps:
-                lines.append(f"| {fault} | {system} | 0 | - | - | - | - | - | - |")
+                lines.append(f"| {fault} | {system} | 0 | - | - | - | - | - | - | - |")
                 continue
             w = [r.window for r in s.reps]
             lost = [r.lost for r in s.reps]
             med = statistics.median(w)
-            ratio = f"{med / base_median:.1f}" if base_median and med != float("inf") else "-"
+            ratio = _ratio(med, base_median)
+            ratio_max = _ratio(max(w), base_max)
             lines.append(
                 f"| {fault} | {system} | {len(s.reps)} | {_fmt(med)} | {_fmt(max(w))} | {ratio} "
+                f"| {ratio_max} "
                 f"| {statistics.median(lost):g} | {max(lost)} | {sum(r.late for r in s.reps)} |"
             )
     return "\n".join(lines)
