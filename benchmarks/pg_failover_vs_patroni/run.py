@@ -301,12 +301,15 @@ def main() -> int:
     if bad or reps < 1:
         p.error(f"unknown fault or system {bad}, or --reps below 1")
 
-    # SIGTERM/SIGHUP end the run like Ctrl-C: through every finally below.
+    # SIGTERM/SIGHUP end the run like Ctrl-C: through every finally below (bounded), which
+    # a second signal must not cut short.
     def interrupt(signum: int, frame: object) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGHUP, interrupt)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
 
     ensure_system_deps()
     patroni, patroni_version = ensure_patroni(args.work_dir)
@@ -353,4 +356,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as exc:
+        print(f"\ninterrupted ({exc or 'SIGINT'}): every process stopped, run directory removed")
+        sys.exit(130)
