@@ -59,3 +59,19 @@ def test_health_cluster_status_and_errors() -> None:
 @pytest.mark.parametrize(("text", "n"), [("10", 10), ("10MB", 10 * 1024**2), ("2kb", 2048)])
 def test_parse_bytes(text: str, n: int) -> None:
     assert parse_bytes(text) == n
+
+
+def test_degraded_synchronous_mode_shows_in_status_cluster_and_metrics() -> None:
+    degraded = ApiSnapshot(me=LEADER, members=(LEADER,), leader="a", degraded=True)
+    status = route("GET", "/status", degraded).body
+    cluster = route("GET", "/cluster", degraded).body
+    assert isinstance(status, dict) and status["degraded"] is True
+    assert isinstance(cluster, dict) and cluster["degraded"] is True
+    metrics = route("GET", "/metrics", degraded)
+    assert metrics.status == 200 and isinstance(metrics.body, str)
+    assert 'spofless_pg_synchronous_degraded{member="a"} 1' in metrics.body
+    assert 'spofless_pg_leader{member="a"} 1' in metrics.body
+    healthy = route("GET", "/metrics", snap(LEADER)).body
+    assert isinstance(healthy, str)
+    assert 'spofless_pg_synchronous_degraded{member="a"} 0' in healthy
+    assert 'spofless_pg_timeline{member="a"} 2' in healthy

@@ -104,7 +104,7 @@ class EtcdStore(KeyValueStore):
         """Move off endpoint (unless another call already did)."""
         if self.endpoints[self._current] == endpoint:
             self._current = (self._current + 1) % len(self.endpoints)
-            logger.info("etcd %s: %s; trying %s", endpoint, why, self.current_endpoint)
+            logger.debug("etcd %s: %s; trying %s", endpoint, why, self.current_endpoint)
 
     async def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST body to /v3{path} on the current member, failing over; the JSON answer."""

@@ -123,6 +123,7 @@ class Agent:
         self._cluster_members: tuple[MemberStatus, ...] = ()
         self.last_decision: Decision | None = None
         self._witness: FenceWitness | None = None
+        self._degraded = False  # synchronous mode fell back to asynchronous (leader only)
         self._witness_task: asyncio.Task[None] | None = None
 
     # -- the loop -------------------------------------------------------------------------
@@ -407,6 +408,7 @@ class Agent:
             # No synchronous replica fences this primary: the witness does.
             names = witness_standby_names()
         await srv.set_synchronous_standby_names(names)
+        self._degraded = plan.degraded
         if plan.degraded:
             logger.warning("%s: %s", self.name, plan.reason)
 
@@ -491,4 +493,5 @@ class Agent:
             leader=c.leader.name if c and c.leader else None,
             paused=c.paused if c else False,
             synchronous=c.sync.members if c else frozenset(),
+            degraded=self._degraded and self._may_acknowledge(),
         )

@@ -6,6 +6,9 @@
     GET /health             200 when PostgreSQL runs, whatever its role
     GET /cluster            200, JSON of every member: role, state, timeline, lag
     GET /status             200, JSON of this member (peers poll it during an election)
+    GET /metrics            200, Prometheus text: role, lease, timeline, WAL, lag, and
+                            spofless_pg_synchronous_degraded (1 while synchronous mode has
+                            fallen back to asynchronous: alert on it)
 
 HEAD works on all of them. A check endpoint's body is this member's JSON either
 way, so a human sees why. `route` is a pure function of the request and the
@@ -72,11 +75,14 @@ class ApiSnapshot:
     leader: str | None = None
     paused: bool = False
     synchronous: frozenset[str] = field(default_factory=frozenset)
+    # Synchronous mode is on but no replica is synchronous: commits are not waiting for one.
+    degraded: bool = False
 
     def cluster_json(self) -> dict[str, Any]:
         return {
             "leader": self.leader,
             "paused": self.paused,
+            "degraded": self.degraded,
             "synchronous": sorted(self.synchronous),
             "members": [m.to_json() for m in self.members],
         }
@@ -85,7 +91,7 @@ class ApiSnapshot:
 @dataclass(frozen=True, slots=True)
 class Response:
     status: int
-    body: Mapping[str, Any]
+    body: Mapping[str, Any] | str  # JSON, or text (Prometheus exposition format)
 
 
 def parse_bytes(text: str) -> int:
@@ -123,15 +129,43 @@ def route(method: str, target: str, snap: ApiSnapshot) -> Response:
     if url.path == "/cluster":
         return Response(200, snap.cluster_json())
     if url.path in ("/status", "/"):
-        return Response(200, body)
+        return Response(200, {**body, "degraded": snap.degraded})
+    if url.path == "/metrics":
+        return Response(200, metrics_text(snap))
     return Response(404, {"error": f"no such endpoint {url.path}"})
 
 
+def metrics_text(snap: ApiSnapshot) -> str:
+    """This member's state in the Prometheus text format (version 0.0.4)."""
+    me = snap.me
+    gauges = [
+        ("spofless_pg_up", "PostgreSQL is running", int(me.running)),
+        ("spofless_pg_primary", "running as the writable primary", int(me.role is Role.PRIMARY)),
+        ("spofless_pg_leader", "holds the leader lease", int(me.leader)),
+        ("spofless_pg_timeline", "current timeline", me.timeline),
+        ("spofless_pg_wal_position_bytes", "WAL position", me.wal_position),
+        ("spofless_pg_replication_lag_bytes", "bytes behind the leader", me.lag),
+        ("spofless_pg_synchronous_degraded", "synchronous mode fell back to async", snap.degraded),
+        ("spofless_pg_failover_paused", "automatic failover paused", int(snap.paused)),
+    ]
+    out = []
+    for name, help_text, value in gauges:
+        if value is None:
+            continue
+        out += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+        out.append(f'{name}{{member="{me.name}"}} {int(value)}')
+    return "\n".join(out) + "\n"
+
+
 def render(resp: Response, head_only: bool) -> bytes:
-    payload = json.dumps(resp.body, separators=(",", ":")).encode() + b"\n"
+    if isinstance(resp.body, str):
+        payload, ctype = resp.body.encode(), "text/plain; version=0.0.4"
+    else:
+        payload = json.dumps(resp.body, separators=(",", ":")).encode() + b"\n"
+        ctype = "application/json"
     head = (
         f"HTTP/1.1 {resp.status} {_REASONS.get(resp.status, 'Error')}\r\n"
-        "Content-Type: application/json\r\n"
+        f"Content-Type: {ctype}\r\n"
         f"Content-Length: {len(payload)}\r\n"
         "Cache-Control: no-store\r\n"
         "Connection: close\r\n\r\n"
