@@ -229,32 +229,34 @@ def test_writer_through_the_read_write_route(endpoints: Endpoints, fault: str) -
     first = int(old.query("SELECT coalesce(max(id), 0) FROM t")[0][0]) + 1000
     # An idle connection through the route, opened before the fault: it must not survive.
     idle = psycopg.connect(endpoints.rw(), autocommit=True)
-    writer = RoutedWriter(endpoints.rw(), first)
-    with writer:
-        cluster.wait(lambda: writer.acks_since(0) > 20, "the writer writes", 20)
-        fault_at = time.monotonic()
-        print(f"\n[route {fault}] fault on {old.name} at {time.strftime('%H:%M:%S')}")
-        if fault == "kill-node":
-            old.kill_node()
-        elif fault == "kill-postmaster":
-            old.signal_postgres(signal.SIGKILL)
-        else:
-            postmaster = old.postmaster_pid()
-            assert postmaster is not None
-            old.stop_node()
-            cluster.wait_new_primary(old, bound=30)
-        # The connection to the old primary is closed: by the dead server, or for a frozen
-        # one (whose kernel keeps the socket open) by the balancer when it marks it down.
-        cluster.wait(lambda: _closed_by_peer(idle), "the old primary's connection closed", 20)
-        if fault == "stop-node":
-            time.sleep(max(0.0, fault_at + TTL + 2 - time.monotonic()))
-            old.cont_node(postmaster)  # the old primary wakes while the writer writes
-        cluster.wait(lambda: writer.acks_since(fault_at) > 50, "writes resume", 40)
-        if fault == "stop-node":
-            time.sleep(3.0)  # and keeps writing while the woken old primary rejoins
-        report = writer.server_report()
-    with contextlib.suppress(Exception):
-        idle.close()
+    try:
+        writer = RoutedWriter(endpoints.rw(), first)
+        with writer:
+            cluster.wait(lambda: writer.acks_since(0) > 20, "the writer writes", 20)
+            fault_at = time.monotonic()
+            print(f"\n[route {fault}] fault on {old.name} at {time.strftime('%H:%M:%S')}")
+            if fault == "kill-node":
+                old.kill_node()
+            elif fault == "kill-postmaster":
+                old.signal_postgres(signal.SIGKILL)
+            else:
+                postmaster = old.postmaster_pid()
+                assert postmaster is not None
+                old.stop_node()
+                cluster.wait_new_primary(old, bound=30)
+            # The connection to the old primary is closed: by the dead server, or for a frozen
+            # one (whose kernel keeps the socket open) by the balancer when it marks it down.
+            cluster.wait(lambda: _closed_by_peer(idle), "the old primary's connection closed", 20)
+            if fault == "stop-node":
+                time.sleep(max(0.0, fault_at + TTL + 2 - time.monotonic()))
+                old.cont_node(postmaster)  # the old primary wakes while the writer writes
+            cluster.wait(lambda: writer.acks_since(fault_at) > 50, "writes resume", 40)
+            if fault == "stop-node":
+                time.sleep(3.0)  # and keeps writing while the woken old primary rejoins
+            report = writer.server_report()
+    finally:  # also when an assertion fails: no connection left to the GC
+        with contextlib.suppress(Exception):
+            idle.close()
 
     if fault == "kill-node":
         old.wait_agent_exit()
