@@ -1,6 +1,19 @@
 """The topology file: schema, loading with file:line errors, resolved elements."""
 
 from spofless.topology._errors import Problem, TopologyError
+from spofless.topology._kinds import (
+    RUNTIME_KINDS,
+    DnsComponent,
+    DnsRateLimit,
+    DnsRecordSpec,
+    EtcdComponent,
+    LbOptions,
+    LbRoute,
+    LoadBalancerComponent,
+    PostgresComponent,
+    ServiceComponent,
+    VipSpec,
+)
 from spofless.topology._load import (
     field_path,
     load_topology,
@@ -9,26 +22,15 @@ from spofless.topology._load import (
 )
 from spofless.topology._model import Host, Instance, Location, Topology, instance_element
 from spofless.topology._schema import (
-    RUNTIME_KINDS,
     AnalysisOnlyComponent,
     AvailabilityDefaults,
     Component,
-    DnsComponent,
-    DnsRateLimit,
-    DnsRecordSpec,
-    EtcdComponent,
     HealthCheck,
     LabLinks,
     LabSpec,
-    LbOptions,
-    LbRoute,
     LinkSpec,
-    LoadBalancerComponent,
-    PostgresComponent,
     RouteHealthCheck,
     RuntimeComponent,
-    ServiceComponent,
-    VipSpec,
 )
 
 __all__ = [

@@ -17,8 +17,9 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from spofless.topology._errors import Problem, TopologyError
+from spofless.topology._kinds import component_model
 from spofless.topology._model import Host, Instance, Loc, Location, Topology
-from spofless.topology._schema import Component, TopologyFile, component_model
+from spofless.topology._schema import Component, TopologyFile
 
 
 def load_topology(path: str | Path) -> Topology:
