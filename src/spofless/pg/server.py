@@ -18,16 +18,13 @@ import ctypes
 import logging
 import os
 import pwd
-import re
 import shutil
 import signal
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import psycopg
-from pydantic import BaseModel, ConfigDict, Field
 
 from spofless.pg._binaries import PgBinaries, find_binaries
 from spofless.pg._datadir import (
@@ -38,93 +35,32 @@ from spofless.pg._datadir import (
     write_managed_files,
 )
 from spofless.pg._errors import PgCommandError, PgSetupError
+from spofless.pg._server_model import (
+    SUPERUSER,
+    PgStatus,
+    ReplicationRow,
+    ServerSettings,
+    Upstream,
+    _lsn,
+    slot_name,
+)
 from spofless.pg.view import Role
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "PgStatus",
+    "PostgresServer",
+    "ReplicationRow",
+    "ServerSettings",
+    "StopMode",
+    "Upstream",
+    "slot_name",
+]
+
 PR_SET_PDEATHSIG = 1
 StopMode = Literal["smart", "fast", "immediate"]
 _STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
-SUPERUSER = "postgres"
-
-
-class ServerSettings(BaseModel):
-    """One PostgreSQL instance as the agent runs it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=50)]
-    data_dir: Path
-    port: Annotated[int, Field(ge=1, le=65535)]
-    host: str = "127.0.0.1"
-    # None: the current user, or `postgres` when the agent runs as root.
-    os_user: str | None = None
-    bin_dir: Path | None = None  # None: the newest /usr/lib/postgresql/<ver>/bin, >= 15
-    log_file: Path | None = None  # None: <data_dir>.log beside the data directory
-    # Bounds of every wait. Crash recovery after a kill can take a while on a busy server.
-    start_timeout: Annotated[float, Field(gt=0)] = 60.0
-    stop_timeout: Annotated[float, Field(gt=0)] = 30.0
-    query_timeout: Annotated[float, Field(gt=0)] = 2.0
-    tool_timeout: Annotated[float, Field(gt=0)] = 600.0  # initdb, pg_basebackup, pg_rewind
-    parameters: Mapping[str, str | int | bool] = Field(default_factory=dict)  # extra GUCs
-
-
-@dataclass(frozen=True, slots=True)
-class Upstream:
-    """A server to replicate, clone or rewind from."""
-
-    name: str
-    host: str
-    port: int
-
-    def conninfo(self, application_name: str, dbname: str | None = None) -> str:
-        parts = [
-            f"host={self.host}",
-            f"port={self.port}",
-            f"user={SUPERUSER}",
-            f"application_name={application_name}",
-            "connect_timeout=2",
-        ]
-        if dbname:
-            parts.append(f"dbname={dbname}")
-        return " ".join(parts)
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicationRow:
-    """One row of the primary's pg_stat_replication."""
-
-    name: str  # application_name: the member's name
-    state: str  # streaming, catchup, ...
-    sync_state: str  # sync, async, potential, quorum
-    flush_lsn: int | None
-    replay_lsn: int | None
-    lag: int | None  # bytes between the primary's current position and replay_lsn
-
-
-@dataclass(frozen=True, slots=True)
-class PgStatus:
-    """A running server's state, read in one round trip."""
-
-    role: Role
-    timeline: int | None
-    wal_position: int | None  # primary: current; replica: max(received, replayed)
-    received_lsn: int | None = None
-    replayed_lsn: int | None = None
-    receiver_status: str | None = None  # "streaming" when a replica streams
-    replication: tuple[ReplicationRow, ...] = ()
-
-
-def slot_name(member: str) -> str:
-    """The physical replication slot a member streams through."""
-    return "spofless_" + re.sub(r"[^a-z0-9_]", "_", member.lower())
-
-
-def _lsn(text: str | None) -> int | None:
-    if not text:
-        return None
-    hi, _, lo = text.partition("/")
-    return (int(hi, 16) << 32) | int(lo, 16)
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
