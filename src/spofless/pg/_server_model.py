@@ -87,7 +87,7 @@ def slot_name(member: str) -> str:
     return "spofless_" + re.sub(r"[^a-z0-9_]", "_", member.lower())
 
 
-def _lsn(text: str | None) -> int | None:
+def parse_lsn(text: str | None) -> int | None:
     if not text:
         return None
     hi, _, lo = text.partition("/")

@@ -41,7 +41,7 @@ from spofless.pg._server_model import (
     ReplicationRow,
     ServerSettings,
     Upstream,
-    _lsn,
+    parse_lsn,
     slot_name,
 )
 from spofless.pg.view import Role
@@ -479,13 +479,13 @@ class PostgresServer:
             return PgStatus(
                 role=Role.PRIMARY,
                 timeline=int(walfile[:8], 16),
-                wal_position=_lsn(current),
+                wal_position=parse_lsn(current),
                 replication=tuple(
-                    ReplicationRow(n, st, ss, _lsn(f), _lsn(r), lag)
+                    ReplicationRow(n, st, ss, parse_lsn(f), parse_lsn(r), lag)
                     for n, st, ss, f, r, lag in repl
                 ),
             )
-        rec, rep = _lsn(received), _lsn(replayed)
+        rec, rep = parse_lsn(received), parse_lsn(replayed)
         known = [p for p in (rec, rep) if p is not None]
         return PgStatus(
             role=Role.REPLICA,
