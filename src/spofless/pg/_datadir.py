@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spofless.pg._errors import PgSetupError
+from spofless.pg.decide import optional_lsn
 
 MANAGED_CONF = "spofless.conf"
 INCLUDE_LINE = f"include_if_exists = '{MANAGED_CONF}'  # managed by spofless\n"
@@ -41,13 +42,6 @@ class ControlData:
     system_identifier: str | None
 
 
-def _lsn(text: str | None) -> int | None:
-    if not text or "/" not in text:
-        return None
-    hi, _, lo = text.partition("/")
-    return (int(hi, 16) << 32) | int(lo, 16)
-
-
 def parse_controldata(text: str) -> ControlData:
     """pg_controldata's output as ControlData (unknown fields become None)."""
     fields: dict[str, str] = {}
@@ -59,8 +53,8 @@ def parse_controldata(text: str) -> ControlData:
     return ControlData(
         state=fields.get("Database cluster state", "unknown"),
         timeline=int(tli) if tli and tli.isdigit() else None,
-        checkpoint_lsn=_lsn(fields.get("Latest checkpoint location")),
-        min_recovery_lsn=_lsn(fields.get("Minimum recovery ending location")),
+        checkpoint_lsn=optional_lsn(fields.get("Latest checkpoint location")),
+        min_recovery_lsn=optional_lsn(fields.get("Minimum recovery ending location")),
         system_identifier=fields.get("Database system identifier"),
     )
 

@@ -85,10 +85,3 @@ class PgStatus:
 def slot_name(member: str) -> str:
     """The physical replication slot a member streams through."""
     return "spofless_" + re.sub(r"[^a-z0-9_]", "_", member.lower())
-
-
-def parse_lsn(text: str | None) -> int | None:
-    if not text:
-        return None
-    hi, _, lo = text.partition("/")
-    return (int(hi, 16) << 32) | int(lo, 16)

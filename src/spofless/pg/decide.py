@@ -37,6 +37,11 @@ def parse_lsn(text: str) -> int:
     return (int(hi, 16) << 32) | int(lo, 16)
 
 
+def optional_lsn(text: str | None) -> int | None:
+    """`parse_lsn` of a value that may be missing (NULL, empty, or not an LSN)."""
+    return parse_lsn(text) if text and "/" in text else None
+
+
 def decide(view: View) -> Decision:
     """The one action for this loop and the sentence that explains it."""
     if view.cluster is None:

@@ -41,9 +41,9 @@ from spofless.pg._server_model import (
     ReplicationRow,
     ServerSettings,
     Upstream,
-    parse_lsn,
     slot_name,
 )
+from spofless.pg.decide import optional_lsn
 from spofless.pg.view import Role
 
 logger = logging.getLogger(__name__)
@@ -479,13 +479,13 @@ class PostgresServer:
             return PgStatus(
                 role=Role.PRIMARY,
                 timeline=int(walfile[:8], 16),
-                wal_position=parse_lsn(current),
+                wal_position=optional_lsn(current),
                 replication=tuple(
-                    ReplicationRow(n, st, ss, parse_lsn(f), parse_lsn(r), lag)
+                    ReplicationRow(n, st, ss, optional_lsn(f), optional_lsn(r), lag)
                     for n, st, ss, f, r, lag in repl
                 ),
             )
-        rec, rep = parse_lsn(received), parse_lsn(replayed)
+        rec, rep = optional_lsn(received), optional_lsn(replayed)
         known = [p for p in (rec, rep) if p is not None]
         return PgStatus(
             role=Role.REPLICA,

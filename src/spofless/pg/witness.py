@@ -66,10 +66,6 @@ def _message(kind: bytes, body: bytes) -> bytes:
     return kind + struct.pack("!i", len(body) + 4) + body
 
 
-def _lsn_text(pos: int) -> str:
-    return f"{pos >> 32:X}/{pos & 0xFFFFFFFF:X}"
-
-
 def status_update(position: int, reply: bool = False) -> bytes:
     """A Standby Status Update reporting `position` written, flushed and applied."""
     now_us = int(time.time() * 1_000_000) - _PG_EPOCH_US
