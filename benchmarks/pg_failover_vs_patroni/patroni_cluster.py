@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
-from pg_cluster import _alive, _children, consecutive_free_ports
+from free_ports import port_block
+from pg_cluster import PgNodeBase, _alive, _children
 
 PATRONI_REQUIREMENT = "patroni[etcd3,psycopg3]>=4.1,<5"
 INSTALL_BOUND = 600.0
@@ -90,7 +90,7 @@ def kill_postmasters(pids: set[int], base: Path) -> None:
                 os.kill(p, signal.SIGKILL)
 
 
-class PatroniNode:
+class PatroniNode(PgNodeBase):
     """One Patroni process and the PostgreSQL it runs."""
 
     def __init__(self, cluster: PatroniCluster, index: int) -> None:
@@ -230,29 +230,6 @@ class PatroniNode:
         except (httpx.HTTPError, ValueError, KeyError):
             return None
 
-    def conninfo(self, **extra: str | int) -> str:
-        params: dict[str, str | int] = {
-            "host": "127.0.0.1",
-            "port": self.pg_port,
-            "user": "postgres",
-            "dbname": "postgres",
-            "connect_timeout": 2,
-        }
-        params.update(extra)
-        return " ".join(f"{k}={v}" for k, v in params.items())
-
-    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.conninfo(), autocommit=True) as conn:
-            cur = conn.execute(sql, params)
-            return cur.fetchall() if cur.description else []
-
-    def log_tail(self, n: int = 40) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return "\n".join(lines[-n:])
-
 
 class PatroniCluster:
     """Three Patroni nodes of one scope on a running 3-member etcd."""
@@ -266,8 +243,8 @@ class PatroniCluster:
         self.etcd_port = etcd_port
         self.dcs = dcs  # ttl, loop_wait, retry_timeout
         self.scope = f"bench{random.randint(0, 1 << 30)}"
-        self.pg_port = consecutive_free_ports(3)
-        self.api_port = consecutive_free_ports(3)
+        self.pg_port = port_block(3)
+        self.api_port = port_block(3)
         self.nodes = [PatroniNode(self, i) for i in range(3)]
         self.seen_postmasters: set[int] = set()
         self.synchronous = False

@@ -42,13 +42,14 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from etcd_fixtures import RunningCluster  # noqa: E402
+from free_ports import port_block  # noqa: E402
 from patroni_cluster import (  # noqa: E402
     PatroniCluster,
     ensure_patroni,
     kill_postmasters,
     postmaster_of,
 )
-from pg_cluster import Node, PgCluster, consecutive_free_ports  # noqa: E402
+from pg_cluster import Node, PgCluster  # noqa: E402
 from pg_writer import Writer  # noqa: E402
 
 from spofless.dcs.etcd_server import local_cluster  # noqa: E402
@@ -170,7 +171,7 @@ def ensure_system_deps() -> None:
 @contextlib.contextmanager
 def shared_etcd(base: Path) -> Iterator[int]:
     """A 3-member etcd on consecutive client ports; yields the first port."""
-    client, peer = consecutive_free_ports(3), consecutive_free_ports(3)
+    client, peer = port_block(3), port_block(3)
     etcd = RunningCluster(
         local_cluster(base / "etcd", [client + i for i in range(3)], [peer + i for i in range(3)]),
         base,

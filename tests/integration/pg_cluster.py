@@ -98,7 +98,38 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-class Node:
+class PgNodeBase:
+    """What every node of a PostgreSQL cluster under test offers, whoever manages it
+    (a spofless agent here, Patroni in benchmarks/pg_failover_vs_patroni)."""
+
+    pg_port: int
+    log_path: Path
+
+    def conninfo(self, **extra: str | int) -> str:
+        params = {
+            "host": "127.0.0.1",
+            "port": self.pg_port,
+            "user": "postgres",
+            "dbname": "postgres",
+            "connect_timeout": 2,
+        }
+        params.update(extra)
+        return " ".join(f"{k}={v}" for k, v in params.items())
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.conninfo(), autocommit=True) as conn:
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(lines[-n:])
+
+
+class Node(PgNodeBase):
     """One agent process and the PostgreSQL it runs."""
 
     def __init__(self, cluster: PgCluster, index: int) -> None:
@@ -213,29 +244,6 @@ class Node:
             return httpx.get(f"{self.api}/primary", timeout=1.0).status_code == 200
         except httpx.HTTPError:
             return False
-
-    def conninfo(self, **extra: str | int) -> str:
-        params = {
-            "host": "127.0.0.1",
-            "port": self.pg_port,
-            "user": "postgres",
-            "dbname": "postgres",
-            "connect_timeout": 2,
-        }
-        params.update(extra)
-        return " ".join(f"{k}={v}" for k, v in params.items())
-
-    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.conninfo(), autocommit=True) as conn:
-            cur = conn.execute(sql, params)
-            return cur.fetchall() if cur.description else []
-
-    def log_tail(self, n: int = 40) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return "\n".join(lines[-n:])
 
 
 class PgCluster:
