@@ -87,6 +87,17 @@ def primary_of(db: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return primary
 
 
+def _wait_or_show_logs(run: StackRun, what: str, predicate: Any, timeout: float) -> Any:
+    """wait_for, and on timeout the tail of every agent's log, so a failure says why."""
+    try:
+        return wait_for(what, predicate, timeout=timeout)
+    except AssertionError:
+        for log in sorted((run.state_dir / "logs").glob("db-*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-25:]
+            print(f"--- {log.name}", *tail, sep="\n")
+        raise
+
+
 def test_postgres_ha_up_failover_rejoin_down(pg_stack: tuple[StackRun, list[int]]) -> None:
     run, ports = pg_stack
     up = run.cli("up", "--detach", "--wait", "--timeout", "120", timeout=180)
@@ -123,7 +134,7 @@ def test_postgres_ha_up_failover_rejoin_down(pg_stack: tuple[StackRun, list[int]
         now = settled(run)
         return now if now and all(i["pid"] != old["pid"] for i in now.values()) else None
 
-    after = wait_for("a primary and two replicas again", recovered, timeout=60)
+    after = _wait_or_show_logs(run, "a primary and two replicas again", recovered, 60)
     new = primary_of(after)
     assert after[old["name"]]["role"] in ("primary", "replica")
     print(f"\nkill -9 of {old['name']}'s postmaster: now {new['name']} is the primary")
@@ -144,7 +155,7 @@ def test_postgres_ha_up_failover_rejoin_down(pg_stack: tuple[StackRun, list[int]
             return None
         return now if now[new["name"]]["restarts"] >= 1 else None
 
-    final = wait_for("a new primary, the old one a replica", failed_over, timeout=60)
+    final = _wait_or_show_logs(run, "a new primary, the old one a replica", failed_over, 120)
     postmasters |= {i["pid"] for i in final.values()}
     with psycopg.connect(primary_of(final)["dsn"], autocommit=True, connect_timeout=5) as conn:
         row = conn.execute("SELECT count(*) FROM stack_t").fetchone()
