@@ -206,14 +206,20 @@ TTL = 3.0  # the topology's default lease ttl
 
 
 def _closed_by_peer(conn: psycopg.Connection[Any]) -> bool:
-    """Whether the other end (the balancer) closed this connection's socket."""
+    """Whether the other end (the balancer) closed this connection's socket.
+
+    A dying server may send a last message first (PostgreSQL's backend writes "terminating
+    connection due to unexpected postmaster exit"): read past whatever is pending to see
+    the end of the stream. The connection is never used again, so consuming is fine.
+    """
     fd = conn.fileno()
     with socket.socket(fileno=fd) as s:
         try:
             s.setblocking(False)
-            return s.recv(1, socket.MSG_PEEK) == b""
+            # End of stream after at most 64 reads of 64 KiB; BlockingIOError: still open.
+            return any(s.recv(65536) == b"" for _ in range(64))
         except BlockingIOError:
-            return False  # open, nothing to read
+            return False  # open, nothing (more) to read
         except OSError:
             return True  # reset
         finally:
