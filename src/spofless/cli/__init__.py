@@ -1,0 +1,12 @@
+"""The command line: parse, build the validated topology, call one function.
+
+One module per command group; importing them registers their commands on
+`main`. Exit status everywhere: 0 success, 1 a finding (e.g. a single point
+of failure), 2 invalid input or a user error (message, never a traceback).
+"""
+
+from spofless.cli import _entry, _lab, _lb, _pg, _stack  # noqa: F401  (register commands)
+from spofless.cli._lb import _unescape
+from spofless.cli._root import EXIT_INVALID, main
+
+__all__ = ["EXIT_INVALID", "_unescape", "main"]

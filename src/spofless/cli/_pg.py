@@ -1,0 +1,100 @@
+"""`spofless pg`: the PostgreSQL HA agent and its operations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from spofless.cli._root import main, topology_of
+
+
+@main.group()
+def pg() -> None:
+    """PostgreSQL with automatic failover: the agent, switchover, pause."""
+
+
+def _state_dir(file: str, state_dir: str | None) -> Path:
+    from spofless.pg.topology import default_state_dir
+
+    return Path(state_dir) if state_dir else default_state_dir(Path(file))
+
+
+@pg.command("agent")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--component", required=True, help="The postgres component of FILE.")
+@click.option("--instance", "index", type=click.IntRange(0), required=True, help="Its index.")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where data directories go (default: .spofless/<file stem> beside FILE).",
+)
+def pg_agent(file: str, component: str, index: int, state_dir: str | None) -> None:
+    """Run the agent of one PostgreSQL instance until SIGTERM (the stack runs this)."""
+    from spofless.pg.process import agent_main
+
+    agent_main(topology_of(file), component, index, _state_dir(file, state_dir))
+
+
+_component_option = click.option(
+    "--component", default=None, help="The postgres component (default: the only one)."
+)
+
+
+@pg.command("pause")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_component_option
+def pg_pause(file: str, component: str | None) -> None:
+    """Turn automatic failover off (maintenance); switchover still works."""
+    import asyncio
+
+    from spofless.pg.ops import set_paused, target
+
+    asyncio.run(set_paused(target(topology_of(file), component), True))
+    click.echo("paused: automatic failover is off until `spofless pg resume`")
+
+
+@pg.command("resume")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_component_option
+def pg_resume(file: str, component: str | None) -> None:
+    """Turn automatic failover on again."""
+    import asyncio
+
+    from spofless.pg.ops import set_paused, target
+
+    asyncio.run(set_paused(target(topology_of(file), component), False))
+    click.echo("resumed: automatic failover is on")
+
+
+@pg.command("switchover")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_component_option
+@click.option("--to", "candidate", default=None, help="The member to hand over to.")
+@click.option("--wait", "bound", type=float, default=30.0, show_default=True, help="Seconds.")
+def pg_switchover(file: str, component: str | None, candidate: str | None, bound: float) -> None:
+    """Planned switchover: stop writes, let the candidate catch up, hand the lease over."""
+    import asyncio
+
+    from spofless.pg.ops import switchover, target
+
+    old, new = asyncio.run(switchover(target(topology_of(file), component), candidate, bound=bound))
+    click.echo(f"switched over from {old} to {new}")
+
+
+@pg.command("failover")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_component_option
+@click.option("--to", "candidate", required=True, help="The member that takes over.")
+@click.option("--wait", "bound", type=float, default=30.0, show_default=True, help="Seconds.")
+def pg_failover(file: str, component: str | None, candidate: str, bound: float) -> None:
+    """Manual failover: CANDIDATE takes the leadership, whoever leads now (or nobody)."""
+    import asyncio
+
+    from spofless.pg.ops import switchover, target
+
+    old, new = asyncio.run(
+        switchover(target(topology_of(file), component), candidate, failover=True, bound=bound)
+    )
+    click.echo(f"failed over from {old or 'no leader'} to {new}")

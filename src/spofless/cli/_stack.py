@@ -1,0 +1,159 @@
+"""The whole topology: check it, and run it on this machine (up, down, status, logs)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+import click
+
+from spofless.cli._root import main, topology_of
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--max-order",
+    type=click.IntRange(1, 4),
+    default=2,
+    show_default=True,
+    help="Largest size of the minimal cut sets to list.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown", "sarif"]),
+    default="text",
+    show_default=True,
+    help="Report format.",
+)
+def check(file: str, max_order: int, fmt: str) -> None:
+    """Find every single point of failure of FILE and its exact availability.
+
+    Exit status: 0 with no single point of failure, 1 with at least one,
+    2 when FILE is not a valid topology.
+    """
+    from spofless.analysis import analyze, render
+
+    report = analyze(topology_of(file), max_order=max_order)
+    # click.echo drops the colours when stdout is not a terminal.
+    click.echo(render(report, fmt, color=True), nl=False)
+    sys.exit(0 if report.ok else 1)
+
+
+_state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where pids, state and logs live. Default: .spofless/<file name without .yaml> "
+    "next to FILE. up, status, logs and down must agree on it.",
+)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    metavar="HOST",
+    help="Run only the instances placed on HOST (repeatable). Default: every host.",
+)
+@_state_dir_option
+@click.option("--detach", "-d", is_flag=True, help="Run the supervisor in the background.")
+@click.option(
+    "--wait", is_flag=True, help="With --detach (implied): also wait until all are healthy."
+)
+@click.option(
+    "--allow-spof", is_flag=True, help="Run a topology with a single point of failure anyway."
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1, 3600),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for dependencies, startup and (--wait) health.",
+)
+@click.option(
+    "--lab",
+    is_flag=True,
+    help="Every host in its own network namespace (see `spofless lab`; Linux, root). "
+    "Without root: said, and run as without --lab.",
+)
+def up(
+    file: str,
+    hosts: tuple[str, ...],
+    state_dir: Path | None,
+    detach: bool,
+    wait: bool,
+    allow_spof: bool,
+    timeout: float,
+    lab: bool,
+) -> None:
+    """Start the instances FILE places on this machine and supervise them.
+
+    Refuses a topology with a single point of failure (see `spofless check`)
+    unless --allow-spof. Kinds spofless cannot run are skipped with a note.
+    With --lab, `down` also removes the lab.
+    """
+    from spofless import stack
+
+    settings = stack.SupervisorSettings(start_timeout=timeout)
+    stack.up(
+        topology_of(file),
+        state_dir,
+        hosts,
+        click.echo,
+        detach=detach,
+        wait=wait,
+        allow_spof=allow_spof,
+        settings=settings,
+        lab=lab,
+    )
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@_state_dir_option
+def down(file: str, state_dir: Path | None) -> None:
+    """Stop everything `up` started from FILE: SIGTERM, then SIGKILL after 10s."""
+    from spofless import stack
+
+    stack.down(stack.running_plan(topology_of(file), state_dir), click.echo)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@_state_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object (key `instances`).")
+def status(file: str, state_dir: Path | None, as_json: bool) -> None:
+    """Show every instance of FILE on this machine: state, health, pid, ports, restarts."""
+    import json
+
+    from rich.console import Console
+
+    from spofless import stack
+
+    doc = stack.status(stack.running_plan(topology_of(file), state_dir))
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        # Piped output is not cut to 80 columns: scripts grep it.
+        wide = None if sys.stdout.isatty() else 250
+        Console(width=wide, soft_wrap=wide is not None).print(stack.render_status(doc))
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("instance", required=False)
+@_state_dir_option
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
+@click.option("--tail", "-n", "lines", type=click.IntRange(0), default=100, show_default=True)
+def logs(file: str, instance: str | None, state_dir: Path | None, follow: bool, lines: int) -> None:
+    """Print the logs of INSTANCE (`web` or `web/1`; default: all) of FILE."""
+    from spofless import stack
+
+    plan = stack.running_plan(topology_of(file), state_dir)
+    with contextlib.suppress(KeyboardInterrupt):
+        stack.logs(plan, instance, follow, lines, sys.stdout)
