@@ -1,11 +1,12 @@
 """Running a topology on this machine: `up`, `down`, `status`, `logs`, the supervisor."""
 
-from spofless.stack._commands import down, logs, make_plan, running_plan, status, up
+from spofless.stack._commands import make_plan, running_plan, up
+from spofless.stack._down import down
 from spofless.stack._errors import PortInUseError, SpofFoundError, StackError, StartError
 from spofless.stack._plan import InstancePlan, Skipped, StackPlan, plan_stack
 from spofless.stack._policy import InstanceState, RestartPolicy, decide_exit
 from spofless.stack._state import default_state_dir
-from spofless.stack._status import render_status
+from spofless.stack._status import logs, render_status, status
 from spofless.stack._supervisor import Supervisor, SupervisorSettings
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""`up`, `down`, `status`, `logs`: one function each, called by the CLI.
+"""`up`: start a topology's instances on this machine (`down` is in `_down.py`,
+`status` and `logs` in `_status.py`).
 
 `up` checks everything it can before starting anything (analysis, state dir,
 commands, ports), then runs the supervisor in the foreground with a live
@@ -21,11 +22,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
-
-import psutil
+from typing import Any
 
 from spofless.lab import Lab, LabError
+from spofless.stack._down import kill_recorded_groups
 from spofless.stack._errors import StackError, StartError
 from spofless.stack._etcd import etcd_argv_builder
 from spofless.stack._lab import (
@@ -38,18 +38,15 @@ from spofless.stack._lab import (
     write_lab_topology,
 )
 from spofless.stack._plan import StackPlan, plan_stack
-from spofless.stack._preflight import check_commands, check_ports, check_spof, preflight
-from spofless.stack._process import stop_groups
+from spofless.stack._preflight import check_commands, check_spof, preflight
 from spofless.stack._state import (
     default_state_dir,
     ensure_writable,
-    lock_path,
-    read_state,
+    read_state_quiet,
     state_path,
     supervisor_alive,
     supervisor_log_path,
 )
-from spofless.stack._status import log_files, status_document
 from spofless.stack._supervisor import Supervisor, SupervisorSettings
 from spofless.topology import Topology
 
@@ -236,7 +233,7 @@ def _up_detached(
 def _wait_started(plan: StackPlan, daemon: subprocess.Popen[bytes], bound: float) -> None:
     deadline = time.monotonic() + bound
     while True:
-        state = _read_quiet(plan)
+        state = read_state_quiet(plan.state_dir)
         phase = state.get("phase") if state else None
         if phase == "running":
             return
@@ -252,7 +249,7 @@ def _wait_started(plan: StackPlan, daemon: subprocess.Popen[bytes], bound: float
 def _wait_healthy(plan: StackPlan, daemon: subprocess.Popen[bytes], bound: float) -> None:
     deadline = time.monotonic() + bound
     while True:
-        state = _read_quiet(plan) or {}
+        state = read_state_quiet(plan.state_dir) or {}
         instances = state.get("instances", [])
         failed = [i for i in instances if i["state"] == "failed"]
         if failed:
@@ -281,13 +278,6 @@ def _failure(inst: dict[str, Any]) -> str:
     return f"{inst['name']}: {why}\n  last lines of {inst['log']}:\n{tail}"
 
 
-def _read_quiet(plan: StackPlan) -> dict[str, Any] | None:
-    try:
-        return read_state(plan.state_dir)
-    except StackError:
-        return None
-
-
 def _tail(path: Path, lines: int) -> str:
     try:
         with open(path, "rb") as f:
@@ -307,7 +297,7 @@ def _stop_daemon(plan: StackPlan, daemon: subprocess.Popen[bytes], grace: float)
         except subprocess.TimeoutExpired:
             daemon.kill()
             daemon.wait(timeout=10)
-    _kill_recorded_groups(plan, grace)
+    kill_recorded_groups(plan, grace)
 
 
 def _up_foreground(plan: StackPlan, settings: SupervisorSettings, lab: Lab | None) -> None:
@@ -373,149 +363,3 @@ class _DequeHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.sink.append(time.strftime("%H:%M:%S ") + record.getMessage())
-
-
-# -- down ------------------------------------------------------------------------
-
-
-def down(plan: StackPlan, echo: Echo, grace: float = 10.0) -> None:
-    """Stop the supervisor (which stops its instances), then anything it left behind,
-    then the lab `up --lab` made (its namespaces, links and anything still in them)."""
-    state = read_state(plan.state_dir)
-    lab = recorded_lab(plan.state_dir)
-    if supervisor_alive(plan.state_dir):
-        pid = _supervisor_pid(plan)
-        echo(f"stopping the supervisor (pid {pid}) and its instances")
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace + 20
-        while supervisor_alive(plan.state_dir) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if supervisor_alive(plan.state_dir):
-            echo(f"the supervisor (pid {pid}) did not stop; killing it")
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        # The lock goes just before the process: wait for the process too.
-        _wait_gone(pid, deadline=time.monotonic() + 10)
-        state = read_state(plan.state_dir)
-    elif state is None and lab is None:
-        echo(f"nothing to stop: no stack was started from {plan.state_dir}")
-        return
-    killed = _kill_recorded_groups(plan, grace)
-    if killed:
-        echo(f"stopped {killed} process group(s) the supervisor had left behind")
-    if lab is not None:
-        removed = lab.down()
-        forget_lab(plan.state_dir)
-        echo(f"removed lab {lab.lab_id} ({len(removed)} network namespaces)")
-    else:  # a lab's ports went with its namespaces
-        _check_ports_released(plan, echo)
-    echo(f"stopped {plan.topology.name}; logs stay in {plan.state_dir / 'logs'}")
-
-
-def _wait_gone(pid: int, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return
-        except psutil.NoSuchProcess:
-            return
-        time.sleep(0.02)
-
-
-def _supervisor_pid(plan: StackPlan) -> int:
-    try:
-        return int(lock_path(plan.state_dir).read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        raise StackError(
-            f"cannot read the supervisor's pid from {lock_path(plan.state_dir)}"
-        ) from None
-
-
-def _kill_recorded_groups(plan: StackPlan, grace: float) -> int:
-    """Stop process groups recorded in the state file that still exist (supervisor gone).
-
-    A recorded pgid cannot have been reused while any process of that group
-    lives (Linux does not hand out a pid still in use as a process group id),
-    so signalling an existing group signals what we started.
-    """
-    state = _read_quiet(plan) or {}
-    pgids = [i["pgid"] for i in state.get("instances", []) if i.get("pgid")]
-    from spofless.stack._process import group_alive
-
-    live = [g for g in pgids if group_alive(g) and _group_is_ours(g)]
-    if live:
-        asyncio.run(stop_groups(live, grace))
-    return len(live)
-
-
-def _group_is_ours(pgid: int) -> bool:
-    try:
-        leader_pgid = os.getpgid(pgid)
-    except ProcessLookupError:
-        return True  # leader gone, group alive: the pgid cannot have been reused
-    # A process with this pid leads another group: the pid was reused, not ours.
-    return leader_pgid == pgid
-
-
-def _check_ports_released(plan: StackPlan, echo: Echo) -> None:
-    deadline = time.monotonic() + 5.0
-    while True:
-        try:
-            check_ports(plan.instances)
-            return
-        except StackError as exc:
-            if time.monotonic() > deadline:
-                echo(f"warning: {exc}")
-                return
-        time.sleep(0.1)
-
-
-# -- status and logs -------------------------------------------------------------
-
-
-def status(plan: StackPlan) -> dict[str, Any]:
-    return status_document(plan)
-
-
-def logs(plan: StackPlan, selector: str | None, follow: bool, lines: int, out: TextIO) -> None:
-    """Print the last `lines` lines of each chosen log; with `follow`, keep printing new ones."""
-    chosen = log_files(plan, selector)
-    if not chosen:
-        names = ", ".join(i.name for i in plan.instances)
-        raise StackError(f"no instance '{selector}' in this stack (instances: {names})")
-    prefix = len(chosen) > 1
-    offsets: dict[Path, int] = {}
-    for name, path in chosen:
-        text, offsets[path] = _read_from(path, None, lines)
-        _emit(text, name if prefix else None, out)
-    while follow:
-        time.sleep(0.2)
-        for name, path in chosen:
-            text, offsets[path] = _read_from(path, offsets[path], 0)
-            _emit(text, name if prefix else None, out)
-
-
-def _read_from(path: Path, offset: int | None, last_lines: int) -> tuple[str, int]:
-    try:
-        with open(path, "rb") as f:
-            if offset is None:
-                data = f.read()
-                kept = (
-                    data.decode("utf-8", "replace").splitlines()[-last_lines:] if last_lines else []
-                )
-                text = "\n".join(kept)
-                return (text + "\n" if text else ""), len(data)
-            f.seek(offset)
-            data = f.read()
-    except FileNotFoundError:
-        return "", 0
-    # Emit whole lines only; keep a partial last line for the next round.
-    cut = data.rfind(b"\n") + 1
-    return data[:cut].decode("utf-8", "replace"), offset + cut
-
-
-def _emit(text: str, name: str | None, out: TextIO) -> None:
-    for line in text.splitlines():
-        out.write(f"{name} | {line}\n" if name else line + "\n")
-    out.flush()

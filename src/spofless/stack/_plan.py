@@ -122,7 +122,7 @@ class StackPlan:
 
 
 def pg_data_dir(state_dir: Path, inst: InstancePlan) -> Path:
-    """Where a postgres instance's agent keeps its data (spofless.pg._topology's layout)."""
+    """Where a postgres instance's agent keeps its data (spofless.pg.topology's layout)."""
     return state_dir / "data" / f"{inst.component}-{inst.index}"
 
 

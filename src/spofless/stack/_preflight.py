@@ -92,8 +92,8 @@ def check_settings(plan: StackPlan) -> None:
 def _check_postgres(plan: StackPlan, inst: InstancePlan) -> None:
     """The agent's settings, its etcd, PostgreSQL's binaries and OS user (what the agent
     would exit on at once). No side effect: constructing the server only looks."""
-    from spofless.pg._topology import agent_settings, etcd_endpoints
     from spofless.pg.server import PostgresServer
+    from spofless.pg.topology import agent_settings, etcd_endpoints
 
     settings = agent_settings(plan.topology, inst.component, inst.index, plan.state_dir)
     etcd_endpoints(plan.topology, inst.component)

@@ -14,8 +14,6 @@ forks from its event loop thread, which lives as long as the supervisor.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import os
 import signal
 import sys
@@ -26,10 +24,7 @@ from typing import BinaryIO
 
 import psutil
 
-PR_SET_PDEATHSIG = 1
-
-# Loaded in the parent: the child, between fork and exec, only calls into it.
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+from spofless._linux import die_with_parent
 
 
 def instance_env(extra: Mapping[str, str]) -> dict[str, str]:
@@ -49,9 +44,8 @@ def instance_env(extra: Mapping[str, str]) -> dict[str, str]:
 
 def _die_with(parent_pid: int) -> Callable[[], None]:
     def setup() -> None:
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(70)
+        if not die_with_parent(signal.SIGKILL, parent_pid):
+            os._exit(70)  # the parent died before the request took effect
 
     return setup
 

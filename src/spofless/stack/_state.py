@@ -132,3 +132,11 @@ def supervisor_alive(state_dir: Path) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+def read_state_quiet(state_dir: Path) -> dict[str, Any] | None:
+    """The last state written; None when there is none or it cannot be read."""
+    try:
+        return read_state(state_dir)
+    except StackError:
+        return None

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from spofless.pg import format_lsn
+from spofless.stack._errors import StackError
 from spofless.stack._pg import format_lag
 from spofless.stack._plan import StackPlan
 from spofless.stack._process import group_alive
@@ -209,3 +210,50 @@ def log_files(plan: StackPlan, selector: str | None) -> list[tuple[str, Path]]:
         if selector is None or selector in (inst.component, inst.name):
             chosen.append((inst.name, inst.log_path))
     return chosen
+
+
+def status(plan: StackPlan) -> dict[str, Any]:
+    return status_document(plan)
+
+
+def logs(plan: StackPlan, selector: str | None, follow: bool, lines: int, out: TextIO) -> None:
+    """Print the last `lines` lines of each chosen log; with `follow`, keep printing new ones."""
+    chosen = log_files(plan, selector)
+    if not chosen:
+        names = ", ".join(i.name for i in plan.instances)
+        raise StackError(f"no instance '{selector}' in this stack (instances: {names})")
+    prefix = len(chosen) > 1
+    offsets: dict[Path, int] = {}
+    for name, path in chosen:
+        text, offsets[path] = _read_from(path, None, lines)
+        _emit(text, name if prefix else None, out)
+    while follow:
+        time.sleep(0.2)
+        for name, path in chosen:
+            text, offsets[path] = _read_from(path, offsets[path], 0)
+            _emit(text, name if prefix else None, out)
+
+
+def _read_from(path: Path, offset: int | None, last_lines: int) -> tuple[str, int]:
+    try:
+        with open(path, "rb") as f:
+            if offset is None:
+                data = f.read()
+                kept = (
+                    data.decode("utf-8", "replace").splitlines()[-last_lines:] if last_lines else []
+                )
+                text = "\n".join(kept)
+                return (text + "\n" if text else ""), len(data)
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return "", 0
+    # Emit whole lines only; keep a partial last line for the next round.
+    cut = data.rfind(b"\n") + 1
+    return data[:cut].decode("utf-8", "replace"), offset + cut
+
+
+def _emit(text: str, name: str | None, out: TextIO) -> None:
+    for line in text.splitlines():
+        out.write(f"{name} | {line}\n" if name else line + "\n")
+    out.flush()
