@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from spofless.pg._errors import PgSetupError
-from spofless.pg._topology import agent_settings, dcs_settings, etcd_endpoints
+from spofless.pg.topology import agent_settings, dcs_settings, etcd_endpoints
 from spofless.topology import load_topology_text
 
 TOPOLOGY = """\

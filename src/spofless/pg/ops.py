@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from spofless.dcs import Compare, Delete, EtcdStore, KeyValueStore, Put
 from spofless.pg._errors import PgError
-from spofless.pg._topology import cluster_prefix, etcd_endpoints, member_name, postgres_component
+from spofless.pg.topology import cluster_prefix, etcd_endpoints, member_name, postgres_component
 from spofless.topology import PostgresComponent, Topology
 
 

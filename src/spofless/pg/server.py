@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
-import pwd
 import shutil
 import signal
 from collections.abc import Sequence
@@ -35,6 +33,13 @@ from spofless.pg._datadir import (
     write_managed_files,
 )
 from spofless.pg._errors import PgCommandError, PgSetupError
+from spofless.pg._osuser import (
+    resolve_os_user,
+    run_tool,
+    tied_to,
+    traversable_by,
+    user_kwargs,
+)
 from spofless.pg._server_model import (
     SUPERUSER,
     PgStatus,
@@ -58,40 +63,8 @@ __all__ = [
     "slot_name",
 ]
 
-PR_SET_PDEATHSIG = 1
 StopMode = Literal["smart", "fast", "immediate"]
 _STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    # Runs after the child's setuid (a uid change clears the parent-death signal).
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        os._exit(126)
-    if os.getppid() == 1:  # the agent died before prctl: do not run orphaned
-        os._exit(126)
-
-
-def _resolve_os_user(name: str | None) -> pwd.struct_passwd | None:
-    """The OS user to run PostgreSQL as; None when it is the current user."""
-    if name is None:
-        if os.geteuid() != 0:
-            return None
-        name = "postgres"
-    try:
-        pw = pwd.getpwnam(name)
-    except KeyError:
-        raise PgSetupError(
-            f"OS user {name!r} does not exist; PostgreSQL refuses to run as root, so the agent "
-            "runs it as an unprivileged user: create it or set os_user"
-        ) from None
-    if pw.pw_uid == os.geteuid():
-        return None
-    if pw.pw_uid == 0:
-        raise PgSetupError("os_user must not be root: PostgreSQL refuses to run as root")
-    if os.geteuid() != 0:
-        raise PgSetupError(f"running PostgreSQL as {name!r} needs the agent to run as root")
-    return pw
 
 
 class PostgresServer:
@@ -100,7 +73,7 @@ class PostgresServer:
     def __init__(self, settings: ServerSettings, binaries: PgBinaries | None = None) -> None:
         self.settings = settings
         self.binaries = binaries or find_binaries(settings.bin_dir)
-        self._user = _resolve_os_user(settings.os_user)
+        self._user = resolve_os_user(settings.os_user)
         self._proc: asyncio.subprocess.Process | None = None
         self._upstream: Upstream | None = None
         self._sync_names = ""
@@ -217,7 +190,7 @@ class PostgresServer:
         self.data_dir.chmod(0o700)
         if self._user:
             os.chown(self.data_dir, self._user.pw_uid, self._user.pw_gid)
-            if not os.access(self.data_dir.parent, os.X_OK) or not _traversable_by(
+            if not os.access(self.data_dir.parent, os.X_OK) or not traversable_by(
                 self.data_dir, self._user
             ):
                 raise PgSetupError(
@@ -290,7 +263,7 @@ class PostgresServer:
                 stdout=log,
                 stderr=log,
                 start_new_session=True,  # the terminal's Ctrl-C goes to the agent only
-                preexec_fn=_die_with_parent,
+                preexec_fn=tied_to(os.getpid()),
                 **self._user_kwargs(),
             )
         logger.info(
@@ -499,48 +472,14 @@ class PostgresServer:
     # -- running tools --------------------------------------------------------------------
 
     def _user_kwargs(self) -> dict[str, Any]:
-        kw: dict[str, Any] = {"cwd": "/"}
-        if self._user:
-            env = dict(os.environ)
-            env.update(HOME=self._user.pw_dir, USER=self._user.pw_name, LOGNAME=self._user.pw_name)
-            kw.update(user=self._user.pw_uid, group=self._user.pw_gid, extra_groups=[], env=env)
-        return kw
+        return user_kwargs(self._user)
 
     async def _tool(self, tool: str, *args: str, limit: float | None = None) -> str:
         """Run a PostgreSQL tool as the OS user within `limit` s; its output, or PgCommandError."""
-        limit = limit or self.settings.tool_timeout
-        proc = await asyncio.create_subprocess_exec(
+        return await run_tool(
             self.binaries.tool(tool),
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            **self._user_kwargs(),
+            args,
+            user=self._user,
+            limit=limit or self.settings.tool_timeout,
+            what=f"{self.name}: {tool}",
         )
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), limit)
-        except BaseException:  # a timeout or the agent cancelling a long action
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            raise
-        text = out.decode(errors="replace")
-        if proc.returncode != 0:
-            tail = " | ".join(text.strip().splitlines()[-4:])
-            raise PgCommandError(f"{self.name}: {tool} failed (exit {proc.returncode}): {tail}")
-        return text
-
-
-def _traversable_by(path: Path, user: pwd.struct_passwd) -> bool:
-    """Whether `user` can reach `path` through its ancestors (search permission)."""
-    for parent in path.parents:
-        st = parent.stat()
-        if st.st_uid == user.pw_uid:
-            ok = st.st_mode & 0o100
-        elif st.st_gid == user.pw_gid:
-            ok = st.st_mode & 0o010
-        else:
-            ok = st.st_mode & 0o001
-        if not ok:
-            return False
-    return True

@@ -19,7 +19,6 @@ the address. It runs in the agent's network namespace, which it inherits.
 
 from __future__ import annotations
 
-import ctypes
 import ipaddress
 import os
 import select
@@ -27,20 +26,8 @@ import signal
 import sys
 import time
 
+from spofless._linux import die_with_parent
 from spofless.vip._address import Addresses
-
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent: int) -> None:
-    # Belt and braces besides the pipe: SIGTERM when the parent dies.
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # it died before the prctl took effect
-        raise SystemExit(0)
 
 
 def main(argv: list[str]) -> int:
@@ -60,7 +47,9 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent stops first, then closes stdin
-    _die_with_parent(parent)
+    # Belt and braces besides the pipe: SIGTERM when the parent dies.
+    if not die_with_parent(signal.SIGTERM, parent):
+        raise SystemExit(0)  # it died before the request took effect
     deadline: float | None = None
     buf = b""
     fd = sys.stdin.fileno()
