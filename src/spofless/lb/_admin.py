@@ -152,6 +152,11 @@ class _Collector:
         conn_fail = CounterMetricFamily(
             "spofless_lb_connect_failures", "Failed connects to a backend", labels=["backend"]
         )
+        spliced = CounterMetricFamily(
+            "spofless_lb_spliced",
+            "tcp connections handed to splice(2) for bulk data",
+            labels=["backend"],
+        )
         ejections = CounterMetricFamily(
             "spofless_lb_ejections", "Outlier ejections", labels=["backend"]
         )
@@ -172,6 +177,7 @@ class _Collector:
                 req.add_metric([name, cls], t.get("responses", [0] * 6)[i])
             retries.add_metric([name], t.get("retries", 0))
             conn_fail.add_metric([name], t.get("connect_failures", 0))
+            spliced.add_metric([name], t.get("spliced", 0))
             ejections.add_metric([name], view.ejections)
             up.add_metric([name], 1.0 if str(ctl.status_of(name)) != "down" else 0.0)
             active.add_metric([name], t.get("active", 0))
@@ -181,4 +187,4 @@ class _Collector:
                 acc += n
                 cum.append((str(bound) if bound != float("inf") else "+Inf", acc))
             latency.add_metric([name], cum, t.get("latency_sum", 0.0))
-        yield from (req, retries, conn_fail, ejections, up, active, latency)
+        yield from (req, retries, conn_fail, spliced, ejections, up, active, latency)

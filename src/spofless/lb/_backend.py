@@ -40,6 +40,7 @@ class Backend:
         "responses",
         "retries",
         "since",
+        "spliced",
         "status",
         "up_since",
         "weight",
@@ -66,6 +67,7 @@ class Backend:
         self.responses = [0, 0, 0, 0, 0, 0]  # by status class 1xx..5xx; [0]: no response
         self.retries = 0
         self.connect_failures = 0
+        self.spliced = 0  # tcp connections handed to splice(2) for bulk data
         self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
 
@@ -87,6 +89,7 @@ class Backend:
             "responses": list(self.responses),
             "retries": self.retries,
             "connect_failures": self.connect_failures,
+            "spliced": self.spliced,
             "buckets": list(self.buckets),
             "latency_sum": self.latency_sum,
             "idle": len(self.idle),

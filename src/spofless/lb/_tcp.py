@@ -2,17 +2,23 @@
 
 Connect failures are retried on other backends (nothing was sent yet); after
 that bytes flow both ways with flow control (a full write buffer on one side
-pauses reading on the other) and half-closes are passed on.
+pauses reading on the other) and half-closes are passed on. A connection that
+carries bulk data is handed to splice(2) (`_splice`, option `tcp_splice`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, cast
+
+from spofless.lb import _splice
 
 if TYPE_CHECKING:
     from spofless.lb._backend import Backend
     from spofless.lb._balancer import Balancer
+
+logger = logging.getLogger(__name__)
 
 
 class TcpClient(asyncio.Protocol):
@@ -21,7 +27,8 @@ class TcpClient(asyncio.Protocol):
         self.loop = bal.loop or asyncio.get_event_loop()
         self.transport: asyncio.Transport | None = None
         self.up: TcpUpstream | None = None
-        self.buffer: list[bytes] = []
+        self.buffer: list[bytes] = []  # what came before the backend connection was open
+        self.buffer_paused = False  # reading stopped because `buffer` is full
         self.eof = False  # the client half-closed
         self.up_eof = False  # the backend half-closed
         self.closed = False
@@ -29,6 +36,9 @@ class TcpClient(asyncio.Protocol):
         self.backend: Backend | None = None
         self.deadline = 0.0
         self.key = b""
+        self.splice = bal.options.tcp_splice and _splice.AVAILABLE
+        self.splicing = False  # reading stopped on both sides: uvloop no longer moves bytes
+        self.splicer: _splice.Splicer | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
@@ -75,6 +85,10 @@ class TcpClient(asyncio.Protocol):
         self.up = up
         b.inflight.add(self)
         assert up.transport is not None
+        if self.buffer_paused and self.transport is not None:
+            # Before the write below, which may pause reading again (flow control).
+            self.buffer_paused = False
+            self.transport.resume_reading()
         if self.buffer:
             up.transport.write(b"".join(self.buffer))
             self.buffer = []
@@ -92,9 +106,18 @@ class TcpClient(asyncio.Protocol):
         up = self.up
         if up is not None and up.transport is not None:
             up.transport.write(data)
+            if len(data) >= _splice.SPLICE_THRESHOLD and self.splice:
+                self.to_splice()
         else:
+            # Still connecting: keep what comes, up to a bound, then stop reading until
+            # the backend connection is there (_open resumes).
             self.buffer.append(data)
-            if sum(len(x) for x in self.buffer) > 256 * 1024 and self.transport is not None:
+            if (
+                not self.buffer_paused
+                and sum(len(x) for x in self.buffer) > 256 * 1024
+                and self.transport is not None
+            ):
+                self.buffer_paused = True
                 self.transport.pause_reading()
 
     def eof_received(self) -> bool:
@@ -105,8 +128,62 @@ class TcpClient(asyncio.Protocol):
         # Closed both ways: close (pending writes are flushed first); else stay half-open.
         return not self.up_eof
 
+    # -- bulk data: splice -----------------------------------------------------
+
+    def to_splice(self) -> None:
+        """Stop uvloop moving bytes; splice both ways once its write buffers are empty."""
+        if self.splicing or self.closed:
+            return
+        self.splicing = True
+        self.splice = False
+        up = self.up
+        assert self.transport is not None and up is not None and up.transport is not None
+        self.transport.pause_reading()
+        up.transport.pause_reading()
+        self._start_splicer()
+
+    def _start_splicer(self) -> None:
+        up = self.up
+        if self.closed or up is None or up.transport is None or self.transport is None:
+            return
+        if self.transport.get_write_buffer_size() or up.transport.get_write_buffer_size():
+            self.loop.call_later(0.001, self._start_splicer)  # bounded by the idle timeout
+            return
+        client_sock = self.transport.get_extra_info("socket")
+        backend_sock = up.transport.get_extra_info("socket")
+        try:
+            splicer = _splice.Splicer(
+                self.loop,
+                client_sock.fileno(),
+                backend_sock.fileno(),
+                touch=self._touch,
+                on_close=self._splice_closed,
+            )
+        except OSError as exc:  # no descriptors or pipes left: uvloop goes on copying
+            logger.warning("%s: splice unavailable (%s); copying", self.bal.settings.instance, exc)
+            self.splicing = False
+            self.transport.resume_reading()
+            up.transport.resume_reading()
+            return
+        self.splicer = splicer
+        if self.backend is not None:
+            self.backend.spliced += 1
+        splicer.start()
+
+    def _touch(self) -> None:
+        self.deadline = self.loop.time() + self.bal.options.client_idle_timeout
+
+    def _splice_closed(self) -> None:
+        self.splicer = None
+        if self.up is not None and self.up.transport is not None:
+            self.up.transport.close()
+        if self.transport is not None:
+            self.transport.close()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.splicer is not None:
+            self.splicer.close()
         self.bal.timed.discard(self)
         if self.backend is not None:
             self.backend.inflight.discard(self)
@@ -118,11 +195,11 @@ class TcpClient(asyncio.Protocol):
             self.backend = None
 
     def pause_writing(self) -> None:
-        if self.up is not None and self.up.transport is not None:
+        if self.up is not None and self.up.transport is not None and not self.splicing:
             self.up.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.up is not None and self.up.transport is not None:
+        if self.up is not None and self.up.transport is not None and not self.splicing:
             self.up.transport.resume_reading()
 
     def on_timeout(self) -> None:
@@ -145,16 +222,15 @@ class TcpUpstream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport = cast(asyncio.Transport, transport)
-        self.transport = transport
-        if self.client.transport is not None and self.client.buffer:
-            self.client.transport.resume_reading()
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         c = self.client
         c.deadline = c.loop.time() + c.bal.options.client_idle_timeout
         if c.transport is not None and not c.closed:
             c.transport.write(data)
+            if len(data) >= _splice.SPLICE_THRESHOLD and c.splice:
+                c.to_splice()
 
     def eof_received(self) -> bool:
         c = self.client
@@ -165,13 +241,16 @@ class TcpUpstream(asyncio.Protocol):
         return not c.eof  # both ways closed: this transport closes, and the client's with it
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.client.transport is not None:
-            self.client.transport.close()
+        c = self.client
+        if c.splicer is not None:
+            c.splicer.close()
+        if c.transport is not None:
+            c.transport.close()
 
     def pause_writing(self) -> None:
-        if self.client.transport is not None:
+        if self.client.transport is not None and not self.client.splicing:
             self.client.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.client.transport is not None:
+        if self.client.transport is not None and not self.client.splicing:
             self.client.transport.resume_reading()

@@ -205,6 +205,9 @@ class LbOptions(Strict):
     # clients reconnect to a healthy one at once instead of hanging on a frozen one
     # (HAProxy's on-marked-down shutdown-sessions, which Patroni setups use).
     tcp_close_on_down: bool = True
+    # tcp: a connection whose one read brings 64 KiB or more (bulk data) is relayed with
+    # splice(2), zero-copy inside the kernel (HAProxy's option splice-auto), on Linux.
+    tcp_splice: bool = True
 
 
 class VipSpec(Strict):
