@@ -20,14 +20,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 from free_ports import port_block
-from pg_cluster import PgNodeBase, _alive, _children
+from pg_cluster import PgClusterBase, PgNodeBase, _alive, _children
 
 PATRONI_REQUIREMENT = "patroni[etcd3,psycopg3]>=4.1,<5"
 INSTALL_BOUND = 600.0
@@ -231,7 +229,7 @@ class PatroniNode(PgNodeBase):
             return None
 
 
-class PatroniCluster:
+class PatroniCluster(PgClusterBase[PatroniNode]):
     """Three Patroni nodes of one scope on a running 3-member etcd."""
 
     def __init__(
@@ -249,18 +247,6 @@ class PatroniCluster:
         self.seen_postmasters: set[int] = set()
         self.synchronous = False
 
-    def multihost(self, **extra: str | int) -> str:
-        params: dict[str, str | int] = {
-            "host": ",".join("127.0.0.1" for _ in self.nodes),
-            "port": ",".join(str(n.pg_port) for n in self.nodes),
-            "user": "postgres",
-            "dbname": "postgres",
-            "connect_timeout": 1,
-            "target_session_attrs": "read-write",
-        }
-        params.update(extra)
-        return " ".join(f"{k}={v}" for k, v in params.items())
-
     def start(self) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
@@ -269,17 +255,6 @@ class PatroniCluster:
             node.write_config()
         for node in self.nodes:
             node.start()
-
-    def primary(self) -> PatroniNode | None:
-        found = [n for n in self.nodes if n.agent_pid is not None and n.is_primary()]
-        return found[0] if len(found) == 1 else None
-
-    def wait(self, check: Callable[[], bool], what: str, bound: float) -> None:
-        deadline = time.monotonic() + bound
-        while not check():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not within {bound:.0f}s: {what}\n{self.logs()}")
-            time.sleep(0.1)
 
     def healthy(self) -> bool:
         """One running leader and two streaming replicas, seen by every live node."""
@@ -308,9 +283,6 @@ class PatroniCluster:
         for node in self.nodes:
             node.postmaster_pid()
         kill_postmasters(self.seen_postmasters, self.base)
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {n.name}\n{n.log_tail()}" for n in self.nodes)
 
     def remove(self) -> None:
         shutil.rmtree(self.base, ignore_errors=True)

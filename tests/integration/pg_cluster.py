@@ -26,7 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 import psycopg
@@ -102,8 +102,16 @@ class PgNodeBase:
     """What every node of a PostgreSQL cluster under test offers, whoever manages it
     (a spofless agent here, Patroni in benchmarks/pg_failover_vs_patroni)."""
 
+    name: str
     pg_port: int
     log_path: Path
+
+    @property
+    def agent_pid(self) -> int | None:
+        raise NotImplementedError
+
+    def is_primary(self) -> bool:
+        raise NotImplementedError
 
     def conninfo(self, **extra: str | int) -> str:
         params = {
@@ -127,6 +135,56 @@ class PgNodeBase:
         except OSError:
             return "(no log)"
         return "\n".join(lines[-n:])
+
+
+N = TypeVar("N", bound=PgNodeBase)
+
+
+class PgClusterBase(Generic[N]):
+    """What every three-member cluster under test offers, whoever manages it."""
+
+    nodes: list[N]
+
+    def multihost(self, **extra: str | int) -> str:
+        """A libpq multi-host connection string over the members, to whichever is primary."""
+        params: dict[str, str | int] = {
+            "host": ",".join("127.0.0.1" for _ in self.nodes),
+            "port": ",".join(str(n.pg_port) for n in self.nodes),
+            "user": "postgres",
+            "dbname": "postgres",
+            "connect_timeout": 1,
+            "target_session_attrs": "read-write",
+        }
+        params.update(extra)
+        return " ".join(f"{k}={v}" for k, v in params.items())
+
+    def primary(self) -> N | None:
+        found = [n for n in self.nodes if n.agent_pid is not None and n.is_primary()]
+        return found[0] if len(found) == 1 else None
+
+    def wait(self, check: Callable[[], bool], what: str, bound: float) -> None:
+        deadline = time.monotonic() + bound
+        while not check():
+            if time.monotonic() > deadline:
+                self.keep_logs()
+                raise AssertionError(f"not within {bound:.0f}s: {what}\n{self.logs()}")
+            time.sleep(0.1)
+
+    def wait_new_primary(self, old: N, bound: float = 30.0) -> N:
+        self.wait(
+            lambda: (p := self.primary()) is not None and p is not old,
+            f"a new primary other than {old.name}",
+            bound,
+        )
+        primary = self.primary()
+        assert primary is not None
+        return primary
+
+    def keep_logs(self) -> None:
+        """Keep the logs somewhere before the directory goes (when the cluster can)."""
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n.name}\n{n.log_tail()}" for n in self.nodes)
 
 
 class Node(PgNodeBase):
@@ -246,7 +304,7 @@ class Node(PgNodeBase):
             return False
 
 
-class PgCluster:
+class PgCluster(PgClusterBase[Node]):
     """Three agents on one topology; helpers to wait for roles and to check data."""
 
     def __init__(self, base: Path, etcd_port: int, synchronous: bool) -> None:
@@ -269,36 +327,9 @@ class PgCluster:
         self.nodes = [Node(self, i) for i in range(3)]
         self.seen_postmasters: set[int] = set()
 
-    def multihost(self, **extra: str | int) -> str:
-        """A libpq multi-host connection string over the three instances."""
-        hosts = ",".join("127.0.0.1" for _ in self.nodes)
-        ports = ",".join(str(n.pg_port) for n in self.nodes)
-        params: dict[str, str | int] = {
-            "host": hosts,
-            "port": ports,
-            "user": "postgres",
-            "dbname": "postgres",
-            "connect_timeout": 1,
-            "target_session_attrs": "read-write",
-        }
-        params.update(extra)
-        return " ".join(f"{k}={v}" for k, v in params.items())
-
     def start(self) -> None:
         for node in self.nodes:
             node.start()
-
-    def primary(self) -> Node | None:
-        found = [n for n in self.nodes if n.agent_pid is not None and n.is_primary()]
-        return found[0] if len(found) == 1 else None
-
-    def wait(self, check: Callable[[], bool], what: str, bound: float) -> None:
-        deadline = time.monotonic() + bound
-        while not check():
-            if time.monotonic() > deadline:
-                self.keep_logs()
-                raise AssertionError(f"not within {bound:.0f}s: {what}\n{self.logs()}")
-            time.sleep(0.1)
 
     def healthy(self) -> bool:
         """One primary holding the lease and every other member a streaming replica of it."""
@@ -328,16 +359,6 @@ class PgCluster:
         assert primary is not None
         return primary
 
-    def wait_new_primary(self, old: Node, bound: float = 30.0) -> Node:
-        self.wait(
-            lambda: (p := self.primary()) is not None and p is not old,
-            f"a new primary other than {old.name}",
-            bound,
-        )
-        primary = self.primary()
-        assert primary is not None
-        return primary
-
     def stop(self) -> None:
         for node in self.nodes:
             with contextlib.suppress(Exception):
@@ -358,9 +379,6 @@ class PgCluster:
             out.mkdir(parents=True, exist_ok=True)
             for log in [*self.base.glob("*.log"), *self.state_dir.glob("data/*.log")]:
                 shutil.copy(log, out / log.name)
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {n.name}\n{n.log_tail()}" for n in self.nodes)
 
 
 @contextlib.contextmanager

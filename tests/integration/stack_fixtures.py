@@ -151,3 +151,30 @@ def stack_run(topology: Path, state_dir: Path) -> Iterator[StackRun]:
         yield run
     finally:
         run.teardown()
+
+
+@contextlib.contextmanager
+def lab_stack_run(topology_text: str, tmp_path: Path, name: str) -> Iterator[tuple[StackRun, Any]]:
+    """A stack to be run with `up --lab`, and its lab, removed even when `down` fails.
+
+    Needs root and namespaces (call lab_fixtures.require_lab first). The lab's
+    state goes under tmp_path: SPOFLESS_LAB_STATE_DIR is set for the CLI children
+    and restored afterwards.
+    """
+    from spofless.lab import Lab, lab_id_for_path
+
+    lab_state = tmp_path / "labstate"
+    saved = os.environ.get("SPOFLESS_LAB_STATE_DIR")
+    os.environ["SPOFLESS_LAB_STATE_DIR"] = str(lab_state)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(topology_text)
+    lab = Lab(lab_id_for_path(path), lab_state)
+    try:
+        with stack_run(path, tmp_path / "state") as run:
+            yield run, lab
+    finally:
+        lab.down()  # even when `down` failed
+        if saved is None:
+            os.environ.pop("SPOFLESS_LAB_STATE_DIR", None)
+        else:
+            os.environ["SPOFLESS_LAB_STATE_DIR"] = saved

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 from lab_fixtures import require_lab
-from stack_fixtures import StackRun, processes_using, stack_run, wait_for
+from stack_fixtures import StackRun, lab_stack_run, processes_using, wait_for
 
-from spofless.lab import Lab, lab_id_for_path
+from spofless.lab import Lab
 from spofless.lab._netns import netns_names
 
 pytestmark = [pytest.mark.integration, pytest.mark.lab]
@@ -66,18 +66,10 @@ for _ in range(n):
 
 
 @pytest.fixture
-def lab_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[StackRun, Lab]]:
+def lab_stack(tmp_path: Path) -> Iterator[tuple[StackRun, Lab]]:
     require_lab()
-    lab_state = tmp_path / "labstate"
-    monkeypatch.setenv("SPOFLESS_LAB_STATE_DIR", str(lab_state))  # the CLI children inherit it
-    path = tmp_path / "labstack.yaml"
-    path.write_text(TOPOLOGY)
-    lab = Lab(lab_id_for_path(path), lab_state)
-    try:
-        with stack_run(path, tmp_path / "state") as run:
-            yield run, lab
-    finally:
-        lab.down()  # even when `down` failed
+    with lab_stack_run(TOPOLOGY, tmp_path, "labstack") as (run, lab):
+        yield run, lab
 
 
 def from_client(lab: Lab, address: str, n: int) -> subprocess.CompletedProcess[str]:

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 from lab_fixtures import require_lab
-from stack_fixtures import StackRun, processes_using, stack_run, wait_for
+from stack_fixtures import StackRun, lab_stack_run, processes_using, wait_for
 
-from spofless.lab import Lab, lab_id_for_path
+from spofless.lab import Lab
 from spofless.lab._netns import netns_names
 
 pytestmark = [pytest.mark.integration, pytest.mark.lab]
@@ -77,18 +77,10 @@ with urllib.request.urlopen(sys.argv[1], timeout=2) as r:
 
 
 @pytest.fixture
-def vip_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[StackRun, Lab]]:
+def vip_stack(tmp_path: Path) -> Iterator[tuple[StackRun, Lab]]:
     require_lab()
-    lab_state = tmp_path / "labstate"
-    monkeypatch.setenv("SPOFLESS_LAB_STATE_DIR", str(lab_state))  # the CLI children inherit it
-    path = tmp_path / "vipstack.yaml"
-    path.write_text(TOPOLOGY)
-    lab = Lab(lab_id_for_path(path), lab_state)
-    try:
-        with stack_run(path, tmp_path / "state") as run:
-            yield run, lab
-    finally:
-        lab.down()  # even when `down` failed
+    with lab_stack_run(TOPOLOGY, tmp_path, "vipstack") as (run, lab):
+        yield run, lab
 
 
 def reaches_vip(lab: Lab) -> bool:
