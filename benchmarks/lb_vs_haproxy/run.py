@@ -9,7 +9,9 @@ and mode (http, tcp) it measures the maximum requests per second and p50/p99
 latency with `wrk --latency` (keep-alive, 64 connections, W wrk threads),
 then the p99 latency at half of spofless's maximum rate, through each
 balancer and directly to a backend, and prints the spofless/HAProxy ratios
-and the p99 latency each balancer adds at that rate.
+and the p99 latency each balancer adds at that rate. The same at a twentieth
+of the maximum shows the machine's floor: what one more process on the path
+adds when the CPUs are mostly idle (wake-up latency).
 
 Half load: wrk has no rate limit (wrk2 is not in Debian), so each wrk
 connection waits DELAY_MS before each request (a Lua `delay()`), and the
@@ -185,21 +187,36 @@ def cpu_seconds(pid: int) -> float:
 class Balancer:
     name: str
     port: int
-    pid: int
+    pids: list[int]
 
 
 def measure(b: Balancer, threads: int, conns: int, duration: int, script: Path | None) -> Result:
     """One wrk run through `b`, with the CPU the balancer used per request."""
-    before = cpu_seconds(b.pid)
+    before = sum(cpu_seconds(p) for p in b.pids)
     r = wrk(b.port, threads, conns, duration, script)
-    r.cpu_us = (cpu_seconds(b.pid) - before) * 1e6 / max(1.0, r.rps * duration)
+    used = sum(cpu_seconds(p) for p in b.pids) - before
+    r.cpu_us = used * 1e6 / max(1.0, r.rps * duration)
     return r
+
+
+def measure_paced(
+    paths: tuple[Balancer, ...], threads: int, conns: int, duration: int, script: Path, rounds: int
+) -> dict[str, Result]:
+    """The lowest p99 of `rounds` paced runs per path, the paths interleaved."""
+    lowest: dict[str, Result] = {}
+    for _ in range(rounds):
+        for b in paths:
+            r = wrk(b.port, threads, conns, duration, script)
+            r.load = loadavg()
+            if b.name not in lowest or r.p99_ms < lowest[b.name].p99_ms:
+                lowest[b.name] = r
+    return lowest
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating runs; best counts")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs; best counts")
     parser.add_argument("--workers", default="1,2", help="worker/thread counts to compare")
     parser.add_argument("--modes", default="http,tcp")
     args = parser.parse_args()
@@ -217,7 +234,7 @@ def main() -> int:
             stack.enter_context(
                 process([sys.executable, str(HERE / "backend.py"), str(p)], p, tmp / f"b{i}.log")
             )
-        direct = Balancer("direct", ports[0], 0)
+        direct = Balancer("direct", ports[0], [])
         wrk(direct.port, 1, CONNECTIONS, 1)  # warm up
         rows.append(
             _row("direct (1 backend)", "-", "-", wrk(direct.port, 1, CONNECTIONS, duration))
@@ -232,42 +249,67 @@ def main() -> int:
                         cmd = lb_command(name, mode, workers, port, ports, tmp)
                         log = tmp / f"{name}-{mode}-{workers}.log"
                         proc = lbs.enter_context(process(cmd, port, log))
-                        bals.append(Balancer(name, port, proc.pid))
-                        wrk(port, workers, CONNECTIONS, 1)  # warm up: pools, caches
+                        bals.append(Balancer(name, port, [proc.pid]))
+                        wrk(port, workers, CONNECTIONS, 2)  # warm up: pools, caches
+                    relay = None
+                    if mode == "tcp":  # the floor: a featureless uvloop relay, as many processes
+                        port = free_port()
+                        cmd = [sys.executable, str(HERE / "relay.py"), str(port), *map(str, ports)]
+                        procs = [
+                            lbs.enter_context(process(cmd, port, tmp / f"relay-{workers}-{i}.log"))
+                            for i in range(workers)
+                        ]
+                        relay = Balancer("uvloop relay", port, [p.pid for p in procs])
+                        wrk(port, workers, CONNECTIONS, 2)
                     # Alternate the two so that load from elsewhere hits both alike.
                     best: dict[str, Result] = {}
                     for _ in range(args.rounds):
-                        for b in bals:
+                        for b in bals + ([relay] if relay else []):
                             r = measure(b, workers, CONNECTIONS, duration, None)
                             r.load = loadavg()
                             if b.name not in best or r.rps > best[b.name].rps:
                                 best[b.name] = r
-                    for b in bals:
+                    for b in bals + ([relay] if relay else []):
                         rows.append(_row(b.name, mode, str(workers), best[b.name]))
                         print(rows[-1], flush=True)
                     ratio = best["spofless"].rps / best["haproxy"].rps
-                    # Half load: half of spofless's maximum, the same rate on every path.
-                    conns = max(1, math.ceil(best["spofless"].rps / 2 * DELAY_MS / 1000))
-                    half: dict[str, Result] = {}
-                    for _ in range(args.rounds):  # interleaved, like the maximum runs
-                        for b in (direct, *bals):
-                            r = wrk(b.port, workers, conns, duration, script)
-                            r.load = loadavg()
-                            if b.name not in half or r.p99_ms < half[b.name].p99_ms:
-                                half[b.name] = r
-                    for b in (direct, *bals):
-                        rows.append(
-                            _row(f"{b.name} @ half", mode, str(workers), half[b.name], conns)
+                    # Half load: half of spofless's maximum, the same rate on every path;
+                    # then a twentieth of it, where the CPUs are idle most of the time.
+                    paced: dict[str, dict[str, Result]] = {}
+                    for label, fraction in (("half", 2), ("low", 20)):
+                        conns = max(1, math.ceil(best["spofless"].rps / fraction * DELAY_MS / 1000))
+                        paced[label] = measure_paced(
+                            (direct, *bals), workers, conns, duration, script, args.rounds
                         )
-                        print(rows[-1], flush=True)
+                        for b in (direct, *bals):
+                            rows.append(
+                                _row(
+                                    f"{b.name} @ {label}",
+                                    mode,
+                                    str(workers),
+                                    paced[label][b.name],
+                                    conns,
+                                )
+                            )
+                            print(rows[-1], flush=True)
+                half, low = paced["half"], paced["low"]
                 added = {n: half[n].p99_ms - half["direct"].p99_ms for n in ("spofless", "haproxy")}
+                floor = {n: low[n].p99_ms - low["direct"].p99_ms for n in ("spofless", "haproxy")}
                 verdict = "ok" if ratio >= TARGETS[mode] else "MISSED"
                 lat_verdict = "ok" if added["spofless"] < ADDED_P99_TARGET_MS else "MISSED"
                 cpu = best["spofless"].cpu_us / max(0.001, best["haproxy"].cpu_us)
+                floor_cpu = (
+                    f"{best['spofless'].cpu_us / max(0.001, best['uvloop relay'].cpu_us):.2f}x"
+                    f" / {best['uvloop relay'].cpu_us / max(0.001, best['haproxy'].cpu_us):.2f}x"
+                    if "uvloop relay" in best
+                    else "-"
+                )
                 summary.append(
                     f"| {mode} | {workers} | {ratio:.2f}x (target >= {TARGETS[mode]}x: {verdict}) "
                     f"| {cpu:.2f}x | {added['spofless']:+.2f} ms ({lat_verdict}) "
-                    f"| {added['haproxy']:+.2f} ms | {half['spofless'].rps:.0f} |"
+                    f"| {added['haproxy']:+.2f} ms | {half['spofless'].rps:.0f} "
+                    f"| {floor['spofless']:+.2f} / {floor['haproxy']:+.2f} ms "
+                    f"at {low['spofless'].rps:.0f} rps | {floor_cpu} |"
                 )
     print()
     print("| path | mode | workers | rps | p50 ms | p99 ms | errors | LB CPU µs/req | load avg |")
@@ -276,9 +318,11 @@ def main() -> int:
     print()
     print(
         "| mode | workers | rps spofless/HAProxy | CPU per request spofless/HAProxy "
-        "| p99 added by spofless at half load | p99 added by HAProxy | half-load rate (rps) |"
+        "| p99 added by spofless at half load | p99 added by HAProxy | half-load rate (rps) "
+        "| p99 added at 1/20 load, spofless / HAProxy "
+        "| CPU per request spofless/relay, relay/HAProxy |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     print("\n".join(summary))
     print(f"\nload average (1 min) at end: {loadavg()}")
     return 0 if all("MISSED" not in s for s in summary) else 1
