@@ -69,14 +69,39 @@ while True:
     threading.Thread(target=handle, args=(c,), daemon=True).start()
 """
 
+# Speaks first: sends N bytes of the pattern as soon as a connection is accepted, so
+# that its first bulk read can come before the balancer has adopted the connection.
+GREETER = """
+import socket, sys, threading
+BLOCK = bytes(range(256)) * 4096
+N = int(sys.argv[2])
+def handle(c):
+    with c:
+        left = N
+        try:
+            while left > 0:
+                chunk = BLOCK[: min(left, len(BLOCK))]
+                c.sendall(chunk)
+                left -= len(chunk)
+        except OSError:
+            pass
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(64)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=handle, args=(c,), daemon=True).start()
+"""
+
 BLOCK = bytes(range(256)) * 4096
 
 
-def start_bulk(procs: list[subprocess.Popen[bytes]]) -> int:
+def start_bulk(procs: list[subprocess.Popen[bytes]], script: str = BULK, *args: str) -> int:
     from free_ports import free_port
 
     port = free_port()
-    procs.append(subprocess.Popen([sys.executable, "-c", BULK, str(port)]))
+    procs.append(subprocess.Popen([sys.executable, "-c", script, str(port), *args]))
     wait_port(port)
     return port
 
@@ -126,6 +151,25 @@ def test_bulk_download_is_intact_and_spliced_by_default(tmp_path: Path, splice: 
         # Small exchanges stay on the copying path and still work.
         got, digest = download(lb, 1000)
         assert (got, digest) == (1000, pattern_digest(1000))
+
+
+def test_backend_that_speaks_first_with_bulk_data(tmp_path: Path) -> None:
+    """The backend's first bytes are bulk and may arrive before the balancer has adopted
+    its connection: every byte still arrives, in order, on every connection."""
+    n = 8 * MIB + 7
+    with processes() as procs:
+        backend = start_bulk(procs, GREETER, str(n))
+        lb, admin = start_lb(procs, [backend], "--mode", "tcp", log=tmp_path / "lb.log")
+        wait_until(lambda: backend_state(admin, backend)["status"] == "up", 10, "backend up")
+        for _ in range(10):
+            h = hashlib.sha256()
+            got = 0
+            with socket.create_connection(("127.0.0.1", lb), timeout=30) as s:
+                while d := s.recv(MIB):
+                    h.update(d)
+                    got += len(d)
+            assert (got, h.hexdigest()) == (n, pattern_digest(n))
+        wait_until(lambda: backend_state(admin, backend).get("spliced", 0) >= 1, 5, "spliced")
 
 
 def test_bulk_upload_then_half_close_gets_the_answer(tmp_path: Path) -> None:

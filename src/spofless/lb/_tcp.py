@@ -132,12 +132,13 @@ class TcpClient(asyncio.Protocol):
 
     def to_splice(self) -> None:
         """Stop uvloop moving bytes; splice both ways once its write buffers are empty."""
-        if self.splicing or self.closed:
+        up = self.up
+        if self.splicing or self.closed or self.transport is None:
             return
+        if up is None or up.transport is None:
+            return  # the backend answered before _open adopted its connection: next read
         self.splicing = True
         self.splice = False
-        up = self.up
-        assert self.transport is not None and up is not None and up.transport is not None
         self.transport.pause_reading()
         up.transport.pause_reading()
         self._start_splicer()
