@@ -104,7 +104,6 @@ class UpstreamConn(asyncio.Protocol):
                 client.close_after = True
         if client.transport is not None and not client.closed:
             client.transport.write(data)
-        self.deadline = self.loop.time() + self.bal.options.response_timeout
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -112,6 +111,8 @@ class UpstreamConn(asyncio.Protocol):
             return
         if self.done:
             self._finish(req)
+        else:  # more to come: the response timeout counts from its last bytes
+            self.deadline = self.loop.time() + self.bal.options.response_timeout
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
