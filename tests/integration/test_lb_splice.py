@@ -29,10 +29,14 @@ MIB = 1 << 20
 # A bulk backend, one thread per connection. First line from the client:
 #   SEND n   -> n bytes of the deterministic pattern, then close
 #   SINK     -> read to EOF, answer the sha256 of what came and close
-# A connection that sends nothing (a health check) is just closed.
+# A connection that sends nothing (a health check) is just closed. With a second
+# argument N it speaks first instead: N bytes of the pattern as soon as a connection
+# is accepted, so that its first bulk read can come before the balancer has adopted
+# the connection.
 BULK = """
 import hashlib, socket, sys, threading
 BLOCK = bytes(range(256)) * 4096  # 1 MiB
+FIRST = int(sys.argv[2]) if len(sys.argv) > 2 else 0
 def line(c):
     out = b""
     while not out.endswith(b"\\n"):
@@ -41,18 +45,22 @@ def line(c):
             return None
         out += d
     return out.strip()
+def send(c, left):
+    while left > 0:
+        chunk = BLOCK[: min(left, len(BLOCK))]
+        c.sendall(chunk)
+        left -= len(chunk)
 def handle(c):
     with c:
         try:
+            if FIRST:
+                send(c, FIRST)
+                return
             cmd = line(c)
             if cmd is None:
                 return
             if cmd.startswith(b"SEND "):
-                left = int(cmd[5:])
-                while left > 0:
-                    chunk = BLOCK[: min(left, len(BLOCK))]
-                    c.sendall(chunk)
-                    left -= len(chunk)
+                send(c, int(cmd[5:]))
             elif cmd == b"SINK":
                 h = hashlib.sha256()
                 while d := c.recv(1 << 20):
@@ -69,39 +77,14 @@ while True:
     threading.Thread(target=handle, args=(c,), daemon=True).start()
 """
 
-# Speaks first: sends N bytes of the pattern as soon as a connection is accepted, so
-# that its first bulk read can come before the balancer has adopted the connection.
-GREETER = """
-import socket, sys, threading
-BLOCK = bytes(range(256)) * 4096
-N = int(sys.argv[2])
-def handle(c):
-    with c:
-        left = N
-        try:
-            while left > 0:
-                chunk = BLOCK[: min(left, len(BLOCK))]
-                c.sendall(chunk)
-                left -= len(chunk)
-        except OSError:
-            pass
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(sys.argv[1])))
-s.listen(64)
-while True:
-    c, _ = s.accept()
-    threading.Thread(target=handle, args=(c,), daemon=True).start()
-"""
-
 BLOCK = bytes(range(256)) * 4096
 
 
-def start_bulk(procs: list[subprocess.Popen[bytes]], script: str = BULK, *args: str) -> int:
+def start_bulk(procs: list[subprocess.Popen[bytes]], *args: str) -> int:
     from free_ports import free_port
 
     port = free_port()
-    procs.append(subprocess.Popen([sys.executable, "-c", script, str(port), *args]))
+    procs.append(subprocess.Popen([sys.executable, "-c", BULK, str(port), *args]))
     wait_port(port)
     return port
 
@@ -158,7 +141,7 @@ def test_backend_that_speaks_first_with_bulk_data(tmp_path: Path) -> None:
     its connection: every byte still arrives, in order, on every connection."""
     n = 8 * MIB + 7
     with processes() as procs:
-        backend = start_bulk(procs, GREETER, str(n))
+        backend = start_bulk(procs, str(n))
         lb, admin = start_lb(procs, [backend], "--mode", "tcp", log=tmp_path / "lb.log")
         wait_until(lambda: backend_state(admin, backend)["status"] == "up", 10, "backend up")
         for _ in range(10):
