@@ -47,11 +47,7 @@ _component_option = click.option(
 @_component_option
 def pg_pause(file: str, component: str | None) -> None:
     """Turn automatic failover off (maintenance); switchover still works."""
-    import asyncio
-
-    from spofless.pg.ops import set_paused, target
-
-    asyncio.run(set_paused(target(topology_of(file), component), True))
+    _set_paused(file, component, True)
     click.echo("paused: automatic failover is off until `spofless pg resume`")
 
 
@@ -60,12 +56,16 @@ def pg_pause(file: str, component: str | None) -> None:
 @_component_option
 def pg_resume(file: str, component: str | None) -> None:
     """Turn automatic failover on again."""
+    _set_paused(file, component, False)
+    click.echo("resumed: automatic failover is on")
+
+
+def _set_paused(file: str, component: str | None, paused: bool) -> None:
     import asyncio
 
     from spofless.pg.ops import set_paused, target
 
-    asyncio.run(set_paused(target(topology_of(file), component), False))
-    click.echo("resumed: automatic failover is on")
+    asyncio.run(set_paused(target(topology_of(file), component), paused))
 
 
 @pg.command("switchover")
