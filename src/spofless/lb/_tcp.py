@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING, cast
 
 from spofless.lb import _splice
+from spofless.lb._splice import SPLICE_THRESHOLD
 
 if TYPE_CHECKING:
     from spofless.lb._backend import Backend
@@ -106,7 +107,7 @@ class TcpClient(asyncio.Protocol):
         up = self.up
         if up is not None and up.transport is not None:
             up.transport.write(data)
-            if len(data) >= _splice.SPLICE_THRESHOLD and self.splice:
+            if self.splice and len(data) >= SPLICE_THRESHOLD:
                 self.to_splice()
         else:
             # Still connecting: keep what comes, up to a bound, then stop reading until
@@ -230,7 +231,7 @@ class TcpUpstream(asyncio.Protocol):
         c.deadline = c.loop.time() + c.bal.options.client_idle_timeout
         if c.transport is not None and not c.closed:
             c.transport.write(data)
-            if len(data) >= _splice.SPLICE_THRESHOLD and c.splice:
+            if c.splice and len(data) >= SPLICE_THRESHOLD:
                 c.to_splice()
 
     def eof_received(self) -> bool:
