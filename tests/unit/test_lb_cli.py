@@ -20,6 +20,8 @@ BASE = ["lb", "--listen", "127.0.0.1:1", "--backend", "127.0.0.1:2"]
         (["--health-send", "PING"], "needs `expect`"),
         (["--admin", "0.0.0.0:8081"], "set an admin token"),
         (["--backend", "nowhere"], "is not host:port"),
+        (["--set", "proxy_protocol=v1"], "proxy_protocol is for tcp mode"),
+        (["--mode", "tcp", "--set", "proxy_protocol=v3"], "invalid option proxy_protocol"),
     ],
 )
 def test_bad_flags_exit_2(extra: list[str], message: str) -> None:

@@ -81,6 +81,11 @@ class LbSettings(_Frozen):
             )
         if self.mode == "tcp" and len(self.routes) != 1:
             raise ValueError("tcp mode takes exactly one route")
+        if self.mode == "http" and self.options.proxy_protocol != "none":
+            raise ValueError(
+                "proxy_protocol is for tcp mode; http mode passes the client's address in "
+                "X-Forwarded-For and Forwarded"
+            )
         return self
 
     @model_validator(mode="after")

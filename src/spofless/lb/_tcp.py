@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING, cast
 
 from spofless.lb import _splice
+from spofless.lb._proxy_protocol import proxy_header
 from spofless.lb._splice import SPLICE_THRESHOLD
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class TcpClient(asyncio.Protocol):
         self.backend: Backend | None = None
         self.deadline = 0.0
         self.key = b""
+        self.proxy_header = b""  # PROXY protocol header sent first to the backend
         self.splice = bal.options.tcp_splice and _splice.AVAILABLE
         self.splicing = False  # reading stopped on both sides: uvloop no longer moves bytes
         self.splicer: _splice.Splicer | None = None
@@ -46,6 +48,14 @@ class TcpClient(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.key = str(peer[0]).encode() if peer else b""
+        version = self.bal.options.proxy_protocol
+        if version != "none":
+            local = transport.get_extra_info("sockname")
+            self.proxy_header = proxy_header(
+                version,
+                (str(peer[0]), int(peer[1])) if peer else ("", 0),
+                (str(local[0]), int(local[1])) if local else ("", 0),
+            )
         self.bal.timed.add(self)
         self.deadline = self.loop.time() + self.bal.options.client_idle_timeout
         self._connect()
@@ -86,6 +96,8 @@ class TcpClient(asyncio.Protocol):
         self.up = up
         b.inflight.add(self)
         assert up.transport is not None
+        if self.proxy_header:
+            up.transport.write(self.proxy_header)  # before any byte of the client's
         if self.buffer_paused and self.transport is not None:
             # Before the write below, which may pause reading again (flow control).
             self.buffer_paused = False

@@ -208,6 +208,9 @@ class LbOptions(Strict):
     # tcp: a connection whose one read brings 64 KiB or more (bulk data) is relayed with
     # splice(2), zero-copy inside the kernel (HAProxy's option splice-auto), on Linux.
     tcp_splice: bool = True
+    # tcp: start each backend connection with a PROXY protocol header naming the client
+    # (HAProxy's send-proxy / send-proxy-v2); the backends must expect it.
+    proxy_protocol: Literal["none", "v1", "v2"] = "none"
 
 
 class VipSpec(Strict):
