@@ -4,7 +4,8 @@ A tcp-mode backend sees the balancer's address, not the client's. With
 `proxy_protocol: v1` or `v2`, each backend connection starts with a header
 that names the client's address and port and the address it connected to
 (https://www.haproxy.org/download/2.8/doc/proxy-protocol.txt). The backend
-must expect it (nginx `listen ... proxy_protocol`, HAProxy `accept-proxy`). Health checks do not send it.
+must expect it (nginx `listen ... proxy_protocol`, HAProxy `accept-proxy`).
+Health checks do not send it.
 """
 
 from __future__ import annotations
