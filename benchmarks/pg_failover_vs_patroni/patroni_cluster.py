@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 from free_ports import port_block
-from pg_cluster import PgClusterBase, PgNodeBase, _alive, _children
+from pg_cluster import PgClusterBase, PgNodeBase, _alive
 
 PATRONI_REQUIREMENT = "patroni[etcd3,psycopg3]>=4.1,<5"
 INSTALL_BOUND = 600.0
@@ -70,22 +70,6 @@ def postmaster_of(data_dir: Path) -> int | None:
 def _run_as() -> pwd.struct_passwd | None:
     """The OS user Patroni runs as: `postgres` when we are root, else ourselves."""
     return pwd.getpwnam("postgres") if os.geteuid() == 0 else None
-
-
-def kill_postmasters(pids: set[int], base: Path) -> None:
-    """SIGKILL each postmaster still running under `base`, and its children (a pid whose
-    process is gone may have been reused by another process: it is left alone)."""
-    for pid in pids:
-        try:
-            ours = str(base).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if not ours:
-            continue
-        for p in [pid, *_children(pid)]:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(p, signal.SIGCONT)
-                os.kill(p, signal.SIGKILL)
 
 
 class PatroniNode(PgNodeBase):
@@ -180,14 +164,6 @@ class PatroniNode(PgNodeBase):
             self.cluster.seen_postmasters.add(pid)
         return pid
 
-    def signal_postgres(self, sig: signal.Signals, postmaster: int | None = None) -> None:
-        pid = postmaster or self.postmaster_pid()
-        if pid is None:
-            raise RuntimeError(f"{self.name}: PostgreSQL is not running")
-        for p in [pid, *_children(pid)]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p, sig)
-
     def kill_node(self) -> None:
         """kill -9 of the whole node: Patroni and every PostgreSQL process at once."""
         pid = self.postmaster_pid()
@@ -275,14 +251,6 @@ class PatroniCluster(PgClusterBase[PatroniNode]):
         primary = self.primary()
         assert primary is not None
         return primary
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            with contextlib.suppress(Exception):
-                node.stop()
-        for node in self.nodes:
-            node.postmaster_pid()
-        kill_postmasters(self.seen_postmasters, self.base)
 
     def remove(self) -> None:
         shutil.rmtree(self.base, ignore_errors=True)

@@ -46,7 +46,6 @@ from free_ports import port_block  # noqa: E402
 from patroni_cluster import (  # noqa: E402
     PatroniCluster,
     ensure_patroni,
-    kill_postmasters,
     postmaster_of,
 )
 from pg_cluster import Node, PgCluster  # noqa: E402
@@ -100,14 +99,6 @@ class SpoflessCluster(PgCluster):
         base.mkdir(parents=True)
         super().__init__(base, etcd_port, synchronous=False)
         self.nodes = [SafeNode(self, i) for i in range(3)]
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            with contextlib.suppress(Exception):
-                node.stop()
-        for node in self.nodes:
-            node.postmaster_pid()
-        kill_postmasters(self.seen_postmasters, self.base)
 
 
 @dataclass

@@ -41,6 +41,18 @@ async def main():
 asyncio.run(main())
 """
 
+# The end of a backend script that serves each connection in a thread: the script
+# imports socket, sys and threading and defines `handle(conn)`; argv[1] is the port.
+SERVE_EACH_IN_A_THREAD = """
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(64)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=handle, args=(c,), daemon=True).start()
+"""
+
 
 def wait_port(port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout

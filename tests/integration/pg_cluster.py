@@ -98,6 +98,22 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def kill_postmasters(pids: set[int], base: Path) -> None:
+    """SIGKILL each postmaster still running under `base`, and its children (a pid whose
+    process is gone may have been reused by another process: it is left alone)."""
+    for pid in pids:
+        try:
+            ours = str(base).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if not ours:
+            continue
+        for p in [pid, *_children(pid)]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p, signal.SIGCONT)
+                os.kill(p, signal.SIGKILL)
+
+
 class PgNodeBase:
     """What every node of a PostgreSQL cluster under test offers, whoever manages it
     (a spofless agent here, Patroni in benchmarks/pg_failover_vs_patroni)."""
@@ -112,6 +128,22 @@ class PgNodeBase:
 
     def is_primary(self) -> bool:
         raise NotImplementedError
+
+    def postmaster_pid(self) -> int | None:
+        """The running postmaster's pid, remembered in the cluster for the final cleanup."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def signal_postgres(self, sig: signal.Signals, postmaster: int | None = None) -> None:
+        """Signal the postmaster and every process it forked (each child of PostgreSQL
+        is its own process group leader, so killpg would reach the postmaster only)."""
+        pid = postmaster or self.postmaster_pid()
+        assert pid is not None, f"{self.name}: PostgreSQL is not running"
+        for p in [pid, *_children(pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, sig)
 
     def conninfo(self, **extra: str | int) -> str:
         params = {
@@ -144,6 +176,8 @@ class PgClusterBase(Generic[N]):
     """What every three-member cluster under test offers, whoever manages it."""
 
     nodes: list[N]
+    base: Path  # every data directory is below it
+    seen_postmasters: set[int]
 
     def multihost(self, **extra: str | int) -> str:
         """A libpq multi-host connection string over the members, to whichever is primary."""
@@ -179,6 +213,15 @@ class PgClusterBase(Generic[N]):
         primary = self.primary()
         assert primary is not None
         return primary
+
+    def stop(self) -> None:
+        """Stop every node, then SIGKILL any postmaster seen that is still running."""
+        for node in self.nodes:
+            with contextlib.suppress(Exception):
+                node.stop()
+        for node in self.nodes:
+            node.postmaster_pid()  # remember the last one too
+        kill_postmasters(self.seen_postmasters, self.base)
 
     def keep_logs(self) -> None:
         """Keep the logs somewhere before the directory goes (when the cluster can)."""
@@ -238,15 +281,6 @@ class Node(PgNodeBase):
             return None
         self.cluster.seen_postmasters.add(pid)
         return pid
-
-    def signal_postgres(self, sig: signal.Signals, postmaster: int | None = None) -> None:
-        """Signal the postmaster and every process it forked (each child of PostgreSQL
-        is its own process group leader, so killpg would reach the postmaster only)."""
-        pid = postmaster or self.postmaster_pid()
-        assert pid is not None, f"{self.name}: PostgreSQL is not running"
-        for p in [pid, *_children(pid)]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p, sig)
 
     def signal_agent(self, sig: signal.Signals) -> None:
         assert self.proc is not None
@@ -358,18 +392,6 @@ class PgCluster(PgClusterBase[Node]):
         primary = self.primary()
         assert primary is not None
         return primary
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            with contextlib.suppress(Exception):
-                node.stop()
-        for node in self.nodes:
-            node.postmaster_pid()  # remember the last one too
-        for pid in self.seen_postmasters:
-            for p in [pid, *_children(pid)]:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(p, signal.SIGCONT)
-                    os.kill(p, signal.SIGKILL)
 
     def keep_logs(self) -> None:
         """Copy every log to $SPOFLESS_KEEP_LOGS (when set) before the directory goes."""

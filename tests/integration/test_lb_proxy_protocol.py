@@ -9,14 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.lb_fixtures import backend_state, processes, start_lb, wait_port, wait_until
+from tests.integration.lb_fixtures import (
+    SERVE_EACH_IN_A_THREAD,
+    backend_state,
+    processes,
+    start_lb,
+    wait_port,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
 # Reads a PROXY header (v1 line or v2 binary), then one line of data; answers
 # "<client address> <client port> <destination port> <the line>" and closes.
 # A connection that sends nothing (a health check) is just closed.
-BACKEND = """
+BACKEND = (
+    """
 import socket, struct, sys, threading
 SIG = b"\\r\\n\\r\\n\\x00\\r\\nQUIT\\n"
 def exactly(c, n):
@@ -52,14 +60,9 @@ def handle(c):
             c.sendall(f"{src} {sport} {dport} {data}\\n".encode())
         except (EOFError, OSError, AssertionError) as exc:
             c.sendall(f"bad header: {exc!r}\\n".encode())
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(sys.argv[1])))
-s.listen(64)
-while True:
-    c, _ = s.accept()
-    threading.Thread(target=handle, args=(c,), daemon=True).start()
 """
+    + SERVE_EACH_IN_A_THREAD
+)
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])

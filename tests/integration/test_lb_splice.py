@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.lb_fixtures import (
+    SERVE_EACH_IN_A_THREAD,
     backend_state,
     get,
     processes,
@@ -33,7 +34,8 @@ MIB = 1 << 20
 # argument N it speaks first instead: N bytes of the pattern as soon as a connection
 # is accepted, so that its first bulk read can come before the balancer has adopted
 # the connection.
-BULK = """
+BULK = (
+    """
 import hashlib, socket, sys, threading
 BLOCK = bytes(range(256)) * 4096  # 1 MiB
 FIRST = int(sys.argv[2]) if len(sys.argv) > 2 else 0
@@ -68,14 +70,9 @@ def handle(c):
                 c.sendall(h.hexdigest().encode() + b"\\n")
         except OSError:
             pass
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(sys.argv[1])))
-s.listen(64)
-while True:
-    c, _ = s.accept()
-    threading.Thread(target=handle, args=(c,), daemon=True).start()
 """
+    + SERVE_EACH_IN_A_THREAD
+)
 
 BLOCK = bytes(range(256)) * 4096
 

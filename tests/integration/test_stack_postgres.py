@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from pg_cluster import require_postgres_and_etcd
+from pg_cluster import _alive, require_postgres_and_etcd
 from stack_fixtures import (
     REPO,
     StackRun,
@@ -171,11 +171,3 @@ def test_postgres_ha_up_failover_rejoin_down(pg_stack: tuple[StackRun, list[int]
     assert listening(ports) == []
     for pid in postmasters:
         assert not _alive(pid), f"postmaster {pid} outlived `down`"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
