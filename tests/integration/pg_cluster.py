@@ -360,6 +360,7 @@ class PgCluster(PgClusterBase[Node]):
         )
         self.nodes = [Node(self, i) for i in range(3)]
         self.seen_postmasters: set[int] = set()
+        self.etcd: RunningCluster | None = None  # set by start_cluster
 
     def start(self) -> None:
         for node in self.nodes:
@@ -421,6 +422,7 @@ def start_cluster(synchronous: bool) -> Iterator[PgCluster]:
         base,
     )
     cluster = PgCluster(base, etcd_port, synchronous)
+    cluster.etcd = etcd
     # SIGTERM to pytest (a CI timeout, `kill`) would skip finalizers: make it an interrupt,
     # which pytest unwinds through them, so no agent, PostgreSQL or etcd is left behind.
     previous = signal.signal(signal.SIGTERM, _interrupt)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spofless.pg._errors import PgSetupError
-from spofless.pg.decide import optional_lsn
+from spofless.pg.view import DiskPosition, optional_lsn
 
 MANAGED_CONF = "spofless.conf"
 INCLUDE_LINE = f"include_if_exists = '{MANAGED_CONF}'  # managed by spofless\n"
@@ -29,6 +29,10 @@ host    replication  all          ::1/128       trust
 """
 # States pg_controldata reports for a data directory that was last a writable primary.
 PRIMARY_STATES = frozenset({"shut down", "in production", "in crash recovery", "shutting down"})
+# States pg_rewind accepts: cleanly shut down, as a primary or as a standby.
+CLEAN_STATES = frozenset({"shut down", "shut down in recovery"})
+# States of a data directory last running as a standby.
+RECOVERY_STATES = frozenset({"shut down in recovery", "in archive recovery"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,7 @@ class ControlData:
     checkpoint_lsn: int | None  # "Latest checkpoint location"
     min_recovery_lsn: int | None  # "Minimum recovery ending location" (0 when none)
     system_identifier: str | None
+    min_recovery_timeline: int | None = None  # "Min recovery ending loc's timeline"
 
 
 def parse_controldata(text: str) -> ControlData:
@@ -50,13 +55,29 @@ def parse_controldata(text: str) -> ControlData:
         if sep:
             fields[key.strip()] = value.strip()
     tli = fields.get("Latest checkpoint's TimeLineID")
+    min_tli = fields.get("Min recovery ending loc's timeline")
     return ControlData(
         state=fields.get("Database cluster state", "unknown"),
         timeline=int(tli) if tli and tli.isdigit() else None,
         checkpoint_lsn=optional_lsn(fields.get("Latest checkpoint location")),
         min_recovery_lsn=optional_lsn(fields.get("Minimum recovery ending location")),
         system_identifier=fields.get("Database system identifier"),
+        min_recovery_timeline=int(min_tli) if min_tli and min_tli.isdigit() else None,
     )
+
+
+def disk_position(cd: ControlData, backup_label: bool) -> DiskPosition:
+    """How far a stopped data directory's WAL goes (the rules are in spofless.pg.rejoin).
+
+    `backup_label`: the directory is a base backup not yet started (a fresh clone).
+    """
+    if cd.state == "shut down":
+        return DiskPosition(cd.state, cd.timeline, cd.checkpoint_lsn, shutdown_checkpoint=True)
+    if cd.state in RECOVERY_STATES or backup_label:
+        if cd.min_recovery_lsn and cd.min_recovery_timeline:
+            return DiskPosition(cd.state, cd.min_recovery_timeline, cd.min_recovery_lsn)
+        return DiskPosition(cd.state, cd.timeline, cd.checkpoint_lsn)
+    return DiskPosition(cd.state, cd.timeline, None)
 
 
 def data_version(data_dir: Path, major: int) -> int | None:

@@ -79,6 +79,9 @@ class PgStatus:
     received_lsn: int | None = None
     replayed_lsn: int | None = None
     receiver_status: str | None = None  # "streaming" when a replica streams
+    # A replica's minimum recovery point and its timeline (None when unset).
+    recovery_timeline: int | None = None
+    recovery_lsn: int | None = None
     replication: tuple[ReplicationRow, ...] = ()
 
 

@@ -43,6 +43,7 @@ from spofless.dcs import (
 from spofless.pg._errors import PgCommandError
 from spofless.pg._handover import hand_over
 from spofless.pg._keys import parse_cluster
+from spofless.pg._terms import degraded_json, history_json, next_degraded
 from spofless.pg.api import ApiServer, ApiSnapshot, MemberStatus
 from spofless.pg.decide import decide
 from spofless.pg.server import PostgresServer, ServerSettings, Upstream, slot_name
@@ -60,6 +61,18 @@ from spofless.pg.view import (
 from spofless.pg.witness import WITNESS_NAME, FenceWitness, witness_standby_names
 
 logger = logging.getLogger(__name__)
+
+# Actions that take long: the member says what it does before it starts.
+_LONG_ACTIONS = frozenset(
+    {Action.BOOTSTRAP, Action.CLONE, Action.REWIND, Action.RECLONE, Action.RECOVER}
+)
+_BUSY = {
+    Action.BOOTSTRAP: "bootstrapping",
+    Action.CLONE: "cloning",
+    Action.REWIND: "rewinding",
+    Action.RECLONE: "re-cloning",
+    Action.RECOVER: "recovering",
+}
 
 # Actions after which this member's role has changed: observe again at once.
 _ROLE_CHANGES = frozenset(
@@ -80,6 +93,8 @@ class AgentSettings(BaseModel):
     strict: bool = False
     maximum_lag_on_failover: Annotated[int, Field(ge=0)] = 1024 * 1024
     allow_reclone: bool = False
+    # Diverged data directories kept aside by re-clones (never deleted by spofless).
+    keep_old_data: Annotated[int, Field(ge=1)] = 2
     loop_wait: Annotated[float, Field(gt=0)] = 0.5
     # Commits wait for a witness in this agent that acknowledges only while the lease is
     # valid (spofless.pg.witness): a primary frozen past the ttl cannot acknowledge a
@@ -125,6 +140,8 @@ class Agent:
         self._witness: FenceWitness | None = None
         self._degraded = False  # synchronous mode fell back to asynchronous (leader only)
         self._witness_task: asyncio.Task[None] | None = None
+        # The last WAL position a synchronous standby was seen to hold (this term).
+        self._sync_held: int | None = None
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -140,6 +157,8 @@ class Agent:
                 decision = decide(view)
                 self.last_decision = decision
                 logger.info("%s: %s", self.name, decision.reason)
+                if decision.action in _LONG_ACTIONS:
+                    await self._publish(view, busy=decision.action)  # say so before it starts
                 try:
                     await self._act(view, decision)
                 except (PgCommandError, DCSError) as exc:
@@ -200,6 +219,9 @@ class Agent:
             with contextlib.suppress(PgCommandError):
                 self._system_id = (await srv.controldata()).system_identifier
         if not srv.running:
+            disk = None
+            with contextlib.suppress(PgCommandError):
+                disk = await srv.disk()
             return LocalState(
                 has_data=True,
                 was_primary=await srv.was_primary(),
@@ -207,11 +229,25 @@ class Agent:
                 start_failures=self._start_failures,
                 replica_start_failures=self._replica_start_failures,
                 system_id=self._system_id,
+                disk=disk,
+                rewinding=srv.rewinding,
+                reclone_blocked=(
+                    srv.reclone_blocked(self.settings.keep_old_data)
+                    if self._rewind_failed
+                    else None
+                ),
             )
         try:
             st = await srv.status()
         except PgCommandError:
             return LocalState(has_data=True, running=True, rewind_failed=self._rewind_failed)
+        timeline = st.timeline
+        if st.role is Role.REPLICA:
+            # What PostgreSQL reports lags behind a timeline switch: read it from the
+            # history files the replica keeps, else take the best it reports.
+            own = await asyncio.to_thread(srv.timeline_at, st.wal_position)
+            known = [t for t in (own, timeline, st.recovery_timeline) if t]
+            timeline = own if own is not None else (max(known) if known else None)
         streaming = st.receiver_status == "streaming"
         if streaming or st.role is Role.PRIMARY:
             self._not_streaming_since = None
@@ -221,7 +257,7 @@ class Agent:
             has_data=True,
             running=True,
             role=st.role,
-            timeline=st.timeline,
+            timeline=timeline,
             wal_position=st.wal_position,
             following=srv.upstream.name if srv.upstream else None,
             streaming=streaming,
@@ -229,6 +265,8 @@ class Agent:
             rewind_failed=self._rewind_failed,
             start_failures=self._start_failures,
             system_id=self._system_id,
+            recovery_timeline=st.recovery_timeline,
+            recovery_position=st.recovery_lsn,
         )
 
     async def _read_cluster(self) -> ClusterState:
@@ -265,6 +303,7 @@ class Agent:
         elif a is Action.START_REPLICA:
             await self._start_replica(self._upstream(view, d.target))
         elif a is Action.PROMOTE:
+            self._sync_held = view.local.wal_position  # all before is on the old timeline
             # Commits must not be acknowledged unfenced between the promotion and the
             # first leader duties: they wait for the fence (witness or sync replica).
             await srv.set_synchronous_standby_names(self._promotion_fence())
@@ -278,6 +317,8 @@ class Agent:
             await self._leader_duties(view)
         elif a is Action.FOLLOW:
             await srv.follow(self._upstream(view, d.target))
+        elif a is Action.RECOVER:
+            await srv.crash_recover()
         elif a in (Action.REWIND, Action.RECLONE):
             await srv.stop("fast")
             up = self._need(view, d.target)
@@ -291,7 +332,7 @@ class Agent:
                     self._rewind_failed = True
                     raise
             else:
-                await srv.remove_data_and_clone(up, allow_removal=self.settings.allow_reclone)
+                await srv.keep_aside_and_clone(up, self.settings.keep_old_data)
                 self._system_id = None
             self._replica_start_failures = 0
             try:
@@ -300,6 +341,8 @@ class Agent:
                 self._rewind_failed = True  # the rejoined directory cannot start as it is
                 raise
             self._rewind_failed = False
+            if view.cluster is not None and self.name in view.cluster.discard:
+                await self.store.delete(f"{self.p}/discard/{self.name}")
         elif a is Action.RELEASE:
             await self._release()
         elif a is Action.SWITCHOVER:
@@ -372,7 +415,8 @@ class Agent:
         return self.leadership.fence()
 
     async def _leader_duties(self, view: View) -> None:
-        """Slots for every other member, the optime, synchronous standbys (fenced writes)."""
+        """Slots for every other member, the optime, the timeline history, synchronous
+        standbys and degraded ranges (fenced writes, before the settings they cover)."""
         c, srv = view.cluster, self.server
         if c is None or self.leadership is None:
             return
@@ -385,6 +429,9 @@ class Agent:
             for r in st.replication
             if r.name != WITNESS_NAME
         ]
+        for row in st.replication:  # what the synchronous standby holds for certain
+            if row.name in c.sync.members and row.sync_state == "sync" and row.flush_lsn:
+                self._sync_held = max(self._sync_held or 0, row.flush_lsn)
         plan = plan_sync(self.name, view.policy, c.sync, rows, st.wal_position)
         ops: list[Op] = [Put(f"{self.p}/optime", str(st.wal_position or 0))]
         if plan.record is not None:
@@ -396,6 +443,21 @@ class Agent:
                 "pending_lsn": r.pending_lsn,
             }
             ops.append(Put(f"{self.p}/sync", json.dumps(record)))
+        if st.timeline is not None:
+            if c.history is None or c.history.timeline != st.timeline:
+                ops.append(Put(f"{self.p}/history", history_json(srv.history(st.timeline))))
+            if view.policy.synchronous:
+                pos = st.wal_position or 0
+                ranges = next_degraded(
+                    c.degraded,
+                    leader=self.name,
+                    timeline=st.timeline,
+                    degraded=plan.degraded,
+                    start=self._sync_held if self._sync_held is not None else pos,
+                    position=pos,
+                )
+                if ranges is not None:
+                    ops.append(Put(f"{self.p}/degraded", degraded_json(ranges)))
         if c.system_id is None and self._system_id:  # a bootstrap cut short by a lease loss
             ops.append(Put(f"{self.p}/initialize", self._system_id))
         if c.switchover is not None and c.switchover.leader != self.name:
@@ -404,9 +466,12 @@ class Agent:
         if not res.succeeded:
             raise PgCommandError(f"{self.name}: leader key no longer mine; not writing")
         names = plan.standby_names
-        if not names and (fenced or self._fence_ready()):
-            # No synchronous replica fences this primary: the witness does.
-            names = witness_standby_names()
+        if not names:
+            if fenced or self._fence_ready():
+                # No synchronous replica fences this primary: the witness does.
+                names = witness_standby_names()
+            elif srv.synchronous_standby_names == standby_names(NO_STANDBY):
+                names = srv.synchronous_standby_names  # commits wait until the witness streams
         await srv.set_synchronous_standby_names(names)
         self._degraded = plan.degraded
         if plan.degraded:
@@ -428,9 +493,12 @@ class Agent:
         return named or self._witness.streaming.is_set()
 
     def _promotion_fence(self) -> str:
-        if self.settings.fence_witness:
-            return witness_standby_names()
-        return standby_names(NO_STANDBY) if self.settings.synchronous else ""
+        """Until the first leader loop has recorded the synchronous state: synchronous mode
+        waits for a standby (a degraded term must be recorded before it acknowledges
+        alone); asynchronous mode for the witness."""
+        if self.settings.synchronous:
+            return standby_names(NO_STANDBY)
+        return witness_standby_names() if self.settings.fence_witness else ""
 
     def _may_acknowledge(self) -> bool:
         lead = self.leadership
@@ -441,12 +509,14 @@ class Agent:
             self._witness_task.cancel()
             self._witness_task = None
 
-    async def _publish(self, view: View) -> None:
+    async def _publish(self, view: View, busy: Action | None = None) -> None:
         """Put this member's status on its own lease (it vanishes when the agent dies)."""
         local, s = view.local, self.settings.server
         lag = None
         if view.cluster and view.cluster.leader_wal_position and local.wal_position:
             lag = max(0, view.cluster.leader_wal_position - local.wal_position)
+        d = self.last_decision
+        state, reason = _state_of(local, d, busy)
         self._local_status = MemberStatus(
             name=self.name,
             running=local.running,
@@ -456,11 +526,17 @@ class Agent:
             wal_position=local.wal_position,
             lag=0 if local.role is Role.PRIMARY else lag,
             streaming=local.streaming,
-            state="running" if local.running else "stopped",
+            state=state,
             api_url=f"http://{self.settings.api_host}:{self.api.port}",
             dsn=f"host={s.host} port={s.port} user=postgres dbname=postgres",
             host=s.host,
             port=s.port,
+            reason=reason,
+            not_streaming_for=(
+                round(local.not_streaming_for, 1)
+                if local.running and local.role is Role.REPLICA and not local.streaming
+                else None
+            ),
         )
         try:
             if not self._member_lease:
@@ -495,3 +571,18 @@ class Agent:
             synchronous=c.sync.members if c else frozenset(),
             degraded=self._degraded and self._may_acknowledge(),
         )
+
+
+def _state_of(local: LocalState, d: Decision | None, busy: Action | None) -> tuple[str, str | None]:
+    """The one-word state a member publishes, and why it is not doing its job."""
+    if busy is not None:
+        return _BUSY[busy], d.reason if d else None
+    if d is not None and d.failed:
+        return "failed", d.reason
+    if not local.running:
+        return "stopped", d.reason if d else None
+    if local.role is Role.REPLICA and not local.streaming:
+        return "not streaming", d.reason if d else None
+    if local.role is Role.REPLICA:
+        return "streaming", None
+    return "running", None

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import shutil
 import signal
 from collections.abc import Sequence
@@ -26,9 +27,11 @@ import psycopg
 
 from spofless.pg._binaries import PgBinaries, find_binaries
 from spofless.pg._datadir import (
+    CLEAN_STATES,
     PRIMARY_STATES,
     ControlData,
     data_version,
+    disk_position,
     parse_controldata,
     write_managed_files,
 )
@@ -40,6 +43,15 @@ from spofless.pg._osuser import (
     traversable_by,
     user_kwargs,
 )
+from spofless.pg._repair import (
+    clone_dir,
+    forget_rewind,
+    keep_aside,
+    reclone_blocked,
+    restore_wal,
+    rewind_dir,
+    save_wal,
+)
 from spofless.pg._server_model import (
     SUPERUSER,
     PgStatus,
@@ -48,8 +60,8 @@ from spofless.pg._server_model import (
     Upstream,
     slot_name,
 )
-from spofless.pg.decide import optional_lsn
-from spofless.pg.view import Role
+from spofless.pg.rejoin import parse_history
+from spofless.pg.view import DiskPosition, Role, TimelineHistory, format_lsn, optional_lsn
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +76,7 @@ __all__ = [
 ]
 
 StopMode = Literal["smart", "fast", "immediate"]
+_HISTORY_FILE = re.compile(r"^[0-9A-F]{8}\.history$")
 _STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
 
 
@@ -131,14 +144,23 @@ class PostgresServer:
         logger.info("%s: initdb done in %s", self.name, self.data_dir)
 
     async def clone(self, source: Upstream) -> None:
-        """pg_basebackup from `source` through this member's replication slot."""
+        """pg_basebackup from `source` through this member's replication slot.
+
+        The copy is made in `<data>.clone` and renamed into place once complete: a
+        clone killed halfway never leaves a data directory that looks whole.
+        """
         self._prepare_empty_dir()
+        tmp = clone_dir(self.data_dir)
+        if tmp.exists():
+            logger.warning("%s: removing %s, left by an interrupted clone", self.name, tmp)
+            await asyncio.to_thread(shutil.rmtree, tmp)
+        self._make_owned_dir(tmp)
         slot = slot_name(self.name)
         await self.create_slots([slot], on=source)
         await self._tool(
             "pg_basebackup",
             "-D",
-            str(self.data_dir),
+            str(tmp),
             "-d",
             source.conninfo(self.name),
             "-X",
@@ -150,49 +172,149 @@ class PostgresServer:
             "--no-password",
         )
         # A fresh copy says "in production": mark it a standby so it never starts as a primary.
-        write_managed_files(self.data_dir, self._conf(source), standby=True)
+        write_managed_files(tmp, self._conf(source), standby=True)
+        self.data_dir.rmdir()  # empty (checked above); the copy takes its place
+        tmp.rename(self.data_dir)
         logger.info("%s: cloned from %s", self.name, source.name)
 
-    async def rewind(self, source: Upstream) -> None:
-        """pg_rewind the stopped data directory onto `source`'s timeline.
+    async def disk(self) -> DiskPosition:
+        """How far the stopped data directory's WAL goes (spofless.pg.rejoin)."""
+        cd = await self.controldata()
+        return disk_position(cd, (self.data_dir / "backup_label").exists())
 
-        PostgreSQL 13+ runs crash recovery first when the target was not shut down cleanly.
-        """
+    @property
+    def rewinding(self) -> bool:
+        """A pg_rewind of this data directory was started and has not finished."""
+        return rewind_dir(self.data_dir).exists()
+
+    async def crash_recover(self) -> None:
+        """Bring a crashed data directory to a clean shutdown: crash recovery in
+        single-user mode, with the recovery signal files removed (single-user mode
+        refuses standby mode; spofless writes standby.signal again before a start).
+        Its shutdown checkpoint then marks where its WAL ends."""
+        if self.running:
+            raise PgCommandError(f"{self.name}: cannot run crash recovery on a running server")
+        for f in ("standby.signal", "recovery.signal"):
+            (self.data_dir / f).unlink(missing_ok=True)
+        await self._tool(
+            "postgres",
+            "--single",
+            "-D",
+            str(self.data_dir),
+            "-c",
+            "archive_mode=off",  # never archive what may be divergent WAL
+            "postgres",
+            limit=self.settings.start_timeout,
+        )
+        cd = await self.controldata()
+        logger.info(
+            "%s: crash recovery done: %s, WAL ends at %s on timeline %s",
+            self.name,
+            cd.state,
+            format_lsn(cd.checkpoint_lsn),
+            cd.timeline,
+        )
+
+    async def rewind(self, source: Upstream) -> None:
+        """pg_rewind the stopped data directory onto `source`'s timeline; safe to call
+        again after it was interrupted (see spofless.pg._repair)."""
         if self.running:
             raise PgCommandError(f"{self.name}: cannot rewind a running server")
+        st = self.data_dir.stat()
+        if self.rewinding:
+            cd = await self.controldata()
+            if cd.state == "in archive recovery" and (self.data_dir / "backup_label").exists():
+                logger.info("%s: the interrupted pg_rewind had finished", self.name)
+                self._finish_rewind(source)
+                return
+            n = await asyncio.to_thread(restore_wal, self.data_dir, (st.st_uid, st.st_gid))
+            logger.warning(
+                "%s: an interrupted pg_rewind: %d saved WAL files put back, running it again",
+                self.name,
+                n,
+            )
+        else:
+            if (await self.controldata()).state not in CLEAN_STATES:
+                await self.crash_recover()
+            saved = await asyncio.to_thread(save_wal, self.data_dir)
+            logger.info("%s: saved %d MiB of WAL before pg_rewind", self.name, saved >> 20)
         await self._tool(
             "pg_rewind",
             "-D",
             str(self.data_dir),
             f"--source-server={source.conninfo(self.name, dbname='postgres')}",
         )
+        self._finish_rewind(source)
+
+    def _finish_rewind(self, source: Upstream) -> None:
         # pg_rewind copied the source's files: make sure this never starts as a primary.
         write_managed_files(self.data_dir, self._conf(source), standby=True)
+        forget_rewind(self.data_dir)
         logger.info("%s: rewound onto %s", self.name, source.name)
 
-    async def remove_data_and_clone(self, source: Upstream, *, allow_removal: bool) -> None:
-        """Remove the data directory and clone afresh; only with the explicit permission."""
-        if not allow_removal:
-            raise PgSetupError(
-                f"{self.name}: refusing to remove data directory {self.data_dir} "
-                "without the explicit allow_reclone setting"
-            )
+    def reclone_blocked(self, keep: int) -> str | None:
+        """Why keeping the data directory aside and re-cloning is impossible now."""
+        return reclone_blocked(self.data_dir, keep)
+
+    async def keep_aside_and_clone(self, source: Upstream, keep: int) -> Path:
+        """Rename the diverged data directory to `<data>.old-<time>` (never deleted;
+        at most `keep` such copies), then clone afresh. The kept copy's path."""
         if self.running:
-            raise PgCommandError(f"{self.name}: cannot remove the data of a running server")
-        logger.warning("%s: removing data directory %s to reclone", self.name, self.data_dir)
-        await asyncio.to_thread(shutil.rmtree, self.data_dir)
+            raise PgCommandError(f"{self.name}: cannot re-clone a running server")
+        why = await asyncio.to_thread(reclone_blocked, self.data_dir, keep)
+        if why is not None:
+            raise PgSetupError(f"{self.name}: cannot re-clone: {why}")
+        kept = keep_aside(self.data_dir)
+        forget_rewind(self.data_dir)
+        logger.warning("%s: diverged data directory kept as %s; re-cloning", self.name, kept)
         await self.clone(source)
+        return kept
+
+    def timeline_at(self, position: int | None) -> int | None:
+        """The timeline of `position` by the newest timeline history file in pg_wal (a
+        standby keeps the history of every timeline it switched to); None without one.
+
+        What PostgreSQL reports instead (the last restartpoint's timeline, or the
+        receiver's, only while it is connected) lags behind a switch."""
+        wal = self.data_dir / "pg_wal"
+        try:
+            names = [p.name for p in wal.iterdir() if _HISTORY_FILE.match(p.name)]
+        except OSError:
+            return None
+        if not names:
+            return None
+        newest = max(names)  # eight hex digits: sorts by timeline
+        try:
+            switches = parse_history((wal / newest).read_text())
+        except (OSError, ValueError):
+            return None
+        if position is not None:
+            for sw in switches:
+                if position <= sw.lsn:
+                    return sw.timeline
+        return int(newest[:8], 16)
+
+    def history(self, timeline: int) -> TimelineHistory:
+        """The running primary's timeline history, from its `pg_wal/<TL>.history`."""
+        if timeline <= 1:
+            return TimelineHistory(timeline)
+        path = self.data_dir / "pg_wal" / f"{timeline:08X}.history"
+        try:
+            return TimelineHistory(timeline, parse_history(path.read_text()))
+        except (OSError, ValueError) as exc:
+            raise PgCommandError(f"{self.name}: cannot read {path}: {exc}") from exc
 
     def _prepare_empty_dir(self) -> None:
         if data_version(self.data_dir, self.binaries.major) is not None:
             raise PgSetupError(f"{self.data_dir} already holds a cluster; refusing to overwrite it")
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.data_dir.chmod(0o700)
+        self._make_owned_dir(self.data_dir)
+
+    def _make_owned_dir(self, path: Path) -> None:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.chmod(0o700)
         if self._user:
-            os.chown(self.data_dir, self._user.pw_uid, self._user.pw_gid)
-            if not os.access(self.data_dir.parent, os.X_OK) or not traversable_by(
-                self.data_dir, self._user
-            ):
+            os.chown(path, self._user.pw_uid, self._user.pw_gid)
+            if not os.access(path.parent, os.X_OK) or not traversable_by(path, self._user):
                 raise PgSetupError(
                     f"OS user {self._user.pw_name} cannot reach {self.data_dir}: make its "
                     "parent directories traversable (chmod o+x)"
@@ -440,9 +562,13 @@ class PostgresServer:
             " pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,"
             " (SELECT status FROM pg_stat_wal_receiver),"
             " (SELECT received_tli FROM pg_stat_wal_receiver),"
-            " (SELECT timeline_id FROM pg_control_checkpoint())"
+            " (SELECT timeline_id FROM pg_control_checkpoint()),"
+            " (SELECT min_recovery_end_timeline FROM pg_control_recovery()),"
+            " (SELECT min_recovery_end_lsn::text FROM pg_control_recovery())"
         )
-        in_recovery, current, walfile, received, replayed, rstatus, rtli, ctli = rows[0]
+        (in_recovery, current, walfile, received, replayed, rstatus, rtli, ctli, mtli, mlsn) = rows[
+            0
+        ]
         if not in_recovery:
             repl = await self.query(
                 "SELECT application_name, state, sync_state, flush_lsn::text, replay_lsn::text,"
@@ -467,6 +593,8 @@ class PostgresServer:
             received_lsn=rec,
             replayed_lsn=rep,
             receiver_status=rstatus,
+            recovery_timeline=mtli or None,
+            recovery_lsn=optional_lsn(mlsn) or None,
         )
 
     # -- running tools --------------------------------------------------------------------
