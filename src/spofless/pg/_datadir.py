@@ -45,6 +45,7 @@ class ControlData:
     min_recovery_lsn: int | None  # "Minimum recovery ending location" (0 when none)
     system_identifier: str | None
     min_recovery_timeline: int | None = None  # "Min recovery ending loc's timeline"
+    segment_size: int = 16 * 1024 * 1024  # "Bytes per WAL segment"
 
 
 def parse_controldata(text: str) -> ControlData:
@@ -56,6 +57,7 @@ def parse_controldata(text: str) -> ControlData:
             fields[key.strip()] = value.strip()
     tli = fields.get("Latest checkpoint's TimeLineID")
     min_tli = fields.get("Min recovery ending loc's timeline")
+    seg = fields.get("Bytes per WAL segment", "")
     return ControlData(
         state=fields.get("Database cluster state", "unknown"),
         timeline=int(tli) if tli and tli.isdigit() else None,
@@ -63,6 +65,7 @@ def parse_controldata(text: str) -> ControlData:
         min_recovery_lsn=optional_lsn(fields.get("Minimum recovery ending location")),
         system_identifier=fields.get("Database system identifier"),
         min_recovery_timeline=int(min_tli) if min_tli and min_tli.isdigit() else None,
+        segment_size=int(seg) if seg.isdigit() else 16 * 1024 * 1024,
     )
 
 

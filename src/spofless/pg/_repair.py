@@ -43,9 +43,10 @@ def clone_dir(data_dir: Path) -> Path:
     return data_dir.with_name(data_dir.name + ".clone")
 
 
-def save_wal(data_dir: Path) -> int:
+def save_wal(data_dir: Path, end: int | None, segment_size: int) -> int:
     """Copy the data directory's newest WAL files (and every history file) into
-    `<data>.rewind/`, then mark it complete; the bytes saved."""
+    `<data>.rewind/`, then mark it complete; the bytes saved. Segments past `end` (the
+    end of its WAL) are recycled ones that hold nothing yet: skipped."""
     dest = rewind_dir(data_dir)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -53,7 +54,11 @@ def save_wal(data_dir: Path) -> int:
     wal = data_dir / "pg_wal"
     files = sorted((p for p in wal.iterdir() if _WAL_FILE.match(p.name)), reverse=True)
     saved = 0
+    last = end // segment_size if end is not None else None
     for p in files:
+        recycled = last is not None and _segno(p.name, segment_size) > last
+        if recycled and not p.name.endswith(".history"):
+            continue
         size = p.stat().st_size
         if not p.name.endswith(".history") and saved + size > SAVE_LIMIT:
             continue
@@ -62,6 +67,13 @@ def save_wal(data_dir: Path) -> int:
     _fsync_dir(tmp)
     tmp.rename(dest)  # complete only once every file is there
     return saved
+
+
+def _segno(name: str, segment_size: int) -> int:
+    """The segment number of a WAL file name (its timeline aside), as LSN // size."""
+    if len(name) < 24 or name.endswith(".history"):
+        return 0
+    return int(name[8:16], 16) * (0x100000000 // segment_size) + int(name[16:24], 16)
 
 
 def restore_wal(data_dir: Path, owner: tuple[int, int]) -> int:

@@ -82,6 +82,7 @@ class PgStatus:
     # A replica's minimum recovery point and its timeline (None when unset).
     recovery_timeline: int | None = None
     recovery_lsn: int | None = None
+    segment_size: int = 0  # wal_segment_size, bytes
     replication: tuple[ReplicationRow, ...] = ()
 
 

@@ -241,13 +241,15 @@ class Agent:
             st = await srv.status()
         except PgCommandError:
             return LocalState(has_data=True, running=True, rewind_failed=self._rewind_failed)
-        timeline = st.timeline
+        timeline, replay_timeline = st.timeline, None
         if st.role is Role.REPLICA:
-            # What PostgreSQL reports lags behind a timeline switch: read it from the
-            # history files the replica keeps, else take the best it reports.
-            own = await asyncio.to_thread(srv.timeline_at, st.wal_position)
-            known = [t for t in (own, timeline, st.recovery_timeline) if t]
-            timeline = own if own is not None else (max(known) if known else None)
+            # What PostgreSQL reports lags behind a timeline switch: read the timeline
+            # from the WAL files the replica replays (spofless.pg.server.timeline_at).
+            replay_timeline = await asyncio.to_thread(
+                srv.timeline_at, st.replayed_lsn, st.segment_size
+            )
+            received = await asyncio.to_thread(srv.timeline_at, st.wal_position, st.segment_size)
+            timeline = received or replay_timeline or timeline
         streaming = st.receiver_status == "streaming"
         if streaming or st.role is Role.PRIMARY:
             self._not_streaming_since = None
@@ -265,8 +267,8 @@ class Agent:
             rewind_failed=self._rewind_failed,
             start_failures=self._start_failures,
             system_id=self._system_id,
-            recovery_timeline=st.recovery_timeline,
-            recovery_position=st.recovery_lsn,
+            recovery_timeline=replay_timeline or st.recovery_timeline,
+            recovery_position=st.replayed_lsn if replay_timeline else st.recovery_lsn,
         )
 
     async def _read_cluster(self) -> ClusterState:

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import shutil
 import signal
 from collections.abc import Sequence
@@ -76,7 +75,6 @@ __all__ = [
 ]
 
 StopMode = Literal["smart", "fast", "immediate"]
-_HISTORY_FILE = re.compile(r"^[0-9A-F]{8}\.history$")
 _STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
 
 
@@ -236,7 +234,9 @@ class PostgresServer:
         else:
             if (await self.controldata()).state not in CLEAN_STATES:
                 await self.crash_recover()
-            saved = await asyncio.to_thread(save_wal, self.data_dir)
+            cd = await self.controldata()
+            end = max(p for p in (cd.checkpoint_lsn, cd.min_recovery_lsn, 0) if p is not None)
+            saved = await asyncio.to_thread(save_wal, self.data_dir, end, cd.segment_size)
             logger.info("%s: saved %d MiB of WAL before pg_rewind", self.name, saved >> 20)
         await self._tool(
             "pg_rewind",
@@ -270,29 +270,25 @@ class PostgresServer:
         await self.clone(source)
         return kept
 
-    def timeline_at(self, position: int | None) -> int | None:
-        """The timeline of `position` by the newest timeline history file in pg_wal (a
-        standby keeps the history of every timeline it switched to); None without one.
+    def timeline_at(self, position: int | None, segment_size: int) -> int | None:
+        """The timeline a standby replays `position` on: the newest timeline whose WAL
+        segment file holding `position` is in pg_wal. None when there is none.
 
-        What PostgreSQL reports instead (the last restartpoint's timeline, or the
-        receiver's, only while it is connected) lags behind a switch."""
-        wal = self.data_dir / "pg_wal"
+        What PostgreSQL reports lags (the last restartpoint's timeline) or comes and goes
+        (the receiver's, only while connected). A standby that never switched to the
+        leader's timeline has no segment file of that timeline: it replays its own, even
+        when it already fetched the leader's history file."""
+        if position is None or segment_size <= 0:
+            return None
+        segno = position // segment_size
+        per_id = 0x100000000 // segment_size
+        suffix = f"{segno // per_id:08X}{segno % per_id:08X}"
         try:
-            names = [p.name for p in wal.iterdir() if _HISTORY_FILE.match(p.name)]
+            names = [p.name for p in (self.data_dir / "pg_wal").iterdir()]
         except OSError:
             return None
-        if not names:
-            return None
-        newest = max(names)  # eight hex digits: sorts by timeline
-        try:
-            switches = parse_history((wal / newest).read_text())
-        except (OSError, ValueError):
-            return None
-        if position is not None:
-            for sw in switches:
-                if position <= sw.lsn:
-                    return sw.timeline
-        return int(newest[:8], 16)
+        timelines = [int(n[:8], 16) for n in names if len(n) == 24 and n.endswith(suffix)]
+        return max(timelines, default=None)
 
     def history(self, timeline: int) -> TimelineHistory:
         """The running primary's timeline history, from its `pg_wal/<TL>.history`."""
@@ -564,11 +560,22 @@ class PostgresServer:
             " (SELECT received_tli FROM pg_stat_wal_receiver),"
             " (SELECT timeline_id FROM pg_control_checkpoint()),"
             " (SELECT min_recovery_end_timeline FROM pg_control_recovery()),"
-            " (SELECT min_recovery_end_lsn::text FROM pg_control_recovery())"
+            " (SELECT min_recovery_end_lsn::text FROM pg_control_recovery()),"
+            " (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')"
         )
-        (in_recovery, current, walfile, received, replayed, rstatus, rtli, ctli, mtli, mlsn) = rows[
-            0
-        ]
+        (
+            in_recovery,
+            current,
+            walfile,
+            received,
+            replayed,
+            rstatus,
+            rtli,
+            ctli,
+            mtli,
+            mlsn,
+            seg,
+        ) = rows[0]
         if not in_recovery:
             repl = await self.query(
                 "SELECT application_name, state, sync_state, flush_lsn::text, replay_lsn::text,"
@@ -595,6 +602,7 @@ class PostgresServer:
             receiver_status=rstatus,
             recovery_timeline=mtli or None,
             recovery_lsn=optional_lsn(mlsn) or None,
+            segment_size=int(seg or 0),
         )
 
     # -- running tools --------------------------------------------------------------------

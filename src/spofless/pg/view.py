@@ -115,8 +115,8 @@ class LocalState:
     # leader as it is (e.g. it diverged) is rejoined through pg_rewind instead.
     replica_start_failures: int = 0
     disk: DiskPosition | None = None  # a stopped data directory's position
-    # A running replica's minimum recovery point and its timeline: its pages may hold
-    # WAL up to there, so past the leader's switch point it cannot follow.
+    # Where a running replica's replay is, and on which timeline: past the leader's
+    # switch point of that timeline it cannot follow.
     recovery_timeline: int | None = None
     recovery_position: int | None = None
     rewinding: bool = False  # a pg_rewind was interrupted: it must be finished first
