@@ -341,7 +341,7 @@ class Node(PgNodeBase):
 class PgCluster(PgClusterBase[Node]):
     """Three agents on one topology; helpers to wait for roles and to check data."""
 
-    def __init__(self, base: Path, etcd_port: int, synchronous: bool) -> None:
+    def __init__(self, base: Path, etcd_port: int, synchronous: bool | str) -> None:
         self.base = base
         self.state_dir = base / "state"
         self.pg_port = consecutive_free_ports(3)
@@ -354,7 +354,7 @@ class PgCluster(PgClusterBase[Node]):
                 name=f"t{random.randint(0, 1 << 30)}",
                 pg_port=self.pg_port,
                 api_port=self.api_port,
-                synchronous=str(synchronous).lower(),
+                synchronous=str(synchronous).lower(),  # true, false or strict
                 etcd_port=etcd_port,
             )
         )
@@ -405,7 +405,7 @@ class PgCluster(PgClusterBase[Node]):
 
 
 @contextlib.contextmanager
-def start_cluster(synchronous: bool) -> Iterator[PgCluster]:
+def start_cluster(synchronous: bool | str) -> Iterator[PgCluster]:
     """A healthy cluster with a table `t (id bigint primary key)`; everything stopped after."""
     require_postgres_and_etcd()
     base = Path(tempfile.mkdtemp(prefix="spofless-pgha-"))

@@ -467,3 +467,13 @@ def test_same_or_unknown_system_is_fine() -> None:
     assert decide(view("a", local, c)).action is Action.NOTHING
     c = dataclasses.replace(c, system_id=None)
     assert decide(view("a", local, c)).action is Action.NOTHING
+
+
+def test_leader_whose_postgres_does_not_answer_gives_the_lease_up() -> None:
+    # It runs but refuses its own agent (e.g. pg_hba): a leader that cannot serve.
+    silent = LocalState(has_data=True, running=True, unanswered_for=1.2)
+    d = decide(view("a", silent, cluster("a"), held=True, policy=Policy(unanswered_bound=1.0)))
+    assert d.action is Action.DEMOTE and "has not answered me for 1.2s" in d.reason
+    brief = LocalState(has_data=True, running=True, unanswered_for=0.3)
+    d = decide(view("a", brief, cluster("a"), held=True, policy=Policy(unanswered_bound=1.0)))
+    assert d.action is Action.WAIT

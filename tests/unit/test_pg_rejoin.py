@@ -278,3 +278,17 @@ def test_member_on_an_older_timeline_never_takes_over_whatever_its_position() ->
         has_data=True, running=True, role=Role.REPLICA, timeline=6, wal_position=S5 + 10**6
     )
     assert decide(View("c", new, Lease(), c)).action is Action.ACQUIRE
+
+
+def test_a_promotion_after_a_degraded_term_reports_what_it_lacks() -> None:
+    from spofless.pg._terms import lost_json, parse_lost_json
+    from spofless.pg.rejoin import possibly_lost
+
+    open_range = DegradedRange(5, "a", 1000)
+    lost = possibly_lost([open_range], timeline=5, position=1500, last_optime=1800)
+    assert [str(r) for r in lost] == ["0/5DC-0/708 or beyond on timeline 5"]
+    assert parse_lost_json(lost_json(lost)) == tuple(lost)
+    # It held all of a closed range: nothing lost.
+    assert possibly_lost([DegradedRange(5, "a", 1000, 1400)], 5, 1500, 1800) == []
+    # Another timeline's range is not this term's.
+    assert possibly_lost([DegradedRange(4, "a", 0)], 5, 1500, 1800) == []

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spofless.pg._errors import PgSetupError
-from spofless.pg.view import DiskPosition, optional_lsn
+from spofless.pg.rejoin import parse_history
+from spofless.pg.view import DiskPosition, TimelineHistory, optional_lsn
 
 MANAGED_CONF = "spofless.conf"
 INCLUDE_LINE = f"include_if_exists = '{MANAGED_CONF}'  # managed by spofless\n"
@@ -154,3 +155,34 @@ def _replace(path: Path, text: str, owner: tuple[int, int]) -> None:
     tmp.chmod(0o600)
     os.chown(tmp, *owner)
     tmp.replace(path)
+
+
+def timeline_at(data_dir: Path, position: int | None, segment_size: int) -> int | None:
+    """The timeline a standby replays `position` on: the newest timeline whose WAL
+    segment file holding `position` is in pg_wal. None when there is none.
+
+    What PostgreSQL reports lags (the last restartpoint's timeline) or comes and goes
+    (the receiver's, only while connected). A standby that never switched to the
+    leader's timeline has no segment file of that timeline: it replays its own, even
+    when it already fetched the leader's history file."""
+    if position is None or segment_size <= 0:
+        return None
+    segno = position // segment_size
+    per_id = 0x100000000 // segment_size
+    suffix = f"{segno // per_id:08X}{segno % per_id:08X}"
+    try:
+        names = [p.name for p in (data_dir / "pg_wal").iterdir()]
+    except OSError:
+        return None
+    timelines = [int(n[:8], 16) for n in names if len(n) == 24 and n.endswith(suffix)]
+    return max(timelines, default=None)
+
+
+def read_history(data_dir: Path, timeline: int) -> TimelineHistory:
+    """A primary's timeline history, from its `pg_wal/<TL>.history` (none on timeline 1).
+
+    Raises OSError or ValueError when the file is missing or malformed."""
+    if timeline <= 1:
+        return TimelineHistory(timeline)
+    path = data_dir / "pg_wal" / f"{timeline:08X}.history"
+    return TimelineHistory(timeline, parse_history(path.read_text()))

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from spofless.dcs import KeyValue
-from spofless.pg._terms import parse_degraded_json, parse_history_json
+from spofless.pg._terms import parse_degraded_json, parse_history_json, parse_lost_json
 from spofless.pg.api import MemberStatus
 from spofless.pg.view import ClusterState, LeaderKey, Member, Role, Switchover, SyncState
 
@@ -58,6 +58,8 @@ def _apply(key: str, kv: KeyValue, f: dict[str, Any], statuses: list[MemberStatu
         f["history"] = parse_history_json(kv.value)
     elif key == "degraded":
         f["degraded"] = parse_degraded_json(kv.value)
+    elif key == "lost":
+        f["lost"] = parse_lost_json(kv.value)
     elif key.startswith("discard/"):
         f["discard"] = f.get("discard", frozenset()) | {key[len("discard/") :]}
     elif key.startswith("members/"):

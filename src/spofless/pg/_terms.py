@@ -3,6 +3,7 @@ WAL it wrote while synchronous mode was degraded. Pure.
 
     P/history    {"timeline": N, "switches": [[timeline, lsn], ...]}  (the leader's)
     P/degraded   [{"timeline", "leader", "start", "end"}, ...]        (newest last)
+    P/lost       [{"timeline", "start", "end", "open"}, ...]           (newest last)
 
 A degraded range is opened, in the same fenced transaction that records the
 synchronous state, *before* the leader lets commits be acknowledged without a
@@ -18,7 +19,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from spofless.pg.view import DegradedRange, TimelineHistory, TimelineSwitch
+from spofless.pg.view import DegradedRange, LostRange, TimelineHistory, TimelineSwitch
 
 KEEP_RANGES = 32  # the newest ranges kept in etcd: older terms' members rejoined long ago
 
@@ -87,3 +88,18 @@ def next_degraded(
     i = open_[-1]
     closed = DegradedRange(timeline, leader, ranges[i].start, max(position, ranges[i].start))
     return (*ranges[:i], closed, *ranges[i + 1 :])
+
+
+def lost_json(ranges: Sequence[LostRange]) -> str:
+    items = [
+        {"timeline": r.timeline, "start": r.start, "end": r.end, "open": r.open} for r in ranges
+    ]
+    return json.dumps(items[-KEEP_RANGES:])
+
+
+def parse_lost_json(text: str) -> tuple[LostRange, ...]:
+    items: list[Any] = json.loads(text)
+    return tuple(
+        LostRange(int(d["timeline"]), int(d["start"]), int(d["end"]), bool(d["open"]))
+        for d in items
+    )

@@ -23,96 +23,47 @@ import contextlib
 import dataclasses
 import json
 import logging
-from typing import Annotated, Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
 from spofless.dcs import (
     Compare,
     DCSError,
-    DCSSettings,
     DCSUnavailable,
     Delete,
     KeyValueStore,
     Leadership,
     LeaseNotFound,
-    Op,
     Put,
     campaign,
 )
+from spofless.pg._agent_model import LONG_ACTIONS, AgentSettings, state_of
+
+__all__ = ["Agent", "AgentSettings"]
 from spofless.pg._errors import PgCommandError
 from spofless.pg._handover import hand_over
 from spofless.pg._keys import parse_cluster
-from spofless.pg._terms import degraded_json, history_json, next_degraded
+from spofless.pg._leader import LeaderDuties
 from spofless.pg.api import ApiServer, ApiSnapshot, MemberStatus
 from spofless.pg.decide import decide
-from spofless.pg.server import PostgresServer, ServerSettings, Upstream, slot_name
-from spofless.pg.sync import NO_STANDBY, StandbyRow, plan_sync, standby_names
+from spofless.pg.rejoin import possibly_lost
+from spofless.pg.server import PostgresServer, Upstream
 from spofless.pg.view import (
     Action,
     ClusterState,
     Decision,
     Lease,
     LocalState,
-    Policy,
+    LostRange,
     Role,
     View,
 )
-from spofless.pg.witness import WITNESS_NAME, FenceWitness, witness_standby_names
 
 logger = logging.getLogger(__name__)
-
-# Actions that take long: the member says what it does before it starts.
-_LONG_ACTIONS = frozenset(
-    {Action.BOOTSTRAP, Action.CLONE, Action.REWIND, Action.RECLONE, Action.RECOVER}
-)
-_BUSY = {
-    Action.BOOTSTRAP: "bootstrapping",
-    Action.CLONE: "cloning",
-    Action.REWIND: "rewinding",
-    Action.RECLONE: "re-cloning",
-    Action.RECOVER: "recovering",
-}
 
 # Actions after which this member's role has changed: observe again at once.
 _ROLE_CHANGES = frozenset(
     {Action.BOOTSTRAP, Action.START_PRIMARY, Action.PROMOTE, Action.DEMOTE, Action.SWITCHOVER}
 )
-
-
-class AgentSettings(BaseModel):
-    """One agent: its member, its cluster's prefix, its API, the failover policy, timings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    prefix: str  # e.g. /spofless/<topology>/<component>
-    server: ServerSettings
-    api_host: str = "127.0.0.1"
-    api_port: Annotated[int, Field(ge=0, le=65535)] = 0
-    synchronous: bool = False
-    strict: bool = False
-    maximum_lag_on_failover: Annotated[int, Field(ge=0)] = 1024 * 1024
-    allow_reclone: bool = False
-    # Diverged data directories kept aside by re-clones (never deleted by spofless).
-    keep_old_data: Annotated[int, Field(ge=1)] = 2
-    loop_wait: Annotated[float, Field(gt=0)] = 0.5
-    # Commits wait for a witness in this agent that acknowledges only while the lease is
-    # valid (spofless.pg.witness): a primary frozen past the ttl cannot acknowledge a
-    # commit when it wakes. Off only to measure what it costs.
-    fence_witness: bool = True
-    dcs: DCSSettings = DCSSettings(ttl=3, renew_interval=0.5, retry_timeout=0.5)
-
-    @property
-    def name(self) -> str:
-        return self.server.name
-
-    def policy(self) -> Policy:
-        return Policy(
-            synchronous=self.synchronous,
-            strict=self.strict,
-            maximum_lag_on_failover=self.maximum_lag_on_failover,
-            allow_reclone=self.allow_reclone,
-        )
 
 
 class Agent:
@@ -133,15 +84,23 @@ class Agent:
         self._replica_start_failures = 0
         self._system_id: str | None = None  # of the local data directory, read once
         self._not_streaming_since: float | None = None
+        self._unanswered_since: float | None = None  # PostgreSQL runs but does not answer
         self._view: View | None = None
         self._local_status: MemberStatus = MemberStatus(self.name)
         self._cluster_members: tuple[MemberStatus, ...] = ()
         self.last_decision: Decision | None = None
-        self._witness: FenceWitness | None = None
-        self._degraded = False  # synchronous mode fell back to asynchronous (leader only)
-        self._witness_task: asyncio.Task[None] | None = None
-        # The last WAL position a synchronous standby was seen to hold (this term).
-        self._sync_held: int | None = None
+        self.duties = LeaderDuties(
+            self.name,
+            self.server,
+            store,
+            self.p,
+            self._may_acknowledge,
+            synchronous=settings.synchronous,
+            fence_witness=settings.fence_witness,
+        )
+        # The long action running as one task (clone, rewind, ...), and which it is.
+        self._busy: asyncio.Task[None] | None = None
+        self._busy_action: Action | None = None
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -154,30 +113,65 @@ class Agent:
                 # leader key changed) starts the next loop at once.
                 self._wake.clear()
                 view = await self._observe()
-                decision = decide(view)
-                self.last_decision = decision
-                logger.info("%s: %s", self.name, decision.reason)
-                if decision.action in _LONG_ACTIONS:
-                    await self._publish(view, busy=decision.action)  # say so before it starts
-                try:
-                    await self._act(view, decision)
-                except (PgCommandError, DCSError) as exc:
-                    logger.warning("%s: %s failed: %s", self.name, decision.action, exc)
+                if self._busy is not None and not self._busy.done():
+                    # A long action runs as one task: keep observing and publishing
+                    # (the member's key lives on a short lease), decide nothing else.
+                    await self._publish(view, busy=self._busy_action)
                 else:
-                    if decision.action in _ROLE_CHANGES:
-                        # Observe the new role at once: the API (and load balancers
-                        # routing by it) should not lag a loop behind a promotion.
-                        self._wake.set()
-                await self._publish(view)
+                    await self._finish_busy()
+                    await self._loop_once(view)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.loop_wait)
         finally:
             watcher.cancel()
-            self._stop_witness()
+            if self._busy is not None:
+                self._busy.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._busy
+            self.duties.stop_witness()
             await self.api.close()
             # Writes stop before the lease is freed: never two writable primaries.
             await self.server.stop("fast")
             await self._release()
+
+    async def _loop_once(self, view: View) -> None:
+        decision = decide(view)
+        self.last_decision = decision
+        logger.info("%s: %s", self.name, decision.reason)
+        if decision.action in LONG_ACTIONS:
+            self._busy_action = decision.action
+            self._busy = asyncio.create_task(
+                self._act_then_wake(view, decision), name=f"{self.name} {decision.action}"
+            )
+            await self._publish(view, busy=decision.action)  # say so before it starts
+            return
+        try:
+            await self._act(view, decision)
+        except (PgCommandError, DCSError) as exc:
+            logger.warning("%s: %s failed: %s", self.name, decision.action, exc)
+        else:
+            if decision.action in _ROLE_CHANGES:
+                # Observe the new role at once: the API (and load balancers routing by
+                # it) should not lag a loop behind a promotion.
+                self._wake.set()
+        await self._publish(view)
+
+    async def _act_then_wake(self, view: View, decision: Decision) -> None:
+        try:
+            await self._act(view, decision)
+        finally:
+            self._wake.set()  # decide again at once: what follows a clone or a rewind
+
+    async def _finish_busy(self) -> None:
+        """Collect a finished long action: log its failure, wake for what follows."""
+        task, self._busy = self._busy, None
+        if task is None:
+            return
+        try:
+            await task
+        except (PgCommandError, DCSError) as exc:
+            logger.warning("%s: %s failed: %s", self.name, self._busy_action, exc)
+        self._busy_action = None
 
     async def _watch_leader(self) -> None:
         """Wake the loop at once when the leader key changes (a failover starts there)."""
@@ -239,8 +233,17 @@ class Agent:
             )
         try:
             st = await srv.status()
-        except PgCommandError:
-            return LocalState(has_data=True, running=True, rewind_failed=self._rewind_failed)
+        except PgCommandError as exc:
+            if self._unanswered_since is None:
+                self._unanswered_since = now
+                logger.warning("%s: PostgreSQL does not answer: %s", self.name, exc)
+            return LocalState(
+                has_data=True,
+                running=True,
+                rewind_failed=self._rewind_failed,
+                unanswered_for=now - self._unanswered_since,
+            )
+        self._unanswered_since = None
         timeline, replay_timeline = st.timeline, None
         if st.role is Role.REPLICA:
             # What PostgreSQL reports lags behind a timeline switch: read the timeline
@@ -305,18 +308,18 @@ class Agent:
         elif a is Action.START_REPLICA:
             await self._start_replica(self._upstream(view, d.target))
         elif a is Action.PROMOTE:
-            self._sync_held = view.local.wal_position  # all before is on the old timeline
+            self.duties.promoted(view.local.wal_position, self._lost_by_promotion(view))
             # Commits must not be acknowledged unfenced between the promotion and the
             # first leader duties: they wait for the fence (witness or sync replica).
-            await srv.set_synchronous_standby_names(self._promotion_fence())
+            await srv.set_synchronous_standby_names(self.duties.promotion_fence())
             await srv.promote()
-            await self._leader_duties(view)
+            await self.duties.run(view, self._fence(), self._system_id)
         elif a is Action.DEMOTE:
-            self._stop_witness()
+            self.duties.stop_witness()
             await srv.stop("immediate")
             await self._release()
         elif a is Action.RENEW:
-            await self._leader_duties(view)
+            await self.duties.run(view, self._fence(), self._system_id)
         elif a is Action.FOLLOW:
             await srv.follow(self._upstream(view, d.target))
         elif a is Action.RECOVER:
@@ -348,7 +351,7 @@ class Agent:
         elif a is Action.RELEASE:
             await self._release()
         elif a is Action.SWITCHOVER:
-            self._stop_witness()
+            self.duties.stop_witness()
             key = f"{self.p}/switchover"
             if await hand_over(srv, self.store, self._fence(), key, self._need(view, d.target)):
                 await self._release()
@@ -403,11 +406,11 @@ class Agent:
         if self.server.running and self._local_status.role is Role.PRIMARY:
             logger.warning("%s: lease lost (%s): stopping PostgreSQL now", self.name, reason)
             self.server.signal_stop("immediate")
-        self._stop_witness()
+        self.duties.stop_witness()
         self._wake.set()
 
     async def _release(self) -> None:
-        self._stop_witness()
+        self.duties.stop_witness()
         if self.leadership is not None:
             lead, self.leadership = self.leadership, None
             await lead.resign()
@@ -416,100 +419,26 @@ class Agent:
         assert self.leadership is not None
         return self.leadership.fence()
 
-    async def _leader_duties(self, view: View) -> None:
-        """Slots for every other member, the optime, the timeline history, synchronous
-        standbys and degraded ranges (fenced writes, before the settings they cover)."""
-        c, srv = view.cluster, self.server
-        if c is None or self.leadership is None:
-            return
-        fenced = self._fence_ready()  # first: commits after a promotion wait for it
-        others = [m for m in c.members if m != self.name]
-        await srv.create_slots([slot_name(m) for m in others])
-        st = await srv.status()
-        rows = [
-            StandbyRow(r.name, r.state, r.sync_state, r.flush_lsn)
-            for r in st.replication
-            if r.name != WITNESS_NAME
-        ]
-        for row in st.replication:  # what the synchronous standby holds for certain
-            if row.name in c.sync.members and row.sync_state == "sync" and row.flush_lsn:
-                self._sync_held = max(self._sync_held or 0, row.flush_lsn)
-        plan = plan_sync(self.name, view.policy, c.sync, rows, st.wal_position)
-        ops: list[Op] = [Put(f"{self.p}/optime", str(st.wal_position or 0))]
-        if plan.record is not None:
-            r = plan.record
-            record = {
-                "leader": r.leader,
-                "members": sorted(r.members),
-                "pending": r.pending,
-                "pending_lsn": r.pending_lsn,
-            }
-            ops.append(Put(f"{self.p}/sync", json.dumps(record)))
-        if st.timeline is not None:
-            if c.history is None or c.history.timeline != st.timeline:
-                ops.append(Put(f"{self.p}/history", history_json(srv.history(st.timeline))))
-            if view.policy.synchronous:
-                pos = st.wal_position or 0
-                ranges = next_degraded(
-                    c.degraded,
-                    leader=self.name,
-                    timeline=st.timeline,
-                    degraded=plan.degraded,
-                    start=self._sync_held if self._sync_held is not None else pos,
-                    position=pos,
-                )
-                if ranges is not None:
-                    ops.append(Put(f"{self.p}/degraded", degraded_json(ranges)))
-        if c.system_id is None and self._system_id:  # a bootstrap cut short by a lease loss
-            ops.append(Put(f"{self.p}/initialize", self._system_id))
-        if c.switchover is not None and c.switchover.leader != self.name:
-            ops.append(Delete(f"{self.p}/switchover"))  # done: I lead now
-        res = await self.store.txn([self._fence()], ops)
-        if not res.succeeded:
-            raise PgCommandError(f"{self.name}: leader key no longer mine; not writing")
-        names = plan.standby_names
-        if not names:
-            if fenced or self._fence_ready():
-                # No synchronous replica fences this primary: the witness does.
-                names = witness_standby_names()
-            elif srv.synchronous_standby_names == standby_names(NO_STANDBY):
-                names = srv.synchronous_standby_names  # commits wait until the witness streams
-        await srv.set_synchronous_standby_names(names)
-        self._degraded = plan.degraded
-        if plan.degraded:
-            logger.warning("%s: %s", self.name, plan.reason)
-
-    def _fence_ready(self) -> bool:
-        """Start the witness if needed; whether it streams (only then may commits wait on it)."""
-        if not self.settings.fence_witness:
-            return False
-        if self._witness_task is None or self._witness_task.done():
-            s = self.settings.server
-            self._witness = FenceWitness(self.name, s.host, s.port, self._may_acknowledge)
-            self._witness_task = asyncio.create_task(
-                self._witness.run(), name=f"fence witness {self.name}"
+    def _lost_by_promotion(self, view: View) -> list[LostRange]:
+        """What of the previous degraded term this member lacks, said loudly."""
+        c, local = view.cluster, view.local
+        if c is None or not view.policy.synchronous or local.timeline is None:
+            return []
+        lost = possibly_lost(
+            c.degraded, local.timeline, local.wal_position or 0, c.leader_wal_position
+        )
+        for r in lost:
+            logger.warning(
+                "%s: promoted after a degraded term: commits acknowledged in %s may be lost "
+                "(no member holds them)",
+                self.name,
+                r,
             )
-        assert self._witness is not None
-        # Once it has streamed, it stays named even while it reconnects: commits wait.
-        named = self.server.synchronous_standby_names == witness_standby_names()
-        return named or self._witness.streaming.is_set()
-
-    def _promotion_fence(self) -> str:
-        """Until the first leader loop has recorded the synchronous state: synchronous mode
-        waits for a standby (a degraded term must be recorded before it acknowledges
-        alone); asynchronous mode for the witness."""
-        if self.settings.synchronous:
-            return standby_names(NO_STANDBY)
-        return witness_standby_names() if self.settings.fence_witness else ""
+        return lost
 
     def _may_acknowledge(self) -> bool:
         lead = self.leadership
         return lead is not None and lead.is_leader
-
-    def _stop_witness(self) -> None:
-        if self._witness_task is not None:
-            self._witness_task.cancel()
-            self._witness_task = None
 
     async def _publish(self, view: View, busy: Action | None = None) -> None:
         """Put this member's status on its own lease (it vanishes when the agent dies)."""
@@ -518,7 +447,7 @@ class Agent:
         if view.cluster and view.cluster.leader_wal_position and local.wal_position:
             lag = max(0, view.cluster.leader_wal_position - local.wal_position)
         d = self.last_decision
-        state, reason = _state_of(local, d, busy)
+        state, reason = state_of(local, d, busy)
         self._local_status = MemberStatus(
             name=self.name,
             running=local.running,
@@ -571,20 +500,6 @@ class Agent:
             leader=c.leader.name if c and c.leader else None,
             paused=c.paused if c else False,
             synchronous=c.sync.members if c else frozenset(),
-            degraded=self._degraded and self._may_acknowledge(),
+            degraded=self.duties.degraded and self._may_acknowledge(),
+            possibly_lost=tuple(str(r) for r in c.lost) if c else (),
         )
-
-
-def _state_of(local: LocalState, d: Decision | None, busy: Action | None) -> tuple[str, str | None]:
-    """The one-word state a member publishes, and why it is not doing its job."""
-    if busy is not None:
-        return _BUSY[busy], d.reason if d else None
-    if d is not None and d.failed:
-        return "failed", d.reason
-    if not local.running:
-        return "stopped", d.reason if d else None
-    if local.role is Role.REPLICA and not local.streaming:
-        return "not streaming", d.reason if d else None
-    if local.role is Role.REPLICA:
-        return "streaming", None
-    return "running", None

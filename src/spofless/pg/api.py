@@ -92,6 +92,8 @@ class ApiSnapshot:
     synchronous: frozenset[str] = field(default_factory=frozenset)
     # Synchronous mode is on but no replica is synchronous: commits are not waiting for one.
     degraded: bool = False
+    # WAL of degraded terms that the members promoted after them did not hold.
+    possibly_lost: tuple[str, ...] = ()
 
     def cluster_json(self) -> dict[str, Any]:
         return {
@@ -99,6 +101,7 @@ class ApiSnapshot:
             "paused": self.paused,
             "degraded": self.degraded,
             "synchronous": sorted(self.synchronous),
+            "possibly_lost": list(self.possibly_lost),
             "members": [m.to_json() for m in self.members],
         }
 

@@ -127,6 +127,15 @@ def _as_leader(v: View, c: ClusterState) -> Decision:
             f"I hold the leader lease (token {token}) and PostgreSQL is stopped: "
             "starting it as primary",
         )
+    if local.role is None:
+        if local.unanswered_for >= v.policy.unanswered_bound:
+            # Fail closed, and let a member that can serve take over.
+            return _d(
+                Action.DEMOTE,
+                f"I hold the leader lease but PostgreSQL has not answered me for "
+                f"{local.unanswered_for:.1f}s: stopping it and giving the lease up",
+            )
+        return _d(Action.WAIT, "I hold the leader lease; PostgreSQL does not answer me yet")
     sw = c.switchover
     if local.role is Role.PRIMARY and sw is not None and sw.leader in (None, v.name):
         target, why_not = _switchover_target(v, c, sw.candidate)

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from spofless.pg.view import (
     DegradedRange,
     DiskPosition,
+    LostRange,
     TimelineHistory,
     TimelineSwitch,
     format_lsn,
@@ -55,8 +56,10 @@ from spofless.pg.view import (
 
 __all__ = [
     "Divergence",
+    "LostRange",
     "divergence",
     "parse_history",
+    "possibly_lost",
     "unsafe_ranges",
 ]
 
@@ -137,4 +140,20 @@ def unsafe_ranges(div: Divergence, degraded: Iterable[DegradedRange]) -> list[De
         end = r.end if r.end is not None else hi
         if r.start <= hi and end > lo:
             out.append(r)
+    return out
+
+
+def possibly_lost(
+    degraded: Iterable[DegradedRange], timeline: int, position: int, last_optime: int | None
+) -> list[LostRange]:
+    """What a member promoted at `position` on `timeline` lacks of that timeline's
+    degraded ranges (the best member was chosen; this is what even it does not have)."""
+    out = []
+    for r in degraded:
+        if r.timeline != timeline:
+            continue
+        end = r.end if r.end is not None else max(last_optime or 0, r.start)
+        lo = max(r.start, position)
+        if end > lo or (r.end is None and end >= lo):
+            out.append(LostRange(timeline, lo, end, open=r.end is None))
     return out

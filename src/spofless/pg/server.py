@@ -25,6 +25,7 @@ from typing import Any, Literal
 import psycopg
 
 from spofless.pg._binaries import PgBinaries, find_binaries
+from spofless.pg._config import managed_conf
 from spofless.pg._datadir import (
     CLEAN_STATES,
     PRIMARY_STATES,
@@ -32,6 +33,8 @@ from spofless.pg._datadir import (
     data_version,
     disk_position,
     parse_controldata,
+    read_history,
+    timeline_at,
     write_managed_files,
 )
 from spofless.pg._errors import PgCommandError, PgSetupError
@@ -59,8 +62,8 @@ from spofless.pg._server_model import (
     Upstream,
     slot_name,
 )
-from spofless.pg.rejoin import parse_history
-from spofless.pg.view import DiskPosition, Role, TimelineHistory, format_lsn, optional_lsn
+from spofless.pg._status_query import read_status
+from spofless.pg.view import DiskPosition, TimelineHistory, format_lsn
 
 logger = logging.getLogger(__name__)
 
@@ -263,7 +266,7 @@ class PostgresServer:
             raise PgCommandError(f"{self.name}: cannot re-clone a running server")
         why = await asyncio.to_thread(reclone_blocked, self.data_dir, keep)
         if why is not None:
-            raise PgSetupError(f"{self.name}: cannot re-clone: {why}")
+            raise PgCommandError(f"{self.name}: cannot re-clone: {why}")
         kept = keep_aside(self.data_dir)
         forget_rewind(self.data_dir)
         logger.warning("%s: diverged data directory kept as %s; re-cloning", self.name, kept)
@@ -271,34 +274,17 @@ class PostgresServer:
         return kept
 
     def timeline_at(self, position: int | None, segment_size: int) -> int | None:
-        """The timeline a standby replays `position` on: the newest timeline whose WAL
-        segment file holding `position` is in pg_wal. None when there is none.
-
-        What PostgreSQL reports lags (the last restartpoint's timeline) or comes and goes
-        (the receiver's, only while connected). A standby that never switched to the
-        leader's timeline has no segment file of that timeline: it replays its own, even
-        when it already fetched the leader's history file."""
-        if position is None or segment_size <= 0:
-            return None
-        segno = position // segment_size
-        per_id = 0x100000000 // segment_size
-        suffix = f"{segno // per_id:08X}{segno % per_id:08X}"
-        try:
-            names = [p.name for p in (self.data_dir / "pg_wal").iterdir()]
-        except OSError:
-            return None
-        timelines = [int(n[:8], 16) for n in names if len(n) == 24 and n.endswith(suffix)]
-        return max(timelines, default=None)
+        """The timeline a standby replays `position` on (see _datadir.timeline_at)."""
+        return timeline_at(self.data_dir, position, segment_size)
 
     def history(self, timeline: int) -> TimelineHistory:
         """The running primary's timeline history, from its `pg_wal/<TL>.history`."""
-        if timeline <= 1:
-            return TimelineHistory(timeline)
-        path = self.data_dir / "pg_wal" / f"{timeline:08X}.history"
         try:
-            return TimelineHistory(timeline, parse_history(path.read_text()))
+            return read_history(self.data_dir, timeline)
         except (OSError, ValueError) as exc:
-            raise PgCommandError(f"{self.name}: cannot read {path}: {exc}") from exc
+            raise PgCommandError(
+                f"{self.name}: cannot read timeline {timeline}'s history: {exc}"
+            ) from exc
 
     def _prepare_empty_dir(self) -> None:
         if data_version(self.data_dir, self.binaries.major) is not None:
@@ -332,31 +318,7 @@ class PostgresServer:
         return self._upstream
 
     def _conf(self, upstream: Upstream | None) -> dict[str, str | int | bool]:
-        s = self.settings
-        conf: dict[str, str | int | bool] = {
-            "listen_addresses": s.host,
-            "port": s.port,
-            "unix_socket_directories": "",  # TCP only: no clash on /var/run/postgresql
-            "cluster_name": s.name,
-            "wal_level": "replica",
-            "hot_standby": True,
-            "hot_standby_feedback": True,
-            "max_wal_senders": 10,
-            "max_replication_slots": 10,
-            "wal_log_hints": True,  # pg_rewind needs it (or data checksums)
-            "wal_keep_size": "256MB",
-            "recovery_target_timeline": "latest",
-            # A replica retries its upstream every 5 s by default: too slow for a failover.
-            "wal_retrieve_retry_interval": "200ms",
-            "wal_receiver_status_interval": "1s",
-            "synchronous_commit": "on",
-            "synchronous_standby_names": self._sync_names,
-            "primary_conninfo": upstream.conninfo(s.name) if upstream else "",
-            "primary_slot_name": slot_name(s.name) if upstream else "",
-            "log_line_prefix": f"%m [%p] {s.name} ",
-        }
-        conf.update(s.parameters)
-        return conf
+        return managed_conf(self.settings, upstream, self._sync_names)
 
     async def start(self, *, upstream: Upstream | None = None, standby: bool = True) -> None:
         """Start as a standby following `upstream` (None: no upstream) or as a primary.
@@ -550,60 +512,7 @@ class PostgresServer:
 
     async def status(self) -> PgStatus:
         """Role, timeline and WAL positions of the running server; replication if primary."""
-        rows = await self.query(
-            "SELECT pg_is_in_recovery(),"
-            " CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,"
-            " CASE WHEN pg_is_in_recovery() THEN NULL"
-            "  ELSE pg_walfile_name(pg_current_wal_lsn()) END,"
-            " pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,"
-            " (SELECT status FROM pg_stat_wal_receiver),"
-            " (SELECT received_tli FROM pg_stat_wal_receiver),"
-            " (SELECT timeline_id FROM pg_control_checkpoint()),"
-            " (SELECT min_recovery_end_timeline FROM pg_control_recovery()),"
-            " (SELECT min_recovery_end_lsn::text FROM pg_control_recovery()),"
-            " (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')"
-        )
-        (
-            in_recovery,
-            current,
-            walfile,
-            received,
-            replayed,
-            rstatus,
-            rtli,
-            ctli,
-            mtli,
-            mlsn,
-            seg,
-        ) = rows[0]
-        if not in_recovery:
-            repl = await self.query(
-                "SELECT application_name, state, sync_state, flush_lsn::text, replay_lsn::text,"
-                " pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint"
-                " FROM pg_stat_replication ORDER BY application_name"
-            )
-            return PgStatus(
-                role=Role.PRIMARY,
-                timeline=int(walfile[:8], 16),
-                wal_position=optional_lsn(current),
-                replication=tuple(
-                    ReplicationRow(n, st, ss, optional_lsn(f), optional_lsn(r), lag)
-                    for n, st, ss, f, r, lag in repl
-                ),
-            )
-        rec, rep = optional_lsn(received), optional_lsn(replayed)
-        known = [p for p in (rec, rep) if p is not None]
-        return PgStatus(
-            role=Role.REPLICA,
-            timeline=rtli or ctli,
-            wal_position=max(known) if known else None,
-            received_lsn=rec,
-            replayed_lsn=rep,
-            receiver_status=rstatus,
-            recovery_timeline=mtli or None,
-            recovery_lsn=optional_lsn(mlsn) or None,
-            segment_size=int(seg or 0),
-        )
+        return await read_status(self.query)
 
     # -- running tools --------------------------------------------------------------------
 

@@ -80,6 +80,22 @@ class DegradedRange:
 
 
 @dataclass(frozen=True, slots=True)
+class LostRange:
+    """WAL of a degraded term that a newly promoted member does not hold: commits in
+    it may have been acknowledged, and are not in the new timeline. `end` is the old
+    leader's last published position; it may have acknowledged beyond (`open`)."""
+
+    timeline: int
+    start: int
+    end: int
+    open: bool
+
+    def __str__(self) -> str:
+        more = " or beyond" if self.open else ""
+        return f"{format_lsn(self.start)}-{format_lsn(self.end)}{more} on timeline {self.timeline}"
+
+
+@dataclass(frozen=True, slots=True)
 class DiskPosition:
     """How far a stopped data directory's WAL goes, from its control file (see
     spofless.pg.rejoin). `position` None: a primary that crashed, whose WAL may run
@@ -120,6 +136,8 @@ class LocalState:
     recovery_timeline: int | None = None
     recovery_position: int | None = None
     rewinding: bool = False  # a pg_rewind was interrupted: it must be finished first
+    # Seconds a running PostgreSQL has not answered its agent (0 when it answers).
+    unanswered_for: float = 0.0
     # Why a re-clone is impossible now (old copies at their bound, disk space), or None.
     reclone_blocked: str | None = None
 
@@ -199,6 +217,8 @@ class ClusterState:
     system_id: str | None = None
     history: TimelineHistory | None = None  # the leader's, as it published it
     degraded: tuple[DegradedRange, ...] = ()  # recorded by the leaders, newest last
+    # What members promoted after a degraded term did not hold (newest last).
+    lost: tuple[LostRange, ...] = ()
     # Members an operator allowed to discard divergent WAL (`spofless pg rejoin --discard`).
     discard: frozenset[str] = frozenset()
 
@@ -213,6 +233,8 @@ class Policy:
     allow_reclone: bool = False  # may remove a diverged data directory that pg_rewind failed on
     max_start_failures: int = 3  # a leader that fails this often to start gives the lease up
     rewind_after: float = 10.0  # seconds a replica may fail to stream before it is rewound
+    # A leader whose running PostgreSQL has not answered it this long gives the lease up.
+    unanswered_bound: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)

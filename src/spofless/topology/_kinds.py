@@ -8,7 +8,7 @@ validates a component, `AnalysisOnlyComponent` for every kind not listed.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -95,9 +95,10 @@ class PostgresComponent(RuntimeComponent):
     """PostgreSQL with automatic failover (spofless.pg); `port` is instance 0's SQL port."""
 
     kind: Literal["postgres"] = "postgres"
-    # Commits wait for one synchronous replica; only it may be promoted (no lost commit).
+    # Commits wait for one synchronous replica; only it may be promoted (no lost commit
+    # unless it degrades). `synchronous: strict` never degrades (writes wait instead).
     synchronous: bool = False
-    # Synchronous only: refuse writes rather than degrade to asynchronous with no replica.
+    # Set by `synchronous: strict` (the older spelling `strict: true` is kept).
     strict: bool = False
     # A replica further behind than this (bytes) is never promoted. Patroni's default.
     maximum_lag_on_failover: Annotated[int, Field(ge=0)] = 1024 * 1024
@@ -113,6 +114,14 @@ class PostgresComponent(RuntimeComponent):
     # May remove a diverged data directory that pg_rewind failed on, and clone afresh.
     allow_reclone: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _strict_spelling(cls, data: Any) -> Any:
+        """`synchronous: strict` is synchronous mode that never degrades."""
+        if isinstance(data, dict) and data.get("synchronous") == "strict":
+            return {**data, "synchronous": True, "strict": True}
+        return data
+
     @model_validator(mode="after")
     def _timing_fits(self) -> PostgresComponent:
         if self.loop_wait * 2 > self.ttl:
@@ -121,7 +130,7 @@ class PostgresComponent(RuntimeComponent):
                 "so a primary renews its lease at least twice per ttl: lower loop_wait"
             )
         if self.strict and not self.synchronous:
-            raise ValueError("strict needs synchronous: true")
+            raise ValueError("strict needs synchronous: true (or write synchronous: strict)")
         if self.api_port is not None and self.api_port + self.instance_count - 1 > 65535:
             raise ValueError(f"api_port {self.api_port} + {self.instance_count} exceeds 65535")
         return self
