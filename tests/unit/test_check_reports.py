@@ -104,8 +104,38 @@ def test_markdown_report() -> None:
     code, out = check(str(EXAMPLES / "load-balanced.yaml"), "--format", "markdown")
     assert code == 1
     assert out.startswith("## spofless check: `load-balanced`")
-    assert "| `host:lb-1`" in out
+    assert "**lb has a single instance**" in out
+    assert "fails: `host:lb-1`, `instance:lb/0`" in out
+    assert "After all fixes below: **99.9989%**" in out
     assert "### Components" in out
+
+
+def test_markdown_cut_sets_are_grouped_and_cut_like_text() -> None:
+    report = analyze(load_topology(EXAMPLES / "two-regions.yaml"))
+    md = render(report, "markdown")
+    text = render(report, "text")
+    assert "- **etcd**: any 2 of its 3 instances (on eu-2, us-2, witness)" in md
+    assert "• etcd: any 2 of its 3 instances (on eu-2, us-2, witness)" in text
+    shown = [line for line in md.splitlines() if line.startswith("- **")]
+    assert len(shown) == min(20, len(report.cut_set_lines))
+
+
+def test_text_respects_the_width() -> None:
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        report = analyze(load_topology(path))
+        for width in (60, 80):
+            out = render(report, "text", width=width)
+            assert max(len(line) for line in out.splitlines()) <= width, path
+            assert not any(line.endswith(" ") for line in out.splitlines())
+
+
+def test_warnings_are_in_every_report() -> None:
+    report = analyze(load_topology(EXAMPLES / "stack-demo.yaml"))
+    (warning,) = report.warnings
+    assert "share address loopback" in warning
+    assert "share address loopback" in render(report, "text", width=200)
+    assert "share address loopback" in render(report, "markdown")
+    assert json.loads(render(report, "json"))["warnings"] == [warning]
 
 
 def test_text_report_reads_at_a_glance() -> None:

@@ -7,6 +7,7 @@ a `TopologyError`. Nothing here raises anything else for bad input.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
@@ -174,6 +175,13 @@ class _Resolver:
                 components[name] = model.model_validate(raw)
             except ValidationError as exc:
                 self.add_validation_error(exc, ("components", name), raw, model)
+                # Without its faulty fields it may still be whole enough for the checks
+                # of references and cycles to see it (the faults are reported already).
+                faulty = {e["loc"][0] for e in exc.errors() if e["loc"]}
+                if not faulty & {"kind", "instances"}:
+                    kept = {k: v for k, v in raw.items() if k not in faulty}
+                    with contextlib.suppress(ValidationError):
+                        components[name] = model.model_validate(kept)
 
         regions, zones = self._regions(top)
         hosts = self._hosts(top, zones)
