@@ -161,5 +161,12 @@ def logs(file: str, instance: str | None, state_dir: Path | None, follow: bool, 
     from spofless import stack
 
     plan = stack.running_plan(topology_of(file), state_dir)
+    if not any(inst.log_path.exists() for inst in plan.instances):
+        click.echo(
+            f"nothing is running from {file}: no logs in {plan.state_dir} "
+            f"(start it with `spofless up {file}`)",
+            err=True,
+        )
+        sys.exit(1)
     with contextlib.suppress(KeyboardInterrupt):
         stack.logs(plan, instance, follow, lines, sys.stdout)
