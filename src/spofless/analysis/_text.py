@@ -60,7 +60,7 @@ def _header(console: Console, report: Report) -> None:
     console.print(_figures("availability", report.availability, report, exact=report.exact))
     if report.availability_after_fixes is not None:
         n = len(report.findings)
-        label = "after the fix" if n == 1 else f"after all {n} fixes"
+        label = {1: "after the fix", 2: "after both fixes"}.get(n, f"after all {n} fixes")
         line = _figures(label, report.availability_after_fixes, report, exact=True)
         if report.remaining_after_fixes:
             line.append(f"   still: {', '.join(report.remaining_after_fixes)}", style="yellow")
