@@ -229,3 +229,33 @@ def test_the_readme_sample_is_the_real_output(
     result = CliRunner().invoke(main, ["check", "shop.yaml"])
     assert result.exit_code == 2
     assert result.output == shown
+
+
+def test_pattern_errors_say_what_fits(tmp_path: Path) -> None:
+    text = VALID_HEAD + (
+        "components:\n"
+        "  lb: {kind: load_balancer, instances: [n1], lb: {hash_key: body}}\n"
+        "entry: [lb]\n"
+    )
+    (error,) = _errors(text, tmp_path)
+    assert error.endswith(
+        "components.lb.lb.hash_key: expected source, path, header:<name> or cookie:<name>"
+    )
+
+
+def test_up_prints_the_warnings_first(tmp_path: Path) -> None:
+    path = tmp_path / "shop.yaml"
+    path.write_text(
+        "name: shop\nhosts:\n  a: {address: 127.0.0.1}\n  b: {address: 127.0.0.1}\n"
+        "components:\n  web: {kind: service, instances: [a]}\n"
+        "  db: {kind: postgres, instances: [b]}\nentry: [web]\n"
+    )
+    # web's one instance is a single point of failure: `up` refuses before starting
+    # anything, after the warnings.
+    result = CliRunner().invoke(main, ["up", str(path), "--state-dir", str(tmp_path / "s")])
+    assert result.exit_code == 2, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith(f"warning: {path}:3:7: hosts.a.address: hosts a, b share address")
+    assert "a single point of failure of web" in lines[0]
+    assert lines[1].startswith(f"warning: {path}:7:3: components.db: no entry component")
+    assert not (tmp_path / "s").exists()

@@ -219,6 +219,7 @@ class _Resolver:
         for loc, text in found:
             where = self._locate(loc)
             warnings.append(Problem(self.source, where.line, where.column, field_path(loc), text))
+        warnings.sort(key=lambda w: (w.line, w.column))
         return dataclasses.replace(topology, warnings=tuple(warnings))
 
     def _validate_file(self, data: dict[Any, Any]) -> TopologyFile:

@@ -33,6 +33,14 @@ NAME_RULE = (
 )
 
 
+# Fields with a pattern: what a value must look like, in words.
+PATTERN_RULES = {
+    "hash_key": "expected source, path, header:<name> or cookie:<name>",
+    "max_lag": "expected a size in bytes such as 16MB, 512kB or 1048576",
+    "interface": "expected a network interface name such as eth0 (at most 15 characters)",
+}
+
+
 def message(err: Any, model: type[BaseModel] | None, loc: Loc) -> str:
     """One pydantic error (`err` from `ValidationError.errors()`) as a sentence."""
     kind = err["type"]
@@ -49,8 +57,13 @@ def message(err: Any, model: type[BaseModel] | None, loc: Loc) -> str:
         return str(err["msg"]).removeprefix("Value error, ")
     if kind == "assertion_error":
         return str(err["msg"]).removeprefix("Assertion failed, ")
-    if kind == "string_pattern_mismatch" and "A-Za-z0-9" in str(ctx.get("pattern", "")):
-        return NAME_RULE
+    if kind == "string_pattern_mismatch":
+        name = next((p for p in reversed(loc) if isinstance(p, str)), "")
+        if name in PATTERN_RULES:
+            return PATTERN_RULES[name]
+        if "A-Za-z0-9" in str(ctx.get("pattern", "")):
+            return NAME_RULE
+        return "is not written the way this field expects (see its documentation)"
     simple = {
         "int_parsing": "expected a whole number",
         "int_type": "expected a whole number",
