@@ -150,3 +150,14 @@ def test_render_colour_on_request() -> None:
     report = analyze(load_topology(EXAMPLES / "demo.yaml"))
     assert "\x1b[" in render(report, "text", color=True)
     assert "\x1b[" not in render(report, "text")
+
+
+def test_the_readme_check_sample_is_the_real_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = EXAMPLES.parent
+    readme = (root / "README.md").read_text()
+    start = readme.index("```text\nspofless check · load-balanced") + len("```text\n")
+    shown = readme[start : readme.index("```", start)]
+    monkeypatch.chdir(root)
+    code, out = check("examples/load-balanced.yaml")
+    assert code == 1
+    assert out.startswith(shown)

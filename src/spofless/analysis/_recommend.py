@@ -170,9 +170,17 @@ class _Editor:
                 lines += self._spread(need, units[name])
             if self._count(need.name) > count:
                 steps += self._steps(need)
+            if name.startswith("region:") and self._kind(need.name) == "load_balancer":
+                steps.append(
+                    f"{need.name}: a floating address stays in one region; clients reach "
+                    "both regions through DNS"
+                )
         return lines, steps
 
     # -- the changes ------------------------------------------------------------
+
+    def _kind(self, component: str) -> str:
+        return self.topology.components[component].kind
 
     def _count(self, component: str) -> int:
         value = self.data["components"][component]["instances"]

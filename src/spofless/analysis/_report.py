@@ -130,7 +130,7 @@ def analyze(topology: Topology, max_order: int = 2) -> Report:
             fix=f.lines,
             steps=f.steps,
             availability_if_fixed=f.availability_if_fixed,
-            location=topology.location_of("components", f.cause.needs[0].name, "instances"),
+            location=_where(topology, f.cause.key),
         )
         for f in fixed
     )
@@ -197,6 +197,20 @@ def analyze(topology: Topology, max_order: int = 2) -> Report:
         warnings=tuple(str(w) for w in topology.warnings),
         cut_set_lines=tuple(lines),
     )
+
+
+def _where(topology: Topology, key: tuple[str, str]) -> Location | None:
+    """Where the file states a cause: the component's instances, or the zone, region or
+    host that holds too many of them."""
+    kind, name = key
+    if kind == "instances":
+        return topology.location_of("components", name, "instances")
+    level, _, place = name.partition(":")
+    if level == "region":
+        return topology.location_of("regions", place)
+    if level == "zone":
+        return topology.location_of("regions", place.split("/", 1)[0], "zones")
+    return topology.location_of("hosts", place)
 
 
 def _reason(element: str, fatal: list[tuple[Need, int]]) -> str:

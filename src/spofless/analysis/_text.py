@@ -61,12 +61,12 @@ def _header(console: Console, report: Report) -> None:
     if report.availability_after_fixes is not None:
         n = len(report.findings)
         label = {1: "after the fix", 2: "after both fixes"}.get(n, f"after all {n} fixes")
-        line = _figures(label, report.availability_after_fixes, report, exact=True)
+        console.print(_figures(label, report.availability_after_fixes, report, exact=True))
         if report.remaining_after_fixes:
-            line.append(f"   still: {', '.join(report.remaining_after_fixes)}", style="yellow")
+            left = Text(f"  still: {', '.join(report.remaining_after_fixes)}", style="yellow")
         else:
-            line.append("   no single point of failure", style="green")
-        console.print(line)
+            left = Text("  (and no single point of failure left)", style="green")
+        console.print(left)
 
 
 def _figures(label: str, availability: float, report: Report, *, exact: bool) -> Text:
@@ -109,13 +109,12 @@ def _findings(console: Console, report: Report) -> None:
         f"single points of failure: {n} cause{'s' if n > 1 else ''} to fix",
     )
     for f in report.findings:
-        head = Text.assemble(("  ✗ ", "red"), (f.title, "bold"))
-        if f.location is not None:
-            head.append(f"   {f.location}", style="dim")
-        console.print(head)
+        console.print(Text.assemble(("  ✗ ", "red"), (f.title, "bold")))
         grid = Table.grid(padding=(0, 1))
         grid.add_column(no_wrap=True, style="dim")
         grid.add_column(overflow="fold")
+        if f.location is not None:
+            grid.add_row("      at", Text(str(f.location), style="dim"))
         grid.add_row("      fails", Text(", ".join(f.elements)))
         for i, line in enumerate(f.fix):
             grid.add_row("      fix" if i == 0 else "", Text(line))
