@@ -131,11 +131,17 @@ def test_text_respects_the_width() -> None:
 
 def test_warnings_are_in_every_report() -> None:
     report = analyze(load_topology(EXAMPLES / "stack-demo.yaml"))
-    (warning,) = report.warnings
+    (problem,) = report.warnings
+    warning = str(problem)
     assert "share address loopback" in warning
     assert "share address loopback" in render(report, "text", width=200)
     assert "share address loopback" in render(report, "markdown")
     assert json.loads(render(report, "json"))["warnings"] == [warning]
+    sarif = json.loads(render(report, "sarif"))["runs"][0]
+    (result,) = [r for r in sarif["results"] if r["ruleId"] == "SPOF003"]
+    assert result["level"] == "warning"
+    region = result["locations"][0]["physicalLocation"]["region"]
+    assert (region["startLine"], region["startColumn"]) == (problem.line, problem.column)
 
 
 def test_text_report_reads_at_a_glance() -> None:

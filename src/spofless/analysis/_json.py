@@ -67,7 +67,7 @@ def report_data(report: Report) -> dict[str, Any]:
         ],
         "availability_after_fixes": report.availability_after_fixes,
         "remaining_after_fixes": list(report.remaining_after_fixes),
-        "warnings": list(report.warnings),
+        "warnings": [str(w) for w in report.warnings],
         "importance": [{"element": i.element, "birnbaum": i.birnbaum} for i in report.importance],
         "components": [
             {

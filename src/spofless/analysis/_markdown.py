@@ -44,7 +44,7 @@ def render_markdown(report: Report) -> str:
     out.append("")
     if report.warnings:
         out.append("### Warnings\n")
-        out.extend(f"- {_md(w)}" for w in report.warnings)
+        out.extend(f"- {_md(str(w))}" for w in report.warnings)
         out.append("")
     if report.findings:
         out.append("### Single points of failure\n")

@@ -11,7 +11,7 @@ from spofless.analysis._cutsets import CutSetSearch
 from spofless.analysis._recommend import causes, fixes
 from spofless.analysis._structure import Need, compile_structure
 from spofless.errors import SpoflessError
-from spofless.topology import Location, Topology
+from spofless.topology import Location, Problem, Topology
 
 MINUTES_PER_YEAR = 365.25 * 24 * 60
 # Cut sets above order 2 are searched only on topologies of at most this many elements.
@@ -84,7 +84,7 @@ class Report:
     # With every finding's fix applied together; None when there is nothing to fix.
     availability_after_fixes: float | None = None
     remaining_after_fixes: tuple[str, ...] = ()  # single points of failure still left
-    warnings: tuple[str, ...] = ()  # file:line: what is valid but probably not meant
+    warnings: tuple[Problem, ...] = ()  # what is valid but probably not meant, and where
     cut_set_lines: tuple[CutSetLine, ...] = ()  # cut sets of 2+ elements, grouped
 
     @property
@@ -194,7 +194,7 @@ def analyze(topology: Topology, max_order: int = 2) -> Report:
         findings=findings,
         availability_after_fixes=None if together is None else together.availability,
         remaining_after_fixes=() if together is None else together.remaining,
-        warnings=tuple(str(w) for w in topology.warnings),
+        warnings=topology.warnings,
         cut_set_lines=tuple(lines),
     )
 

@@ -94,7 +94,7 @@ def _warnings(console: Console, report: Report) -> None:
     grid.add_column(no_wrap=True)
     grid.add_column(overflow="fold")
     for w in report.warnings:
-        grid.add_row(Text("  !", style="yellow"), Text(w))
+        grid.add_row(Text("  !", style="yellow"), Text(str(w)))
     console.print(grid)
 
 
