@@ -259,3 +259,13 @@ def test_up_prints_the_warnings_first(tmp_path: Path) -> None:
     assert "a single point of failure of web" in lines[0]
     assert lines[1].startswith(f"warning: {path}:7:3: components.db: no entry component")
     assert not (tmp_path / "s").exists()
+
+
+def test_a_broken_region_hides_no_badly_written_zone(tmp_path: Path) -> None:
+    text = (
+        "name: x\nhosts: {a: {zone: eu}}\nregions: {eu: {zones: [a], availabilty: 1}}\n"
+        "components:\n  web: {kind: service, instances: [a]}\nentry: [web]\n"
+    )
+    errors = _errors(text, tmp_path)
+    assert any("hosts.a.zone: zone 'eu' must be written '<region>/<zone>'" in e for e in errors)
+    assert any("(did you mean 'availability'?)" in e for e in errors)

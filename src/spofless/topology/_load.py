@@ -278,7 +278,7 @@ class _Resolver:
             if spec.zone is not None:
                 if spec.zone in zones:
                     host_zone, region_name = spec.zone, spec.zone.split("/", 1)[0]
-                elif spec.zone.split("/", 1)[0] not in self.broken_regions:
+                elif "/" not in spec.zone or _region_of(spec.zone) not in self.broken_regions:
                     self.problem(("hosts", hname, "zone"), _unknown_zone(spec.zone, top.regions))
             host_avail = avail.host if spec.availability is None else spec.availability
             hosts[hname] = Host(hname, host_avail, spec.address, host_zone, region_name)
@@ -316,6 +316,10 @@ class _Resolver:
                     f"{comp.instance_count} instance(s)",
                 )
         return instances
+
+
+def _region_of(zone: str) -> str:
+    return zone.split("/", 1)[0]
 
 
 def _unknown_zone(zone: str, regions: Mapping[str, RegionSpec]) -> str:
