@@ -269,3 +269,19 @@ def test_a_broken_region_hides_no_badly_written_zone(tmp_path: Path) -> None:
     errors = _errors(text, tmp_path)
     assert any("hosts.a.zone: zone 'eu' must be written '<region>/<zone>'" in e for e in errors)
     assert any("(did you mean 'availability'?)" in e for e in errors)
+
+
+def test_a_component_with_a_bad_field_is_still_checked_whole(tmp_path: Path) -> None:
+    text = (
+        "name: x\nhosts: {a: {}}\ncomponents:\n"
+        "  web: {kind: load_balancer, instances: [a, b], needs: [dbb], mode: tcp,"
+        " routes: [{to: db}, {to: db}], prot: 1}\n"
+        "  db: {kind: service, instances: [a]}\nentry: [web]\n"
+    )
+    errors = _errors(text, tmp_path)
+    assert [e.split(": ", 1)[1] for e in errors] == [
+        "components.web: a load balancer in tcp mode takes exactly one route",
+        "components.web.instances[1]: unknown host 'b'",
+        "components.web.needs[0]: unknown component 'dbb' (did you mean 'db'?)",
+        "components.web.prot: unknown field 'prot' (did you mean 'port'?)",
+    ]

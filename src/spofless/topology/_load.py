@@ -180,8 +180,14 @@ class _Resolver:
                 faulty = {e["loc"][0] for e in exc.errors() if e["loc"]}
                 if not faulty & {"kind", "instances"}:
                     kept = {k: v for k, v in raw.items() if k not in faulty}
-                    with contextlib.suppress(ValidationError):
+                    common = {k: v for k, v in kept.items() if k in Component.model_fields}
+                    try:
                         components[name] = model.model_validate(kept)
+                    except ValidationError as again:
+                        # Checks of the whole component run only once its fields pass.
+                        self.add_validation_error(again, ("components", name), kept, model)
+                        with contextlib.suppress(ValidationError):
+                            components[name] = Component.model_validate(common)
 
         regions, zones = self._regions(top)
         hosts = self._hosts(top, zones)
