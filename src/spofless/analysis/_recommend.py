@@ -266,6 +266,11 @@ class _Editor:
             return [f"{need.name}: list every DNS server as an NS record at the parent zone"]
         if comp.kind in ("cache", "redis", "memcached"):
             return [f"{need.name}: shard or replicate the keys over the new instance"]
+        if comp.kind == "service" and need.count == 1 and need.name in self.topology.entry:
+            return [
+                f"{need.name}: clients need one address for both: a load balancer or DNS "
+                "in front"
+            ]
         return []
 
     def _add_etcd(self, db: str) -> list[str]:
