@@ -268,8 +268,7 @@ class _Editor:
             return [f"{need.name}: shard or replicate the keys over the new instance"]
         if comp.kind == "service" and need.count == 1 and need.name in self.topology.entry:
             return [
-                f"{need.name}: clients need one address for both: a load balancer or DNS "
-                "in front"
+                f"{need.name}: clients need one address for both: a load balancer or DNS in front"
             ]
         return []
 
