@@ -213,3 +213,21 @@ def test_ports_of_two_components_on_one_address_collide() -> None:
             "  db: {kind: postgres, instances: [h3], port: 5432, api_port: 8001}\n"
             "entry: [web, db]\n"
         )
+
+
+def test_implied_dependencies_match_brute_force() -> None:
+    from tests.unit import analysis_bruteforce as brute
+
+    t = load_topology_text(
+        "name: shop\nhosts:\n  h1: {availability: 0.9}\n  h2: {availability: 0.8}\n"
+        "  h3: {availability: 0.7}\ncomponents:\n"
+        "  dns: {kind: dns, instances: [h1, h2], records: {www: lb}, availability: 0.95}\n"
+        "  lb: {kind: load_balancer, instances: [h1, h3], routes: [{to: web}],"
+        " availability: 0.9}\n"
+        "  web: {kind: service, instances: [h2, h3], needs: [db], availability: 0.85}\n"
+        "  db: {kind: postgres, instances: [h1, h2], availability: 0.9}\n"
+        "  etcd: {kind: etcd, instances: [h1, h2, h3], min_up: majority, availability: 0.9}\n"
+        "entry: [dns]\n"
+    )
+    assert t.required_components() == ["etcd", "db", "web", "lb", "dns"]
+    assert analyze(t).availability == pytest.approx(brute.availability(t), abs=1e-12)
