@@ -94,16 +94,16 @@ def fixes(
     """
     out = []
     for cause in found:
-        alone = _Editor(topology, copy.deepcopy(dict(topology.data)))
+        alone = _Editor(topology, copy.deepcopy(dict(topology.data)), structure)
         lines, steps = alone.apply(cause)
         title = _title(cause, structure)
         out.append(Fix(cause, title, tuple(lines), tuple(steps), alone.availability(), alone.data))
-    together = _Editor(topology, copy.deepcopy(dict(topology.data)))
+    together = _Editor(topology, copy.deepcopy(dict(topology.data)), structure)
     rank = {"region": 0, "zone": 1, "host": 2}
     for cause in sorted(found, key=lambda c: rank.get(c.key[1].partition(":")[0], 3)):
         if set(cause.elements) & set(together.spofs()):
             together.apply(cause)
-    fixed = compile_structure(topology_from_data(together.data, source=topology.source))
+    fixed = together.structure()
     result = compute_availability(fixed, importance=False)
     return out, AllFixes(result.availability, tuple(CutSetSearch(fixed).spofs()), together.data)
 
@@ -130,9 +130,10 @@ def _title(cause: Cause, structure: Structure) -> str:
 class _Editor:
     """Edits to a copy of the topology's data: new hosts, zones, regions, instances."""
 
-    def __init__(self, topology: Topology, data: dict[str, Any]) -> None:
+    def __init__(self, topology: Topology, data: dict[str, Any], structure: Structure) -> None:
         self.topology = topology
         self.data = data
+        self._structure: Structure | None = structure  # of `data`; None after an edit
         if not isinstance(self.data.get("hosts"), dict):
             self.data["hosts"] = {}
         self.zone_of: dict[str, str | None] = {h.name: h.zone for h in topology.hosts.values()}
@@ -140,11 +141,14 @@ class _Editor:
         self.new_zones: set[str] = set()
 
     def availability(self) -> float:
-        fixed = topology_from_data(self.data, source=self.topology.source)
-        return compute_availability(compile_structure(fixed), importance=False).availability
+        return compute_availability(self.structure(), importance=False).availability
 
     def structure(self) -> Structure:
-        return compile_structure(topology_from_data(self.data, source=self.topology.source))
+        """The data's structure, validated like a file (so a fix never makes it invalid)."""
+        if self._structure is None:
+            fixed = topology_from_data(self.data, source=self.topology.source)
+            self._structure = compile_structure(fixed)
+        return self._structure
 
     def spofs(self) -> list[str]:
         return CutSetSearch(self.structure()).spofs()
@@ -168,6 +172,7 @@ class _Editor:
                 lines += self._add(need, covered, None)
             else:
                 lines += self._spread(need, units[name])
+            self._structure = None
             if self._count(need.name) > count:
                 steps += self._steps(need)
             if name.startswith("region:") and self._kind(need.name) == "load_balancer":

@@ -51,14 +51,13 @@ def dependencies(name: str, components: Mapping[str, Component]) -> list[Depende
     out: list[Dependency] = [
         Dependency(dep, "needs", ("needs", j)) for j, dep in enumerate(comp.needs)
     ]
-    etcds = [n for n, c in components.items() if isinstance(c, EtcdComponent)]
     if isinstance(comp, LoadBalancerComponent):
         for i, route in enumerate(comp.routes):
             out.append(Dependency(route.to, "route", ("routes", i, "to")))
         if comp.vip is not None:
             if comp.vip.dcs is not None:
                 out.append(Dependency(comp.vip.dcs, "vip.dcs", ("vip", "dcs")))
-            elif len(etcds) == 1:
+            elif len(etcds := _etcds(components)) == 1:
                 out.append(Dependency(etcds[0], "vip.dcs", ("vip",)))
     elif isinstance(comp, DnsComponent):
         for owner, record in comp.records.items():
@@ -69,7 +68,7 @@ def dependencies(name: str, components: Mapping[str, Component]) -> list[Depende
             out.append(Dependency(target, "dns record", path))
     elif isinstance(comp, PostgresComponent):
         named = [d for d in comp.needs if isinstance(components.get(d), EtcdComponent)]
-        if not named and len(etcds) == 1:
+        if not named and len(etcds := _etcds(components)) == 1:
             out.append(Dependency(etcds[0], "etcd", ()))
     seen: set[str] = set()
     unique = []
@@ -78,3 +77,7 @@ def dependencies(name: str, components: Mapping[str, Component]) -> list[Depende
             seen.add(dep.target)
             unique.append(dep)
     return unique
+
+
+def _etcds(components: Mapping[str, Component]) -> list[str]:
+    return [n for n, c in components.items() if isinstance(c, EtcdComponent)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,15 @@ class Topology:
         """What component `name` cannot work without: its `needs` and what its own fields
         imply (a load balancer's routes and vip etcd, a DNS server's records, a postgres
         component's etcd); see `spofless.topology._deps`."""
-        return [d.target for d in dependencies(name, self.components)]
+        return list(self._dependencies[name])
+
+    @cached_property
+    def _dependencies(self) -> dict[str, tuple[str, ...]]:
+        # Computed once: the topology is frozen.
+        return {
+            name: tuple(d.target for d in dependencies(name, self.components))
+            for name in self.components
+        }
 
     def dependency_order(self, roots: Iterable[str] | None = None) -> list[str]:
         """`roots` (every component by default) and their dependencies, each after them."""
