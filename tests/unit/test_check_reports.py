@@ -167,3 +167,19 @@ def test_the_readme_check_sample_is_the_real_output(monkeypatch: pytest.MonkeyPa
     code, out = check("examples/load-balanced.yaml")
     assert code == 1
     assert out.startswith(shown)
+
+
+def test_json_findings() -> None:
+    code, out = check(str(EXAMPLES / "single-server.yaml"), "--format", "json")
+    assert code == 1
+    data = json.loads(out)
+    assert [f["title"] for f in data["findings"]] == [
+        "web has a single instance",
+        "db has a single instance",
+    ]
+    web = data["findings"][0]
+    assert web["elements"] == ["host:app-1", "instance:web/0"]
+    assert web["fix"] == ["add host web-2 (a machine of its own), with a second instance of web"]
+    assert web["location"]["line"] == 7
+    assert data["availability_after_fixes"] > web["availability_if_fixed"] > data["availability"]
+    assert data["remaining_after_fixes"] == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from spofless.analysis import analyze
@@ -231,3 +233,21 @@ def test_implied_dependencies_match_brute_force() -> None:
     )
     assert t.required_components() == ["etcd", "db", "web", "lb", "dns"]
     assert analyze(t).availability == pytest.approx(brute.availability(t), abs=1e-12)
+
+
+def test_up_with_overlapping_etcd_ports_exits_2_without_a_traceback(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from spofless.cli import main
+
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "name: shop\nhosts:\n  h1: {}\n  h2: {}\n  h3: {}\ncomponents:\n"
+        "  etcd: {kind: etcd, instances: [h1, h2, h3], port: 2379, peer_port: 2380,"
+        " min_up: majority}\nentry: [etcd]\n"
+    )
+    result = CliRunner().invoke(main, ["up", str(path), "--state-dir", str(tmp_path / "s")])
+    assert result.exit_code == 2
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.output.startswith(f"error: {path}:7:59: components.etcd.peer_port: port 2380")
+    assert not (tmp_path / "s").exists()
