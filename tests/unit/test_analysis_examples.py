@@ -178,3 +178,18 @@ def test_a_region_fix_names_a_plain_new_region() -> None:
     assert "move db/0 to a new host db-4 in zone region-2/a (a new region)" in region.fix
     # etcd's majority needs its members in three regions.
     assert "move etcd/1 to a new host etcd-5 in zone region-3/a (a new region)" in region.fix
+
+
+def test_a_second_postgres_instance_uses_the_etcd_there_is() -> None:
+    from spofless.topology import load_topology_text
+
+    r = analyze(
+        load_topology_text(
+            "name: t\nhosts: {a: {}, b: {}, c: {}, d: {}}\ncomponents:\n"
+            "  db: {kind: postgres, instances: [a], needs: [coord]}\n"
+            "  coord: {kind: etcd, instances: [b, c, d], min_up: majority}\nentry: [db]\n"
+        )
+    )
+    (db,) = r.findings
+    assert db.fix == ("add host db-2 (a machine of its own), with a second instance of db",)
+    assert db.steps == ("db: the new instance is a streaming replica; coord decides the failover",)

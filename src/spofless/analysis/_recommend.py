@@ -251,8 +251,8 @@ class _Editor:
             etcds = [n for n, c in self.topology.components.items() if c.kind == "etcd"]
             if etcds:
                 return [
-                    f"{need.name}: the new instance is a streaming replica; failover is decided "
-                    f"through {etcds[0]} (`needs: [{etcds[0]}]`)"
+                    f"{need.name}: the new instance is a streaming replica; {etcds[0]} decides "
+                    "the failover"
                 ]
             hosts = self._add_etcd(need.name)
             return [
