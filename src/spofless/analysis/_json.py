@@ -68,6 +68,10 @@ def report_data(report: Report) -> dict[str, Any]:
         "availability_after_fixes": report.availability_after_fixes,
         "remaining_after_fixes": list(report.remaining_after_fixes),
         "warnings": [str(w) for w in report.warnings],
+        "data_loss": [
+            {"component": d.component, "mode": d.mode, "rpo_zero": d.rpo_zero, "text": d.text}
+            for d in report.data_loss
+        ],
         "importance": [{"element": i.element, "birnbaum": i.birnbaum} for i in report.importance],
         "components": [
             {

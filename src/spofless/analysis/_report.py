@@ -9,6 +9,7 @@ from spofless.analysis._availability import compute_availability
 from spofless.analysis._cutgroups import CutSetLine, group_cut_sets
 from spofless.analysis._cutsets import CutSetSearch
 from spofless.analysis._recommend import causes, fixes
+from spofless.analysis._rpo import DataLoss, data_loss
 from spofless.analysis._structure import Need, compile_structure
 from spofless.errors import SpoflessError
 from spofless.topology import Location, Problem, Topology
@@ -86,6 +87,7 @@ class Report:
     remaining_after_fixes: tuple[str, ...] = ()  # single points of failure still left
     warnings: tuple[Problem, ...] = ()  # what is valid but probably not meant, and where
     cut_set_lines: tuple[CutSetLine, ...] = ()  # cut sets of 2+ elements, grouped
+    data_loss: tuple[DataLoss, ...] = ()  # what a failover can lose, per postgres component
 
     @property
     def ok(self) -> bool:
@@ -196,6 +198,7 @@ def analyze(topology: Topology, max_order: int = 2) -> Report:
         remaining_after_fixes=() if together is None else together.remaining,
         warnings=topology.warnings,
         cut_set_lines=tuple(lines),
+        data_loss=data_loss(topology),
     )
 
 

@@ -37,6 +37,7 @@ def render_text(report: Report, color: bool = False, width: int = WIDTH) -> str:
     _findings(console, report)
     _cut_sets(console, report)
     _components(console, report)
+    _data_loss(console, report)
     _importance(console, report)
     # Grid cells are padded to their column's width: drop the trailing blanks.
     return _TRAILING.sub(r"\1", buf.getvalue())
@@ -172,6 +173,15 @@ def _components(console: Console, report: Report) -> None:
             downtime(1.0 - c.availability),
         )
     console.print(table)
+
+
+def _data_loss(console: Console, report: Report) -> None:
+    if not report.data_loss:
+        return
+    _section(console, "INFO", "blue", "data a failover can lose (RPO)")
+    width = max(len(d.component) for d in report.data_loss)
+    for d in report.data_loss:
+        console.print(Text(f"  {d.component:<{width}}  {d.mode}: {d.text}"))
 
 
 def _importance(console: Console, report: Report) -> None:
