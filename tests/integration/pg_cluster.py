@@ -37,6 +37,8 @@ from free_ports import port_block as consecutive_free_ports
 from spofless.dcs.etcd_server import local_cluster
 from spofless.pg._binaries import find_binaries
 from spofless.pg._errors import PgSetupError
+from spofless.security import client_params
+from spofless.topology import load_topology
 
 AGENT_START_BOUND = 90.0  # initdb + two pg_basebackups on a busy 2-core machine
 
@@ -145,13 +147,18 @@ class PgNodeBase:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, sig)
 
+    def auth_params(self) -> dict[str, str | int]:
+        """What a client adds to connect (a password, TLS); nothing by default."""
+        return {}
+
     def conninfo(self, **extra: str | int) -> str:
-        params = {
+        params: dict[str, str | int] = {
             "host": "127.0.0.1",
             "port": self.pg_port,
             "user": "postgres",
             "dbname": "postgres",
             "connect_timeout": 2,
+            **self.auth_params(),
         }
         params.update(extra)
         return " ".join(f"{k}={v}" for k, v in params.items())
@@ -188,6 +195,7 @@ class PgClusterBase(Generic[N]):
             "dbname": "postgres",
             "connect_timeout": 1,
             "target_session_attrs": "read-write",
+            **(self.nodes[0].auth_params() if self.nodes else {}),
         }
         params.update(extra)
         return " ".join(f"{k}={v}" for k, v in params.items())
@@ -270,6 +278,9 @@ class Node(PgNodeBase):
     @property
     def agent_pid(self) -> int | None:
         return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
+    def auth_params(self) -> dict[str, str | int]:
+        return self.cluster.client_auth
 
     def postmaster_pid(self) -> int | None:
         """The running postmaster's pid (its process group holds every PostgreSQL process)."""
@@ -361,6 +372,18 @@ class PgCluster(PgClusterBase[Node]):
         self.nodes = [Node(self, i) for i in range(3)]
         self.seen_postmasters: set[int] = set()
         self.etcd: RunningCluster | None = None  # set by start_cluster
+        self.client_auth: dict[str, str | int] = {}  # set by make_secrets
+
+    def make_secrets(self) -> None:
+        """`spofless secrets init` as a user would; a client's password and TLS from them."""
+        spofless = Path(sys.executable).with_name("spofless")
+        subprocess.run(
+            [str(spofless), "secrets", "init", str(self.file)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        self.client_auth = dict(client_params(load_topology(self.file), "db"))
 
     def start(self) -> None:
         for node in self.nodes:
@@ -427,6 +450,7 @@ def start_cluster(synchronous: bool | str) -> Iterator[PgCluster]:
     # which pytest unwinds through them, so no agent, PostgreSQL or etcd is left behind.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
+        cluster.make_secrets()
         etcd.start()
         cluster.start()
         primary = cluster.wait_healthy()

@@ -20,14 +20,6 @@ from spofless.pg.view import DiskPosition, TimelineHistory, optional_lsn
 
 MANAGED_CONF = "spofless.conf"
 INCLUDE_LINE = f"include_if_exists = '{MANAGED_CONF}'  # managed by spofless\n"
-HBA = """\
-# Managed by spofless: rewritten before every start.
-local   all          all                    trust
-host    all          all          127.0.0.1/32  trust
-host    replication  all          127.0.0.1/32  trust
-host    all          all          ::1/128       trust
-host    replication  all          ::1/128       trust
-"""
 # States pg_controldata reports for a data directory that was last a writable primary.
 PRIMARY_STATES = frozenset({"shut down", "in production", "in crash recovery", "shutting down"})
 # States pg_rewind accepts: cleanly shut down, as a primary or as a standby.
@@ -122,9 +114,16 @@ def conf_value(value: str | int | bool) -> str:
 
 
 def write_managed_files(
-    data_dir: Path, settings: Mapping[str, str | int | bool], standby: bool
+    data_dir: Path,
+    settings: Mapping[str, str | int | bool],
+    standby: bool,
+    *,
+    hba: str,
+    ident: str | None = None,
+    extra: Mapping[str, bytes] | None = None,
 ) -> None:
-    """Rewrite spofless.conf, pg_hba.conf and standby.signal; include spofless.conf once.
+    """Rewrite spofless.conf, pg_hba.conf (pg_ident.conf, and `extra` files such as the
+    TLS certificate and key) and standby.signal; include spofless.conf once.
 
     Every file keeps the data directory's owner, so PostgreSQL and its tools (run as
     that user) can rewrite them.
@@ -139,7 +138,11 @@ def write_managed_files(
     lines = ["# Managed by spofless: rewritten before every start and on changes.\n"]
     lines += [f"{k} = {conf_value(v)}\n" for k, v in settings.items()]
     _replace(data_dir / MANAGED_CONF, "".join(lines), owner)
-    _replace(data_dir / "pg_hba.conf", HBA, owner)
+    _replace(data_dir / "pg_hba.conf", hba, owner)
+    if ident is not None:
+        _replace(data_dir / "pg_ident.conf", ident, owner)
+    for name, data in (extra or {}).items():
+        _replace_bytes(data_dir / name, data, owner)
     signal = data_dir / "standby.signal"
     if standby:
         signal.touch()
@@ -149,9 +152,13 @@ def write_managed_files(
 
 
 def _replace(path: Path, text: str, owner: tuple[int, int]) -> None:
+    _replace_bytes(path, text.encode(), owner)
+
+
+def _replace_bytes(path: Path, data: bytes, owner: tuple[int, int]) -> None:
     """Write atomically (a reload never reads half a file), owned by `owner`, mode 0600."""
     tmp = path.with_name(path.name + ".spofless-tmp")
-    tmp.write_text(text)
+    tmp.write_bytes(data)
     tmp.chmod(0o600)
     os.chown(tmp, *owner)
     tmp.replace(path)

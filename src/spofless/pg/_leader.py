@@ -128,7 +128,10 @@ class LeaderDuties:
             return False
         if self._witness_task is None or self._witness_task.done():
             s = self.server.settings
-            self._witness = FenceWitness(self.name, s.host, s.port, self.may_acknowledge)
+            sock = f"{s.auth.socket_dir}/.s.PGSQL.{s.port}" if s.auth else None
+            self._witness = FenceWitness(
+                self.name, s.host, s.port, self.may_acknowledge, unix_socket=sock
+            )
             self._witness_task = asyncio.create_task(
                 self._witness.run(), name=f"fence witness {self.name}"
             )

@@ -187,7 +187,12 @@ class Agent:
 
     async def _observe(self) -> View:
         loop = asyncio.get_running_loop()
-        local = await self._observe_local(loop.time())
+        if self._busy is not None and not self._busy.done() and self._view is not None:
+            # A long action is changing the data directory: what is on disk now is
+            # half made (initdb, a clone, a rewind); keep the last local state.
+            local = self._view.local
+        else:
+            local = await self._observe_local(loop.time())
         cluster: ClusterState | None
         try:
             cluster = await self._read_cluster()
@@ -216,9 +221,12 @@ class Agent:
             disk = None
             with contextlib.suppress(PgCommandError):
                 disk = await srv.disk()
+            was_primary = False
+            with contextlib.suppress(PgCommandError):
+                was_primary = await srv.was_primary()
             return LocalState(
                 has_data=True,
-                was_primary=await srv.was_primary(),
+                was_primary=was_primary,
                 rewind_failed=self._rewind_failed,
                 start_failures=self._start_failures,
                 replica_start_failures=self._replica_start_failures,
@@ -369,6 +377,7 @@ class Agent:
         try:
             await srv.initdb()
             await srv.start(standby=False)
+            await srv.create_roles()
             system_id = (await srv.controldata()).system_identifier or ""
         except BaseException:
             with contextlib.suppress(DCSError):

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import pwd
 import shutil
 import signal
 from collections.abc import Sequence
@@ -23,9 +24,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from spofless.pg._binaries import PgBinaries, find_binaries
-from spofless.pg._config import managed_conf
+from spofless.pg._config import (
+    CA_CERT,
+    SERVER_CERT,
+    SERVER_KEY,
+    hba_text,
+    ident_text,
+    managed_conf,
+    passfile_text,
+)
 from spofless.pg._datadir import (
     CLEAN_STATES,
     PRIMARY_STATES,
@@ -55,7 +66,10 @@ from spofless.pg._repair import (
     save_wal,
 )
 from spofless.pg._server_model import (
+    REPLICATION_USER,
+    REWIND_USER,
     SUPERUSER,
+    PgAuth,
     PgStatus,
     ReplicationRow,
     ServerSettings,
@@ -131,18 +145,63 @@ class PostgresServer:
     async def initdb(self) -> None:
         """Create a new cluster in the (absent or empty) data directory."""
         self._prepare_empty_dir()
-        await self._tool(
-            "initdb",
-            "-D",
-            str(self.data_dir),
-            "-U",
-            SUPERUSER,
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        )
+        auth = self.settings.auth
+        how = ["--auth=trust"]
+        pwfile = self.data_dir.with_name(self.data_dir.name + ".initdb-pw")
+        if auth is not None:
+            # The superuser's password from the start; local connections by peer only.
+            self._write_private(pwfile, auth.superuser_password.get_secret_value() + "\n")
+            how = ["--auth-local=peer", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
+        try:
+            await self._tool(
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                *how,
+                "-E",
+                "UTF8",
+                "--locale=C",
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
         logger.info("%s: initdb done in %s", self.name, self.data_dir)
+
+    async def create_roles(self) -> None:
+        """The replication and pg_rewind users, with their passwords (on the new primary;
+        they reach the replicas with the WAL). pg_rewind's user may read files only."""
+        auth = self.settings.auth
+        if auth is None:
+            return
+        for user, secret, attrs in (
+            (REPLICATION_USER, auth.replication_password, "LOGIN REPLICATION"),
+            (REWIND_USER, auth.rewind_password, "LOGIN"),
+        ):
+            exists = await self.query("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,))
+            verb = "ALTER" if exists else "CREATE"
+            stmt = sql.SQL("{} ROLE {} WITH {} PASSWORD {}").format(
+                sql.SQL(verb),
+                sql.Identifier(user),
+                sql.SQL(attrs),
+                sql.Literal(secret.get_secret_value()),
+            )
+            await self.query(stmt.as_string())
+        for fn in (
+            "pg_ls_dir(text, boolean, boolean)",
+            "pg_stat_file(text, boolean)",
+            "pg_read_binary_file(text)",
+            "pg_read_binary_file(text, bigint, bigint, boolean)",
+        ):
+            await self.query(f"GRANT EXECUTE ON FUNCTION pg_catalog.{fn} TO {REWIND_USER}")
+
+    def _write_private(self, path: Path, text: str) -> None:
+        """A file only PostgreSQL's OS user can read (0600)."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        if self._user:
+            os.chown(path, self._user.pw_uid, self._user.pw_gid)
 
     async def clone(self, source: Upstream) -> None:
         """pg_basebackup from `source` through this member's replication slot.
@@ -156,6 +215,8 @@ class PostgresServer:
             logger.warning("%s: removing %s, left by an interrupted clone", self.name, tmp)
             await asyncio.to_thread(shutil.rmtree, tmp)
         self._make_owned_dir(tmp)
+        if self.settings.auth is not None:
+            self._write_passfile(self.settings.auth)
         slot = slot_name(self.name)
         await self.create_slots([slot], on=source)
         await self._tool(
@@ -163,7 +224,7 @@ class PostgresServer:
             "-D",
             str(tmp),
             "-d",
-            source.conninfo(self.name),
+            self._conninfo(source, REPLICATION_USER),
             "-X",
             "stream",
             "-S",
@@ -173,7 +234,7 @@ class PostgresServer:
             "--no-password",
         )
         # A fresh copy says "in production": mark it a standby so it never starts as a primary.
-        write_managed_files(tmp, self._conf(source), standby=True)
+        self._write_managed(tmp, source, standby=True)
         self.data_dir.rmdir()  # empty (checked above); the copy takes its place
         tmp.rename(self.data_dir)
         logger.info("%s: cloned from %s", self.name, source.name)
@@ -241,17 +302,19 @@ class PostgresServer:
             end = max(p for p in (cd.checkpoint_lsn, cd.min_recovery_lsn, 0) if p is not None)
             saved = await asyncio.to_thread(save_wal, self.data_dir, end, cd.segment_size)
             logger.info("%s: saved %d MiB of WAL before pg_rewind", self.name, saved >> 20)
+        if self.settings.auth is not None:
+            self._write_passfile(self.settings.auth)
         await self._tool(
             "pg_rewind",
             "-D",
             str(self.data_dir),
-            f"--source-server={source.conninfo(self.name, dbname='postgres')}",
+            f"--source-server={self._conninfo(source, REWIND_USER, dbname='postgres')}",
         )
         self._finish_rewind(source)
 
     def _finish_rewind(self, source: Upstream) -> None:
         # pg_rewind copied the source's files: make sure this never starts as a primary.
-        write_managed_files(self.data_dir, self._conf(source), standby=True)
+        self._write_managed(self.data_dir, source, standby=True)
         forget_rewind(self.data_dir)
         logger.info("%s: rewound onto %s", self.name, source.name)
 
@@ -320,6 +383,48 @@ class PostgresServer:
     def _conf(self, upstream: Upstream | None) -> dict[str, str | int | bool]:
         return managed_conf(self.settings, upstream, self._sync_names)
 
+    def _write_managed(self, data_dir: Path, upstream: Upstream | None, standby: bool) -> None:
+        """The configuration, access rules, TLS files and standby signal spofless owns."""
+        auth = self.settings.auth
+        extra: dict[str, bytes] = {}
+        ident = None
+        if auth is not None:
+            ident = ident_text([self._os_user_name(), pwd.getpwuid(os.geteuid()).pw_name])
+            if auth.tls is not None:
+                extra = {
+                    SERVER_CERT: auth.tls.cert.read_bytes(),
+                    SERVER_KEY: auth.tls.key.read_bytes(),
+                    CA_CERT: auth.tls.ca.read_bytes(),
+                }
+            self._write_passfile(auth)
+        write_managed_files(
+            data_dir,
+            self._conf(upstream),
+            standby=standby,
+            hba=hba_text(self.settings),
+            ident=ident,
+            extra=extra,
+        )
+
+    def _conninfo(self, source: Upstream, user: str, dbname: str | None = None) -> str:
+        auth = self.settings.auth
+        return source.conninfo(self.name, dbname, user=user if auth else SUPERUSER, auth=auth)
+
+    def _os_user_name(self) -> str:
+        return self._user.pw_name if self._user else pwd.getpwuid(os.geteuid()).pw_name
+
+    def _write_passfile(self, auth: PgAuth) -> None:
+        """The .pgpass that pg_basebackup, pg_rewind and the WAL receiver read."""
+        path = auth.passfile
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        self._write_private(tmp, passfile_text(auth))
+        tmp.replace(path)
+        if auth.tls is not None:
+            ca = auth.client_ca.with_name(auth.client_ca.name + ".tmp")
+            self._write_private(ca, auth.tls.ca.read_text())
+            ca.replace(auth.client_ca)
+
     async def start(self, *, upstream: Upstream | None = None, standby: bool = True) -> None:
         """Start as a standby following `upstream` (None: no upstream) or as a primary.
 
@@ -330,9 +435,11 @@ class PostgresServer:
             raise PgCommandError(f"{self.name}: PostgreSQL is already running")
         self._check_no_foreign_postmaster()
         self._upstream = upstream if standby else None
+        if self.settings.auth is not None:
+            self._make_owned_dir(self.settings.auth.socket_dir)
         if self._upstream is not None:
             await self._ensure_slot_on(self._upstream)
-        write_managed_files(self.data_dir, self._conf(self._upstream), standby=standby)
+        self._write_managed(self.data_dir, self._upstream, standby=standby)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
             self._proc = await asyncio.create_subprocess_exec(
@@ -438,7 +545,7 @@ class PostgresServer:
         self._upstream = upstream
         if upstream is not None:
             await self._ensure_slot_on(upstream)
-        write_managed_files(self.data_dir, self._conf(upstream), standby=True)
+        self._write_managed(self.data_dir, upstream, standby=True)
         await self.query("SELECT pg_reload_conf()")
 
     async def _ensure_slot_on(self, upstream: Upstream) -> None:
@@ -464,7 +571,7 @@ class PostgresServer:
         # Keep standby.signal as it is: a standby about to be promoted must keep it (the
         # startup process removes it itself when it ends recovery).
         standby = (self.data_dir / "standby.signal").exists()
-        write_managed_files(self.data_dir, self._conf(self._upstream), standby=standby)
+        self._write_managed(self.data_dir, self._upstream, standby=standby)
         await self.query("SELECT pg_reload_conf()")
         logger.info("%s: synchronous_standby_names = %r", self.name, value)
 
@@ -488,12 +595,24 @@ class PostgresServer:
         on: Upstream | None = None,
         limit: float | None = None,
     ) -> list[tuple[Any, ...]]:
-        """Run one statement in autocommit on this server (or on `on`), within `limit` s."""
+        """Run one statement in autocommit on this server (or on `on`), within `limit` s.
+
+        With authentication, this server is reached over its Unix socket (peer), another
+        as `postgres` with its password (and TLS, verify-full, when on)."""
         host, port = (on.host, on.port) if on else (self.settings.host, self.settings.port)
         limit = limit or self.settings.query_timeout
+        auth = self.settings.auth
+        extra: dict[str, str] = {}
+        if auth is not None and on is None:
+            host = str(auth.socket_dir)
+        elif auth is not None:
+            extra["password"] = auth.superuser_password.get_secret_value()
+            if auth.tls is not None:
+                extra.update(sslmode="verify-full", sslrootcert=str(auth.tls.ca))
 
         async def run() -> list[tuple[Any, ...]]:
             async with await psycopg.AsyncConnection.connect(
+                make_conninfo("", **extra),
                 host=host,
                 port=port,
                 user=SUPERUSER,

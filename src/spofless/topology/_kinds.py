@@ -111,8 +111,24 @@ class PostgresComponent(RuntimeComponent):
     api_port: Annotated[int, Field(ge=1, le=65535)] | None = None
     # The OS user PostgreSQL runs as; None: the agent's user, or `postgres` under root.
     os_user: str | None = None
-    # May remove a diverged data directory that pg_rewind failed on, and clone afresh.
+    # May re-clone (keeping the old directory aside) when pg_rewind failed, in
+    # asynchronous mode; synchronous mode does when it loses no acknowledged commit.
     allow_reclone: bool = False
+    # Networks (CIDR) or addresses that may connect besides the hosts of the components
+    # that need this one (pg_hba.conf, scram-sha-256).
+    allow: list[str] = Field(default_factory=list)
+
+    @field_validator("allow")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r} is not an address or network (10.0.0.0/8)") from None
+        return v
 
     @model_validator(mode="before")
     @classmethod
