@@ -13,12 +13,15 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from spofless.lb._algorithms import Algorithm, make_algorithm
 from spofless.lb._backend import Backend
 from spofless.lb._policy import RetryBudget, slow_start_factor
 from spofless.lb._settings import LbSettings, RouteSpec
+
+if TYPE_CHECKING:
+    from spofless.lb._http import Request
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +67,11 @@ class Balancer:
         self.settings = settings
         self.options = settings.options
         self.report = report or (lambda msg: None)
-        self.backends = {name: Backend(spec) for name, spec in settings.backends().items()}
+        self.queue: deque[Request] = deque()  # requests waiting for a connection slot
+        self.backends = {
+            name: Backend(spec, self.queue, self._slot_freed)
+            for name, spec in settings.backends().items()
+        }
         self.routes = [
             Route(
                 r,
@@ -80,11 +87,9 @@ class Balancer:
         self.single_route = len(self.routes) == 1 and self.routes[0].spec.host is None
         self.budget = RetryBudget(self.options.retry_budget)
         self.timed: set[Timed] = set()  # connections with deadlines (clients and upstreams)
-        self.queue: deque[Any] = deque()  # requests waiting for a connection slot
         self.draining = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self._ticker: asyncio.TimerHandle | None = None
-        self.idle_event = asyncio.Event()
         self.refresh_weights(time.time())  # a route without fail-open starts with none live
 
     # -- lifecycle ----------------------------------------------------------
@@ -176,10 +181,19 @@ class Balancer:
         while self.queue and self.queue[0].queued_at + timeout <= now:
             self.queue.popleft().on_queue_timeout()
 
+    def _slot_freed(self) -> None:
+        # After the current callback: the path that freed the slot finishes first (a
+        # retry or the client's next pipelined request keeps its place).
+        (self.loop or asyncio.get_event_loop()).call_soon(self.release_slot)
+
     def release_slot(self) -> None:
-        """A request finished: start the oldest queued one, if any."""
-        if self.queue:
-            self.queue.popleft().dispatch()
+        """A slot is free: start the oldest queued request whose client is still there."""
+        queue = self.queue
+        while queue:
+            req = queue.popleft()
+            if not req.conn.closed:
+                req.dispatch()
+                return
 
     # -- health view and passive checks -------------------------------------
 
@@ -245,8 +259,8 @@ class Balancer:
         for up in idle:
             up.close()
         if b.status == "down" or b.ejected:
-            for up in list(b.inflight):
-                up.abandon()
+            for conn in list(b.inflight):
+                conn.abandon()
 
     def mark_down_locally(self, b: Backend, detail: str) -> None:
         """A definite failure (refused, reset on connect): stop using `b` here at once."""

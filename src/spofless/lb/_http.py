@@ -398,8 +398,7 @@ class ClientConn(asyncio.Protocol):
         if not req.tried:
             req.started = monotonic()
             bal.budget.record_request(req.started)
-        b.active += 1
-        b.requests += 1
+        b.begin()
         req.backend = b
         if b.idle:
             b.idle.pop().attach(req)
@@ -412,37 +411,57 @@ class ClientConn(asyncio.Protocol):
         """An attempt failed before any response byte: retry elsewhere or answer an error."""
         b = req.backend
         assert b is not None
-        b.active -= 1
         req.up = None
         req.backend = None
         req.tried.append(b)
+        gone = self.closed or self.active is not req
+        retry = (
+            not gone
+            and may_retry(req.method, sent=sent, response_started=False)
+            and (req.replayable or not sent)
+            and len(req.tried) <= self.opts.retries
+            and self.bal.budget.try_spend(monotonic())
+        )
+        b.finish(None if gone or retry else 0)
         bal = self.bal
         if definite:
             b.connect_failures += 1
             bal.mark_down_locally(b, detail)
         elif detail != "backend down":
             bal.passive_failure(b, detail)
-        if self.closed or self.active is not req:
-            bal.release_slot()
+        if gone:
             return
-        if (
-            may_retry(req.method, sent=sent, response_started=False)
-            and (req.replayable or not sent)
-            and len(req.tried) <= self.opts.retries
-            and bal.budget.try_spend(monotonic())
-        ):
+        if retry:
             b.retries += 1
             req.sent = False
             self.dispatch(req)
-            return
-        b.responses[0] += 1
-        if timeout:
+        elif timeout:
             self.fail(req, 504)
         elif not sent:
             self.fail(req, 503, retry_after=1)
         else:
             self.fail(req, 502)
-        bal.release_slot()
+
+    # -- what an `UpstreamConn` tells its client --------------------------------
+
+    def request_sent(self, req: Request) -> None:
+        """`req` went to a backend: read again if reading waited for it."""
+        if self.reading_paused and req is self.active and not self.pending:
+            self.reading_paused = False
+            if self.transport is not None:
+                self.transport.resume_reading()
+
+    def relay(self, data: bytes) -> None:
+        """Response bytes from the backend, passed on as they come."""
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def cut_short(self, req: Request) -> None:
+        """The response to `req` broke off after its first byte: close the connection."""
+        if self.transport is not None:
+            self.transport.close()
+        if self.active is req:
+            self.active = None
 
     def fail(self, req: Request, status: int, *, retry_after: int | None = None) -> None:
         """Answer `req` with an error of our own, then go on with the next request."""
