@@ -18,6 +18,8 @@ import asyncio
 import contextlib
 import signal
 
+import uvloop
+
 from spofless.dns._answer import (
     HealthView,
     Zone,
@@ -55,7 +57,7 @@ __all__ = [
 
 
 def run(settings: DnsSettings) -> None:
-    """Serve `settings` in this process until SIGTERM or SIGINT (uvloop when installed)."""
+    """Serve `settings` in this process until SIGTERM or SIGINT (on uvloop)."""
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -64,10 +66,5 @@ def run(settings: DnsSettings) -> None:
             loop.add_signal_handler(sig, stop.set)
         await serve(settings, stop)
 
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency, but optional here
-        asyncio.run(main())
-        return
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(main())

@@ -136,11 +136,6 @@ CHECKERS: dict[str, Checker] = {
 }
 
 
-def register_checker(type_: str, checker: Checker) -> None:
-    """Use `checker` for checks of `type_` (e.g. a richer postgres check)."""
-    CHECKERS[type_] = checker
-
-
 async def run_check(spec: HealthCheck, host: str, port: int) -> CheckResult:
     """Run the check `spec` describes against host:port, bounded by `spec.timeout`."""
     checker = CHECKERS[spec.type]
