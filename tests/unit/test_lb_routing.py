@@ -8,6 +8,7 @@ import pytest
 from spofless.lb import LbConfigError, settings_from_topology
 from spofless.lb._backend import Backend
 from spofless.lb._balancer import Balancer
+from spofless.lb._messages import BackendState
 from spofless.lb._settings import LbSettings
 from spofless.topology import TopologyError, load_topology_text
 
@@ -119,9 +120,11 @@ def _balancer(route: str) -> tuple[Balancer, list[Backend]]:
     return bal, bal.routes[0].backends
 
 
-def _view(**states: tuple[str, float]) -> dict[str, dict[str, object]]:
+def _view(**states: tuple[str, float]) -> dict[str, BackendState]:
     return {
-        f"db/{k[1:]}": {"status": st, "since": since, "admin": "enabled", "ejected": False}
+        f"db/{k[1:]}": BackendState(
+            status=st, since=since, admin="enabled", ejected=False, up_since=None
+        )
         for k, (st, since) in states.items()
     }
 

@@ -127,17 +127,3 @@ class Backend:
     def observe_latency(self, seconds: float) -> None:
         self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.latency_sum += seconds
-
-    def stats(self) -> dict[str, object]:
-        """Counters for the controller (summed over workers there)."""
-        return {
-            "active": self.active,
-            "requests": self.requests,
-            "responses": list(self.responses),
-            "retries": self.retries,
-            "connect_failures": self.connect_failures,
-            "spliced": self.spliced,
-            "buckets": list(self.buckets),
-            "latency_sum": self.latency_sum,
-            "idle": len(self.idle),
-        }

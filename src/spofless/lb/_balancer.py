@@ -13,10 +13,11 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from spofless.lb._algorithms import Algorithm, make_algorithm
 from spofless.lb._backend import Backend
+from spofless.lb._messages import BackendState, BackendStats, Ejection, Message, Observation
 from spofless.lb._policy import RetryBudget, slow_start_factor
 from spofless.lb._settings import LbSettings, RouteSpec
 
@@ -62,7 +63,7 @@ class Balancer:
     """Per-worker state shared by every connection of that worker."""
 
     def __init__(
-        self, settings: LbSettings, report: Callable[[dict[str, Any]], None] | None = None
+        self, settings: LbSettings, report: Callable[[Message], None] | None = None
     ) -> None:
         self.settings = settings
         self.options = settings.options
@@ -197,18 +198,18 @@ class Balancer:
 
     # -- health view and passive checks -------------------------------------
 
-    def apply_view(self, view: dict[str, dict[str, Any]]) -> None:
+    def apply_view(self, view: dict[str, BackendState]) -> None:
         """Adopt the controller's view: status, admin state, ejection, slow-start start."""
         for name, state in view.items():
             b = self.backends.get(name)
             if b is None:
                 continue
             was_eligible = b.eligible
-            b.status = state["status"]
-            b.since = state.get("since", 0.0)
-            b.admin = state["admin"]
-            b.ejected = state["ejected"]
-            b.up_since = state.get("up_since")
+            b.status = state.status
+            b.since = state.since
+            b.admin = state.admin
+            b.ejected = state.ejected
+            b.up_since = state.up_since
             if was_eligible and not b.eligible:
                 self.abandon(b)
         self.refresh_weights(time.time())
@@ -269,7 +270,7 @@ class Balancer:
             b.weight = 0.0
             self.reindex()
             self.abandon(b)
-        self.report({"t": "obs", "b": b.name, "ok": False, "definite": True, "detail": detail})
+        self.report(Observation(b.name, ok=False, definite=True, detail=detail))
 
     def passive_failure(self, b: Backend, detail: str) -> None:
         """A timeout, reset or 5xx: counts towards ejection."""
@@ -280,10 +281,24 @@ class Balancer:
             b.weight = 0.0
             self.reindex()
             self.abandon(b)
-            self.report({"t": "eject", "b": b.name, "detail": detail})
+            self.report(Ejection(b.name, detail))
 
-    def local_stats(self) -> dict[str, Any]:
-        return {name: b.stats() for name, b in self.backends.items()}
+    def local_stats(self) -> dict[str, BackendStats]:
+        """This worker's counters, for the controller (which sums them over workers)."""
+        return {
+            name: BackendStats(
+                active=b.active,
+                requests=b.requests,
+                responses=list(b.responses),
+                retries=b.retries,
+                connect_failures=b.connect_failures,
+                spliced=b.spliced,
+                buckets=list(b.buckets),
+                latency_sum=b.latency_sum,
+                idle=len(b.idle),
+            )
+            for name, b in self.backends.items()
+        }
 
 
 class _Full:
