@@ -8,7 +8,7 @@
     DnsServer(settings)                                       UDP + TCP listeners, health checks
     run(settings)                                             serve until SIGTERM or SIGINT
 
-Errors: an invalid topology raises `spofless.topology.TopologyError` from
+Errors: a topology this server cannot run from raises `spofless.topology.CannotRunError` from
 `dns_settings`; nothing a client sends raises.
 """
 

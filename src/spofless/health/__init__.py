@@ -17,6 +17,7 @@ from spofless.health._checks import (
     check_http,
     check_postgres,
     check_tcp,
+    connect_failure,
     run_check,
 )
 from spofless.health._detector import Detector, Status, Transition
@@ -37,5 +38,6 @@ __all__ = [
     "check_http",
     "check_postgres",
     "check_tcp",
+    "connect_failure",
     "run_check",
 ]

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, cast
 
+from spofless.health import connect_failure
 from spofless.lb import _splice
 from spofless.lb._proxy_protocol import proxy_header
 from spofless.lb._splice import SPLICE_THRESHOLD
@@ -76,16 +77,14 @@ class TcpClient(asyncio.Protocol):
         try:
             async with asyncio.timeout(bal.options.connect_timeout):
                 _, up = await self.loop.create_connection(lambda: TcpUpstream(self), b.host, b.port)
-        except (ConnectionRefusedError, ConnectionResetError) as exc:
+        except OSError as exc:  # TimeoutError included
             b.finish(None)
             b.connect_failures += 1
-            bal.mark_down_locally(b, f"connect: {type(exc).__name__}")
-            self._retry(b)
-            return
-        except (OSError, TimeoutError):
-            b.finish(None)
-            b.connect_failures += 1
-            bal.passive_failure(b, "connect failed")
+            detail, definite = connect_failure(exc)
+            if definite:
+                bal.mark_down_locally(b, f"connect: {detail}")
+            else:
+                bal.passive_failure(b, "connect failed")
             self._retry(b)
             return
         if self.closed:  # the client has gone while connecting

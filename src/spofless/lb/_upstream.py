@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
+from spofless.health import connect_failure
 from spofless.lb._backend import response_class
 from spofless.lb._policy import IDEMPOTENT
 
@@ -34,12 +35,9 @@ async def open_upstream(bal: Balancer, b: Backend, req: Request) -> None:
     except TimeoutError:
         client.upstream_failed(req, "connect timeout", sent=False, definite=False)
         return
-    except (ConnectionRefusedError, ConnectionResetError) as exc:
-        detail = "connection refused" if isinstance(exc, ConnectionRefusedError) else "reset"
-        client.upstream_failed(req, detail, sent=False, definite=True)
-        return
     except OSError as exc:
-        client.upstream_failed(req, exc.strerror or "connect failed", sent=False, definite=False)
+        detail, definite = connect_failure(exc)
+        client.upstream_failed(req, detail, sent=False, definite=definite)
         return
     if client.closed or req.backend is not b:
         b.finish(None)  # the client has gone: the new connection joins the pool

@@ -17,6 +17,7 @@ import sys
 
 import uvloop
 
+from spofless._logging import setup_logging
 from spofless.lb._balancer import Balancer
 from spofless.lb._channel import LineChannel
 from spofless.lb._http import ClientConn
@@ -55,6 +56,7 @@ async def serve(listen: socket.socket, chan_sock: socket.socket) -> None:
     async with asyncio.timeout(30):
         msg = await first
     bal = Balancer(LbSettings.model_validate(msg.settings), report=chan.send)
+    setup_logging(f"{bal.settings.instance} worker {os.getpid()}")
     bal.start(loop)
     bal.apply_view(early[-1] if early else msg.view)
     proto = ClientConn if bal.settings.mode == "http" else TcpClient
@@ -98,7 +100,7 @@ async def serve(listen: socket.socket, chan_sock: socket.socket) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    setup_logging("lb worker")  # renamed once the settings name the instance
     listen = socket.socket(fileno=int(sys.argv[1]))
     chan = socket.socket(fileno=int(sys.argv[2]))
     uvloop.run(serve(listen, chan))

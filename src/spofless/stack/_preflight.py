@@ -70,22 +70,22 @@ def check_settings(plan: StackPlan) -> None:
     """spofless's own parts accept their settings (each would refuse to start otherwise)."""
     from spofless.dns import dns_settings
     from spofless.errors import SpoflessError
-    from spofless.lb import settings_from_topology
+    from spofless.lb import lb_settings
 
     problems: list[str] = []
     for inst in plan.instances:
         try:
             if inst.kind == "load_balancer":
-                settings_from_topology(plan.topology, inst.component, inst.index)
+                lb_settings(plan.topology, inst.component, inst.index)
             elif inst.kind == "dns":
                 dns_settings(plan.topology, inst.component, inst.index)
             elif inst.kind == "postgres":
                 _check_postgres(plan, inst)
             elif inst.kind == "vip":
-                from spofless.vip import config_from_topology
+                from spofless.vip import vip_settings
 
                 lb = inst.component.removesuffix(AGENT_SUFFIX)
-                config_from_topology(plan.topology, lb, inst.index)
+                vip_settings(plan.topology, lb, inst.index)
         except SpoflessError as exc:
             problems.append(f"{inst.name}: {exc}")
     vips = [inst.name for inst in plan.instances if inst.kind == "vip"]

@@ -32,15 +32,13 @@ from spofless.stack._process import spawn, stop_groups
 from spofless.stack._state import SupervisorLock, write_state
 from spofless.stack._vip import (
     AGENT_SUFFIX,
-    claim_key,
-    deciding_etcd,
-    etcd_urls,
+    claim_endpoints,
     read_claim,
     vip_roles,
 )
 from spofless.stack._vip import KIND as VIP_KIND
 from spofless.stack._waits import DependencyWait, dependency_waits
-from spofless.topology import LoadBalancerComponent
+from spofless.topology import vip_claim_key
 
 logger = logging.getLogger(__name__)
 
@@ -283,11 +281,8 @@ class Supervisor:
         from spofless.dcs import DCSError
 
         topology = self.plan.topology
-        comp = topology.components[lb]
-        assert isinstance(comp, LoadBalancerComponent)
-        etcd = deciding_etcd(topology, comp)
-        urls = etcd_urls(topology, etcd) if etcd is not None else []
-        key = claim_key(topology, lb)
+        urls = claim_endpoints(topology, lb)
+        key = vip_claim_key(topology, lb)
         while urls and not self._stop.is_set():
             try:
                 roles = vip_roles(await read_claim(key, urls), lb, indexes)
