@@ -19,43 +19,10 @@ from spofless.lb._http import ClientConn
 from spofless.lb._tcp import TcpClient
 from spofless.lb._upstream import UpstreamConn
 from spofless.topology import LbOptions
+from tests.unit.lb_fakes import FakeTransport
 
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closed = False
-        self.paused = False
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def write_eof(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        self.paused = True
-
-    def resume_reading(self) -> None:
-        self.paused = False
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("10.0.0.7", 40000) if name == "peername" else default
 
 
 class ConnectingLoop:
@@ -126,6 +93,17 @@ def _pooled(bal: Balancer, b: Backend) -> tuple[UpstreamConn, FakeTransport]:
     return up, t
 
 
+def _sent(bal: Balancer, request: bytes = GET) -> tuple[ClientConn, FakeTransport, UpstreamConn]:
+    """A new client whose `request` went out on one of a connection per backend, pooled."""
+    for b in bal.backends.values():
+        _pooled(bal, b)
+    client, ct = _client(bal)
+    client.data_received(request)
+    (up,) = (u for b in bal.backends.values() for u in b.inflight)
+    assert isinstance(up, UpstreamConn)
+    return client, ct, up
+
+
 def _assert_released(bal: Balancer) -> None:
     for b in bal.backends.values():
         assert b.active == 0, b.name
@@ -183,12 +161,7 @@ async def test_reset_of_a_pooled_connection_is_retried() -> None:
 
 async def test_reset_after_a_post_was_sent_answers_502() -> None:
     bal, _ = _balancer()
-    for b in bal.backends.values():
-        _pooled(bal, b)
-    client, ct = _client(bal)
-    client.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx")
-    (up,) = (u for b in bal.backends.values() for u in b.inflight)
-    assert isinstance(up, UpstreamConn)
+    _, ct, up = _sent(bal, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx")
     up.connection_lost(ConnectionResetError())
     assert ct.out.startswith(b"HTTP/1.1 502")
     _assert_released(bal)
@@ -196,12 +169,7 @@ async def test_reset_after_a_post_was_sent_answers_502() -> None:
 
 async def test_reset_mid_response_cuts_the_client() -> None:
     bal, _ = _balancer()
-    for b in bal.backends.values():
-        _pooled(bal, b)
-    client, ct = _client(bal)
-    client.data_received(GET)
-    (up,) = (u for b in bal.backends.values() for u in b.inflight)
-    assert isinstance(up, UpstreamConn)
+    _, ct, up = _sent(bal)
     up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhi")
     up.connection_lost(ConnectionResetError())
     assert ct.closed
@@ -210,23 +178,13 @@ async def test_reset_mid_response_cuts_the_client() -> None:
 
 async def test_response_timeout_before_and_after_the_first_byte() -> None:
     bal, _ = _balancer(retries=0)
-    for b in bal.backends.values():
-        _pooled(bal, b)
-    client, ct = _client(bal)
-    client.data_received(GET)
-    (up,) = (u for b in bal.backends.values() for u in b.inflight)
-    assert isinstance(up, UpstreamConn)
+    _, ct, up = _sent(bal)
     up.on_timeout()
     assert ct.out.startswith(b"HTTP/1.1 504")
     _assert_released(bal)
 
     bal, _ = _balancer()
-    for b in bal.backends.values():
-        _pooled(bal, b)
-    client, ct = _client(bal)
-    client.data_received(GET)
-    (up,) = (u for b in bal.backends.values() for u in b.inflight)
-    assert isinstance(up, UpstreamConn)
+    _, ct, up = _sent(bal)
     up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhi")
     up.on_timeout()
     assert ct.closed
@@ -235,12 +193,7 @@ async def test_response_timeout_before_and_after_the_first_byte() -> None:
 
 async def test_malformed_response() -> None:
     bal, _ = _balancer()
-    for b in bal.backends.values():
-        _pooled(bal, b)
-    client, ct = _client(bal)
-    client.data_received(GET)
-    (up,) = (u for b in bal.backends.values() for u in b.inflight)
-    assert isinstance(up, UpstreamConn)
+    _, ct, up = _sent(bal)
     up.data_received(b"NOT HTTP\r\n\r\n")
     assert ct.closed
     _assert_released(bal)
@@ -279,12 +232,7 @@ async def test_client_gone_while_connecting_wakes_the_queue() -> None:
 
 async def test_client_gone_mid_response() -> None:
     bal, _ = _balancer()
-    for b in bal.backends.values():
-        _pooled(bal, b)
-    client, _ = _client(bal)
-    client.data_received(GET)
-    (up,) = (u for b in bal.backends.values() for u in b.inflight)
-    assert isinstance(up, UpstreamConn)
+    client, _, up = _sent(bal)
     up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhi")
     client.connection_lost(None)
     up.connection_lost(None)  # the close the client's going caused
@@ -314,13 +262,8 @@ async def test_queued_request_of_a_client_gone_does_not_take_the_slot() -> None:
 
 async def test_drain_closes_after_the_response() -> None:
     bal, _ = _balancer()
-    for b in bal.backends.values():
-        _pooled(bal, b)
-    client, ct = _client(bal)
     bal.draining = True
-    client.data_received(GET)
-    (up,) = (u for b in bal.backends.values() for u in b.inflight)
-    assert isinstance(up, UpstreamConn)
+    _, ct, up = _sent(bal)
     up.data_received(OK)
     assert ct.closed and b"Connection: close" in ct.out
     _assert_released(bal)

@@ -13,36 +13,9 @@ from spofless.lb._balancer import Balancer
 from spofless.lb._http import ClientConn
 from spofless.lb._upstream import UpstreamConn
 from spofless.topology import LbOptions
+from tests.unit.lb_fakes import FakeTransport
 
 _PREFIXES = [b"", b"GET / HTTP/1.1\r\n", b"POST / HTTP/1.1\r\nContent-Length: 5\r\n"]
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closed = False
-        self.paused = False
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        self.paused = True
-
-    def resume_reading(self) -> None:
-        self.paused = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("10.0.0.7", 40000) if name == "peername" else default
 
 
 def _setup(**opts: Any) -> tuple[Balancer, ClientConn, FakeTransport, UpstreamConn, FakeTransport]:
