@@ -111,19 +111,19 @@ class Backend:
         self.active += 1
         self.requests += 1
 
-    def finish(self, outcome: int | None) -> None:
+    def finish(self, outcome: int | None, latency: float | None = None) -> None:
         """What `begin` started is over.
 
         `outcome` is the `responses` index to count (`response_class`, 0 for no
         response), or None when nothing is counted here: the request is retried
-        elsewhere or its client has gone.
+        elsewhere or its client has gone. `latency`: seconds to a complete response,
+        for the histogram.
         """
         self.active -= 1
         if outcome is not None:
             self.responses[outcome] += 1
+        if latency is not None:
+            self.buckets[bisect.bisect_left(LATENCY_BUCKETS, latency)] += 1
+            self.latency_sum += latency
         if self.queue:
             self.wake()
-
-    def observe_latency(self, seconds: float) -> None:
-        self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        self.latency_sum += seconds
