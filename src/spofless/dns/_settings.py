@@ -23,6 +23,7 @@ from spofless.topology import (
     Problem,
     RuntimeComponent,
     Topology,
+    component_of,
     field_path,
 )
 
@@ -116,19 +117,11 @@ class _Builder:
 
     def build(self, index: int, port_override: int | None) -> DnsSettings:
         topo = self.topology
-        comp = topo.components.get(self.name)
-        if comp is None:
-            known = ", ".join(n for n, c in topo.components.items() if c.kind == "dns") or "none"
-            raise CannotRunError(
-                [Problem(topo.source, 0, 0, "", f"no component '{self.name}' (dns: {known})")]
-            )
-        if not isinstance(comp, DnsComponent):
-            self.problem(f"is of kind {comp.kind}, not dns", "kind")
-            self.fail_if_problems()
-        assert isinstance(comp, DnsComponent)
+        comp = component_of(topo, self.name, DnsComponent)
         instances = topo.instances[self.name]
         if not 0 <= index < len(instances):
-            self.problem(f"has no instance {index} (it has {len(instances)})", "instances")
+            # instance_at()'s words, collected with the rest rather than raised alone
+            self.problem(f"has instances 0..{len(instances) - 1}, not {index}", "instances")
         if comp.zone is None:
             self.problem("missing required field 'zone' to run a DNS server (e.g. shop.example.)")
         if not comp.records:
