@@ -524,6 +524,10 @@ class ClientConn(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.resume_reading()
 
+    def close_after_response(self) -> None:
+        """The response being relayed announces a close: close once it is complete."""
+        self.close_after = True
+
     def cut_short(self, req: Request) -> None:
         """The response to `req` broke off after its first byte: close the connection."""
         if self.transport is not None:

@@ -100,7 +100,7 @@ class UpstreamConn(asyncio.Protocol):
                 # Stopping: announce the close so that the client does not reuse the
                 # connection (closing it unannounced races with its next request).
                 data = _announce_close(data)
-                req.conn.close_after = True
+                req.conn.close_after_response()
         # Relayed as received: options the backend names in its Connection header are
         # not removed (neither does HAProxy); looking for them costs about 5% per request.
         client = req.conn
