@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from spofless.lb._algorithms import Algorithm, make_algorithm
@@ -134,7 +134,7 @@ class Balancer:
         return self.routes[-1]
 
     def choose(
-        self, route: Route, key: bytes | None, tried: list[Backend] | None
+        self, route: Route, key: bytes | None, tried: Sequence[Backend] | None
     ) -> Backend | None:
         """A backend for a new request; fails open to down backends when no eligible one is left.
 

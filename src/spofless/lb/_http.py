@@ -139,12 +139,13 @@ class Request:
     up: UpstreamConn | None = None
     started = 0.0  # time.monotonic() of the first attempt
     queued_at = 0.0  # loop time it entered the balancer's queue
+    # Backends already tried, in order; a new tuple per failure (rare), none per request.
+    tried: tuple[Backend, ...] = ()
 
     def __init__(self, conn: ClientConn) -> None:
         self.conn = conn
         self.lines: list[bytes] = []
         self.body: list[bytes] = []
-        self.tried: list[Backend] = []
 
     # The balancer's queue calls these.
     def dispatch(self) -> None:
@@ -353,6 +354,13 @@ class ClientConn(asyncio.Protocol):
         self.head_bytes = 0
         if req.max_forwards >= 0 and req.method in (b"OPTIONS", b"TRACE"):
             self._max_forwards(req, version)
+            if req.local is not None:  # answered here once its body has been read
+                if self.active is None:
+                    self.active = req
+                    self.deadline = 0.0
+                else:
+                    self.pending.append(req)
+                return
         lines = req.lines
         if req.conn_tokens is not None and req.conn_tokens not in (b"keep-alive", b"close"):
             named = {t.strip() for t in req.conn_tokens.split(b",")}
@@ -450,10 +458,6 @@ class ClientConn(asyncio.Protocol):
     # -- sending to a backend -------------------------------------------------
 
     def dispatch(self, req: Request) -> None:
-        if req.local is not None:
-            if req.complete:  # else once its body has been read (on_message_complete)
-                self._answer_local(req)
-            return
         bal = self.bal
         route = bal.routes[0] if bal.single_route else bal.route_for(req.host, req.url)
         b = bal.choose(route, req.hash_key, req.tried)
@@ -486,7 +490,7 @@ class ClientConn(asyncio.Protocol):
         assert b is not None
         req.up = None
         req.backend = None
-        req.tried.append(b)
+        req.tried = (*req.tried, b)
         gone = self.closed or self.active is not req
         retry = (
             not gone
@@ -566,7 +570,10 @@ class ClientConn(asyncio.Protocol):
         if self.pending:
             nxt = self.pending.popleft()
             self.active = nxt
-            self.dispatch(nxt)
+            if nxt.local is None:
+                self.dispatch(nxt)
+            elif nxt.complete:  # else once its body has been read (on_message_complete)
+                self._answer_local(nxt)
             if not self.pending and self.reading_paused and nxt.complete:
                 self.reading_paused = False
                 transport.resume_reading()

@@ -165,7 +165,9 @@ class UpstreamConn(asyncio.Protocol):
     def release_idle(self) -> None:
         """Back to the pool, unless the backend left rotation or the worker drains."""
         b = self.backend
-        if b.eligible and not self.bal.draining and self.transport is not None:
+        # weight > 0: eligible (and not weighted out), kept by the balancer on every change;
+        # cheaper than the `eligible` property on the per-request path.
+        if b.weight > 0 and not self.bal.draining and self.transport is not None:
             self.deadline = self.loop.time() + self.bal.options.backend_idle_timeout
             b.idle.append(self)
         else:
