@@ -68,6 +68,26 @@ def test_sighup_reload_switches_routes_without_dropping_requests(tmp_path: Path)
     assert "reload refused" in log
 
 
+def test_sighup_refuses_a_new_listen_host(tmp_path: Path) -> None:
+    """The sockets stay bound where they are: a reload that moves the host is refused."""
+    with processes() as procs:
+        a, b = start_backend(procs, "a"), start_backend(procs, "b")
+        lb, admin = free_port(), free_port()
+        file = tmp_path / "t.yaml"
+        file.write_text(TOPOLOGY.format(lb=lb, admin=admin, target="a", a=a, b=b))
+        start_lb_file(procs, file, lb, admin, log=tmp_path / "lb.log")
+        controller = procs[-1]
+        wait_until(lambda: get(lb)[1] == b"a", 10, "the balancer serves a")
+        moved = TOPOLOGY.replace("hosts: {{h: {{}}}}", "hosts: {{h: {{address: 127.0.0.2}}}}")
+        file.write_text(moved.format(lb=lb, admin=admin, target="b", a=a, b=b))
+        controller.send_signal(signal.SIGHUP)
+        log = tmp_path / "lb.log"
+        wait_until(lambda: "reload refused" in log.read_text(), 10, "the reload is refused")
+        assert get(lb)[1] == b"a"  # the running settings stay
+        assert controller.poll() is None
+    assert "the listen host cannot change (127.0.0.1 -> 127.0.0.2)" in log.read_text()
+
+
 def test_sigterm_finishes_in_flight_requests(tmp_path: Path) -> None:
     with processes() as procs:
         ports = [start_backend(procs, f"b{i}") for i in range(2)]
