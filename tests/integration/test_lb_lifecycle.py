@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -36,15 +37,23 @@ components:
 """
 
 
+def _serving_a(
+    procs: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> tuple[Path, tuple[int, int, int, int], subprocess.Popen[bytes]]:
+    """Backends a and b, a balancer from t.yaml routing to a: (file, (lb, admin, a, b), it)."""
+    a, b = start_backend(procs, "a"), start_backend(procs, "b")
+    lb, admin = free_port(), free_port()
+    file = tmp_path / "t.yaml"
+    file.write_text(TOPOLOGY.format(lb=lb, admin=admin, target="a", a=a, b=b))
+    start_lb_file(procs, file, lb, admin, log=tmp_path / "lb.log")
+    wait_until(lambda: get(lb)[1] == b"a", 10, "the balancer serves a")
+    return file, (lb, admin, a, b), procs[-1]
+
+
 def test_sighup_reload_switches_routes_without_dropping_requests(tmp_path: Path) -> None:
     with processes() as procs:
-        a, b = start_backend(procs, "a"), start_backend(procs, "b")
-        lb, admin = free_port(), free_port()
-        file = tmp_path / "t.yaml"
-        file.write_text(TOPOLOGY.format(lb=lb, admin=admin, target="a", a=a, b=b))
-        start_lb_file(procs, file, lb, admin, log=tmp_path / "lb.log")
-        controller = procs[-1]
-        wait_until(lambda: get(lb)[1] == b"a", 10, "the balancer serves a")
+        file, ports, controller = _serving_a(procs, tmp_path)
+        lb, admin, a, b = ports
         slow: list[tuple[int, bytes]] = []
         in_flight = threading.Thread(target=lambda: slow.append(get(lb, "/slow/1")[:2]))
         with Load(lb) as load:
@@ -66,6 +75,21 @@ def test_sighup_reload_switches_routes_without_dropping_requests(tmp_path: Path)
     assert slow == [(200, b"a")]  # the old worker finished what it had started
     assert load.bodies.get(b"a", 0) > 0
     assert "reload refused" in log
+
+
+def test_sighup_refuses_a_new_listen_host(tmp_path: Path) -> None:
+    """The sockets stay bound where they are: a reload that moves the host is refused."""
+    with processes() as procs:
+        file, ports, controller = _serving_a(procs, tmp_path)
+        lb, admin, a, b = ports
+        moved = TOPOLOGY.replace("hosts: {{h: {{}}}}", "hosts: {{h: {{address: 127.0.0.2}}}}")
+        file.write_text(moved.format(lb=lb, admin=admin, target="b", a=a, b=b))
+        controller.send_signal(signal.SIGHUP)
+        log = tmp_path / "lb.log"
+        wait_until(lambda: "reload refused" in log.read_text(), 10, "the reload is refused")
+        assert get(lb)[1] == b"a"  # the running settings stay
+        assert controller.poll() is None
+    assert "the listen host cannot change (127.0.0.1 -> 127.0.0.2)" in log.read_text()
 
 
 def test_sigterm_finishes_in_flight_requests(tmp_path: Path) -> None:

@@ -172,3 +172,48 @@ def test_down_and_status_with_nothing_running(tmp_path: Path) -> None:
 def _no_leftovers(tmp_path: Path) -> Iterator[None]:
     yield
     assert processes_using(tmp_path) == []
+
+
+def postgres_topology(path: Path) -> tuple[Path, list[int]]:
+    sql, api, client, peer = (free_port_block(2) for _ in range(4))
+    path.write_text(
+        "name: pg\n"
+        "components:\n"
+        f"  db: {{kind: postgres, instances: 2, port: {sql}, api_port: {api}, needs: [etcd]}}\n"
+        f"  etcd: {{kind: etcd, instances: 3, port: {client}, peer_port: {peer},"
+        " min_up: majority}\n"
+        "entry: [db]\n"
+    )
+    return path, [sql, sql + 1, api, api + 1, client, client + 1]
+
+
+def test_a_state_dir_the_postgres_user_cannot_reach(tmp_path: Path) -> None:
+    """Refused before anything starts, not a PostgreSQL crash loop found in `logs`."""
+    if os.geteuid() != 0:
+        pytest.skip("PostgreSQL runs as another OS user only when up runs as root")
+    topology, ports = postgres_topology(tmp_path / "t.yaml")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o700)
+    state = locked / "state"
+    out = spofless("up", topology, "--detach", "--allow-spof", "--state-dir", state)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"OS user postgres cannot reach {state}/data/db-0" in out.stderr
+    assert "(chmod o+x " in out.stderr and f" {locked})" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not state.exists()
+    assert_nothing_started(locked, ports)
+
+
+def test_a_data_dir_of_another_user_is_refused_before_start(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("PostgreSQL runs as another OS user only when up runs as root")
+    topology, ports = postgres_topology(tmp_path / "t.yaml")
+    state = tmp_path / "state"
+    data = state / "data" / "db-0"
+    data.mkdir(parents=True)
+    major = sorted(os.listdir("/usr/lib/postgresql"))[-1]
+    (data / "PG_VERSION").write_text(f"{major}\n")  # a cluster, owned by root
+    out = spofless("up", topology, "--detach", "--allow-spof", "--state-dir", state)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"data directory {data} is owned by uid 0" in out.stderr
+    assert_nothing_started(state, ports)

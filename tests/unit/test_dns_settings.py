@@ -99,9 +99,11 @@ def test_running_needs_zone_records_port_and_a_dns_component() -> None:
     assert "give at least one name to answer" in _error(text)
     text = BASE.replace(" port: 5300,", "") % ("", "")
     assert "missing required field 'port'" in _error(text)
-    assert "is of kind load_balancer, not dns" in _error(BASE % ("", ""), "lb")
-    assert "no component 'nope' (dns: dns)" in _error(BASE % ("", ""), "nope")
-    assert "has no instance 5 (it has 2)" in _error(BASE % ("", ""), index=5)
+    assert "no dns component 'lb'; lb is kind load_balancer (dns components: dns)" in _error(
+        BASE % ("", ""), "lb"
+    )
+    assert "no dns component 'nope' (dns components: dns)" in _error(BASE % ("", ""), "nope")
+    assert "has instances 0..1, not 5" in _error(BASE % ("", ""), index=5)
 
 
 def test_schema_rejects_bad_dns_fields_with_their_place() -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from spofless.cli import _unescape, main
+from spofless.cli import main
+from spofless.cli._lb import _unescape
 
 BASE = ["lb", "--listen", "127.0.0.1:1", "--backend", "127.0.0.1:2"]
 

@@ -13,36 +13,9 @@ from spofless.lb._balancer import Balancer
 from spofless.lb._http import ClientConn
 from spofless.lb._upstream import UpstreamConn
 from spofless.topology import LbOptions
+from tests.unit.lb_fakes import FakeTransport
 
 _PREFIXES = [b"", b"GET / HTTP/1.1\r\n", b"POST / HTTP/1.1\r\nContent-Length: 5\r\n"]
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closed = False
-        self.paused = False
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        self.paused = True
-
-    def resume_reading(self) -> None:
-        self.paused = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("10.0.0.7", 40000) if name == "peername" else default
 
 
 def _setup(**opts: Any) -> tuple[Balancer, ClientConn, FakeTransport, UpstreamConn, FakeTransport]:
@@ -183,3 +156,105 @@ async def test_a_stopping_worker_announces_the_close() -> None:
     up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
     assert bytes(ct.out) == b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi"
     assert ct.closed  # after the response, not before
+
+
+# -- RFC 9110/9112 requirements on an intermediary ------------------------------
+
+
+async def test_http11_request_without_host_gets_400() -> None:
+    _, client, ct, _, ut = _setup()
+    client.data_received(b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n")
+    assert ct.out.startswith(b"HTTP/1.1 400") and ct.closed and not ut.out
+
+
+async def test_http10_request_without_host_is_forwarded() -> None:
+    _, client, _, _, ut = _setup()
+    client.data_received(b"GET / HTTP/1.0\r\n\r\n")
+    assert ut.out.startswith(b"GET / HTTP/1.0\r\n")
+
+
+async def test_two_host_headers_get_400() -> None:
+    _, client, ct, _, ut = _setup()
+    client.data_received(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+    assert ct.out.startswith(b"HTTP/1.1 400") and ct.closed and not ut.out
+
+
+async def test_headers_named_in_any_connection_header_are_removed() -> None:
+    _, client, _, _, ut = _setup()
+    client.data_received(
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: X-One\r\nConnection: x-two\r\n"
+        b"X-One: 1\r\nX-Two: 2\r\nKeep-Alive: timeout=5\r\nUpgrade: h2c\r\nX-Kept: 3\r\n\r\n"
+    )
+    sent = bytes(ut.out)
+    for name in (b"X-One", b"X-Two", b"Connection", b"Keep-Alive", b"Upgrade"):
+        assert name not in sent
+    assert b"X-Kept: 3\r\n" in sent
+
+
+async def test_te_is_not_forwarded() -> None:
+    _, client, _, _, ut = _setup()
+    client.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nTE: gzip, trailers\r\n\r\n")
+    assert ut.out.startswith(b"GET / HTTP/1.1\r\n") and b"TE:" not in ut.out
+    assert b"gzip" not in ut.out
+
+
+async def test_max_forwards_zero_options_is_answered_here() -> None:
+    _, client, ct, _, ut = _setup()
+    client.data_received(b"OPTIONS * HTTP/1.1\r\nHost: x\r\nMax-Forwards: 0\r\n\r\n")
+    assert ct.out.startswith(b"HTTP/1.1 200 OK\r\n") and not ut.out and not ct.closed
+    client.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # the connection goes on
+    assert ut.out.startswith(b"GET / HTTP/1.1\r\n")
+
+
+async def test_max_forwards_zero_trace_echoes_without_credentials() -> None:
+    _, client, ct, _, ut = _setup()
+    client.data_received(
+        b"TRACE /t HTTP/1.1\r\nHost: x\r\nMax-Forwards: 0\r\nCookie: s=1\r\nX-A: b\r\n\r\n"
+    )
+    out = bytes(ct.out)
+    assert out.startswith(b"HTTP/1.1 200 OK\r\nContent-Type: message/http\r\n") and not ut.out
+    assert out.endswith(b"TRACE /t HTTP/1.1\r\nHost: x\r\nMax-Forwards: 0\r\nX-A: b\r\n\r\n")
+    assert b"s=1" not in out
+
+
+async def test_max_forwards_is_decremented_for_options_and_trace_only() -> None:
+    _, client, _, up, ut = _setup()
+    client.data_received(b"OPTIONS / HTTP/1.1\r\nHost: x\r\nMax-Forwards: 3\r\n\r\n")
+    assert b"Max-Forwards: 2\r\n" in ut.out
+    up.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    client.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nMax-Forwards: 0\r\n\r\n")
+    assert ut.out.count(b"Max-Forwards: 0\r\n") == 1  # a GET goes on untouched
+
+
+async def test_max_forwards_not_a_number_gets_400() -> None:
+    _, client, ct, _, ut = _setup()
+    client.data_received(b"TRACE / HTTP/1.1\r\nHost: x\r\nMax-Forwards: many\r\n\r\n")
+    assert ct.out.startswith(b"HTTP/1.1 400") and not ut.out
+
+
+async def test_interim_responses_are_relayed_before_the_final_one() -> None:
+    bal, client, ct, up, _ = _setup()
+    client.data_received(
+        b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"
+    )
+    up.data_received(b"HTTP/1.1 100 Continue\r\n\r\n")
+    assert client.active is not None  # not done: the final response follows
+    client.data_received(b"x")
+    up.data_received(b"HTTP/1.1 103 Early Hints\r\nLink: </s>\r\n\r\n")
+    up.data_received(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+    assert bytes(ct.out).count(b"HTTP/1.1 ") == 3 and ct.out.endswith(
+        b"201 Created\r\nContent-Length: 0\r\n\r\n"
+    )
+    b = bal.backends["127.0.0.1:9"]
+    assert b.responses[2] == 1 and b.responses[1] == 0 and b.active == 0
+
+
+async def test_204_and_304_end_at_their_head() -> None:
+    _, client, ct, up, ut = _setup()
+    client.data_received(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    up.data_received(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert b"GET /2" in ut.out  # the 204 ended without a body
+    client.data_received(b"GET /3 HTTP/1.1\r\nHost: x\r\n\r\n")
+    up.data_received(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n")
+    assert b"GET /3" in ut.out  # the 304 too, whatever its Content-Length says
+    assert not ct.closed

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from spofless.lb import LbConfigError, settings_from_topology
+from spofless.lb import lb_settings
 from spofless.lb._backend import Backend
 from spofless.lb._balancer import Balancer
+from spofless.lb._messages import BackendState
 from spofless.lb._settings import LbSettings
-from spofless.topology import TopologyError, load_topology_text
+from spofless.topology import CannotRunError, TopologyError, load_topology_text
 
 DB = """\
 name: routed
@@ -22,7 +23,7 @@ entry: [rw]
 
 def _settings(route: str, extra: str = "") -> LbSettings:
     text = DB.replace("ROUTE", route) + extra
-    return settings_from_topology(load_topology_text(text), "rw", 1)
+    return lb_settings(load_topology_text(text), "rw", 1)
 
 
 def test_role_primary_checks_the_agents_primary_endpoint() -> None:
@@ -87,28 +88,28 @@ def test_a_role_needs_a_postgres_target_with_an_api_port() -> None:
     svc = DB.replace("ROUTE", "{to: web, role: primary}").replace(
         "entry:", "  web: {kind: service, instances: 2, port: 7000}\nentry:"
     )
-    with pytest.raises(LbConfigError, match="web is kind service"):
-        settings_from_topology(load_topology_text(svc), "rw", 0)
+    with pytest.raises(CannotRunError, match="web is kind service"):
+        lb_settings(load_topology_text(svc), "rw", 0)
     no_api = DB.replace("ROUTE", "{to: db, role: primary}").replace(", api_port: 8008", "")
-    with pytest.raises(LbConfigError, match="needs `api_port`"):
-        settings_from_topology(load_topology_text(no_api), "rw", 0)
+    with pytest.raises(CannotRunError, match="needs `api_port`"):
+        lb_settings(load_topology_text(no_api), "rw", 0)
     http = DB.replace("ROUTE", "{to: db, role: primary}").replace("mode: tcp", "mode: http")
-    with pytest.raises(LbConfigError, match="mode: tcp"):
-        settings_from_topology(load_topology_text(http), "rw", 0)
+    with pytest.raises(CannotRunError, match="mode: tcp"):
+        lb_settings(load_topology_text(http), "rw", 0)
 
 
 def test_check_ports_must_fit() -> None:
     text = DB.replace("ROUTE", "{to: db, health: {type: tcp, port: 65534}}")
-    with pytest.raises(LbConfigError, match="exceeds 65535"):
-        settings_from_topology(load_topology_text(text), "rw", 0)
+    with pytest.raises(CannotRunError, match="exceeds 65535"):
+        lb_settings(load_topology_text(text), "rw", 0)
 
 
 def test_two_routes_to_one_component_must_check_it_alike() -> None:
     text = DB.replace("mode: tcp", "mode: http").replace(
         "ROUTE", "{to: db, path_prefix: /a, health: {type: tcp, port: 9000}}, {to: db}"
     )
-    with pytest.raises(LbConfigError, match="different health checks"):
-        settings_from_topology(load_topology_text(text), "rw", 0)
+    with pytest.raises(CannotRunError, match="different health checks"):
+        lb_settings(load_topology_text(text), "rw", 0)
 
 
 # -- choosing a backend -------------------------------------------------------------
@@ -119,9 +120,11 @@ def _balancer(route: str) -> tuple[Balancer, list[Backend]]:
     return bal, bal.routes[0].backends
 
 
-def _view(**states: tuple[str, float]) -> dict[str, dict[str, object]]:
+def _view(**states: tuple[str, float]) -> dict[str, BackendState]:
     return {
-        f"db/{k[1:]}": {"status": st, "since": since, "admin": "enabled", "ejected": False}
+        f"db/{k[1:]}": BackendState(
+            status=st, since=since, admin="enabled", ejected=False, up_since=None
+        )
         for k, (st, since) in states.items()
     }
 
@@ -190,8 +193,8 @@ def test_the_routed_example_has_no_spof_and_two_endpoints() -> None:
 
     topology = load_topology(Path(__file__).parents[2] / "examples" / "postgres-routed.yaml")
     assert not analyze(topology).spofs
-    rw = settings_from_topology(topology, "db-rw", 1)
-    ro = settings_from_topology(topology, "db-ro", 0)
+    rw = lb_settings(topology, "db-rw", 1)
+    ro = lb_settings(topology, "db-ro", 0)
     assert rw.routes[0].health.path == "/primary" and not rw.routes[0].fail_open
     assert ro.routes[0].health.path == "/replica?lag=16MB" and ro.routes[0].fail_open
     assert [b.check_port for b in rw.routes[0].backends] == [58018, 58019, 58020]

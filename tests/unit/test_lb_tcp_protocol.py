@@ -3,38 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from spofless.lb import settings_from_flags
 from spofless.lb._balancer import Balancer
 from spofless.lb._splice import SPLICE_THRESHOLD
 from spofless.lb._tcp import TcpClient, TcpUpstream
 from spofless.topology import LbOptions
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.reading = True
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("10.0.0.7", 40000) if name == "peername" else default
+from tests.unit.lb_fakes import FakeTransport
 
 
 def _client() -> tuple[TcpClient, FakeTransport]:

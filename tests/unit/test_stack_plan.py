@@ -112,11 +112,6 @@ def test_two_instances_on_one_port_are_refused() -> None:
         plan(text=text)
 
 
-def test_without_an_etcd_builder_etcd_is_skipped() -> None:
-    p = plan_stack(load_topology_text(TOPOLOGY), STATE, (), None)
-    assert any(s.component == "etcd" for s in p.skipped)
-
-
 @pytest.mark.parametrize(
     ("run", "message"),
     [

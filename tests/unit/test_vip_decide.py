@@ -240,11 +240,11 @@ def test_bad_vip_settings_are_rejected_with_a_reason(vip: str, message: str) -> 
         load_topology_text(VIP_TOPOLOGY % ("[a, b]", vip))
 
 
-def test_config_from_topology_finds_etcd_and_the_load_balancer() -> None:
-    from spofless.vip import config_from_topology
+def test_vip_settings_finds_etcd_and_the_load_balancer() -> None:
+    from spofless.vip import vip_settings
 
     topo = load_topology_text(VIP_TOPOLOGY % ("[a, b]", "{address: 10.77.255.1/16}"))
-    cfg = config_from_topology(topo, "lb", 1)
+    cfg = vip_settings(topo, "lb", 1)
     assert cfg.instance == "lb/1"
     assert cfg.key == "/spofless/viptest/vip/lb"
     assert len(cfg.endpoints) == 3 and cfg.endpoints[0].startswith("http://")

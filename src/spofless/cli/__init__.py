@@ -6,7 +6,6 @@ of failure), 2 invalid input or a user error (message, never a traceback).
 """
 
 from spofless.cli import _entry, _lab, _lb, _pg, _secrets, _stack  # noqa: F401  (register)
-from spofless.cli._lb import _unescape
 from spofless.cli._root import EXIT_INVALID, main
 
-__all__ = ["EXIT_INVALID", "_unescape", "main"]
+__all__ = ["EXIT_INVALID", "main"]

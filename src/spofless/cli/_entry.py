@@ -35,14 +35,11 @@ def dns_command(file: str, component: str, index: int, port: int | None) -> None
     instances whose health checks pass (all of them when none pass), over UDP
     and TCP, until SIGTERM or SIGINT.
     """
-    import logging
-
     from spofless import dns
+    from spofless._logging import setup_logging
 
     settings = dns.dns_settings(topology_of(file), component, index, port=port)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(f"{component}/{index}")
     dns.run(settings)
 
 
@@ -61,6 +58,6 @@ def vip(file: str, component: str, instance: int) -> None:
     check or the claim cannot be renewed. SIGTERM or SIGINT removes the address and
     hands it over at once.
     """
-    from spofless.vip import config_from_topology, run_vip
+    from spofless.vip import run_vip, vip_settings
 
-    run_vip(config_from_topology(topology_of(file), component, instance))
+    run_vip(vip_settings(topology_of(file), component, instance))

@@ -81,32 +81,32 @@ def lb(
     """
     from pydantic import ValidationError
 
-    from spofless.lb import LbConfigError, run_lb, settings_from_flags, settings_from_topology
-    from spofless.topology import HealthCheck, LbOptions
+    from spofless.lb import LbSettings, lb_settings, run_lb, settings_from_flags
+    from spofless.topology import CannotRunError, HealthCheck, LbOptions
 
     if file is not None:
         if listen or backends:
-            raise LbConfigError("give either FILE or --listen/--backend, not both")
+            raise CannotRunError("give either FILE or --listen/--backend, not both")
         if sets or health or health_send is not None or health_expect is not None:
-            raise LbConfigError(
+            raise CannotRunError(
                 "--set and --health* are for standalone use; with FILE use the component's"
                 " `lb:` mapping and the target's `health:`"
             )
         if component is None:
-            raise LbConfigError("FILE needs --component (the load_balancer to run)")
+            raise CannotRunError("FILE needs --component (the load_balancer to run)")
         path, comp = file, component
 
-        def build() -> object:
-            return settings_from_topology(topology_of(path), comp, instance)
+        def build() -> LbSettings:
+            return lb_settings(topology_of(path), comp, instance)
 
     else:
         if not listen:
-            raise LbConfigError("give FILE --component C, or --listen and --backend")
+            raise CannotRunError("give FILE --component C, or --listen and --backend")
         given: dict[str, str] = {"algorithm": algorithm, "hash_key": hash_key}
         for item in sets:
             name, eq, value = item.partition("=")
             if not eq:
-                raise LbConfigError(f"--set {item!r}: give NAME=VALUE")
+                raise CannotRunError(f"--set {item!r}: give NAME=VALUE")
             given[name.strip()] = value.strip()
         try:
             options = LbOptions.model_validate(given)
@@ -123,10 +123,12 @@ def lb(
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
-            raise LbConfigError(f"invalid option {where or 'health check'}: {err['msg']}") from None
+            raise CannotRunError(
+                f"invalid option {where or 'health check'}: {err['msg']}"
+            ) from None
         listen_ = listen
 
-        def build() -> object:
+        def build() -> LbSettings:
             return settings_from_flags(
                 listen=listen_,
                 backends=list(backends),
@@ -138,19 +140,18 @@ def lb(
                 options=options,
             )
 
-    import logging
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from spofless._logging import setup_logging
     from spofless.cli._ports import ensure_free
 
     settings = build()
+    setup_logging(settings.instance)
     ensure_free(
         [
-            ("listen", settings.listen_host, settings.listen_port),  # type: ignore[attr-defined]
-            ("admin", settings.admin_host, settings.admin_port),  # type: ignore[attr-defined]
+            ("listen", settings.listen_host, settings.listen_port),
+            ("admin", settings.admin_host, settings.admin_port),
         ]
     )
-    run_lb(settings, reload=build)  # type: ignore[arg-type]
+    run_lb(settings, reload=build)
 
 
 def _unescape(text: str) -> str:

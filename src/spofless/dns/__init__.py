@@ -8,7 +8,7 @@
     DnsServer(settings)                                       UDP + TCP listeners, health checks
     run(settings)                                             serve until SIGTERM or SIGINT
 
-Errors: an invalid topology raises `spofless.topology.TopologyError` from
+Errors: a topology this server cannot run from raises `spofless.topology.CannotRunError` from
 `dns_settings`; nothing a client sends raises.
 """
 
@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+
+import uvloop
 
 from spofless.dns._answer import (
     HealthView,
@@ -55,7 +57,7 @@ __all__ = [
 
 
 def run(settings: DnsSettings) -> None:
-    """Serve `settings` in this process until SIGTERM or SIGINT (uvloop when installed)."""
+    """Serve `settings` in this process until SIGTERM or SIGINT (on uvloop)."""
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -64,10 +66,5 @@ def run(settings: DnsSettings) -> None:
             loop.add_signal_handler(sig, stop.set)
         await serve(settings, stop)
 
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency, but optional here
-        asyncio.run(main())
-        return
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(main())

@@ -3,7 +3,7 @@
 `dns_settings(topology, component, index)` is the only way to build them, for
 `spofless dns` and for the stack runner alike. Everything that needs the rest of
 the topology (the record's component exists and has a port, addresses match
-instances, regions exist) is checked here and reported as a `TopologyError`
+instances, regions exist) is checked here and reported as a `CannotRunError`
 naming file, line and field.
 """
 
@@ -15,6 +15,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from spofless.topology import (
+    CannotRunError,
     DnsComponent,
     DnsRateLimit,
     DnsRecordSpec,
@@ -22,7 +23,7 @@ from spofless.topology import (
     Problem,
     RuntimeComponent,
     Topology,
-    TopologyError,
+    component_of,
     field_path,
 )
 
@@ -112,23 +113,15 @@ class _Builder:
 
     def fail_if_problems(self) -> None:
         if self.problems:
-            raise TopologyError(self.problems)
+            raise CannotRunError(self.problems)
 
     def build(self, index: int, port_override: int | None) -> DnsSettings:
         topo = self.topology
-        comp = topo.components.get(self.name)
-        if comp is None:
-            known = ", ".join(n for n, c in topo.components.items() if c.kind == "dns") or "none"
-            raise TopologyError(
-                [Problem(topo.source, 0, 0, "", f"no component '{self.name}' (dns: {known})")]
-            )
-        if not isinstance(comp, DnsComponent):
-            self.problem(f"is of kind {comp.kind}, not dns", "kind")
-            self.fail_if_problems()
-        assert isinstance(comp, DnsComponent)
+        comp = component_of(topo, self.name, DnsComponent)
         instances = topo.instances[self.name]
         if not 0 <= index < len(instances):
-            self.problem(f"has no instance {index} (it has {len(instances)})", "instances")
+            # instance_at()'s words, collected with the rest rather than raised alone
+            self.problem(f"has instances 0..{len(instances) - 1}, not {index}", "instances")
         if comp.zone is None:
             self.problem("missing required field 'zone' to run a DNS server (e.g. shop.example.)")
         if not comp.records:

@@ -17,11 +17,11 @@ from spofless.health._checks import (
     check_http,
     check_postgres,
     check_tcp,
-    register_checker,
+    connect_failure,
     run_check,
 )
 from spofless.health._detector import Detector, Status, Transition
-from spofless.health._monitor import HealthMonitor, OnChange, Target, TargetHealth, targets_from
+from spofless.health._monitor import HealthMonitor, OnChange, Target, TargetHealth
 
 __all__ = [
     "CHECKERS",
@@ -38,7 +38,6 @@ __all__ = [
     "check_http",
     "check_postgres",
     "check_tcp",
-    "register_checker",
+    "connect_failure",
     "run_check",
-    "targets_from",
 ]

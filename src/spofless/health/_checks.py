@@ -136,11 +136,6 @@ CHECKERS: dict[str, Checker] = {
 }
 
 
-def register_checker(type_: str, checker: Checker) -> None:
-    """Use `checker` for checks of `type_` (e.g. a richer postgres check)."""
-    CHECKERS[type_] = checker
-
-
 async def run_check(spec: HealthCheck, host: str, port: int) -> CheckResult:
     """Run the check `spec` describes against host:port, bounded by `spec.timeout`."""
     checker = CHECKERS[spec.type]
@@ -150,16 +145,23 @@ async def run_check(spec: HealthCheck, host: str, port: int) -> CheckResult:
             result = await checker(spec, host, port)
     except TimeoutError:
         result = CheckResult(False, f"timeout after {spec.timeout:g}s")
-    except (ConnectionRefusedError, ConnectionResetError, BrokenPipeError) as exc:
-        result = CheckResult(False, _describe(exc), definite=True)
     except OSError as exc:
-        result = CheckResult(False, _describe(exc))
+        detail, definite = connect_failure(exc)
+        result = CheckResult(False, detail, definite=definite)
     return CheckResult(result.ok, result.detail, result.definite, time.monotonic() - start)
 
 
-def _describe(exc: OSError) -> str:
+def connect_failure(exc: OSError) -> tuple[str, bool]:
+    """What a failed connection says: a detail, and whether it is definite.
+
+    Refused, reset and broken pipe are definite: the host answered and nothing
+    listens (or the process died), so the instance is down now. Anything else
+    (unreachable, a timeout) may pass and counts towards `fall` like a failed check.
+    """
     if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
+        return "connection refused", True
     if isinstance(exc, ConnectionResetError):
-        return "connection reset"
-    return exc.strerror or type(exc).__name__
+        return "connection reset", True
+    if isinstance(exc, BrokenPipeError):
+        return exc.strerror or "broken pipe", True
+    return exc.strerror or type(exc).__name__, False

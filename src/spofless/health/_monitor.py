@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from spofless.health._checks import CheckResult, run_check
@@ -127,12 +127,3 @@ class HealthMonitor:
             self._last_at[name] = time.time()
             self.observe(name, result.ok, definite=result.definite, detail=result.detail)
             await asyncio.sleep(max(0.0, started + self.spec.interval - loop.time()))
-
-
-def targets_from(addresses: Mapping[str, str]) -> list[Target]:
-    """Targets from `name -> "host:port"` (the form `Topology.address_of` returns)."""
-    out = []
-    for name, address in addresses.items():
-        host, _, port = address.rpartition(":")
-        out.append(Target(name, host.strip("[]"), int(port)))
-    return out

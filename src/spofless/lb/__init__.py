@@ -1,6 +1,6 @@
 """The load balancer: L4 (tcp) and L7 (http/1.1) proxying with health checks and retries.
 
-    settings_from_flags(...) / settings_from_topology(topology, component, index) -> LbSettings
+    lb_settings(topology, component, index) / settings_from_flags(...) -> LbSettings
     run_lb(settings, reload)     run until SIGTERM; SIGHUP calls `reload` for new settings
 
 Architecture: a controller process owns the health view and the admin API and
@@ -21,18 +21,16 @@ from spofless.lb._controller import run_lb
 from spofless.lb._policy import OutlierPolicy, RetryBudget, may_retry, slow_start_factor
 from spofless.lb._settings import (
     BackendSpec,
-    LbConfigError,
     LbSettings,
     RouteSpec,
+    lb_settings,
     settings_from_flags,
-    settings_from_topology,
 )
 
 __all__ = [
     "Algorithm",
     "BackendSpec",
     "ConsistentHash",
-    "LbConfigError",
     "LbSettings",
     "LeastConnections",
     "OutlierPolicy",
@@ -40,10 +38,10 @@ __all__ = [
     "RouteSpec",
     "TwoChoices",
     "WeightedRoundRobin",
+    "lb_settings",
     "make_algorithm",
     "may_retry",
     "run_lb",
     "settings_from_flags",
-    "settings_from_topology",
     "slow_start_factor",
 ]

@@ -18,6 +18,7 @@ import hmac
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -30,6 +31,7 @@ from prometheus_client.core import (
 )
 
 from spofless.lb._backend import LATENCY_BUCKETS
+from spofless.lb._messages import BackendStats
 
 if TYPE_CHECKING:
     from spofless.lb._controller import Controller
@@ -123,7 +125,7 @@ def status(ctl: Controller) -> dict[str, Any]:
             "last_check": None
             if last is None
             else {"ok": last.ok, "detail": last.detail, "duration": round(last.duration, 6)},
-            **totals.get(name, {}),
+            **asdict(totals.get(name, BackendStats())),
         }
     return {
         "instance": s.instance,
@@ -172,19 +174,19 @@ class _Collector:
             labels=["backend"],
         )
         for name, view in ctl.views.items():
-            t = totals.get(name, {})
+            t = totals.get(name, BackendStats())
             for i, cls in enumerate(("none", "1xx", "2xx", "3xx", "4xx", "5xx")):
-                req.add_metric([name, cls], t.get("responses", [0] * 6)[i])
-            retries.add_metric([name], t.get("retries", 0))
-            conn_fail.add_metric([name], t.get("connect_failures", 0))
-            spliced.add_metric([name], t.get("spliced", 0))
+                req.add_metric([name, cls], t.responses[i])
+            retries.add_metric([name], t.retries)
+            conn_fail.add_metric([name], t.connect_failures)
+            spliced.add_metric([name], t.spliced)
             ejections.add_metric([name], view.ejections)
             up.add_metric([name], 1.0 if str(ctl.status_of(name)) != "down" else 0.0)
-            active.add_metric([name], t.get("active", 0))
-            buckets = t.get("buckets", [0] * (len(LATENCY_BUCKETS) + 1))
+            active.add_metric([name], t.active)
+            buckets = t.buckets
             cum, acc = [], 0
             for bound, n in zip((*LATENCY_BUCKETS, float("inf")), buckets, strict=True):
                 acc += n
                 cum.append((str(bound) if bound != float("inf") else "+Inf", acc))
-            latency.add_metric([name], cum, t.get("latency_sum", 0.0))
+            latency.add_metric([name], cum, t.latency_sum)
         yield from (req, retries, conn_fail, spliced, ejections, up, active, latency)

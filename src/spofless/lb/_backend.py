@@ -7,19 +7,38 @@ compute, no locks (one event loop per worker).
 from __future__ import annotations
 
 import bisect
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from spofless.lb._settings import BackendSpec
 
 if TYPE_CHECKING:
+    from spofless.lb._http import Request
+    from spofless.lb._tcp import TcpClient
     from spofless.lb._upstream import UpstreamConn
 
 # Latency histogram upper bounds in seconds (Prometheus-style cumulative on export).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+def _no_wake() -> None:
+    pass
+
+
+def response_class(status: int) -> int:
+    """The index in `Backend.responses` of a response with `status` (0: not a status)."""
+    return status // 100 if 100 <= status < 600 else 0
+
+
 class Backend:
-    """A backend's state in one worker."""
+    """A backend's state in one worker.
+
+    `begin` and `finish` own the per-request bookkeeping: every request (http) or
+    connection (tcp) sent here calls `begin` once and `finish` once, whichever way
+    it ends (HAProxy's `sess_change_server()`). `finish` also tells the balancer's
+    queue that a slot is free.
+    """
 
     __slots__ = (
         "active",
@@ -36,6 +55,7 @@ class Backend:
         "name",
         "need_up",
         "port",
+        "queue",
         "requests",
         "responses",
         "retries",
@@ -43,10 +63,16 @@ class Backend:
         "spliced",
         "status",
         "up_since",
+        "wake",
         "weight",
     )
 
-    def __init__(self, spec: BackendSpec) -> None:
+    def __init__(
+        self,
+        spec: BackendSpec,
+        queue: deque[Request] | None = None,
+        wake: Callable[[], None] = _no_wake,
+    ) -> None:
         self.name = spec.name
         self.host = spec.host
         self.port = spec.port
@@ -61,7 +87,10 @@ class Backend:
         self.up_since: float | None = None  # wall time it came back up, for slow start
         self.active = 0  # requests (http) or connections (tcp) in flight
         self.idle: list[UpstreamConn] = []  # pooled keep-alive connections, LIFO
-        self.inflight: set[Any] = set()  # upstream connections busy with a request
+        # Connections busy with a request: http upstreams, or tcp clients.
+        self.inflight: set[UpstreamConn | TcpClient] = set()
+        self.queue: deque[Request] = deque() if queue is None else queue  # the balancer's
+        self.wake = wake  # called when a slot frees while requests wait in `queue`
         self.consecutive_failures = 0
         self.requests = 0
         self.responses = [0, 0, 0, 0, 0, 0]  # by status class 1xx..5xx; [0]: no response
@@ -77,20 +106,24 @@ class Backend:
         healthy = self.status == "up" if self.need_up else self.status != "down"
         return healthy and self.admin == "enabled" and not self.ejected
 
-    def observe_latency(self, seconds: float) -> None:
-        self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        self.latency_sum += seconds
+    def begin(self) -> None:
+        """A request (http) or connection (tcp) starts here."""
+        self.active += 1
+        self.requests += 1
 
-    def stats(self) -> dict[str, object]:
-        """Counters for the controller (summed over workers there)."""
-        return {
-            "active": self.active,
-            "requests": self.requests,
-            "responses": list(self.responses),
-            "retries": self.retries,
-            "connect_failures": self.connect_failures,
-            "spliced": self.spliced,
-            "buckets": list(self.buckets),
-            "latency_sum": self.latency_sum,
-            "idle": len(self.idle),
-        }
+    def finish(self, outcome: int | None, latency: float | None = None) -> None:
+        """What `begin` started is over.
+
+        `outcome` is the `responses` index to count (`response_class`, 0 for no
+        response), or None when nothing is counted here: the request is retried
+        elsewhere or its client has gone. `latency`: seconds to a complete response,
+        for the histogram.
+        """
+        self.active -= 1
+        if outcome is not None:
+            self.responses[outcome] += 1
+        if latency is not None:
+            self.buckets[bisect.bisect_left(LATENCY_BUCKETS, latency)] += 1
+            self.latency_sum += latency
+        if self.queue:
+            self.wake()

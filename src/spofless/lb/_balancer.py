@@ -12,13 +12,17 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from spofless.lb._algorithms import Algorithm, make_algorithm
 from spofless.lb._backend import Backend
+from spofless.lb._messages import BackendState, BackendStats, Ejection, Message, Observation
 from spofless.lb._policy import RetryBudget, slow_start_factor
 from spofless.lb._settings import LbSettings, RouteSpec
+
+if TYPE_CHECKING:
+    from spofless.lb._http import Request
 
 logger = logging.getLogger(__name__)
 
@@ -59,12 +63,16 @@ class Balancer:
     """Per-worker state shared by every connection of that worker."""
 
     def __init__(
-        self, settings: LbSettings, report: Callable[[dict[str, Any]], None] | None = None
+        self, settings: LbSettings, report: Callable[[Message], None] | None = None
     ) -> None:
         self.settings = settings
         self.options = settings.options
         self.report = report or (lambda msg: None)
-        self.backends = {name: Backend(spec) for name, spec in settings.backends().items()}
+        self.queue: deque[Request] = deque()  # requests waiting for a connection slot
+        self.backends = {
+            name: Backend(spec, self.queue, self._slot_freed)
+            for name, spec in settings.backends().items()
+        }
         self.routes = [
             Route(
                 r,
@@ -80,11 +88,9 @@ class Balancer:
         self.single_route = len(self.routes) == 1 and self.routes[0].spec.host is None
         self.budget = RetryBudget(self.options.retry_budget)
         self.timed: set[Timed] = set()  # connections with deadlines (clients and upstreams)
-        self.queue: deque[Any] = deque()  # requests waiting for a connection slot
         self.draining = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self._ticker: asyncio.TimerHandle | None = None
-        self.idle_event = asyncio.Event()
         self.refresh_weights(time.time())  # a route without fail-open starts with none live
 
     # -- lifecycle ----------------------------------------------------------
@@ -128,7 +134,7 @@ class Balancer:
         return self.routes[-1]
 
     def choose(
-        self, route: Route, key: bytes | None, tried: list[Backend] | None
+        self, route: Route, key: bytes | None, tried: Sequence[Backend] | None
     ) -> Backend | None:
         """A backend for a new request; fails open to down backends when no eligible one is left.
 
@@ -176,25 +182,34 @@ class Balancer:
         while self.queue and self.queue[0].queued_at + timeout <= now:
             self.queue.popleft().on_queue_timeout()
 
+    def _slot_freed(self) -> None:
+        # After the current callback: the path that freed the slot finishes first (a
+        # retry or the client's next pipelined request keeps its place).
+        (self.loop or asyncio.get_event_loop()).call_soon(self.release_slot)
+
     def release_slot(self) -> None:
-        """A request finished: start the oldest queued one, if any."""
-        if self.queue:
-            self.queue.popleft().dispatch()
+        """A slot is free: start the oldest queued request whose client is still there."""
+        queue = self.queue
+        while queue:
+            req = queue.popleft()
+            if not req.conn.closed:
+                req.dispatch()
+                return
 
     # -- health view and passive checks -------------------------------------
 
-    def apply_view(self, view: dict[str, dict[str, Any]]) -> None:
+    def apply_view(self, view: dict[str, BackendState]) -> None:
         """Adopt the controller's view: status, admin state, ejection, slow-start start."""
         for name, state in view.items():
             b = self.backends.get(name)
             if b is None:
                 continue
             was_eligible = b.eligible
-            b.status = state["status"]
-            b.since = state.get("since", 0.0)
-            b.admin = state["admin"]
-            b.ejected = state["ejected"]
-            b.up_since = state.get("up_since")
+            b.status = state.status
+            b.since = state.since
+            b.admin = state.admin
+            b.ejected = state.ejected
+            b.up_since = state.up_since
             if was_eligible and not b.eligible:
                 self.abandon(b)
         self.refresh_weights(time.time())
@@ -245,8 +260,8 @@ class Balancer:
         for up in idle:
             up.close()
         if b.status == "down" or b.ejected:
-            for up in list(b.inflight):
-                up.abandon()
+            for conn in list(b.inflight):
+                conn.abandon()
 
     def mark_down_locally(self, b: Backend, detail: str) -> None:
         """A definite failure (refused, reset on connect): stop using `b` here at once."""
@@ -255,7 +270,7 @@ class Balancer:
             b.weight = 0.0
             self.reindex()
             self.abandon(b)
-        self.report({"t": "obs", "b": b.name, "ok": False, "definite": True, "detail": detail})
+        self.report(Observation(b.name, ok=False, definite=True, detail=detail))
 
     def passive_failure(self, b: Backend, detail: str) -> None:
         """A timeout, reset or 5xx: counts towards ejection."""
@@ -266,10 +281,24 @@ class Balancer:
             b.weight = 0.0
             self.reindex()
             self.abandon(b)
-            self.report({"t": "eject", "b": b.name, "detail": detail})
+            self.report(Ejection(b.name, detail))
 
-    def local_stats(self) -> dict[str, Any]:
-        return {name: b.stats() for name, b in self.backends.items()}
+    def local_stats(self) -> dict[str, BackendStats]:
+        """This worker's counters, for the controller (which sums them over workers)."""
+        return {
+            name: BackendStats(
+                active=b.active,
+                requests=b.requests,
+                responses=list(b.responses),
+                retries=b.retries,
+                connect_failures=b.connect_failures,
+                spliced=b.spliced,
+                buckets=list(b.buckets),
+                latency_sum=b.latency_sum,
+                idle=len(b.idle),
+            )
+            for name, b in self.backends.items()
+        }
 
 
 class _Full:

@@ -1,4 +1,4 @@
-"""Controller <-> worker messages: one JSON object per line over a socketpair.
+"""Controller <-> worker messages (`_messages`): one JSON object per line over a socketpair.
 
 Low volume only (health views, passive observations, stats once a second);
 never used per request.
@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from typing import Any, cast
+from typing import cast
 
-Message = dict[str, Any]
+from spofless.lb._messages import Message, decode, encode
 
 
 class LineChannel(asyncio.Protocol):
@@ -30,7 +30,7 @@ class LineChannel(asyncio.Protocol):
         while b"\n" in self._buf:
             line, self._buf = self._buf.split(b"\n", 1)
             if line:
-                self.on_message(json.loads(line))
+                self.on_message(decode(json.loads(line)))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -38,4 +38,4 @@ class LineChannel(asyncio.Protocol):
 
     def send(self, msg: Message) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
+            self.transport.write(json.dumps(encode(msg), separators=(",", ":")).encode() + b"\n")

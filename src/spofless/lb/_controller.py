@@ -21,25 +21,29 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from spofless.health import HealthMonitor, Status, Target, Transition
-from spofless.lb._channel import LineChannel, Message
+from spofless.lb._channel import LineChannel
+from spofless.lb._messages import (
+    AdminChange,
+    BackendState,
+    BackendStats,
+    BackendView,
+    Ejection,
+    Message,
+    Observation,
+    Ready,
+    Settings,
+    Stats,
+    Stop,
+    View,
+    merge,
+    worker_view,
+)
 from spofless.lb._policy import OutlierPolicy
 from spofless.lb._settings import LbSettings
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class BackendView:
-    """The controller's verdict on one backend, pushed to workers."""
-
-    admin: str = "enabled"  # enabled | drain | disabled, set through the admin API
-    ejected_until: float = 0.0
-    ejections: int = 0
-    up_since: float | None = None  # set when it comes back up: slow start
-    last_change: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -48,8 +52,24 @@ class Worker:
     chan: LineChannel
     index: int
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    stats: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, BackendStats] = field(default_factory=dict)
     retired: bool = False
+
+
+def reload_refusal(old: LbSettings, new: LbSettings, bound_port: int) -> str | None:
+    """Why a reload from `old` to `new` cannot happen on the running sockets, or None.
+
+    The sockets stay bound: the host cannot change, nor can the port (a `new` port
+    equal to the one bound, e.g. after `0`, is no change), nor the workers unless
+    the port is the one bound.
+    """
+    if new.listen_host != old.listen_host:
+        return f"the listen host cannot change ({old.listen_host} -> {new.listen_host})"
+    if new.listen_port == bound_port:
+        return None
+    if (new.listen_port, new.workers) != (old.listen_port, old.workers):
+        return "the listen port and the number of workers cannot change"
+    return None
 
 
 class Controller:
@@ -63,7 +83,7 @@ class Controller:
         self.spawned: list[Worker] = []  # every worker started and not yet exited
         self.views: dict[str, BackendView] = {}
         self.monitors: list[HealthMonitor] = []
-        self.retired_stats: dict[str, dict[str, Any]] = {}
+        self.retired_stats: dict[str, BackendStats] = {}
         self.stopping = asyncio.Event()
         self.admin_server: asyncio.AbstractServer | None = None
         self._setup(settings)
@@ -104,30 +124,19 @@ class Controller:
         view = self.views.get(name)
         if view is None:
             return
-        view.last_change = time.time()
-        if transition.new is Status.UP and transition.old is Status.DOWN:
-            view.up_since = time.time()
+        self.views[name] = merge(view, transition, time.time(), self.outliers)
         self.broadcast()
 
-    def view_message(self) -> dict[str, dict[str, Any]]:
-        now = time.time()
-        return {
-            name: {
-                "status": str(self.status_of(name)),
-                "since": self._since(name),
-                "admin": v.admin,
-                "ejected": v.ejected_until > now,
-                "up_since": v.up_since,
-            }
-            for name, v in self.views.items()
-        }
-
-    def _since(self, name: str) -> float:
-        m = self._monitor_of(name)
-        return m.health(name).since if m else 0.0
+    def view_message(self) -> dict[str, BackendState]:
+        health: dict[str, tuple[Status, float]] = {}
+        for name in self.views:
+            m = self._monitor_of(name)
+            if m is not None:
+                health[name] = (m.status(name), m.health(name).since)
+        return worker_view(self.views, health, time.time())
 
     def broadcast(self) -> None:
-        msg = {"t": "view", "view": self.view_message()}
+        msg = View(self.view_message())
         # Every worker still running: also those starting (their first view, sent with the
         # settings, is older than the checks that end while they boot) and those draining.
         self.spawned = [w for w in self.spawned if w.proc.poll() is None]
@@ -136,12 +145,13 @@ class Controller:
 
     def eject(self, name: str, detail: str) -> None:
         view = self.views.get(name)
-        if view is None or view.ejected_until > time.time():
+        now = time.time()
+        new = None if view is None else merge(view, Ejection(name, detail), now, self.outliers)
+        if new is None or new is view:
             self.broadcast()  # the worker ejected locally; keep everyone on one view
             return
-        view.ejections += 1
-        seconds = self.outliers.ejection_time(view.ejections)
-        view.ejected_until = time.time() + seconds
+        self.views[name] = new
+        seconds = new.ejected_until - now
         logger.info("%s: %s ejected for %.1fs: %s", self.settings.instance, name, seconds, detail)
         # Re-admitted through health checks: `rise` passes are needed after the ejection.
         m = self._monitor_of(name)
@@ -151,7 +161,7 @@ class Controller:
         self.broadcast()
 
     def set_admin(self, name: str, state: str) -> None:
-        self.views[name].admin = state
+        self.views[name] = merge(self.views[name], AdminChange(state), time.time(), self.outliers)
         logger.info("%s: %s set to %s", self.settings.instance, name, state)
         self.broadcast()
 
@@ -194,31 +204,24 @@ class Controller:
         w = Worker(proc, chan, index)
         holder.append(w)
         self.spawned.append(w)
-        chan.send(
-            {
-                "t": "settings",
-                "settings": self.settings.model_dump(mode="json"),
-                "view": self.view_message(),
-            }
-        )
+        chan.send(Settings(self.settings.model_dump(mode="json"), self.view_message()))
         return w
 
     def _on_worker(self, w: Worker, msg: Message) -> None:
-        kind = msg["t"]
-        if kind == "ready":
+        if isinstance(msg, Ready):
             w.ready.set()
-        elif kind == "stats":
-            w.stats = msg["backends"]
-        elif kind == "obs":
-            m = self._monitor_of(msg["b"])
+        elif isinstance(msg, Stats):
+            w.stats = msg.backends
+        elif isinstance(msg, Observation):
+            m = self._monitor_of(msg.backend)
             if m is not None:
                 transition = m.observe(
-                    msg["b"], msg["ok"], definite=msg["definite"], detail=msg["detail"]
+                    msg.backend, msg.ok, definite=msg.definite, detail=msg.detail
                 )
                 if transition is None:
                     self.broadcast()  # the worker changed its local view; realign it
-        elif kind == "eject":
-            self.eject(msg["b"], msg["detail"])
+        elif isinstance(msg, Ejection):
+            self.eject(msg.backend, msg.detail)
 
     async def _start_workers(self) -> list[Worker]:
         workers = [await self._spawn(i) for i in range(self.settings.workers)]
@@ -229,7 +232,7 @@ class Controller:
     async def _retire(self, workers: list[Worker]) -> None:
         for w in workers:
             w.retired = True
-            w.chan.send({"t": "stop"})
+            w.chan.send(Stop())
         deadline = time.monotonic() + self.settings.options.drain_timeout + 2
         for w in workers:
             while w.proc.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110
@@ -241,8 +244,7 @@ class Controller:
                 w.proc.kill()
                 w.proc.wait()
             for name, st in w.stats.items():
-                acc = self.retired_stats.setdefault(name, {})
-                _add_stats(acc, st, skip_gauges=True)
+                self.retired_stats.setdefault(name, BackendStats()).add(st, gauges=False)
 
     async def _watch_workers(self) -> None:
         while not self.stopping.is_set():
@@ -303,14 +305,12 @@ class Controller:
                 "%s: reload refused, keeping the running settings: %s", self.settings.instance, exc
             )
             return
-        if (new.listen_host, new.listen_port, new.workers) != (
-            self.settings.listen_host,
-            self.settings.listen_port,
-            self.settings.workers,
-        ) and new.listen_port != self.port:
+        refusal = reload_refusal(self.settings, new, self.port)
+        if refusal is not None:
             logger.error(
-                "%s: reload cannot change listen address or workers; restart instead",
+                "%s: reload refused, keeping the running settings: %s; restart instead",
                 self.settings.instance,
+                refusal,
             )
             return
         for m in self.monitors:
@@ -324,28 +324,18 @@ class Controller:
         logger.info("%s: reloaded; %d old worker(s) draining", new.instance, len(old))
         await self._retire(old)
 
-    def totals(self) -> dict[str, dict[str, Any]]:
+    def totals(self) -> dict[str, BackendStats]:
         """Counters per backend summed over live and retired workers."""
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, BackendStats] = {}
         for name in self.views:
-            acc: dict[str, Any] = {}
-            _add_stats(acc, self.retired_stats.get(name, {}), skip_gauges=False)
+            acc = BackendStats()
+            if name in self.retired_stats:
+                acc.add(self.retired_stats[name])
             for w in self.workers:
-                _add_stats(acc, w.stats.get(name, {}), skip_gauges=False)
+                if name in w.stats:
+                    acc.add(w.stats[name])
             out[name] = acc
         return out
-
-
-def _add_stats(acc: dict[str, Any], st: dict[str, Any], *, skip_gauges: bool) -> None:
-    for k, v in st.items():
-        if skip_gauges and k in ("active", "idle"):
-            continue
-        if isinstance(v, list):
-            cur = acc.setdefault(k, [0] * len(v))
-            for i, x in enumerate(v):
-                cur[i] += x
-        else:
-            acc[k] = acc.get(k, 0) + v
 
 
 def run_lb(settings: LbSettings, reload: Callable[[], LbSettings] | None = None) -> None:

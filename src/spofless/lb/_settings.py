@@ -12,8 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from spofless.errors import SpoflessError
 from spofless.topology import (
+    CannotRunError,
     HealthCheck,
     LbOptions,
     LbRoute,
@@ -21,13 +21,12 @@ from spofless.topology import (
     PostgresComponent,
     RuntimeComponent,
     Topology,
+    component_of,
+    instance_at,
+    where,
 )
 
 Port = Annotated[int, Field(ge=0, le=65535)]
-
-
-class LbConfigError(SpoflessError):
-    """Settings that cannot run: a bad flag or a route to nowhere."""
 
 
 class _Frozen(BaseModel):
@@ -135,10 +134,10 @@ def _is_loopback(host: str) -> bool:
 
 
 def split_address(text: str, what: str) -> tuple[str, int]:
-    """`host:port` (IPv6 as `[::1]:80`) into its parts; LbConfigError naming `what`."""
+    """`host:port` (IPv6 as `[::1]:80`) into its parts; CannotRunError naming `what`."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not host or int(port) > 65535:
-        raise LbConfigError(f"{what}: {text!r} is not host:port")
+        raise CannotRunError(f"{what}: {text!r} is not host:port")
     return host.strip("[]"), int(port)
 
 
@@ -149,7 +148,7 @@ def _build(**kwargs: object) -> LbSettings:
         lines = [
             f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
         ]
-        raise LbConfigError("invalid load balancer settings: " + "; ".join(lines)) from None
+        raise CannotRunError("invalid load balancer settings: " + "; ".join(lines)) from None
 
 
 def settings_from_flags(
@@ -165,18 +164,18 @@ def settings_from_flags(
 ) -> LbSettings:
     """Settings of a standalone balancer: one route to the given `host:port[,weight]` list."""
     if not backends:
-        raise LbConfigError("give at least one --backend host:port")
+        raise CannotRunError("give at least one --backend host:port")
     specs = []
     for text in backends:
         addr, _, weight = text.partition(",")
         host, port = split_address(addr, "--backend")
         if weight and not weight.isdigit():
-            raise LbConfigError(f"--backend: weight {weight!r} is not a number")
+            raise CannotRunError(f"--backend: weight {weight!r} is not a number")
         specs.append(
             {"name": addr, "host": host, "port": port, "weight": int(weight) if weight else 1}
         )
     if len({s["name"] for s in specs}) != len(specs):
-        raise LbConfigError("--backend: the same address is given twice")
+        raise CannotRunError("--backend: the same address is given twice")
     lhost, lport = split_address(listen, "--listen")
     ahost, aport = split_address(admin, "--admin") if admin else (None, None)
     route = {"name": "default", "backends": specs, "health": health or default_health(mode)}
@@ -194,26 +193,15 @@ def settings_from_flags(
     )
 
 
-def settings_from_topology(topology: Topology, component: str, index: int) -> LbSettings:
+def lb_settings(topology: Topology, component: str, index: int) -> LbSettings:
     """Settings of instance `index` of the load balancer `component` of a topology."""
-    comp = topology.components.get(component)
-    if not isinstance(comp, LoadBalancerComponent):
-        lbs = [n for n, c in topology.components.items() if isinstance(c, LoadBalancerComponent)]
-        raise LbConfigError(
-            f"{topology.source}: no load_balancer component {component!r}"
-            f" (load balancers: {', '.join(lbs) or 'none'})"
-        )
-    instances = topology.instances[component]
-    if not 0 <= index < len(instances):
-        raise LbConfigError(
-            f"{topology.source}: {component} has instances 0..{len(instances) - 1}, not {index}"
-        )
-    me = instances[index]
+    comp = component_of(topology, component, LoadBalancerComponent)
+    me = instance_at(topology, component, index)
     address = topology.address_of(me)
     if address is None:
-        raise LbConfigError(f"{_where(topology, component)}: {component} needs a `port`")
+        raise CannotRunError(f"{where(topology, component)}: {component} needs a `port`")
     if not comp.routes:
-        raise LbConfigError(f"{_where(topology, component)}: {component} needs `routes`")
+        raise CannotRunError(f"{where(topology, component)}: {component} needs `routes`")
     routes = [_route(topology, component, i, r, comp.mode) for i, r in enumerate(comp.routes)]
     host, port = split_address(address, component)
     admin_port = comp.admin_port + index if comp.admin_port is not None else None
@@ -232,28 +220,23 @@ def settings_from_topology(topology: Topology, component: str, index: int) -> Lb
     )
 
 
-def _where(topology: Topology, *path: str | int) -> str:
-    loc = topology.location_of("components", *path)
-    return str(loc) if loc else topology.source
-
-
 def _route(topology: Topology, lb: str, i: int, route: LbRoute, mode: str) -> dict[str, object]:
     target = topology.components.get(route.to)
-    where = _where(topology, lb, "routes", i, "to")
+    at = where(topology, lb, "routes", i, "to")
     if target is None:
-        raise LbConfigError(f"{where}: routes[{i}].to: no component {route.to!r}")
+        raise CannotRunError(f"{at}: routes[{i}].to: no component {route.to!r}")
     if not isinstance(target, RuntimeComponent) or target.port is None:
-        raise LbConfigError(f"{where}: routes[{i}].to: {route.to} has no `port` to send to")
+        raise CannotRunError(f"{at}: routes[{i}].to: {route.to} has no `port` to send to")
     instances = topology.instances[route.to]
     if route.weights is not None and len(route.weights) != len(instances):
-        raise LbConfigError(
-            f"{where}: routes[{i}].weights: {len(route.weights)} weights"
+        raise CannotRunError(
+            f"{at}: routes[{i}].weights: {len(route.weights)} weights"
             f" for {len(instances)} instances of {route.to}"
         )
     check = _route_check(topology, lb, i, route, target, mode)
     if check.port is not None and check.port + len(instances) - 1 > 65535:
-        raise LbConfigError(
-            f"{_where(topology, lb, 'routes', i)}: routes[{i}]: check port {check.port}"
+        raise CannotRunError(
+            f"{where(topology, lb, 'routes', i)}: routes[{i}]: check port {check.port}"
             f" + {len(instances)} instances exceeds 65535"
         )
     backends = []
@@ -310,19 +293,19 @@ def _route_check(
             port=route.health.port,
             fail_open=True if fail_open is None else fail_open,
         )
-    where = _where(topology, lb, "routes", i, "role")
+    at = where(topology, lb, "routes", i, "role")
     if not isinstance(target, PostgresComponent):
-        raise LbConfigError(
-            f"{where}: routes[{i}].role: {route.to} is kind {target.kind}; "
+        raise CannotRunError(
+            f"{at}: routes[{i}].role: {route.to} is kind {target.kind}; "
             "a role routes to a postgres component"
         )
     if target.api_port is None:
-        raise LbConfigError(
-            f"{where}: routes[{i}].role: {route.to} needs `api_port` (its agents' API, "
+        raise CannotRunError(
+            f"{at}: routes[{i}].role: {route.to} needs `api_port` (its agents' API, "
             "which tells the primary from the replicas)"
         )
     if mode != "tcp":
-        raise LbConfigError(f"{where}: routes[{i}].role: PostgreSQL is routed in mode: tcp")
+        raise CannotRunError(f"{at}: routes[{i}].role: PostgreSQL is routed in mode: tcp")
     path = ROLE_PATHS[route.role]
     if route.max_lag is not None:
         path += f"?lag={route.max_lag}"

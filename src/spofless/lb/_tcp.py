@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, cast
 
+from spofless.health import connect_failure
 from spofless.lb import _splice
 from spofless.lb._proxy_protocol import proxy_header
 from spofless.lb._splice import SPLICE_THRESHOLD
@@ -68,8 +69,7 @@ class TcpClient(asyncio.Protocol):
                 self.transport.close()
             return
         self.backend = b
-        b.active += 1
-        b.requests += 1
+        b.begin()
         self.loop.create_task(self._open(b))
 
     async def _open(self, b: Backend) -> None:
@@ -77,19 +77,19 @@ class TcpClient(asyncio.Protocol):
         try:
             async with asyncio.timeout(bal.options.connect_timeout):
                 _, up = await self.loop.create_connection(lambda: TcpUpstream(self), b.host, b.port)
-        except (ConnectionRefusedError, ConnectionResetError) as exc:
-            b.active -= 1
+        except OSError as exc:  # TimeoutError included
+            b.finish(None)
             b.connect_failures += 1
-            bal.mark_down_locally(b, f"connect: {type(exc).__name__}")
+            detail, definite = connect_failure(exc)
+            if definite:
+                bal.mark_down_locally(b, f"connect: {detail}")
+            else:
+                bal.passive_failure(b, "connect failed")
             self._retry(b)
             return
-        except (OSError, TimeoutError):
-            b.active -= 1
-            b.connect_failures += 1
-            bal.passive_failure(b, "connect failed")
-            self._retry(b)
-            return
-        if self.closed:
+        if self.closed:  # the client has gone while connecting
+            b.finish(None)
+            self.backend = None
             up.transport.close()  # type: ignore[union-attr]
             return
         b.consecutive_failures = 0
@@ -204,8 +204,7 @@ class TcpClient(asyncio.Protocol):
         if self.up is not None and self.up.transport is not None:
             self.up.transport.close()
         if self.backend is not None and self.up is not None:
-            self.backend.active -= 1
-            self.backend.responses[2] += 1
+            self.backend.finish(2)
             self.backend = None
 
     def pause_writing(self) -> None:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
+from spofless.health import connect_failure
+from spofless.lb._backend import response_class
 from spofless.lb._policy import IDEMPOTENT
 
 if TYPE_CHECKING:
@@ -33,15 +35,12 @@ async def open_upstream(bal: Balancer, b: Backend, req: Request) -> None:
     except TimeoutError:
         client.upstream_failed(req, "connect timeout", sent=False, definite=False)
         return
-    except (ConnectionRefusedError, ConnectionResetError) as exc:
-        detail = "connection refused" if isinstance(exc, ConnectionRefusedError) else "reset"
-        client.upstream_failed(req, detail, sent=False, definite=True)
-        return
     except OSError as exc:
-        client.upstream_failed(req, exc.strerror or "connect failed", sent=False, definite=False)
+        detail, definite = connect_failure(exc)
+        client.upstream_failed(req, detail, sent=False, definite=definite)
         return
     if client.closed or req.backend is not b:
-        b.active -= 1
+        b.finish(None)  # the client has gone: the new connection joins the pool
         up.release_idle()
         return
     up.attach(req)
@@ -83,25 +82,28 @@ class UpstreamConn(asyncio.Protocol):
             transport.write(req.head)
         req.sent = True
         self.deadline = self.loop.time() + self.bal.options.response_timeout
-        client = req.conn
-        if client.reading_paused and req is client.active and not client.pending:
-            client.reading_paused = False
-            if client.transport is not None:
-                client.transport.resume_reading()
+        if req.conn.reading_paused:
+            req.conn.request_sent(req)
+
+    def _detach(self) -> None:
+        self.req = None
+        self.backend.inflight.discard(self)
 
     def data_received(self, data: bytes) -> None:
         req = self.req
         if req is None:  # an idle connection must stay silent
             self.close()
             return
-        client = req.conn
         if not req.response_started:
             req.response_started = True
             if self.bal.draining:
                 # Stopping: announce the close so that the client does not reuse the
                 # connection (closing it unannounced races with its next request).
                 data = _announce_close(data)
-                client.close_after = True
+                req.conn.close_after_response()
+        # Relayed as received: options the backend names in its Connection header are
+        # not removed (neither does HAProxy); looking for them costs about 5% per request.
+        client = req.conn
         if client.transport is not None and not client.closed:
             client.transport.write(data)
         try:
@@ -136,13 +138,12 @@ class UpstreamConn(asyncio.Protocol):
             self.parser = httptools.HttpResponseParser(self)
             self.reset_parser = False
         self.done = False
-        self.req = None
-        req.up = None
+        self.req = None  # _detach(), inlined on the per-request path
         b.inflight.discard(self)
-        b.active -= 1
+        req.up = None
         status = self.status
-        b.responses[status // 100 if 100 <= status < 600 else 0] += 1
-        b.observe_latency(monotonic() - req.started)
+        # response_class(status), inlined on the per-request path
+        b.finish(status // 100 if 100 <= status < 600 else 0, monotonic() - req.started)
         if status >= 500:
             self.bal.passive_failure(b, f"status {status}")
         else:
@@ -152,24 +153,21 @@ class UpstreamConn(asyncio.Protocol):
         else:
             self.close()
         req.conn.response_done(req, True)
-        self.bal.release_slot()
 
     def _broken(self, req: Request) -> None:
         """The backend sent something that is not HTTP: drop both sides."""
-        self.req = None
-        self.backend.inflight.discard(self)
-        self.backend.active -= 1
-        self.backend.responses[0] += 1
+        self._detach()
+        self.backend.finish(0)
         self.bal.passive_failure(self.backend, "malformed response")
         self.close()
-        if req.conn.transport is not None:
-            req.conn.transport.close()
-        self.bal.release_slot()
+        req.conn.cut_short(req)
 
     def release_idle(self) -> None:
         """Back to the pool, unless the backend left rotation or the worker drains."""
         b = self.backend
-        if b.eligible and not self.bal.draining and self.transport is not None:
+        # weight > 0: eligible (and not weighted out), kept by the balancer on every change;
+        # cheaper than the `eligible` property on the per-request path.
+        if b.weight > 0 and not self.bal.draining and self.transport is not None:
             self.deadline = self.loop.time() + self.bal.options.backend_idle_timeout
             b.idle.append(self)
         else:
@@ -192,20 +190,15 @@ class UpstreamConn(asyncio.Protocol):
             self.close()  # idle too long in the pool
             return
         if req.response_started:
-            self.req = None
-            self.backend.inflight.discard(self)
-            self.backend.active -= 1
-            self.backend.responses[0] += 1
+            self._detach()
+            self.backend.finish(0)
             self.close()
-            if req.conn.transport is not None:
-                req.conn.transport.close()
-            self.bal.release_slot()
+            req.conn.cut_short(req)
             return
         self._detach_and_fail(req, "response timeout", timeout=True)
 
     def _detach_and_fail(self, req: Request, detail: str, *, timeout: bool) -> None:
-        self.req = None
-        self.backend.inflight.discard(self)
+        self._detach()
         if self.transport is not None:
             self.transport.abort()
         req.conn.upstream_failed(req, detail, sent=True, definite=False, timeout=timeout)
@@ -218,20 +211,14 @@ class UpstreamConn(asyncio.Protocol):
         req = self.req
         if req is None:
             return
-        self.req = None
-        b.inflight.discard(self)
+        self._detach()
         if not req.response_started:
             # A pooled connection the backend closed, or a reset: retried when safe.
             req.conn.upstream_failed(req, "connection reset", sent=True, definite=False)
             return
         # Mid-response: a close-delimited body ends here; anything else is cut short.
-        b.active -= 1
-        b.responses[self.status // 100 if 100 <= self.status < 600 else 0] += 1
-        if req.conn.transport is not None:
-            req.conn.transport.close()
-        if req.conn.active is req:
-            req.conn.active = None
-        self.bal.release_slot()
+        b.finish(response_class(self.status))
+        req.conn.cut_short(req)
 
 
 def _announce_close(data: bytes) -> bytes:

@@ -17,9 +17,11 @@ import sys
 
 import uvloop
 
+from spofless._logging import setup_logging
 from spofless.lb._balancer import Balancer
-from spofless.lb._channel import LineChannel, Message
+from spofless.lb._channel import LineChannel
 from spofless.lb._http import ClientConn
+from spofless.lb._messages import BackendState, Message, Ready, Settings, Stats, Stop, View
 from spofless.lb._settings import LbSettings
 from spofless.lb._tcp import TcpClient
 
@@ -31,20 +33,21 @@ IDLE_GRACE = 0.5  # seconds a keep-alive client may stay quiet before a stopping
 
 async def serve(listen: socket.socket, chan_sock: socket.socket) -> None:
     loop = asyncio.get_running_loop()
-    first: asyncio.Future[Message] = loop.create_future()
+    first: asyncio.Future[Settings] = loop.create_future()
     stop = asyncio.Event()
     bal: Balancer | None = None
-    early: list[Message] = []  # views that came before the balancer existed; the last wins
+    # Views that came before the balancer existed; the last wins.
+    early: list[dict[str, BackendState]] = []
 
     def on_message(msg: Message) -> None:
-        if msg["t"] == "settings" and not first.done():
+        if isinstance(msg, Settings) and not first.done():
             first.set_result(msg)
-        elif msg["t"] == "view":
+        elif isinstance(msg, View):
             if bal is not None:
-                bal.apply_view(msg["view"])
+                bal.apply_view(msg.view)
             else:
-                early[:] = [msg["view"]]
-        elif msg["t"] == "stop":
+                early[:] = [msg.view]
+        elif isinstance(msg, Stop):
             stop.set()
 
     _, chan = await loop.connect_accepted_socket(
@@ -52,12 +55,13 @@ async def serve(listen: socket.socket, chan_sock: socket.socket) -> None:
     )
     async with asyncio.timeout(30):
         msg = await first
-    bal = Balancer(LbSettings.model_validate(msg["settings"]), report=chan.send)
+    bal = Balancer(LbSettings.model_validate(msg.settings), report=chan.send)
+    setup_logging(f"{bal.settings.instance} worker {os.getpid()}")
     bal.start(loop)
-    bal.apply_view(early[-1] if early else msg.get("view", {}))
+    bal.apply_view(early[-1] if early else msg.view)
     proto = ClientConn if bal.settings.mode == "http" else TcpClient
     server = await loop.create_server(lambda: proto(bal), sock=listen, backlog=4096)
-    chan.send({"t": "ready", "pid": os.getpid()})
+    chan.send(Ready(os.getpid()))
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, lambda: None)  # the controller decides
     while not stop.is_set():
@@ -66,7 +70,7 @@ async def serve(listen: socket.socket, chan_sock: socket.socket) -> None:
                 await stop.wait()
         except TimeoutError:
             pass
-        chan.send({"t": "stats", "pid": os.getpid(), "backends": bal.local_stats()})
+        chan.send(Stats(os.getpid(), bal.local_stats()))
     # Graceful stop: no new connections, finish what is in flight, then go.
     server.close()
     bal.draining = True
@@ -91,12 +95,12 @@ async def serve(listen: socket.socket, chan_sock: socket.socket) -> None:
         if not busy:
             break
         await asyncio.sleep(0.05)
-    chan.send({"t": "stats", "pid": os.getpid(), "backends": bal.local_stats()})
+    chan.send(Stats(os.getpid(), bal.local_stats()))
     bal.stop()
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    setup_logging("lb worker")  # renamed once the settings name the instance
     listen = socket.socket(fileno=int(sys.argv[1]))
     chan = socket.socket(fileno=int(sys.argv[2]))
     uvloop.run(serve(listen, chan))

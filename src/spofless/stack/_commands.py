@@ -28,7 +28,6 @@ from spofless.lab import Lab, LabError
 from spofless.security import init_secrets, secrets_dir
 from spofless.stack._down import kill_recorded_groups
 from spofless.stack._errors import StackError, StartError
-from spofless.stack._etcd import etcd_argv_builder
 from spofless.stack._lab import (
     enter_netns,
     forget_lab,
@@ -70,9 +69,7 @@ def make_plan(
     """
     state_dir = _state_dir(topology, state_dir)
     if lab is None:
-        return plan_stack(
-            topology, state_dir, hosts, etcd_argv_builder(), check_clashes=check_clashes
-        )
+        return plan_stack(topology, state_dir, hosts, check_clashes=check_clashes)
 
     def wrap(host: str | None) -> list[str]:
         assert host is not None  # the lab places hostless instances on its default host
@@ -82,7 +79,6 @@ def make_plan(
         lab.topology(topology),
         state_dir,
         hosts,
-        etcd_argv_builder(),
         topology_file=lab_topology_path(state_dir),
         wrap=wrap,
         lab=lab.lab_id,

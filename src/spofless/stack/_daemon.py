@@ -13,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+from spofless._logging import setup_logging
 from spofless.errors import SpoflessError
 from spofless.stack._commands import make_plan
 from spofless.stack._errors import StackError
@@ -30,11 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-grace", type=float, default=10.0)
     parser.add_argument("--lab", action="store_true", help="run in the lab `up` recorded")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # One line per etcd role query otherwise.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    setup_logging("stack")
     try:
         state_dir = Path(args.state_dir)
         lab = recorded_lab(state_dir) if args.lab else None

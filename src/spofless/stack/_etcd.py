@@ -11,22 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from spofless.stack._plan import EtcdArgv, EtcdMemberSpec
-
-
-def etcd_argv_builder() -> EtcdArgv | None:
-    """The builder of etcd member command lines, or None while spofless.dcs is missing."""
-    try:
-        from spofless.dcs import etcd_server  # noqa: F401
-    except ImportError:
-        return None
-    return member_argv
+from spofless.dcs import DCSError, EtcdStore
+from spofless.dcs.etcd_server import EtcdCluster, EtcdMember, etcd_command
+from spofless.stack._kinds import EtcdMemberSpec
 
 
 def member_argv(spec: EtcdMemberSpec) -> Sequence[str]:
     """The command line of one member of the cluster `spec` describes."""
-    from spofless.dcs.etcd_server import EtcdCluster, EtcdMember, etcd_command
-
     data_root = spec.data_dir.parent
     cluster = EtcdCluster(
         members=tuple(
@@ -45,8 +36,6 @@ def member_argv(spec: EtcdMemberSpec) -> Sequence[str]:
 
 async def member_role(ip: str, client_port: int) -> str | None:
     """`leader` or `follower` as the member at ip:port sees itself; None when it cannot tell."""
-    from spofless.dcs import DCSError, EtcdStore
-
     store = EtcdStore([f"http://{ip}:{client_port}"])
     try:
         status = await store.call("/maintenance/status", {})

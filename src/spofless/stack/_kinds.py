@@ -78,7 +78,7 @@ class KindContext:
     # The file spofless's own parts read (absolute): the topology's, or in the lab the
     # lab's copy of it with every host at its lab address.
     topology_file: Path | None
-    etcd_argv: EtcdArgv | None
+    etcd_argv: EtcdArgv
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +107,6 @@ def cannot_run(comp: Component, ctx: KindContext) -> str | None:
     if isinstance(comp, EtcdComponent):
         if comp.port is None or comp.peer_port is None:
             return "kind etcd needs `port` (client) and `peer_port` to be run"
-        if ctx.etcd_argv is None:
-            return "no etcd member command available"
         return None
     if isinstance(comp, LoadBalancerComponent):
         if comp.port is None or not comp.routes:
@@ -201,7 +199,7 @@ def _service(
 
 
 def _etcd(topology: Topology, comp: EtcdComponent, inst: Instance, ctx: KindContext) -> Launch:
-    assert ctx.etcd_argv is not None and comp.port is not None and comp.peer_port is not None
+    assert comp.port is not None and comp.peer_port is not None
     cluster = tuple(
         EtcdMember(
             f"{i.component}-{i.index}",

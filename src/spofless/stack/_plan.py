@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spofless.stack._errors import StackError
+from spofless.stack._etcd import member_argv
 from spofless.stack._kinds import (
     ETCD_HEALTH,
     EtcdArgv,
@@ -134,7 +135,7 @@ def plan_stack(
     topology: Topology,
     state_dir: Path,
     hosts: Sequence[str] = (),
-    etcd_argv: EtcdArgv | None = None,
+    etcd_argv: EtcdArgv = member_argv,
     cwd: Path | None = None,
     topology_file: Path | None = None,
     wrap: Wrap | None = None,

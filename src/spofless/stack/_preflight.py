@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import errno
 import os
+import pwd
 import shutil
 import socket
+import stat
 from collections.abc import Iterable
+from pathlib import Path
 
 import psutil
 
@@ -67,37 +70,100 @@ def check_settings(plan: StackPlan) -> None:
     """spofless's own parts accept their settings (each would refuse to start otherwise)."""
     from spofless.dns import dns_settings
     from spofless.errors import SpoflessError
-    from spofless.lb import settings_from_topology
+    from spofless.lb import lb_settings
 
     problems: list[str] = []
     for inst in plan.instances:
         try:
             if inst.kind == "load_balancer":
-                settings_from_topology(plan.topology, inst.component, inst.index)
+                lb_settings(plan.topology, inst.component, inst.index)
             elif inst.kind == "dns":
                 dns_settings(plan.topology, inst.component, inst.index)
             elif inst.kind == "postgres":
                 _check_postgres(plan, inst)
             elif inst.kind == "vip":
-                from spofless.vip import config_from_topology
+                from spofless.vip import vip_settings
 
                 lb = inst.component.removesuffix(AGENT_SUFFIX)
-                config_from_topology(plan.topology, lb, inst.index)
+                vip_settings(plan.topology, lb, inst.index)
         except SpoflessError as exc:
             problems.append(f"{inst.name}: {exc}")
+    vips = [inst.name for inst in plan.instances if inst.kind == "vip"]
+    if vips and plan.lab is None and not _can_manage_addresses():
+        problems.append(
+            f"{', '.join(vips)}: a floating VIP needs CAP_NET_ADMIN to add its address; "
+            "run up as root"
+        )
     if problems:
         raise StackError("cannot start:\n  " + "\n  ".join(problems))
 
 
 def _check_postgres(plan: StackPlan, inst: InstancePlan) -> None:
-    """The agent's settings, its etcd, PostgreSQL's binaries and OS user (what the agent
-    would exit on at once). No side effect: constructing the server only looks."""
+    """What the agent would exit on at once, or PostgreSQL crash-loop on: the agent's
+    settings, its etcd, PostgreSQL's binaries and OS user, a data directory already
+    there that is foreign or owned by another user, and a data directory the OS user
+    cannot reach. No side effect: constructing the server only looks."""
+    from spofless.pg._osuser import resolve_os_user
     from spofless.pg.server import PostgresServer
     from spofless.pg.topology import agent_settings, etcd_endpoints
 
     settings = agent_settings(plan.topology, inst.component, inst.index, plan.state_dir)
     etcd_endpoints(plan.topology, inst.component)
-    PostgresServer(settings.server)
+    server = PostgresServer(settings.server)
+    server.has_data()
+    user = resolve_os_user(settings.server.os_user)
+    if user is not None:
+        blocked = " ".join(str(d) for d in unreachable_dirs(settings.server.data_dir, user))
+        if blocked:
+            raise StackError(
+                f"OS user {user.pw_name} cannot reach {settings.server.data_dir}: make the "
+                f"directories on the way traversable (chmod o+x {blocked}) "
+                "or choose another --state-dir"
+            )
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def unreachable_dirs(path: Path, user: pwd.struct_passwd, umask: int | None = None) -> list[Path]:
+    """The directories on the way to `path` that `user` may not search, from the root.
+
+    Directories that do not exist yet count as `up` will create them: owned by this
+    process's user, with the mode its `umask` leaves.
+    """
+    mask = _umask() if umask is None else umask
+    blocked = []
+    for d in reversed(path.parents):
+        try:
+            st = d.stat()
+        except FileNotFoundError:
+            mode, uid, gid = 0o777 & ~mask, os.geteuid(), os.getegid()
+        else:
+            mode, uid, gid = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+        if user.pw_uid == uid:
+            ok = mode & 0o100
+        elif user.pw_gid == gid:
+            ok = mode & 0o010
+        else:
+            ok = mode & 0o001
+        if not ok:
+            blocked.append(d)
+    return blocked
+
+
+def _can_manage_addresses() -> bool:
+    """Whether this process holds CAP_NET_ADMIN (which adding a VIP needs)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> 12 & 1)
+    except OSError:
+        pass
+    return os.geteuid() == 0
 
 
 def check_ports(instances: Iterable[InstancePlan]) -> None:

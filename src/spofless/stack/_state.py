@@ -22,9 +22,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spofless.stack._errors import StackError
+
+if TYPE_CHECKING:
+    from spofless.stack._plan import InstancePlan
 
 STATE_VERSION = 1
 
@@ -140,3 +143,29 @@ def read_state_quiet(state_dir: Path) -> dict[str, Any] | None:
         return read_state(state_dir)
     except StackError:
         return None
+
+
+def instance_doc(inst: InstancePlan, **running: Any) -> dict[str, Any]:
+    """An instance's entry in the state file: what the plan says, then `running` (state,
+    pid, health, ...) over the defaults of an instance that is not running."""
+    doc: dict[str, Any] = {
+        "name": inst.name,
+        "component": inst.component,
+        "index": inst.index,
+        "host": inst.host,
+        "kind": inst.kind,
+        "state": "stopped",
+        "pid": None,
+        "pgid": None,
+        "ports": dict(inst.ports),
+        "address": inst.address,
+        "health": "unknown",
+        "role": None,
+        "started_at": None,
+        "restarts": 0,
+        "last_exit": None,
+        "message": None,
+        "log": str(inst.log_path),
+    }
+    doc.update(running)
+    return doc

@@ -15,7 +15,7 @@ from spofless.stack._errors import StackError
 from spofless.stack._pg import format_lag
 from spofless.stack._plan import StackPlan
 from spofless.stack._process import group_alive
-from spofless.stack._state import read_state, supervisor_alive
+from spofless.stack._state import instance_doc, read_state, supervisor_alive
 
 _STATE_STYLE = {
     "up": "green",
@@ -51,25 +51,7 @@ def status_document(plan: StackPlan) -> dict[str, Any]:
     for inst in plan.instances:
         doc = recorded.get(inst.name)
         if doc is None:
-            doc = {
-                "name": inst.name,
-                "component": inst.component,
-                "index": inst.index,
-                "host": inst.host,
-                "kind": inst.kind,
-                "state": "stopped",
-                "pid": None,
-                "pgid": None,
-                "ports": dict(inst.ports),
-                "address": inst.address,
-                "health": "unknown",
-                "role": None,
-                "started_at": None,
-                "restarts": 0,
-                "last_exit": None,
-                "message": None,
-                "log": str(inst.log_path),
-            }
+            doc = instance_doc(inst)
             if inst.kind == "postgres":
                 doc.update(PG_KEYS)
         else:

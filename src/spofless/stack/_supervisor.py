@@ -29,18 +29,16 @@ from spofless.stack._etcd import member_role
 from spofless.stack._pg import PgDetails, agent_status, postmaster_pid
 from spofless.stack._plan import InstancePlan, StackPlan, pg_data_dir
 from spofless.stack._process import spawn, stop_groups
-from spofless.stack._state import SupervisorLock, write_state
+from spofless.stack._state import SupervisorLock, instance_doc, write_state
 from spofless.stack._vip import (
     AGENT_SUFFIX,
-    claim_key,
-    deciding_etcd,
-    etcd_urls,
+    claim_endpoints,
     read_claim,
     vip_roles,
 )
 from spofless.stack._vip import KIND as VIP_KIND
 from spofless.stack._waits import DependencyWait, dependency_waits
-from spofless.topology import LoadBalancerComponent
+from spofless.topology import vip_claim_key
 
 logger = logging.getLogger(__name__)
 
@@ -283,11 +281,8 @@ class Supervisor:
         from spofless.dcs import DCSError
 
         topology = self.plan.topology
-        comp = topology.components[lb]
-        assert isinstance(comp, LoadBalancerComponent)
-        etcd = deciding_etcd(topology, comp)
-        urls = etcd_urls(topology, etcd) if etcd is not None else []
-        key = claim_key(topology, lb)
+        urls = claim_endpoints(topology, lb)
+        key = vip_claim_key(topology, lb)
         while urls and not self._stop.is_set():
             try:
                 roles = vip_roles(await read_claim(key, urls), lb, indexes)
@@ -375,27 +370,20 @@ class Supervisor:
 
     def _instance_doc(self, inst: InstancePlan) -> dict[str, Any]:
         s = self.states[inst.name]
-        doc = {
-            "name": inst.name,
-            "component": inst.component,
-            "index": inst.index,
-            "host": inst.host,
-            "kind": inst.kind,
-            "state": s.state,
-            "pid": s.pid,
-            "pgid": self._pgids.get(inst.name),
-            "ports": dict(inst.ports),
-            "address": inst.address,
-            "health": s.health if inst.health is not None else "none",
-            "role": (self._roles.get(inst.name) or self._vip_roles.get(inst.name))
+        doc = instance_doc(
+            inst,
+            state=s.state,
+            pid=s.pid,
+            pgid=self._pgids.get(inst.name),
+            health=s.health if inst.health is not None else "none",
+            role=(self._roles.get(inst.name) or self._vip_roles.get(inst.name))
             if s.state in ("up", "down")
             else None,
-            "started_at": s.started_at,
-            "restarts": s.restarts,
-            "last_exit": s.last_exit,
-            "message": s.message,
-            "log": str(inst.log_path),
-        }
+            started_at=s.started_at,
+            restarts=s.restarts,
+            last_exit=s.last_exit,
+            message=s.message,
+        )
         if inst.kind == "postgres":
             # `pid` is PostgreSQL's (what a fault is aimed at); the agent is `agent_pid`.
             live = s.state in ("starting", "up", "down")

@@ -20,7 +20,15 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from spofless.topology import EtcdComponent, Instance, LoadBalancerComponent, Topology
+from spofless.topology import (
+    CannotRunError,
+    Instance,
+    LoadBalancerComponent,
+    Topology,
+    etcd_client_urls,
+    etcd_component,
+    vip_claim_key,
+)
 
 AGENT_SUFFIX = "-vip"
 KIND = "vip"
@@ -41,19 +49,24 @@ def agent_component(lb: str) -> str:
     return f"{lb}{AGENT_SUFFIX}"
 
 
-def claim_key(topology: Topology, lb: str) -> str:
-    """The etcd key of the claim (spofless.vip's `VipConfig.key`)."""
-    return f"/spofless/{topology.name}/vip/{lb}"
-
-
-def deciding_etcd(topology: Topology, comp: LoadBalancerComponent) -> str | None:
-    """The etcd component named by `vip.dcs`, else the only one; None when there is none
+def deciding_etcd(topology: Topology, lb: str) -> str | None:
+    """The etcd component that decides `lb`'s VIP; None when the topology does not say
     (the agent's own settings check then says what is wrong)."""
-    assert comp.vip is not None
-    if comp.vip.dcs is not None:
-        return comp.vip.dcs
-    etcds = [n for n, c in topology.components.items() if isinstance(c, EtcdComponent)]
-    return etcds[0] if len(etcds) == 1 else None
+    comp = topology.components[lb]
+    assert isinstance(comp, LoadBalancerComponent) and comp.vip is not None
+    try:
+        return etcd_component(topology, comp.vip.dcs, (lb, "vip"), "vip.dcs")
+    except CannotRunError:
+        return None
+
+
+def claim_endpoints(topology: Topology, lb: str) -> tuple[str, ...]:
+    """Where to read `lb`'s claim: its deciding etcd's client URLs (none when unknown)."""
+    etcd = deciding_etcd(topology, lb)
+    try:
+        return etcd_client_urls(topology, etcd) if etcd is not None else ()
+    except CannotRunError:
+        return ()
 
 
 def vip_agents(topology: Topology, lb: str, instances: Sequence[Instance]) -> list[VipAgentSpec]:
@@ -62,14 +75,14 @@ def vip_agents(topology: Topology, lb: str, instances: Sequence[Instance]) -> li
     assert isinstance(comp, LoadBalancerComponent) and comp.vip is not None
     assert comp.port is not None
     ip = ipaddress.IPv4Interface(comp.vip.address).ip
-    etcd = deciding_etcd(topology, comp)
+    etcd = deciding_etcd(topology, lb)
     return [
         VipAgentSpec(
             lb=inst,
             component=agent_component(lb),
             address=f"{ip}:{comp.port}",
             needs=(etcd,) if etcd is not None else (),
-            key=claim_key(topology, lb),
+            key=vip_claim_key(topology, lb),
         )
         for inst in instances
     ]
@@ -113,12 +126,3 @@ async def read_claim(key: str, endpoints: Sequence[str]) -> ClaimView | None:
         return None
     claim = Claim.decode(kv.value, kv.create_revision, kv.mod_revision)
     return ClaimView(claim.instance, claim.state)
-
-
-def etcd_urls(topology: Topology, etcd: str) -> list[str]:
-    """Client URLs of etcd component `etcd` (empty when it has no port)."""
-    return [
-        f"http://{addr}"
-        for inst in topology.instances.get(etcd, [])
-        if (addr := topology.address_of(inst)) is not None
-    ]

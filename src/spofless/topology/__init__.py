@@ -20,6 +20,15 @@ from spofless.topology._load import (
     load_topology_text,
     topology_from_data,
 )
+from spofless.topology._lookup import (
+    CannotRunError,
+    component_of,
+    etcd_client_urls,
+    etcd_component,
+    instance_at,
+    vip_claim_key,
+    where,
+)
 from spofless.topology._model import Host, Instance, Location, Topology, instance_element
 from spofless.topology._schema import (
     AnalysisOnlyComponent,
@@ -38,6 +47,7 @@ __all__ = [
     "RUNTIME_KINDS",
     "AnalysisOnlyComponent",
     "AvailabilityDefaults",
+    "CannotRunError",
     "Component",
     "DnsComponent",
     "DnsRateLimit",
@@ -62,9 +72,15 @@ __all__ = [
     "Topology",
     "TopologyError",
     "VipSpec",
+    "component_of",
+    "etcd_client_urls",
+    "etcd_component",
     "field_path",
+    "instance_at",
     "instance_element",
     "load_topology",
     "load_topology_text",
     "topology_from_data",
+    "vip_claim_key",
+    "where",
 ]

@@ -1,6 +1,6 @@
 """The floating virtual IP: one address, held by exactly one load balancer instance.
 
-    config_from_topology(topology, component, index) -> VipConfig
+    vip_settings(topology, component, index) -> VipSettings
     VipAgent(config).run()          one agent beside each load balancer instance
     decide(VipView) -> Decision     the hand-over rule, pure
     ClaimTracker                    what an agent knows of the claim in etcd, pure
@@ -100,8 +100,8 @@ from spofless.vip._decide import (
     add_not_before,
     decide,
 )
-from spofless.vip._errors import VipConfigError, VipError
-from spofless.vip._settings import VipConfig, config_from_topology
+from spofless.vip._errors import VipError
+from spofless.vip._settings import VipSettings, vip_settings
 
 __all__ = [
     "Action",
@@ -109,12 +109,11 @@ __all__ = [
     "ClaimTracker",
     "Decision",
     "VipAgent",
-    "VipConfig",
-    "VipConfigError",
     "VipError",
+    "VipSettings",
     "VipView",
     "add_not_before",
-    "config_from_topology",
     "decide",
     "run_vip",
+    "vip_settings",
 ]

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from spofless._logging import setup_logging
 from spofless.dcs import (
     CompactedError,
     Compare,
@@ -48,7 +49,7 @@ from spofless.vip._decide import (
     add_not_before,
     decide,
 )
-from spofless.vip._settings import VipConfig
+from spofless.vip._settings import VipSettings
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class AddressGuard:
 class VipAgent:
     """One instance's agent. `run()` until `stop()`; it leaves the address removed."""
 
-    def __init__(self, config: VipConfig, store: KeyValueStore | None = None) -> None:
+    def __init__(self, config: VipSettings, store: KeyValueStore | None = None) -> None:
         self.config = config
         self.spec = config.spec
         self.me = config.instance
@@ -432,10 +433,9 @@ class VipAgent:
         logger.info("%s: stopped; %s is not here", self.me, self.address)
 
 
-def run_vip(config: VipConfig) -> None:
+def run_vip(config: VipSettings) -> None:
     """Run the agent until SIGTERM or SIGINT (both leave the address removed)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per etcd request
+    setup_logging(f"{config.instance} vip")
 
     async def main() -> None:
         agent = VipAgent(config)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
@@ -184,7 +184,3 @@ def add_not_before(tracker: ClaimTracker, won_at: float, hold_time: float, margi
     """When a new holder that won at `won_at` may add the address: once every earlier
     holder has certainly dropped it (see spofless.vip, rule 3)."""
     return max(won_at, tracker.foreign_seen_at + hold_time + margin)
-
-
-def with_state(claim: Claim, state: ClaimState) -> Claim:
-    return replace(claim, state=state)

@@ -1,0 +1,42 @@
+"""`up`'s preflight: which directories keep PostgreSQL's OS user from its data dir."""
+
+from __future__ import annotations
+
+import os
+import pwd
+from pathlib import Path
+
+from spofless.stack._preflight import unreachable_dirs
+
+OTHER = pwd.struct_passwd(("pg", "x", 54321, 54321, "", "/nonexistent", "/bin/false"))
+
+
+def test_a_0700_directory_on_the_way_is_named(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o700)
+    blocked = unreachable_dirs(locked / "state" / "data" / "db-0", OTHER, umask=0o022)
+    assert locked in blocked and tmp_path not in blocked
+
+
+def test_traversable_directories_pass(tmp_path: Path) -> None:
+    tmp_path.chmod(0o711)
+    above = unreachable_dirs(tmp_path, OTHER)  # pytest's own folders may be 0700
+    assert unreachable_dirs(tmp_path / "state" / "data" / "db-0", OTHER, umask=0o022) == above
+
+
+def test_directories_up_will_create_follow_the_umask(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    target = tmp_path / "new" / "state" / "data" / "db-0"
+    assert tmp_path / "new" in unreachable_dirs(target, OTHER, umask=0o077)
+    assert tmp_path / "new" not in unreachable_dirs(target, OTHER, umask=0o022)
+
+
+def test_the_owner_and_the_group_bits_count(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir(mode=0o710)
+    owner = pwd.struct_passwd(("me", "x", os.geteuid(), 99999, "", "/", "/bin/false"))
+    group = pwd.struct_passwd(("g", "x", 99998, d.stat().st_gid, "", "/", "/bin/false"))
+    assert d not in unreachable_dirs(d / "x", owner)
+    assert d not in unreachable_dirs(d / "x", group)
+    assert d in unreachable_dirs(d / "x", OTHER)
