@@ -92,10 +92,17 @@ def test_bad_references_are_named(tmp_path: Path, component: str, index: int, me
         agent_settings(load_topology_text(TOPOLOGY), component, index, tmp_path)
 
 
-def test_postgres_without_etcd_is_refused() -> None:
+def test_postgres_uses_the_only_etcd_and_without_one_is_refused() -> None:
     text = TOPOLOGY.replace("    needs: [etcd]\n", "")
-    with pytest.raises(PgSetupError, match="exactly one etcd component"):
-        etcd_endpoints(load_topology_text(text), "db")
+    # Not in `needs`: the topology's only etcd, as the analysis counts it.
+    assert etcd_endpoints(load_topology_text(text), "db")[0] == "http://127.0.0.1:2400"
+    two = text.replace(
+        "  etcd: {kind: etcd, instances: 3, port: 2400}",
+        "  etcd: {kind: etcd, instances: 3, port: 2400}\n"
+        "  etcd2: {kind: etcd, instances: 3, port: 2500, peer_port: 2600}",
+    )
+    with pytest.raises(PgSetupError, match="name the etcd component"):
+        etcd_endpoints(load_topology_text(two), "db")
 
 
 def test_too_short_a_ttl_for_the_loop_is_refused() -> None:

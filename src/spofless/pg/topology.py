@@ -25,7 +25,14 @@ from spofless.pg._server_model import PgAuth, PgTls
 from spofless.pg.agent import AgentSettings
 from spofless.pg.server import ServerSettings
 from spofless.security import SecretsError, ca_file, host_cert, password, security_spec
-from spofless.topology import EtcdComponent, PostgresComponent, Topology
+from spofless.topology import (
+    CannotRunError,
+    EtcdComponent,
+    PostgresComponent,
+    Topology,
+    etcd_client_urls,
+    etcd_component,
+)
 
 # The holder assumes its lease lost this long before etcd could expire it: time to
 # stop PostgreSQL (an immediate stop takes milliseconds) plus clock-rate drift.
@@ -68,25 +75,20 @@ def postgres_component(topology: Topology, component: str) -> PostgresComponent:
 
 
 def etcd_endpoints(topology: Topology, component: str) -> list[str]:
-    """The client URLs of the etcd component `component` needs (exactly one)."""
+    """The client URLs of the etcd component `component` needs (the one in `needs`, or
+    the topology's only one, as the analysis counts it)."""
     comp = postgres_component(topology, component)
     etcds = [n for n in comp.needs if isinstance(topology.components.get(n), EtcdComponent)]
-    if len(etcds) != 1:
+    if len(etcds) > 1:
         raise PgSetupError(
-            f"{topology.source}: postgres component {component!r} must list exactly one "
-            f"etcd component in `needs` (found {len(etcds)}): its agents keep the leader "
-            "lease there"
+            f"{topology.source}: postgres component {component!r} lists {len(etcds)} etcd "
+            "components in `needs`: its agents keep the leader lease in exactly one"
         )
-    urls: list[str] = []
-    for inst in topology.instances[etcds[0]]:
-        addr = topology.address_of(inst)
-        if addr is None:
-            raise PgSetupError(
-                f"{topology.source}: etcd component {etcds[0]!r} needs `port` so that "
-                f"{component!r} can reach it"
-            )
-        urls.append(f"http://{addr}")
-    return urls
+    try:
+        name = etcd_component(topology, etcds[0] if etcds else None, (component,), "needs")
+        return list(etcd_client_urls(topology, name))
+    except CannotRunError as exc:
+        raise PgSetupError(str(exc)) from None
 
 
 def _address(topology: Topology, host: str | None) -> str:
