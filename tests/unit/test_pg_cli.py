@@ -25,6 +25,8 @@ entry: [db]
         (["agent", "{f}", "--component", "etcd", "--instance", "0"], "not postgres"),
         (["agent", "{f}", "--component", "web", "--instance", "0"], "no component 'web'"),
         (["switchover", "{f}", "--to", "db-9"], "no such member"),
+        (["failover", "{f}", "--to", "db/9"], "--to db/9: no such member"),
+        (["rejoin", "{f}", "--member", "db/9", "--discard"], "no member 'db/9'"),
         (["pause", "{f}", "--component", "etcd"], "not postgres"),
     ],
 )
@@ -34,3 +36,15 @@ def test_bad_input_exits_2_with_a_message(tmp_path: Path, args: list[str], messa
     result = CliRunner().invoke(main, ["pg", *[a.format(f=f) for a in args]])
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+def test_members_are_named_as_status_shows_them_or_as_etcd_does() -> None:
+    from spofless.pg.ops import Target, member_of
+
+    t = Target("/p", ["http://127.0.0.1:1"], ["db-0", "db-1"])
+    assert member_of(t, "db/1") == "db-1" and member_of(t, "db-0") == "db-0"
+
+
+def test_failover_help_names_its_option() -> None:
+    out = CliRunner().invoke(main, ["pg", "failover", "--help"]).output
+    assert "CANDIDATE" not in out and "--to" in out and "db/1" in out

@@ -71,7 +71,7 @@ def _set_paused(file: str, component: str | None, paused: bool) -> None:
 @pg.command("switchover")
 @click.argument("file", type=click.Path(dir_okay=False))
 @_component_option
-@click.option("--to", "candidate", default=None, help="The member to hand over to.")
+@click.option("--to", "candidate", default=None, help="The member to hand over to (db-1 or db/1).")
 @click.option("--wait", "bound", type=float, default=30.0, show_default=True, help="Seconds.")
 def pg_switchover(file: str, component: str | None, candidate: str | None, bound: float) -> None:
     """Planned switchover: stop writes, let the candidate catch up, hand the lease over."""
@@ -86,10 +86,11 @@ def pg_switchover(file: str, component: str | None, candidate: str | None, bound
 @pg.command("failover")
 @click.argument("file", type=click.Path(dir_okay=False))
 @_component_option
-@click.option("--to", "candidate", required=True, help="The member that takes over.")
+@click.option("--to", "candidate", required=True, help="The member that takes over (db-1 or db/1).")
 @click.option("--wait", "bound", type=float, default=30.0, show_default=True, help="Seconds.")
 def pg_failover(file: str, component: str | None, candidate: str, bound: float) -> None:
-    """Manual failover: CANDIDATE takes the leadership, whoever leads now (or nobody)."""
+    """Manual failover: the member named by --to takes the leadership, whoever leads now
+    (or nobody)."""
     import asyncio
 
     from spofless.pg.ops import switchover, target

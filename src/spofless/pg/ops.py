@@ -79,8 +79,11 @@ async def switchover(
     Returns (old leader, new leader). Raises PgOpError, after withdrawing the request,
     when it did not happen within `bound` seconds.
     """
-    if candidate is not None and candidate not in t.members:
-        raise PgOpError(f"--to {candidate}: no such member (members: {', '.join(t.members)})")
+    if candidate is not None:
+        # As `status` shows it (db/1) or as etcd names it (db-1).
+        if candidate.replace("/", "-") not in t.members:
+            raise PgOpError(f"--to {candidate}: no such member (members: {', '.join(t.members)})")
+        candidate = candidate.replace("/", "-")
     store = EtcdStore(t.endpoints)
     key = f"{t.prefix}/switchover"
     try:
