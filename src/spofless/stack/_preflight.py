@@ -171,7 +171,7 @@ def check_ports(instances: Iterable[InstancePlan]) -> None:
     taken: list[str] = []
     for inst in instances:
         for what, port in inst.ports:
-            problem = _bind_problem(inst.bind_ip, port)
+            problem = bind_problem(inst.bind_ip, port)
             if problem is not None:
                 taken.append(f"{inst.bind_ip}:{port} ({inst.name} {what} port): {problem}")
     if taken:
@@ -182,7 +182,8 @@ def check_ports(instances: Iterable[InstancePlan]) -> None:
         )
 
 
-def _bind_problem(ip: str, port: int) -> str | None:
+def bind_problem(ip: str, port: int) -> str | None:
+    """Why `ip:port` cannot be listened on now (`in use by pid N (name)`, ...), or None."""
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
         # As servers do, so that connections in TIME_WAIT do not count as taken.
