@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from spofless.topology._backup import BackupSpec
 from spofless.topology._schema import (
     AnalysisOnlyComponent,
     Component,
@@ -112,6 +113,8 @@ class PostgresComponent(RuntimeComponent):
     os_user: str | None = None
     # May remove a diverged data directory that pg_rewind failed on, and clone afresh.
     allow_reclone: bool = False
+    # Base backups and the WAL archive (spofless.backup); None: no backups.
+    backup: BackupSpec | None = None
 
     @model_validator(mode="after")
     def _timing_fits(self) -> PostgresComponent:

@@ -1,0 +1,72 @@
+"""One manifest per backup: what it is, and every file with its checksum.
+
+Written last, after every file object: a backup exists exactly when its
+manifest does, so an interrupted backup leaves only orphan objects (removed by
+expiry), never a backup that looks complete. Like pgBackRest's manifest, an
+incremental lists *every* file of the data directory; an unchanged file names
+the earlier backup whose object holds it (`ref`), so a restore reads one
+manifest and never walks a chain.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from spofless.backup.plan import BackupInfo
+
+FORMAT = 1
+
+
+class FileEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str  # relative to the data directory, `/`-separated
+    size: int
+    sha256: str  # of the file as copied
+    mode: int
+    mtime: float
+    ref: str  # label of the backup whose object holds the content
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: int = FORMAT
+    label: str
+    kind: Literal["full", "incremental"]
+    parent: str | None
+    component: str
+    source: str  # the instance copied from
+    pg_version: str
+    system_identifier: str
+    timeline: int
+    start_lsn: int
+    stop_lsn: int
+    start_time: float
+    stop_time: float
+    wal_segment_size: int
+    backup_label: str  # the labelfile pg_backup_stop returned, written as backup_label
+    directories: list[tuple[str, int]]  # (path, mode), parents first
+    files: list[FileEntry]
+
+    def info(self) -> BackupInfo:
+        return BackupInfo(
+            label=self.label,
+            kind=self.kind,
+            parent=self.parent,
+            timeline=self.timeline,
+            start_lsn=self.start_lsn,
+            stop_lsn=self.stop_lsn,
+            start_time=self.start_time,
+            stop_time=self.stop_time,
+        )
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def new_bytes(self) -> int:
+        return sum(f.size for f in self.files if f.ref == self.label)
