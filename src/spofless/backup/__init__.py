@@ -1,4 +1,131 @@
 """PostgreSQL backups: continuous WAL archiving, base backups, point-in-time restore.
 
-(Public API and the full rules are filled in below as the layer grows.)
+    backup_config(topology, component) -> BackupConfig   stores + sources from `backup:`
+    archive_wal(stores, path, name)      archive_command: one WAL or history file
+    restore_wal(stores, name, dest)      restore_command: fetch one file back
+    take_backup(config, kind)            a full or incremental base backup -> Manifest
+    verify_backup(store, manifest)       checksums and WAL; restore_check: a real restore
+    restore(store, target, to, ...)      a data directory that replays to the target
+    expire(store, retention)             retention, planned purely (spofless.backup.plan)
+
+PostgreSQL's own commands (what the pg agent sets; FILE is the absolute path of
+the topology file, `<python>` the interpreter spofless runs under, so the same
+installation is used whatever PATH PostgreSQL has):
+
+    archive_mode = on
+    archive_command = '<python> -m spofless backup archive-wal FILE --component db %p %f'
+    restore_command = '<python> -m spofless backup restore-wal FILE --component db %f %p'
+
+`archive_command(file, component)` and `restore_command(file, component)` build
+exactly these strings. They run as PostgreSQL's OS user, which must be able to
+read FILE and the key file and to write an `fs` repository.
+
+The rules
+---------
+1. Every WAL file PostgreSQL completes, and every timeline history file and
+   backup history file, goes to *every* repository; archive-wal exits 0 only
+   when all of them hold it, so PostgreSQL keeps the file and retries otherwise
+   (pg_wal grows; an archive failure is loud: PostgreSQL logs it and
+   pg_stat_archiver counts it).
+2. Archiving is idempotent: a name already archived with the same content is
+   success. The same name with other content is refused (exit 2, nothing
+   overwritten): two servers wrote different WAL under one name, which only a
+   split brain does. So after a failover the new primary may re-archive what
+   its predecessor archived, and a timeline switch never overwrites anything:
+   the new timeline's files have new names, its history file too.
+3. A base backup counts once its manifest is written, and the manifest is
+   written last, after every file and after every WAL segment from the
+   backup's start to its stop is archived. An interrupted backup is no backup.
+4. Objects are compressed (zstd) then encrypted (AES-256-GCM, key from a key
+   file, the object's key as associated data); each file's sha256 is in the
+   manifest. A wrong key is detected from the object header before decryption
+   (WrongKeyError), so it is told apart from damage (CorruptObjectError, naming
+   the object), and neither writes anything.
+5. A restore picks the base backup for its target by itself (plan.py), refuses
+   a target before the oldest backup's end, and writes into a new directory only.
+6. Expiry never deletes what a kept backup needs (plan.py, property-tested).
+
+Failure cases
+-------------
+- Repository unreachable or full during archive-wal: non-zero exit, PostgreSQL
+  retries the same file; nothing half-written is visible (puts are atomic).
+- Failover during archiving: the old primary's last segment may be archived by
+  it, or not; the new primary archives its own timeline (new names) and the
+  history file; a restore to `latest` follows the highest timeline through the
+  history files (tested in tests/unit/test_backup_plan.py).
+- restore-wal: a file not archived exits 1 (PostgreSQL's "end of archive");
+  a damaged object, wrong key or unreachable repository exits 126 so that
+  PostgreSQL aborts recovery instead of promoting with WAL missing.
+- Wrong or missing key file: a clear error, exit 2, nothing written.
+- A corrupted object: `backup verify` names it and exits 1; a restore stops
+  at it, naming it.
+
+Not yet: scheduling, restore drills with measured RTO/RPO, objectives in
+`spofless check`, tablespaces, files over a few hundred MB are held in memory
+while copied.
 """
+
+from spofless.backup._basebackup import Progress, take_backup
+from spofless.backup._codec import Codec, load_key
+from spofless.backup._config import (
+    BackupConfig,
+    Source,
+    archive_command,
+    backup_config,
+    restore_command,
+)
+from spofless.backup._errors import (
+    ArchiveConflictError,
+    BackupError,
+    CorruptObjectError,
+    KeyFileError,
+    ObjectNotFoundError,
+    RepositoryError,
+    SourceError,
+    TargetError,
+    WrongKeyError,
+)
+from spofless.backup._expire import expire
+from spofless.backup._manifest import FileEntry, Manifest
+from spofless.backup._repo import FsRepository, MemoryRepository, Repository
+from spofless.backup._restore import SPOOL, recovery_settings, restore
+from spofless.backup._store import Store, archive_wal, restore_wal
+from spofless.backup._verify import VerifyResult, restore_check, verify_backup
+from spofless.backup.plan import Target
+
+__all__ = [
+    "SPOOL",
+    "ArchiveConflictError",
+    "BackupConfig",
+    "BackupError",
+    "Codec",
+    "CorruptObjectError",
+    "FileEntry",
+    "FsRepository",
+    "KeyFileError",
+    "Manifest",
+    "MemoryRepository",
+    "ObjectNotFoundError",
+    "Progress",
+    "Repository",
+    "RepositoryError",
+    "Source",
+    "SourceError",
+    "Store",
+    "Target",
+    "TargetError",
+    "VerifyResult",
+    "WrongKeyError",
+    "archive_command",
+    "archive_wal",
+    "backup_config",
+    "expire",
+    "load_key",
+    "recovery_settings",
+    "restore",
+    "restore_check",
+    "restore_command",
+    "restore_wal",
+    "take_backup",
+    "verify_backup",
+]

@@ -116,3 +116,7 @@ class BackupSpec(Strict):
     from_: Literal["replica", "primary"] = Field("replica", alias="from")
     # Files copied at once by a base backup and a restore.
     parallel: Annotated[int, Field(ge=1, le=64)] = 2
+    # How PostgreSQL's OS user runs spofless in archive_command and restore_command,
+    # e.g. [/opt/spofless/bin/python, -m, spofless]. None: the interpreter that runs
+    # the command writing them, which that user must then be able to execute.
+    command: Annotated[list[str], Field(min_length=1)] | None = None
