@@ -66,6 +66,18 @@ SKIP_FILES = frozenset(
     }
 )
 CONNECT_TIMEOUT = 5  # seconds, per instance tried
+# Files are stored in parts of this size, so memory per copying thread stays bounded
+# whatever the file size (relation files grow to 1 GB).
+CHUNK = 64 * 1024 * 1024
+
+
+def _hash_file(path: Path) -> tuple[str, int]:
+    h, size = hashlib.sha256(), 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
 
 
 @dataclass
@@ -246,27 +258,43 @@ def _backup(
             path = data_dir / rel
             try:
                 st = path.stat()
-                data = path.read_bytes()
+                old = previous.get(rel)
+                if old is not None and old.size == st.st_size:
+                    # Same size: unchanged if the checksum says so; then nothing is uploaded.
+                    digest, size = _hash_file(path)
+                    if digest == old.sha256 and size == old.size:
+                        return old.model_copy(update={"mode": stat.S_IMODE(st.st_mode)})
+                digest, size, parts = _upload(path, rel)
             except FileNotFoundError:
                 return None  # dropped during the backup: replay drops it too
-            digest = hashlib.sha256(data).hexdigest()
-            old = previous.get(rel)
-            if old is not None and old.sha256 == digest and old.size == len(data):
-                ref = old.ref
-            else:
-                ref = label
-                key = stores[0].file_key(label, rel)
-                blob = stores[0].codec.encode(key, data)
-                for s in stores:
-                    s.repo.put(key, blob)
             return FileEntry(
                 path=rel,
-                size=len(data),
+                size=size,
                 sha256=digest,
                 mode=stat.S_IMODE(st.st_mode),
                 mtime=st.st_mtime,
-                ref=ref,
+                ref=label,
+                parts=parts,
             )
+
+        def _upload(path: Path, rel: str) -> tuple[str, int, int]:
+            """Stream `path` up in parts of CHUNK bytes (at least one, even if empty)."""
+            h, size, parts = hashlib.sha256(), 0, 0
+            with path.open("rb") as f:
+                while True:
+                    chunk = f.read(CHUNK)
+                    if not chunk and parts > 0:
+                        break
+                    h.update(chunk)
+                    size += len(chunk)
+                    key = stores[0].part_key(label, rel, parts)
+                    blob = stores[0].codec.encode(key, chunk)
+                    for s in stores:
+                        s.repo.put(key, blob)
+                    parts += 1
+                    if len(chunk) < CHUNK:
+                        break
+            return h.hexdigest(), size, parts
 
         entries: list[FileEntry] = []
         with concurrent.futures.ThreadPoolExecutor(config.spec.parallel) as pool:

@@ -27,7 +27,8 @@ class FileEntry(BaseModel):
     sha256: str  # of the file as copied
     mode: int
     mtime: float
-    ref: str  # label of the backup whose object holds the content
+    ref: str  # label of the backup whose objects hold the content
+    parts: int = 1  # objects of at most CHUNK bytes: files/<path>, files/<path>@1, ...
 
 
 class Manifest(BaseModel):

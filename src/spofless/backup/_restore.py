@@ -26,7 +26,7 @@ from pathlib import Path
 from spofless.backup._basebackup import Progress, ProgressFn
 from spofless.backup._errors import BackupError, TargetError
 from spofless.backup._manifest import Manifest
-from spofless.backup._store import Store, check_content, write_atomic
+from spofless.backup._store import Store, write_atomic
 from spofless.backup.plan import (
     Target,
     available_segments,
@@ -111,10 +111,10 @@ def restore(
 
     def fetch(i: int) -> int:
         f = chosen.files[i]
-        key = store.file_key(f.ref, f.path)
-        data = check_content(key, store.read(key), f.sha256)
         dest = to / f.path
-        dest.write_bytes(data)
+        with dest.open("wb") as out:
+            for data in store.read_file(f):
+                out.write(data)
         os.chmod(dest, f.mode)
         os.utime(dest, (f.mtime, f.mtime))
         return f.size

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from spofless.backup._errors import (
     ObjectNotFoundError,
     RepositoryError,
 )
-from spofless.backup._manifest import Manifest
+from spofless.backup._manifest import FileEntry, Manifest
 from spofless.backup._repo import Repository
 from spofless.backup.plan import Segment, Switch, parse_history, parse_history_name, parse_segment
 
@@ -53,6 +53,24 @@ class Store:
 
     def file_key(self, label: str, path: str) -> str:
         return f"{self.component}/backup/{label}/files/{path}"
+
+    def part_key(self, label: str, path: str, part: int) -> str:
+        """Part 0 is the file's own key; PostgreSQL file names never hold `@`."""
+        key = self.file_key(label, path)
+        return key if part == 0 else f"{key}@{part}"
+
+    def read_file(self, entry: FileEntry) -> Iterator[bytes]:
+        """The decoded parts of a manifest entry, checked against its checksum at the end."""
+        h = hashlib.sha256()
+        for i in range(entry.parts):
+            data = self.read(self.part_key(entry.ref, entry.path, i))
+            h.update(data)
+            yield data
+        if h.hexdigest() != entry.sha256:
+            raise CorruptObjectError(
+                f"{self.file_key(entry.ref, entry.path)}: checksum mismatch "
+                f"(the manifest says {entry.sha256[:12]}…)"
+            )
 
     # -- objects ------------------------------------------------------------------
 
@@ -178,9 +196,3 @@ def write_atomic(dest: Path, data: bytes, mode: int = 0o600) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def check_content(key: str, data: bytes, sha256: str) -> bytes:
-    if hashlib.sha256(data).hexdigest() != sha256:
-        raise CorruptObjectError(f"{key}: checksum mismatch (the manifest says {sha256[:12]}…)")
-    return data

@@ -22,7 +22,7 @@ from typing import Any
 from spofless.backup._errors import BackupError, ObjectNotFoundError
 from spofless.backup._manifest import Manifest
 from spofless.backup._restore import restore
-from spofless.backup._store import Store, check_content
+from spofless.backup._store import Store
 from spofless.backup.plan import Target, needed_segments, timeline_path
 
 
@@ -45,11 +45,11 @@ def verify_backup(store: Store, manifest: Manifest, parallel: int = 2) -> Verify
 
     def check_file(i: int) -> str | None:
         f = manifest.files[i]
-        key = store.file_key(f.ref, f.path)
         try:
-            check_content(key, store.read(key), f.sha256)
-        except ObjectNotFoundError:
-            return f"{key}: missing"
+            for _ in store.read_file(f):
+                pass
+        except ObjectNotFoundError as exc:
+            return str(exc)
         except BackupError as exc:
             return str(exc)
         return None
