@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import boto3
+import httpx
 import psycopg
 import pytest
 from free_ports import free_port
@@ -34,16 +36,54 @@ from spofless.backup import archive_command
 BIN = Path("/usr/lib/postgresql/15/bin")
 
 
+# Credentials for the test S3 server (moto accepts any).
+S3_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+
+
 def pg_command() -> list[str]:
     """How the postgres OS user runs this spofless (this interpreter may sit under /root)."""
+    creds = [f"{k}={v}" for k, v in S3_ENV.items()]
     if os.geteuid() != 0:
-        return [sys.executable, "-m", "spofless"]
+        return ["env", *creds, sys.executable, "-m", "spofless"]
     system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
     if not system.exists():
         pytest.skip(f"no {system} for the postgres user to run spofless with")
     src = Path(spofless.__file__).resolve().parents[1]
     path = ":".join([str(src), *site.getsitepackages()])
-    return ["env", f"PYTHONPATH={path}", str(system), "-m", "spofless"]
+    return ["env", *creds, f"PYTHONPATH={path}", str(system), "-m", "spofless"]
+
+
+@contextlib.contextmanager
+def s3_server() -> Iterator[str]:
+    """moto's S3 server (moto[server]) in its own process on 127.0.0.1; yields its URL."""
+    server = Path(sys.executable).parent / "moto_server"
+    if not server.exists():
+        pytest.skip("moto[server] not installed")
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, **S3_ENV),
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.get(url + "/moto-api/", timeout=1)
+                break
+            assert proc.poll() is None, "moto_server exited"
+            assert time.monotonic() < deadline, "moto_server did not listen within 30s"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def pg_owner() -> pwd.struct_passwd | None:
@@ -96,13 +136,20 @@ class Env:
     ) -> subprocess.CompletedProcess[str]:
         argv = [sys.executable, "-m", "spofless", *args[:1], *args[1:]]
         argv = [a if a != "FILE" else str(topology or self.topology) for a in argv]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        env = dict(os.environ, **S3_ENV)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
 
-    def switch_and_wait_archived(self) -> str:
-        """Close the current segment and wait until it is in the repository."""
-        name = str(self.sql("SELECT pg_walfile_name(pg_switch_wal())")[0][0])
+    def switch_and_wait_archived(self, port: int | None = None) -> str:
+        """Close the current segment and wait until archive_command succeeded for it
+        (so every repository holds it)."""
+        name = str(self.sql("SELECT pg_walfile_name(pg_switch_wal())", port)[0][0])
         deadline = time.monotonic() + 60
-        while not (self.repo / "db" / "wal" / name).exists():
+        query = "SELECT last_archived_wal >= %s FROM pg_stat_archiver"
+        while True:
+            with self.connect(port) as conn:
+                row = conn.execute(query.replace("%s", f"'{name}'")).fetchone()
+            if row and row[0]:
+                break
             assert time.monotonic() < deadline, f"{name} not archived within 60s"
             time.sleep(0.1)
         return name
@@ -148,9 +195,10 @@ def wait_promoted(env: Env, port: int) -> None:
 
 
 @contextlib.contextmanager
-def archiving_cluster(instances: int = 1) -> Iterator[Env]:
+def archiving_cluster(instances: int = 1, s3: str | None = None) -> Iterator[Env]:
     """A topology with one `db` component archiving into an encrypted fs repository, and
-    its instance 0 running as the primary; every server started through the Env is stopped."""
+    its instance 0 running as the primary; every server started through the Env is stopped.
+    With `s3` (a server URL), a second repository: a new bucket there."""
     if not (BIN / "initdb").exists():
         pytest.skip("PostgreSQL 15 not installed")
     base = Path(tempfile.mkdtemp(prefix="spofless-backup-"))
@@ -162,6 +210,17 @@ def archiving_cluster(instances: int = 1) -> Iterator[Env]:
         (base / "key").write_bytes(os.urandom(32))
         (base / "repo").mkdir()
         command = pg_command()
+        repos = f"{{type: fs, path: {base}/repo}}"
+        if s3 is not None:
+            bucket = f"b{time.monotonic_ns()}"
+            boto3.client(
+                "s3",
+                endpoint_url=s3,
+                region_name="us-east-1",
+                aws_access_key_id="test",
+                aws_secret_access_key="test",
+            ).create_bucket(Bucket=bucket)
+            repos += f", {{type: s3, bucket: {bucket}, endpoint: '{s3}', prefix: shop/}}"
         topology = base / "shop.yaml"
         topology.write_text(
             f"""name: shop
@@ -171,7 +230,7 @@ components:
     instances: {instances}
     port: {port}
     backup:
-      repositories: [{{type: fs, path: {base}/repo}}]
+      repositories: [{repos}]
       encryption: {{key_file: {base}/key}}
       retention: {{full: 2}}
       command: {json.dumps(command)}

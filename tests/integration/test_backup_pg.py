@@ -1,10 +1,11 @@
 """Backups against a real PostgreSQL 15 archiving through `spofless backup archive-wal`.
 
-One server for the module (it archives into an fs repository, encrypted), then:
-a full backup under a write load, an incremental, restore to the latest point
-(nothing archived is lost), restore to a time between two writes (exactly the
-writes before it), verify (and verify --restore), a corrupted object failing
-verify by name, and a wrong key failing clearly while changing nothing.
+One server for the module, archiving into two repositories (a directory, and a
+bucket on moto's S3 server), both encrypted. Then: a full backup under a write
+load, restore to the latest point (nothing archived is lost), the same from the
+S3 repository, an incremental, restore to a time between two writes (exactly
+the writes before it), verify (and verify --restore), a wrong key failing
+clearly while changing nothing, a corrupted object failing verify by name.
 """
 
 from __future__ import annotations
@@ -14,14 +15,24 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from backup_pg import Env, Writer, archiving_cluster, restore_and_start, stop_pg
+from backup_pg import (
+    Env,
+    Writer,
+    archiving_cluster,
+    restore_and_start,
+    s3_server,
+    stop_pg,
+    wait_promoted,
+)
+from free_ports import free_port
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[Env]:
-    with archiving_cluster() as e:
+    """Two repositories: a directory (repository 0) and a bucket on an S3 server."""
+    with s3_server() as url, archiving_cluster(s3=url) as e:
         yield e
 
 
@@ -73,6 +84,21 @@ def test_incremental_then_restore_to_a_time_between_two_writes(env: Env) -> None
     dest, port = restore_and_start(env, "pitr", "--target-time", str(between))
     try:
         assert env.sql("SELECT name FROM marks", port) == [("before",)]
+    finally:
+        stop_pg(dest)
+
+
+def test_restore_from_the_s3_repository_matches(env: Env) -> None:
+    want = env.sql("SELECT count(*), max(id) FROM load")
+    env.switch_and_wait_archived()
+    dest = env.base / "from-s3"
+    out = env.spofless("restore", "FILE", "--repo", "1", "--to", str(dest), "--no-archive")
+    assert out.returncode == 0, out.stderr
+    port = free_port()
+    env.start(dest, port)
+    wait_promoted(env, port)
+    try:
+        assert env.sql("SELECT count(*), max(id) FROM load", port) == want
     finally:
         stop_pg(dest)
 
