@@ -126,6 +126,17 @@ def backup_list(file: str, component: str | None, repo: int) -> None:
         )
     wal = store.wal_names()
     click.echo(f"WAL: {len(wal)} files" + (f", {wal[0]} .. {wal[-1]}" if wal else ""))
+    stale = _stale(cfg, manifests)
+    if stale:
+        click.echo(stale)
+
+
+def _stale(cfg: Any, manifests: list[Any]) -> str | None:
+    import time
+
+    from spofless.backup.schedule import staleness
+
+    return staleness(cfg.spec.schedule, [m.info() for m in manifests], time.time())
 
 
 def _pick(cfg: Any, repo: int) -> Any:
@@ -175,7 +186,10 @@ def backup_verify(
         for p in r.problems:
             click.echo(f"  {p}")
         bad += not r.ok
-    sys.exit(1 if bad else 0)
+    stale = None if label else _stale(cfg, manifests)
+    if stale:
+        click.echo(stale)
+    sys.exit(1 if bad or stale else 0)
 
 
 @backup.command("expire")
