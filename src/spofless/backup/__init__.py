@@ -7,6 +7,7 @@
     verify_backup(store, manifest)       checksums and WAL; restore_check: a real restore
     restore(store, target, to, ...)      a data directory that replays to the target
     expire(store, retention)             retention, planned purely (spofless.backup.plan)
+    schedule.staleness(...)              whether a scheduled backup was missed
 
 PostgreSQL's own commands (what the pg agent sets; FILE is the absolute path of
 the topology file, `<python>` the interpreter spofless runs under, so the same
@@ -60,9 +61,9 @@ Failure cases
 - A corrupted object: `backup verify` names it and exits 1; a restore stops
   at it, naming it.
 
-Not yet: scheduling, restore drills with measured RTO/RPO, objectives in
-`spofless check`, tablespaces, files over a few hundred MB are held in memory
-while copied.
+Not yet: running the schedule (only staleness is reported), restore drills with
+measured RTO/RPO, objectives in `spofless check`, tablespaces, a `.partial`
+segment of the old timeline is archived under its name but not used by restore.
 """
 
 from spofless.backup._basebackup import Progress, take_backup

@@ -134,9 +134,13 @@ def backup_list(file: str, component: str | None, repo: int) -> None:
 def _stale(cfg: Any, manifests: list[Any]) -> str | None:
     import time
 
+    from spofless.backup import BackupError
     from spofless.backup.schedule import staleness
 
-    return staleness(cfg.spec.schedule, [m.info() for m in manifests], time.time())
+    try:
+        return staleness(cfg.spec.schedule, [m.info() for m in manifests], time.time())
+    except ValueError as exc:
+        raise BackupError(f"backup.schedule: {exc}") from None
 
 
 def _pick(cfg: Any, repo: int) -> Any:
