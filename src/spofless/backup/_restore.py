@@ -127,6 +127,8 @@ def restore(
 
     tli = target.timeline or latest_timeline(histories, [chosen.info()])
     segs = available_segments(chosen.start_lsn, timeline_path(tli, histories), store.segments())
+    if target.kind == "immediate":  # replay stops where the backup became consistent
+        segs = [s for s in segs if s.segno <= chosen.stop_lsn // chosen.wal_segment_size]
     wal = Progress("prefetch WAL", len(segs), 0, started=time.monotonic())
 
     def prefetch(i: int) -> int:
