@@ -152,8 +152,18 @@ def test_recovery_settings_for_each_target() -> None:
 def test_expire_applies_the_plan_and_keeps_what_the_kept_backup_needs(store: Store) -> None:
     plan = expire(store, BackupRetention(full=1), now=300.0, dry_run=True)
     assert plan.expire == ("A",) and store.labels() == ["A", "B"]
+    store.write(store.wal_key(Segment(1, 3).name() + ".partial"), b"p")
+    store.write(store.wal_key(Segment(1, 2).name() + ".00000028.backup"), b"b")
+    store.write(store.wal_key(Segment(1, 6).name() + ".00000028.backup"), b"b")
+    store.write(store.wal_key("00000002.history"), b"1\t0/3000000\tx\n")
     expire(store, BackupRetention(full=1), now=300.0)
     assert store.labels() == ["B"]
     assert not store.repo.list("db/backup/A/")
-    assert [n for n in store.wal_names()] == [Segment(1, n).name() for n in range(5, 8)]
+    assert store.wal_names() == [
+        "000000010000000000000005",
+        "000000010000000000000006",
+        "000000010000000000000006.00000028.backup",
+        "000000010000000000000007",
+        "00000002.history",
+    ]
     assert verify_backup(store, store.manifest("B")).ok

@@ -6,7 +6,7 @@ import logging
 import time
 
 from spofless.backup._store import Store
-from spofless.backup.plan import ExpiryPlan, plan_expiry
+from spofless.backup.plan import ExpiryPlan, parse_segment, plan_expiry
 from spofless.topology._backup import BackupRetention
 
 logger = logging.getLogger(__name__)
@@ -34,4 +34,9 @@ def expire(
         store.delete_backup(label)
     for seg in plan.expire_wal:
         store.repo.delete(store.wal_key(seg.name(seg_size)))
+    if plan.first_kept_segno is not None:
+        for name in store.wal_names():
+            of = parse_segment(name[:24], seg_size)
+            if of is not None and len(name) > 24 and of.segno < plan.first_kept_segno:
+                store.repo.delete(store.wal_key(name))  # .partial, .backup
     return plan

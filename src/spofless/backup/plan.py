@@ -274,6 +274,9 @@ class ExpiryPlan:
     keep: tuple[str, ...]  # labels, oldest first
     expire: tuple[str, ...]  # labels, oldest first
     expire_wal: tuple[Segment, ...]
+    # The first segment number kept (None: no backup, nothing expires); a `.partial`
+    # or `.backup` file of an earlier segment goes with the segments.
+    first_kept_segno: int | None = None
 
     def describe(self) -> str:
         return (
@@ -297,7 +300,7 @@ def plan_expiry(
     by_label = {b.label: b for b in backups}
     ordered = sorted(backups, key=lambda b: (b.stop_time, b.stop_lsn))
     if not ordered:
-        return ExpiryPlan((), (), ())
+        return ExpiryPlan((), (), (), None)
     keep: set[str] = {ordered[-1].label}
     fulls = [b for b in ordered if b.kind == "full"]
     kept_fulls = {b.label for b in fulls[-full:]}
@@ -327,4 +330,5 @@ def plan_expiry(
         keep=tuple(b.label for b in kept),
         expire=tuple(b.label for b in ordered if b.label not in keep),
         expire_wal=tuple(sorted(s for s in archived if s.segno < first)),
+        first_kept_segno=first,
     )
