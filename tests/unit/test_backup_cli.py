@@ -108,8 +108,10 @@ def test_archive_and_restore_wal_exit_statuses(tmp_path: Path) -> None:
     assert run(main, [*restore, "000000010000000000000009", str(out)]).exit_code == 1
     obj = tmp_path / "repo" / "db" / "wal" / seg.name
     obj.write_bytes(obj.read_bytes()[:-1] + b"!")
-    result = run(main, [*restore, seg.name, str(out)])
+    result = run(main, [*restore, "--strict", seg.name, str(out)])
     assert result.exit_code == 126 and "damaged" in result.output
+    result = run(main, [*restore, seg.name, str(out)])  # a standby: streams instead
+    assert result.exit_code == 1 and "damaged" in result.output
 
 
 def test_restore_takes_one_target_and_backup_defaults_to_take(tmp_path: Path) -> None:
@@ -126,3 +128,19 @@ def test_restore_takes_one_target_and_backup_defaults_to_take(tmp_path: Path) ->
     # `spofless backup FILE` takes a backup: here nothing listens on port 1.
     result = run(main, ["backup", str(f), "--full"])
     assert result.exit_code == 2 and "no instance answered" in result.output
+
+
+def test_postgres_settings_for_the_agent(tmp_path: Path) -> None:
+    from spofless.backup import postgres_settings
+    from spofless.topology._backup import BackupSpec
+
+    spec = BackupSpec.model_validate(
+        {"repositories": [{"type": "fs", "path": "/b"}], "command": ["/opt/py", "-m", "spofless"]}
+    )
+    f = tmp_path / "shop.yaml"
+    got = postgres_settings(f, "db", spec, standby=True)
+    assert got == {
+        "archive_mode": "on",
+        "archive_command": f"/opt/py -m spofless backup archive-wal {f} --component db %p %f",
+        "restore_command": f"/opt/py -m spofless backup restore-wal {f} --component db %f %p",
+    }

@@ -17,8 +17,10 @@ installation is used whatever PATH PostgreSQL has):
     archive_command = '<python> -m spofless backup archive-wal FILE --component db %p %f'
     restore_command = '<python> -m spofless backup restore-wal FILE --component db %f %p'
 
-`archive_command(file, component)` and `restore_command(file, component)` build
-exactly these strings. They run as PostgreSQL's OS user, which must be able to
+(restore_command on replicas only, to catch up from the archive.) `<python> -m
+spofless` is `backup.command` when set. `postgres_settings(file, component,
+spec, standby=...)` returns exactly these settings; `archive_command(...)` and
+`restore_command(...)` build the strings. They run as PostgreSQL's OS user, which must be able to
 read FILE and the key file and to write an `fs` repository.
 
 The rules
@@ -54,9 +56,11 @@ Failure cases
   it, or not; the new primary archives its own timeline (new names) and the
   history file; a restore to `latest` follows the highest timeline through the
   history files (tested in tests/unit/test_backup_plan.py).
-- restore-wal: a file not archived exits 1 (PostgreSQL's "end of archive");
-  a damaged object, wrong key or unreachable repository exits 126 so that
-  PostgreSQL aborts recovery instead of promoting with WAL missing.
+- restore-wal: a file not archived exits 1 (PostgreSQL's "end of archive").
+  A damaged object, wrong key or unreachable repository: with --strict (what
+  `spofless restore` writes) exit 126, so PostgreSQL aborts recovery instead of
+  promoting with WAL missing; without (a standby's restore_command) exit 1
+  with the error in PostgreSQL's log, so the standby streams instead of dying.
 - Wrong or missing key file: a clear error, exit 2, nothing written.
 - A corrupted object: `backup verify` names it and exits 1; a restore stops
   at it, naming it.
@@ -73,6 +77,7 @@ from spofless.backup._config import (
     Source,
     archive_command,
     backup_config,
+    postgres_settings,
     restore_command,
 )
 from spofless.backup._errors import (
@@ -122,6 +127,7 @@ __all__ = [
     "backup_config",
     "expire",
     "load_key",
+    "postgres_settings",
     "recovery_settings",
     "restore",
     "restore_check",

@@ -112,10 +112,33 @@ def restore_command(
     component: str,
     spool: Path | None = None,
     command: Sequence[str] | None = None,
+    *,
+    strict: bool = False,
 ) -> str:
-    """The restore_command that fetches from the first repository holding the file."""
+    """The restore_command that fetches from the first repository holding the file.
+
+    `strict` (for a restore) stops recovery on any error but a missing file; without it
+    (a standby) errors count as "not archived" and the standby streams instead."""
     argv = [*spofless_argv(command), "backup", "restore-wal", str(topology_file.resolve())]
     argv += ["--component", component]
     if spool is not None:
         argv += ["--spool", str(spool)]
+    if strict:
+        argv.append("--strict")
     return shlex.join(argv) + " %f %p"
+
+
+def postgres_settings(
+    topology_file: Path, component: str, spec: BackupSpec, *, standby: bool = False
+) -> dict[str, str]:
+    """The PostgreSQL settings that archive `component`'s WAL (for the pg agent to set).
+
+    `standby`: also the restore_command a replica uses to catch up from the archive.
+    """
+    out = {
+        "archive_mode": "on",
+        "archive_command": archive_command(topology_file, component, spec.command),
+    }
+    if standby:
+        out["restore_command"] = restore_command(topology_file, component, None, spec.command)
+    return out

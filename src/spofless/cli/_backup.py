@@ -2,8 +2,10 @@
 
 Exit status: 0 success, 1 a finding (verify found a problem; restore-wal: the
 file is not archived), 2 invalid input or a failed operation (message only).
-restore-wal exits 126 on a damaged object or unreachable repository, which
-makes PostgreSQL abort recovery instead of ending it early with data missing.
+restore-wal --strict (what `spofless restore` writes) exits 126 on a damaged
+object, a wrong key or an unreachable repository, which makes PostgreSQL abort
+recovery instead of ending it early with WAL missing; without --strict (a
+standby's restore_command) it exits 1, so the standby falls back to streaming.
 """
 
 from __future__ import annotations
@@ -177,7 +179,7 @@ def backup_verify(
                     store,
                     m,
                     lambda spool, path=path: restore_command(
-                        path, cfg.component, spool, cfg.spec.command
+                        path, cfg.component, spool, cfg.spec.command, strict=True
                     ),
                     os_user=cfg.os_user,
                     parallel=cfg.spec.parallel,
@@ -227,10 +229,13 @@ def backup_archive_wal(file: str, component: str | None, path: str, name: str) -
 @click.argument("file", type=click.Path(dir_okay=False))
 @_component
 @click.option("--spool", type=click.Path(file_okay=False), default=None, help="Prefetched WAL.")
+@click.option(
+    "--strict", is_flag=True, help="Exit 126 (recovery stops) on any error but a missing file."
+)
 @click.argument("name")
 @click.argument("path", type=click.Path(dir_okay=False))
 def backup_restore_wal(
-    file: str, component: str | None, spool: str | None, name: str, path: str
+    file: str, component: str | None, spool: str | None, strict: bool, name: str, path: str
 ) -> None:
     """restore_command: write archived WAL file NAME (%f) to PATH (%p); exit 1 if not archived."""
     from spofless.backup import BackupError, ObjectNotFoundError, restore_wal
@@ -245,7 +250,7 @@ def backup_restore_wal(
         sys.exit(1)
     except BackupError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(126)
+        sys.exit(126 if strict else 1)
 
 
 def _parse_time(value: str) -> float:
@@ -323,7 +328,9 @@ def restore_cmd(
         _pick(cfg, repo),
         tgt,
         dest,
-        restore_command=restore_command(Path(file), cfg.component, dest / SPOOL, cfg.spec.command),
+        restore_command=restore_command(
+            Path(file), cfg.component, dest / SPOOL, cfg.spec.command, strict=True
+        ),
         parallel=cfg.spec.parallel,
         owner=owner,
         progress=_progress_printer(),
