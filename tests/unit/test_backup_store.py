@@ -118,6 +118,14 @@ def test_archive_wal_is_idempotent_and_refuses_other_content(tmp_path: Path) -> 
     archive_wal(stores, hist, hist.name)
     assert stores[1].histories() == {2: stores[0].histories()[2]}
     assert stores[0].wal_names() == ["00000001000000000000000" + "1", "00000002.history"]
+    # Another key never writes into a repository written with this one.
+    wrong = Store(stores[0].repo, Codec(3, os.urandom(32)), "db")
+    seg2 = tmp_path / "000000010000000000000002"
+    seg2.write_bytes(b"C" * 10)
+    before = dict(stores[0].repo.objects)  # type: ignore[attr-defined]
+    with pytest.raises(WrongKeyError):
+        archive_wal([wrong], seg2, seg2.name)
+    assert stores[0].repo.objects == before  # type: ignore[attr-defined]
 
 
 def test_restore_wal_falls_over_to_the_next_repository(tmp_path: Path) -> None:

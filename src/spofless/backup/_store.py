@@ -1,5 +1,6 @@
 """The layout of one component's backups in a repository, and the WAL archive rules.
 
+    <component>/key-check                        written first, with the repository's key
     <component>/wal/<file>                       WAL segments, history and .backup files
     <component>/backup/<label>/manifest          written last: the backup exists from then
     <component>/backup/<label>/files/<path>      one object per data-directory file
@@ -80,6 +81,15 @@ class Store:
     def write(self, key: str, data: bytes) -> None:
         self.repo.put(key, self.codec.encode(key, data))
 
+    def check_key(self) -> None:
+        """Fail (WrongKeyError, KeyFileError) before writing with a key the repository's
+        objects were not written with. The first writer leaves a small check object."""
+        key = f"{self.component}/key-check"
+        try:
+            self.read(key)
+        except ObjectNotFoundError:
+            self.write(key, b"spofless")
+
     # -- WAL ----------------------------------------------------------------------
 
     def wal_names(self) -> list[str]:
@@ -144,6 +154,7 @@ def archive_wal(stores: Sequence[Store], path: Path, name: str) -> list[str]:
     digest = hashlib.sha256(data).digest()
     done: list[str] = []
     for store in stores:
+        store.check_key()
         key = store.wal_key(name)
         if store.repo.exists(key):
             have = store.read(key)
