@@ -172,6 +172,14 @@ def main() -> None:
                 "CHECKPOINT",
             ]
         )
+        # Let the archiver catch up with pgbench's WAL first: both backups wait for
+        # their last segment to be archived, and neither should pay for the backlog.
+        psql = [str(BIN / "psql"), "-h", str(base), "-p", str(port), "-U", "postgres", "-Atc"]
+        last = as_pg([*psql, "SELECT pg_walfile_name(pg_switch_wal())"]).stdout.strip()
+        while (
+            as_pg([*psql, "SELECT last_archived_wal FROM pg_stat_archiver"]).stdout.strip() < last
+        ):
+            time.sleep(1)
         size = du(data) - du(data / "pg_wal")
         as_pg(["pgbackrest", f"--config={conf}", "--stanza=bench", "stanza-create"])
 
