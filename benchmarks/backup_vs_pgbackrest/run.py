@@ -142,6 +142,7 @@ def main() -> None:
                 "start",
             ]
         )
+        as_pg(["pgbackrest", f"--config={conf}", "--stanza=bench", "stanza-create"])
         print(f"pgbench -i -s {args.scale} ...", flush=True)
         as_pg(
             [
@@ -181,7 +182,6 @@ def main() -> None:
         ):
             time.sleep(1)
         size = du(data) - du(data / "pg_wal")
-        as_pg(["pgbackrest", f"--config={conf}", "--stanza=bench", "stanza-create"])
 
         results: dict[str, dict[str, float]] = {}
         t_ours = timed([sys.executable, "-m", "spofless", "backup", str(topology), "--full"])

@@ -22,6 +22,7 @@ from spofless.backup import (
     restore,
     verify_backup,
 )
+from spofless.backup._manifest import Part
 from spofless.backup.plan import WAL_SEGMENT_SIZE, Segment
 from spofless.topology._backup import BackupRetention
 
@@ -36,16 +37,16 @@ def _put_backup(
     for path, parts in files.items():
         for i, part in enumerate(parts):
             store.write(store.part_key(label, path, i), part)
-        whole = b"".join(parts)
         entries.append(
             FileEntry(
                 path=path,
-                size=len(whole),
-                sha256=hashlib.sha256(whole).hexdigest(),
+                size=sum(len(p) for p in parts),
                 mode=0o600,
                 mtime=1.0,
-                ref=label,
-                parts=len(parts),
+                parts=[
+                    Part(size=len(p), sha256=hashlib.sha256(p).hexdigest(), ref=label)
+                    for p in parts
+                ],
             )
         )
     m = Manifest(

@@ -2,12 +2,13 @@
 
 One session holds `pg_backup_start` ... `pg_backup_stop` (non-exclusive, so it
 works on a replica too) while worker threads copy the data directory's files
-in parallel, each read once: checksummed, and for an incremental compared
-with the previous backup's checksum: an unchanged file is not uploaded, its
-manifest entry names the backup that holds it. Files that change during the
-copy are fine: replay from the backup's start LSN repairs them, which is why
-the backup only counts once every WAL segment from start to stop is archived
-(waited for, bounded). Then the manifest is written, last.
+in parallel, in parts of CHUNK bytes (so one large file is copied by every
+thread), each part read once and checksummed; for an incremental, a part
+whose checksum matches the previous backup's is not uploaded: the manifest
+names the backup that holds it (a changed 1 GB file uploads its changed parts).
+Files that change during the copy are fine: replay from the backup's start
+LSN repairs them, which is why the backup only counts once every WAL segment
+from start to stop is archived (waited for, bounded). Then the manifest is written, last.
 
 Refused, with nothing written: a source that is not on this machine (the files
 are read locally), tablespaces other than the default ones, a missing archive
@@ -33,7 +34,7 @@ import psycopg
 
 from spofless.backup._config import BackupConfig, Source
 from spofless.backup._errors import BackupError, SourceError
-from spofless.backup._manifest import FileEntry, Manifest
+from spofless.backup._manifest import FileEntry, Manifest, Part
 from spofless.backup._store import Store
 from spofless.backup.plan import needed_segments, parse_lsn, timeline_path
 
@@ -69,15 +70,6 @@ CONNECT_TIMEOUT = 5  # seconds, per instance tried
 # Files are stored in parts of this size, so memory per copying thread stays bounded
 # whatever the file size (relation files grow to 1 GB).
 CHUNK = 64 * 1024 * 1024
-
-
-def _hash_file(path: Path) -> tuple[str, int]:
-    h, size = hashlib.sha256(), 0
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
 
 
 @dataclass
@@ -246,64 +238,63 @@ def _backup(
     logger.info("backup %s of %s started (%s)", label, src.name, kind)
     try:
         dirs, files = scan(data_dir)
-        sizes = {}
+        stats: dict[str, os.stat_result] = {}
         for f in files:
             with contextlib.suppress(FileNotFoundError):
-                sizes[f] = (data_dir / f).stat().st_size
+                stats[f] = (data_dir / f).stat()
+        # One unit of work per part, so a 1 GB relation file is copied by every thread.
+        units = [
+            (rel, i, i == n - 1)
+            for rel, st in stats.items()
+            for n in [max(1, -(-st.st_size // CHUNK))]
+            for i in range(n)
+        ]
         prog = Progress(
-            f"backup {label}", len(sizes), sum(sizes.values()), started=time.monotonic()
+            f"backup {label}",
+            len(units),
+            sum(st.st_size for st in stats.values()),
+            started=time.monotonic(),
         )
 
-        def copy(rel: str) -> FileEntry | None:
-            path = data_dir / rel
+        def copy(unit: tuple[str, int, bool]) -> tuple[str, int, Part | None]:
+            rel, i, last = unit
             try:
-                st = path.stat()
-                old = previous.get(rel)
-                if old is not None and old.size == st.st_size:
-                    # Same size: unchanged if the checksum says so; then nothing is uploaded.
-                    digest, size = _hash_file(path)
-                    if digest == old.sha256 and size == old.size:
-                        return old.model_copy(update={"mode": stat.S_IMODE(st.st_mode)})
-                digest, size, parts = _upload(path, rel)
+                with (data_dir / rel).open("rb") as f:
+                    f.seek(i * CHUNK)
+                    # The last part takes whatever the file grew by meanwhile.
+                    data = f.read() if last else f.read(CHUNK)
             except FileNotFoundError:
-                return None  # dropped during the backup: replay drops it too
-            return FileEntry(
-                path=rel,
-                size=size,
-                sha256=digest,
-                mode=stat.S_IMODE(st.st_mode),
-                mtime=st.st_mtime,
-                ref=label,
-                parts=parts,
-            )
+                return rel, i, None  # dropped during the backup: replay drops it too
+            digest = hashlib.sha256(data).hexdigest()
+            old = previous.get(rel)
+            if old is not None and i < len(old.parts):
+                was = old.parts[i]
+                if was.sha256 == digest and was.size == len(data):
+                    return rel, i, was  # unchanged: the earlier backup holds it
+            key = stores[0].part_key(label, rel, i)
+            blob = stores[0].codec.encode(key, data)
+            for s in stores:
+                s.repo.put(key, blob)
+            return rel, i, Part(size=len(data), sha256=digest, ref=label)
 
-        def _upload(path: Path, rel: str) -> tuple[str, int, int]:
-            """Stream `path` up in parts of CHUNK bytes (at least one, even if empty)."""
-            h, size, parts = hashlib.sha256(), 0, 0
-            with path.open("rb") as f:
-                while True:
-                    chunk = f.read(CHUNK)
-                    if not chunk and parts > 0:
-                        break
-                    h.update(chunk)
-                    size += len(chunk)
-                    key = stores[0].part_key(label, rel, parts)
-                    blob = stores[0].codec.encode(key, chunk)
-                    for s in stores:
-                        s.repo.put(key, blob)
-                    parts += 1
-                    if len(chunk) < CHUNK:
-                        break
-            return h.hexdigest(), size, parts
-
-        entries: list[FileEntry] = []
+        parts: dict[str, dict[int, Part | None]] = {}
         with concurrent.futures.ThreadPoolExecutor(config.spec.parallel) as pool:
-            for entry in pool.map(copy, sizes):
-                if entry is not None:
-                    entries.append(entry)
-                    prog.add(entry.size)
-                    if progress:
-                        progress(prog)
+            for rel, i, part in pool.map(copy, units):
+                parts.setdefault(rel, {})[i] = part
+                prog.add(part.size if part else 0)
+                if progress:
+                    progress(prog)
+        entries = [
+            FileEntry(
+                path=rel,
+                size=sum(p.size for p in got.values() if p),
+                mode=stat.S_IMODE(stats[rel].st_mode),
+                mtime=stats[rel].st_mtime,
+                parts=[p for i in range(len(got)) if (p := got[i]) is not None],
+            )
+            for rel, got in parts.items()
+            if all(got.values())
+        ]
     except BaseException:
         conn.execute("SELECT pg_backup_stop(false)")
         raise

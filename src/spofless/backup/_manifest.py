@@ -3,9 +3,9 @@
 Written last, after every file object: a backup exists exactly when its
 manifest does, so an interrupted backup leaves only orphan objects (removed by
 expiry), never a backup that looks complete. Like pgBackRest's manifest, an
-incremental lists *every* file of the data directory; an unchanged file names
-the earlier backup whose object holds it (`ref`), so a restore reads one
-manifest and never walks a chain.
+incremental lists *every* file of the data directory, in parts; an unchanged
+part names the earlier backup whose object holds it (`ref`), so a restore reads
+one manifest and never walks a chain.
 """
 
 from __future__ import annotations
@@ -19,16 +19,24 @@ from spofless.backup.plan import BackupInfo
 FORMAT = 1
 
 
+class Part(BaseModel):
+    """One stretch of a file, stored as one object: files/<path> (part 0), files/<path>@i."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    size: int
+    sha256: str  # of the part as copied
+    ref: str  # label of the backup whose object holds it
+
+
 class FileEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: str  # relative to the data directory, `/`-separated
     size: int
-    sha256: str  # of the file as copied
     mode: int
     mtime: float
-    ref: str  # label of the backup whose objects hold the content
-    parts: int = 1  # objects of at most CHUNK bytes: files/<path>, files/<path>@1, ...
+    parts: list[Part]  # in order; at least one (an empty file has one empty part)
 
 
 class Manifest(BaseModel):
@@ -70,4 +78,4 @@ class Manifest(BaseModel):
 
     @property
     def new_bytes(self) -> int:
-        return sum(f.size for f in self.files if f.ref == self.label)
+        return sum(p.size for f in self.files for p in f.parts if p.ref == self.label)

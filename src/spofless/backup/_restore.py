@@ -105,25 +105,38 @@ def restore(
     spool = to / SPOOL
     spool.mkdir(mode=0o700)
 
+    # One unit of work per part, written at its offset: a large file uses every thread.
+    units: list[tuple[int, int, int]] = []  # (file index, part index, offset)
+    for n, f in enumerate(chosen.files):
+        offset = 0
+        for i, part in enumerate(f.parts):
+            units.append((n, i, offset))
+            offset += part.size
+        with (to / f.path).open("wb") as out:
+            out.truncate(f.size)
     prog = Progress(
-        f"restore {chosen.label}", len(chosen.files), chosen.total_bytes, started=time.monotonic()
+        f"restore {chosen.label}", len(units), chosen.total_bytes, started=time.monotonic()
     )
 
-    def fetch(i: int) -> int:
-        f = chosen.files[i]
-        dest = to / f.path
-        with dest.open("wb") as out:
-            for data in store.read_file(f):
-                out.write(data)
-        os.chmod(dest, f.mode)
-        os.utime(dest, (f.mtime, f.mtime))
-        return f.size
+    def fetch(unit: tuple[int, int, int]) -> int:
+        n, i, offset = unit
+        f = chosen.files[n]
+        data = store.read_part(f, i)
+        fd = os.open(to / f.path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, data, offset)
+        finally:
+            os.close(fd)
+        return len(data)
 
     with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
-        for size in pool.map(fetch, range(len(chosen.files))):
+        for size in pool.map(fetch, units):
             prog.add(size)
             if progress:
                 progress(prog)
+    for f in chosen.files:
+        os.chmod(to / f.path, f.mode)
+        os.utime(to / f.path, (f.mtime, f.mtime))
 
     tli = target.timeline or latest_timeline(histories, [chosen.info()])
     segs = available_segments(chosen.start_lsn, timeline_path(tli, histories), store.segments())
@@ -148,9 +161,9 @@ def restore(
     (to / "recovery.signal").write_text("")
     auto = to / "postgresql.auto.conf"
     lines = recovery_settings(target, restore_command, archive=archive)
-    with auto.open("a") as f:
-        f.write(f"\n# spofless restore of backup {chosen.label} ({target.kind})\n")
-        f.write("\n".join(lines) + "\n")
+    with auto.open("a") as conf:
+        conf.write(f"\n# spofless restore of backup {chosen.label} ({target.kind})\n")
+        conf.write("\n".join(lines) + "\n")
     if owner is not None:
         _chown_tree(to, owner)
     return chosen

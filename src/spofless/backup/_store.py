@@ -15,7 +15,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,19 +60,6 @@ class Store:
         key = self.file_key(label, path)
         return key if part == 0 else f"{key}@{part}"
 
-    def read_file(self, entry: FileEntry) -> Iterator[bytes]:
-        """The decoded parts of a manifest entry, checked against its checksum at the end."""
-        h = hashlib.sha256()
-        for i in range(entry.parts):
-            data = self.read(self.part_key(entry.ref, entry.path, i))
-            h.update(data)
-            yield data
-        if h.hexdigest() != entry.sha256:
-            raise CorruptObjectError(
-                f"{self.file_key(entry.ref, entry.path)}: checksum mismatch "
-                f"(the manifest says {entry.sha256[:12]}…)"
-            )
-
     # -- objects ------------------------------------------------------------------
 
     def read(self, key: str) -> bytes:
@@ -80,6 +67,17 @@ class Store:
 
     def write(self, key: str, data: bytes) -> None:
         self.repo.put(key, self.codec.encode(key, data))
+
+    def read_part(self, entry: FileEntry, i: int) -> bytes:
+        """Part `i` of a manifest entry, checked against its checksum."""
+        part = entry.parts[i]
+        key = self.part_key(part.ref, entry.path, i)
+        data = self.read(key)
+        if len(data) != part.size or hashlib.sha256(data).hexdigest() != part.sha256:
+            raise CorruptObjectError(
+                f"{key}: checksum mismatch (the manifest says {part.sha256[:12]}…)"
+            )
+        return data
 
     def check_key(self) -> None:
         """Fail (WrongKeyError, KeyFileError) before writing with a key the repository's

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from spofless.backup._errors import BackupError, ObjectNotFoundError
-from spofless.backup._manifest import Manifest
+from spofless.backup._manifest import FileEntry, Manifest
 from spofless.backup._restore import restore
 from spofless.backup._store import Store
 from spofless.backup.plan import Target, needed_segments, timeline_path
@@ -43,11 +43,11 @@ def verify_backup(store: Store, manifest: Manifest, parallel: int = 2) -> Verify
     """Check every file object against its checksum and that the backup's WAL is archived."""
     result = VerifyResult(manifest.label)
 
-    def check_file(i: int) -> str | None:
-        f = manifest.files[i]
+    units = [(f, i) for f in manifest.files for i in range(len(f.parts))]
+
+    def check_part(unit: tuple[FileEntry, int]) -> str | None:
         try:
-            for _ in store.read_file(f):
-                pass
+            store.read_part(*unit)
         except ObjectNotFoundError as exc:
             return str(exc)
         except BackupError as exc:
@@ -55,10 +55,10 @@ def verify_backup(store: Store, manifest: Manifest, parallel: int = 2) -> Verify
         return None
 
     with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
-        for problem in pool.map(check_file, range(len(manifest.files))):
-            result.files += 1
+        for problem in pool.map(check_part, units):
             if problem:
                 result.problems.append(problem)
+    result.files = len(manifest.files)
     try:
         path = timeline_path(manifest.timeline, store.histories())
     except BackupError as exc:
