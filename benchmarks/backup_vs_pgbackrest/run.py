@@ -8,7 +8,8 @@ One PostgreSQL 15 holds a pgbench database (scale 70 is about 1.05 GB). Its
 archive_command archives into both tools' repositories. Each tool then takes a
 full backup into a filesystem repository with zstd at the same level and the
 same process count, no encryption, and restores it into a new directory (the
-copy only, no WAL replay; `--runs` alternating restores each, medians). Installs pgbackrest (Debian's 2.45) when missing.
+copy only, no WAL replay; `--runs` alternating restores each, medians).
+Installs pgbackrest (Debian's 2.45) when missing.
 Prints the figures and the ratios spofless / pgBackRest (throughput: higher is
 better; size: lower is better). Everything it starts is stopped at the end.
 """
