@@ -8,6 +8,7 @@
     restore(store, target, to, ...)      a data directory that replays to the target
     expire(store, retention)             retention, planned purely (spofless.backup.plan)
     schedule.staleness(...)              whether a scheduled backup was missed
+    run_drill(config, store, ...)        restore drill: RTO per phase and RPO, measured
 
 PostgreSQL's own commands (what the pg agent sets; FILE is the absolute path of
 the topology file, `<python>` the interpreter spofless runs under, so the same
@@ -65,8 +66,9 @@ Failure cases
 - A corrupted object: `backup verify` names it and exits 1; a restore stops
   at it, naming it.
 
-Not yet: running the schedule (only staleness is reported), restore drills with
-measured RTO/RPO, objectives in `spofless check`, tablespaces, a `.partial`
+Not yet: running the schedule and drills on it (only staleness is reported; a
+drill is `spofless backup drill`), drill figures in the drill history and
+/metrics, objectives in `spofless check`, tablespaces, a `.partial`
 segment of the old timeline is archived under its name but not used by restore.
 """
 
@@ -80,6 +82,7 @@ from spofless.backup._config import (
     postgres_settings,
     restore_command,
 )
+from spofless.backup._drill import DrillResult, run_drill
 from spofless.backup._errors import (
     ArchiveConflictError,
     BackupError,
@@ -106,6 +109,7 @@ __all__ = [
     "BackupError",
     "Codec",
     "CorruptObjectError",
+    "DrillResult",
     "FileEntry",
     "FsRepository",
     "KeyFileError",
@@ -133,6 +137,7 @@ __all__ = [
     "restore_check",
     "restore_command",
     "restore_wal",
+    "run_drill",
     "take_backup",
     "verify_backup",
 ]

@@ -82,8 +82,13 @@ def restore(
     progress: ProgressFn | None = None,
     archive: bool = True,
     label: str | None = None,
+    phases: dict[str, float] | None = None,
 ) -> Manifest:
-    """Restore into `to` the backup that serves `target` (or backup `label`)."""
+    """Restore into `to` the backup that serves `target` (or backup `label`).
+
+    `phases`, when given, gets the seconds spent fetching files (`files`) and
+    prefetching WAL (`wal`), and the number of segments prefetched (`segments`)."""
+    started = time.monotonic()
     if to.exists() and (not to.is_dir() or any(to.iterdir())):
         raise BackupError(f"{to} exists and is not empty: restore into a new directory")
     manifests = {m.label: m for m in store.manifests()}
@@ -138,6 +143,7 @@ def restore(
         os.chmod(to / f.path, f.mode)
         os.utime(to / f.path, (f.mtime, f.mtime))
 
+    files_done = time.monotonic()
     tli = target.timeline or latest_timeline(histories, [chosen.info()])
     segs = available_segments(chosen.start_lsn, timeline_path(tli, histories), store.segments())
     if target.kind == "immediate":  # replay stops where the backup became consistent
@@ -157,6 +163,10 @@ def restore(
             if progress:
                 progress(wal)
 
+    if phases is not None:
+        phases.update(
+            files=files_done - started, wal=time.monotonic() - files_done, segments=len(segs)
+        )
     (to / "backup_label").write_text(chosen.backup_label)
     (to / "recovery.signal").write_text("")
     auto = to / "postgresql.auto.conf"

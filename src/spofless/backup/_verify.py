@@ -8,20 +8,14 @@ missing object names its file); verify never changes the repository.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
-import os
-import pwd
-import socket
-import subprocess
-import tempfile
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from spofless.backup._errors import BackupError, ObjectNotFoundError
 from spofless.backup._manifest import FileEntry, Manifest
-from spofless.backup._restore import restore
+from spofless.backup._restore import SPOOL, restore
+from spofless.backup._scratch import ScratchInstance
 from spofless.backup._store import Store
 from spofless.backup.plan import Target, needed_segments, timeline_path
 
@@ -78,118 +72,31 @@ def verify_backup(store: Store, manifest: Manifest, parallel: int = 2) -> Verify
     return result
 
 
-def pg_bindir(pg_version: str) -> Path:
-    """The binaries of the PostgreSQL major version a backup was taken from."""
-    major = int(pg_version) // 10000
-    for cand in (Path(f"/usr/lib/postgresql/{major}/bin"), Path(f"/usr/pgsql-{major}/bin")):
-        if (cand / "pg_ctl").exists():
-            return cand
-    raise BackupError(f"PostgreSQL {major} binaries (pg_ctl) not found to start a scratch instance")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def restore_check(
     store: Store,
     manifest: Manifest,
-    restore_command_for: object,
+    restore_command_for: Callable[[Path], str],
     *,
     os_user: str | None,
     parallel: int = 2,
     timeout: float = 300.0,
 ) -> str:
-    """Restore `manifest` into a scratch directory, start it, run a query, stop it, remove it.
+    """Restore `manifest` into a scratch instance, start it, run a query; it is removed after.
 
-    `restore_command_for(spool)` gives the restore_command. Returns the query's answer.
+    `restore_command_for(spool)` gives the restore_command. Returns what it answered.
     """
-    assert callable(restore_command_for)
-    owner = pwd.getpwnam(os_user or "postgres") if os.geteuid() == 0 else None
-    bindir = pg_bindir(manifest.pg_version)
-    scratch = Path(tempfile.mkdtemp(prefix="spofless-verify-"))
-    if owner:
-        os.chown(scratch, owner.pw_uid, owner.pw_gid)
-    data = scratch / "data"
-    kw: dict[str, Any] = {"cwd": "/"}
-    if owner:
-        kw.update(user=owner.pw_uid, group=owner.pw_gid, extra_groups=[])
-    port = _free_port()
-    try:
+    with ScratchInstance(manifest.pg_version, os_user, timeout) as scratch:
         restore(
             store,
             Target("immediate"),
-            data,
-            restore_command=restore_command_for(data / "pg_wal/spofless-spool"),
+            scratch.data,
+            restore_command=restore_command_for(scratch.data / SPOOL),
             parallel=parallel,
-            owner=owner,
+            owner=scratch.owner,
             archive=False,
             label=manifest.label,
         )
-        opts = f"-p {port} -c listen_addresses='' -k {scratch} -c archive_mode=off"
-        subprocess.run(
-            [
-                str(bindir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-o",
-                opts,
-                "-l",
-                str(scratch / "log"),
-                "-w",
-                "-t",
-                str(int(timeout)),
-                "start",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=timeout + 10,
-            **kw,
-        )
-        deadline = time.monotonic() + timeout
-        while True:
-            out = subprocess.run(
-                [
-                    str(bindir / "psql"),
-                    "-h",
-                    str(scratch),
-                    "-p",
-                    str(port),
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "postgres",
-                    "-Atc",
-                    "SELECT pg_is_in_recovery(), count(*) FROM pg_database",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                **kw,
-            )
-            if out.returncode == 0 and out.stdout.startswith("f|"):
-                return f"started, promoted, {out.stdout.strip().split('|')[1]} databases"
-            if time.monotonic() > deadline:
-                raise BackupError(f"scratch instance did not finish recovery: {out.stderr.strip()}")
-            time.sleep(0.2)
-    except subprocess.CalledProcessError:
-        log = (
-            (scratch / "log").read_text(errors="replace")[-2000:]
-            if (scratch / "log").exists()
-            else ""
-        )
-        raise BackupError(f"scratch instance of {manifest.label} failed to start: {log}") from None
-    finally:
-        with contextlib.suppress(Exception):
-            subprocess.run(
-                [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                capture_output=True,
-                timeout=60,
-                **kw,
-            )
-        import shutil
-
-        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.start()
+        scratch.wait_promoted()
+        count = scratch.query("SELECT count(*) FROM pg_database")
+        return f"started, promoted, {count} databases"

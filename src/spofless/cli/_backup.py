@@ -70,6 +70,7 @@ def backup() -> None:
       spofless backup list FILE                       the backups in a repository
       spofless backup verify FILE [--restore]         checksums, WAL, a real restore
       spofless backup expire FILE                     apply the retention
+      spofless backup drill FILE                      restore drill: RTO per phase, RPO
       spofless backup archive-wal FILE --component C %p %f     (archive_command)
       spofless backup restore-wal FILE --component C %f %p     (restore_command)
     """
@@ -161,6 +162,8 @@ def backup_verify(
     file: str, component: str | None, repo: int, label: str | None, do_restore: bool
 ) -> None:
     """Check every file's checksum and the WAL each backup needs; exit 1 on a problem."""
+    import functools
+
     from spofless.backup import restore_check, restore_command, verify_backup
 
     cfg = _config(file, component)
@@ -170,17 +173,17 @@ def backup_verify(
         click.echo(f"{store.name}: no backup to verify", err=True)
         sys.exit(1)
     bad = 0
+    command_for = functools.partial(
+        restore_command, Path(file).resolve(), cfg.component, command=cfg.spec.command, strict=True
+    )
     for m in manifests:
         r = verify_backup(store, m, cfg.spec.parallel)
         if r.ok and do_restore:
-            path = Path(file).resolve()
             try:
                 r.restored = restore_check(
                     store,
                     m,
-                    lambda spool, path=path: restore_command(
-                        path, cfg.component, spool, cfg.spec.command, strict=True
-                    ),
+                    command_for,
                     os_user=cfg.os_user,
                     parallel=cfg.spec.parallel,
                 )
@@ -196,6 +199,27 @@ def backup_verify(
     if stale:
         click.echo(stale)
     sys.exit(1 if bad or stale else 0)
+
+
+@backup.command("drill")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@_component
+@_repo
+def backup_drill(file: str, component: str | None, repo: int) -> None:
+    """Restore the latest point into a scratch instance; print RTO per phase and RPO.
+
+    The scratch instance runs on a private socket, never archives, and is removed.
+    """
+    import functools
+
+    from spofless.backup import restore_command, run_drill
+
+    cfg = _config(file, component)
+    command_for = functools.partial(
+        restore_command, Path(file).resolve(), cfg.component, command=cfg.spec.command, strict=True
+    )
+    for line in run_drill(cfg, _pick(cfg, repo), command_for).lines():
+        click.echo(line)
 
 
 @backup.command("expire")
