@@ -73,17 +73,18 @@ class DrillResult:
 def _primary_reference(config: BackupConfig) -> tuple[float, bool]:
     """The primary's last commit time if it tracks them, else its clock, else ours."""
     for src in config.sources:
-        with contextlib.suppress(psycopg.Error), psycopg.connect(
-            host=src.host,
-            port=src.port,
-            user="postgres",
-            dbname="postgres",
-            autocommit=True,
-            connect_timeout=5,
-        ) as conn:
-            row = conn.execute(
-                "SELECT pg_is_in_recovery(), extract(epoch from now())"
-            ).fetchone()
+        with (
+            contextlib.suppress(psycopg.Error),
+            psycopg.connect(
+                host=src.host,
+                port=src.port,
+                user="postgres",
+                dbname="postgres",
+                autocommit=True,
+                connect_timeout=5,
+            ) as conn,
+        ):
+            row = conn.execute("SELECT pg_is_in_recovery(), extract(epoch from now())").fetchone()
             if row is None or row[0]:
                 continue
             with contextlib.suppress(psycopg.Error):
