@@ -144,3 +144,13 @@ def test_postgres_settings_for_the_agent(tmp_path: Path) -> None:
         "archive_command": f"/opt/py -m spofless backup archive-wal {f} --component db %p %f",
         "restore_command": f"/opt/py -m spofless backup restore-wal {f} --component db %f %p",
     }
+
+
+def test_a_component_without_port_cannot_be_backed_up(tmp_path: Path) -> None:
+    f = tmp_path / "t.yaml"
+    f.write_text(
+        "name: t\ncomponents:\n  db:\n    kind: postgres\n    instances: 1\n    backup:\n"
+        f"      repositories: [{{type: fs, path: {tmp_path}}}]\nentry: [db]\n"
+    )
+    result = CliRunner().invoke(main, ["backup", "list", str(f)])
+    assert result.exit_code == 2 and "needs `port`" in result.output

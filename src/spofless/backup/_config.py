@@ -79,7 +79,12 @@ def backup_config(topology: Topology, component: str | None = None) -> BackupCon
     codec = Codec(level, key)
     stores = tuple(Store(make_repository(r), codec, name) for r in spec.repositories)
     comp = topology.components[name]
-    assert isinstance(comp, PostgresComponent) and comp.port is not None
+    assert isinstance(comp, PostgresComponent)
+    if comp.port is None:
+        raise BackupError(
+            f"{topology.source}: postgres component {name!r} needs `port` to be backed up "
+            "(instance i listens on port + i)"
+        )
     sources = tuple(
         Source(
             inst.name,
