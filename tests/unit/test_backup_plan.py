@@ -22,6 +22,7 @@ from spofless.backup.plan import (
     parse_segment,
     plan_expiry,
     timeline_path,
+    unreachable_segments,
 )
 
 SEG = WAL_SEGMENT_SIZE
@@ -66,6 +67,23 @@ def test_segments_across_a_switch_read_the_switch_segment_from_the_new_timeline(
         Segment(1, 4),
         Segment(2, 5),
     ]
+
+
+def test_a_gap_makes_later_segments_unreachable() -> None:
+    hist = {2: (Switch(1, 5 * SEG + 0x90),)}
+    path = timeline_path(2, hist)
+    archived = {Segment(1, n) for n in range(3, 6)} | {Segment(2, 5), Segment(2, 7), Segment(2, 8)}
+    missing, beyond = unreachable_segments(3 * SEG, path, archived)
+    assert missing == Segment(2, 6)
+    assert beyond == [Segment(2, 7), Segment(2, 8)]
+    assert unreachable_segments(3 * SEG, path, archived | {Segment(2, 6)}) == (None, [])
+    # Segments of an abandoned timeline are not on the path: no gap because of them.
+    assert unreachable_segments(
+        3 * SEG, timeline_path(1, hist), {Segment(1, 3), Segment(2, 9)}
+    ) == (
+        None,
+        [],
+    )
 
 
 def _b(

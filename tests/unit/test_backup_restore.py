@@ -168,3 +168,14 @@ def test_expire_applies_the_plan_and_keeps_what_the_kept_backup_needs(store: Sto
         "00000002.history",
     ]
     assert verify_backup(store, store.manifest("B")).ok
+
+
+def test_archive_gap_names_the_missing_segment(store: Store) -> None:
+    from spofless.backup import archive_gap
+
+    b = store.manifest("B")
+    assert archive_gap(store, b) is None
+    store.repo.delete(store.wal_key(Segment(1, 6).name()))
+    gap = archive_gap(store, b)
+    assert gap is not None
+    assert f"db/wal/{Segment(1, 6).name()} is missing" in gap and "1 segment(s)" in gap

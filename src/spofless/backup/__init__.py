@@ -99,7 +99,7 @@ from spofless.backup._manifest import FileEntry, Manifest
 from spofless.backup._repo import FsRepository, MemoryRepository, Repository
 from spofless.backup._restore import SPOOL, recovery_settings, restore
 from spofless.backup._store import Store, archive_wal, restore_wal
-from spofless.backup._verify import VerifyResult, restore_check, verify_backup
+from spofless.backup._verify import VerifyResult, archive_gap, restore_check, verify_backup
 from spofless.backup.plan import Target
 
 __all__ = [
@@ -127,6 +127,7 @@ __all__ = [
     "VerifyResult",
     "WrongKeyError",
     "archive_command",
+    "archive_gap",
     "archive_wal",
     "backup_config",
     "expire",

@@ -17,7 +17,13 @@ from spofless.backup._manifest import FileEntry, Manifest
 from spofless.backup._restore import SPOOL, restore
 from spofless.backup._scratch import ScratchInstance
 from spofless.backup._store import Store
-from spofless.backup.plan import Target, needed_segments, timeline_path
+from spofless.backup.plan import (
+    Target,
+    latest_timeline,
+    needed_segments,
+    timeline_path,
+    unreachable_segments,
+)
 
 
 @dataclass
@@ -70,6 +76,23 @@ def verify_backup(store: Store, manifest: Manifest, parallel: int = 2) -> Verify
         except BackupError as exc:
             result.problems.append(str(exc))
     return result
+
+
+def archive_gap(store: Store, manifest: Manifest) -> str | None:
+    """A gap in the WAL after `manifest` on the latest timeline: a problem sentence, or None."""
+    histories = store.histories()
+    tli = latest_timeline(histories, [manifest.info()])
+    seg_size = manifest.wal_segment_size
+    missing, beyond = unreachable_segments(
+        manifest.start_lsn, timeline_path(tli, histories), store.segments(), seg_size
+    )
+    if missing is None:
+        return None
+    return (
+        f"WAL gap: {store.wal_key(missing.name(seg_size))} is missing, so the "
+        f"{len(beyond)} segment(s) archived after it (up to {beyond[-1].name(seg_size)}) "
+        "cannot be restored to"
+    )
 
 
 def restore_check(

@@ -258,6 +258,31 @@ def available_segments(
         segno += 1
 
 
+def unreachable_segments(
+    start_lsn: int,
+    path: Sequence[Span],
+    archived: Iterable[Segment],
+    seg_size: int = WAL_SEGMENT_SIZE,
+) -> tuple[Segment | None, list[Segment]]:
+    """(the first missing segment, the archived segments on `path` beyond it).
+
+    Replay from `start_lsn` stops at the first missing segment: anything archived
+    after that gap cannot be restored to. No gap: (None, [])."""
+    have = set(archived)
+    run = available_segments(start_lsn, path, have, seg_size)
+    next_segno = (run[-1].segno if run else segno_of(start_lsn, seg_size) - 1) + 1
+    firsts = [(segno_of(s.begin, seg_size), s.timeline) for s in path]
+
+    def on_path(seg: Segment) -> bool:
+        return seg.timeline == max(t for first, t in firsts if first <= seg.segno)
+
+    beyond = sorted(s for s in have if s.segno > next_segno and on_path(s))
+    if not beyond:
+        return None, []
+    missing = Segment(max(t for first, t in firsts if first <= next_segno), next_segno)
+    return missing, beyond
+
+
 def chain(backup: BackupInfo, by_label: Mapping[str, BackupInfo]) -> list[BackupInfo]:
     """`backup` and the backups it builds on, newest first; KeyError on a missing parent."""
     out = [backup]

@@ -164,7 +164,7 @@ def backup_verify(
     """Check every file's checksum and the WAL each backup needs; exit 1 on a problem."""
     import functools
 
-    from spofless.backup import restore_check, restore_command, verify_backup
+    from spofless.backup import archive_gap, restore_check, restore_command, verify_backup
 
     cfg = _config(file, component)
     store = _pick(cfg, repo)
@@ -195,10 +195,13 @@ def backup_verify(
         for p in r.problems:
             click.echo(f"  {p}")
         bad += not r.ok
+    gap = None if label else archive_gap(store, manifests[-1])
+    if gap:
+        click.echo(gap)
     stale = None if label else _stale(cfg, manifests)
     if stale:
         click.echo(stale)
-    sys.exit(1 if bad or stale else 0)
+    sys.exit(1 if bad or gap or stale else 0)
 
 
 @backup.command("drill")
