@@ -25,6 +25,10 @@ import time
 from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import make_conninfo
+
+from spofless.security import client_params
+from spofless.topology import load_topology
 
 SPOFLESS = str(Path(sys.executable).with_name("spofless"))
 TABLE = "demo_writes"
@@ -39,10 +43,12 @@ def multi_host_dsn(file: str, component: str) -> str:
     ports = ",".join(m["address"].rpartition(":")[2] for m in members)
     # libpq moves on from a dead host after 2 s (its minimum connect_timeout); a
     # statement on a dying primary waits at most 1 s.
-    return (
+    auth = client_params(load_topology(file), component)  # password and TLS, from secrets
+    return make_conninfo(
         f"host={hosts} port={ports} user=postgres dbname=postgres "
         "target_session_attrs=read-write connect_timeout=2 "
-        "options='-c statement_timeout=1000'"
+        "options='-c statement_timeout=1000'",
+        **auth,
     )
 
 

@@ -1,14 +1,30 @@
 #!/usr/bin/env bash
 # Install the distribution packages spofless runs, only those that are missing.
 # Debian/Ubuntu (apt-get). Prints what it installs; does nothing when all are present.
+#
+# It never stops, restarts, disables or reconfigures a service: a PostgreSQL or etcd
+# already on this machine (perhaps your own database) is left exactly as it is, and so is
+# everything else. spofless runs its own instances, on its own ports and data directories.
+# The packages it installs would start their default services (a PostgreSQL cluster on
+# 5432, an etcd on 2379); while its own `apt-get install` runs, a policy-rc.d that
+# refuses every start (Debian's documented mechanism, honoured by invoke-rc.d and
+# deb-systemd-invoke) keeps them from starting. It is removed right after, and an
+# existing policy-rc.d is never replaced. The installed services stay installed and
+# stopped: `systemctl start postgresql` starts them if you want them.
+#
+# Tests point it elsewhere: SYSTEM_DEPS_POLICY (the policy-rc.d path) and
+# SYSTEM_DEPS_PG_LIB (where PostgreSQL's binaries are looked for).
 set -euo pipefail
+
+policy=${SYSTEM_DEPS_POLICY:-/usr/sbin/policy-rc.d}
+pg_lib=${SYSTEM_DEPS_PG_LIB:-/usr/lib/postgresql}
 
 missing=()
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
-ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+compgen -G "$pg_lib/*/bin/postgres" >/dev/null || missing+=(postgresql)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
-command -v tc >/dev/null 2>&1 || missing+=(iproute2)
+command -v tc >/dev/null 2>&1 || { [[ " ${missing[*]} " == *" iproute2 "* ]] || missing+=(iproute2); }
 
 if ((${#missing[@]} == 0)); then
   exit 0
@@ -21,16 +37,28 @@ fi
 sudo=""
 if [[ $(id -u) -ne 0 ]]; then
   if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
-    echo "system-deps: need root to install ${missing[*]}" >&2; exit 1
+    echo "system-deps: need root to install ${missing[*]} (or install them by hand)" >&2
+    exit 1
   fi
 fi
+
+# Keep the packages' own services from starting during this install only.
+made_policy=""
+remove_policy() {
+  if [[ -n $made_policy ]]; then $sudo rm -f "$policy"; fi
+}
+trap remove_policy EXIT
+if [[ -e $policy ]]; then
+  echo "system-deps: $policy exists; left as it is (it decides which services start)"
+else
+  # shellcheck disable=SC2016  # the script written is literal
+  $sudo sh -c 'printf "#!/bin/sh\n# spofless system-deps: no service starts while it installs\nexit 101\n" > "$1" && chmod 755 "$1"' sh "$policy"
+  made_policy=1
+fi
+
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
-# --no-install-recommends keeps PostgreSQL from creating and starting a default cluster's extras;
-# the packaged services are stopped below: spofless runs its own instances.
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-for svc in etcd postgresql; do
-  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
-    $sudo systemctl stop "$svc" || true
-  fi
-done
+remove_policy
+made_policy=""
+echo "system-deps: installed ${missing[*]}; their services were not started, and no running service was touched"

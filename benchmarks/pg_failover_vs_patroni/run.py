@@ -176,7 +176,9 @@ def shared_etcd(base: Path) -> Iterator[int]:
 
 def make_cluster(system: str, base: Path, etcd_port: int, patroni: Path) -> Any:
     if system == "spofless":
-        return SpoflessCluster(base / system, etcd_port)
+        cluster = SpoflessCluster(base / system, etcd_port)
+        cluster.make_secrets()  # scram and TLS, as in production
+        return cluster
     dcs = PATRONI_DEFAULTS if system == "patroni-defaults" else PATRONI_TUNED
     return PatroniCluster(base / system, patroni, find_binaries().bin_dir, etcd_port, dcs)
 

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 import httpx
 import psycopg
+from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from spofless.errors import SpoflessError
@@ -91,8 +92,12 @@ class Database:
         pool_size: int = 4,
         connect_timeout: float = 2.0,
         failover_timeout: float = 30.0,
+        credentials: Mapping[str, str] | None = None,
     ) -> None:
+        """`credentials`: libpq parameters added to every member's connection string
+        (`password`, `sslmode`, `sslrootcert`, ...); `from_topology` fills them in."""
         self._discover = discover
+        self.credentials = dict(credentials or {})
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
         self.failover_timeout = failover_timeout
@@ -144,11 +149,17 @@ class Database:
 
     @classmethod
     def from_topology(cls, file: str | Path, component: str | None = None, **kw: Any) -> Database:
-        """Members of a topology's postgres component, found through its etcd."""
+        """Members of a topology's postgres component, found through its etcd; the
+        superuser's password and the CA come from the topology's secrets (pass
+        `credentials=` to connect as another user)."""
         from spofless.pg.ops import target
+        from spofless.security import client_params
         from spofless.topology import load_topology
 
-        t = target(load_topology(Path(file)), component)
+        topology = load_topology(Path(file))
+        t = target(topology, component)
+        if "credentials" not in kw:
+            kw["credentials"] = client_params(topology, t.prefix.rsplit("/", 1)[-1])
         return cls.from_etcd(t.endpoints, t.prefix, **kw)
 
     def close(self) -> None:
@@ -244,7 +255,11 @@ class Database:
             pool = self._pools.get(member.dsn)
             if pool is None:
                 pool = ConnectionPool(
-                    f"{member.dsn} connect_timeout={max(2, int(self.connect_timeout))}",
+                    make_conninfo(
+                        member.dsn,
+                        connect_timeout=max(2, int(self.connect_timeout)),
+                        **self.credentials,
+                    ),
                     min_size=0,
                     max_size=self.pool_size,
                     open=True,

@@ -37,6 +37,8 @@ from free_ports import port_block as consecutive_free_ports
 from spofless.dcs.etcd_server import local_cluster
 from spofless.pg._binaries import find_binaries
 from spofless.pg._errors import PgSetupError
+from spofless.security import client_params
+from spofless.topology import load_topology
 
 AGENT_START_BOUND = 90.0  # initdb + two pg_basebackups on a busy 2-core machine
 
@@ -145,13 +147,18 @@ class PgNodeBase:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, sig)
 
+    def auth_params(self) -> dict[str, str | int]:
+        """What a client adds to connect (a password, TLS); nothing by default."""
+        return {}
+
     def conninfo(self, **extra: str | int) -> str:
-        params = {
+        params: dict[str, str | int] = {
             "host": "127.0.0.1",
             "port": self.pg_port,
             "user": "postgres",
             "dbname": "postgres",
             "connect_timeout": 2,
+            **self.auth_params(),
         }
         params.update(extra)
         return " ".join(f"{k}={v}" for k, v in params.items())
@@ -188,6 +195,7 @@ class PgClusterBase(Generic[N]):
             "dbname": "postgres",
             "connect_timeout": 1,
             "target_session_attrs": "read-write",
+            **(self.nodes[0].auth_params() if self.nodes else {}),
         }
         params.update(extra)
         return " ".join(f"{k}={v}" for k, v in params.items())
@@ -271,6 +279,9 @@ class Node(PgNodeBase):
     def agent_pid(self) -> int | None:
         return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
 
+    def auth_params(self) -> dict[str, str | int]:
+        return self.cluster.client_auth
+
     def postmaster_pid(self) -> int | None:
         """The running postmaster's pid (its process group holds every PostgreSQL process)."""
         try:
@@ -341,7 +352,7 @@ class Node(PgNodeBase):
 class PgCluster(PgClusterBase[Node]):
     """Three agents on one topology; helpers to wait for roles and to check data."""
 
-    def __init__(self, base: Path, etcd_port: int, synchronous: bool) -> None:
+    def __init__(self, base: Path, etcd_port: int, synchronous: bool | str) -> None:
         self.base = base
         self.state_dir = base / "state"
         self.pg_port = consecutive_free_ports(3)
@@ -354,12 +365,25 @@ class PgCluster(PgClusterBase[Node]):
                 name=f"t{random.randint(0, 1 << 30)}",
                 pg_port=self.pg_port,
                 api_port=self.api_port,
-                synchronous=str(synchronous).lower(),
+                synchronous=str(synchronous).lower(),  # true, false or strict
                 etcd_port=etcd_port,
             )
         )
         self.nodes = [Node(self, i) for i in range(3)]
         self.seen_postmasters: set[int] = set()
+        self.etcd: RunningCluster | None = None  # set by start_cluster
+        self.client_auth: dict[str, str | int] = {}  # set by make_secrets
+
+    def make_secrets(self) -> None:
+        """`spofless secrets init` as a user would; a client's password and TLS from them."""
+        spofless = Path(sys.executable).with_name("spofless")
+        subprocess.run(
+            [str(spofless), "secrets", "init", str(self.file)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        self.client_auth = dict(client_params(load_topology(self.file), "db"))
 
     def start(self) -> None:
         for node in self.nodes:
@@ -404,7 +428,7 @@ class PgCluster(PgClusterBase[Node]):
 
 
 @contextlib.contextmanager
-def start_cluster(synchronous: bool) -> Iterator[PgCluster]:
+def start_cluster(synchronous: bool | str) -> Iterator[PgCluster]:
     """A healthy cluster with a table `t (id bigint primary key)`; everything stopped after."""
     require_postgres_and_etcd()
     base = Path(tempfile.mkdtemp(prefix="spofless-pgha-"))
@@ -421,10 +445,12 @@ def start_cluster(synchronous: bool) -> Iterator[PgCluster]:
         base,
     )
     cluster = PgCluster(base, etcd_port, synchronous)
+    cluster.etcd = etcd
     # SIGTERM to pytest (a CI timeout, `kill`) would skip finalizers: make it an interrupt,
     # which pytest unwinds through them, so no agent, PostgreSQL or etcd is left behind.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
+        cluster.make_secrets()
         etcd.start()
         cluster.start()
         primary = cluster.wait_healthy()

@@ -23,6 +23,11 @@ def test_agent_with_etcd_down_waits_and_says_why(tmp_path: Path) -> None:
     topo.write_text(text)
     state = tmp_path / "state"
     argv = [SPOFLESS, "pg", "agent", str(topo), "--component", "db", "--instance", "0"]
+    # Without its secrets the agent refuses at once, and says how to make them.
+    no_secrets = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert no_secrets.returncode == 2 and "spofless secrets init" in no_secrets.stderr
+    assert "Traceback" not in no_secrets.stderr
+    subprocess.run([SPOFLESS, "secrets", "init", str(topo)], check=True, timeout=30)
     agent = subprocess.Popen(
         [*argv, "--state-dir", str(state)],
         stdout=subprocess.PIPE,

@@ -149,3 +149,18 @@ def _check(
     if old is not new:  # the old primary is a read-only replica now
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             old.query("INSERT INTO t (id) VALUES (-1)")
+
+
+def test_leader_whose_postgres_refuses_its_agent_gives_the_lease_up(cluster: PgCluster) -> None:
+    """The primary's PostgreSQL runs but refuses every connection (a pg_hba.conf that
+    rejects all, reloaded): its agent must not keep the lease of a server it cannot
+    serve. It stops it and releases; a replica takes over; the old one rejoins (its
+    agent rewrites pg_hba.conf before the next start)."""
+    old = cluster.wait_healthy()
+    hba = old.data_dir / "pg_hba.conf"
+    hba.write_text("host all all 0.0.0.0/0 reject\nhost replication all 0.0.0.0/0 reject\n")
+    old.signal_postgres(signal.SIGHUP)
+    new = cluster.wait_new_primary(old, bound=30)
+    assert "PostgreSQL has not answered me" in old.log_path.read_text()
+    cluster.wait_healthy(bound=60)
+    assert cluster.primary() is not old, f"{old.name} leads again; {new.name} took over first"

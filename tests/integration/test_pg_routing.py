@@ -76,6 +76,7 @@ class Endpoints:
             "user": "postgres",
             "dbname": "postgres",
             "connect_timeout": 1,
+            **self.cluster.client_auth,
         }
         params.update(extra)
         return " ".join(f"{k}={v}" for k, v in params.items())

@@ -15,7 +15,7 @@ import pytest
 from pg_fixtures import ServerFactory, pg_base_dir, pg_factory  # noqa: F401
 
 from spofless.pg import Role
-from spofless.pg._errors import PgSetupError
+from spofless.pg._errors import PgCommandError, PgSetupError
 from spofless.pg.server import PostgresServer, ServerSettings, Upstream, slot_name
 
 pytestmark = pytest.mark.integration
@@ -184,9 +184,61 @@ def test_wrong_version_is_refused(pg_base_dir: Path) -> None:  # noqa: F811
         server.has_data()
 
 
-async def test_reclone_needs_the_explicit_flag(pg_factory: ServerFactory) -> None:  # noqa: F811
-    a = pg_factory("a")
+async def test_reclone_keeps_the_old_directory_aside_within_its_bound(
+    pg_factory: ServerFactory,  # noqa: F811
+) -> None:
+    a, b = pg_factory("a"), pg_factory("b")
     await a.initdb()
-    with pytest.raises(PgSetupError, match="allow_reclone"):
-        await a.remove_data_and_clone(Upstream("b", "127.0.0.1", 1), allow_removal=False)
-    assert a.has_data()
+    await a.start(standby=False)
+    await b.initdb()  # a cluster of its own: the diverged directory to replace
+    own_id = (await b.controldata()).system_identifier
+    kept = await b.keep_aside_and_clone(upstream(a), keep=1)
+    assert kept.is_dir() and kept.name.startswith("b.old-")
+    assert (await b.controldata()).system_identifier == (await a.controldata()).system_identifier
+    assert (
+        await PostgresServer(b.settings.model_copy(update={"data_dir": kept})).controldata()
+    ).system_identifier == own_id
+    # The bound is reached: nothing moves, nothing is deleted, and it says why.
+    with pytest.raises(PgCommandError, match="1 diverged data directories are kept already"):
+        await b.keep_aside_and_clone(upstream(a), keep=1)
+    assert b.has_data() and kept.is_dir()
+
+
+async def test_crash_recovery_then_rewind_is_safe_to_run_twice(
+    pg_factory: ServerFactory,  # noqa: F811
+) -> None:
+    """A crashed former primary is brought to a clean shutdown, then rewound; the saved
+    WAL lets a second pg_rewind (as after a kill -9 mid-rewind) run from the same start."""
+    a, b = pg_factory("a"), pg_factory("b")
+    await a.initdb()
+    await a.start(standby=False)
+    await a.query("CREATE TABLE t (id int primary key)")
+    await b.clone(upstream(a))
+    await b.start(upstream=upstream(a))
+    await eventually(lambda: _streams(a, "b"), "b streams from a")
+    await b.promote()
+    await a.query("INSERT INTO t SELECT generate_series(1, 1000)")  # a diverges
+    a.kill()
+    await asyncio.sleep(0.5)
+    disk = await a.disk()
+    assert disk.position is None  # crashed: where its WAL ends is unknown
+    await a.crash_recover()
+    disk = await a.disk()
+    assert disk.state == "shut down" and disk.position is not None
+    await b.query("CHECKPOINT")
+    await a.rewind(upstream(b))
+    # As if killed right after pg_rewind: the saved WAL is still there.
+    from spofless.pg._repair import save_wal
+
+    save_wal(a.data_dir, None, 16 * 1024 * 1024)
+    assert a.rewinding
+    await a.rewind(upstream(b))  # finished already: it notices, and cleans up
+    assert not a.rewinding
+    await a.start(upstream=upstream(b))
+    await eventually(lambda: _streams(b, "a"), "a streams from b after the rewind")
+    assert (await a.query("SELECT count(*) FROM t"))[0][0] == 0
+
+
+async def _streams(primary: PostgresServer, name: str) -> bool:
+    st = await primary.status()
+    return any(r.name == name and r.state == "streaming" for r in st.replication)

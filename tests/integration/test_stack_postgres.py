@@ -33,6 +33,9 @@ from stack_fixtures import (
     wait_for,
 )
 
+from spofless.security import client_params
+from spofless.topology import load_topology
+
 pytestmark = pytest.mark.integration
 
 EXAMPLE = REPO / "examples" / "postgres-ha.yaml"
@@ -64,6 +67,11 @@ def pg_stack() -> Iterator[tuple[StackRun, list[int]]]:
             yield run, ports
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def auth(run: StackRun) -> dict[str, str]:
+    """The password and CA a client of `db` needs (the stack made them at `up`)."""
+    return client_params(load_topology(run.topology), "db")
 
 
 def members(run: StackRun) -> dict[str, dict[str, Any]]:
@@ -110,14 +118,16 @@ def test_postgres_ha_up_failover_rejoin_down(pg_stack: tuple[StackRun, list[int]
     old = primary_of(db)
     postmasters = {i["pid"] for i in db.values()}
 
-    with psycopg.connect(old["dsn"], autocommit=True, connect_timeout=5) as conn:
+    with psycopg.connect(old["dsn"], autocommit=True, connect_timeout=5, **auth(run)) as conn:
         conn.execute("CREATE TABLE stack_t (id int PRIMARY KEY)")
         conn.execute("INSERT INTO stack_t VALUES (1)")
     replica = next(i for i in db.values() if i["role"] == "replica")
 
     def replicated() -> bool:
         try:
-            with psycopg.connect(replica["dsn"], autocommit=True, connect_timeout=5) as conn:
+            with psycopg.connect(
+                replica["dsn"], autocommit=True, connect_timeout=5, **auth(run)
+            ) as conn:
                 row = conn.execute("SELECT count(*) FROM stack_t").fetchone()
                 return row is not None and row[0] == 1
         except psycopg.Error:
@@ -139,7 +149,7 @@ def test_postgres_ha_up_failover_rejoin_down(pg_stack: tuple[StackRun, list[int]
     assert after[old["name"]]["role"] in ("primary", "replica")
     print(f"\nkill -9 of {old['name']}'s postmaster: now {new['name']} is the primary")
     postmasters |= {i["pid"] for i in after.values()}
-    with psycopg.connect(new["dsn"], autocommit=True, connect_timeout=5) as conn:
+    with psycopg.connect(new["dsn"], autocommit=True, connect_timeout=5, **auth(run)) as conn:
         conn.execute("INSERT INTO stack_t VALUES (2)")
         row = conn.execute("SELECT count(*) FROM stack_t").fetchone()
         assert row is not None and row[0] == 2  # the write before the fault survived
@@ -161,7 +171,9 @@ def test_postgres_ha_up_failover_rejoin_down(pg_stack: tuple[StackRun, list[int]
         run, "a primary and two replicas after the agent kill", failed_over, 120
     )
     postmasters |= {i["pid"] for i in final.values()}
-    with psycopg.connect(primary_of(final)["dsn"], autocommit=True, connect_timeout=5) as conn:
+    with psycopg.connect(
+        primary_of(final)["dsn"], autocommit=True, connect_timeout=5, **auth(run)
+    ) as conn:
         row = conn.execute("SELECT count(*) FROM stack_t").fetchone()
         assert row is not None and row[0] == 2  # synchronous: no acknowledged write lost
 

@@ -25,7 +25,8 @@ def system_up(topology: Topology, down: set[str]) -> bool:
         if name not in memo:
             comp = topology.components[name]
             ups = sum(instance_up(i) for i in topology.instances[name])
-            memo[name] = ups >= comp.required_up and all(component_up(d) for d in comp.needs)
+            deps = topology.dependencies(name)  # needs and what its fields imply
+            memo[name] = ups >= comp.required_up and all(component_up(d) for d in deps)
         return memo[name]
 
     return all(component_up(e) for e in topology.entry)

@@ -32,8 +32,16 @@ def test_servers_behind_one_load_balancer() -> None:
     # Three app servers: none of them, nor any pair, is a finding alone.
     assert not any(e.startswith("host:app") for e in spofs(r))
     fix = next(s for s in r.spofs if s.element == "host:lb-1")
-    assert "add a second instance of lb" in fix.recommendation
+    assert (
+        fix.recommendation == "add host lb-2 (a machine of its own), with a second instance of lb"
+    )
     assert fix.availability_if_fixed > r.availability
+    # One finding per root cause: the host and the instance of lb are one.
+    assert [f.title for f in r.findings] == [
+        "db has a single instance",
+        "lb has a single instance",
+    ]
+    assert r.findings[0].elements == ("host:db-1", "instance:db/0")
 
 
 def test_redundant_load_balancers_in_one_zone() -> None:
@@ -41,9 +49,15 @@ def test_redundant_load_balancers_in_one_zone() -> None:
     # Every host is redundant; what remains is the one zone (and its region).
     assert spofs(r) == ["region:eu-west", "zone:eu-west/a"]
     assert ("host:node-1", "host:node-2") in r.cut_sets
-    zone = next(s for s in r.spofs if s.element == "zone:eu-west/a")
-    assert "spread" in zone.recommendation
+    zone = next(f for f in r.findings if f.elements == ("zone:eu-west/a",))
+    assert zone.title == "every instance of etcd, db, web and vip is in zone eu-west/a"
+    # Dedicated hosts named for their component, in new zones named like eu-west/a.
+    assert zone.fix[0] == "move etcd/0 to a new host etcd-4 in zone eu-west/b (a new zone)"
+    assert zone.fix[1] == "move etcd/1 to a new host etcd-5 in zone eu-west/c (a new zone)"
     assert zone.availability_if_fixed > r.availability
+    assert r.availability_after_fixes is not None
+    assert r.availability_after_fixes > zone.availability_if_fixed
+    assert r.remaining_after_fixes == ()
 
 
 def test_three_zones() -> None:
@@ -90,3 +104,92 @@ TEACHING_EXAMPLES = {"single-server", "load-balanced", "redundant-lb", "three-zo
 def test_runnable_examples_have_no_single_point_of_failure(name: str) -> None:
     r = report(name)
     assert r.ok, spofs(r)
+
+
+EXAMPLE_NAMES = sorted(p.stem for p in EXAMPLES.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", EXAMPLE_NAMES)
+def test_fixes_read_like_an_operators(name: str) -> None:
+    """Every example's fixes: short lines, dedicated hosts named for their component,
+    no co-located tiers, plain zone names, one finding per cause, nothing left after all."""
+    import re
+
+    topology = load_topology(EXAMPLES / f"{name}.yaml")
+    r = analyze(topology)
+    assert sorted({e for f in r.findings for e in f.elements}) == spofs(r)
+    assert len({f.title for f in r.findings}) == len(r.findings)
+    for f in r.findings:
+        for line in (f.title, *f.fix, *f.steps):
+            assert len(line) <= 90, line
+        for host in re.findall(
+            r"new host (\S+)|add hosts? ([\w, -]+?)(?: in| \(|,)", " ".join(f.fix)
+        ):
+            for h in ",".join(host).replace(" ", "").split(","):
+                if h:
+                    assert any(h.startswith(c + "-") for c in f.components), (h, f.fix)
+        for zone in re.findall(r"zones? ([\w/-]+)", " ".join(f.fix)):
+            region, _, z = zone.partition("/")
+            assert re.fullmatch(r"[a-z0-9]", z) and "-b" not in region, zone
+    if r.findings:
+        assert r.remaining_after_fixes == ()
+        assert r.availability_after_fixes is not None
+        assert r.availability_after_fixes >= max(f.availability_if_fixed for f in r.findings)
+    else:
+        assert r.availability_after_fixes is None
+
+
+@pytest.mark.parametrize("name", ["single-server", "load-balanced", "redundant-lb", "three-zones"])
+def test_no_fix_co_locates_two_tiers(name: str) -> None:
+    from spofless.analysis._cutsets import CutSetSearch
+    from spofless.analysis._recommend import causes, fixes
+    from spofless.analysis._structure import compile_structure
+
+    topology = load_topology(EXAMPLES / f"{name}.yaml")
+    structure = compile_structure(topology)
+    search = CutSetSearch(structure)
+    applied, together = fixes(topology, structure, causes(structure, search, search.spofs()))
+    for data in (*(f.data for f in applied), together.data):
+        placed: dict[str, set[str]] = {}
+        for cname, comp in data["components"].items():
+            for host in comp["instances"]:
+                placed.setdefault(host, set()).add(cname)
+        for host, comps in placed.items():
+            if host not in topology.hosts:
+                assert len(comps) == 1, (host, comps)
+
+
+def test_a_second_postgres_instance_brings_etcd() -> None:
+    r = report("single-server")
+    db = next(f for f in r.findings if f.components == ("db",))
+    assert db.fix == ("add host db-2 (a machine of its own), with a second instance of db",)
+    assert db.steps[0] == "db: the new instance is a streaming replica; failover needs a quorum"
+    assert (
+        "add etcd: 3 members on hosts etcd-1, etcd-2, etcd-3, and `needs: [etcd]` to db" in db.steps
+    )
+    # The etcd it adds is part of the figure: it is no new single point of failure.
+    assert r.remaining_after_fixes == ()
+
+
+def test_a_region_fix_names_a_plain_new_region() -> None:
+    r = report("three-zones")
+    (region,) = r.findings
+    assert region.title == "every instance of etcd, db, web and vip is in region eu-west"
+    assert "move db/0 to a new host db-4 in zone region-2/a (a new region)" in region.fix
+    # etcd's majority needs its members in three regions.
+    assert "move etcd/1 to a new host etcd-5 in zone region-3/a (a new region)" in region.fix
+
+
+def test_a_second_postgres_instance_uses_the_etcd_there_is() -> None:
+    from spofless.topology import load_topology_text
+
+    r = analyze(
+        load_topology_text(
+            "name: t\nhosts: {a: {}, b: {}, c: {}, d: {}}\ncomponents:\n"
+            "  db: {kind: postgres, instances: [a], needs: [coord]}\n"
+            "  coord: {kind: etcd, instances: [b, c, d], min_up: majority}\nentry: [db]\n"
+        )
+    )
+    (db,) = r.findings
+    assert db.fix == ("add host db-2 (a machine of its own), with a second instance of db",)
+    assert db.steps == ("db: the new instance is a streaming replica; coord decides the failover",)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from spofless.analysis import analyze, compile_structure, compute_availability
 from spofless.analysis._cutsets import CutSetSearch
-from spofless.analysis._recommend import recommend
+from spofless.analysis._recommend import causes, fixes
 from spofless.topology import Topology, topology_from_data
 from tests.unit import analysis_bruteforce as brute
 
@@ -107,14 +107,27 @@ def test_importance_matches_brute_force(data: dict[str, Any]) -> None:
 @given(topologies())
 def test_every_recommendation_removes_its_spof(data: dict[str, Any]) -> None:
     topology = _topology(data)
-    report = analyze(topology)
-    for spof in report.spofs:
-        structure = compile_structure(topology)
-        search = CutSetSearch(structure)
-        unit = structure.by_element()[spof.element]
-        rec = recommend(topology, structure, unit, search.cuts([spof.element]))
-        fixed = topology_from_data(rec.data)
-        assert spof.element not in [s.element for s in analyze(fixed, max_order=1).spofs]
-        assert rec.availability_if_fixed == pytest.approx(
+    structure = compile_structure(topology)
+    search = CutSetSearch(structure)
+    spofs = search.spofs()
+    if not spofs:
+        return
+    found = causes(structure, search, spofs)
+    # Every single point of failure has a cause, and only one of each kind.
+    assert sorted({e for c in found for e in c.elements}) == spofs
+    applied, together = fixes(topology, structure, found)
+    for fix in applied:
+        fixed = topology_from_data(fix.data)
+        # None of its elements takes down any of its components any more (an element
+        # shared with another cause may still take down that one's).
+        after = compile_structure(fixed)
+        cuts = CutSetSearch(after)
+        for element in fix.cause.elements:
+            down = {after.needs[c].name for c in cuts.cuts([element])}
+            assert not down & {n.name for n in fix.cause.needs}, (fix.lines, element)
+        assert fix.availability_if_fixed == pytest.approx(
             compute_availability(compile_structure(fixed)).availability, abs=1e-12
         )
+    # All fixes together leave no single point of failure.
+    assert together.remaining == ()
+    assert not analyze(topology_from_data(together.data), max_order=1).spofs

@@ -104,8 +104,44 @@ def test_markdown_report() -> None:
     code, out = check(str(EXAMPLES / "load-balanced.yaml"), "--format", "markdown")
     assert code == 1
     assert out.startswith("## spofless check: `load-balanced`")
-    assert "| `host:lb-1`" in out
+    assert "**lb has a single instance**" in out
+    assert "fails: `host:lb-1`, `instance:lb/0`" in out
+    assert "After all fixes below: **99.9989%**" in out
     assert "### Components" in out
+
+
+def test_markdown_cut_sets_are_grouped_and_cut_like_text() -> None:
+    report = analyze(load_topology(EXAMPLES / "two-regions.yaml"))
+    md = render(report, "markdown")
+    text = render(report, "text")
+    assert "- **etcd**: any 2 of its 3 instances (on eu-2, us-2, witness)" in md
+    assert "• etcd: any 2 of its 3 instances (on eu-2, us-2, witness)" in text
+    shown = [line for line in md.splitlines() if line.startswith("- **")]
+    assert len(shown) == min(20, len(report.cut_set_lines))
+
+
+def test_text_respects_the_width() -> None:
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        report = analyze(load_topology(path))
+        for width in (60, 80):
+            out = render(report, "text", width=width)
+            assert max(len(line) for line in out.splitlines()) <= width, path
+            assert not any(line.endswith(" ") for line in out.splitlines())
+
+
+def test_warnings_are_in_every_report() -> None:
+    report = analyze(load_topology(EXAMPLES / "stack-demo.yaml"))
+    (problem,) = report.warnings
+    warning = str(problem)
+    assert "share address loopback" in warning
+    assert "share address loopback" in render(report, "text", width=200)
+    assert "share address loopback" in render(report, "markdown")
+    assert json.loads(render(report, "json"))["warnings"] == [warning]
+    sarif = json.loads(render(report, "sarif"))["runs"][0]
+    (result,) = [r for r in sarif["results"] if r["ruleId"] == "SPOF003"]
+    assert result["level"] == "warning"
+    region = result["locations"][0]["physicalLocation"]["region"]
+    assert (region["startLine"], region["startColumn"]) == (problem.line, problem.column)
 
 
 def test_text_report_reads_at_a_glance() -> None:
@@ -120,3 +156,30 @@ def test_render_colour_on_request() -> None:
     report = analyze(load_topology(EXAMPLES / "demo.yaml"))
     assert "\x1b[" in render(report, "text", color=True)
     assert "\x1b[" not in render(report, "text")
+
+
+def test_the_readme_check_sample_is_the_real_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = EXAMPLES.parent
+    readme = (root / "README.md").read_text()
+    start = readme.index("```text\nspofless check · load-balanced") + len("```text\n")
+    shown = readme[start : readme.index("```", start)]
+    monkeypatch.chdir(root)
+    code, out = check("examples/load-balanced.yaml")
+    assert code == 1
+    assert out.startswith(shown)
+
+
+def test_json_findings() -> None:
+    code, out = check(str(EXAMPLES / "single-server.yaml"), "--format", "json")
+    assert code == 1
+    data = json.loads(out)
+    assert [f["title"] for f in data["findings"]] == [
+        "web has a single instance",
+        "db has a single instance",
+    ]
+    web = data["findings"][0]
+    assert web["elements"] == ["host:app-1", "instance:web/0"]
+    assert web["fix"] == ["add host web-2 (a machine of its own), with a second instance of web"]
+    assert web["location"]["line"] == 7
+    assert data["availability_after_fixes"] > web["availability_if_fixed"] > data["availability"]
+    assert data["remaining_after_fixes"] == []

@@ -8,7 +8,8 @@ import pytest
 
 from spofless.pg._errors import PgSetupError
 from spofless.pg.topology import agent_settings, dcs_settings, etcd_endpoints
-from spofless.topology import load_topology_text
+from spofless.security import init_secrets
+from spofless.topology import Topology, load_topology, load_topology_text
 
 TOPOLOGY = """\
 name: shop
@@ -30,14 +31,42 @@ entry: [db]
 """
 
 
+def _with_secrets(tmp_path: Path) -> Topology:
+    f = tmp_path / "shop.yaml"
+    f.write_text(TOPOLOGY)
+    topology = load_topology(f)
+    init_secrets(topology)
+    return topology
+
+
 def test_settings_of_an_instance(tmp_path: Path) -> None:
-    s = agent_settings(load_topology_text(TOPOLOGY), "db", 1, tmp_path)
+    s = agent_settings(_with_secrets(tmp_path), "db", 1, tmp_path)
     assert s.name == "db-1" and s.prefix == "/spofless/shop/db"
     assert s.server.port == 5501 and s.server.host == "127.0.0.1" and s.api_port == 8101
     assert s.server.data_dir == tmp_path.resolve() / "data" / "db-1"
     assert s.synchronous and s.loop_wait == 1 and s.dcs.ttl == 5 and s.dcs.renew_interval == 1
-    first = agent_settings(load_topology_text(TOPOLOGY), "db", 0, tmp_path)
+    first = agent_settings(_with_secrets(tmp_path), "db", 0, tmp_path)
     assert first.server.host == "127.0.0.2" and first.api_host == "127.0.0.2"
+
+
+def test_access_rules_come_from_the_topology(tmp_path: Path) -> None:
+    from spofless.pg._config import hba_text
+
+    s = agent_settings(_with_secrets(tmp_path), "db", 0, tmp_path).server
+    assert s.auth is not None and s.auth.peers == ("127.0.0.1",)
+    assert s.auth.tls is not None and s.auth.tls.cert.name == "n1.crt"
+    hba = hba_text(s)
+    assert "trust" not in hba
+    assert "local   all          postgres   peer map=spofless" in hba
+    assert "hostssl replication  replicator  127.0.0.1/32  scram-sha-256" in hba
+    assert "hostssl all          all" not in hba  # no component needs db: no clients
+
+
+def test_missing_secrets_say_how_to_make_them(tmp_path: Path) -> None:
+    f = tmp_path / "shop.yaml"
+    f.write_text(TOPOLOGY)
+    with pytest.raises(PgSetupError, match="spofless secrets init"):
+        agent_settings(load_topology(f), "db", 0, tmp_path)
 
 
 def test_etcd_endpoints_come_from_the_needed_etcd_component() -> None:

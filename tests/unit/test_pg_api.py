@@ -75,3 +75,31 @@ def test_degraded_synchronous_mode_shows_in_status_cluster_and_metrics() -> None
     assert isinstance(healthy, str)
     assert 'spofless_pg_synchronous_degraded{member="a"} 0' in healthy
     assert 'spofless_pg_timeline{member="a"} 2' in healthy
+
+
+def test_a_replica_that_runs_but_does_not_stream_is_not_healthy() -> None:
+    stuck = MemberStatus(
+        "b",
+        running=True,
+        role=Role.REPLICA,
+        streaming=False,
+        state="not streaming",
+        not_streaming_for=12.0,
+        reason="replica of a, not streaming for 12s",
+    )
+    assert route("GET", "/health", snap(stuck)).status == 503
+    assert route("GET", "/replica", snap(stuck)).status == 503
+    text = str(route("GET", "/metrics", snap(stuck)).body)
+    assert 'spofless_pg_healthy{member="b"} 0' in text
+    assert 'spofless_pg_not_streaming_seconds{member="b"} 12' in text
+    body = route("GET", "/status", snap(stuck)).body
+    assert body["state"] == "not streaming" and "12s" in body["reason"]
+
+
+def test_a_failed_member_is_not_healthy_even_when_running() -> None:
+    failed = MemberStatus(
+        "b", running=True, role=Role.REPLICA, streaming=True, state="failed", reason="kept out"
+    )
+    assert route("GET", "/health", snap(failed)).status == 503
+    assert 'spofless_pg_failed{member="b"} 1' in str(route("GET", "/metrics", snap(failed)).body)
+    assert route("GET", "/health", snap(LEADER)).status == 200

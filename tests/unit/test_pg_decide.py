@@ -9,6 +9,7 @@ import pytest
 from spofless.pg import (
     Action,
     ClusterState,
+    DiskPosition,
     LeaderKey,
     Lease,
     LocalState,
@@ -17,6 +18,8 @@ from spofless.pg import (
     Role,
     Switchover,
     SyncState,
+    TimelineHistory,
+    TimelineSwitch,
     View,
     decide,
     format_lsn,
@@ -45,15 +48,20 @@ def replica(
 
 
 def member(
-    name: str, role: Role = Role.REPLICA, pos: int = 100 * MB, reachable: bool = True
+    name: str, role: Role = Role.REPLICA, pos: int = 100 * MB, reachable: bool = True, tl: int = 1
 ) -> Member:
-    return Member(name, role, running=True, timeline=1, wal_position=pos, reachable=reachable)
+    return Member(name, role, running=True, timeline=tl, wal_position=pos, reachable=reachable)
+
+
+HISTORY_2 = TimelineHistory(2, (TimelineSwitch(1, 0x4000000),))
+CLEAN_PAST_SWITCH = DiskPosition("shut down", 1, 0x5000000, shutdown_checkpoint=True)
 
 
 def cluster(
     leader: str | None = "a", *members: Member, token: int = 7, **kw: object
 ) -> ClusterState:
     ms = members or (member("a", Role.PRIMARY), member("b"), member("c"))
+    kw.setdefault("history", TimelineHistory(1))
     return ClusterState(
         initialized=True,
         leader=LeaderKey(leader, token) if leader else None,
@@ -250,20 +258,24 @@ def test_etcd_unreachable_stopped_member_stays_stopped() -> None:
 
 
 def test_old_primary_returning_is_rewound_not_started() -> None:
-    local = LocalState(has_data=True, was_primary=True, timeline=1)
-    d = decide(view("a", local, cluster("b", member("b", Role.PRIMARY))))
+    # Shut down cleanly on timeline 1 at 0/5000000; the leader left timeline 1 earlier.
+    local = LocalState(has_data=True, was_primary=True, disk=CLEAN_PAST_SWITCH)
+    c = cluster("b", member("b", Role.PRIMARY, tl=2), history=HISTORY_2)
+    d = decide(view("a", local, c))
     assert d.action is Action.REWIND and d.target == "b"
+    assert "past the leader's switch point 0/4000000" in d.reason
 
 
 def test_old_primary_rewind_failed_without_permission_waits() -> None:
-    local = LocalState(has_data=True, was_primary=True, rewind_failed=True)
-    d = decide(view("a", local, cluster("b", member("b", Role.PRIMARY))))
-    assert d.action is Action.WAIT and "allow_reclone" in d.reason
+    local = LocalState(has_data=True, rewind_failed=True, disk=CLEAN_PAST_SWITCH)
+    c = cluster("b", member("b", Role.PRIMARY, tl=2), history=HISTORY_2)
+    d = decide(view("a", local, c))
+    assert d.action is Action.WAIT and "allow_reclone" in d.reason and d.failed
 
 
 def test_old_primary_rewind_failed_with_permission_reclones() -> None:
-    local = LocalState(has_data=True, was_primary=True, rewind_failed=True)
-    c = cluster("b", member("b", Role.PRIMARY))
+    local = LocalState(has_data=True, rewind_failed=True, disk=CLEAN_PAST_SWITCH)
+    c = cluster("b", member("b", Role.PRIMARY, tl=2), history=HISTORY_2)
     d = decide(view("a", local, c, policy=Policy(allow_reclone=True)))
     assert d.action is Action.RECLONE and d.target == "b"
 
@@ -279,14 +291,14 @@ def test_replica_stuck_on_old_timeline_is_rewound() -> None:
     local = dataclasses.replace(
         replica(following="b", streaming=False), not_streaming_for=30.0, timeline=1
     )
-    c = cluster("b", Member("b", Role.PRIMARY, running=True, timeline=2))
+    c = cluster("b", Member("b", Role.PRIMARY, running=True, timeline=2), history=HISTORY_2)
     d = decide(view("c", local, c))
     assert d.action is Action.REWIND
 
 
 def test_replica_briefly_not_streaming_waits() -> None:
     local = dataclasses.replace(replica(following="b", streaming=False), not_streaming_for=1.0)
-    c = cluster("b", Member("b", Role.PRIMARY, running=True, timeline=2))
+    c = cluster("b", Member("b", Role.PRIMARY, running=True, timeline=2), history=HISTORY_2)
     assert decide(view("c", local, c)).action is Action.NOTHING
 
 
@@ -455,3 +467,13 @@ def test_same_or_unknown_system_is_fine() -> None:
     assert decide(view("a", local, c)).action is Action.NOTHING
     c = dataclasses.replace(c, system_id=None)
     assert decide(view("a", local, c)).action is Action.NOTHING
+
+
+def test_leader_whose_postgres_does_not_answer_gives_the_lease_up() -> None:
+    # It runs but refuses its own agent (e.g. pg_hba): a leader that cannot serve.
+    silent = LocalState(has_data=True, running=True, unanswered_for=1.2)
+    d = decide(view("a", silent, cluster("a"), held=True, policy=Policy(unanswered_bound=1.0)))
+    assert d.action is Action.DEMOTE and "has not answered me for 1.2s" in d.reason
+    brief = LocalState(has_data=True, running=True, unanswered_for=0.3)
+    d = decide(view("a", brief, cluster("a"), held=True, policy=Policy(unanswered_bound=1.0)))
+    assert d.action is Action.WAIT

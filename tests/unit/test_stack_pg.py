@@ -21,6 +21,7 @@ def status(**kw: object) -> dict[str, object]:
         "timeline": 2,
         "wal_position": 0x3000148,
         "lag": 0,
+        "streaming": True,
         "dsn": "host=127.0.0.1 port=5432 user=postgres dbname=postgres",
     }
     base.update(kw)
@@ -32,6 +33,15 @@ def test_primary_only_with_the_lease() -> None:
     assert describe(status(role="primary", leader=False)).role == "demoting"
     assert describe(status()).role == "replica"
     assert describe(status(running=False)).role is None
+
+
+def test_a_replica_that_does_not_stream_or_cannot_rejoin_says_so() -> None:
+    d = describe(status(streaming=False, not_streaming_for=12.4, reason="replica of db-1, ..."))
+    assert d.role == "replica, not streaming 12s" and d.reason == "replica of db-1, ..."
+    assert describe(status(streaming=False)).role == "replica, not streaming"
+    failed = describe(status(state="failed", reason="kept out: 0/5-0/6 on timeline 5"))
+    assert failed.role == "failed" and failed.reason is not None
+    assert describe(status(running=False, state="rewinding")).role == "rewinding"
 
 
 def test_details_keep_what_the_agent_says_and_drop_what_is_malformed() -> None:

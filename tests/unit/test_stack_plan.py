@@ -104,9 +104,10 @@ def test_unknown_host_is_an_error() -> None:
 
 
 def test_two_instances_on_one_port_are_refused() -> None:
+    # Caught when the file is loaded (file:line), before anything is planned.
     text = TOPOLOGY.replace("peer_port: 2479", "peer_port: 2381")
     with pytest.raises(
-        StackError, match=r"127.0.0.1:2381 is given to etcd/0 \(peer\) and etcd/2 \(client\)"
+        TopologyError, match=r"port 2381 on 127.0.0.1 is both etcd/0's peer_port and etcd/2's port"
     ):
         plan(text=text)
 

@@ -16,6 +16,7 @@ from spofless.analysis._markdown import render_markdown
 from spofless.analysis._report import (
     AnalysisError,
     ComponentSummary,
+    Finding,
     Importance,
     Report,
     Spof,
@@ -28,10 +29,11 @@ from spofless.analysis._text import render_text
 FORMATS = ("text", "json", "markdown", "sarif")
 
 
-def render(report: Report, fmt: str = "text", color: bool = False) -> str:
-    """The report in one of FORMATS; `color` adds terminal colours to text."""
+def render(report: Report, fmt: str = "text", color: bool = False, width: int = 100) -> str:
+    """The report in one of FORMATS; `color` adds terminal colours to text, whose lines
+    fit in `width` columns."""
     if fmt == "text":
-        return render_text(report, color=color)
+        return render_text(report, color=color, width=width)
     if fmt == "json":
         return render_json(report)
     if fmt == "markdown":
@@ -46,6 +48,7 @@ __all__ = [
     "AnalysisError",
     "AvailabilityResult",
     "ComponentSummary",
+    "Finding",
     "Importance",
     "Report",
     "Spof",

@@ -2,7 +2,9 @@
 
 Keys (keep them): name, ok, availability, downtime_minutes_per_year, spofs
 (element, reason, recommendation, availability_if_fixed, ...), cut_sets,
-importance ({element, birnbaum}, highest first), exact, availability_error.
+importance ({element, birnbaum}, highest first), exact, availability_error,
+findings (one per root cause: title, elements, fix lines, steps, availability_if_fixed),
+availability_after_fixes, remaining_after_fixes, cut_set_groups, warnings.
 """
 
 from __future__ import annotations
@@ -47,6 +49,29 @@ def report_data(report: Report) -> dict[str, Any]:
             for s in report.spofs
         ],
         "cut_sets": [list(c) for c in report.cut_sets],
+        "cut_set_groups": [
+            {"components": list(g.components), "text": g.text, "sets": g.sets}
+            for g in report.cut_set_lines
+        ],
+        "findings": [
+            {
+                "title": f.title,
+                "elements": list(f.elements),
+                "components": list(f.components),
+                "fix": list(f.fix),
+                "steps": list(f.steps),
+                "availability_if_fixed": f.availability_if_fixed,
+                "location": _location(f.location),
+            }
+            for f in report.findings
+        ],
+        "availability_after_fixes": report.availability_after_fixes,
+        "remaining_after_fixes": list(report.remaining_after_fixes),
+        "warnings": [str(w) for w in report.warnings],
+        "data_loss": [
+            {"component": d.component, "mode": d.mode, "rpo_zero": d.rpo_zero, "text": d.text}
+            for d in report.data_loss
+        ],
         "importance": [{"element": i.element, "birnbaum": i.birnbaum} for i in report.importance],
         "components": [
             {

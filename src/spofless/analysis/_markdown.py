@@ -1,48 +1,74 @@
-"""The Markdown report, for a pull-request comment."""
+"""The Markdown report, for a pull-request comment: the text report's content and cuts."""
 
 from __future__ import annotations
 
-from spofless.analysis._format import downtime, nines, percent
+from spofless.analysis._cutgroups import MAX_CUT_SET_LINES
+from spofless.analysis._format import downtime, gain, nines, percent
 from spofless.analysis._report import Report
-
-MAX_CUT_SETS = 50
-MAX_IMPORTANCE = 10
+from spofless.analysis._text import MAX_IMPORTANCE
 
 
-def _where(report: Report, loc: object) -> str:
-    return f" (`{loc}`)" if loc is not None else ""
+def _md(text: str) -> str:
+    """Text safe in a table cell or list item."""
+    return text.replace("|", "\\|")
 
 
 def render_markdown(report: Report) -> str:
     out: list[str] = []
-    status = (
-        "✅ no single point of failure"
-        if report.ok
-        else f"❌ {len(report.spofs)} single point(s) of failure"
-    )
+    if report.ok:
+        status = "✅ no single point of failure"
+    else:
+        n, causes = len(report.spofs), len(report.findings)
+        status = (
+            f"❌ {n} single point{'s' if n > 1 else ''} of failure, "
+            f"{causes} cause{'s' if causes > 1 else ''}"
+        )
     approx = "" if report.exact else f" ± {report.availability_error:.1e}"
     out.append(f"## spofless check: `{report.name}` — {status}\n")
     out.append(
         f"**Availability {percent(report.availability)}{approx}** "
         f"({nines(report.unavailability)}), expected downtime "
-        f"{downtime(report.unavailability)}.\n"
+        f"{downtime(report.unavailability)}."
     )
-    if report.spofs:
-        out.append("### Single points of failure\n")
-        out.append("| Element | Why | Fix | Availability if fixed |")
-        out.append("|---|---|---|---|")
-        for s in report.spofs:
-            out.append(
-                f"| `{s.element}`{_where(report, s.location)} | {s.reason} | "
-                f"{s.recommendation} | {percent(s.availability_if_fixed)} |"
-            )
+    if report.availability_after_fixes is not None:
+        after = report.availability_after_fixes
+        left = (
+            f"still: {', '.join(f'`{e}`' for e in report.remaining_after_fixes)}"
+            if report.remaining_after_fixes
+            else "no single point of failure"
+        )
+        out.append(
+            f"After all fixes below: **{percent(after)}** ({nines(1 - after)}, "
+            f"{downtime(1 - after)}), {left}."
+        )
+    out.append("")
+    if report.warnings:
+        out.append("### Warnings\n")
+        out.extend(f"- {_md(str(w))}" for w in report.warnings)
         out.append("")
-    pairs = [c for c in report.cut_sets if len(c) > 1]
-    if pairs:
-        out.append(f"### Minimal cut sets of up to {report.max_order} elements ({len(pairs)})\n")
-        out.extend("- " + " + ".join(f"`{e}`" for e in c) for c in pairs[:MAX_CUT_SETS])
-        if len(pairs) > MAX_CUT_SETS:
-            out.append(f"- … and {len(pairs) - MAX_CUT_SETS} more (see `--format json`)")
+    if report.findings:
+        out.append("### Single points of failure\n")
+        for f in report.findings:
+            where = f" (`{f.location}`)" if f.location is not None else ""
+            out.append(f"**{_md(f.title)}**{where}  ")
+            out.append(f"fails: {', '.join(f'`{e}`' for e in f.elements)}\n")
+            out.extend(f"- {_md(line)}" for line in f.fix)
+            out.extend(f"- also: {_md(line)}" for line in f.steps)
+            out.append(
+                f"- → {percent(f.availability_if_fixed)} with this fix alone "
+                f"({gain(report.availability, f.availability_if_fixed)})\n"
+            )
+    lines = report.cut_set_lines
+    if lines:
+        total = sum(line.sets for line in lines)
+        out.append(f"### Minimal cut sets of 2 to {report.max_order} elements ({total})\n")
+        out.extend(
+            f"- **{', '.join(line.components)}**: {_md(line.text)}"
+            for line in lines[:MAX_CUT_SET_LINES]
+        )
+        if len(lines) > MAX_CUT_SET_LINES:
+            rest = sum(line.sets for line in lines[MAX_CUT_SET_LINES:])
+            out.append(f"- … and {rest} more (`--format json` lists all)")
         out.append("")
     out.append("### Components\n")
     out.append("| Component | Kind | Instances | min_up | Availability |")

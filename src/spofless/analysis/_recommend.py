@@ -1,64 +1,300 @@
-"""Recommendations that remove a single point of failure, each checked by re-running the model.
+"""Fixes an operator would make: one finding per root cause, each checked by the model.
 
-For every component a SPOF takes down, the change is chosen from what the
-counting says: a component that may lose none of its instances (one instance,
-or `min_up` equal to the count) gets instances added; a host, zone or region
-holding more of a component's instances than it may lose gets some moved to
-hosts elsewhere, in another zone when there is one. The change is applied to
-a copy of the topology's data, validated like a file, and the availability
-is computed again on the result.
+Single points of failure are grouped by what causes them:
+
+- a component that may lose none of its instances (one instance, or `min_up`
+  equal to the count) is one cause, whatever fails with it (the instance, its
+  host): the fix adds instances;
+- a zone or region (or a host holding several instances) that carries more of
+  a component's instances than it may lose is one cause per element, for all
+  the components it takes down: the fix spreads them.
+
+Every new instance goes on a dedicated new host named for its component
+(`db-2`), in another zone than the component's instances (another region for
+a region), so no fix ever co-locates two tiers. A zone or region is invented
+only when the file has none to spare, named like its siblings (`eu-west/b`
+after `eu-west/a`, `region-2`). Kind-aware steps say what else the new
+instance needs (a second PostgreSQL instance needs replication and etcd).
+
+Each fix is applied to a copy of the topology's data, validated like a file,
+and the availability computed again: alone, and all fixes together.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import string
+from dataclasses import dataclass, field
 from typing import Any
 
 from spofless.analysis._availability import compute_availability
+from spofless.analysis._cutsets import CutSetSearch
 from spofless.analysis._structure import Need, Structure, Unit, compile_structure
 from spofless.topology import Topology, topology_from_data
 
 
+@dataclass(slots=True)
+class Cause:
+    """One root cause: the single points of failure it explains and the components."""
+
+    key: tuple[str, str]  # ("instances", component) or ("spread", element)
+    elements: list[str] = field(default_factory=list)
+    needs: list[Need] = field(default_factory=list)
+
+
 @dataclass(frozen=True, slots=True)
-class Recommendation:
-    text: str
+class Fix:
+    """The change that removes one cause, in short lines, and its effect alone."""
+
+    cause: Cause
+    title: str
+    lines: tuple[str, ...]
+    steps: tuple[str, ...]  # what else the kind needs
     availability_if_fixed: float
-    data: dict[str, Any]  # the changed topology's data
+    data: dict[str, Any]  # the topology's data with this fix alone
 
 
-def recommend(
-    topology: Topology, structure: Structure, unit: Unit, fatal: list[int]
-) -> Recommendation:
-    """A change that keeps `unit`'s element from taking down the components `fatal`."""
-    data = copy.deepcopy(dict(topology.data))
-    changes = _Changes(topology, data)
-    texts = [changes.fix(structure.needs[c], unit) for c in fatal]
-    fixed = topology_from_data(data, source=topology.source)
-    result = compute_availability(compile_structure(fixed), importance=False)
-    return Recommendation("; ".join(texts), result.availability, data)
+@dataclass(frozen=True, slots=True)
+class AllFixes:
+    """Every fix applied together: the availability and what still fails alone."""
+
+    availability: float
+    remaining: tuple[str, ...]
+    data: dict[str, Any]  # the topology's data with every fix
 
 
-class _Changes:
-    """Edits to a topology's plain data, keeping track of where instances are."""
+def causes(structure: Structure, search: CutSetSearch, spofs: list[str]) -> list[Cause]:
+    """The root causes of `spofs`, in the order of their first element."""
+    found: dict[tuple[str, str], Cause] = {}
+    for element in spofs:
+        level = element.partition(":")[0]
+        for c in search.cuts([element]):
+            need = structure.needs[c]
+            # A component that may lose nothing is one cause with everything under its
+            # instances; a new instance in another zone fixes them all. A region (or an
+            # element holding more than it may lose) is a cause of its own.
+            few = need.tolerance == 0 and level != "region"
+            key = ("instances", need.name) if few else ("spread", element)
+            cause = found.setdefault(key, Cause(key))
+            if element not in cause.elements:
+                cause.elements.append(element)
+            if need not in cause.needs:
+                cause.needs.append(need)
+    return list(found.values())
 
-    def __init__(self, topology: Topology, data: dict[str, Any]) -> None:
+
+def fixes(
+    topology: Topology, structure: Structure, found: list[Cause]
+) -> tuple[list[Fix], AllFixes]:
+    """Each cause's fix with its availability alone, and all of them together.
+
+    Together, regions are fixed first, then zones and hosts, then instance
+    counts, and a cause that the fixes before it removed already is skipped:
+    a second instance in another region fixes the host too.
+    """
+    out = []
+    for cause in found:
+        alone = _Editor(topology, copy.deepcopy(dict(topology.data)), structure)
+        lines, steps = alone.apply(cause)
+        title = _title(cause, structure)
+        out.append(Fix(cause, title, tuple(lines), tuple(steps), alone.availability(), alone.data))
+    together = _Editor(topology, copy.deepcopy(dict(topology.data)), structure)
+    rank = {"region": 0, "zone": 1, "host": 2}
+    for cause in sorted(found, key=lambda c: rank.get(c.key[1].partition(":")[0], 3)):
+        if set(cause.elements) & set(together.spofs()):
+            together.apply(cause)
+    fixed = together.structure()
+    result = compute_availability(fixed, importance=False)
+    return out, AllFixes(result.availability, tuple(CutSetSearch(fixed).spofs()), together.data)
+
+
+def _title(cause: Cause, structure: Structure) -> str:
+    kind, name = cause.key
+    if kind == "instances":
+        need = cause.needs[0]
+        if need.count == 1:
+            return f"{need.name} has a single instance"
+        return f"{need.name} needs all {need.count} of its instances up (min_up {need.required})"
+    units = structure.by_element()
+    every = [n.name for n in cause.needs if units[name].covers[n.index] == n.count]
+    parts = [f"every instance of {_and(every)} is"] if every else []
+    for need in cause.needs:
+        covered = units[name].covers[need.index]
+        if covered < need.count:
+            parts.append(f"{covered} of {need.count} of {need.name} (min_up {need.required})")
+    level, _, place = name.partition(":")
+    verb = "" if every else " are"
+    return f"{_and(parts)}{verb} in {level} {place}"
+
+
+class _Editor:
+    """Edits to a copy of the topology's data: new hosts, zones, regions, instances."""
+
+    def __init__(self, topology: Topology, data: dict[str, Any], structure: Structure) -> None:
         self.topology = topology
         self.data = data
-        self.data.setdefault("hosts", {})
-        self.host_zone: dict[str, str | None] = {h.name: h.zone for h in topology.hosts.values()}
-        self.zone_names = list(topology.zones)
+        self._structure: Structure | None = structure  # of `data`; None after an edit
+        if not isinstance(self.data.get("hosts"), dict):
+            self.data["hosts"] = {}
+        self.zone_of: dict[str, str | None] = {h.name: h.zone for h in topology.hosts.values()}
+        self.zones = list(topology.zones)
+        self.new_zones: set[str] = set()
 
-    # -- where a component's instances are ------------------------------------
+    def availability(self) -> float:
+        return compute_availability(self.structure(), importance=False).availability
 
-    def _hosts_of(self, component: str) -> list[str] | None:
+    def structure(self) -> Structure:
+        """The data's structure, validated like a file (so a fix never makes it invalid)."""
+        if self._structure is None:
+            fixed = topology_from_data(self.data, source=self.topology.source)
+            self._structure = compile_structure(fixed)
+        return self._structure
+
+    def spofs(self) -> list[str]:
+        return CutSetSearch(self.structure()).spofs()
+
+    def apply(self, cause: Cause) -> tuple[list[str], list[str]]:
+        """Change the data so that `cause` is gone; the fix's lines and the kind's steps.
+
+        Counts come from the data as it is now, with the fixes applied before."""
+        kind, name = cause.key
+        lines: list[str] = []
+        steps: list[str] = []
+        for original in cause.needs:
+            structure = self.structure()
+            units = structure.by_element()
+            need = next(n for n in structure.needs if n.name == original.name)
+            count = need.count
+            if kind == "instances":
+                covered = max(
+                    units[e].covers.get(need.index, 0) for e in cause.elements if e in units
+                )
+                lines += self._add(need, covered, None)
+            else:
+                lines += self._spread(need, units[name])
+            self._structure = None
+            if self._count(need.name) > count:
+                steps += self._steps(need)
+            if name.startswith("region:") and self._kind(need.name) == "load_balancer":
+                steps.append(
+                    f"{need.name}: a floating address stays in one region; clients reach "
+                    "both regions through DNS"
+                )
+        return lines, steps
+
+    # -- the changes ------------------------------------------------------------
+
+    def _kind(self, component: str) -> str:
+        return self.topology.components[component].kind
+
+    def _count(self, component: str) -> int:
+        value = self.data["components"][component]["instances"]
+        return len(value) if isinstance(value, list) else int(value)
+
+    def _hosts(self, component: str) -> list[str] | None:
         value = self.data["components"][component]["instances"]
         return list(value) if isinstance(value, list) else None
+
+    def _add(self, need: Need, covered: int, outside: Unit | None) -> list[str]:
+        comp = self.topology.components[need.name]
+        majority = comp.min_up == "majority"
+        add = _instances_to_add(need, covered, majority)
+        raw = self.data["components"][need.name]
+        hosts = self._hosts(need.name)
+        count = need.count + add
+        if hosts is None:
+            raw["instances"] = count
+            return [f"raise the instances of {need.name} from {need.count} to {count}"]
+        required = count // 2 + 1 if majority else need.required
+        new: list[str] = []
+        crowded = self._crowded(hosts, need.tolerance)
+        for _ in range(add):
+            new.append(self._new_host(need.name, hosts, outside, (crowded, count - required)))
+            hosts.append(new[-1])
+        raw["instances"] = hosts
+        head = f"add host{'s' if add > 1 else ''} {', '.join(new)}"
+        where = self._where(new)
+        what = "a second instance" if count == 2 else _n(add, "more instance")
+        lines = [f"{head}{where}, with {what} of {need.name}"]
+        if need.tolerance == 0 and need.count > 1:
+            lines.append(f"(or lower min_up of {need.name} below {need.count})")
+        return lines
+
+    def _spread(self, need: Need, unit: Unit) -> list[str]:
+        covered = unit.covers[need.index]
+        if need.tolerance == 0:
+            # Nothing to move: every instance is needed. Add some outside the element.
+            return self._add(need, covered, unit)
+        hosts = self._hosts(need.name)
+        move = covered - need.tolerance
+        if hosts is None:
+            return self._add(need, covered, unit)
+        moved: list[tuple[str, str]] = []
+        crowded = self._crowded(hosts, need.tolerance)
+        for i, host in enumerate(hosts):
+            if len(moved) == move:
+                break
+            if self._under(host, unit):
+                hosts[i] = ""  # gone from where it was, before choosing where it goes
+                target = self._new_host(need.name, hosts, unit, (crowded, need.tolerance))
+                moved.append((f"{need.name}/{i}", target))
+                hosts[i] = target
+        self.data["components"][need.name]["instances"] = hosts
+        return [
+            f"move {inst} to a new host {target}{self._where([target])}" for inst, target in moved
+        ]
+
+    def _steps(self, need: Need) -> list[str]:
+        """What else a new instance of this kind needs to be useful."""
+        comp = self.topology.components[need.name]
+        if comp.kind == "postgres" and need.count == 1:
+            etcds = [n for n, c in self.topology.components.items() if c.kind == "etcd"]
+            if etcds:
+                return [
+                    f"{need.name}: the new instance is a streaming replica; {etcds[0]} decides "
+                    "the failover"
+                ]
+            hosts = self._add_etcd(need.name)
+            return [
+                f"{need.name}: the new instance is a streaming replica; failover needs a quorum",
+                f"add etcd: 3 members on hosts {', '.join(hosts)}, and `needs: [etcd]` to "
+                f"{need.name}",
+            ]
+        if comp.kind == "etcd":
+            return ["etcd: keep an odd number of members; add them one at a time"]
+        if comp.kind == "load_balancer" and need.count == 1:
+            return [
+                f"{need.name}: clients need one address for both: a `vip:` or a DNS record "
+                "listing both"
+            ]
+        if comp.kind == "dns":
+            return [f"{need.name}: list every DNS server as an NS record at the parent zone"]
+        if comp.kind in ("cache", "redis", "memcached"):
+            return [f"{need.name}: shard or replicate the keys over the new instance"]
+        if comp.kind == "service" and need.count == 1 and need.name in self.topology.entry:
+            return [
+                f"{need.name}: clients need one address for both: a load balancer or DNS in front"
+            ]
+        return []
+
+    def _add_etcd(self, db: str) -> list[str]:
+        taken = self.data["components"]
+        name = "etcd" if "etcd" not in taken else _numbered("etcd", 2, taken)
+        hosts: list[str] = []
+        for _ in range(3):
+            hosts.append(self._new_host(name, hosts, None, (set(), 1)))
+        self.data["components"][name] = {"kind": "etcd", "instances": hosts, "min_up": "majority"}
+        needs = self.data["components"][db].setdefault("needs", [])
+        if name not in needs:
+            needs.append(name)
+        return hosts
+
+    # -- placement --------------------------------------------------------------
 
     def _under(self, host: str, unit: Unit) -> bool:
         """Whether `host` lies below the element `unit` (region, zone or host)."""
         kind, _, name = unit.element.partition(":")
-        zone = self.host_zone.get(host)
+        zone = self.zone_of.get(host)
         if kind == "host":
             return host == name
         if kind == "zone":
@@ -67,171 +303,107 @@ class _Changes:
             return zone is not None and zone.split("/", 1)[0] == name
         return False
 
-    def _zone_of_unit(self, unit: Unit) -> str | None:
-        kind, _, name = unit.element.partition(":")
-        if kind == "zone":
-            return name
-        if kind == "host":
-            return self.host_zone.get(name)
-        if kind == "instance":
-            comp, _, idx = name.rpartition("/")
-            host = self.topology.instances[comp][int(idx)].host
-            return self.host_zone.get(host) if host is not None else None
-        return None
+    def _new_host(
+        self, component: str, hosts: list[str], outside: Unit | None, tol: tuple[set[str], int]
+    ) -> str:
+        """A dedicated new host for one more instance of `component`, named for it, in a
+        zone where it creates no new single point of failure (never below `outside`).
 
-    # -- the fix ----------------------------------------------------------------
+        `tol` is the crowded places (`_crowded`) before the fix, and how many of its
+        instances the component may lose once the fix is made."""
+        taken = set(self.data["hosts"]) | set(self.zone_of)
+        name = _numbered(component, len(hosts) + 1, taken)
+        zone = self._zone_for([h for h in hosts if h], outside, tol) if self.zones else None
+        self.data["hosts"][name] = {"zone": zone} if zone is not None else {}
+        self.zone_of[name] = zone
+        return name
 
-    def fix(self, need: Need, unit: Unit) -> str:
-        covered = unit.covers[need.index]
-        hosts = self._hosts_of(need.name)
-        kind = unit.element.partition(":")[0]
-        majority = self.topology.components[need.name].min_up == "majority"
-        if hosts is None:  # instances without hosts: a count
-            add = _instances_to_add(need, covered, majority)
-            self.data["components"][need.name]["instances"] = need.count + add
-            new_count = need.count + add
-            return f"raise the instance count of {need.name} from {need.count} to {new_count}"
-        if need.tolerance == 0 or kind == "instance":
-            add = _instances_to_add(need, covered, majority)
-            targets = [self._place(need, hosts, unit) for _ in range(add)]
-            self.data["components"][need.name]["instances"] = hosts
-            where = self._where(targets)
-            if need.count == 1:
-                return f"add a second instance of {need.name} on {where}"
-            if need.tolerance == 0:
-                return (
-                    f"{need.name} needs all {need.count} of its instances up (min_up "
-                    f"{need.required}): lower min_up or add {_n(add, 'instance')} on {where}"
-                )
-            return f"add {_n(add, 'instance')} of {need.name} on {where}"
-        move = covered - need.tolerance
-        moved: list[str] = []
-        for i, host in enumerate(list(hosts)):
-            if len(moved) == move:
-                break
-            if self._under(host, unit):
-                hosts[i] = ""  # placeholder, so the new host is not counted twice
-                target = self._place(need, hosts, unit, append=False)
-                hosts[i] = target
-                moved.append(target)
-        self.data["components"][need.name]["instances"] = hosts
-        scope = {"host": "hosts", "zone": "zones", "region": "regions"}.get(kind, "hosts")
-        return (
-            f"spread {need.name} across {scope}: move {_n(move, 'instance')} off "
-            f"{unit.element} to {self._where(moved)}"
-        )
+    def _crowded(self, hosts: list[str], tolerance: int) -> set[str]:
+        """Zones and regions holding more of these instances than the component may lose:
+        single points of failure with causes of their own (for a component that may lose
+        nothing, its zones are part of the cause being fixed), where one more instance
+        changes nothing."""
+        zones = [self.zone_of.get(h) for h in hosts if h]
+        regions = [_region(z) for z in zones if z is not None]
+        out = {r for r in regions if regions.count(r) > tolerance}
+        if tolerance > 0:
+            out |= {z for z in zones if z is not None and zones.count(z) > tolerance}
+        return out
 
-    def _place(self, need: Need, hosts: list[str], unit: Unit, append: bool = True) -> str:
-        """Choose (or create) a host outside `unit` for one more instance of `need`.
+    def _zone_for(self, hosts: list[str], outside: Unit | None, tols: tuple[set[str], int]) -> str:
+        level, _, elem = outside.element.partition(":") if outside is not None else ("", "", "")
+        used = [self.zone_of.get(h) for h in hosts]
+        by_zone = {z: used.count(z) for z in self.zones}
+        by_region: dict[str, int] = {}
+        for z in self.zones:
+            by_region.setdefault(_region(z), 0)
+            by_region[_region(z)] += by_zone[z]
+        # Places that hold more than the component may lose already are single points of
+        # failure with causes of their own; one more instance there changes nothing.
+        crowded, tol = tols
 
-        Spreads across regions first, then zones, then hosts: the host whose
-        region, zone and host hold the fewest of the component's instances.
-        When even that one would hold more than the component may lose at the
-        level of the single point of failure, a new region, zone or host is made.
-        """
-        level = unit.element.partition(":")[0]
-        tolerance = max(1, need.tolerance)
-        counts: dict[str, int] = {}
-        for h in hosts:
-            if h:
-                for key in self._keys(h):
-                    counts[key] = counts.get(key, 0) + 1
+        def outside_ok(z: str) -> bool:
+            if level == "region":
+                return _region(z) != elem
+            return z != elem if level == "zone" else True
 
-        def load(h: str) -> tuple[int, int, int]:
-            region, zone, host = self._keys(h)
-            return (counts.get(region, 0), counts.get(zone, 0), counts.get(host, 0))
+        def region_ok(r: str) -> bool:
+            return by_region[r] + 1 <= tol or r in crowded
 
-        avoid = self._zone_of_unit(unit)
-        outside = [h for h in self.host_zone if not self._under(h, unit) and h != _name(unit)]
-        if self.zone_names:  # hosts without a zone would add no spread
-            outside = [h for h in outside if self.host_zone[h] is not None]
-        best = min(outside, key=lambda h: (*load(h), self.host_zone[h] == avoid), default=None)
-        full = best is None or (
-            (level == "region" and load(best)[0] >= tolerance)
-            or (level == "zone" and load(best)[1] >= tolerance)
-            or load(best)[2] >= 1
-            or (self.host_zone[best] == avoid and avoid is not None)
-        )
-        if best is not None and not full:
-            target = best
-        else:
-            zone = self._other_zone(unit, level, counts, tolerance)
-            target = self._new_host(_base_name(unit, need.name), zone)
-        if append:
-            hosts.append(target)
-        return target
-
-    def _keys(self, host: str) -> tuple[str, str, str]:
-        zone = self.host_zone.get(host) or ""
-        return ("r:" + zone.split("/", 1)[0], "z:" + zone, "h:" + host)
-
-    def _other_zone(
-        self, unit: Unit, level: str, counts: dict[str, int], tolerance: int
-    ) -> str | None:
-        """A zone outside `unit` with room for one more instance, created if none has."""
-        if not self.zone_names:
-            return None
-        avoid = self._zone_of_unit(unit)
-        name = _name(unit)
-
-        def load(z: str) -> tuple[int, int]:
-            return (counts.get("r:" + z.split("/", 1)[0], 0), counts.get("z:" + z, 0))
-
-        choices = [
+        good = [
             z
-            for z in self.zone_names
-            if z != avoid
-            and not (level == "region" and z.split("/", 1)[0] == name)
-            and not (level == "region" and load(z)[0] >= tolerance)
-            and not (level == "zone" and load(z)[1] >= tolerance)
+            for z in self.zones
+            if outside_ok(z) and (by_zone[z] + 1 <= tol or z in crowded) and region_ok(_region(z))
         ]
-        if choices:
-            return min(choices, key=load)
+        if good:
+            return min(good, key=lambda z: (by_zone[z], by_region[_region(z)], self.zones.index(z)))
+        regions = [r for r in by_region if region_ok(r) and not (level == "region" and r == elem)]
+        if regions:
+            return self._new_zone(min(regions, key=lambda r: by_region[r]))
+        return self._new_region()
+
+    def _new_zone(self, region: str) -> str:
         regions = self.data.setdefault("regions", {})
-        if level == "region":
-            new_region = _fresh(name, regions)
-            regions[new_region] = {"zones": ["a"]}
-            zone = f"{new_region}/a"
+        spec = regions.setdefault(region, {})
+        zones = spec.get("zones", [])
+        siblings = list(zones)
+        name = _next_sibling(siblings)
+        if isinstance(zones, dict):
+            zones[name] = None
         else:
-            region, _, zname = (avoid or self.zone_names[0]).partition("/")
-            spec = regions[region]
-            zones = spec.get("zones", [])
-            new_zone = _fresh(zname, zones)
-            if isinstance(zones, dict):
-                zones[new_zone] = {}
-            else:
-                spec["zones"] = [*zones, new_zone]
-            zone = f"{region}/{new_zone}"
-        self.zone_names.append(zone)
+            spec["zones"] = [*zones, name]
+        zone = f"{region}/{name}"
+        self.zones.append(zone)
+        self.new_zones.add(zone)
         return zone
 
-    def _where(self, names: list[str]) -> str:
-        """`host node-2`, or `a new host web-b in zone eu-west/c (new zone)` for made-up ones."""
-        out = []
-        for h in sorted(set(names), key=names.index):
-            if h in self.topology.hosts:
-                out.append(f"host {h}")
-                continue
-            zone = self.host_zone.get(h)
-            if zone is None:
-                out.append(f"a new host {h}")
-                continue
-            region = zone.split("/", 1)[0]
-            new = (
-                " (new region)"
-                if region not in self.topology.regions
-                else " (new zone)"
-                if zone not in self.topology.zones
-                else ""
-            )
-            out.append(f"a new host {h} in zone {zone}{new}")
-        return ", ".join(out)
+    def _new_region(self) -> str:
+        regions = self.data.setdefault("regions", {})
+        name = _numbered("region", 2, regions)
+        regions[name] = {"zones": ["a"]}
+        zone = f"{name}/a"
+        self.zones.append(zone)
+        self.new_zones.add(zone)
+        return zone
 
-    def _new_host(self, base: str, zone: str | None) -> str:
-        name = _fresh(base, self.data["hosts"])
-        self.data["hosts"][name] = {"zone": zone} if zone is not None else {}
-        self.host_zone[name] = zone
-        return name
+    def _where(self, hosts: list[str]) -> str:
+        zones = [self.zone_of.get(h) for h in hosts]
+        if not any(zones):
+            return " (a machine each)" if len(hosts) > 1 else " (a machine of its own)"
+        named = []
+        for z in dict.fromkeys(z for z in zones if z):
+            region = z.split("/", 1)[0]
+            if region not in self.topology.regions:
+                named.append(f"{z} (a new region)")
+            elif z in self.new_zones:
+                named.append(f"{z} (a new zone)")
+            else:
+                named.append(z)
+        return f" in zone{'s' if len(named) > 1 else ''} {', '.join(named)}"
+
+
+def _region(zone: str) -> str:
+    return zone.split("/", 1)[0]
 
 
 def _instances_to_add(need: Need, covered: int, majority: bool) -> int:
@@ -245,26 +417,28 @@ def _instances_to_add(need: Need, covered: int, majority: bool) -> int:
         add += 1
 
 
-def _name(unit: Unit) -> str:
-    return unit.element.partition(":")[2]
+def _numbered(base: str, start: int, taken: Any) -> str:
+    """`base-<n>` for the first n from `start` that is not taken."""
+    n = start
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
 
 
-def _base_name(unit: Unit, component: str) -> str:
-    kind, _, name = unit.element.partition(":")
-    if kind == "host":
-        return name
-    return component
+def _next_sibling(names: list[str]) -> str:
+    """The next zone name after `names`, in their style: a b c -> d, 1 2 -> 3, else zone-2."""
+    letters = string.ascii_lowercase
+    if names and all(len(n) == 1 and n in letters for n in names):
+        free = [c for c in letters if c not in names]
+        if free:
+            return free[0]
+    if names and all(n.isdigit() for n in names):
+        return str(max(int(n) for n in names) + 1)
+    return _numbered("zone", len(names) + 1, names)
 
 
-def _fresh(name: str, taken: Any) -> str:
-    """`name-b`, `name-c`, ...: the first that is not in `taken`."""
-    for suffix in "bcdefghijklmnopqrstuvwxyz":
-        if f"{name}-{suffix}" not in taken:
-            return f"{name}-{suffix}"
-    i = 2
-    while f"{name}-{i}" in taken:
-        i += 1
-    return f"{name}-{i}"
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _n(count: int, noun: str) -> str:

@@ -6,11 +6,13 @@ import math
 from dataclasses import dataclass
 
 from spofless.analysis._availability import compute_availability
+from spofless.analysis._cutgroups import CutSetLine, group_cut_sets
 from spofless.analysis._cutsets import CutSetSearch
-from spofless.analysis._recommend import recommend
+from spofless.analysis._recommend import causes, fixes
+from spofless.analysis._rpo import DataLoss, data_loss
 from spofless.analysis._structure import Need, compile_structure
 from spofless.errors import SpoflessError
-from spofless.topology import Location, Topology
+from spofless.topology import Location, Problem, Topology
 
 MINUTES_PER_YEAR = 365.25 * 24 * 60
 # Cut sets above order 2 are searched only on topologies of at most this many elements.
@@ -31,6 +33,19 @@ class Spof:
     recommendation: str
     availability_if_fixed: float
     location: Location | None  # of the first component at fault, in the topology file
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One root cause of single points of failure and the change an operator would make."""
+
+    title: str  # e.g. "db has a single instance"
+    elements: tuple[str, ...]  # the single points of failure it explains
+    components: tuple[str, ...]
+    fix: tuple[str, ...]  # short lines
+    steps: tuple[str, ...]  # what else the kind needs (replication, a quorum, ...)
+    availability_if_fixed: float  # with this fix alone
+    location: Location | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +81,13 @@ class Report:
     importance: tuple[Importance, ...]
     components: tuple[ComponentSummary, ...]
     elements: int
+    findings: tuple[Finding, ...] = ()
+    # With every finding's fix applied together; None when there is nothing to fix.
+    availability_after_fixes: float | None = None
+    remaining_after_fixes: tuple[str, ...] = ()  # single points of failure still left
+    warnings: tuple[Problem, ...] = ()  # what is valid but probably not meant, and where
+    cut_set_lines: tuple[CutSetLine, ...] = ()  # cut sets of 2+ elements, grouped
+    data_loss: tuple[DataLoss, ...] = ()  # what a failover can lose, per postgres component
 
     @property
     def ok(self) -> bool:
@@ -99,23 +121,46 @@ def analyze(topology: Topology, max_order: int = 2) -> Report:
     search = CutSetSearch(structure)
     cut_sets = search.minimal_cut_sets(max_order)
 
+    spof_elements = [s[0] for s in cut_sets if len(s) == 1]
+    found = causes(structure, search, spof_elements)
+    fixed, together = fixes(topology, structure, found) if found else ([], None)
+    findings = tuple(
+        Finding(
+            title=f.title,
+            elements=tuple(f.cause.elements),
+            components=tuple(n.name for n in f.cause.needs),
+            fix=f.lines,
+            steps=f.steps,
+            availability_if_fixed=f.availability_if_fixed,
+            location=_where(topology, f.cause.key),
+        )
+        for f in fixed
+    )
     spofs = []
-    for (element,) in (s for s in cut_sets if len(s) == 1):
+    for element in spof_elements:
         unit = units[element]
         fatal = search.cuts([element])
         names = tuple(structure.needs[c].name for c in fatal)
-        rec = recommend(topology, structure, unit, fatal)
+        mine = [f for f in findings if element in f.elements]
         spofs.append(
             Spof(
                 element=element,
                 components=names,
                 reason=_reason(element, [(structure.needs[c], unit.covers[c]) for c in fatal]),
-                recommendation=rec.text,
-                availability_if_fixed=rec.availability_if_fixed,
+                recommendation="; ".join(line for f in mine for line in f.fix),
+                availability_if_fixed=min(f.availability_if_fixed for f in mine),
                 location=topology.location_of("components", names[0], "instances"),
             )
         )
 
+    taken_down = [tuple(structure.needs[c].name for c in search.cuts(cut)) for cut in cut_sets]
+    need_names = [n.name for n in structure.needs]
+    lines = group_cut_sets(
+        cut_sets,
+        taken_down,
+        lambda e: {need_names[c]: n for c, n in units[e].covers.items()},
+        {n: [i.host or "" for i in topology.instances[n]] for n in need_names},
+    )
     components = []
     for need in structure.needs:
         alone = compute_availability(structure.restricted_to([need.index]), importance=False)
@@ -144,13 +189,31 @@ def analyze(topology: Topology, max_order: int = 2) -> Report:
         availability_error=result.error,
         spofs=tuple(spofs),
         cut_sets=tuple(cut_sets),
-        cut_set_components=tuple(
-            tuple(structure.needs[c].name for c in search.cuts(cut)) for cut in cut_sets
-        ),
+        cut_set_components=tuple(taken_down),
         importance=tuple(importance),
         components=tuple(components),
         elements=len(units),
+        findings=findings,
+        availability_after_fixes=None if together is None else together.availability,
+        remaining_after_fixes=() if together is None else together.remaining,
+        warnings=topology.warnings,
+        cut_set_lines=tuple(lines),
+        data_loss=data_loss(topology),
     )
+
+
+def _where(topology: Topology, key: tuple[str, str]) -> Location | None:
+    """Where the file states a cause: the component's instances, or the zone, region or
+    host that holds too many of them."""
+    kind, name = key
+    if kind == "instances":
+        return topology.location_of("components", name, "instances")
+    level, _, place = name.partition(":")
+    if level == "region":
+        return topology.location_of("regions", place)
+    if level == "zone":
+        return topology.location_of("regions", place.split("/", 1)[0], "zones")
+    return topology.location_of("hosts", place)
 
 
 def _reason(element: str, fatal: list[tuple[Need, int]]) -> str:

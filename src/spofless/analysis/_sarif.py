@@ -2,7 +2,8 @@
 
 Rule SPOF001 (error): a single point of failure, at the component it takes
 down. Rule SPOF002 (warning): a minimal cut set of two or more elements, at
-the first component they take down together.
+the first component they take down together. Rule SPOF003 (warning): what the
+topology says that is valid but probably not meant, at its line.
 """
 
 from __future__ import annotations
@@ -34,6 +35,17 @@ RULES = [
             "text": "These elements failing together take the system down, and no fewer of them do."
         },
         "help": {"text": "Spread the instances involved over more hosts, zones or regions."},
+        "defaultConfiguration": {"level": "warning"},
+    },
+    {
+        "id": "SPOF003",
+        "name": "TopologyWarning",
+        "shortDescription": {"text": "Valid but probably not meant"},
+        "fullDescription": {
+            "text": "A component no entry depends on, or hosts that share one machine: "
+            "the analysis cannot see what the file does not say."
+        },
+        "help": {"text": "Add the dependency, or give each host its own address."},
         "defaultConfiguration": {"level": "warning"},
     },
 ]
@@ -83,6 +95,17 @@ def render_sarif(report: Report) -> str:
                 },
                 "locations": _locations(report.component(comps[0]).location, " + ".join(cut)),
                 "partialFingerprints": {"cutSet/v1": "+".join(cut)},
+            }
+        )
+    for w in report.warnings:
+        results.append(
+            {
+                "ruleId": "SPOF003",
+                "ruleIndex": 2,
+                "level": "warning",
+                "message": {"text": f"{w.field}: {w.message}" if w.field else w.message},
+                "locations": _locations(Location(w.file, w.line, w.column), w.field),
+                "partialFingerprints": {"topologyWarning/v1": f"{w.field}:{w.message}"},
             }
         )
     sarif = {

@@ -141,7 +141,15 @@ def lb(
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from spofless.cli._ports import ensure_free
+
     settings = build()
+    ensure_free(
+        [
+            ("listen", settings.listen_host, settings.listen_port),  # type: ignore[attr-defined]
+            ("admin", settings.admin_host, settings.admin_port),  # type: ignore[attr-defined]
+        ]
+    )
     run_lb(settings, reload=build)  # type: ignore[arg-type]
 
 

@@ -98,3 +98,31 @@ def pg_failover(file: str, component: str | None, candidate: str, bound: float) 
         switchover(target(topology_of(file), component), candidate, failover=True, bound=bound)
     )
     click.echo(f"failed over from {old or 'no leader'} to {new}")
+
+
+@pg.command("rejoin")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_component_option
+@click.option("--member", required=True, help="The member kept out (db-0 or db/0).")
+@click.option(
+    "--discard",
+    is_flag=True,
+    help="Required: its divergent WAL (see `status`) is given up; it is rewound or re-cloned.",
+)
+def pg_rejoin(file: str, component: str | None, member: str, discard: bool) -> None:
+    """Let a member kept out after a degraded term discard its divergent WAL and rejoin.
+
+    The agent keeps such a member out because that WAL may hold commits a client saw
+    acknowledged; save them first (the member's `status` names the LSN range), then
+    run this. A re-clone keeps the old data directory aside; nothing is deleted.
+    """
+    import asyncio
+
+    from spofless.pg.ops import allow_discard, member_of, target
+
+    if not discard:
+        raise click.UsageError("say --discard: the member's divergent WAL will be given up")
+    t = target(topology_of(file), component)
+    name = member_of(t, member)
+    asyncio.run(allow_discard(t, name))
+    click.echo(f"{name} may discard its divergent WAL: it rejoins on its next loop")

@@ -25,7 +25,9 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SpoflessError as exc:
-            click.echo(f"error: {exc}", err=True)
+            # One problem per line, each marked, so that every one stands out (and greps).
+            for line in str(exc).splitlines() or [""]:
+                click.echo(f"error: {line}", err=True)
             sys.exit(EXIT_INVALID)
 
 

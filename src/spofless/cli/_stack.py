@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 from pathlib import Path
 
@@ -37,8 +38,10 @@ def check(file: str, max_order: int, fmt: str) -> None:
     from spofless.analysis import analyze, render
 
     report = analyze(topology_of(file), max_order=max_order)
+    # The terminal's width on a terminal; piped, a fixed width that reads well in logs.
+    width = shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else 100
     # click.echo drops the colours when stdout is not a terminal.
-    click.echo(render(report, fmt, color=True), nl=False)
+    click.echo(render(report, fmt, color=True, width=width), nl=False)
     sys.exit(0 if report.ok else 1)
 
 
@@ -100,8 +103,11 @@ def up(
     from spofless import stack
 
     settings = stack.SupervisorSettings(start_timeout=timeout)
+    topology = topology_of(file)
+    for warning in topology.warnings:
+        click.echo(f"warning: {warning}", err=True)
     stack.up(
-        topology_of(file),
+        topology,
         state_dir,
         hosts,
         click.echo,
@@ -155,5 +161,12 @@ def logs(file: str, instance: str | None, state_dir: Path | None, follow: bool, 
     from spofless import stack
 
     plan = stack.running_plan(topology_of(file), state_dir)
+    if not any(inst.log_path.exists() for inst in plan.instances):
+        click.echo(
+            f"nothing is running from {file}: no logs in {plan.state_dir} "
+            f"(start it with `spofless up {file}`)",
+            err=True,
+        )
+        sys.exit(1)
     with contextlib.suppress(KeyboardInterrupt):
         stack.logs(plan, instance, follow, lines, sys.stdout)

@@ -4,11 +4,13 @@ The failover logic is the pure `decide(view) -> Decision` over a frozen `View`;
 `spofless.pg.server` is the thin adapter to the local PostgreSQL.
 """
 
-from spofless.pg.decide import decide, format_lsn, parse_lsn
+from spofless.pg.decide import decide
 from spofless.pg.view import (
     Action,
     ClusterState,
     Decision,
+    DegradedRange,
+    DiskPosition,
     LeaderKey,
     Lease,
     LocalState,
@@ -17,13 +19,19 @@ from spofless.pg.view import (
     Role,
     Switchover,
     SyncState,
+    TimelineHistory,
+    TimelineSwitch,
     View,
+    format_lsn,
+    parse_lsn,
 )
 
 __all__ = [
     "Action",
     "ClusterState",
     "Decision",
+    "DegradedRange",
+    "DiskPosition",
     "LeaderKey",
     "Lease",
     "LocalState",
@@ -32,6 +40,8 @@ __all__ = [
     "Role",
     "Switchover",
     "SyncState",
+    "TimelineHistory",
+    "TimelineSwitch",
     "View",
     "decide",
     "format_lsn",

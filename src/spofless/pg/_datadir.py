@@ -15,20 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spofless.pg._errors import PgSetupError
-from spofless.pg.decide import optional_lsn
+from spofless.pg.rejoin import parse_history
+from spofless.pg.view import DiskPosition, TimelineHistory, optional_lsn
 
 MANAGED_CONF = "spofless.conf"
 INCLUDE_LINE = f"include_if_exists = '{MANAGED_CONF}'  # managed by spofless\n"
-HBA = """\
-# Managed by spofless: rewritten before every start.
-local   all          all                    trust
-host    all          all          127.0.0.1/32  trust
-host    replication  all          127.0.0.1/32  trust
-host    all          all          ::1/128       trust
-host    replication  all          ::1/128       trust
-"""
 # States pg_controldata reports for a data directory that was last a writable primary.
 PRIMARY_STATES = frozenset({"shut down", "in production", "in crash recovery", "shutting down"})
+# States pg_rewind accepts: cleanly shut down, as a primary or as a standby.
+CLEAN_STATES = frozenset({"shut down", "shut down in recovery"})
+# States of a data directory last running as a standby.
+RECOVERY_STATES = frozenset({"shut down in recovery", "in archive recovery"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +37,8 @@ class ControlData:
     checkpoint_lsn: int | None  # "Latest checkpoint location"
     min_recovery_lsn: int | None  # "Minimum recovery ending location" (0 when none)
     system_identifier: str | None
+    min_recovery_timeline: int | None = None  # "Min recovery ending loc's timeline"
+    segment_size: int = 16 * 1024 * 1024  # "Bytes per WAL segment"
 
 
 def parse_controldata(text: str) -> ControlData:
@@ -50,13 +49,31 @@ def parse_controldata(text: str) -> ControlData:
         if sep:
             fields[key.strip()] = value.strip()
     tli = fields.get("Latest checkpoint's TimeLineID")
+    min_tli = fields.get("Min recovery ending loc's timeline")
+    seg = fields.get("Bytes per WAL segment", "")
     return ControlData(
         state=fields.get("Database cluster state", "unknown"),
         timeline=int(tli) if tli and tli.isdigit() else None,
         checkpoint_lsn=optional_lsn(fields.get("Latest checkpoint location")),
         min_recovery_lsn=optional_lsn(fields.get("Minimum recovery ending location")),
         system_identifier=fields.get("Database system identifier"),
+        min_recovery_timeline=int(min_tli) if min_tli and min_tli.isdigit() else None,
+        segment_size=int(seg) if seg.isdigit() else 16 * 1024 * 1024,
     )
+
+
+def disk_position(cd: ControlData, backup_label: bool) -> DiskPosition:
+    """How far a stopped data directory's WAL goes (the rules are in spofless.pg.rejoin).
+
+    `backup_label`: the directory is a base backup not yet started (a fresh clone).
+    """
+    if cd.state == "shut down":
+        return DiskPosition(cd.state, cd.timeline, cd.checkpoint_lsn, shutdown_checkpoint=True)
+    if cd.state in RECOVERY_STATES or backup_label:
+        if cd.min_recovery_lsn and cd.min_recovery_timeline:
+            return DiskPosition(cd.state, cd.min_recovery_timeline, cd.min_recovery_lsn)
+        return DiskPosition(cd.state, cd.timeline, cd.checkpoint_lsn)
+    return DiskPosition(cd.state, cd.timeline, None)
 
 
 def data_version(data_dir: Path, major: int) -> int | None:
@@ -97,9 +114,16 @@ def conf_value(value: str | int | bool) -> str:
 
 
 def write_managed_files(
-    data_dir: Path, settings: Mapping[str, str | int | bool], standby: bool
+    data_dir: Path,
+    settings: Mapping[str, str | int | bool],
+    standby: bool,
+    *,
+    hba: str,
+    ident: str | None = None,
+    extra: Mapping[str, bytes] | None = None,
 ) -> None:
-    """Rewrite spofless.conf, pg_hba.conf and standby.signal; include spofless.conf once.
+    """Rewrite spofless.conf, pg_hba.conf (pg_ident.conf, and `extra` files such as the
+    TLS certificate and key) and standby.signal; include spofless.conf once.
 
     Every file keeps the data directory's owner, so PostgreSQL and its tools (run as
     that user) can rewrite them.
@@ -114,7 +138,11 @@ def write_managed_files(
     lines = ["# Managed by spofless: rewritten before every start and on changes.\n"]
     lines += [f"{k} = {conf_value(v)}\n" for k, v in settings.items()]
     _replace(data_dir / MANAGED_CONF, "".join(lines), owner)
-    _replace(data_dir / "pg_hba.conf", HBA, owner)
+    _replace(data_dir / "pg_hba.conf", hba, owner)
+    if ident is not None:
+        _replace(data_dir / "pg_ident.conf", ident, owner)
+    for name, data in (extra or {}).items():
+        _replace_bytes(data_dir / name, data, owner)
     signal = data_dir / "standby.signal"
     if standby:
         signal.touch()
@@ -124,9 +152,44 @@ def write_managed_files(
 
 
 def _replace(path: Path, text: str, owner: tuple[int, int]) -> None:
+    _replace_bytes(path, text.encode(), owner)
+
+
+def _replace_bytes(path: Path, data: bytes, owner: tuple[int, int]) -> None:
     """Write atomically (a reload never reads half a file), owned by `owner`, mode 0600."""
     tmp = path.with_name(path.name + ".spofless-tmp")
-    tmp.write_text(text)
+    tmp.write_bytes(data)
     tmp.chmod(0o600)
     os.chown(tmp, *owner)
     tmp.replace(path)
+
+
+def timeline_at(data_dir: Path, position: int | None, segment_size: int) -> int | None:
+    """The timeline a standby replays `position` on: the newest timeline whose WAL
+    segment file holding `position` is in pg_wal. None when there is none.
+
+    What PostgreSQL reports lags (the last restartpoint's timeline) or comes and goes
+    (the receiver's, only while connected). A standby that never switched to the
+    leader's timeline has no segment file of that timeline: it replays its own, even
+    when it already fetched the leader's history file."""
+    if position is None or segment_size <= 0:
+        return None
+    segno = position // segment_size
+    per_id = 0x100000000 // segment_size
+    suffix = f"{segno // per_id:08X}{segno % per_id:08X}"
+    try:
+        names = [p.name for p in (data_dir / "pg_wal").iterdir()]
+    except OSError:
+        return None
+    timelines = [int(n[:8], 16) for n in names if len(n) == 24 and n.endswith(suffix)]
+    return max(timelines, default=None)
+
+
+def read_history(data_dir: Path, timeline: int) -> TimelineHistory:
+    """A primary's timeline history, from its `pg_wal/<TL>.history` (none on timeline 1).
+
+    Raises OSError or ValueError when the file is missing or malformed."""
+    if timeline <= 1:
+        return TimelineHistory(timeline)
+    path = data_dir / "pg_wal" / f"{timeline:08X}.history"
+    return TimelineHistory(timeline, parse_history(path.read_text()))

@@ -8,8 +8,8 @@ import logging
 
 from spofless.dcs import Compare, Delete, KeyValueStore, Put
 from spofless.pg._errors import PgCommandError
-from spofless.pg.decide import format_lsn, parse_lsn
 from spofless.pg.server import PostgresServer, Upstream
+from spofless.pg.view import format_lsn, parse_lsn
 
 logger = logging.getLogger(__name__)
 

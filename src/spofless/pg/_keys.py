@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from spofless.dcs import KeyValue
+from spofless.pg._terms import parse_degraded_json, parse_history_json, parse_lost_json
 from spofless.pg.api import MemberStatus
 from spofless.pg.view import ClusterState, LeaderKey, Member, Role, Switchover, SyncState
 
@@ -53,6 +54,14 @@ def _apply(key: str, kv: KeyValue, f: dict[str, Any], statuses: list[MemberStatu
         f["sync"] = SyncState(
             d.get("leader"), frozenset(d.get("members", ())), d.get("pending"), d.get("pending_lsn")
         )
+    elif key == "history":
+        f["history"] = parse_history_json(kv.value)
+    elif key == "degraded":
+        f["degraded"] = parse_degraded_json(kv.value)
+    elif key == "lost":
+        f["lost"] = parse_lost_json(kv.value)
+    elif key.startswith("discard/"):
+        f["discard"] = f.get("discard", frozenset()) | {key[len("discard/") :]}
     elif key.startswith("members/"):
         d = json.loads(kv.value)
         ms = MemberStatus(**{**d, "role": Role(d["role"]) if d.get("role") else None})

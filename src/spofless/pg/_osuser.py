@@ -93,6 +93,9 @@ async def run_tool(
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        # A tool must not outlive the agent: a pg_rewind left running by a killed agent
+        # would race the one its successor starts on the same directory.
+        preexec_fn=tied_to(os.getpid()),
         **user_kwargs(user),
     )
     try:

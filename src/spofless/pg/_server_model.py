@@ -8,11 +8,47 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from spofless.pg.view import Role
 
 SUPERUSER = "postgres"
+REPLICATION_USER = "replicator"
+REWIND_USER = "rewinder"
+
+
+class PgTls(BaseModel):
+    """The server's certificate and key, and the CA its peers' certificates chain to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+class PgAuth(BaseModel):
+    """Who may connect, and with what. Without it (the library's default) the server
+    trusts loopback connections only: tests of the adapter alone, never the agent."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    superuser_password: SecretStr
+    replication_password: SecretStr
+    rewind_password: SecretStr
+    # Other members' host addresses: replication, pg_rewind and the agents' queries.
+    peers: tuple[str, ...] = ()
+    # Addresses or networks (CIDR) of the hosts of the components that need this one.
+    clients: tuple[str, ...] = ()
+    socket_dir: Path  # the agent's own connections: a Unix socket, peer authentication
+    passfile: Path  # the .pgpass the tools and the WAL receiver read (0600, the OS user)
+    tls: PgTls | None = None
+
+    @property
+    def client_ca(self) -> Path:
+        """The CA certificate as the OS user can read it (copied beside the passfile):
+        the tools and the WAL receiver verify their upstream's certificate with it."""
+        return self.passfile.with_suffix(".ca.crt")
 
 
 class ServerSettings(BaseModel):
@@ -34,6 +70,7 @@ class ServerSettings(BaseModel):
     query_timeout: Annotated[float, Field(gt=0)] = 2.0
     tool_timeout: Annotated[float, Field(gt=0)] = 600.0  # initdb, pg_basebackup, pg_rewind
     parameters: Mapping[str, str | int | bool] = Field(default_factory=dict)  # extra GUCs
+    auth: PgAuth | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,16 +81,29 @@ class Upstream:
     host: str
     port: int
 
-    def conninfo(self, application_name: str, dbname: str | None = None) -> str:
+    def conninfo(
+        self,
+        application_name: str,
+        dbname: str | None = None,
+        *,
+        user: str = SUPERUSER,
+        auth: PgAuth | None = None,
+    ) -> str:
+        """A libpq connection string to this server as `user`: the password from the
+        passfile and, with TLS, the server's certificate verified against the CA."""
         parts = [
             f"host={self.host}",
             f"port={self.port}",
-            f"user={SUPERUSER}",
+            f"user={user}",
             f"application_name={application_name}",
             "connect_timeout=2",
         ]
         if dbname:
             parts.append(f"dbname={dbname}")
+        if auth is not None:
+            parts.append(f"passfile={auth.passfile}")
+            if auth.tls is not None:
+                parts += ["sslmode=verify-full", f"sslrootcert={auth.client_ca}"]
         return " ".join(parts)
 
 
@@ -79,6 +129,10 @@ class PgStatus:
     received_lsn: int | None = None
     replayed_lsn: int | None = None
     receiver_status: str | None = None  # "streaming" when a replica streams
+    # A replica's minimum recovery point and its timeline (None when unset).
+    recovery_timeline: int | None = None
+    recovery_lsn: int | None = None
+    segment_size: int = 0  # wal_segment_size, bytes
     replication: tuple[ReplicationRow, ...] = ()
 
 

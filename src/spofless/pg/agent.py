@@ -23,41 +23,40 @@ import contextlib
 import dataclasses
 import json
 import logging
-from typing import Annotated, Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
 from spofless.dcs import (
     Compare,
     DCSError,
-    DCSSettings,
     DCSUnavailable,
     Delete,
     KeyValueStore,
     Leadership,
     LeaseNotFound,
-    Op,
     Put,
     campaign,
 )
+from spofless.pg._agent_model import LONG_ACTIONS, AgentSettings, state_of
+
+__all__ = ["Agent", "AgentSettings"]
 from spofless.pg._errors import PgCommandError
 from spofless.pg._handover import hand_over
 from spofless.pg._keys import parse_cluster
+from spofless.pg._leader import LeaderDuties
 from spofless.pg.api import ApiServer, ApiSnapshot, MemberStatus
 from spofless.pg.decide import decide
-from spofless.pg.server import PostgresServer, ServerSettings, Upstream, slot_name
-from spofless.pg.sync import NO_STANDBY, StandbyRow, plan_sync, standby_names
+from spofless.pg.rejoin import possibly_lost
+from spofless.pg.server import PostgresServer, Upstream
 from spofless.pg.view import (
     Action,
     ClusterState,
     Decision,
     Lease,
     LocalState,
-    Policy,
+    LostRange,
     Role,
     View,
 )
-from spofless.pg.witness import WITNESS_NAME, FenceWitness, witness_standby_names
 
 logger = logging.getLogger(__name__)
 
@@ -65,39 +64,6 @@ logger = logging.getLogger(__name__)
 _ROLE_CHANGES = frozenset(
     {Action.BOOTSTRAP, Action.START_PRIMARY, Action.PROMOTE, Action.DEMOTE, Action.SWITCHOVER}
 )
-
-
-class AgentSettings(BaseModel):
-    """One agent: its member, its cluster's prefix, its API, the failover policy, timings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    prefix: str  # e.g. /spofless/<topology>/<component>
-    server: ServerSettings
-    api_host: str = "127.0.0.1"
-    api_port: Annotated[int, Field(ge=0, le=65535)] = 0
-    synchronous: bool = False
-    strict: bool = False
-    maximum_lag_on_failover: Annotated[int, Field(ge=0)] = 1024 * 1024
-    allow_reclone: bool = False
-    loop_wait: Annotated[float, Field(gt=0)] = 0.5
-    # Commits wait for a witness in this agent that acknowledges only while the lease is
-    # valid (spofless.pg.witness): a primary frozen past the ttl cannot acknowledge a
-    # commit when it wakes. Off only to measure what it costs.
-    fence_witness: bool = True
-    dcs: DCSSettings = DCSSettings(ttl=3, renew_interval=0.5, retry_timeout=0.5)
-
-    @property
-    def name(self) -> str:
-        return self.server.name
-
-    def policy(self) -> Policy:
-        return Policy(
-            synchronous=self.synchronous,
-            strict=self.strict,
-            maximum_lag_on_failover=self.maximum_lag_on_failover,
-            allow_reclone=self.allow_reclone,
-        )
 
 
 class Agent:
@@ -118,13 +84,23 @@ class Agent:
         self._replica_start_failures = 0
         self._system_id: str | None = None  # of the local data directory, read once
         self._not_streaming_since: float | None = None
+        self._unanswered_since: float | None = None  # PostgreSQL runs but does not answer
         self._view: View | None = None
         self._local_status: MemberStatus = MemberStatus(self.name)
         self._cluster_members: tuple[MemberStatus, ...] = ()
         self.last_decision: Decision | None = None
-        self._witness: FenceWitness | None = None
-        self._degraded = False  # synchronous mode fell back to asynchronous (leader only)
-        self._witness_task: asyncio.Task[None] | None = None
+        self.duties = LeaderDuties(
+            self.name,
+            self.server,
+            store,
+            self.p,
+            self._may_acknowledge,
+            synchronous=settings.synchronous,
+            fence_witness=settings.fence_witness,
+        )
+        # The long action running as one task (clone, rewind, ...), and which it is.
+        self._busy: asyncio.Task[None] | None = None
+        self._busy_action: Action | None = None
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -137,28 +113,65 @@ class Agent:
                 # leader key changed) starts the next loop at once.
                 self._wake.clear()
                 view = await self._observe()
-                decision = decide(view)
-                self.last_decision = decision
-                logger.info("%s: %s", self.name, decision.reason)
-                try:
-                    await self._act(view, decision)
-                except (PgCommandError, DCSError) as exc:
-                    logger.warning("%s: %s failed: %s", self.name, decision.action, exc)
+                if self._busy is not None and not self._busy.done():
+                    # A long action runs as one task: keep observing and publishing
+                    # (the member's key lives on a short lease), decide nothing else.
+                    await self._publish(view, busy=self._busy_action)
                 else:
-                    if decision.action in _ROLE_CHANGES:
-                        # Observe the new role at once: the API (and load balancers
-                        # routing by it) should not lag a loop behind a promotion.
-                        self._wake.set()
-                await self._publish(view)
+                    await self._finish_busy()
+                    await self._loop_once(view)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.loop_wait)
         finally:
             watcher.cancel()
-            self._stop_witness()
+            if self._busy is not None:
+                self._busy.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._busy
+            self.duties.stop_witness()
             await self.api.close()
             # Writes stop before the lease is freed: never two writable primaries.
             await self.server.stop("fast")
             await self._release()
+
+    async def _loop_once(self, view: View) -> None:
+        decision = decide(view)
+        self.last_decision = decision
+        logger.info("%s: %s", self.name, decision.reason)
+        if decision.action in LONG_ACTIONS:
+            self._busy_action = decision.action
+            self._busy = asyncio.create_task(
+                self._act_then_wake(view, decision), name=f"{self.name} {decision.action}"
+            )
+            await self._publish(view, busy=decision.action)  # say so before it starts
+            return
+        try:
+            await self._act(view, decision)
+        except (PgCommandError, DCSError) as exc:
+            logger.warning("%s: %s failed: %s", self.name, decision.action, exc)
+        else:
+            if decision.action in _ROLE_CHANGES:
+                # Observe the new role at once: the API (and load balancers routing by
+                # it) should not lag a loop behind a promotion.
+                self._wake.set()
+        await self._publish(view)
+
+    async def _act_then_wake(self, view: View, decision: Decision) -> None:
+        try:
+            await self._act(view, decision)
+        finally:
+            self._wake.set()  # decide again at once: what follows a clone or a rewind
+
+    async def _finish_busy(self) -> None:
+        """Collect a finished long action: log its failure, wake for what follows."""
+        task, self._busy = self._busy, None
+        if task is None:
+            return
+        try:
+            await task
+        except (PgCommandError, DCSError) as exc:
+            logger.warning("%s: %s failed: %s", self.name, self._busy_action, exc)
+        self._busy_action = None
 
     async def _watch_leader(self) -> None:
         """Wake the loop at once when the leader key changes (a failover starts there)."""
@@ -174,7 +187,12 @@ class Agent:
 
     async def _observe(self) -> View:
         loop = asyncio.get_running_loop()
-        local = await self._observe_local(loop.time())
+        if self._busy is not None and not self._busy.done() and self._view is not None:
+            # A long action is changing the data directory: what is on disk now is
+            # half made (initdb, a clone, a rewind); keep the last local state.
+            local = self._view.local
+        else:
+            local = await self._observe_local(loop.time())
         cluster: ClusterState | None
         try:
             cluster = await self._read_cluster()
@@ -200,18 +218,49 @@ class Agent:
             with contextlib.suppress(PgCommandError):
                 self._system_id = (await srv.controldata()).system_identifier
         if not srv.running:
+            disk = None
+            with contextlib.suppress(PgCommandError):
+                disk = await srv.disk()
+            was_primary = False
+            with contextlib.suppress(PgCommandError):
+                was_primary = await srv.was_primary()
             return LocalState(
                 has_data=True,
-                was_primary=await srv.was_primary(),
+                was_primary=was_primary,
                 rewind_failed=self._rewind_failed,
                 start_failures=self._start_failures,
                 replica_start_failures=self._replica_start_failures,
                 system_id=self._system_id,
+                disk=disk,
+                rewinding=srv.rewinding,
+                reclone_blocked=(
+                    srv.reclone_blocked(self.settings.keep_old_data)
+                    if self._rewind_failed
+                    else None
+                ),
             )
         try:
             st = await srv.status()
-        except PgCommandError:
-            return LocalState(has_data=True, running=True, rewind_failed=self._rewind_failed)
+        except PgCommandError as exc:
+            if self._unanswered_since is None:
+                self._unanswered_since = now
+                logger.warning("%s: PostgreSQL does not answer: %s", self.name, exc)
+            return LocalState(
+                has_data=True,
+                running=True,
+                rewind_failed=self._rewind_failed,
+                unanswered_for=now - self._unanswered_since,
+            )
+        self._unanswered_since = None
+        timeline, replay_timeline = st.timeline, None
+        if st.role is Role.REPLICA:
+            # What PostgreSQL reports lags behind a timeline switch: read the timeline
+            # from the WAL files the replica replays (spofless.pg.server.timeline_at).
+            replay_timeline = await asyncio.to_thread(
+                srv.timeline_at, st.replayed_lsn, st.segment_size
+            )
+            received = await asyncio.to_thread(srv.timeline_at, st.wal_position, st.segment_size)
+            timeline = received or replay_timeline or timeline
         streaming = st.receiver_status == "streaming"
         if streaming or st.role is Role.PRIMARY:
             self._not_streaming_since = None
@@ -221,7 +270,7 @@ class Agent:
             has_data=True,
             running=True,
             role=st.role,
-            timeline=st.timeline,
+            timeline=timeline,
             wal_position=st.wal_position,
             following=srv.upstream.name if srv.upstream else None,
             streaming=streaming,
@@ -229,6 +278,8 @@ class Agent:
             rewind_failed=self._rewind_failed,
             start_failures=self._start_failures,
             system_id=self._system_id,
+            recovery_timeline=replay_timeline or st.recovery_timeline,
+            recovery_position=st.replayed_lsn if replay_timeline else st.recovery_lsn,
         )
 
     async def _read_cluster(self) -> ClusterState:
@@ -265,19 +316,22 @@ class Agent:
         elif a is Action.START_REPLICA:
             await self._start_replica(self._upstream(view, d.target))
         elif a is Action.PROMOTE:
+            self.duties.promoted(view.local.wal_position, self._lost_by_promotion(view))
             # Commits must not be acknowledged unfenced between the promotion and the
             # first leader duties: they wait for the fence (witness or sync replica).
-            await srv.set_synchronous_standby_names(self._promotion_fence())
+            await srv.set_synchronous_standby_names(self.duties.promotion_fence())
             await srv.promote()
-            await self._leader_duties(view)
+            await self.duties.run(view, self._fence(), self._system_id)
         elif a is Action.DEMOTE:
-            self._stop_witness()
+            self.duties.stop_witness()
             await srv.stop("immediate")
             await self._release()
         elif a is Action.RENEW:
-            await self._leader_duties(view)
+            await self.duties.run(view, self._fence(), self._system_id)
         elif a is Action.FOLLOW:
             await srv.follow(self._upstream(view, d.target))
+        elif a is Action.RECOVER:
+            await srv.crash_recover()
         elif a in (Action.REWIND, Action.RECLONE):
             await srv.stop("fast")
             up = self._need(view, d.target)
@@ -291,7 +345,7 @@ class Agent:
                     self._rewind_failed = True
                     raise
             else:
-                await srv.remove_data_and_clone(up, allow_removal=self.settings.allow_reclone)
+                await srv.keep_aside_and_clone(up, self.settings.keep_old_data)
                 self._system_id = None
             self._replica_start_failures = 0
             try:
@@ -300,10 +354,12 @@ class Agent:
                 self._rewind_failed = True  # the rejoined directory cannot start as it is
                 raise
             self._rewind_failed = False
+            if view.cluster is not None and self.name in view.cluster.discard:
+                await self.store.delete(f"{self.p}/discard/{self.name}")
         elif a is Action.RELEASE:
             await self._release()
         elif a is Action.SWITCHOVER:
-            self._stop_witness()
+            self.duties.stop_witness()
             key = f"{self.p}/switchover"
             if await hand_over(srv, self.store, self._fence(), key, self._need(view, d.target)):
                 await self._release()
@@ -321,6 +377,7 @@ class Agent:
         try:
             await srv.initdb()
             await srv.start(standby=False)
+            await srv.create_roles()
             system_id = (await srv.controldata()).system_identifier or ""
         except BaseException:
             with contextlib.suppress(DCSError):
@@ -358,11 +415,11 @@ class Agent:
         if self.server.running and self._local_status.role is Role.PRIMARY:
             logger.warning("%s: lease lost (%s): stopping PostgreSQL now", self.name, reason)
             self.server.signal_stop("immediate")
-        self._stop_witness()
+        self.duties.stop_witness()
         self._wake.set()
 
     async def _release(self) -> None:
-        self._stop_witness()
+        self.duties.stop_witness()
         if self.leadership is not None:
             lead, self.leadership = self.leadership, None
             await lead.resign()
@@ -371,82 +428,35 @@ class Agent:
         assert self.leadership is not None
         return self.leadership.fence()
 
-    async def _leader_duties(self, view: View) -> None:
-        """Slots for every other member, the optime, synchronous standbys (fenced writes)."""
-        c, srv = view.cluster, self.server
-        if c is None or self.leadership is None:
-            return
-        fenced = self._fence_ready()  # first: commits after a promotion wait for it
-        others = [m for m in c.members if m != self.name]
-        await srv.create_slots([slot_name(m) for m in others])
-        st = await srv.status()
-        rows = [
-            StandbyRow(r.name, r.state, r.sync_state, r.flush_lsn)
-            for r in st.replication
-            if r.name != WITNESS_NAME
-        ]
-        plan = plan_sync(self.name, view.policy, c.sync, rows, st.wal_position)
-        ops: list[Op] = [Put(f"{self.p}/optime", str(st.wal_position or 0))]
-        if plan.record is not None:
-            r = plan.record
-            record = {
-                "leader": r.leader,
-                "members": sorted(r.members),
-                "pending": r.pending,
-                "pending_lsn": r.pending_lsn,
-            }
-            ops.append(Put(f"{self.p}/sync", json.dumps(record)))
-        if c.system_id is None and self._system_id:  # a bootstrap cut short by a lease loss
-            ops.append(Put(f"{self.p}/initialize", self._system_id))
-        if c.switchover is not None and c.switchover.leader != self.name:
-            ops.append(Delete(f"{self.p}/switchover"))  # done: I lead now
-        res = await self.store.txn([self._fence()], ops)
-        if not res.succeeded:
-            raise PgCommandError(f"{self.name}: leader key no longer mine; not writing")
-        names = plan.standby_names
-        if not names and (fenced or self._fence_ready()):
-            # No synchronous replica fences this primary: the witness does.
-            names = witness_standby_names()
-        await srv.set_synchronous_standby_names(names)
-        self._degraded = plan.degraded
-        if plan.degraded:
-            logger.warning("%s: %s", self.name, plan.reason)
-
-    def _fence_ready(self) -> bool:
-        """Start the witness if needed; whether it streams (only then may commits wait on it)."""
-        if not self.settings.fence_witness:
-            return False
-        if self._witness_task is None or self._witness_task.done():
-            s = self.settings.server
-            self._witness = FenceWitness(self.name, s.host, s.port, self._may_acknowledge)
-            self._witness_task = asyncio.create_task(
-                self._witness.run(), name=f"fence witness {self.name}"
+    def _lost_by_promotion(self, view: View) -> list[LostRange]:
+        """What of the previous degraded term this member lacks, said loudly."""
+        c, local = view.cluster, view.local
+        if c is None or not view.policy.synchronous or local.timeline is None:
+            return []
+        lost = possibly_lost(
+            c.degraded, local.timeline, local.wal_position or 0, c.leader_wal_position
+        )
+        for r in lost:
+            logger.warning(
+                "%s: promoted after a degraded term: commits acknowledged in %s may be lost "
+                "(no member holds them)",
+                self.name,
+                r,
             )
-        assert self._witness is not None
-        # Once it has streamed, it stays named even while it reconnects: commits wait.
-        named = self.server.synchronous_standby_names == witness_standby_names()
-        return named or self._witness.streaming.is_set()
-
-    def _promotion_fence(self) -> str:
-        if self.settings.fence_witness:
-            return witness_standby_names()
-        return standby_names(NO_STANDBY) if self.settings.synchronous else ""
+        return lost
 
     def _may_acknowledge(self) -> bool:
         lead = self.leadership
         return lead is not None and lead.is_leader
 
-    def _stop_witness(self) -> None:
-        if self._witness_task is not None:
-            self._witness_task.cancel()
-            self._witness_task = None
-
-    async def _publish(self, view: View) -> None:
+    async def _publish(self, view: View, busy: Action | None = None) -> None:
         """Put this member's status on its own lease (it vanishes when the agent dies)."""
         local, s = view.local, self.settings.server
         lag = None
         if view.cluster and view.cluster.leader_wal_position and local.wal_position:
             lag = max(0, view.cluster.leader_wal_position - local.wal_position)
+        d = self.last_decision
+        state, reason = state_of(local, d, busy)
         self._local_status = MemberStatus(
             name=self.name,
             running=local.running,
@@ -456,11 +466,17 @@ class Agent:
             wal_position=local.wal_position,
             lag=0 if local.role is Role.PRIMARY else lag,
             streaming=local.streaming,
-            state="running" if local.running else "stopped",
+            state=state,
             api_url=f"http://{self.settings.api_host}:{self.api.port}",
             dsn=f"host={s.host} port={s.port} user=postgres dbname=postgres",
             host=s.host,
             port=s.port,
+            reason=reason,
+            not_streaming_for=(
+                round(local.not_streaming_for, 1)
+                if local.running and local.role is Role.REPLICA and not local.streaming
+                else None
+            ),
         )
         try:
             if not self._member_lease:
@@ -493,5 +509,6 @@ class Agent:
             leader=c.leader.name if c and c.leader else None,
             paused=c.paused if c else False,
             synchronous=c.sync.members if c else frozenset(),
-            degraded=self._degraded and self._may_acknowledge(),
+            degraded=self.duties.degraded and self._may_acknowledge(),
+            possibly_lost=tuple(str(r) for r in c.lost) if c else (),
         )

@@ -3,12 +3,15 @@
     GET /primary            200 only on the writable leader (primary holding the lease)
     GET /replica[?lag=N]    200 on a streaming replica, lagging at most N bytes (N may be
                             written 10MB, 512kB, ...)
-    GET /health             200 when PostgreSQL runs, whatever its role
+    GET /health             200 when the member does its job: the primary holding the
+                            lease, or a replica streaming from the leader (a replica
+                            that runs but does not stream is not healthy)
     GET /cluster            200, JSON of every member: role, state, timeline, lag
     GET /status             200, JSON of this member (peers poll it during an election)
     GET /metrics            200, Prometheus text: role, lease, timeline, WAL, lag, and
                             spofless_pg_synchronous_degraded (1 while synchronous mode has
-                            fallen back to asynchronous: alert on it)
+                            fallen back to asynchronous: alert on it), spofless_pg_healthy,
+                            spofless_pg_not_streaming_seconds, spofless_pg_failed
 
 HEAD works on all of them. A check endpoint's body is this member's JSON either
 way, so a human sees why. `route` is a pure function of the request and the
@@ -61,6 +64,18 @@ class MemberStatus:
     dsn: str | None = None
     host: str | None = None  # where its PostgreSQL listens: to clone, follow, rewind from
     port: int | None = None
+    # Why it is not doing its job (not streaming, failed, rejoining), or None.
+    reason: str | None = None
+    not_streaming_for: float | None = None  # seconds a running replica has not streamed
+
+    @property
+    def healthy(self) -> bool:
+        """Doing its job: the writable leader, or a replica streaming from it."""
+        if not self.running or self.state == "failed":
+            return False
+        if self.role is Role.PRIMARY:
+            return self.leader
+        return self.role is Role.REPLICA and self.streaming
 
     def to_json(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Role) else v) for k, v in asdict(self).items()}
@@ -77,6 +92,8 @@ class ApiSnapshot:
     synchronous: frozenset[str] = field(default_factory=frozenset)
     # Synchronous mode is on but no replica is synchronous: commits are not waiting for one.
     degraded: bool = False
+    # WAL of degraded terms that the members promoted after them did not hold.
+    possibly_lost: tuple[str, ...] = ()
 
     def cluster_json(self) -> dict[str, Any]:
         return {
@@ -84,6 +101,7 @@ class ApiSnapshot:
             "paused": self.paused,
             "degraded": self.degraded,
             "synchronous": sorted(self.synchronous),
+            "possibly_lost": list(self.possibly_lost),
             "members": [m.to_json() for m in self.members],
         }
 
@@ -125,7 +143,7 @@ def route(method: str, target: str, snap: ApiSnapshot) -> Response:
             ok = me.lag is not None and me.lag <= limit
         return Response(200 if ok else 503, body)
     if url.path == "/health":
-        return Response(200 if me.running else 503, body)
+        return Response(200 if me.healthy else 503, body)
     if url.path == "/cluster":
         return Response(200, snap.cluster_json())
     if url.path in ("/status", "/"):
@@ -145,6 +163,14 @@ def metrics_text(snap: ApiSnapshot) -> str:
         ("spofless_pg_timeline", "current timeline", me.timeline),
         ("spofless_pg_wal_position_bytes", "WAL position", me.wal_position),
         ("spofless_pg_replication_lag_bytes", "bytes behind the leader", me.lag),
+        ("spofless_pg_streaming", "a replica streaming from the leader", int(me.streaming)),
+        (
+            "spofless_pg_not_streaming_seconds",
+            "a running replica not streaming",
+            me.not_streaming_for,
+        ),
+        ("spofless_pg_healthy", "doing its job (leader, or streaming replica)", int(me.healthy)),
+        ("spofless_pg_failed", "stuck: cannot rejoin by itself", int(me.state == "failed")),
         ("spofless_pg_synchronous_degraded", "synchronous mode fell back to async", snap.degraded),
         ("spofless_pg_failover_paused", "automatic failover paused", int(snap.paused)),
     ]

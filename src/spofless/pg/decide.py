@@ -5,41 +5,28 @@ The rules, in order of precedence:
 1. Fail closed. A running primary that does not hold the leader lease demotes
    at once (immediate stop). The election reports the lease lost before it can
    expire in etcd, so the old primary stops accepting writes before any other
-   member can win the lease. A data directory that was a primary rejoins a new
-   leader only through pg_rewind (or a fresh clone when allowed), never by
-   starting as it is.
+   member can win the lease. A data directory whose WAL left the leader's
+   timeline history rejoins only through pg_rewind (or a fresh clone), never by
+   starting as it is; a crashed primary's is first brought to a clean shutdown
+   to learn where its WAL ends (spofless.pg.rejoin). Divergent WAL that may hold
+   commits acknowledged while synchronous mode was degraded is never discarded
+   without an operator.
 2. One leader. Only the lease holder is (or becomes) the writable primary;
    every write to the leader key is a compare-and-swap on the fencing token
    (done by the agent, not here).
 3. Failover picks the best replica. With no leader, a running replica races for
    the lease only when no reachable eligible member has a more recent WAL
    position; it is ineligible when it lags the last published leader position
-   by more than `maximum_lag_on_failover` bytes or, in synchronous mode, when it
-   is not known to be synchronous.
+   by more than `maximum_lag_on_failover` bytes, when it is on an older timeline
+   than the last leader's, or, in synchronous mode, when it is not known to be
+   synchronous.
 4. Paused: no automatic failover; members keep what they are.
 """
 
 from __future__ import annotations
 
-from spofless.pg.view import Action, ClusterState, Decision, Role, View
-
-
-def format_lsn(pos: int | None) -> str:
-    """A WAL byte position as PostgreSQL writes it (`0/3000148`); `?` when unknown."""
-    if pos is None:
-        return "?"
-    return f"{pos >> 32:X}/{pos & 0xFFFFFFFF:X}"
-
-
-def parse_lsn(text: str) -> int:
-    """PostgreSQL's `X/Y` LSN as a byte position."""
-    hi, _, lo = text.partition("/")
-    return (int(hi, 16) << 32) | int(lo, 16)
-
-
-def optional_lsn(text: str | None) -> int | None:
-    """`parse_lsn` of a value that may be missing (NULL, empty, or not an LSN)."""
-    return parse_lsn(text) if text and "/" in text else None
+from spofless.pg.rejoin import Divergence, disk_divergence, divergence, unsafe_ranges
+from spofless.pg.view import Action, ClusterState, Decision, Role, View, format_lsn
 
 
 def decide(view: View) -> Decision:
@@ -56,8 +43,8 @@ def decide(view: View) -> Decision:
     return _as_follower(view, view.cluster)
 
 
-def _d(action: Action, reason: str, target: str | None = None) -> Decision:
-    return Decision(action, reason, target)
+def _d(action: Action, reason: str, target: str | None = None, *, failed: bool = False) -> Decision:
+    return Decision(action, reason, target, failed)
 
 
 def _without_etcd(v: View) -> Decision:
@@ -140,6 +127,15 @@ def _as_leader(v: View, c: ClusterState) -> Decision:
             f"I hold the leader lease (token {token}) and PostgreSQL is stopped: "
             "starting it as primary",
         )
+    if local.role is None:
+        if local.unanswered_for >= v.policy.unanswered_bound:
+            # Fail closed, and let a member that can serve take over.
+            return _d(
+                Action.DEMOTE,
+                f"I hold the leader lease but PostgreSQL has not answered me for "
+                f"{local.unanswered_for:.1f}s: stopping it and giving the lease up",
+            )
+        return _d(Action.WAIT, "I hold the leader lease; PostgreSQL does not answer me yet")
     sw = c.switchover
     if local.role is Role.PRIMARY and sw is not None and sw.leader in (None, v.name):
         target, why_not = _switchover_target(v, c, sw.candidate)
@@ -176,21 +172,22 @@ def _as_follower(v: View, c: ClusterState) -> Decision:
     if leader is None:
         return _no_leader(v, c)
     if not local.running:
-        if local.was_primary:
-            return _rejoin(v, leader, "my data directory was a primary")
-        if local.replica_start_failures >= v.policy.max_start_failures:
-            return _rejoin(
-                v,
-                leader,
-                f"PostgreSQL failed to start as a replica {local.replica_start_failures} times",
-            )
-        return _d(Action.START_REPLICA, f"starting as a replica of leader {leader}", leader)
+        return _stopped_follower(v, c, leader)
     if local.following != leader:
         return _d(
             Action.FOLLOW,
             f"following the new leader {leader} (was {local.following or 'none'})",
             leader,
         )
+    history = c.history
+    if (
+        history is not None
+        and local.recovery_timeline is not None
+        and local.recovery_position is not None
+    ):
+        div = divergence(local.recovery_timeline, local.recovery_position, history)
+        if div is not None:
+            return _rejoin(v, c, leader, f"I cannot follow {leader}: {div}", div)
     leader_member = c.members.get(leader)
     if (
         not local.streaming
@@ -202,27 +199,97 @@ def _as_follower(v: View, c: ClusterState) -> Decision:
     ):
         return _rejoin(
             v,
+            c,
             leader,
             f"not streaming from {leader} for {local.not_streaming_for:.0f}s and on timeline "
             f"{local.timeline} < {leader_member.timeline}",
+            None,
         )
     if not local.streaming:
-        return _d(Action.NOTHING, f"replica of {leader}, not streaming yet")
+        return _d(
+            Action.NOTHING,
+            f"replica of {leader}, not streaming for {local.not_streaming_for:.0f}s",
+        )
     return _d(
         Action.NOTHING,
         f"replica streaming from {leader} at {format_lsn(local.wal_position)}",
     )
 
 
-def _rejoin(v: View, leader: str, why: str) -> Decision:
-    if not v.local.rewind_failed:
+def _stopped_follower(v: View, c: ClusterState, leader: str) -> Decision:
+    """A stopped data directory joins the leader: as it is when its WAL is all in the
+    leader's history, else after a rewind (see spofless.pg.rejoin)."""
+    local, disk = v.local, v.local.disk
+    if local.rewinding:
+        return _d(Action.REWIND, f"finishing an interrupted pg_rewind from {leader}", leader)
+    if disk is not None and disk.position is None:
+        return _d(
+            Action.RECOVER,
+            f"my data directory was a primary that stopped uncleanly ({disk.state}): crash "
+            "recovery in single-user mode, to learn where its WAL ends",
+        )
+    history = c.history
+    leader_member = c.members.get(leader)
+    if (
+        history is None
+        or leader_member is None
+        or leader_member.timeline is None
+        or history.timeline != leader_member.timeline
+    ):
+        return _d(Action.WAIT, f"waiting for leader {leader} to publish its timeline history")
+    div = disk_divergence(disk, history) if disk is not None else None
+    if div is not None:
+        return _rejoin(v, c, leader, str(div), div)
+    if local.replica_start_failures >= v.policy.max_start_failures:
+        return _rejoin(
+            v,
+            c,
+            leader,
+            f"PostgreSQL failed to start as a replica {local.replica_start_failures} times",
+            None,
+        )
+    return _d(Action.START_REPLICA, f"starting as a replica of leader {leader}", leader)
+
+
+def _rejoin(v: View, c: ClusterState, leader: str, why: str, div: Divergence | None) -> Decision:
+    """Rewind (or re-clone) onto the leader, unless that would discard commits that a
+    client may have seen acknowledged (synchronous mode only guarantees that for WAL
+    written while it was not degraded)."""
+    policy, local = v.policy, v.local
+    unsafe = unsafe_ranges(div, c.degraded) if div is not None and policy.synchronous else []
+    if unsafe and v.name not in c.discard:
+        ranges = ", ".join(
+            f"{format_lsn(max(r.start, div.switchpoint or 0))}-"
+            f"{format_lsn(min(r.end, div.position) if r.end is not None else div.position)}"
+            f" on timeline {r.timeline}"
+            for r in unsafe
+            if div is not None
+        )
+        return _d(
+            Action.WAIT,
+            f"{why}; that WAL ({ranges}) was written while synchronous mode was degraded and "
+            "may hold acknowledged commits no other member has: kept out. Save them, then "
+            f"`spofless pg rejoin FILE --member {v.name} --discard`",
+            failed=True,
+        )
+    if not local.rewind_failed:
         return _d(Action.REWIND, f"{why}: rewinding it to follow {leader}", leader)
-    if v.policy.allow_reclone:
-        return _d(Action.RECLONE, f"{why} and pg_rewind failed: recloning from {leader}", leader)
+    # In synchronous mode the divergent WAL holds no acknowledged commit (checked
+    # above): re-cloning loses nothing a client saw. Asynchronous: only when allowed.
+    safe = policy.synchronous and div is not None
+    if policy.allow_reclone or safe or v.name in c.discard:
+        if local.reclone_blocked:
+            return _d(
+                Action.WAIT,
+                f"{why} and pg_rewind failed; cannot re-clone: {local.reclone_blocked}",
+                failed=True,
+            )
+        return _d(Action.RECLONE, f"{why} and pg_rewind failed: re-cloning from {leader}", leader)
     return _d(
         Action.WAIT,
-        f"{why} and pg_rewind failed; removing the data directory needs allow_reclone: "
-        "staying stopped",
+        f"{why} and pg_rewind failed; re-cloning (which keeps the old data directory aside) "
+        f"needs allow_reclone or `spofless pg rejoin FILE --member {v.name} --discard`",
+        failed=True,
     )
 
 
@@ -266,6 +333,14 @@ def _no_leader(v: View, c: ClusterState) -> Decision:
 def _ineligible(v: View, c: ClusterState, name: str, pos: int | None) -> str | None:
     """Why `name` may not be promoted, or None when it may."""
     policy = v.policy
+    tl = v.local.timeline if name == v.name else _member_timeline(c, name)
+    if c.history is not None and (tl is None or tl < c.history.timeline):
+        # WAL of an older timeline is not "more recent" whatever its position: the
+        # newest timeline holds every commit its leader acknowledged.
+        return (
+            f"{name} is on timeline {tl if tl is not None else '?'}, behind the cluster's "
+            f"timeline {c.history.timeline}"
+        )
     if policy.synchronous:
         sync = c.sync.members
         if sync and name not in sync:
@@ -284,6 +359,11 @@ def _ineligible(v: View, c: ClusterState, name: str, pos: int | None) -> str | N
                 f"maximum_lag_on_failover ({policy.maximum_lag_on_failover})"
             )
     return None
+
+
+def _member_timeline(c: ClusterState, name: str) -> int | None:
+    m = c.members.get(name)
+    return m.timeline if m is not None else None
 
 
 def _better_candidate(v: View, c: ClusterState) -> str | None:

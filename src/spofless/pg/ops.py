@@ -5,6 +5,9 @@
     spofless pg switchover FILE [--to NODE]   planned: the leader stops writes, lets
                                  the candidate receive everything, hands the lease over
     spofless pg failover FILE --to NODE       manual: NODE takes over whoever leads
+    spofless pg rejoin FILE --member NODE --discard   let NODE discard divergent WAL that
+                                 may hold commits acknowledged while synchronous mode was
+                                 degraded (P/discard/NODE), once they are saved or given up
 
 Each command returns once the agents have done it, or raises PgOpError after a
 bound (a switchover that did not happen is withdrawn, so it cannot fire later).
@@ -102,5 +105,23 @@ async def switchover(
             await asyncio.sleep(0.1)
         await store.txn([], [Delete(key)])
         raise PgOpError(f"no new leader within {bound:g}s; the request was withdrawn")
+    finally:
+        await store.close()
+
+
+def member_of(t: Target, name: str) -> str:
+    """A member as `status` shows it (`db/1`) or as etcd names it (`db-1`)."""
+    wanted = name.replace("/", "-")
+    if wanted not in t.members:
+        raise PgOpError(f"no member {name!r} (members: {', '.join(t.members)})")
+    return wanted
+
+
+async def allow_discard(t: Target, member: str) -> None:
+    """Let `member` discard its divergent WAL; its agent rejoins on its next loop and
+    removes the permission once it has."""
+    store = EtcdStore(t.endpoints)
+    try:
+        await store.put(f"{t.prefix}/discard/{member}", "")
     finally:
         await store.close()

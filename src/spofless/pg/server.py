@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import pwd
 import shutil
 import signal
 from collections.abc import Sequence
@@ -23,13 +24,28 @@ from pathlib import Path
 from typing import Any, Literal
 
 import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from spofless.pg._binaries import PgBinaries, find_binaries
+from spofless.pg._config import (
+    CA_CERT,
+    SERVER_CERT,
+    SERVER_KEY,
+    hba_text,
+    ident_text,
+    managed_conf,
+    passfile_text,
+)
 from spofless.pg._datadir import (
+    CLEAN_STATES,
     PRIMARY_STATES,
     ControlData,
     data_version,
+    disk_position,
     parse_controldata,
+    read_history,
+    timeline_at,
     write_managed_files,
 )
 from spofless.pg._errors import PgCommandError, PgSetupError
@@ -40,16 +56,28 @@ from spofless.pg._osuser import (
     traversable_by,
     user_kwargs,
 )
+from spofless.pg._repair import (
+    clone_dir,
+    forget_rewind,
+    keep_aside,
+    reclone_blocked,
+    restore_wal,
+    rewind_dir,
+    save_wal,
+)
 from spofless.pg._server_model import (
+    REPLICATION_USER,
+    REWIND_USER,
     SUPERUSER,
+    PgAuth,
     PgStatus,
     ReplicationRow,
     ServerSettings,
     Upstream,
     slot_name,
 )
-from spofless.pg.decide import optional_lsn
-from spofless.pg.view import Role
+from spofless.pg._status_query import read_status
+from spofless.pg.view import DiskPosition, TimelineHistory, format_lsn
 
 logger = logging.getLogger(__name__)
 
@@ -117,30 +145,86 @@ class PostgresServer:
     async def initdb(self) -> None:
         """Create a new cluster in the (absent or empty) data directory."""
         self._prepare_empty_dir()
-        await self._tool(
-            "initdb",
-            "-D",
-            str(self.data_dir),
-            "-U",
-            SUPERUSER,
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        )
+        auth = self.settings.auth
+        how = ["--auth=trust"]
+        pwfile = self.data_dir.with_name(self.data_dir.name + ".initdb-pw")
+        if auth is not None:
+            # The superuser's password from the start; local connections by peer only.
+            self._write_private(pwfile, auth.superuser_password.get_secret_value() + "\n")
+            how = ["--auth-local=peer", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
+        try:
+            await self._tool(
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                *how,
+                "-E",
+                "UTF8",
+                "--locale=C",
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
         logger.info("%s: initdb done in %s", self.name, self.data_dir)
 
+    async def create_roles(self) -> None:
+        """The replication and pg_rewind users, with their passwords (on the new primary;
+        they reach the replicas with the WAL). pg_rewind's user may read files only."""
+        auth = self.settings.auth
+        if auth is None:
+            return
+        for user, secret, attrs in (
+            (REPLICATION_USER, auth.replication_password, "LOGIN REPLICATION"),
+            (REWIND_USER, auth.rewind_password, "LOGIN"),
+        ):
+            exists = await self.query("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,))
+            verb = "ALTER" if exists else "CREATE"
+            stmt = sql.SQL("{} ROLE {} WITH {} PASSWORD {}").format(
+                sql.SQL(verb),
+                sql.Identifier(user),
+                sql.SQL(attrs),
+                sql.Literal(secret.get_secret_value()),
+            )
+            await self.query(stmt.as_string())
+        for fn in (
+            "pg_ls_dir(text, boolean, boolean)",
+            "pg_stat_file(text, boolean)",
+            "pg_read_binary_file(text)",
+            "pg_read_binary_file(text, bigint, bigint, boolean)",
+        ):
+            await self.query(f"GRANT EXECUTE ON FUNCTION pg_catalog.{fn} TO {REWIND_USER}")
+
+    def _write_private(self, path: Path, text: str) -> None:
+        """A file only PostgreSQL's OS user can read (0600)."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        if self._user:
+            os.chown(path, self._user.pw_uid, self._user.pw_gid)
+
     async def clone(self, source: Upstream) -> None:
-        """pg_basebackup from `source` through this member's replication slot."""
+        """pg_basebackup from `source` through this member's replication slot.
+
+        The copy is made in `<data>.clone` and renamed into place once complete: a
+        clone killed halfway never leaves a data directory that looks whole.
+        """
         self._prepare_empty_dir()
+        tmp = clone_dir(self.data_dir)
+        if tmp.exists():
+            logger.warning("%s: removing %s, left by an interrupted clone", self.name, tmp)
+            await asyncio.to_thread(shutil.rmtree, tmp)
+        self._make_owned_dir(tmp)
+        if self.settings.auth is not None:
+            self._write_passfile(self.settings.auth)
         slot = slot_name(self.name)
         await self.create_slots([slot], on=source)
         await self._tool(
             "pg_basebackup",
             "-D",
-            str(self.data_dir),
+            str(tmp),
             "-d",
-            source.conninfo(self.name),
+            self._conninfo(source, REPLICATION_USER),
             "-X",
             "stream",
             "-S",
@@ -150,49 +234,132 @@ class PostgresServer:
             "--no-password",
         )
         # A fresh copy says "in production": mark it a standby so it never starts as a primary.
-        write_managed_files(self.data_dir, self._conf(source), standby=True)
+        self._write_managed(tmp, source, standby=True)
+        self.data_dir.rmdir()  # empty (checked above); the copy takes its place
+        tmp.rename(self.data_dir)
         logger.info("%s: cloned from %s", self.name, source.name)
 
-    async def rewind(self, source: Upstream) -> None:
-        """pg_rewind the stopped data directory onto `source`'s timeline.
+    async def disk(self) -> DiskPosition:
+        """How far the stopped data directory's WAL goes (spofless.pg.rejoin)."""
+        cd = await self.controldata()
+        return disk_position(cd, (self.data_dir / "backup_label").exists())
 
-        PostgreSQL 13+ runs crash recovery first when the target was not shut down cleanly.
-        """
+    @property
+    def rewinding(self) -> bool:
+        """A pg_rewind of this data directory was started and has not finished."""
+        return rewind_dir(self.data_dir).exists()
+
+    async def crash_recover(self) -> None:
+        """Bring a crashed data directory to a clean shutdown: crash recovery in
+        single-user mode, with the recovery signal files removed (single-user mode
+        refuses standby mode; spofless writes standby.signal again before a start).
+        Its shutdown checkpoint then marks where its WAL ends."""
+        if self.running:
+            raise PgCommandError(f"{self.name}: cannot run crash recovery on a running server")
+        for f in ("standby.signal", "recovery.signal"):
+            (self.data_dir / f).unlink(missing_ok=True)
+        await self._tool(
+            "postgres",
+            "--single",
+            "-D",
+            str(self.data_dir),
+            "-c",
+            "archive_mode=off",  # never archive what may be divergent WAL
+            "postgres",
+            limit=self.settings.start_timeout,
+        )
+        cd = await self.controldata()
+        logger.info(
+            "%s: crash recovery done: %s, WAL ends at %s on timeline %s",
+            self.name,
+            cd.state,
+            format_lsn(cd.checkpoint_lsn),
+            cd.timeline,
+        )
+
+    async def rewind(self, source: Upstream) -> None:
+        """pg_rewind the stopped data directory onto `source`'s timeline; safe to call
+        again after it was interrupted (see spofless.pg._repair)."""
         if self.running:
             raise PgCommandError(f"{self.name}: cannot rewind a running server")
+        st = self.data_dir.stat()
+        if self.rewinding:
+            cd = await self.controldata()
+            if cd.state == "in archive recovery" and (self.data_dir / "backup_label").exists():
+                logger.info("%s: the interrupted pg_rewind had finished", self.name)
+                self._finish_rewind(source)
+                return
+            n = await asyncio.to_thread(restore_wal, self.data_dir, (st.st_uid, st.st_gid))
+            logger.warning(
+                "%s: an interrupted pg_rewind: %d saved WAL files put back, running it again",
+                self.name,
+                n,
+            )
+        else:
+            if (await self.controldata()).state not in CLEAN_STATES:
+                await self.crash_recover()
+            cd = await self.controldata()
+            end = max(p for p in (cd.checkpoint_lsn, cd.min_recovery_lsn, 0) if p is not None)
+            saved = await asyncio.to_thread(save_wal, self.data_dir, end, cd.segment_size)
+            logger.info("%s: saved %d MiB of WAL before pg_rewind", self.name, saved >> 20)
+        if self.settings.auth is not None:
+            self._write_passfile(self.settings.auth)
         await self._tool(
             "pg_rewind",
             "-D",
             str(self.data_dir),
-            f"--source-server={source.conninfo(self.name, dbname='postgres')}",
+            f"--source-server={self._conninfo(source, REWIND_USER, dbname='postgres')}",
         )
+        self._finish_rewind(source)
+
+    def _finish_rewind(self, source: Upstream) -> None:
         # pg_rewind copied the source's files: make sure this never starts as a primary.
-        write_managed_files(self.data_dir, self._conf(source), standby=True)
+        self._write_managed(self.data_dir, source, standby=True)
+        forget_rewind(self.data_dir)
         logger.info("%s: rewound onto %s", self.name, source.name)
 
-    async def remove_data_and_clone(self, source: Upstream, *, allow_removal: bool) -> None:
-        """Remove the data directory and clone afresh; only with the explicit permission."""
-        if not allow_removal:
-            raise PgSetupError(
-                f"{self.name}: refusing to remove data directory {self.data_dir} "
-                "without the explicit allow_reclone setting"
-            )
+    def reclone_blocked(self, keep: int) -> str | None:
+        """Why keeping the data directory aside and re-cloning is impossible now."""
+        return reclone_blocked(self.data_dir, keep)
+
+    async def keep_aside_and_clone(self, source: Upstream, keep: int) -> Path:
+        """Rename the diverged data directory to `<data>.old-<time>` (never deleted;
+        at most `keep` such copies), then clone afresh. The kept copy's path."""
         if self.running:
-            raise PgCommandError(f"{self.name}: cannot remove the data of a running server")
-        logger.warning("%s: removing data directory %s to reclone", self.name, self.data_dir)
-        await asyncio.to_thread(shutil.rmtree, self.data_dir)
+            raise PgCommandError(f"{self.name}: cannot re-clone a running server")
+        why = await asyncio.to_thread(reclone_blocked, self.data_dir, keep)
+        if why is not None:
+            raise PgCommandError(f"{self.name}: cannot re-clone: {why}")
+        kept = keep_aside(self.data_dir)
+        forget_rewind(self.data_dir)
+        logger.warning("%s: diverged data directory kept as %s; re-cloning", self.name, kept)
         await self.clone(source)
+        return kept
+
+    def timeline_at(self, position: int | None, segment_size: int) -> int | None:
+        """The timeline a standby replays `position` on (see _datadir.timeline_at)."""
+        return timeline_at(self.data_dir, position, segment_size)
+
+    def history(self, timeline: int) -> TimelineHistory:
+        """The running primary's timeline history, from its `pg_wal/<TL>.history`."""
+        try:
+            return read_history(self.data_dir, timeline)
+        except (OSError, ValueError) as exc:
+            raise PgCommandError(
+                f"{self.name}: cannot read timeline {timeline}'s history: {exc}"
+            ) from exc
 
     def _prepare_empty_dir(self) -> None:
         if data_version(self.data_dir, self.binaries.major) is not None:
             raise PgSetupError(f"{self.data_dir} already holds a cluster; refusing to overwrite it")
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.data_dir.chmod(0o700)
+        self._make_owned_dir(self.data_dir)
+
+    def _make_owned_dir(self, path: Path) -> None:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.chmod(0o700)
         if self._user:
-            os.chown(self.data_dir, self._user.pw_uid, self._user.pw_gid)
-            if not os.access(self.data_dir.parent, os.X_OK) or not traversable_by(
-                self.data_dir, self._user
-            ):
+            os.chown(path, self._user.pw_uid, self._user.pw_gid)
+            if not os.access(path.parent, os.X_OK) or not traversable_by(path, self._user):
                 raise PgSetupError(
                     f"OS user {self._user.pw_name} cannot reach {self.data_dir}: make its "
                     "parent directories traversable (chmod o+x)"
@@ -214,31 +381,49 @@ class PostgresServer:
         return self._upstream
 
     def _conf(self, upstream: Upstream | None) -> dict[str, str | int | bool]:
-        s = self.settings
-        conf: dict[str, str | int | bool] = {
-            "listen_addresses": s.host,
-            "port": s.port,
-            "unix_socket_directories": "",  # TCP only: no clash on /var/run/postgresql
-            "cluster_name": s.name,
-            "wal_level": "replica",
-            "hot_standby": True,
-            "hot_standby_feedback": True,
-            "max_wal_senders": 10,
-            "max_replication_slots": 10,
-            "wal_log_hints": True,  # pg_rewind needs it (or data checksums)
-            "wal_keep_size": "256MB",
-            "recovery_target_timeline": "latest",
-            # A replica retries its upstream every 5 s by default: too slow for a failover.
-            "wal_retrieve_retry_interval": "200ms",
-            "wal_receiver_status_interval": "1s",
-            "synchronous_commit": "on",
-            "synchronous_standby_names": self._sync_names,
-            "primary_conninfo": upstream.conninfo(s.name) if upstream else "",
-            "primary_slot_name": slot_name(s.name) if upstream else "",
-            "log_line_prefix": f"%m [%p] {s.name} ",
-        }
-        conf.update(s.parameters)
-        return conf
+        return managed_conf(self.settings, upstream, self._sync_names)
+
+    def _write_managed(self, data_dir: Path, upstream: Upstream | None, standby: bool) -> None:
+        """The configuration, access rules, TLS files and standby signal spofless owns."""
+        auth = self.settings.auth
+        extra: dict[str, bytes] = {}
+        ident = None
+        if auth is not None:
+            ident = ident_text([self._os_user_name(), pwd.getpwuid(os.geteuid()).pw_name])
+            if auth.tls is not None:
+                extra = {
+                    SERVER_CERT: auth.tls.cert.read_bytes(),
+                    SERVER_KEY: auth.tls.key.read_bytes(),
+                    CA_CERT: auth.tls.ca.read_bytes(),
+                }
+            self._write_passfile(auth)
+        write_managed_files(
+            data_dir,
+            self._conf(upstream),
+            standby=standby,
+            hba=hba_text(self.settings),
+            ident=ident,
+            extra=extra,
+        )
+
+    def _conninfo(self, source: Upstream, user: str, dbname: str | None = None) -> str:
+        auth = self.settings.auth
+        return source.conninfo(self.name, dbname, user=user if auth else SUPERUSER, auth=auth)
+
+    def _os_user_name(self) -> str:
+        return self._user.pw_name if self._user else pwd.getpwuid(os.geteuid()).pw_name
+
+    def _write_passfile(self, auth: PgAuth) -> None:
+        """The .pgpass that pg_basebackup, pg_rewind and the WAL receiver read."""
+        path = auth.passfile
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        self._write_private(tmp, passfile_text(auth))
+        tmp.replace(path)
+        if auth.tls is not None:
+            ca = auth.client_ca.with_name(auth.client_ca.name + ".tmp")
+            self._write_private(ca, auth.tls.ca.read_text())
+            ca.replace(auth.client_ca)
 
     async def start(self, *, upstream: Upstream | None = None, standby: bool = True) -> None:
         """Start as a standby following `upstream` (None: no upstream) or as a primary.
@@ -250,9 +435,11 @@ class PostgresServer:
             raise PgCommandError(f"{self.name}: PostgreSQL is already running")
         self._check_no_foreign_postmaster()
         self._upstream = upstream if standby else None
+        if self.settings.auth is not None:
+            self._make_owned_dir(self.settings.auth.socket_dir)
         if self._upstream is not None:
             await self._ensure_slot_on(self._upstream)
-        write_managed_files(self.data_dir, self._conf(self._upstream), standby=standby)
+        self._write_managed(self.data_dir, self._upstream, standby=standby)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
             self._proc = await asyncio.create_subprocess_exec(
@@ -358,7 +545,7 @@ class PostgresServer:
         self._upstream = upstream
         if upstream is not None:
             await self._ensure_slot_on(upstream)
-        write_managed_files(self.data_dir, self._conf(upstream), standby=True)
+        self._write_managed(self.data_dir, upstream, standby=True)
         await self.query("SELECT pg_reload_conf()")
 
     async def _ensure_slot_on(self, upstream: Upstream) -> None:
@@ -384,7 +571,7 @@ class PostgresServer:
         # Keep standby.signal as it is: a standby about to be promoted must keep it (the
         # startup process removes it itself when it ends recovery).
         standby = (self.data_dir / "standby.signal").exists()
-        write_managed_files(self.data_dir, self._conf(self._upstream), standby=standby)
+        self._write_managed(self.data_dir, self._upstream, standby=standby)
         await self.query("SELECT pg_reload_conf()")
         logger.info("%s: synchronous_standby_names = %r", self.name, value)
 
@@ -408,12 +595,24 @@ class PostgresServer:
         on: Upstream | None = None,
         limit: float | None = None,
     ) -> list[tuple[Any, ...]]:
-        """Run one statement in autocommit on this server (or on `on`), within `limit` s."""
+        """Run one statement in autocommit on this server (or on `on`), within `limit` s.
+
+        With authentication, this server is reached over its Unix socket (peer), another
+        as `postgres` with its password (and TLS, verify-full, when on)."""
         host, port = (on.host, on.port) if on else (self.settings.host, self.settings.port)
         limit = limit or self.settings.query_timeout
+        auth = self.settings.auth
+        extra: dict[str, str] = {}
+        if auth is not None and on is None:
+            host = str(auth.socket_dir)
+        elif auth is not None:
+            extra["password"] = auth.superuser_password.get_secret_value()
+            if auth.tls is not None:
+                extra.update(sslmode="verify-full", sslrootcert=str(auth.tls.ca))
 
         async def run() -> list[tuple[Any, ...]]:
             async with await psycopg.AsyncConnection.connect(
+                make_conninfo("", **extra),
                 host=host,
                 port=port,
                 user=SUPERUSER,
@@ -432,42 +631,7 @@ class PostgresServer:
 
     async def status(self) -> PgStatus:
         """Role, timeline and WAL positions of the running server; replication if primary."""
-        rows = await self.query(
-            "SELECT pg_is_in_recovery(),"
-            " CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,"
-            " CASE WHEN pg_is_in_recovery() THEN NULL"
-            "  ELSE pg_walfile_name(pg_current_wal_lsn()) END,"
-            " pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,"
-            " (SELECT status FROM pg_stat_wal_receiver),"
-            " (SELECT received_tli FROM pg_stat_wal_receiver),"
-            " (SELECT timeline_id FROM pg_control_checkpoint())"
-        )
-        in_recovery, current, walfile, received, replayed, rstatus, rtli, ctli = rows[0]
-        if not in_recovery:
-            repl = await self.query(
-                "SELECT application_name, state, sync_state, flush_lsn::text, replay_lsn::text,"
-                " pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint"
-                " FROM pg_stat_replication ORDER BY application_name"
-            )
-            return PgStatus(
-                role=Role.PRIMARY,
-                timeline=int(walfile[:8], 16),
-                wal_position=optional_lsn(current),
-                replication=tuple(
-                    ReplicationRow(n, st, ss, optional_lsn(f), optional_lsn(r), lag)
-                    for n, st, ss, f, r, lag in repl
-                ),
-            )
-        rec, rep = optional_lsn(received), optional_lsn(replayed)
-        known = [p for p in (rec, rep) if p is not None]
-        return PgStatus(
-            role=Role.REPLICA,
-            timeline=rtli or ctli,
-            wal_position=max(known) if known else None,
-            received_lsn=rec,
-            replayed_lsn=rep,
-            receiver_status=rstatus,
-        )
+        return await read_status(self.query)
 
     # -- running tools --------------------------------------------------------------------
 

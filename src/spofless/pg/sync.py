@@ -23,8 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from spofless.pg.decide import format_lsn
-from spofless.pg.view import Policy, SyncState
+from spofless.pg.view import Policy, SyncState, format_lsn
 
 # A standby name no member has: in strict mode it makes commits wait, not succeed.
 NO_STANDBY = "spofless-no-synchronous-standby"

@@ -13,14 +13,18 @@ beside the topology file by default):
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from spofless.dcs import DCSSettings
 from spofless.pg._errors import PgSetupError
+from spofless.pg._server_model import PgAuth, PgTls
 from spofless.pg.agent import AgentSettings
 from spofless.pg.server import ServerSettings
+from spofless.security import SecretsError, ca_file, host_cert, password, security_spec
 from spofless.topology import EtcdComponent, PostgresComponent, Topology
 
 # The holder assumes its lease lost this long before etcd could expire it: time to
@@ -85,6 +89,45 @@ def etcd_endpoints(topology: Topology, component: str) -> list[str]:
     return urls
 
 
+def _address(topology: Topology, host: str | None) -> str:
+    return topology.hosts[host].address if host is not None else "127.0.0.1"
+
+
+def pg_auth(topology: Topology, component: str, index: int, data_dir: Path) -> PgAuth:
+    """Who may connect to instance `index`, with which passwords and certificate: the
+    other members' hosts (replication, pg_rewind, the agents), the hosts of every
+    component that needs this one, and the networks in `allow` (spofless.pg._config)."""
+    comp = postgres_component(topology, component)
+    instances = topology.instances[component]
+    inst = instances[index]
+    peers = tuple(_address(topology, i.host) for i in instances if i.index != index)
+    clients = [
+        _address(topology, i.host)
+        for other in topology.components
+        if component in topology.dependencies(other)
+        for i in topology.instances[other]
+    ]
+    try:
+        tls = None
+        if security_spec(topology).tls:
+            cert, key = host_cert(topology, inst.host)
+            tls = PgTls(cert=cert, key=key, ca=ca_file(topology))
+        digest = hashlib.sha1(str(data_dir).encode()).hexdigest()[:12]
+        return PgAuth(
+            superuser_password=SecretStr(password(topology, component, "superuser")),
+            replication_password=SecretStr(password(topology, component, "replication")),
+            rewind_password=SecretStr(password(topology, component, "rewind")),
+            peers=peers,
+            clients=(*clients, *comp.allow),
+            # Short, whatever the state dir: a socket path must fit in 107 bytes.
+            socket_dir=Path(tempfile.gettempdir()) / f"spofless-{digest}",
+            passfile=data_dir.with_name(data_dir.name + ".pgpass"),
+            tls=tls,
+        )
+    except SecretsError as exc:
+        raise PgSetupError(str(exc)) from None
+
+
 def dcs_settings(ttl: int, loop_wait: float) -> DCSSettings:
     """Lease timings from the component's ttl and loop_wait.
 
@@ -124,12 +167,14 @@ def agent_settings(
     host = topology.hosts[inst.host].address if inst.host is not None else "127.0.0.1"
     assert comp.port is not None
     name = member_name(component, index)
+    data_dir = state_dir.resolve() / "data" / name
     server = ServerSettings(
         name=name,
-        data_dir=state_dir.resolve() / "data" / name,
+        data_dir=data_dir,
         port=comp.port + index,
         host=host,
         os_user=comp.os_user,
+        auth=pg_auth(topology, component, index, data_dir),
     )
     return AgentSettings(
         prefix=cluster_prefix(topology, component),

@@ -30,7 +30,8 @@ class Action(StrEnum):
     FOLLOW = "follow"  # point the running standby at `target`
     SWITCHOVER = "switchover"  # hand the leadership to `target`: stop, let it catch up, resign
     REWIND = "rewind"  # pg_rewind from `target`, then start as its replica
-    RECLONE = "reclone"  # remove the diverged data directory and clone from `target`
+    RECLONE = "reclone"  # keep the diverged data directory aside and clone from `target`
+    RECOVER = "recover"  # crash recovery in single-user mode: find where a crashed WAL ends
     ACQUIRE = "acquire"  # race for the leader lease (compare-and-swap create)
     RELEASE = "release"  # give the leader lease up so a healthy member can take it
     WAIT = "wait"  # something is missing; the reason says what
@@ -44,9 +45,66 @@ class Decision:
     action: Action
     reason: str
     target: str | None = None  # the member to clone, follow or rewind from
+    # The member cannot leave this state by itself (status shows it as `failed`).
+    failed: bool = False
 
     def __str__(self) -> str:
         return self.reason
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineSwitch:
+    """One line of a timeline history: `timeline` ended at `lsn` (the next one began)."""
+
+    timeline: int
+    lsn: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineHistory:
+    """The leader's timeline and the switch points of its ancestors (its history file)."""
+
+    timeline: int
+    switches: tuple[TimelineSwitch, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DegradedRange:
+    """WAL a primary wrote while synchronous mode was degraded: commits in it may have
+    been acknowledged with no synchronous standby holding them. `end` None: still open."""
+
+    timeline: int
+    leader: str
+    start: int
+    end: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LostRange:
+    """WAL of a degraded term that a newly promoted member does not hold: commits in
+    it may have been acknowledged, and are not in the new timeline. `end` is the old
+    leader's last published position; it may have acknowledged beyond (`open`)."""
+
+    timeline: int
+    start: int
+    end: int
+    open: bool
+
+    def __str__(self) -> str:
+        more = " or beyond" if self.open else ""
+        return f"{format_lsn(self.start)}-{format_lsn(self.end)}{more} on timeline {self.timeline}"
+
+
+@dataclass(frozen=True, slots=True)
+class DiskPosition:
+    """How far a stopped data directory's WAL goes, from its control file (see
+    spofless.pg.rejoin). `position` None: a primary that crashed, whose WAL may run
+    past its last checkpoint: known only after crash recovery."""
+
+    state: str  # pg_controldata's "Database cluster state"
+    timeline: int | None
+    position: int | None
+    shutdown_checkpoint: bool = False  # `position` is a clean shutdown's checkpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +130,16 @@ class LocalState:
     # Consecutive failed starts as a replica: a data directory that cannot follow the
     # leader as it is (e.g. it diverged) is rejoined through pg_rewind instead.
     replica_start_failures: int = 0
+    disk: DiskPosition | None = None  # a stopped data directory's position
+    # Where a running replica's replay is, and on which timeline: past the leader's
+    # switch point of that timeline it cannot follow.
+    recovery_timeline: int | None = None
+    recovery_position: int | None = None
+    rewinding: bool = False  # a pg_rewind was interrupted: it must be finished first
+    # Seconds a running PostgreSQL has not answered its agent (0 when it answers).
+    unanswered_for: float = 0.0
+    # Why a re-clone is impossible now (old copies at their bound, disk space), or None.
+    reclone_blocked: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +215,12 @@ class ClusterState:
     switchover: Switchover | None = None
     # The bootstrapped cluster's system identifier (None while it is being bootstrapped).
     system_id: str | None = None
+    history: TimelineHistory | None = None  # the leader's, as it published it
+    degraded: tuple[DegradedRange, ...] = ()  # recorded by the leaders, newest last
+    # What members promoted after a degraded term did not hold (newest last).
+    lost: tuple[LostRange, ...] = ()
+    # Members an operator allowed to discard divergent WAL (`spofless pg rejoin --discard`).
+    discard: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +233,8 @@ class Policy:
     allow_reclone: bool = False  # may remove a diverged data directory that pg_rewind failed on
     max_start_failures: int = 3  # a leader that fails this often to start gives the lease up
     rewind_after: float = 10.0  # seconds a replica may fail to stream before it is rewound
+    # A leader whose running PostgreSQL has not answered it this long gives the lease up.
+    unanswered_bound: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,3 +247,21 @@ class View:
     cluster: ClusterState | None  # None: etcd unreachable
     policy: Policy = Policy()
     now: float = 0.0
+
+
+def format_lsn(pos: int | None) -> str:
+    """A WAL byte position as PostgreSQL writes it (`0/3000148`); `?` when unknown."""
+    if pos is None:
+        return "?"
+    return f"{pos >> 32:X}/{pos & 0xFFFFFFFF:X}"
+
+
+def parse_lsn(text: str) -> int:
+    """PostgreSQL's `X/Y` LSN as a byte position."""
+    hi, _, lo = text.partition("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def optional_lsn(text: str | None) -> int | None:
+    """`parse_lsn` of a value that may be missing (NULL, empty, or not an LSN)."""
+    return parse_lsn(text) if text and "/" in text else None

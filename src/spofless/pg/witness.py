@@ -84,6 +84,7 @@ class FenceWitness:
         may_acknowledge: Callable[[], bool],
         user: str = "postgres",
         connect_timeout: float = 2.0,
+        unix_socket: str | None = None,
     ) -> None:
         self.name = name
         self.host = host
@@ -91,6 +92,9 @@ class FenceWitness:
         self.may_acknowledge = may_acknowledge
         self.user = user
         self.connect_timeout = connect_timeout
+        # With authentication on, the server's Unix socket (peer authentication): the
+        # witness speaks neither TLS nor SCRAM, and needs neither there.
+        self.unix_socket = unix_socket
         self.streaming = asyncio.Event()  # set while START_REPLICATION runs
         self.received = 0  # end of the WAL received so far
         self.acknowledged = 0  # the last position reported
@@ -108,9 +112,12 @@ class FenceWitness:
             await asyncio.sleep(retry)
 
     async def _stream(self) -> None:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port), self.connect_timeout
+        opening = (
+            asyncio.open_unix_connection(self.unix_socket)
+            if self.unix_socket
+            else asyncio.open_connection(self.host, self.port)
         )
+        reader, writer = await asyncio.wait_for(opening, self.connect_timeout)
         try:
             writer.write(_startup(self.user))
             await self._until_ready(reader)

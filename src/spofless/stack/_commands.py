@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from spofless.lab import Lab, LabError
+from spofless.security import init_secrets, secrets_dir
 from spofless.stack._down import kill_recorded_groups
 from spofless.stack._errors import StackError, StartError
 from spofless.stack._etcd import etcd_argv_builder
@@ -127,6 +128,11 @@ def up(
     With `lab`, in the topology's lab, made first (on loopback, said, without root);
     a detached stack leaves the lab up for `down` to remove, a foreground one removes it.
     """
+    # What is missing (a new topology's CA, certificates, passwords); nothing existing
+    # changes. First: planning PostgreSQL instances reads them.
+    made_secrets = init_secrets(topology)
+    if made_secrets:
+        echo(f"made {len(made_secrets)} secrets in {secrets_dir(topology)} (spofless secrets init)")
     # Hosts sharing an address here may each have their own in the lab.
     plan = make_plan(topology, state_dir, hosts, check_clashes=not lab)
     if not lab:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from spofless.lab import Lab, LabUnavailable, check_available
+from spofless.security import secrets_dir
 from spofless.stack._errors import StackError
 from spofless.topology import Topology
 
@@ -87,8 +88,12 @@ def lab_topology_path(state_dir: Path) -> Path:
 
 
 def write_lab_topology(state_dir: Path, topology: Topology) -> None:
-    """The lab's copy of the topology (JSON, which YAML reads), for spofless's own parts."""
-    text = json.dumps(dict(topology.data), indent=1)
+    """The lab's copy of the topology (JSON, which YAML reads), for spofless's own parts.
+
+    Its secrets stay where the original file's are (the copy lives elsewhere)."""
+    data = dict(topology.data)
+    data["security"] = {**(data.get("security") or {}), "secrets": str(secrets_dir(topology))}
+    text = json.dumps(data, indent=1)
     path = lab_topology_path(state_dir)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text + "\n")

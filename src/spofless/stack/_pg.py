@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+_BUSY_STATES = frozenset({"bootstrapping", "cloning", "rewinding", "re-cloning", "recovering"})
 # Asking an agent must never hold up the supervisor's health loop for long.
 STATUS_TIMEOUT = 1.0
 
@@ -28,6 +29,7 @@ class PgDetails:
     wal_position: int | None
     lag: int | None  # bytes behind the leader's last published position
     dsn: str | None
+    reason: str | None = None  # the agent's sentence when the member is not doing its job
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -36,6 +38,7 @@ class PgDetails:
             "wal_position": self.wal_position,
             "lag": self.lag,
             "dsn": self.dsn,
+            "reason": self.reason,
         }
 
 
@@ -43,7 +46,10 @@ def describe(status: dict[str, Any]) -> PgDetails:
     """The details of a member from its agent's `/status` JSON.
 
     `primary` only for the writable leader (a primary without the lease is being
-    stopped by its agent, so it is shown as `demoting`); `replica` for a replica.
+    stopped by its agent, so it is shown as `demoting`); `replica` for a streaming
+    replica, `replica, not streaming 12s` for one that runs but does not stream;
+    `failed` for a member that cannot rejoin by itself (the reason is in `reason`);
+    `rewinding`, `cloning`, ... while the agent repairs it.
     """
     running = bool(status.get("running"))
     role = status.get("role")
@@ -54,14 +60,27 @@ def describe(status: dict[str, Any]) -> PgDetails:
         shown = "primary" if status.get("leader") else "demoting"
     elif role == "replica":
         shown = "replica"
+        if not status.get("streaming"):
+            secs = status.get("not_streaming_for")
+            shown += (
+                f", not streaming {secs:.0f}s"
+                if isinstance(secs, int | float)
+                else (", not streaming")
+            )
     else:
         shown = None
+    if status.get("state") == "failed":
+        # Stuck in a state it cannot leave by itself: say so, like a crash loop.
+        shown = "failed"
+    elif status.get("state") in _BUSY_STATES:
+        shown = str(status["state"])
     return PgDetails(
         role=shown,
         timeline=_int(status.get("timeline")),
         wal_position=_int(status.get("wal_position")),
         lag=_int(status.get("lag")),
         dsn=status.get("dsn") if isinstance(status.get("dsn"), str) else None,
+        reason=status.get("reason") if isinstance(status.get("reason"), str) else None,
     )
 
 

@@ -31,6 +31,7 @@ from spofless.topology._schema import (
     LinkSpec,
     RouteHealthCheck,
     RuntimeComponent,
+    SecuritySpec,
 )
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "Problem",
     "RouteHealthCheck",
     "RuntimeComponent",
+    "SecuritySpec",
     "ServiceComponent",
     "Topology",
     "TopologyError",

@@ -8,7 +8,7 @@ validates a component, `AnalysisOnlyComponent` for every kind not listed.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -96,9 +96,10 @@ class PostgresComponent(RuntimeComponent):
     """PostgreSQL with automatic failover (spofless.pg); `port` is instance 0's SQL port."""
 
     kind: Literal["postgres"] = "postgres"
-    # Commits wait for one synchronous replica; only it may be promoted (no lost commit).
+    # Commits wait for one synchronous replica; only it may be promoted (no lost commit
+    # unless it degrades). `synchronous: strict` never degrades (writes wait instead).
     synchronous: bool = False
-    # Synchronous only: refuse writes rather than degrade to asynchronous with no replica.
+    # Set by `synchronous: strict` (the older spelling `strict: true` is kept).
     strict: bool = False
     # A replica further behind than this (bytes) is never promoted. Patroni's default.
     maximum_lag_on_failover: Annotated[int, Field(ge=0)] = 1024 * 1024
@@ -111,10 +112,34 @@ class PostgresComponent(RuntimeComponent):
     api_port: Annotated[int, Field(ge=1, le=65535)] | None = None
     # The OS user PostgreSQL runs as; None: the agent's user, or `postgres` under root.
     os_user: str | None = None
-    # May remove a diverged data directory that pg_rewind failed on, and clone afresh.
+    # May re-clone (keeping the old directory aside) when pg_rewind failed, in
+    # asynchronous mode; synchronous mode does when it loses no acknowledged commit.
     allow_reclone: bool = False
+    # Networks (CIDR) or addresses that may connect besides the hosts of the components
+    # that need this one (pg_hba.conf, scram-sha-256).
+    allow: list[str] = Field(default_factory=list)
     # Base backups and the WAL archive (spofless.backup); None: no backups.
     backup: BackupSpec | None = None
+
+    @field_validator("allow")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r} is not an address or network (10.0.0.0/8)") from None
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strict_spelling(cls, data: Any) -> Any:
+        """`synchronous: strict` is synchronous mode that never degrades."""
+        if isinstance(data, dict) and data.get("synchronous") == "strict":
+            return {**data, "synchronous": True, "strict": True}
+        return data
 
     @model_validator(mode="after")
     def _timing_fits(self) -> PostgresComponent:
@@ -124,7 +149,7 @@ class PostgresComponent(RuntimeComponent):
                 "so a primary renews its lease at least twice per ttl: lower loop_wait"
             )
         if self.strict and not self.synchronous:
-            raise ValueError("strict needs synchronous: true")
+            raise ValueError("strict needs synchronous: true (or write synchronous: strict)")
         if self.api_port is not None and self.api_port + self.instance_count - 1 > 65535:
             raise ValueError(f"api_port {self.api_port} + {self.instance_count} exceeds 65535")
         return self

@@ -7,19 +7,30 @@ a `TopologyError`. Nothing here raises anything else for bad input.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from spofless.topology._checks import (
+    check_cycles,
+    check_ports,
+    check_references,
+    shared_address_warnings,
+    unreached_warnings,
+)
 from spofless.topology._errors import Problem, TopologyError
 from spofless.topology._kinds import component_model
+from spofless.topology._messages import combine, message, suggest
 from spofless.topology._model import Host, Instance, Loc, Location, Topology
-from spofless.topology._schema import Component, TopologyFile
+from spofless.topology._schema import Component, HostSpec, RegionSpec, TopologyFile
 
 
 def load_topology(path: str | Path) -> Topology:
@@ -44,7 +55,11 @@ def load_topology_text(text: str, source: str = "<memory>") -> Topology:
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        msg = f"YAML syntax error: {exc.problem or exc.context}"
+        if isinstance(exc, DuplicateKeyError):
+            key = (exc.problem or "").partition('"')[2].partition('"')[0]
+            msg = f"duplicate key '{key}': a name may appear only once in a mapping"
+        else:
+            msg = f"YAML syntax error: {exc.problem or exc.context}"
         raise TopologyError([Problem(source, line, col, "", msg)]) from None
     except YAMLError as exc:
         raise TopologyError([Problem(source, 0, 0, "", f"YAML error: {exc}")]) from None
@@ -104,6 +119,8 @@ class _Resolver:
         self.source = source
         self.locations = locations
         self.problems: list[Problem] = []
+        self.entry_valid = True
+        self.broken_regions: set[str] = set()
 
     def problem(self, loc: Loc, message: str) -> None:
         where = self._locate(loc)
@@ -118,118 +135,75 @@ class _Resolver:
 
     def fail_if_problems(self) -> None:
         if self.problems:
-            raise TopologyError(sorted(self.problems, key=lambda p: (p.line, p.column)))
+            unique = {(p.line, p.column, p.field, p.message): p for p in self.problems}
+            raise TopologyError(sorted(unique.values(), key=lambda p: (p.line, p.column)))
 
-    def add_validation_error(self, exc: ValidationError, prefix: Loc, data: Any) -> None:
+    def add_validation_error(
+        self, exc: ValidationError, prefix: Loc, data: Any, model: type[BaseModel]
+    ) -> None:
         # Unions report one error per branch; keep one line per field path.
         by_path: dict[Loc, list[str]] = {}
         for err in exc.errors(include_url=False):
             loc = _data_path(data, tuple(err["loc"]))
             if err["type"] == "missing":
-                msg = f"missing required field '{err['loc'][-1]}'"
                 loc = loc[:-1] if loc and loc[-1] == err["loc"][-1] else loc
                 loc = (*loc, err["loc"][-1])
-            elif err["type"] == "extra_forbidden":
-                msg = f"unknown field '{err['loc'][-1]}'"
-            else:
-                msg = err["msg"]
-            msgs = by_path.setdefault((*prefix, *loc), [])
+            msg = message(err, model, loc)
+            msgs = by_path.setdefault(loc, [])
             if msg not in msgs:
                 msgs.append(msg)
         for loc, msgs in by_path.items():
-            self.problem(loc, _friendly(loc, msgs))
+            self.problem((*prefix, *loc), combine(loc, msgs))
 
     # -- resolution -------------------------------------------------------------
 
     def resolve(self, data: Any) -> Topology:
+        """Every check runs, whatever an earlier one found: all problems come at once."""
         if not isinstance(data, dict):
             self.problem((), "a topology file must be a mapping with name, components and entry")
             self.fail_if_problems()
-        top: TopologyFile | None = None
-        try:
-            top = TopologyFile.model_validate(data)
-        except ValidationError as exc:
-            self.add_validation_error(exc, (), data)
-
-        # Components are checked even when the rest failed, to report everything at once.
+        top = self._validate_file(data)
         raw_components = data.get("components")
+        raw_components = raw_components if isinstance(raw_components, dict) else {}
         components: dict[str, Component] = {}
-        for name, raw in (raw_components if isinstance(raw_components, dict) else {}).items():
+        for name, raw in raw_components.items():
             if not isinstance(raw, dict):
                 self.problem(("components", name), "a component must be a mapping")
                 continue
+            model = component_model(raw.get("kind"))
             try:
-                components[name] = component_model(raw.get("kind")).model_validate(raw)
+                components[name] = model.model_validate(raw)
             except ValidationError as exc:
-                self.add_validation_error(exc, ("components", name), raw)
-        self.fail_if_problems()
-        assert top is not None
+                self.add_validation_error(exc, ("components", name), raw, model)
+                # Without its faulty fields it may still be whole enough for the checks
+                # of references and cycles to see it (the faults are reported already).
+                faulty = {e["loc"][0] for e in exc.errors() if e["loc"]}
+                if not faulty & {"kind", "instances"}:
+                    kept = {k: v for k, v in raw.items() if k not in faulty}
+                    common = {k: v for k, v in kept.items() if k in Component.model_fields}
+                    try:
+                        components[name] = model.model_validate(kept)
+                    except ValidationError as again:
+                        # Checks of the whole component run only once its fields pass.
+                        self.add_validation_error(again, ("components", name), kept, model)
+                        with contextlib.suppress(ValidationError):
+                            components[name] = Component.model_validate(common)
 
-        avail = top.defaults.availability
-        regions: dict[str, float] = {}
-        zones: dict[str, float] = {}
-        for rname, region in top.regions.items():
-            regions[rname] = avail.region if region.availability is None else region.availability
-            for zname, zone in region.zone_specs().items():
-                zones[f"{rname}/{zname}"] = (
-                    avail.zone if zone.availability is None else zone.availability
-                )
-
-        hosts: dict[str, Host] = {}
-        for hname, hspec in top.hosts.items():
-            host_zone: str | None = None
-            region_name: str | None = None
-            host_avail = avail.host
-            address = "127.0.0.1"
-            if hspec is not None:
-                host_avail = avail.host if hspec.availability is None else hspec.availability
-                address = hspec.address
-                if hspec.zone is not None:
-                    if hspec.zone in zones:
-                        host_zone, region_name = hspec.zone, hspec.zone.split("/", 1)[0]
-                    else:
-                        self.problem(("hosts", hname, "zone"), self._unknown_zone(hspec.zone, top))
-            hosts[hname] = Host(hname, host_avail, address, host_zone, region_name)
-
-        instances: dict[str, tuple[Instance, ...]] = {}
-        for cname, comp in components.items():
-            inst_avail = avail.instance if comp.availability is None else comp.availability
-            if isinstance(comp.instances, int):
-                instances[cname] = tuple(
-                    Instance(cname, i, None, inst_avail) for i in range(comp.instances)
-                )
-            else:
-                for i, hname in enumerate(comp.instances):
-                    if hname not in hosts:
-                        self.problem(
-                            ("components", cname, "instances", i),
-                            f"unknown host '{hname}'{_suggest(hname, hosts)}",
-                        )
-                instances[cname] = tuple(
-                    Instance(cname, i, h, inst_avail) for i, h in enumerate(comp.instances)
-                )
-            for j, dep in enumerate(comp.needs):
-                if dep not in top.components:
+        regions, zones = self._regions(top)
+        hosts = self._hosts(top, zones)
+        instances = self._instances(components, hosts, top.defaults.availability.instance)
+        if self.entry_valid:
+            for j, name in enumerate(top.entry):
+                if name not in raw_components:
                     self.problem(
-                        ("components", cname, "needs", j),
-                        f"unknown component '{dep}'{_suggest(dep, top.components)}",
+                        ("entry", j), f"unknown component '{name}'{suggest(name, raw_components)}"
                     )
-            if comp.required_up > comp.instance_count:
-                self.problem(
-                    ("components", cname, "min_up"),
-                    f"min_up is {comp.required_up} but the component has only "
-                    f"{comp.instance_count} instance(s)",
-                )
-        for j, name in enumerate(top.entry):
-            if name not in top.components:
-                self.problem(
-                    ("entry", j), f"unknown component '{name}'{_suggest(name, top.components)}"
-                )
-        self.fail_if_problems()
-        self._check_cycles(components)
+        check_references(components, raw_components, top.regions, self.problem)
+        check_cycles(components, self.problem)
+        check_ports(hosts, components, instances, self.problem)
         self.fail_if_problems()
 
-        return Topology(
+        topology = Topology(
             name=top.name,
             defaults=top.defaults,
             regions=regions,
@@ -242,60 +216,126 @@ class _Resolver:
             source=self.source,
             locations=self.locations,
         )
+        required = topology.required_components()
+        found = [
+            *unreached_warnings(components, required, top.entry),
+            *shared_address_warnings(data, hosts, components, instances, required),
+        ]
+        warnings = []
+        for loc, text in found:
+            where = self._locate(loc)
+            warnings.append(Problem(self.source, where.line, where.column, field_path(loc), text))
+        warnings.sort(key=lambda w: (w.line, w.column))
+        return dataclasses.replace(topology, warnings=tuple(warnings))
 
-    def _unknown_zone(self, zone: str, top: TopologyFile) -> str:
-        if "/" not in zone:
-            return f"zone '{zone}' must be written '<region>/<zone>'"
-        region, _ = zone.split("/", 1)
-        if region not in top.regions:
-            return f"unknown region '{region}'{_suggest(region, top.regions)}"
-        known = [f"{region}/{z}" for z in top.regions[region].zone_specs()]
-        return f"unknown zone '{zone}'{_suggest(zone, known)}"
+    def _validate_file(self, data: dict[Any, Any]) -> TopologyFile:
+        """The file's top level; when invalid, its problems are recorded and what is valid
+        is kept (each region and host on its own), so that later checks still run."""
+        try:
+            return TopologyFile.model_validate(data)
+        except ValidationError as exc:
+            self.add_validation_error(exc, (), data, TopologyFile)
+        base: dict[str, Any] = {"name": "x", "components": {}, "entry": ["x"]}
 
-    def _check_cycles(self, components: Mapping[str, Component]) -> None:
-        state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-        stack: list[str] = []
+        def valid(key: str, value: Any) -> bool:
+            try:
+                TopologyFile.model_validate({**base, key: value})
+            except ValidationError:
+                return False
+            return True
 
-        def visit(name: str) -> None:
-            state[name] = 1
-            stack.append(name)
-            for j, dep in enumerate(components[name].needs):
-                if state.get(dep) == 1:
-                    cycle = [*stack[stack.index(dep) :], dep]
-                    self.problem(
-                        ("components", name, "needs", j),
-                        "cycle in needs: " + " -> ".join(cycle),
-                    )
-                elif dep not in state:
-                    visit(dep)
-            stack.pop()
-            state[name] = 2
+        kept = dict(base)
+        self.entry_valid = False
+        for key, value in data.items():
+            if key not in TopologyFile.model_fields or key == "components":
+                continue
+            if key in ("regions", "hosts") and isinstance(value, dict):
+                # A broken entry keeps its name (with default settings): no "unknown" follows.
+                value = {
+                    k: v if valid(key, {k: v}) else ({} if key == "regions" else None)
+                    for k, v in value.items()
+                }
+                if key == "regions":
+                    self.broken_regions = {k for k, v in value.items() if v == {}}
+            if valid(key, value):
+                kept[key] = value
+                self.entry_valid = self.entry_valid or key == "entry"
+        return TopologyFile.model_validate(kept)
 
-        for name in components:
-            if name not in state:
-                visit(name)
+    def _regions(self, top: TopologyFile) -> tuple[dict[str, float], dict[str, float]]:
+        avail = top.defaults.availability
+        regions: dict[str, float] = {}
+        zones: dict[str, float] = {}
+        for rname, region in top.regions.items():
+            regions[rname] = avail.region if region.availability is None else region.availability
+            for zname, zone in region.zone_specs().items():
+                zones[f"{rname}/{zname}"] = (
+                    avail.zone if zone.availability is None else zone.availability
+                )
+        return regions, zones
+
+    def _hosts(self, top: TopologyFile, zones: Mapping[str, float]) -> dict[str, Host]:
+        avail = top.defaults.availability
+        hosts: dict[str, Host] = {}
+        for hname, given in top.hosts.items():
+            spec = given or HostSpec()
+            host_zone: str | None = None
+            region_name: str | None = None
+            if spec.zone is not None:
+                if spec.zone in zones:
+                    host_zone, region_name = spec.zone, spec.zone.split("/", 1)[0]
+                elif "/" not in spec.zone or _region_of(spec.zone) not in self.broken_regions:
+                    self.problem(("hosts", hname, "zone"), _unknown_zone(spec.zone, top.regions))
+            host_avail = avail.host if spec.availability is None else spec.availability
+            hosts[hname] = Host(hname, host_avail, spec.address, host_zone, region_name)
+        return hosts
+
+    def _instances(
+        self, components: Mapping[str, Component], hosts: Mapping[str, Host], avail: float
+    ) -> dict[str, tuple[Instance, ...]]:
+        instances: dict[str, tuple[Instance, ...]] = {}
+        for cname, comp in components.items():
+            inst_avail = avail if comp.availability is None else comp.availability
+            if isinstance(comp.instances, int):
+                instances[cname] = tuple(
+                    Instance(cname, i, None, inst_avail) for i in range(comp.instances)
+                )
+            else:
+                for i, hname in enumerate(comp.instances):
+                    if hname not in hosts:
+                        self.problem(
+                            ("components", cname, "instances", i),
+                            f"unknown host '{hname}'{suggest(hname, hosts)}",
+                        )
+                instances[cname] = tuple(
+                    Instance(cname, i, h, inst_avail) for i, h in enumerate(comp.instances)
+                )
+            if comp.instance_count == 0:
+                self.problem(
+                    ("components", cname, "instances"),
+                    "no instances: list at least one host name, or give a count",
+                )
+            elif comp.required_up > comp.instance_count:
+                self.problem(
+                    ("components", cname, "min_up"),
+                    f"min_up is {comp.required_up} but the component has only "
+                    f"{comp.instance_count} instance(s)",
+                )
+        return instances
 
 
-# Fields whose pydantic message (one per union branch) reads badly: say what is expected.
-_EXPECTED = {
-    "instances": "expected a count (a whole number, at least 1) or a list of host names",
-    "min_up": "expected a whole number (at least 1) or 'majority'",
-    "zones": "expected a list of zone names or a mapping of zone name to settings",
-    "needs": "expected a list of component names",
-    "entry": "expected a non-empty list of component names",
-}
+def _region_of(zone: str) -> str:
+    return zone.split("/", 1)[0]
 
 
-def _friendly(loc: Loc, msgs: list[str]) -> str:
-    """One readable message for the problems pydantic found at `loc`."""
-    name = next((part for part in reversed(loc) if isinstance(part, str)), "")
-    if any(m.startswith(("missing required", "unknown field")) for m in msgs):
-        return " or ".join(msgs)
-    if name in _EXPECTED and (len(msgs) > 1 or "valid" in msgs[0]):
-        return _EXPECTED[name]
-    if name == "availability" or (len(loc) >= 2 and loc[-2] == "availability"):
-        return "an availability must be a number between 0 and 1"
-    return " or ".join(msgs)
+def _unknown_zone(zone: str, regions: Mapping[str, RegionSpec]) -> str:
+    if "/" not in zone:
+        return f"zone '{zone}' must be written '<region>/<zone>'"
+    region, _ = zone.split("/", 1)
+    if region not in regions:
+        return f"unknown region '{region}'{suggest(region, regions)}"
+    known = [f"{region}/{z}" for z in regions[region].zone_specs()]
+    return f"unknown zone '{zone}'{suggest(zone, known)}"
 
 
 def _data_path(data: Any, loc: Loc) -> Loc:
@@ -316,10 +356,3 @@ def _data_path(data: Any, loc: Loc) -> Loc:
                 out.append(part)
                 node = None
     return tuple(out)
-
-
-def _suggest(name: str, known: Any) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""

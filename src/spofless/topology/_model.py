@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from spofless.topology._deps import dependencies
+from spofless.topology._errors import Problem
 from spofless.topology._schema import Component, Defaults
 
 Loc = tuple[str | int, ...]
@@ -81,6 +84,9 @@ class Topology:
     source: str = "<memory>"
     # Where each value stood in the file, keyed by its path in the data.
     locations: Mapping[Loc, Location] = field(default_factory=dict, repr=False, compare=False)
+    # What is valid but probably not meant (a component no entry reaches, hosts that
+    # share one address): `check` and `up` print these.
+    warnings: tuple[Problem, ...] = field(default=(), compare=False)
 
     # -- elements -------------------------------------------------------------
 
@@ -110,17 +116,32 @@ class Topology:
         return out
 
     def required_components(self) -> list[str]:
-        """Components the system needs (entry and everything they need), dependencies first."""
+        """Components the system needs (entry and everything they depend on), dependencies
+        first."""
         return self.dependency_order(self.entry)
 
+    def dependencies(self, name: str) -> list[str]:
+        """What component `name` cannot work without: its `needs` and what its own fields
+        imply (a load balancer's routes and vip etcd, a DNS server's records, a postgres
+        component's etcd); see `spofless.topology._deps`."""
+        return list(self._dependencies[name])
+
+    @cached_property
+    def _dependencies(self) -> dict[str, tuple[str, ...]]:
+        # Computed once: the topology is frozen.
+        return {
+            name: tuple(d.target for d in dependencies(name, self.components))
+            for name in self.components
+        }
+
     def dependency_order(self, roots: Iterable[str] | None = None) -> list[str]:
-        """`roots` (every component by default) and what they need, each after its needs."""
+        """`roots` (every component by default) and their dependencies, each after them."""
         seen: dict[str, None] = {}
 
         def visit(name: str) -> None:
             if name in seen:
                 return
-            for dep in self.components[name].needs:
+            for dep in self.dependencies(name):
                 visit(dep)
             seen[name] = None
 

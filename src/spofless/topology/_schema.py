@@ -224,6 +224,15 @@ class LabSpec(Strict):
         return v
 
 
+class SecuritySpec(Strict):
+    """`security:`: where the topology's secrets are (spofless.security) and whether
+    PostgreSQL uses TLS. Passwords and keys are never written in the topology file."""
+
+    # The secrets directory, relative to the file; default .spofless/<stem>/secrets.
+    secrets: str | None = None
+    tls: bool = True  # PostgreSQL between members and for clients: hostssl, verify-full
+
+
 class TopologyFile(Strict):
     """The whole file, components still as raw mappings (validated by kind later)."""
 
@@ -236,3 +245,4 @@ class TopologyFile(Strict):
     components: dict[Name, dict[str, Any]]
     entry: list[Name] = Field(min_length=1)
     lab: LabSpec = LabSpec()
+    security: SecuritySpec = SecuritySpec()

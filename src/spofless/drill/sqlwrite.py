@@ -1,0 +1,175 @@
+"""SQL writers for drills: unique increasing ids inserted every 10-20 ms, and what each saw.
+
+A writer runs in a thread on one libpq connection string (a multi-host string
+with `target_session_attrs=read-write`, or a load balancer's read-write address).
+Each insert is its own transaction. Its outcome is one of:
+
+- acknowledged: COMMIT returned without a warning; remembered with the server
+  (port) that acknowledged it and the time;
+- uncertain: it failed, timed out, or COMMIT returned with PostgreSQL's
+  "canceling wait for synchronous replication" warning (the commit is local only):
+  it may or may not be there at the end, and is neither acknowledged nor lost.
+
+A frozen (SIGSTOPped) server never answers, and the kernel keeps the TCP
+connection alive for it: every statement is bounded by a watchdog that shuts
+the socket down, which makes libpq fail at once. A writer never runs longer
+than RUN_BOUND, whatever its caller does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import psycopg
+
+T = TypeVar("T")
+# The warning of a commit that was written locally but whose wait for a synchronous
+# standby was cancelled: the client must not count it as durable.
+SYNC_CANCELLED = "canceling wait for synchronous replication"
+STATEMENT_BOUND = 1.0  # seconds an insert may take before the writer gives up on it
+RUN_BOUND = 180.0  # the writer never runs longer than this, whatever the test does
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    id: int
+    port: int  # the server that acknowledged it
+    at: float  # time.monotonic() when the answer arrived
+
+
+@dataclass
+class WriterReport:
+    acks: list[Ack] = field(default_factory=list)
+    failed: int = 0  # attempts that got no answer (connection refused, timeout, error)
+    attempted: list[int] = field(default_factory=list)  # every id tried, in order
+    uncertain: list[int] = field(default_factory=list)  # tried, outcome unknown
+
+    @property
+    def acknowledged(self) -> list[int]:
+        return [a.id for a in self.acks]
+
+    def window(self, after: float) -> float:
+        """The write-unavailability window: the longest gap between two consecutive
+        acknowledgements that ends after `after` (the fault's time)."""
+        gaps = [b.at - a.at for a, b in zip(self.acks, self.acks[1:], strict=False) if b.at > after]
+        return max(gaps, default=0.0)
+
+    def acked_after(self, t: float) -> list[Ack]:
+        return [a for a in self.acks if a.at > t]
+
+    def late_acks_by(self, old_port: int, new_port: int) -> list[Ack]:
+        """Acknowledgements by the old primary after the new one acknowledged a write."""
+        if old_port == new_port:
+            return []
+        first_new = next((i for i, a in enumerate(self.acks) if a.port == new_port), None)
+        if first_new is None:
+            return []
+        return [a for a in self.acks[first_new:] if a.port == old_port]
+
+
+class SqlWriter:
+    """Inserts into `table (id)` every 10-20 ms on `conninfo` until stopped."""
+
+    def __init__(self, conninfo: str, table: str = "t", first_id: int = 1) -> None:
+        self.conninfo = conninfo
+        self.table = table
+        self.next_id = first_id
+        self.report = WriterReport()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> SqlWriter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> WriterReport:
+        self._stop.set()
+        self._thread.join(RUN_BOUND)
+        return self.report
+
+    def acks_since(self, t: float) -> int:
+        with self._lock:
+            return sum(1 for a in self.report.acks if a.at > t)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + RUN_BOUND
+        conn: psycopg.Connection[Any] | None = None
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            ident: int | None = None
+            try:
+                if conn is None or conn.closed:
+                    conn = bounded(lambda: psycopg.connect(self.conninfo, autocommit=True))
+                ident, self.next_id = self.next_id, self.next_id + 1
+                self.report.attempted.append(ident)
+                warned = self._insert(conn, ident)
+                with self._lock:
+                    if warned:
+                        self.report.uncertain.append(ident)
+                    else:
+                        self.report.acks.append(Ack(ident, int(conn.info.port), time.monotonic()))
+            except psycopg.Error:
+                self.report.failed += 1
+                if ident is not None:
+                    self.report.uncertain.append(ident)
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                conn = None
+            time.sleep(random.uniform(0.010, 0.020))
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _insert(self, conn: psycopg.Connection[Any], ident: int) -> bool:
+        """Insert `ident`; whether COMMIT came back with the synchronous-wait warning."""
+        sql = f"INSERT INTO {self.table} (id) VALUES (%s)"
+        notices: list[str] = []
+        handler = _collect(notices)
+        conn.add_notice_handler(handler)
+        try:
+            bounded(lambda: conn.execute(sql, (ident,)), conn)
+        finally:
+            conn.remove_notice_handler(handler)
+        return any(SYNC_CANCELLED in n for n in notices)
+
+
+def bounded(call: Callable[[], T], conn: psycopg.Connection[Any] | None = None) -> T:
+    """Run call(); past STATEMENT_BOUND shut the connection's socket down so it fails."""
+    timer: threading.Timer | None = None
+    if conn is not None:
+        fd = conn.fileno()
+        timer = threading.Timer(STATEMENT_BOUND, _shutdown, (fd,))
+        timer.start()
+    try:
+        result: T = call()
+        return result
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def _shutdown(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        s = socket.socket(fileno=fd)
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        finally:
+            s.detach()  # the fd belongs to libpq
+
+
+def _collect(into: list[str]) -> Callable[[psycopg.errors.Diagnostic], None]:
+    def handler(diag: psycopg.errors.Diagnostic) -> None:
+        into.append(diag.message_primary or "")
+
+    return handler

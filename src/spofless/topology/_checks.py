@@ -1,0 +1,220 @@
+"""Checks across fields of a topology: references, dependency cycles, port layouts, warnings.
+
+Each check reports through a callback `(path, message)`, so that the loader
+places every problem at its file:line and reports them all at once. The
+warnings are for what is valid but probably not meant.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from spofless.topology._deps import Dependency, dependencies
+from spofless.topology._kinds import DnsComponent, EtcdComponent, LoadBalancerComponent
+from spofless.topology._messages import suggest
+from spofless.topology._model import Host, Instance
+from spofless.topology._schema import Component
+
+Loc = tuple[str | int, ...]
+Report = Callable[[Loc, str], None]
+
+# The ports of a component's instance i: `<field> + i` for each of these fields.
+PORT_FIELDS = ("port", "peer_port", "api_port", "admin_port")
+
+
+def check_references(
+    components: Mapping[str, Component],
+    names: Collection[str],
+    regions: Collection[str],
+    report: Report,
+) -> None:
+    """Every component a dependency names exists; a DNS server's `regions` exist.
+
+    `components` are the components that passed the schema, `names` every
+    component name in the file (one that failed its schema is not unknown).
+    """
+    for cname, comp in components.items():
+        for dep in dependencies(cname, components):
+            where: Loc = ("components", cname, *dep.path)
+            if dep.target not in names:
+                report(where, f"unknown component '{dep.target}'{suggest(dep.target, names)}")
+            elif dep.why == "vip.dcs" and dep.target in components:
+                target = components[dep.target]
+                if not isinstance(target, EtcdComponent):
+                    report(where, f"'{dep.target}' is of kind {target.kind}, not an etcd component")
+        if isinstance(comp, DnsComponent):
+            for region in comp.regions:
+                if region in regions:
+                    continue
+                hint = suggest(region, regions) if regions else " (the file defines no regions)"
+                report(("components", cname, "regions", region), f"unknown region '{region}'{hint}")
+
+
+def check_cycles(components: Mapping[str, Component], report: Report) -> None:
+    """No component depends on itself, through `needs` or what its fields imply."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    stack: list[tuple[str, Dependency | None]] = []
+
+    def visit(name: str, via: Dependency | None) -> None:
+        state[name] = 1
+        stack.append((name, via))
+        for dep in dependencies(name, components):
+            if dep.target not in components:
+                continue
+            if state.get(dep.target) == 1:
+                start = next(i for i, (n, _) in enumerate(stack) if n == dep.target)
+                edges = [*(d for _, d in stack[start + 1 :]), dep]
+                report(("components", name, *dep.path), _cycle(dep.target, edges))
+            elif dep.target not in state:
+                visit(dep.target, dep)
+        stack.pop()
+        state[name] = 2
+
+    for name in components:
+        if name not in state:
+            visit(name, None)
+
+
+def _cycle(start: str, edges: Sequence[Dependency | None]) -> str:
+    if all(e is not None and e.why == "needs" for e in edges):
+        names = [start, *(e.target for e in edges if e is not None)]
+        return "cycle in needs: " + " -> ".join(names)
+    out = start
+    for e in edges:
+        if e is not None:
+            out += f" -> {e.target}" + ("" if e.why == "needs" else f" ({e.why})")
+    return "cycle in dependencies: " + out
+
+
+@dataclass(frozen=True, slots=True)
+class _Use:
+    instance: Instance
+    field: str
+    base: int
+
+
+def check_ports(
+    hosts: Mapping[str, Host],
+    components: Mapping[str, Component],
+    instances: Mapping[str, Sequence[Instance]],
+    report: Report,
+) -> None:
+    """No two ports of instances on one address coincide.
+
+    Instance i of a component listens on `port + i`, `peer_port + i`,
+    `api_port + i` and `admin_port + i`; the instances of a load balancer with
+    a `vip:` all listen on `port` (each on its own host). One problem per pair
+    of fields, at the field that comes later in the file.
+    """
+    used: dict[tuple[str, int], _Use] = {}
+    reported: set[tuple[str, str, str, str]] = set()
+    for cname, comp in components.items():
+        shared = isinstance(comp, LoadBalancerComponent) and comp.vip is not None
+        for fname in PORT_FIELDS:
+            base = getattr(comp, fname, None)
+            if not isinstance(base, int):
+                continue
+            for inst in instances.get(cname, ()):
+                host = hosts.get(inst.host) if inst.host is not None else None
+                address = host.address if host is not None else "127.0.0.1"
+                port = base if shared and fname == "port" else base + inst.index
+                use = _Use(inst, fname, base)
+                other = used.setdefault((address, port), use)
+                if other is use or (shared and other.instance.component == cname):
+                    continue
+                key = (other.instance.component, other.field, cname, fname)
+                if key in reported:
+                    continue
+                reported.add(key)
+                report(("components", cname, fname), _overlap(use, other, port, address, instances))
+
+
+def _overlap(
+    use: _Use, other: _Use, port: int, address: str, instances: Mapping[str, Sequence[Instance]]
+) -> str:
+    def span(u: _Use) -> str:
+        n = len(instances[u.instance.component])
+        return f"{u.base}-{u.base + n - 1}" if n > 1 else str(u.base)
+
+    mine, theirs = use.instance, other.instance
+    end = other.base + len(instances[theirs.component]) - 1
+    same = mine.component == theirs.component
+    theirs_field = other.field if same else f"{theirs.component}'s {other.field}"
+    return (
+        f"port {port} on {address} is both {mine.name}'s {use.field} and {theirs.name}'s "
+        f"{other.field}: instance i listens on {use.field} + i ({span(use)}), which overlaps "
+        f"{theirs_field} + i ({span(other)}); leave room for every instance, "
+        f"e.g. {use.field}: {end + 1}"
+    )
+
+
+def unreached_warnings(
+    components: Mapping[str, Component], required: Collection[str], entry: Sequence[str]
+) -> list[tuple[Loc, str]]:
+    """Components no `entry` component depends on: the analysis leaves them out."""
+    return [
+        (
+            ("components", name),
+            f"no entry component depends on {name} (entry: {', '.join(entry)}), so the "
+            f"analysis leaves it out: add it to the `needs` of what uses it, or to `entry`",
+        )
+        for name in components
+        if name not in required
+    ]
+
+
+def shared_address_warnings(
+    data: Mapping[str, Any],
+    hosts: Mapping[str, Host],
+    components: Mapping[str, Component],
+    instances: Mapping[str, Sequence[Instance]],
+    required: Collection[str],
+) -> list[tuple[Loc, str]]:
+    """Hosts whose `address:` puts them on one machine (every loopback address is one).
+
+    The analysis counts them as separate hosts; the machine under them is a
+    single point of failure it cannot see when it holds more instances of a
+    required component than that component may lose.
+    """
+    raw = data.get("hosts")
+    given = {
+        h
+        for h, spec in (raw.items() if isinstance(raw, dict) else ())
+        if isinstance(spec, dict) and "address" in spec
+    }
+    machines: dict[str, list[str]] = {}
+    for name in hosts:
+        if name in given:
+            machines.setdefault(_machine(hosts[name].address), []).append(name)
+    out: list[tuple[Loc, str]] = []
+    for machine, names in machines.items():
+        if len(names) < 2:
+            continue
+        fatal = []
+        for cname in required:
+            comp = components[cname]
+            on = sum(1 for i in instances[cname] if i.host in names)
+            if on > comp.instance_count - comp.required_up:
+                fatal.append(cname)
+        where = "loopback (127.0.0.0/8)" if machine == "loopback" else machine
+        msg = f"hosts {', '.join(names)} share address {where}: they are one machine"
+        if fatal:
+            msg += (
+                f", a single point of failure of {', '.join(fatal)} that the analysis cannot "
+                "see (it counts them as separate hosts); give each host its own machine's "
+                "address for production"
+            )
+        out.append((("hosts", names[0], "address"), msg))
+    return out
+
+
+def _machine(address: str) -> str:
+    try:
+        if ipaddress.ip_address(address).is_loopback:
+            return "loopback"
+    except ValueError:
+        pass
+    return address
