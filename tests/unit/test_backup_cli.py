@@ -154,3 +154,26 @@ def test_a_component_without_port_cannot_be_backed_up(tmp_path: Path) -> None:
     )
     result = CliRunner().invoke(main, ["backup", "list", str(f)])
     assert result.exit_code == 2 and "needs `port`" in result.output
+
+
+def test_sources_carry_the_topologys_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spofless.backup import backup_config
+    from spofless.topology import load_topology
+
+    f = tmp_path / "t.yaml"
+    f.write_text(
+        "name: t\ncomponents:\n  db:\n    kind: postgres\n    instances: 2\n    port: 7000\n"
+        f"    backup:\n      repositories: [{{type: fs, path: {tmp_path}}}]\n"
+        "security: {tls: false}\nentry: [db]\n"
+    )
+    # No secrets: connect as is (a server that trusts local connections).
+    cfg = backup_config(load_topology(f))
+    assert [(s.name, s.port, s.params) for s in cfg.sources] == [
+        ("db/0", 7000, ()),
+        ("db/1", 7001, ()),
+    ]
+    monkeypatch.setenv("SPOFLESS_SECRET_DB_SUPERUSER", "s3cret")
+    cfg = backup_config(load_topology(f))
+    assert cfg.sources[1].params == (("password", "s3cret"),)

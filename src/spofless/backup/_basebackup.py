@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from spofless.backup._config import BackupConfig, Source
 from spofless.backup._errors import BackupError, SourceError
@@ -124,17 +125,22 @@ def scan(data_dir: Path) -> tuple[list[tuple[str, int]], list[str]]:
     return dirs, files
 
 
+def conninfo(src: Source, timeout: int) -> str:
+    """The superuser's connection string for `src` (with the topology's secrets)."""
+    return make_conninfo(
+        host=src.host,
+        port=src.port,
+        user="postgres",
+        dbname="postgres",
+        connect_timeout=timeout,
+        application_name="spofless-backup",
+        **dict(src.params),
+    )
+
+
 def _connect(src: Source) -> psycopg.Connection[Any]:
     try:
-        return psycopg.connect(
-            host=src.host,
-            port=src.port,
-            user="postgres",
-            dbname="postgres",
-            autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT,
-            application_name="spofless-backup",
-        )
+        return psycopg.connect(conninfo(src, CONNECT_TIMEOUT), autocommit=True)
     except psycopg.Error as exc:
         raise SourceError(f"{src.name} ({src.host}:{src.port}): {exc}".strip()) from None
 

@@ -23,6 +23,9 @@ class Source:
     name: str
     host: str
     port: int
+    # Added to the connection: the superuser's password and TLS settings from the
+    # topology's secrets (spofless.security), when it has them.
+    params: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,17 @@ def backup_component(topology: Topology, component: str | None) -> tuple[str, Ba
     return component, found[component]
 
 
+def _client_params(topology: Topology, component: str) -> dict[str, str]:
+    """The topology's secrets for connecting as the superuser; none when it has none
+    (a server that trusts local connections)."""
+    from spofless.security import SecretsError, client_params
+
+    try:
+        return client_params(topology, component)
+    except SecretsError:
+        return {}
+
+
 def make_repository(spec: RepositorySpec) -> Repository:
     if isinstance(spec, FsRepositorySpec):
         return FsRepository(spec.path)
@@ -85,11 +99,13 @@ def backup_config(topology: Topology, component: str | None = None) -> BackupCon
             f"{topology.source}: postgres component {name!r} needs `port` to be backed up "
             "(instance i listens on port + i)"
         )
+    params = tuple(sorted(_client_params(topology, name).items()))
     sources = tuple(
         Source(
             inst.name,
             topology.hosts[inst.host].address if inst.host is not None else "127.0.0.1",
             comp.port + inst.index,
+            params,
         )
         for inst in topology.instances[name]
     )

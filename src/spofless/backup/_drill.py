@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psycopg
 
+from spofless.backup._basebackup import conninfo
 from spofless.backup._config import BackupConfig
 from spofless.backup._restore import SPOOL, restore
 from spofless.backup._scratch import ScratchInstance
@@ -75,14 +76,7 @@ def _primary_reference(config: BackupConfig) -> tuple[float, bool]:
     for src in config.sources:
         with (
             contextlib.suppress(psycopg.Error),
-            psycopg.connect(
-                host=src.host,
-                port=src.port,
-                user="postgres",
-                dbname="postgres",
-                autocommit=True,
-                connect_timeout=5,
-            ) as conn,
+            psycopg.connect(conninfo(src, 5), autocommit=True) as conn,
         ):
             row = conn.execute("SELECT pg_is_in_recovery(), extract(epoch from now())").fetchone()
             if row is None or row[0]:
