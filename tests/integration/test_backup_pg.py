@@ -11,6 +11,9 @@ clearly while changing nothing, a corrupted object failing verify by name.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from backup_pg import (
+    S3_ENV,
     Env,
     Writer,
     archiving_cluster,
@@ -160,6 +164,39 @@ def test_wrong_key_fails_clearly_and_changes_nothing(env: Env) -> None:
         assert "another key" in out.stderr + out.stdout
     assert not dest.exists()
     assert sorted((p, p.stat().st_mtime_ns) for p in env.repo.rglob("*")) == before
+
+
+def test_backup_run_takes_the_due_backup_and_stops_on_sigterm(env: Env) -> None:
+    sched = env.base / "scheduled.yaml"
+    sched.write_text(
+        env.topology.read_text().replace(
+            "      retention: {full: 2}\n",
+            "      retention: {full: 1}\n      schedule: {full: '* * * * *'}\n",
+        )
+    )
+    before = set(env.repo.glob("db/backup/*/manifest"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spofless", "backup", "run", str(sched)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, **S3_ENV),
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not set(env.repo.glob("db/backup/*/manifest")) - before:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no scheduled backup within 120s"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "took full backup" in err
+    # Retention (1 full backup) expired the older full one and its incremental.
+    new = set(env.repo.glob("db/backup/*/manifest")) - before
+    assert set(env.repo.glob("db/backup/*/manifest")) == new
+    assert "expire 2 backup(s)" in err
 
 
 def test_corrupted_file_fails_verify_naming_it(env: Env) -> None:

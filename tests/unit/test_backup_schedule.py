@@ -57,3 +57,22 @@ def test_staleness_counts_a_missed_run_not_a_running_one() -> None:
     assert staleness(sched, [_b("full", "2026-11-29 02:00")], just_due) is None
     assert "never" in (staleness(sched, [], now) or "")
     assert staleness(BackupSchedule(), [], now) is None
+
+
+def test_due_takes_a_missed_run_once_and_full_wins() -> None:
+    from spofless.backup.schedule import due
+
+    sched = BackupSchedule(full="0 2 * * 0", incremental="0 2 * * 1-6")
+    sunday_0201 = t("2026-11-29 02:01").timestamp()
+    assert due(sched, [], sunday_0201) == "full"
+    assert due(sched, [_b("full", "2026-11-29 02:00")], sunday_0201) is None
+    # Monday 02:01: the incremental is due; after it ran, nothing until Tuesday.
+    monday = t("2026-11-30 02:01").timestamp()
+    assert due(sched, [_b("full", "2026-11-29 02:00")], monday) == "incremental"
+    done = [_b("full", "2026-11-29 02:00"), _b("incremental", "2026-11-30 02:00")]
+    assert due(sched, done, t("2026-11-30 23:59").timestamp()) is None
+    # Down from Saturday to the next Monday: one full (missed Sunday) first, once.
+    late = t("2026-12-07 09:00").timestamp()
+    assert due(sched, done, late) == "full"
+    assert due(sched, [*done, _b("full", "2026-12-07 09:00")], late + 60) is None
+    assert due(BackupSchedule(), [], late) is None

@@ -9,6 +9,7 @@
     expire(store, retention)             retention, planned purely (spofless.backup.plan)
     schedule.staleness(...)              whether a scheduled backup was missed
     run_drill(config, store, ...)        restore drill: RTO per phase and RPO, measured
+    run_schedule(config)                 `backup run`: backups on the schedule, then expiry
 
 PostgreSQL's own commands (what the pg agent sets; FILE is the absolute path of
 the topology file, `<python>` the interpreter spofless runs under, so the same
@@ -73,8 +74,8 @@ Failure cases
 - A corrupted object: `backup verify` names it and exits 1; a restore stops
   at it, naming it.
 
-Not yet: running the schedule and drills on it (only staleness is reported; a
-drill is `spofless backup drill`), drill figures in the drill history and
+Not yet: the stack starting `backup run` (run it by hand or from systemd), drills
+on a schedule (a drill is `spofless backup drill`), drill figures in the drill history and
 /metrics, objectives in `spofless check`, tablespaces, a `.partial`
 segment of the old timeline is archived under its name but not used by restore.
 """
@@ -105,6 +106,7 @@ from spofless.backup._expire import expire
 from spofless.backup._manifest import FileEntry, Manifest
 from spofless.backup._repo import FsRepository, MemoryRepository, Repository
 from spofless.backup._restore import SPOOL, recovery_settings, restore
+from spofless.backup._scheduler import run_schedule
 from spofless.backup._store import Store, archive_wal, restore_wal
 from spofless.backup._verify import VerifyResult, archive_gap, restore_check, verify_backup
 from spofless.backup.plan import Target
@@ -146,6 +148,7 @@ __all__ = [
     "restore_command",
     "restore_wal",
     "run_drill",
+    "run_schedule",
     "take_backup",
     "verify_backup",
 ]

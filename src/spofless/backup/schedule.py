@@ -3,6 +3,7 @@
     Cron.parse("0 2 * * 1-6")           five fields: minute hour day-of-month month weekday
     Cron.previous(t) -> datetime        the last time at or before t it fires
     staleness(schedule, backups, now)   why the backups are behind schedule, or None
+    due(schedule, backups, now)         the backup the scheduler should take now, if any
 
 Fields take `*`, numbers, ranges `a-b`, lists `a,b` and steps `*/n`, `a-b/n`;
 weekday 0 and 7 are Sunday. As in cron, when both day-of-month and weekday are
@@ -19,6 +20,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from spofless.backup.plan import BackupInfo
 from spofless.topology._backup import BackupSchedule
@@ -125,3 +127,24 @@ def staleness(
 
 def _iso(t: float) -> str:
     return datetime.datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def due(
+    schedule: BackupSchedule, backups: Sequence[BackupInfo], now: float
+) -> Literal["full", "incremental"] | None:
+    """The kind of backup to take at `now`, or None; a full one wins over an incremental.
+
+    A kind is due when its schedule fired since the newest backup that would have
+    served it started (a full one for the full schedule, any for the incremental):
+    so a run missed while the scheduler was down happens once when it is back,
+    not once per missed firing."""
+    at = datetime.datetime.fromtimestamp(now, UTC)
+    for kind, text in (("full", schedule.full), ("incremental", schedule.incremental)):
+        if text is None:
+            continue
+        fired = Cron.parse(text).previous(at).timestamp()
+        pool = [b for b in backups if kind == "incremental" or b.kind == "full"]
+        newest = max((b.start_time for b in pool), default=None)
+        if newest is None or newest < fired:
+            return "full" if kind == "full" else "incremental"
+    return None

@@ -71,6 +71,7 @@ def backup() -> None:
       spofless backup verify FILE [--restore]         checksums, WAL, a real restore
       spofless backup expire FILE                     apply the retention
       spofless backup drill FILE                      restore drill: RTO per phase, RPO
+      spofless backup run FILE                        backups on the schedule, then expire
       spofless backup archive-wal FILE --component C %p %f     (archive_command)
       spofless backup restore-wal FILE --component C %f %p     (restore_command)
     """
@@ -223,6 +224,24 @@ def backup_drill(file: str, component: str | None, repo: int) -> None:
     )
     for line in run_drill(cfg, _pick(cfg, repo), command_for).lines():
         click.echo(line)
+
+
+@backup.command("run")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@_component
+def backup_run(file: str, component: str | None) -> None:
+    """Take backups on `backup.schedule` and apply the retention, until SIGTERM.
+
+    Run it on the host of the instance backups copy from (`from: replica`: a replica's).
+    """
+    import logging
+
+    from spofless.backup import run_schedule
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    run_schedule(_config(file, component))
 
 
 @backup.command("expire")
