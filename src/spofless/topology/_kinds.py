@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from spofless.topology._backup import BackupSpec
 from spofless.topology._schema import (
     AnalysisOnlyComponent,
     Component,
@@ -117,6 +118,8 @@ class PostgresComponent(RuntimeComponent):
     # Networks (CIDR) or addresses that may connect besides the hosts of the components
     # that need this one (pg_hba.conf, scram-sha-256).
     allow: list[str] = Field(default_factory=list)
+    # Base backups and the WAL archive (spofless.backup); None: no backups.
+    backup: BackupSpec | None = None
 
     @field_validator("allow")
     @classmethod

@@ -1,0 +1,116 @@
+"""How an object is stored: zstd-compressed, then AES-256-GCM-encrypted, self-describing.
+
+    b"SPFB" | version 1 | flags | encrypted: key id (8) + nonce (12) | plain: sha256 (32)
+    | payload (zstd frame or raw bytes; encrypted: ciphertext + 16-byte GCM tag)
+
+The object's repository key is the GCM associated data, so an object moved or
+swapped to another key fails to decrypt. The key id (a hash of the key, never
+the key) tells "encrypted with another key" (`WrongKeyError`, checked before
+anything is decrypted) apart from "damaged" (`CorruptObjectError`). Unencrypted
+objects carry the sha256 of their content instead of the GCM tag, so damage is
+always detected when an object is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import zstandard
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from spofless.backup._errors import CorruptObjectError, KeyFileError, WrongKeyError
+
+MAGIC = b"SPFB"
+VERSION = 1
+_COMPRESSED = 1
+_ENCRYPTED = 2
+_HEAD = len(MAGIC) + 2
+
+
+def load_key(path: str | Path) -> bytes:
+    """The 256-bit key in `path`: 32 raw bytes, or 64 hex digits (whitespace ignored)."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read key file {path}: {exc.strerror or exc}") from None
+    if len(raw) == 32:
+        return raw
+    text = raw.decode("ascii", errors="replace").strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise KeyFileError(
+            f"key file {path} must hold 32 random bytes or 64 hex digits "
+            "(make one with: head -c 32 /dev/urandom > FILE)"
+        )
+    return key
+
+
+def key_id(key: bytes) -> bytes:
+    return hashlib.sha256(b"spofless backup key id\0" + key).digest()[:8]
+
+
+@dataclass(frozen=True)
+class Codec:
+    """Encodes and decodes objects; `level` None stores uncompressed, `key` None unencrypted."""
+
+    level: int | None = 3
+    key: bytes | None = None
+
+    def encode(self, name: str, data: bytes) -> bytes:
+        flags = 0
+        payload = data
+        if self.level is not None:
+            payload = zstandard.ZstdCompressor(level=self.level).compress(data)
+            flags |= _COMPRESSED
+        if self.key is None:
+            return MAGIC + bytes([VERSION, flags]) + hashlib.sha256(data).digest() + payload
+        flags |= _ENCRYPTED
+        nonce = os.urandom(12)
+        head = MAGIC + bytes([VERSION, flags]) + key_id(self.key) + nonce
+        return head + AESGCM(self.key).encrypt(nonce, payload, head + name.encode())
+
+    def decode(self, name: str, blob: bytes, sha256: str | None = None) -> bytes:
+        """The content of object `name`; WrongKeyError or CorruptObjectError naming it.
+
+        `sha256` (hex, from a manifest) is checked too, with one hash of the content
+        whatever the object's form (hashing dominates a restore's CPU time)."""
+        if len(blob) < _HEAD or blob[:4] != MAGIC or blob[4] != VERSION:
+            raise CorruptObjectError(f"{name}: not a spofless backup object (bad header)")
+        flags = blob[5]
+        if flags & _ENCRYPTED:
+            if self.key is None:
+                raise KeyFileError(f"{name} is encrypted: give the repository's encryption key")
+            kid, nonce = blob[_HEAD : _HEAD + 8], blob[_HEAD + 8 : _HEAD + 20]
+            if kid != key_id(self.key):
+                raise WrongKeyError(
+                    f"{name} was encrypted with another key than the key file's: "
+                    "wrong key file for this repository"
+                )
+            try:
+                payload = AESGCM(self.key).decrypt(
+                    nonce, blob[_HEAD + 20 :], blob[: _HEAD + 20] + name.encode()
+                )
+            except InvalidTag:
+                raise CorruptObjectError(f"{name}: damaged (authentication failed)") from None
+            digest = None
+        else:
+            digest, payload = blob[_HEAD : _HEAD + 32], blob[_HEAD + 32 :]
+            if sha256 is not None and digest.hex() != sha256:
+                raise CorruptObjectError(f"{name}: damaged (not the manifest's checksum)")
+        if flags & _COMPRESSED:
+            try:
+                payload = zstandard.ZstdDecompressor().decompress(payload)
+            except zstandard.ZstdError as exc:
+                raise CorruptObjectError(f"{name}: damaged (zstd: {exc})") from None
+        if digest is None and sha256 is not None:
+            digest = bytes.fromhex(sha256)
+        if digest is not None and hashlib.sha256(payload).digest() != digest:
+            raise CorruptObjectError(f"{name}: damaged (checksum mismatch)")
+        return payload

@@ -1,0 +1,78 @@
+"""Cron schedules and staleness of the newest backup."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from spofless.backup.plan import BackupInfo
+from spofless.backup.schedule import Cron, staleness
+from spofless.topology._backup import BackupSchedule
+
+UTC = datetime.UTC
+
+
+def t(s: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(s).replace(tzinfo=UTC)
+
+
+def test_previous_fire_times() -> None:
+    sunday = Cron.parse("0 2 * * 0")
+    assert sunday.previous(t("2026-12-04 12:00")) == t("2026-11-29 02:00")  # a Friday
+    assert sunday.previous(t("2026-11-29 02:00")) == t("2026-11-29 02:00")
+    weekdays = Cron.parse("30 2 * * 1-6")
+    assert weekdays.previous(t("2026-11-30 02:29")) == t("2026-11-28 02:30")  # Mon -> Sat
+    every = Cron.parse("*/15 * * * *")
+    assert every.previous(t("2026-12-04 12:14:59")) == t("2026-12-04 12:00")
+    # Day of month and weekday both restricted: either fires.
+    either = Cron.parse("0 0 1 * 1")
+    assert either.previous(t("2026-12-03 00:00")) == t("2026-12-01 00:00")
+    assert either.previous(t("2026-12-08 00:00")) == t("2026-12-07 00:00")
+    assert Cron.parse("0 0 * * 7").weekdays == frozenset({0})
+    with pytest.raises(ValueError, match="5 fields"):
+        Cron.parse("daily")
+    with pytest.raises(ValueError, match="outside 0-23"):
+        Cron.parse("0 25 * * *")
+    with pytest.raises(ValueError, match="never fires"):
+        Cron.parse("0 0 31 2 *").previous(t("2026-12-04 00:00"))
+
+
+def _b(kind: str, start: str) -> BackupInfo:
+    s = t(start).timestamp()
+    return BackupInfo(start, kind, None, 1, 0, 1, s, s + 60)  # type: ignore[arg-type]
+
+
+def test_staleness_counts_a_missed_run_not_a_running_one() -> None:
+    sched = BackupSchedule(full="0 2 * * 0", incremental="0 2 * * 1-6")
+    now = t("2026-12-02 02:10").timestamp()  # a Wednesday, today's incremental may be running
+    ok = [_b("full", "2026-11-29 02:00"), _b("incremental", "2026-12-01 02:00")]
+    assert staleness(sched, ok, now) is None
+    missed = [_b("full", "2026-11-29 02:00"), _b("incremental", "2026-11-30 02:00")]
+    assert "incremental backup due at 2026-12-01 02:00" in (staleness(sched, missed, now) or "")
+    old_full = [_b("full", "2026-11-22 02:00"), _b("incremental", "2026-12-01 02:00")]
+    assert "full backup due at 2026-11-29 02:00" in (staleness(sched, old_full, now) or "")
+    # Within the hour after a due time the run may still be going: the one before counts.
+    just_due = t("2026-11-30 02:30").timestamp()  # Monday: its incremental may be running
+    assert staleness(sched, [_b("full", "2026-11-29 02:00")], just_due) is None
+    assert "never" in (staleness(sched, [], now) or "")
+    assert staleness(BackupSchedule(), [], now) is None
+
+
+def test_due_takes_a_missed_run_once_and_full_wins() -> None:
+    from spofless.backup.schedule import due
+
+    sched = BackupSchedule(full="0 2 * * 0", incremental="0 2 * * 1-6")
+    sunday_0201 = t("2026-11-29 02:01").timestamp()
+    assert due(sched, [], sunday_0201) == "full"
+    assert due(sched, [_b("full", "2026-11-29 02:00")], sunday_0201) is None
+    # Monday 02:01: the incremental is due; after it ran, nothing until Tuesday.
+    monday = t("2026-11-30 02:01").timestamp()
+    assert due(sched, [_b("full", "2026-11-29 02:00")], monday) == "incremental"
+    done = [_b("full", "2026-11-29 02:00"), _b("incremental", "2026-11-30 02:00")]
+    assert due(sched, done, t("2026-11-30 23:59").timestamp()) is None
+    # Down from Saturday to the next Monday: one full (missed Sunday) first, once.
+    late = t("2026-12-07 09:00").timestamp()
+    assert due(sched, done, late) == "full"
+    assert due(sched, [*done, _b("full", "2026-12-07 09:00")], late + 60) is None
+    assert due(BackupSchedule(), [], late) is None
