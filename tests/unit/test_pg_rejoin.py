@@ -194,6 +194,14 @@ def test_an_interrupted_rewind_is_finished_first() -> None:
     assert d.action is Action.REWIND and d.target == "b"
 
 
+def test_a_rewind_that_failed_here_is_not_retried_forever_but_recloned() -> None:
+    # pg_rewind failed (e.g. the WAL before the divergence is gone): its saved files are
+    # still there, but running it again would fail again.
+    local = _stopped(DIVERGED, rewinding=True, rewind_failed=True)
+    d = decide(View("a", local, Lease(), _cluster(), Policy(synchronous=True)))
+    assert d.action is Action.RECLONE
+
+
 def test_divergent_wal_written_degraded_is_kept_out_with_the_range_and_command() -> None:
     c = _cluster(degraded=(DegradedRange(5, "a", S5 - 50),))
     d = decide(View("a", _stopped(DIVERGED), Lease(), c, Policy(synchronous=True)))

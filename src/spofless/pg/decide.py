@@ -220,7 +220,9 @@ def _stopped_follower(v: View, c: ClusterState, leader: str) -> Decision:
     """A stopped data directory joins the leader: as it is when its WAL is all in the
     leader's history, else after a rewind (see spofless.pg.rejoin)."""
     local, disk = v.local, v.local.disk
-    if local.rewinding:
+    if local.rewinding and not local.rewind_failed:
+        # Killed mid-rewind (or by a restart of this agent): run it again from its start.
+        # One that failed here goes on below, to a re-clone where that is safe.
         return _d(Action.REWIND, f"finishing an interrupted pg_rewind from {leader}", leader)
     if disk is not None and disk.position is None:
         return _d(
