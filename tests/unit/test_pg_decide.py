@@ -477,3 +477,12 @@ def test_leader_whose_postgres_does_not_answer_gives_the_lease_up() -> None:
     brief = LocalState(has_data=True, running=True, unanswered_for=0.3)
     d = decide(view("a", brief, cluster("a"), held=True, policy=Policy(unanswered_bound=1.0)))
     assert d.action is Action.WAIT
+
+
+def test_follower_whose_postgres_stopped_answering_is_stopped_after_a_bound() -> None:
+    # e.g. an immediate stop that hangs after a freeze: it must not stay half alive.
+    silent = LocalState(has_data=True, running=True, unanswered_for=12.0)
+    d = decide(view("b", silent, cluster("a")))
+    assert d.action is Action.DEMOTE and "has not answered me for 12s" in d.reason
+    brief = LocalState(has_data=True, running=True, unanswered_for=1.0)
+    assert decide(view("b", brief, cluster("a"))).action is Action.WAIT

@@ -85,6 +85,7 @@ class Agent:
         self._system_id: str | None = None  # of the local data directory, read once
         self._not_streaming_since: float | None = None
         self._unanswered_since: float | None = None  # PostgreSQL runs but does not answer
+        self._stopping: asyncio.Task[None] | None = None  # the stop after a lost lease
         self._view: View | None = None
         self._local_status: MemberStatus = MemberStatus(self.name)
         self._cluster_members: tuple[MemberStatus, ...] = ()
@@ -415,6 +416,10 @@ class Agent:
         if self.server.running and self._local_status.role is Role.PRIMARY:
             logger.warning("%s: lease lost (%s): stopping PostgreSQL now", self.name, reason)
             self.server.signal_stop("immediate")
+            # And make sure it ends: a stop that hangs is turned into a SIGKILL.
+            self._stopping = asyncio.get_running_loop().create_task(
+                self.server.stop("immediate"), name=f"{self.name} fencing stop"
+            )
         self.duties.stop_witness()
         self._wake.set()
 

@@ -169,6 +169,15 @@ def _as_follower(v: View, c: ClusterState) -> Decision:
             Action.DEMOTE,
             "I am a primary without the leader lease: demoting before anyone can be promoted",
         )
+    if local.running and local.role is None:
+        # It runs but does not answer me: wait a little (a restart, a busy server), then
+        # stop it (SIGKILL if an immediate stop hangs) and start again from the disk.
+        if local.unanswered_for >= v.policy.rewind_after:
+            return _d(
+                Action.DEMOTE,
+                f"PostgreSQL has not answered me for {local.unanswered_for:.0f}s: stopping it",
+            )
+        return _d(Action.WAIT, "PostgreSQL does not answer me yet")
     if leader is None:
         return _no_leader(v, c)
     if not local.running:

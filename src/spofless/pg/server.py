@@ -92,6 +92,7 @@ __all__ = [
 ]
 
 StopMode = Literal["smart", "fast", "immediate"]
+IMMEDIATE_STOP_BOUND = 5.0  # seconds before an immediate stop becomes a SIGKILL
 _STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
 
 
@@ -487,8 +488,13 @@ class PostgresServer:
             return
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(_STOP_SIGNALS[mode])
+        # An immediate stop takes milliseconds; one that does not end is stuck (seen after
+        # a freeze): it must not keep a deposed primary half alive for stop_timeout.
+        bound = self.settings.stop_timeout
+        if mode == "immediate":
+            bound = min(bound, IMMEDIATE_STOP_BOUND)
         try:
-            await asyncio.wait_for(proc.wait(), self.settings.stop_timeout)
+            await asyncio.wait_for(proc.wait(), bound)
         except TimeoutError:
             logger.warning("%s: %s stop overran, killing pid %d", self.name, mode, proc.pid)
             with contextlib.suppress(ProcessLookupError):
