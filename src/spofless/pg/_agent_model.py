@@ -57,7 +57,9 @@ class AgentSettings(BaseModel):
             strict=self.strict,
             maximum_lag_on_failover=self.maximum_lag_on_failover,
             allow_reclone=self.allow_reclone,
-            unanswered_bound=2 * self.loop_wait,
+            # As long as a lease lasts: a leader does not give the lease up for a status
+            # query or two that a loaded machine answered late.
+            unanswered_bound=max(2 * self.loop_wait, float(self.dcs.ttl)),
         )
 
 
