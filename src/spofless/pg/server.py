@@ -305,11 +305,17 @@ class PostgresServer:
             logger.info("%s: saved %d MiB of WAL before pg_rewind", self.name, saved >> 20)
         if self.settings.auth is not None:
             self._write_passfile(self.settings.auth)
+        # With a WAL archive (backups), the member's own WAL that was recycled since the
+        # divergence is fetched back from it by the restore_command in its configuration.
+        archive = (
+            ["--restore-target-wal"] if self.settings.parameters.get("restore_command") else []
+        )
         await self._tool(
             "pg_rewind",
             "-D",
             str(self.data_dir),
             f"--source-server={self._conninfo(source, REWIND_USER, dbname='postgres')}",
+            *archive,
         )
         self._finish_rewind(source)
 

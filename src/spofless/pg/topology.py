@@ -91,6 +91,18 @@ def etcd_endpoints(topology: Topology, component: str) -> list[str]:
         raise PgSetupError(str(exc)) from None
 
 
+def archive_settings(topology: Topology, component: str) -> dict[str, str]:
+    """With `backup:`, the settings that archive the WAL of whichever member is primary and
+    let every member fetch WAL back: a replica that fell behind, and pg_rewind of a member
+    whose own divergent WAL was recycled (`--restore-target-wal`). None without backups."""
+    comp = postgres_component(topology, component)
+    if comp.backup is None:
+        return {}
+    from spofless.backup import postgres_settings
+
+    return postgres_settings(Path(topology.source), component, comp.backup, standby=True)
+
+
 def _address(topology: Topology, host: str | None) -> str:
     return topology.hosts[host].address if host is not None else "127.0.0.1"
 
@@ -177,6 +189,7 @@ def agent_settings(
         host=host,
         os_user=comp.os_user,
         auth=pg_auth(topology, component, index, data_dir),
+        parameters=archive_settings(topology, component),
     )
     return AgentSettings(
         prefix=cluster_prefix(topology, component),
