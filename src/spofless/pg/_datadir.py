@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,25 +164,31 @@ def _replace_bytes(path: Path, data: bytes, owner: tuple[int, int]) -> None:
     tmp.replace(path)
 
 
-def timeline_at(data_dir: Path, position: int | None, segment_size: int) -> int | None:
-    """The timeline a standby replays `position` on: the newest timeline whose WAL
-    segment file holding `position` is in pg_wal. None when there is none.
+def timelines_at(
+    data_dir: Path, positions: Sequence[int | None], segment_size: int
+) -> tuple[int | None, ...]:
+    """For each position, the timeline a standby has it on: the newest timeline whose
+    WAL segment file holding it is in pg_wal (None when there is none). One listing.
 
     What PostgreSQL reports lags (the last restartpoint's timeline) or comes and goes
     (the receiver's, only while connected). A standby that never switched to the
     leader's timeline has no segment file of that timeline: it replays its own, even
     when it already fetched the leader's history file."""
-    if position is None or segment_size <= 0:
-        return None
-    segno = position // segment_size
-    per_id = 0x100000000 // segment_size
-    suffix = f"{segno // per_id:08X}{segno % per_id:08X}"
     try:
-        names = [p.name for p in (data_dir / "pg_wal").iterdir()]
+        names = [p.name for p in (data_dir / "pg_wal").iterdir()] if segment_size > 0 else []
     except OSError:
-        return None
-    timelines = [int(n[:8], 16) for n in names if len(n) == 24 and n.endswith(suffix)]
-    return max(timelines, default=None)
+        names = []
+    per_id = 0x100000000 // segment_size if segment_size > 0 else 1
+    out: list[int | None] = []
+    for position in positions:
+        if position is None or not names:
+            out.append(None)
+            continue
+        segno = position // segment_size
+        suffix = f"{segno // per_id:08X}{segno % per_id:08X}"
+        timelines = [int(n[:8], 16) for n in names if len(n) == 24 and n.endswith(suffix)]
+        out.append(max(timelines, default=None))
+    return tuple(out)
 
 
 def read_history(data_dir: Path, timeline: int) -> TimelineHistory:

@@ -37,8 +37,6 @@ from spofless.dcs import (
     campaign,
 )
 from spofless.pg._agent_model import LONG_ACTIONS, AgentSettings, state_of
-
-__all__ = ["Agent", "AgentSettings"]
 from spofless.pg._errors import PgCommandError
 from spofless.pg._handover import hand_over
 from spofless.pg._keys import parse_cluster
@@ -57,6 +55,8 @@ from spofless.pg.view import (
     Role,
     View,
 )
+
+__all__ = ["Agent", "AgentSettings"]
 
 logger = logging.getLogger(__name__)
 
@@ -221,13 +221,12 @@ class Agent:
         if not srv.running:
             disk = None
             with contextlib.suppress(PgCommandError):
-                disk = await srv.disk()
-            was_primary = False
-            with contextlib.suppress(PgCommandError):
-                was_primary = await srv.was_primary()
+                disk = await srv.disk()  # one pg_controldata per loop
             return LocalState(
                 has_data=True,
-                was_primary=was_primary,
+                # Last a primary: shut down as one, or crashed as one (spofless.pg.rejoin).
+                was_primary=disk is not None
+                and (disk.shutdown_checkpoint or disk.position is None),
                 rewind_failed=self._rewind_failed,
                 start_failures=self._start_failures,
                 replica_start_failures=self._replica_start_failures,
@@ -256,11 +255,10 @@ class Agent:
         timeline, replay_timeline = st.timeline, None
         if st.role is Role.REPLICA:
             # What PostgreSQL reports lags behind a timeline switch: read the timeline
-            # from the WAL files the replica replays (spofless.pg.server.timeline_at).
-            replay_timeline = await asyncio.to_thread(
-                srv.timeline_at, st.replayed_lsn, st.segment_size
+            # from the WAL files the replica replays (spofless.pg._datadir.timelines_at).
+            replay_timeline, received = await asyncio.to_thread(
+                srv.timelines_at, (st.replayed_lsn, st.wal_position), st.segment_size
             )
-            received = await asyncio.to_thread(srv.timeline_at, st.wal_position, st.segment_size)
             timeline = received or replay_timeline or timeline
         streaming = st.receiver_status == "streaming"
         if streaming or st.role is Role.PRIMARY:

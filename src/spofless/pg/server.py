@@ -45,7 +45,7 @@ from spofless.pg._datadir import (
     disk_position,
     parse_controldata,
     read_history,
-    timeline_at,
+    timelines_at,
     write_managed_files,
 )
 from spofless.pg._errors import PgCommandError, PgSetupError
@@ -343,9 +343,11 @@ class PostgresServer:
         await self.clone(source)
         return kept
 
-    def timeline_at(self, position: int | None, segment_size: int) -> int | None:
-        """The timeline a standby replays `position` on (see _datadir.timeline_at)."""
-        return timeline_at(self.data_dir, position, segment_size)
+    def timelines_at(
+        self, positions: Sequence[int | None], segment_size: int
+    ) -> tuple[int | None, ...]:
+        """The timeline a standby has each position on (see _datadir.timelines_at)."""
+        return timelines_at(self.data_dir, positions, segment_size)
 
     def history(self, timeline: int) -> TimelineHistory:
         """The running primary's timeline history, from its `pg_wal/<TL>.history`."""
