@@ -142,7 +142,7 @@ def write_managed_files(
     if ident is not None:
         _replace(data_dir / "pg_ident.conf", ident, owner)
     for name, data in (extra or {}).items():
-        _replace_bytes(data_dir / name, data, owner)
+        write_private(data_dir / name, data, owner)
     signal = data_dir / "standby.signal"
     if standby:
         signal.touch()
@@ -152,14 +152,17 @@ def write_managed_files(
 
 
 def _replace(path: Path, text: str, owner: tuple[int, int]) -> None:
-    _replace_bytes(path, text.encode(), owner)
+    write_private(path, text.encode(), owner)
 
 
-def _replace_bytes(path: Path, data: bytes, owner: tuple[int, int]) -> None:
+def write_private(path: Path, data: bytes, owner: tuple[int, int]) -> None:
     """Write atomically (a reload never reads half a file), owned by `owner`, mode 0600."""
     tmp = path.with_name(path.name + ".spofless-tmp")
-    tmp.write_bytes(data)
-    tmp.chmod(0o600)
+    # Created 0600: a password or a key is never readable by others, not even briefly.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    tmp.chmod(0o600)  # an existing file kept its mode
     os.chown(tmp, *owner)
     tmp.replace(path)
 

@@ -47,6 +47,7 @@ from spofless.pg._datadir import (
     read_history,
     timelines_at,
     write_managed_files,
+    write_private,
 )
 from spofless.pg._errors import PgCommandError, PgSetupError
 from spofless.pg._osuser import (
@@ -197,12 +198,13 @@ class PostgresServer:
             await self.query(f"GRANT EXECUTE ON FUNCTION pg_catalog.{fn} TO {REWIND_USER}")
 
     def _write_private(self, path: Path, text: str) -> None:
-        """A file only PostgreSQL's OS user can read (0600)."""
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        """A file only PostgreSQL's OS user can read (0600), written atomically."""
+        write_private(path, text.encode(), self._owner())
+
+    def _owner(self) -> tuple[int, int]:
         if self._user:
-            os.chown(path, self._user.pw_uid, self._user.pw_gid)
+            return self._user.pw_uid, self._user.pw_gid
+        return os.geteuid(), os.getegid()
 
     async def clone(self, source: Upstream) -> None:
         """pg_basebackup from `source` through this member's replication slot.
@@ -297,9 +299,10 @@ class PostgresServer:
                 n,
             )
         else:
-            if (await self.controldata()).state not in CLEAN_STATES:
-                await self.crash_recover()
             cd = await self.controldata()
+            if cd.state not in CLEAN_STATES:
+                await self.crash_recover()
+                cd = await self.controldata()
             end = max(p for p in (cd.checkpoint_lsn, cd.min_recovery_lsn, 0) if p is not None)
             saved = await asyncio.to_thread(save_wal, self.data_dir, end, cd.segment_size)
             logger.info("%s: saved %d MiB of WAL before pg_rewind", self.name, saved >> 20)
@@ -424,15 +427,10 @@ class PostgresServer:
 
     def _write_passfile(self, auth: PgAuth) -> None:
         """The .pgpass that pg_basebackup, pg_rewind and the WAL receiver read."""
-        path = auth.passfile
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        self._write_private(tmp, passfile_text(auth))
-        tmp.replace(path)
+        auth.passfile.parent.mkdir(parents=True, exist_ok=True)
+        self._write_private(auth.passfile, passfile_text(auth))
         if auth.tls is not None:
-            ca = auth.client_ca.with_name(auth.client_ca.name + ".tmp")
-            self._write_private(ca, auth.tls.ca.read_text())
-            ca.replace(auth.client_ca)
+            self._write_private(auth.client_ca, auth.tls.ca.read_text())
 
     async def start(self, *, upstream: Upstream | None = None, standby: bool = True) -> None:
         """Start as a standby following `upstream` (None: no upstream) or as a primary.
