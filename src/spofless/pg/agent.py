@@ -113,10 +113,16 @@ class Agent:
                 # Cleared before observing: a wake-up set while acting (a lease won, a
                 # leader key changed) starts the next loop at once.
                 self._wake.clear()
-                view = await self._observe()
-                if self._busy is not None and not self._busy.done():
+                # Whether a long action runs is read once, before observing: a view
+                # observed while it ran holds its stale local state even if it ends
+                # during the observation, and is never decided on (it would clone a
+                # second time over the clone that just finished).
+                busy = self._busy is not None and not self._busy.done()
+                view = await self._observe(busy)
+                if busy:
                     # A long action runs as one task: keep observing and publishing
                     # (the member's key lives on a short lease), decide nothing else.
+                    # When it ends it sets the wake-up, so the next loop starts at once.
                     await self._publish(view, busy=self._busy_action)
                 else:
                     await self._finish_busy()
@@ -186,9 +192,9 @@ class Agent:
 
     # -- observing ------------------------------------------------------------------------
 
-    async def _observe(self) -> View:
+    async def _observe(self, busy: bool = False) -> View:
         loop = asyncio.get_running_loop()
-        if self._busy is not None and not self._busy.done() and self._view is not None:
+        if busy and self._view is not None:
             # A long action is changing the data directory: what is on disk now is
             # half made (initdb, a clone, a rewind); keep the last local state.
             local = self._view.local
