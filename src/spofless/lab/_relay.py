@@ -27,6 +27,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from spofless._logging import setup_logging
 from spofless.lab._state import LabState, relay_ready_path
 
 logger = logging.getLogger("spofless.lab.relay")
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m spofless.lab._relay STATE_FILE", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    setup_logging("lab relay")
     asyncio.run(_main(Path(args[0])))
     return 0
 

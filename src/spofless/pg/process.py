@@ -16,26 +16,15 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 from pathlib import Path
 
+from spofless._logging import setup_logging
 from spofless.dcs import EtcdStore
 from spofless.pg.agent import Agent, AgentSettings
 from spofless.pg.topology import agent_settings, etcd_endpoints
 from spofless.topology import Topology
 
 logger = logging.getLogger(__name__)
-
-
-def configure_logging(level: int = logging.INFO) -> None:
-    """One line per event on stderr, with milliseconds (failovers are measured in them)."""
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per etcd request
 
 
 async def run_agent(settings: AgentSettings, endpoints: list[str]) -> None:
@@ -64,5 +53,5 @@ def agent_main(topology: Topology, component: str, index: int, state_dir: Path) 
     """Build the settings from the topology (errors raise before anything starts) and run."""
     settings = agent_settings(topology, component, index, state_dir)
     endpoints = etcd_endpoints(topology, component)
-    configure_logging()
+    setup_logging(f"{component}/{index}")
     asyncio.run(run_agent(settings, endpoints))
