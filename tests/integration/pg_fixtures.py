@@ -1,8 +1,7 @@
 """Real PostgreSQL servers for integration tests: free ports, private dirs, always stopped.
 
-Import the fixtures into a test module with
-`from pg_fixtures import pg_base_dir, pg_factory  # noqa: F401` (pytest puts
-this directory on sys.path).
+The fixtures `pg_base_dir` and `pg_factory` reach every integration test through
+conftest.py; import the helpers (`ServerFactory`) by bare module name.
 """
 
 from __future__ import annotations

@@ -10,10 +10,9 @@ import dns.edns
 import dns.message
 import dns.rcode
 import pytest
+from dns_fixtures import DnsProcess, dns_process_starter, free_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from tests.integration.dns_fixtures import DnsProcess, dns_process_starter, free_port
 
 pytestmark = pytest.mark.integration
 

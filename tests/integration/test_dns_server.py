@@ -17,11 +17,7 @@ import dns.query
 import dns.rcode
 import dns.resolver
 import pytest
-
-from spofless.dns import DnsServer, dns_settings
-from spofless.health import Status
-from spofless.topology import load_topology_text
-from tests.integration.dns_fixtures import (
+from dns_fixtures import (
     DnsProcess,
     Spawn,
     backend_spawner,
@@ -29,6 +25,10 @@ from tests.integration.dns_fixtures import (
     free_port,
     lb_topology,
 )
+
+from spofless.dns import DnsServer, dns_settings
+from spofless.health import Status
+from spofless.topology import load_topology_text
 
 pytestmark = pytest.mark.integration
 

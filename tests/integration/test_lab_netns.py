@@ -17,7 +17,6 @@ from lab_fixtures import (
     echo_rtt_ms,
     ip_state,
     require_lab,
-    small_lab_fixture,  # noqa: F401  (the small_lab fixture)
     small_topology,
 )
 
@@ -61,16 +60,17 @@ def test_cut_host_fails_connections_and_restore_heals(small_lab: tuple[Lab, obje
 
 
 def test_cut_zone_and_region(small_lab: tuple[Lab, object]) -> None:
+    # Short timeouts only where unreachable is expected; a loaded machine answers late.
     lab, _ = small_lab
     server = EchoServer(lab, "eu1")
     try:
         lab.cut("zone:eu/a")
         # Inside the cut zone all is well; outside, the zone is gone.
-        assert echo_rtt_ms(lab, "eu2", server, timeout=1.0) is not None
+        assert echo_rtt_ms(lab, "eu2", server) is not None
         assert echo_rtt_ms(lab, "eu3", server, timeout=1.0) is None
         lab.restore()
         lab.cut("region:us")
-        assert echo_rtt_ms(lab, "eu3", server, timeout=1.0) is not None
+        assert echo_rtt_ms(lab, "eu3", server) is not None
         assert echo_rtt_ms(lab, "us1", server, timeout=1.0) is None
         lab.restore("region:us")
         assert echo_rtt_ms(lab, "us1", server) is not None

@@ -7,8 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from tests.integration.lb_fixtures import (
+from lb_fixtures import (
     backend_state,
     get,
     processes,

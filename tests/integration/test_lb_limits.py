@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tests.integration.lb_fixtures import get, processes, start_backend, start_lb
+from lb_fixtures import get, processes, start_backend, start_lb
 
 pytestmark = pytest.mark.integration
 

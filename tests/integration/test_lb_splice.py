@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tests.integration.lb_fixtures import (
+from lb_fixtures import (
     SERVE_EACH_IN_A_THREAD,
     backend_state,
     get,

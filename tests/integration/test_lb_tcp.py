@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tests.integration.lb_fixtures import (
+from lb_fixtures import (
     backend_state,
     get,
     processes,

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from etcd_fixtures import RunningCluster, etcd_cluster  # noqa: F401
-from pg_fixtures import free_port, pg_base_dir  # noqa: F401
+from etcd_fixtures import RunningCluster
+from free_ports import free_port
 
 from spofless.dcs import EtcdStore
 from spofless.pg import Role
@@ -34,8 +34,8 @@ def role(agent: Agent) -> Role | None:
 
 
 async def test_bootstrap_replicate_and_fail_over(
-    etcd_cluster: RunningCluster,  # noqa: F811
-    pg_base_dir: Path,  # noqa: F811
+    etcd_cluster: RunningCluster,
+    pg_base_dir: Path,
 ) -> None:
     store = EtcdStore(etcd_cluster.endpoints)
     agents: dict[str, Agent] = {}

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from backup_pg import pg_command
-from pg_fixtures import pg_base_dir  # noqa: F401
 
 from spofless.pg._errors import PgCommandError
 from spofless.pg.server import PostgresServer, ServerSettings, Upstream
@@ -34,7 +33,7 @@ async def _eventually(check, what: str, limit: float = 60) -> None:  # type: ign
         await asyncio.sleep(0.2)
 
 
-async def test_rewind_fetches_recycled_wal_from_the_archive(pg_base_dir: Path) -> None:  # noqa: F811
+async def test_rewind_fetches_recycled_wal_from_the_archive(pg_base_dir: Path) -> None:
     from free_ports import port_block
 
     base = pg_base_dir

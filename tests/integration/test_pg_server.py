@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from pg_fixtures import ServerFactory, pg_base_dir, pg_factory  # noqa: F401
+from pg_fixtures import ServerFactory
 
 from spofless.pg import Role
 from spofless.pg._errors import PgCommandError, PgSetupError
@@ -33,7 +33,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, limit: flo
         await asyncio.sleep(0.1)
 
 
-async def test_replicate_promote_and_rewind_back(pg_factory: ServerFactory) -> None:  # noqa: F811
+async def test_replicate_promote_and_rewind_back(pg_factory: ServerFactory) -> None:
     a, b = pg_factory("a"), pg_factory("b")
     assert not a.has_data()
     await a.initdb()
@@ -132,7 +132,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-async def test_postgres_dies_with_its_agent(pg_factory: ServerFactory) -> None:  # noqa: F811
+async def test_postgres_dies_with_its_agent(pg_factory: ServerFactory) -> None:
     x = pg_factory("x")
     await x.initdb()
     agent = await asyncio.create_subprocess_exec(
@@ -163,7 +163,7 @@ async def test_postgres_dies_with_its_agent(pg_factory: ServerFactory) -> None: 
             os.kill(postmaster, signal.SIGKILL)
 
 
-def test_foreign_directory_is_refused(pg_base_dir: Path) -> None:  # noqa: F811
+def test_foreign_directory_is_refused(pg_base_dir: Path) -> None:
     d = pg_base_dir / "foreign"
     d.mkdir()
     (d / "precious.txt").write_text("keep me")
@@ -175,7 +175,7 @@ def test_foreign_directory_is_refused(pg_base_dir: Path) -> None:  # noqa: F811
     assert (d / "precious.txt").read_text() == "keep me"
 
 
-def test_wrong_version_is_refused(pg_base_dir: Path) -> None:  # noqa: F811
+def test_wrong_version_is_refused(pg_base_dir: Path) -> None:
     d = pg_base_dir / "old"
     d.mkdir()
     (d / "PG_VERSION").write_text("9\n")
@@ -185,7 +185,7 @@ def test_wrong_version_is_refused(pg_base_dir: Path) -> None:  # noqa: F811
 
 
 async def test_reclone_keeps_the_old_directory_aside_within_its_bound(
-    pg_factory: ServerFactory,  # noqa: F811
+    pg_factory: ServerFactory,
 ) -> None:
     a, b = pg_factory("a"), pg_factory("b")
     await a.initdb()
@@ -205,7 +205,7 @@ async def test_reclone_keeps_the_old_directory_aside_within_its_bound(
 
 
 async def test_crash_recovery_then_rewind_is_safe_to_run_twice(
-    pg_factory: ServerFactory,  # noqa: F811
+    pg_factory: ServerFactory,
 ) -> None:
     """A crashed former primary is brought to a clean shutdown, then rewound; the saved
     WAL lets a second pg_rewind (as after a kill -9 mid-rewind) run from the same start."""

@@ -9,7 +9,7 @@ import time
 
 import psycopg
 import pytest
-from pg_fixtures import ServerFactory, pg_base_dir, pg_factory  # noqa: F401
+from pg_fixtures import ServerFactory
 
 from spofless.pg.server import PostgresServer
 from spofless.pg.witness import FenceWitness, witness_standby_names
@@ -36,7 +36,7 @@ async def _commits_per_second(conn: psycopg.AsyncConnection[tuple[object, ...]],
 
 
 async def test_commits_wait_for_the_witness_while_it_may_not_acknowledge(
-    pg_factory: ServerFactory,  # noqa: F811
+    pg_factory: ServerFactory,
 ) -> None:
     server = pg_factory("a")
     await server.initdb()

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 from lab_fixtures import require_lab
-from stack_fixtures import StackRun, lab_stack_run, processes_using, wait_for
+from stack_fixtures import StackRun, lab_stack_run, processes_using
+from waiting import wait_for
 
 from spofless.lab import Lab
 from spofless.lab._netns import netns_names

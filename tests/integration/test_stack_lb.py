@@ -20,8 +20,8 @@ from stack_fixtures import (
     listening,
     processes_using,
     stack_run,
-    wait_for,
 )
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 from lab_fixtures import require_lab
 from pg_cluster import require_postgres_and_etcd
-from stack_fixtures import StackRun, lab_stack_run, processes_using, wait_for
+from stack_fixtures import StackRun, lab_stack_run, processes_using
+from waiting import wait_for
 
 from spofless.drill import check_data
 from spofless.lab import Lab

@@ -30,8 +30,8 @@ from stack_fixtures import (
     listening,
     processes_using,
     stack_run,
-    wait_for,
 )
+from waiting import wait_for
 
 from spofless.security import client_params
 from spofless.topology import load_topology

@@ -18,8 +18,8 @@ from stack_fixtures import (
     processes_using,
     stack_run,
     supervisor_pid,
-    wait_for,
 )
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 from lab_fixtures import require_lab
-from stack_fixtures import StackRun, lab_stack_run, processes_using, wait_for
+from stack_fixtures import StackRun, lab_stack_run, processes_using
+from waiting import wait_for
 
 from spofless.lab import Lab
 from spofless.lab._netns import netns_names

@@ -27,9 +27,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from ruamel.yaml import YAML
+from waiting import wait_for
 
 from spofless.dcs.etcd_server import EtcdCluster, EtcdMember, etcd_command
 from spofless.lab import Lab
@@ -214,16 +214,6 @@ def holders(lab: Lab, hosts: tuple[str, ...] = ("lb1", "lb2")) -> list[str]:
     return out
 
 
-def wait_for(predicate: Any, timeout: float, what: str, step: float = 0.02) -> float:
-    """Wait until predicate() is true; return how long it took; AssertionError after timeout."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"not within {timeout:g}s: {what}")
-        time.sleep(step)
-    return time.monotonic() - start
-
-
 class VipLab:
     """The lab and everything running in it. `close()` stops all and takes the lab down."""
 
@@ -280,7 +270,7 @@ class VipLab:
         self.address_log = AddressLog(self.lab, ["lb1", "lb2"])
         for i in (0, 1):
             self.start_lb(i)
-        wait_for(self._etcd_healthy, 30, "etcd healthy")
+        wait_for("etcd healthy", self._etcd_healthy, 30, step=0.02)
         if self.start_vips:
             for i in (0, 1):
                 self.start_vip(i)
