@@ -258,3 +258,33 @@ async def test_204_and_304_end_at_their_head() -> None:
     up.data_received(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n")
     assert b"GET /3" in ut.out  # the 304 too, whatever its Content-Length says
     assert not ct.closed
+
+
+async def test_headers_a_response_names_in_connection_are_removed() -> None:
+    # RFC 9110 7.6.1 holds for responses too: options the backend names are about its
+    # hop; close and keep-alive stay, the Keep-Alive field goes with its option.
+    _, client, ct, up, _ = _setup()
+    client.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    up.data_received(
+        b"HTTP/1.1 200 OK\r\nconnection: X-Backend-Secret, keep-alive\r\n"
+        b"X-Backend-Secret: s\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok"
+    )
+    out = bytes(ct.out)
+    assert out == b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok"
+
+
+async def test_a_response_head_split_across_reads_is_rewritten_whole() -> None:
+    _, client, ct, up, _ = _setup()
+    client.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    up.data_received(b"HTTP/1.1 200 OK\r\nConnection: X-A\r\nX-")
+    assert bytes(ct.out) == b""  # the head is read whole before it is relayed
+    up.data_received(b"A: 1\r\nX-B: 2\r\nContent-Length: 1\r\n\r\n!")
+    assert bytes(ct.out) == b"HTTP/1.1 200 OK\r\nX-B: 2\r\nContent-Length: 1\r\n\r\n!"
+    assert client.active is None  # the response ended and the next request may go
+
+
+async def test_a_response_head_over_the_limit_is_a_broken_backend() -> None:
+    bal, client, ct, up, _ = _setup(max_header_bytes=1024)
+    client.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    up.data_received(b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"p" * 2000)
+    assert ct.closed and bal.backends["127.0.0.1:9"].active == 0

@@ -15,6 +15,8 @@ What RFC 9110/9112 ask of an intermediary, and what happens here:
 - hop-by-hop headers (Connection, Keep-Alive, TE, Upgrade, ...) and every
   header a request's Connection headers name are removed before forwarding;
   TE never reaches the backend (a `trailers` it carried was about this hop);
+  the fields a response's Connection header names are removed too (close and
+  keep-alive stay; see _upstream);
 - OPTIONS and TRACE forward with Max-Forwards one lower; at 0 the balancer
   answers itself (TRACE echoes the request without its credentials);
 - 1xx responses are relayed and the final response follows; HEAD, 204 and

@@ -3,13 +3,16 @@
 An `UpstreamConn` sends one request at a time (from a `ClientConn` of
 `_http`), relays the response bytes to the client as they arrive while
 httptools finds where the response ends, then goes back to its backend's
-pool. Failures before any response byte go back to the client connection,
-which retries or answers an error.
+pool. A response's head is read whole first: the header fields its Connection
+header names (RFC 9110 7.6.1) are about the backend's hop and are removed.
+Failures before any response byte go back to the client connection, which
+retries or answers an error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from time import monotonic
 from typing import TYPE_CHECKING, cast
 
@@ -61,6 +64,8 @@ class UpstreamConn(asyncio.Protocol):
         self.done = False
         self.keep = False
         self.reset_parser = False
+        # The first head of the current response while it is incomplete (None: relaying).
+        self.head: bytes | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
@@ -87,6 +92,7 @@ class UpstreamConn(asyncio.Protocol):
 
     def _detach(self) -> None:
         self.req = None
+        self.head = None
         self.backend.inflight.discard(self)
 
     def data_received(self, data: bytes) -> None:
@@ -94,15 +100,32 @@ class UpstreamConn(asyncio.Protocol):
         if req is None:  # an idle connection must stay silent
             self.close()
             return
-        if not req.response_started:
+        if not req.response_started or self.head is not None:
+            # The first head of a response is read whole before a byte of it is relayed.
             req.response_started = True
+            if self.head is not None:
+                data = self.head + data
+            # One scan finds the head's end, or a Connection header before it.
+            m = _HEAD_SCAN.search(data)
+            end = -1 if m is None else m.start()
+            if m is not None and m.end() - end != 4:  # a Connection header: rewrite
+                end = data.find(b"\r\n\r\n", end)
+                if end >= 0:
+                    data = _without_connection_options(data, end)
+            if end < 0:
+                self.head = None
+                if len(data) > self.bal.options.max_header_bytes:
+                    self._broken(req)
+                    return
+                self.head = data
+                self.deadline = self.loop.time() + self.bal.options.response_timeout
+                return
+            self.head = None
             if self.bal.draining:
                 # Stopping: announce the close so that the client does not reuse the
                 # connection (closing it unannounced races with its next request).
                 data = _announce_close(data)
                 req.conn.close_after_response()
-        # Relayed as received: options the backend names in its Connection header are
-        # not removed (neither does HAProxy); looking for them costs about 5% per request.
         client = req.conn
         if client.transport is not None and not client.closed:
             client.transport.write(data)
@@ -227,3 +250,39 @@ def _announce_close(data: bytes) -> bytes:
     if end < 0:
         return data  # a status line split across reads: the close goes unannounced
     return data[: end + 2] + b"Connection: close\r\n" + data[end + 2 :]
+
+
+# The end of a response head, or a Connection header before it: the common case (no
+# Connection header) costs one scan of the head.
+_HEAD_SCAN = re.compile(rb"\r\n(?:\r\n|connection[ \t]*:)", re.IGNORECASE)
+_KEPT_OPTIONS = (b"close", b"keep-alive")  # about the client's connection too: kept
+
+
+def _without_connection_options(data: bytes, end: int) -> bytes:
+    """The response without the fields its Connection headers name (RFC 9110 7.6.1).
+
+    `data[:end]` is the head without its final CRLF CRLF. Close and keep-alive stay in
+    the Connection header (they say whether the client's connection lasts); the
+    Keep-Alive field, named by keep-alive, is about the backend's connection and goes.
+    """
+    lines = data[:end].split(b"\r\n")
+    named: set[bytes] = set()
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"connection":
+            named.update(t.strip().lower() for t in value.split(b","))
+    named.discard(b"")
+    # Framing is never dropped: the client must read the response as the parser did.
+    drop = named - {b"close", b"content-length", b"transfer-encoding"}
+    kept = [t for t in _KEPT_OPTIONS if t in named]
+    out = [lines[0]]
+    connection_written = False
+    for line in lines[1:]:
+        name = line.partition(b":")[0].strip().lower()
+        if name == b"connection":
+            if kept and not connection_written:
+                out.append(b"Connection: " + b", ".join(kept))
+                connection_written = True
+        elif name not in drop:
+            out.append(line)
+    return b"\r\n".join(out) + data[end:]
