@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,16 +142,6 @@ def lb_status(admin: int, token: str | None = None) -> dict[str, Any]:
     code, body, _ = get(admin, "/status", headers)
     assert code == 200, body
     return json.loads(body)  # type: ignore[no-any-return]
-
-
-def wait_until(predicate: Callable[[], bool], limit: float, what: str) -> float:
-    """Poll `predicate` every 10 ms; seconds it took, AssertionError after `limit`."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < limit:
-        if predicate():
-            return time.monotonic() - t0
-        time.sleep(0.01)
-    raise AssertionError(f"{what}: not within {limit}s")
 
 
 def backend_state(admin: int, port: int) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from lb_fixtures import (
     processes,
     start_backend,
     start_lb,
-    wait_until,
 )
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +60,7 @@ def test_drain_disable_enable_and_metrics(tmp_path: Path) -> None:
     with processes() as procs:
         ports = [start_backend(procs, f"b{i}") for i in range(2)]
         lb, admin = start_lb(procs, ports, log=tmp_path / "lb.log")
-        wait_until(lambda: backend_state(admin, ports[0])["status"] == "up", 10, "b0 up")
+        wait_for("b0 up", lambda: backend_state(admin, ports[0])["status"] == "up", 10, step=0.01)
         # Round robin in one worker: two concurrent slow requests, one on each backend.
         slow: list[tuple[int, bytes]] = []
         threads = [

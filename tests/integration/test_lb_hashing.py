@@ -13,8 +13,8 @@ from lb_fixtures import (
     processes,
     start_backend,
     start_lb,
-    wait_until,
 )
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -54,14 +54,19 @@ def test_keys_stay_when_a_node_leaves(hash_key: str, ask: Ask, tmp_path: Path) -
             procs, ports, "--algorithm", "hash", "--hash-key", hash_key, log=tmp_path / "lb.log"
         )
         for p in ports:
-            wait_until(lambda p=p: backend_state(admin, p)["status"] == "up", 10, f"{p} up")
+            wait_for(
+                f"{p} up", lambda p=p: backend_state(admin, p)["status"] == "up", 10, step=0.01
+            )
         before = {k: ask(lb, k) for k in range(KEYS)}
         again = {k: ask(lb, k) for k in range(KEYS)}
         gone = before[0]
         index = int(gone[1:])
         procs[index].send_signal(signal.SIGKILL)
-        wait_until(
-            lambda: backend_state(admin, ports[index])["status"] == "down", 3, f"{gone!r} down"
+        wait_for(
+            f"{gone!r} down",
+            lambda: backend_state(admin, ports[index])["status"] == "down",
+            3,
+            step=0.01,
         )
         after = {k: ask(lb, k) for k in range(KEYS)}
     assert again == before  # stable

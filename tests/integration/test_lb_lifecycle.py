@@ -19,8 +19,8 @@ from lb_fixtures import (
     start_backend,
     start_lb,
     start_lb_file,
-    wait_until,
 )
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,7 @@ def _serving_a(
     file = tmp_path / "t.yaml"
     file.write_text(TOPOLOGY.format(lb=lb, admin=admin, target="a", a=a, b=b))
     start_lb_file(procs, file, lb, admin, log=tmp_path / "lb.log")
-    wait_until(lambda: get(lb)[1] == b"a", 10, "the balancer serves a")
+    wait_for("the balancer serves a", lambda: get(lb)[1] == b"a", 10, step=0.01)
     return file, (lb, admin, a, b), procs[-1]
 
 
@@ -61,7 +61,7 @@ def test_sighup_reload_switches_routes_without_dropping_requests(tmp_path: Path)
             time.sleep(0.2)
             file.write_text(TOPOLOGY.format(lb=lb, admin=admin, target="b", a=a, b=b))
             controller.send_signal(signal.SIGHUP)
-            wait_until(lambda: load.bodies.get(b"b", 0) > 50, 10, "requests reach b")
+            wait_for("requests reach b", lambda: load.bodies.get(b"b", 0) > 50, 10, step=0.01)
             in_flight.join(10)
         # A broken file is refused and the running settings stay.
         file.write_text("components: [")
@@ -85,7 +85,9 @@ def test_sighup_refuses_a_new_listen_host(tmp_path: Path) -> None:
         file.write_text(moved.format(lb=lb, admin=admin, target="b", a=a, b=b))
         controller.send_signal(signal.SIGHUP)
         log = tmp_path / "lb.log"
-        wait_until(lambda: "reload refused" in log.read_text(), 10, "the reload is refused")
+        wait_for(
+            "the reload is refused", lambda: "reload refused" in log.read_text(), 10, step=0.01
+        )
         assert get(lb)[1] == b"a"  # the running settings stay
         assert controller.poll() is None
     assert "the listen host cannot change (127.0.0.1 -> 127.0.0.2)" in log.read_text()
@@ -117,11 +119,13 @@ def test_two_workers_share_the_health_view(tmp_path: Path) -> None:
     with processes() as procs:
         ports = [start_backend(procs, f"b{i}") for i in range(3)]
         lb, admin = start_lb(procs, ports, "--workers", "2", log=tmp_path / "lb.log")
-        wait_until(lambda: backend_state(admin, ports[0])["status"] == "up", 10, "b0 up")
+        wait_for("b0 up", lambda: backend_state(admin, ports[0])["status"] == "up", 10, step=0.01)
         assert len({get(lb)[1] for _ in range(30)}) == 3
         # Silent failure: only the controller's checks can see it; both workers must follow.
         os.kill(procs[0].pid, signal.SIGSTOP)
-        wait_until(lambda: backend_state(admin, ports[0])["status"] == "down", 3, "b0 down")
+        wait_for(
+            "b0 down", lambda: backend_state(admin, ports[0])["status"] == "down", 3, step=0.01
+        )
         time.sleep(0.25)  # one check interval for the view to reach the workers
         time.sleep(0.6)  # worker counters reach the controller every 0.5 s
         before = backend_state(admin, ports[0])["requests"]

@@ -14,8 +14,8 @@ from lb_fixtures import (
     processes,
     start_lb,
     wait_port,
-    wait_until,
 )
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +81,9 @@ def test_backend_sees_the_client_address(tmp_path: Path, version: str) -> None:
             f"proxy_protocol={version}",
             log=tmp_path / "lb.log",
         )
-        wait_until(lambda: backend_state(admin, backend)["status"] == "up", 10, "backend up")
+        wait_for(
+            "backend up", lambda: backend_state(admin, backend)["status"] == "up", 10, step=0.01
+        )
         for _ in range(3):
             with socket.create_connection(("127.0.0.1", lb), timeout=10) as c:
                 host, port = c.getsockname()[:2]

@@ -19,8 +19,8 @@ from lb_fixtures import (
     processes,
     start_lb,
     wait_port,
-    wait_until,
 )
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -113,13 +113,20 @@ def test_bulk_download_is_intact_and_spliced_by_default(tmp_path: Path, splice: 
         backend = start_bulk(procs)
         extra = [] if splice else ["--set", "tcp_splice=false"]
         lb, admin = start_lb(procs, [backend], "--mode", "tcp", *extra, log=tmp_path / "lb.log")
-        wait_until(lambda: backend_state(admin, backend)["status"] == "up", 10, "backend up")
+        wait_for(
+            "backend up", lambda: backend_state(admin, backend)["status"] == "up", 10, step=0.01
+        )
         n = 64 * MIB + 12345  # not a multiple of any buffer size
         got, digest = download(lb, n)
         assert got == n
         assert digest == pattern_digest(n)
         if splice:
-            wait_until(lambda: backend_state(admin, backend).get("spliced", 0) >= 1, 5, "spliced")
+            wait_for(
+                "spliced",
+                lambda: backend_state(admin, backend).get("spliced", 0) >= 1,
+                5,
+                step=0.01,
+            )
             _, metrics, _ = get(admin, "/metrics")
             assert f'spofless_lb_spliced_total{{backend="127.0.0.1:{backend}"}} 1.0' in (
                 metrics.decode()
@@ -139,7 +146,9 @@ def test_backend_that_speaks_first_with_bulk_data(tmp_path: Path) -> None:
     with processes() as procs:
         backend = start_bulk(procs, str(n))
         lb, admin = start_lb(procs, [backend], "--mode", "tcp", log=tmp_path / "lb.log")
-        wait_until(lambda: backend_state(admin, backend)["status"] == "up", 10, "backend up")
+        wait_for(
+            "backend up", lambda: backend_state(admin, backend)["status"] == "up", 10, step=0.01
+        )
         for _ in range(10):
             h = hashlib.sha256()
             got = 0
@@ -148,7 +157,9 @@ def test_backend_that_speaks_first_with_bulk_data(tmp_path: Path) -> None:
                     h.update(d)
                     got += len(d)
             assert (got, h.hexdigest()) == (n, pattern_digest(n))
-        wait_until(lambda: backend_state(admin, backend).get("spliced", 0) >= 1, 5, "spliced")
+        wait_for(
+            "spliced", lambda: backend_state(admin, backend).get("spliced", 0) >= 1, 5, step=0.01
+        )
 
 
 def test_bulk_upload_then_half_close_gets_the_answer(tmp_path: Path) -> None:
@@ -157,7 +168,9 @@ def test_bulk_upload_then_half_close_gets_the_answer(tmp_path: Path) -> None:
     with processes() as procs:
         backend = start_bulk(procs)
         lb, admin = start_lb(procs, [backend], "--mode", "tcp", log=tmp_path / "lb.log")
-        wait_until(lambda: backend_state(admin, backend)["status"] == "up", 10, "backend up")
+        wait_for(
+            "backend up", lambda: backend_state(admin, backend)["status"] == "up", 10, step=0.01
+        )
         payload = os.urandom(MIB)
         h = hashlib.sha256()
         with socket.create_connection(("127.0.0.1", lb), timeout=30) as s:
@@ -170,7 +183,9 @@ def test_bulk_upload_then_half_close_gets_the_answer(tmp_path: Path) -> None:
             while d := s.recv(4096):
                 answer += d
         assert answer.strip().decode() == h.hexdigest()
-        wait_until(lambda: backend_state(admin, backend).get("spliced", 0) >= 1, 5, "spliced")
+        wait_for(
+            "spliced", lambda: backend_state(admin, backend).get("spliced", 0) >= 1, 5, step=0.01
+        )
 
 
 def test_backend_killed_mid_transfer_ends_the_client_connection(tmp_path: Path) -> None:
@@ -181,7 +196,9 @@ def test_backend_killed_mid_transfer_ends_the_client_connection(tmp_path: Path) 
         other = start_bulk(procs)
         lb, admin = start_lb(procs, [doomed, other], "--mode", "tcp", log=tmp_path / "lb.log")
         for p in (doomed, other):
-            wait_until(lambda p=p: backend_state(admin, p)["status"] == "up", 10, f"{p} up")
+            wait_for(
+                f"{p} up", lambda p=p: backend_state(admin, p)["status"] == "up", 10, step=0.01
+            )
         victim = procs[0]
         ended_at = None
         # Round robin: one of the first two connections goes to `doomed`.

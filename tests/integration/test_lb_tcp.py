@@ -16,8 +16,8 @@ from lb_fixtures import (
     processes,
     start_backend,
     start_lb,
-    wait_until,
 )
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -56,14 +56,15 @@ def test_kill_a_backend_under_tcp_load(tmp_path: Path) -> None:
     with processes() as procs:
         ports = [start_backend(procs, f"b{i}") for i in range(3)]
         lb, admin = start_lb(procs, ports, "--mode", "tcp", log=tmp_path / "lb.log")
-        wait_until(lambda: backend_state(admin, ports[0])["status"] == "up", 10, "b0 up")
+        wait_for("b0 up", lambda: backend_state(admin, ports[0])["status"] == "up", 10, step=0.01)
         with ConnectionLoad(lb) as load:
             time.sleep(1.0)
             killed_at = time.monotonic()
             procs[0].send_signal(signal.SIGKILL)
-            detect = wait_until(
-                lambda: backend_state(admin, ports[0])["status"] == "down", 2, "b0 down"
+            wait_for(
+                "b0 down", lambda: backend_state(admin, ports[0])["status"] == "down", 2, step=0.01
             )
+            detect = time.monotonic() - killed_at
             time.sleep(1.0)
     log = (tmp_path / "lb.log").read_text()
     errors = [(t, body) for t, code, body in load.log if code != 200]
@@ -91,11 +92,13 @@ def test_frozen_backend_in_tcp_mode_needs_an_application_check(
     with processes() as procs:
         ports = [start_backend(procs, f"b{i}") for i in range(2)]
         lb, admin = start_lb(procs, ports, "--mode", "tcp", *check, log=tmp_path / "lb.log")
-        wait_until(lambda: backend_state(admin, ports[0])["status"] == "up", 10, "b0 up")
+        wait_for("b0 up", lambda: backend_state(admin, ports[0])["status"] == "up", 10, step=0.01)
         os.kill(procs[0].pid, signal.SIGSTOP)
-        detect = wait_until(
-            lambda: backend_state(admin, ports[0])["status"] == "down", 3, "b0 down"
+        stopped_at = time.monotonic()
+        wait_for(
+            "b0 down", lambda: backend_state(admin, ports[0])["status"] == "down", 3, step=0.01
         )
+        detect = time.monotonic() - stopped_at
         answers = [get(lb, timeout=5)[:2] for _ in range(20)]
     assert detect < 2.0  # 0.25 s interval, 0.25 s timeout, fall 2
     assert answers == [(200, b"b1")] * 20
@@ -128,7 +131,9 @@ def test_connections_to_a_frozen_backend_are_closed(close_on_down: bool, tmp_pat
             flags += ["--set", "tcp_close_on_down=false"]
         lb, admin = start_lb(procs, ports, *flags, log=tmp_path / "lb.log")
         for p in ports:
-            wait_until(lambda p=p: backend_state(admin, p)["status"] == "up", 10, f"{p} up")
+            wait_for(
+                f"{p} up", lambda p=p: backend_state(admin, p)["status"] == "up", 10, step=0.01
+            )
         conns = [socket.create_connection(("127.0.0.1", lb), 5) for _ in range(4)]
         names = []
         for c in conns:
@@ -136,7 +141,9 @@ def test_connections_to_a_frozen_backend_are_closed(close_on_down: bool, tmp_pat
             names.append(c.recv(1024).rsplit(b"\r\n", 1)[-1])
         assert set(names) == {b"b0", b"b1"}  # round robin: two on each
         os.kill(procs[0].pid, signal.SIGSTOP)
-        wait_until(lambda: backend_state(admin, ports[0])["status"] == "down", 3, "b0 down")
+        wait_for(
+            "b0 down", lambda: backend_state(admin, ports[0])["status"] == "down", 3, step=0.01
+        )
         closed = []
         for c, name in zip(conns, names, strict=True):
             c.settimeout(1.0)
