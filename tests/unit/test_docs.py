@@ -219,3 +219,26 @@ def test_members_are_named_both_ways_in_help() -> None:
         text = cmd.get_help(click.Context(cmd, info_name=f"spofless pg {sub}"))
         assert "CANDIDATE" not in text
         assert re.search(r"db-\d or db/\d", text), sub
+
+
+def _blocks(text: str, lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
+
+
+def test_the_readme_tutorial_is_what_check_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    tutorial = README.read_text().split("## Five minutes, without root", 1)[1].split("\n## ")[0]
+    before, after = _blocks(tutorial, "text")
+    (fixed,) = _blocks(tutorial, "yaml")
+    monkeypatch.chdir(ROOT)
+    first = CliRunner().invoke(main, ["check", "examples/single-server.yaml"])
+    assert first.exit_code == 1
+    assert first.output.startswith(before)
+    (tmp_path / "shop.yaml").write_text(fixed)
+    monkeypatch.chdir(tmp_path)
+    second = CliRunner().invoke(main, ["check", "shop.yaml"])
+    assert second.exit_code == 0, second.output
+    assert second.output.startswith(after)
