@@ -242,3 +242,26 @@ def test_the_readme_tutorial_is_what_check_prints(
     second = CliRunner().invoke(main, ["check", "shop.yaml"])
     assert second.exit_code == 0, second.output
     assert second.output.startswith(after)
+
+
+def test_the_topology_reference_names_every_field() -> None:
+    """docs/topology.md is every field in one place: each field of the schema is on it."""
+    from pydantic import BaseModel
+
+    from spofless.topology import _backup, _kinds, _schema
+
+    page = (DOCS / "topology.md").read_text()
+    models: list[type[BaseModel]] = [
+        m
+        for module in (_schema, _kinds, _backup)
+        for m in vars(module).values()
+        if isinstance(m, type) and issubclass(m, BaseModel) and m.__module__ == module.__name__
+    ]
+    assert len(models) > 20
+    missing = [
+        f"{model.__name__}.{info.alias or name}"
+        for model in models
+        for name, info in model.model_fields.items()
+        if not re.search(rf"\b{re.escape(info.alias or name)}\b", page)
+    ]
+    assert not missing, f"docs/topology.md does not name {missing}"
