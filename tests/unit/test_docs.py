@@ -122,7 +122,7 @@ def _documented_invocations() -> Iterator[tuple[str, str]]:
         # Lines continued with a backslash are one command.
         text = re.sub(r"\\\n\s*", " ", text)
         for n, line in enumerate(text.splitlines(), 1):
-            for m in re.finditer(r"(?:^|[\s`(|$\"])spofless ((?:[a-z][\w-]*)(?: [^`#|]*)?)", line):
+            for m in re.finditer(r"(?:^|[\s`(|$\"/])spofless ((?:[a-z][\w-]*)(?: [^`#|]*)?)", line):
                 yield f"{page.name}:{n}", m.group(1)
 
 
