@@ -13,7 +13,9 @@
 # stopped: `systemctl start postgresql` starts them if you want them.
 #
 # Tests point it elsewhere: SYSTEM_DEPS_POLICY (the policy-rc.d path) and
-# SYSTEM_DEPS_PG_LIB (where PostgreSQL's binaries are looked for).
+# SYSTEM_DEPS_PG_LIB (where PostgreSQL's binaries are looked for). The real test
+# (tests/integration/test_system_deps.py) runs it with a PostgreSQL cluster running
+# and checks that the same postmaster still answers afterwards.
 set -euo pipefail
 
 policy=${SYSTEM_DEPS_POLICY:-/usr/sbin/policy-rc.d}
@@ -57,8 +59,10 @@ else
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Wait (bounded) for another apt or dpkg run to finish rather than fail at once.
+lock=(-o DPkg::Lock::Timeout=300)
+$sudo apt-get "${lock[@]}" update -qq
+$sudo apt-get "${lock[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 remove_policy
 made_policy=""
 echo "system-deps: installed ${missing[*]}; their services were not started, and no running service was touched"

@@ -32,7 +32,7 @@ VIP = "10.77.255.200"
 
 # Three regions so that no single one is a point of failure; hold_time above the
 # default because this machine is shared and loaded (an etcd write slower than it
-# costs the holder the address: safely, but an outage; see the vip README section).
+# costs the holder the address: safely, but an outage; see docs/vip.md).
 TOPOLOGY = f"""\
 name: vipstack
 regions:

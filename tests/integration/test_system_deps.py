@@ -1,10 +1,12 @@
 """scripts/system-deps.sh never stops or changes a service it did not start.
 
-The script runs for real (bash) against stand-in `apt-get`, `systemctl` and
-`sudo` that log what they are asked: a PostgreSQL service that "runs" must
-see no stop, restart or disable; the packages' services are kept from
-starting by a policy-rc.d that exists during the install only; an existing
-policy-rc.d is left as it is.
+With root and Debian's PostgreSQL, the script runs for real, apt-get included,
+while a PostgreSQL cluster of the distribution (standing for the user's own
+database) runs: the same postmaster must still answer afterwards. Then it runs
+against stand-in `apt-get`, `systemctl` and `sudo` that log what they are
+asked: a PostgreSQL service that "runs" must see no stop, restart or disable;
+the packages' services are kept from starting by a policy-rc.d that exists
+during the install only; an existing policy-rc.d is left as it is.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ import pytest
 pytestmark = pytest.mark.integration
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "system-deps.sh"
-TOOLS = ("id", "chmod", "rm", "sh", "cat", "dirname", "mkdir", "touch")
+TOOLS = ("id", "chmod", "rm", "sh", "cat", "dirname", "mkdir", "touch", "grep")
 
 APT_GET = """#!/bin/sh
 echo "apt-get $*" >> "$LOG"
-if [ "$1" = install ]; then
+if echo " $* " | grep -q " install "; then
   if [ -x "$POLICY" ]; then "$POLICY" postgresql start; echo "policy says $?" >> "$LOG"
   else echo "no policy" >> "$LOG"; fi
   mkdir -p "$PG_LIB/16/bin" && touch "$PG_LIB/16/bin/postgres"
@@ -82,7 +84,7 @@ def run(tmp_path: Path, *, with_policy: bool, missing_pg: bool = True) -> tuple[
 def test_services_are_kept_from_starting_during_the_install_only(tmp_path: Path) -> None:
     code, out, log = run(tmp_path, with_policy=False)
     assert code == 0, out
-    assert "apt-get install -y -qq --no-install-recommends postgresql" in log
+    assert "install -y -qq --no-install-recommends postgresql" in log
     # During the install, every start is refused (101); afterwards the file is gone.
     assert "policy says 101" in log
     assert not (tmp_path / "policy-rc.d").exists()
@@ -107,18 +109,77 @@ def test_nothing_missing_touches_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "policy-rc.d").exists()
 
 
+def _postmaster_pid(data_dir: Path) -> int:
+    return int((data_dir / "postmaster.pid").read_text().split()[0])
+
+
+def _select_one(version: str, port: int) -> str:
+    out = subprocess.run(
+        ["runuser", "-u", "postgres", "--", f"/usr/lib/postgresql/{version}/bin/psql",
+         "-p", str(port), "-h", "/var/run/postgresql", "-Atc", "select 1"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    return out.stdout.strip() or out.stderr.strip()
+
+
+def _missing_for_a_real_cluster() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root: it makes and starts a PostgreSQL cluster of the distribution"
+    for tool in ("apt-get", "pg_createcluster", "pg_ctlcluster", "pg_dropcluster", "runuser"):
+        if not shutil.which(tool):
+            return (
+                f"needs {tool} (Debian's postgresql-common and apt) to stand for a user's database"
+            )
+    if not list(Path("/usr/lib/postgresql").glob("*/bin/postgres")):
+        return "needs PostgreSQL from the distribution (/usr/lib/postgresql/*/bin/postgres)"
+    return None
+
+
 @pytest.mark.skipif(
-    os.geteuid() != 0 or not shutil.which("systemctl") or not Path("/run/systemd/system").is_dir(),
-    reason="needs root and a running systemd to watch a real PostgreSQL service",
+    _missing_for_a_real_cluster() is not None, reason=str(_missing_for_a_real_cluster())
 )
-def test_a_running_postgresql_service_keeps_running() -> None:
-    active = subprocess.run(
-        ["systemctl", "is-active", "postgresql"], capture_output=True, text=True, check=False
-    )
-    if active.stdout.strip() != "active":
-        pytest.skip("no running postgresql service on this machine")
-    subprocess.run(["bash", str(SCRIPT)], check=True, timeout=900)
-    after = subprocess.run(
-        ["systemctl", "is-active", "postgresql"], capture_output=True, text=True, check=False
-    )
-    assert after.stdout.strip() == "active"
+def test_a_running_postgresql_cluster_keeps_running(tmp_path: Path) -> None:
+    """A user's own PostgreSQL, a cluster of the distribution (what its `postgresql`
+    service runs), is running; the script goes down its install path for real (real
+    apt-get, real policy-rc.d handling) and the same postmaster answers afterwards."""
+    from free_ports import free_port
+
+    version = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))[-1].parts[-3]
+    name = f"spofless-sysdeps-{os.getpid()}"
+    port = free_port()
+    data_dir = Path(f"/var/lib/postgresql/{version}/{name}")
+    subprocess.run(
+        ["pg_createcluster", version, name, "-p", str(port)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    try:
+        subprocess.run(
+            ["pg_ctlcluster", version, name, "start"], check=True, capture_output=True, timeout=120
+        )
+        pid = _postmaster_pid(data_dir)
+        assert _select_one(version, port) == "1"
+        # PostgreSQL looks missing to the script (an empty library directory), so it runs
+        # apt-get update and apt-get install postgresql with its policy-rc.d handling.
+        empty = tmp_path / "no-postgresql"
+        empty.mkdir()
+        out = subprocess.run(
+            ["bash", str(SCRIPT)],
+            env={**os.environ, "SYSTEM_DEPS_PG_LIB": str(empty)},
+            capture_output=True, text=True, timeout=900, check=False,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "installing postgresql" in out.stdout
+        assert "no running service was touched" in out.stdout
+        # The same postmaster still runs and answers: not stopped, not restarted.
+        assert _postmaster_pid(data_dir) == pid
+        os.kill(pid, 0)
+        assert _select_one(version, port) == "1"
+        status = subprocess.run(
+            ["pg_lsclusters", "--no-header", version, name],
+            capture_output=True, text=True, timeout=30, check=False,
+        ).stdout  # fmt: skip
+        assert "online" in status, status
+    finally:
+        subprocess.run(
+            ["pg_dropcluster", "--stop", version, name], capture_output=True, timeout=120
+        )

@@ -1,4 +1,4 @@
-"""Brute force over every element state, straight from DESIGN.md's definitions.
+"""Brute force over every element state, straight from docs/design.md's definitions.
 
 Independent of spofless.analysis on purpose: it reads the resolved Topology
 only, so the property tests compare two unrelated computations.

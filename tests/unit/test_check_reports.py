@@ -158,11 +158,13 @@ def test_render_colour_on_request() -> None:
     assert "\x1b[" not in render(report, "text")
 
 
-def test_the_readme_check_sample_is_the_real_output(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_documented_check_sample_is_the_real_output(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     root = EXAMPLES.parent
-    readme = (root / "README.md").read_text()
-    start = readme.index("```text\nspofless check · load-balanced") + len("```text\n")
-    shown = readme[start : readme.index("```", start)]
+    page = (root / "docs" / "check.md").read_text()
+    start = page.index("```text\nspofless check · load-balanced") + len("```text\n")
+    shown = page[start : page.index("```", start)]
     monkeypatch.chdir(root)
     code, out = check("examples/load-balanced.yaml")
     assert code == 1

@@ -19,7 +19,7 @@ hosts:
 
 
 def test_a_route_is_a_dependency() -> None:
-    # The README's load-balancer snippet: the web tier it routes to was ignored.
+    # The load-balancer snippet the README once had: the web tier it routes to was ignored.
     t = load_topology_text(
         HEAD + "components:\n"
         "  lb: {kind: load_balancer, instances: [h1, h2], port: 8000, routes: [{to: web}]}\n"

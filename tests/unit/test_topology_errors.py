@@ -217,11 +217,11 @@ def test_a_duplicate_key_is_named_without_python_reprs(tmp_path: Path) -> None:
     assert "{" not in error
 
 
-def test_the_readme_sample_is_the_real_output(
+def test_the_documented_sample_is_the_real_output(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("Every mistake is reported", 1)[1]
+    page = (Path(__file__).resolve().parents[2] / "docs" / "topology.md").read_text()
+    section = page.split("Every mistake is reported", 1)[1]
     yaml_text = section.split("```yaml\n", 1)[1].split("```", 1)[0]
     shown = section.split("```text\n", 1)[1].split("```", 1)[0]
     (tmp_path / "shop.yaml").write_text(yaml_text)

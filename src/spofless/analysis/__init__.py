@@ -3,7 +3,7 @@
     analyze(topology, max_order=2) -> Report
     render(report, fmt) -> str          fmt: text, json, markdown or sarif
 
-The semantics are DESIGN.md's: elements (regions, zones, hosts, instances) fail
+The semantics are docs/design.md's: elements (regions, zones, hosts, instances) fail
 independently; a component is up when at least `min_up` of its instances are
 up and what it needs is up; the system is up when every `entry` component is.
 """

@@ -15,7 +15,13 @@ from spofless.cli._root import main, topology_of
 @click.option(
     "--backend", "backends", multiple=True, help="Standalone: host:port[,weight]; repeat."
 )
-@click.option("--mode", type=click.Choice(["http", "tcp"]), default="http", show_default=True)
+@click.option(
+    "--mode",
+    type=click.Choice(["http", "tcp"]),
+    default="http",
+    show_default=True,
+    help="Standalone: HTTP/1.1 or plain TCP.",
+)
 @click.option(
     "--algorithm",
     type=click.Choice(
@@ -23,26 +29,44 @@ from spofless.cli._root import main, topology_of
     ),
     default="round_robin",
     show_default=True,
+    help="Standalone: how a backend is picked.",
 )
 @click.option(
-    "--hash-key", default="source", show_default=True, help="source|path|header:N|cookie:N"
+    "--hash-key",
+    default="source",
+    show_default=True,
+    help="Standalone, hash: source|path|header:NAME|cookie:NAME",
 )
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Standalone: worker processes sharing the port.",
+)
 @click.option("--admin", help="Standalone: host:port of the admin API.")
-@click.option("--admin-token", envvar="SPOFLESS_ADMIN_TOKEN", help="Bearer token of the admin API.")
+@click.option(
+    "--admin-token",
+    envvar="SPOFLESS_ADMIN_TOKEN",
+    show_envvar=True,
+    help="Standalone: bearer token of the admin API.",
+)
 @click.option(
     "--health",
     type=click.Choice(["tcp", "http"]),
-    help="Health check type [default: http GET / (any status < 500) in http mode, else tcp].",
+    help="Standalone: health check type [default: http GET / (any status < 500) in http mode,"
+    " else tcp].",
 )
-@click.option("--health-path", default="/", show_default=True)
+@click.option(
+    "--health-path", default="/", show_default=True, help="Standalone, http check: the path."
+)
 @click.option(
     "--health-send",
-    help=r"tcp check: bytes to send after connecting (\r \n \t \\ are decoded).",
+    help=r"Standalone, tcp check: bytes to send after connecting (\r \n \t \\ are decoded).",
 )
 @click.option(
     "--health-expect",
-    help="tcp check: what the answer must contain; without it a connect alone counts,"
+    help="Standalone, tcp check: what the answer must contain; without it a connect alone counts,"
     " which cannot see a frozen backend.",
 )
 @click.option(

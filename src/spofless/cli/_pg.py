@@ -11,7 +11,7 @@ from spofless.cli._root import main, topology_of
 
 @main.group()
 def pg() -> None:
-    """PostgreSQL with automatic failover: the agent, switchover, pause."""
+    """PostgreSQL with automatic failover: the agent, switchover, failover, pause, rejoin."""
 
 
 def _state_dir(file: str, state_dir: str | None) -> Path:
@@ -39,6 +39,14 @@ def pg_agent(file: str, component: str, index: int, state_dir: str | None) -> No
 
 _component_option = click.option(
     "--component", default=None, help="The postgres component (default: the only one)."
+)
+_wait_option = click.option(
+    "--wait",
+    "bound",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the new primary; the request is withdrawn after that.",
 )
 
 
@@ -71,10 +79,16 @@ def _set_paused(file: str, component: str | None, paused: bool) -> None:
 @pg.command("switchover")
 @click.argument("file", type=click.Path(dir_okay=False))
 @_component_option
-@click.option("--to", "candidate", default=None, help="The member to hand over to (db-1 or db/1).")
-@click.option("--wait", "bound", type=float, default=30.0, show_default=True, help="Seconds.")
+@click.option(
+    "--to",
+    "candidate",
+    default=None,
+    help="The member to hand over to (db-1 or db/1). Default: the best replica.",
+)
+@_wait_option
 def pg_switchover(file: str, component: str | None, candidate: str | None, bound: float) -> None:
-    """Planned switchover: stop writes, let the candidate catch up, hand the lease over."""
+    """Planned switchover: writes pause while the member named by --to catches up, then it
+    takes the lease; no acknowledged commit is lost."""
     import asyncio
 
     from spofless.pg.ops import switchover, target
@@ -87,7 +101,7 @@ def pg_switchover(file: str, component: str | None, candidate: str | None, bound
 @click.argument("file", type=click.Path(dir_okay=False))
 @_component_option
 @click.option("--to", "candidate", required=True, help="The member that takes over (db-1 or db/1).")
-@click.option("--wait", "bound", type=float, default=30.0, show_default=True, help="Seconds.")
+@_wait_option
 def pg_failover(file: str, component: str | None, candidate: str, bound: float) -> None:
     """Manual failover: the member named by --to takes the leadership, whoever leads now
     (or nobody)."""

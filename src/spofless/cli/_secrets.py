@@ -9,7 +9,7 @@ from spofless.cli._root import main, topology_of
 
 @main.group()
 def secrets() -> None:
-    """Passwords and certificates (see `spofless.security`)."""
+    """Passwords and certificates of a topology, kept out of its file (docs/secrets.md)."""
 
 
 @secrets.command("init")

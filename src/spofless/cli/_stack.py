@@ -155,7 +155,15 @@ def status(file: str, state_dir: Path | None, as_json: bool) -> None:
 @click.argument("instance", required=False)
 @_state_dir_option
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
-@click.option("--tail", "-n", "lines", type=click.IntRange(0), default=100, show_default=True)
+@click.option(
+    "--tail",
+    "-n",
+    "lines",
+    type=click.IntRange(0),
+    default=100,
+    show_default=True,
+    help="Lines to print from the end of each log first.",
+)
 def logs(file: str, instance: str | None, state_dir: Path | None, follow: bool, lines: int) -> None:
     """Print the logs of INSTANCE (`web` or `web/1`; default: all) of FILE."""
     from spofless import stack

@@ -2,7 +2,7 @@
 
 Elements are the things that fail independently: `region:<r>`, `zone:<r>/<z>`,
 `host:<h>` and `instance:<component>/<i>` (i from 0 in file order). Every
-availability is resolved once here, with the precedence DESIGN.md gives: the
+availability is resolved once here, with the precedence docs/design.md gives: the
 element's own, else its component's (instances), else `defaults`.
 """
 
