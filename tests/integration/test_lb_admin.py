@@ -101,3 +101,46 @@ def test_drain_disable_enable_and_metrics(tmp_path: Path) -> None:
         if line.startswith(f'spofless_lb_responses_total{{{b0},code="2xx"}}')
     )
     assert count >= 21  # the slow one, 20 while enabled, and 20 while b1 was disabled
+
+
+def test_a_drain_is_complete_when_every_worker_reports_after_it(tmp_path: Path) -> None:
+    """A drain answers the view it is in; /status says when every worker has applied it
+    (workers_view_seq) and the in-flight count taken after it: what `rollout` waits on."""
+    import json
+
+    with processes() as procs:
+        ports = [start_backend(procs, f"b{i}") for i in range(2)]
+        lb, admin = start_lb(procs, ports, "--workers", "2", log=tmp_path / "lb.log")
+        wait_for("b0 up", lambda: backend_state(admin, ports[0])["status"] == "up", 10, step=0.01)
+        name = f"127.0.0.1:{ports[0]}"
+        slow: list[tuple[int, bytes]] = []
+        threads = [threading.Thread(target=lambda: slow.append(get(lb, "/slow/2")[:2]))]
+        threads += [threading.Thread(target=lambda: slow.append(get(lb, "/slow/2")[:2]))]
+        for t in threads:
+            t.start()
+        wait_for(
+            "a request in flight on b0",
+            lambda: backend_state(admin, ports[0])["active"] >= 1,
+            5,
+            step=0.02,
+        )
+        code, body, _ = get(admin, f"/backends/{name}/drain", method="POST")
+        seq = json.loads(body)["view_seq"]
+
+        def status() -> dict[str, object]:
+            return json.loads(get(admin, "/status")[1])  # type: ignore[no-any-return]
+
+        wait_for("every worker applied the drain", lambda: status()["workers_view_seq"] >= seq, 5)
+        in_flight_after = status()["backends"][name]["active"]  # type: ignore[index]
+        for t in threads:
+            t.join(10)
+        wait_for(
+            "the drained backend idle",
+            lambda: (
+                status()["workers_view_seq"] >= seq and status()["backends"][name]["active"] == 0
+            ),  # type: ignore[index]
+            10,
+        )
+    assert code == 200 and seq >= 1
+    assert in_flight_after >= 1  # the open request is still counted after the drain
+    assert [code for code, _ in slow] == [200, 200]  # and it finished

@@ -6,6 +6,11 @@
     POST /backends/<name>/enable        back in rotation
     GET  /metrics                       Prometheus text format
 
+A POST answers {"backend", "admin", "view_seq"}: the change is the view numbered
+`view_seq`; once /status's `workers_view_seq` reaches it, every worker applied it
+and the counters /status shows were taken after it (a drain is complete when the
+backend's `active` is then 0: `spofless rollout` waits for exactly that).
+
 With an admin token set, every request needs `Authorization: Bearer <token>`;
 a token is required when the API listens on anything but loopback.
 """
@@ -99,11 +104,10 @@ def _route(ctl: Controller, registry: CollectorRegistry, head: bytes) -> tuple[i
         if name not in ctl.views:
             return 404, "text/plain", f"no backend {name!r}\n".encode()
         ctl.set_admin(name, "enabled" if seg[2] == "enable" else seg[2])
-        return (
-            200,
-            "application/json",
-            json.dumps({"backend": name, "admin": ctl.views[name].admin}).encode(),
-        )
+        # The view carrying the change: once `workers_view_seq` in /status reaches it,
+        # every worker has it, and the counters there were taken after it.
+        answer = {"backend": name, "admin": ctl.views[name].admin, "view_seq": ctl.view_seq}
+        return 200, "application/json", json.dumps(answer).encode()
     return 404, "text/plain", b"not found\n"
 
 
@@ -132,6 +136,9 @@ def status(ctl: Controller) -> dict[str, Any]:
         "mode": s.mode,
         "listen": f"{s.listen_host}:{ctl.port}",
         "workers": [w.proc.pid for w in ctl.workers],
+        "view_seq": ctl.view_seq,
+        # The oldest view any serving worker had applied when it last sent its counters.
+        "workers_view_seq": min((w.view_seq for w in ctl.workers), default=ctl.view_seq),
         "backends": backends,
     }
 

@@ -53,6 +53,7 @@ class Worker:
     index: int
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     stats: dict[str, BackendStats] = field(default_factory=dict)
+    view_seq: int = 0  # the last view it had applied when it sent its counters
     retired: bool = False
 
 
@@ -84,6 +85,7 @@ class Controller:
         self.views: dict[str, BackendView] = {}
         self.monitors: list[HealthMonitor] = []
         self.retired_stats: dict[str, BackendStats] = {}
+        self.view_seq = 0  # the number of the last view broadcast (see _messages.View)
         self.stopping = asyncio.Event()
         self.admin_server: asyncio.AbstractServer | None = None
         self._setup(settings)
@@ -136,7 +138,8 @@ class Controller:
         return worker_view(self.views, health, time.time())
 
     def broadcast(self) -> None:
-        msg = View(self.view_message())
+        self.view_seq += 1
+        msg = View(self.view_message(), self.view_seq)
         # Every worker still running: also those starting (their first view, sent with the
         # settings, is older than the checks that end while they boot) and those draining.
         self.spawned = [w for w in self.spawned if w.proc.poll() is None]
@@ -204,7 +207,9 @@ class Controller:
         w = Worker(proc, chan, index)
         holder.append(w)
         self.spawned.append(w)
-        chan.send(Settings(self.settings.model_dump(mode="json"), self.view_message()))
+        chan.send(
+            Settings(self.settings.model_dump(mode="json"), self.view_message(), self.view_seq)
+        )
         return w
 
     def _on_worker(self, w: Worker, msg: Message) -> None:
@@ -212,6 +217,7 @@ class Controller:
             w.ready.set()
         elif isinstance(msg, Stats):
             w.stats = msg.backends
+            w.view_seq = msg.view_seq
         elif isinstance(msg, Observation):
             m = self._monitor_of(msg.backend)
             if m is not None:

@@ -151,11 +151,16 @@ class BackendStats:
 class Settings:
     settings: dict[str, Any]  # LbSettings.model_dump(mode="json")
     view: dict[str, BackendState]
+    seq: int = 0  # the view's number (see View)
 
 
 @dataclass(frozen=True, slots=True)
 class View:
     view: dict[str, BackendState]
+    # Numbered by the controller, one more per change; workers echo the last one they
+    # applied in their Stats, so a reader of the counters knows they follow a change
+    # (a drain has reached every worker, and `active` counts what is left).
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +177,7 @@ class Ready:
 class Stats:
     pid: int
     backends: dict[str, BackendStats]
+    view_seq: int = 0  # the last View this worker had applied when it counted
 
 
 Message = Settings | View | Stop | Ready | Stats | Observation | Ejection
@@ -200,7 +206,7 @@ def decode(obj: dict[str, Any]) -> Message:
     cls = _KINDS.get(obj.get("kind", ""))
     if cls is None:
         raise ValueError(f"unknown message kind {obj.get('kind')!r}")
-    args = {f.name: obj[f.name] for f in fields(cls)}
+    args = {f.name: obj[f.name] for f in fields(cls) if f.name in obj}
     if "view" in args:
         args["view"] = {n: BackendState(**s) for n, s in args["view"].items()}
     if cls is Stats:

@@ -38,11 +38,15 @@ async def serve(listen: socket.socket, chan_sock: socket.socket) -> None:
     bal: Balancer | None = None
     # Views that came before the balancer existed; the last wins.
     early: list[dict[str, BackendState]] = []
+    seq = 0  # the last view applied (or kept for the balancer to apply first)
 
     def on_message(msg: Message) -> None:
+        nonlocal seq
         if isinstance(msg, Settings) and not first.done():
             first.set_result(msg)
+            seq = max(seq, msg.seq)
         elif isinstance(msg, View):
+            seq = msg.seq
             if bal is not None:
                 bal.apply_view(msg.view)
             else:
@@ -70,7 +74,7 @@ async def serve(listen: socket.socket, chan_sock: socket.socket) -> None:
                 await stop.wait()
         except TimeoutError:
             pass
-        chan.send(Stats(os.getpid(), bal.local_stats()))
+        chan.send(Stats(os.getpid(), bal.local_stats(), seq))
     # Graceful stop: no new connections, finish what is in flight, then go.
     server.close()
     bal.draining = True
@@ -95,7 +99,7 @@ async def serve(listen: socket.socket, chan_sock: socket.socket) -> None:
         if not busy:
             break
         await asyncio.sleep(0.05)
-    chan.send(Stats(os.getpid(), bal.local_stats()))
+    chan.send(Stats(os.getpid(), bal.local_stats(), seq))
     bal.stop()
 
 
