@@ -92,13 +92,13 @@ class ControlServer:
                 await writer.wait_closed()
 
 
-async def request(state_dir: Path, req: dict[str, Any], timeout: float) -> dict[str, Any]:
+async def request(state_dir: Path, req: dict[str, Any], limit: float) -> dict[str, Any]:
     """Send one request to the supervisor running from `state_dir`; its answer.
 
     StackError when no supervisor answers, or when it answers with an error."""
     path = control_path(state_dir)
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(limit):
             reader, writer = await asyncio.open_unix_connection(str(path), limit=MAX_REQUEST)
             try:
                 writer.write(json.dumps(req).encode() + b"\n")
@@ -107,7 +107,7 @@ async def request(state_dir: Path, req: dict[str, Any], timeout: float) -> dict[
             finally:
                 writer.close()
     except TimeoutError:
-        raise StackError(f"the supervisor did not answer within {timeout:g}s ({path})") from None
+        raise StackError(f"the supervisor did not answer within {limit:g}s ({path})") from None
     except OSError as exc:
         raise StackError(
             f"no supervisor answers on {path} ({exc.strerror or exc}): is the stack up?"

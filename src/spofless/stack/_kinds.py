@@ -187,15 +187,32 @@ def _service(
 ) -> Launch:
     assert comp.run is not None
     port = comp.port + inst.index if comp.port is not None else None
-    values = {
-        "port": "" if port is None else str(port),
-        "host": host_ip(topology, inst),
-        "index": str(inst.index),
-        "state_dir": str(ctx.state_dir),
-    }
-    argv = tuple(word.format(**values) for word in shlex.split(comp.run))
+    argv = run_argv(topology, inst, ctx.state_dir, comp.run)
     ports: tuple[tuple[str, int], ...] = () if port is None else (("main", port),)
     return Launch(argv, ports, dict(comp.env))
+
+
+def run_argv(topology: Topology, inst: Instance, state_dir: Path, run: str) -> tuple[str, ...]:
+    """A service's `run:` command for one instance: {port} {host} {index} {state_dir}
+    replaced (`spofless rollout --run` expands its command the same way).
+
+    ValueError for a placeholder other than those four, or an unbalanced quote."""
+    comp = topology.components[inst.component]
+    port = getattr(comp, "port", None)
+    values = {
+        "port": "" if port is None else str(port + inst.index),
+        "host": host_ip(topology, inst),
+        "index": str(inst.index),
+        "state_dir": str(state_dir),
+    }
+    try:
+        return tuple(word.format(**values) for word in shlex.split(run))
+    except KeyError as exc:
+        raise ValueError(
+            f"unknown placeholder {{{exc.args[0]}}}: use {{port}} {{host}} {{index}} {{state_dir}}"
+        ) from None
+    except IndexError:
+        raise ValueError("a positional placeholder {} : name it ({port}, {host}, ...)") from None
 
 
 def _etcd(topology: Topology, comp: EtcdComponent, inst: Instance, ctx: KindContext) -> Launch:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -24,6 +25,7 @@ from typing import Any, Literal
 
 from spofless.health import Detector, Status, run_check
 from spofless.stack import _policy as policy
+from spofless.stack._control import ControlServer, argv_of
 from spofless.stack._errors import StackError, StartError
 from spofless.stack._etcd import member_role
 from spofless.stack._pg import PgDetails, agent_status, postmaster_pid
@@ -82,6 +84,11 @@ class Supervisor:
         self._pg: dict[str, PgDetails] = {}  # postgres instances, from their agents
         self._postmasters: dict[str, int | None] = {}
         self._vip_roles: dict[str, str] = {}  # VIP agents and load balancers, from the claim
+        # Instances replaced through the control socket run this plan instead of the file's.
+        self._overrides: dict[str, InstancePlan] = {}
+        # An instance being replaced: set when its new process runs (or failed to start).
+        self._replacing: dict[str, asyncio.Event] = {}
+        self._supervisors: dict[str, asyncio.Task[None]] = {}
 
     # -- running ---------------------------------------------------------------
 
@@ -97,6 +104,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         writer = asyncio.create_task(self._write_loop())
+        control = ControlServer(self.plan.state_dir, self._control)
         try:
             self._write()
             try:
@@ -108,6 +116,7 @@ class Supervisor:
                 self.phase = "running"
                 self._mark()
                 logger.info("all %d instances started", len(self.plan.instances))
+                await control.start()
                 for lb, indexes in self._vip_components().items():
                     self._tasks.append(asyncio.create_task(self._watch_vip(lb, indexes)))
                 await self._stop.wait()
@@ -116,6 +125,7 @@ class Supervisor:
             if not failed:
                 self.phase = "stopping"
                 self._mark()
+            await control.close()
             await self._stop_all()
             self.phase = "failed" if failed else "stopped"
             writer.cancel()
@@ -151,7 +161,7 @@ class Supervisor:
             message = f"{inst.name}: cannot start {inst.argv[0]!r}: {exc.strerror or exc}"
             self._set(inst.name, policy.on_spawn_failed(self.states[inst.name], message))
             raise StartError(message) from None
-        self._tasks.append(asyncio.create_task(self._supervise(inst)))
+        self._watch_exits(inst.name)
         if inst.health is not None:
             self._tasks.append(asyncio.create_task(self._watch_health(inst)))
 
@@ -184,32 +194,102 @@ class Supervisor:
         self._set(inst.name, state)
         logger.info("%s: started pid %d%s", inst.name, proc.pid, " (restart)" if restart else "")
 
-    async def _supervise(self, inst: InstancePlan) -> None:
+    def _watch_exits(self, name: str) -> None:
+        task = asyncio.create_task(self._supervise(name))
+        self._supervisors[name] = task
+        self._tasks.append(task)
+
+    def _current(self, name: str) -> InstancePlan:
+        """The plan an instance runs now: the file's, or the one a replacement gave it."""
+        return self._overrides.get(name) or self.plan.instance(name)
+
+    async def _supervise(self, name: str) -> None:
         while True:
-            proc = self._procs[inst.name]
+            proc = self._procs[name]
             returncode = await proc.wait()
             if self._stop.is_set():
                 return
+            replaced = self._replacing.get(name)
+            if replaced is not None:
+                # Stopped on purpose: the replacement's process is the one to watch now.
+                await replaced.wait()
+                if self._procs[name] is proc:
+                    return  # the replacement did not start (its state says why)
+                continue
             new, decision = policy.decide_exit(
-                self.states[inst.name], returncode, time.time(), self.settings.restart
+                self.states[name], returncode, time.time(), self.settings.restart
             )
-            self._set(inst.name, new)
-            (logger.warning if decision.restart else logger.error)(
-                "%s: %s", inst.name, decision.reason
-            )
+            self._set(name, new)
+            (logger.warning if decision.restart else logger.error)("%s: %s", name, decision.reason)
             if not decision.restart:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), decision.delay)
             if self._stop.is_set():
                 return
+            inst = self._current(name)
             try:
                 await self._spawn(inst, restart=True)
             except OSError as exc:
                 message = f"cannot restart {inst.argv[0]!r}: {exc.strerror or exc}"
-                self._set(inst.name, policy.on_spawn_failed(self.states[inst.name], message))
-                logger.error("%s: %s", inst.name, message)
+                self._set(name, policy.on_spawn_failed(self.states[name], message))
+                logger.error("%s: %s", name, message)
                 return
+
+    # -- replacing an instance (the control socket) ------------------------------
+
+    async def _control(self, req: dict[str, Any]) -> dict[str, Any]:
+        op = req.get("op")
+        if op == "commands":
+            names = [i.name for i in self.plan.instances]
+            return {"ok": True, "commands": {n: list(self._current(n).argv) for n in names}}
+        if op == "replace":
+            name = req.get("instance")
+            if not isinstance(name, str) or name not in self.states:
+                raise StackError(f"replace: no instance {name!r} runs here")
+            pid, previous = await self.replace(name, argv_of(req.get("argv"), "replace"))
+            return {"ok": True, "pid": pid, "previous_argv": list(previous)}
+        raise StackError(f"unknown op {op!r}: replace or commands")
+
+    async def replace(self, name: str, argv: tuple[str, ...] | None) -> tuple[int, tuple[str, ...]]:
+        """Stop instance `name` and start it again running `argv` (None: as it runs now).
+
+        Returns the new pid and the command it ran before. Its health is judged afresh
+        (`starting` until its check passes `rise` times). StackError when the stack is not
+        running, the instance is being replaced already, or the command cannot start."""
+        if self.phase != "running" or self._stop.is_set():
+            raise StackError(f"the stack is {self.phase}, not running: nothing is replaced")
+        if name in self._replacing:
+            raise StackError(f"{name} is being replaced already")
+        before = self._current(name)
+        new = before if argv is None else dataclasses.replace(before, argv=argv)
+        done = self._replacing[name] = asyncio.Event()
+        try:
+            logger.info("%s: replacing its process (%s)", name, " ".join(new.argv))
+            pgid = self._pgids.get(name)
+            proc = self._procs.get(name)
+            if pgid is not None and proc is not None and proc.returncode is None:
+                for killed in await stop_groups([pgid], self.settings.stop_grace):
+                    logger.warning(
+                        "%s: process group %d did not stop on SIGTERM; killed", name, killed
+                    )
+            if proc is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 5.0)
+            self._overrides[name] = new
+            try:
+                await self._spawn(new, restart=False)
+            except OSError as exc:
+                message = f"cannot start {new.argv[0]!r}: {exc.strerror or exc}"
+                self._set(name, policy.on_spawn_failed(self.states[name], message))
+                raise StackError(f"{name}: {message}") from None
+        finally:
+            del self._replacing[name]
+            done.set()
+        watcher = self._supervisors.get(name)
+        if watcher is None or watcher.done():
+            self._watch_exits(name)  # it had stopped for good before: watch the new one
+        return self._procs[name].pid, before.argv
 
     async def _watch_health(self, inst: InstancePlan) -> None:
         assert inst.health is not None

@@ -1,0 +1,119 @@
+"""The order of a rollout and what each step costs the system: pure, no I/O.
+
+    plan_rollout(topology, "web", roles={}) -> RolloutPlan
+
+One instance is out at a time. Before anything moves, each step is checked on
+the analysis (spofless.analysis): with that instance out, does a component go
+down (below `min_up`), and which elements become single points of failure that
+were not? A step that opens either is refused unless the user allows it.
+
+The order follows the roles the running system reports, so that the member
+everything leans on moves last and is handed over first:
+- postgres: replicas first, then a switchover away from the primary, then the
+  old primary (now a replica);
+- etcd: followers first, the leader last;
+- a load balancer with a floating address: standbys first, the holder last;
+- anything else: by index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from spofless.analysis import compile_structure
+from spofless.analysis._cutsets import CutSetSearch
+from spofless.topology import Topology
+
+__all__ = ["RolloutPlan", "Step", "plan_rollout"]
+
+# The role that moves last, per kind (as `spofless status` reports roles).
+_LAST_ROLE = {"postgres": "primary", "etcd": "leader", "load_balancer": "vip-holder"}
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One instance replaced, or (postgres) the switchover before its primary is."""
+
+    instance: str  # web/0
+    action: Literal["replace", "switchover"] = "replace"
+    down: tuple[str, ...] = ()  # components that go down while it is out
+    new_spofs: tuple[str, ...] = ()  # elements that become single points of failure
+
+    @property
+    def opens_spof(self) -> bool:
+        return bool(self.down or self.new_spofs)
+
+    def describe(self) -> str:
+        if self.action == "switchover":
+            return f"switch over: {self.instance} hands the primary role to a replica"
+        what = f"replace {self.instance}"
+        if self.down:
+            return f"{what}: {', '.join(self.down)} goes down while it is out"
+        if len(self.new_spofs) == 1:
+            return f"{what}: while it is out, {self.new_spofs[0]} is a single point of failure"
+        if self.new_spofs:
+            each = ", ".join(self.new_spofs)
+            return f"{what}: while it is out, each of {each} is a single point of failure"
+        return f"{what}: no single point of failure while it is out"
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutPlan:
+    component: str
+    steps: tuple[Step, ...]
+
+    @property
+    def refusals(self) -> tuple[Step, ...]:
+        """The steps that open a single point of failure (refused without --allow-spof)."""
+        return tuple(s for s in self.steps if s.opens_spof)
+
+
+def plan_rollout(
+    topology: Topology, component: str, roles: Mapping[str, str | None]
+) -> RolloutPlan:
+    """The steps of a rollout of `component`, in order, each with what it opens.
+
+    `roles` maps instance names to the role the running system reports (primary,
+    replica, leader, vip-holder, ...); an instance without one moves by index."""
+    comp = topology.components[component]
+    names = [i.name for i in topology.instances[component]]
+    last = _LAST_ROLE.get(comp.kind)
+    movers = [n for n in names if last is None or roles.get(n) != last]
+    leaders = [n for n in names if last is not None and roles.get(n) == last]
+    search = CutSetSearch(compile_structure(topology))
+    steps: list[Step] = []
+    for name in movers + leaders:
+        if comp.kind == "postgres" and name in leaders and len(names) > 1:
+            steps.append(Step(name, "switchover"))
+        steps.append(_step(search, name))
+    return RolloutPlan(component, tuple(steps))
+
+
+def _step(search: CutSetSearch, name: str) -> Step:
+    out = f"instance:{name}"
+    needs = search.structure.needs
+    if out not in search.covers:
+        return Step(name)  # not part of what the entry components need
+    down = tuple(needs[c].name for c in search.cuts([out]))
+    if down:
+        return Step(name, down=down)
+    already = set(search.spofs())
+    new = {
+        e
+        for e in search.covers
+        if e != out
+        and e not in already
+        and out not in search.ancestors[e]  # below it: out with it already
+        and e not in search.ancestors[out]  # above it: fails alone as it did before
+        and search.cuts([out, e])
+    }
+    # The deepest elements only: a host is implied by the instance below it.
+    deepest = {e for e in new if not any(e in search.ancestors[f] for f in new)}
+    return Step(name, new_spofs=tuple(sorted(_short(e) for e in deepest)))
+
+
+def _short(element: str) -> str:
+    """`instance:etcd/1` -> `etcd/1`; other elements keep their kind (`host:node-2`)."""
+    return element.removeprefix("instance:")

@@ -1,0 +1,327 @@
+"""Running a rollout against a stack started with `spofless up`.
+
+One instance at a time, each step gated on what the system reports, never on
+a sleep:
+
+1. plan (spofless.rollout.plan): refused when a step would open a single point
+   of failure, unless allowed;
+2. drain: every load balancer routing to the instance stops sending it requests
+   and its open ones finish (spofless.rollout._lbs);
+3. replace: the supervisor stops the instance and starts it again, with the new
+   command (`--run`) or as the file says (spofless.stack's control socket);
+4. wait until its health check passes `rise` times (a PostgreSQL member: until
+   it streams again), then put it back in rotation and watch the load
+   balancers' counters for its failed responses for a short window;
+5. on a failed health check or failed responses: roll that instance back to its
+   previous command and stop (`on_failure: rollback`), or stop where it is
+   (`pause`). The other instances are untouched.
+
+For PostgreSQL the primary moves last, after a switchover to a streaming
+replica (spofless.pg.ops), whose write pause is measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+
+from spofless.rollout._lbs import (
+    Drain,
+    LbAdmin,
+    RolloutError,
+    admins_routing_to,
+    drain,
+    enable,
+    errors_of,
+)
+from spofless.rollout.plan import RolloutPlan, Step, plan_rollout
+from spofless.stack._control import request
+from spofless.stack._errors import StackError
+from spofless.stack._kinds import run_argv
+from spofless.stack._state import read_state_quiet, supervisor_alive
+from spofless.topology import ServiceComponent, Topology
+
+__all__ = ["Prepared", "RolloutOptions", "RolloutResult", "StepResult", "prepare", "rollout"]
+
+POLL = 0.1
+REPLACE_BOUND = 60.0  # the supervisor's answer: a stop (grace, then SIGKILL) and a start
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutOptions:
+    run: str | None = None  # kind service: the new `run:` command ({port} ... expanded)
+    allow_spof: bool = False
+    drain_timeout: float = 30.0
+    health_timeout: float = 60.0
+    watch: float = 2.0  # seconds of counters watched after readmission
+    pause_between: float = 0.0
+    on_failure: Literal["rollback", "pause"] = "rollback"
+
+
+@dataclass(slots=True)
+class StepResult:
+    instance: str
+    action: str  # replace | switchover
+    outcome: str  # replaced | rolled back | stopped | switched over
+    seconds: float
+    drain_seconds: float | None = None
+    cut: int = 0  # requests open at the drain timeout
+    failed_responses: int = 0  # seen in the watch window
+    pid: int | None = None
+    detail: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "instance": self.instance,
+            "action": self.action,
+            "outcome": self.outcome,
+            "seconds": round(self.seconds, 3),
+            "drain_seconds": None if self.drain_seconds is None else round(self.drain_seconds, 3),
+            "cut": self.cut,
+            "failed_responses": self.failed_responses,
+            "pid": self.pid,
+            "detail": self.detail,
+        }
+
+
+@dataclass(slots=True)
+class RolloutResult:
+    component: str
+    plan: RolloutPlan
+    steps: list[StepResult] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "component": self.component,
+            "ok": self.ok,
+            "error": self.error,
+            "steps": [s.to_json() for s in self.steps],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What a rollout works on, checked before anything moves."""
+
+    topology: Topology
+    state_dir: Path
+    component: str
+    plan: RolloutPlan
+    admins: tuple[LbAdmin, ...]
+
+
+def prepare(topology: Topology, state_dir: Path, component: str, opts: RolloutOptions) -> Prepared:
+    """Check that the rollout can start, and plan it. RolloutError (the user's to fix)
+    when the component is unknown or not run here, not whole now, or a step would open
+    a single point of failure that is not allowed."""
+    comp = topology.components.get(component)
+    if comp is None:
+        raise RolloutError(
+            f"no component {component!r} in {topology.source}; "
+            f"components: {', '.join(sorted(topology.components))}"
+        )
+    if opts.run is not None and not isinstance(comp, ServiceComponent):
+        raise RolloutError(
+            f"--run replaces a service's command; {component} is kind {comp.kind}: "
+            "a rollout of it restarts each instance with the file's settings"
+        )
+    state = read_state_quiet(state_dir)
+    if state is None or not supervisor_alive(state_dir):
+        raise RolloutError(f"nothing runs from {state_dir}: start it with `spofless up` first")
+    mine = [i for i in state.get("instances", []) if i.get("component") == component]
+    if not mine:
+        skipped = [s["reason"] for s in state.get("skipped", []) if s["component"] == component]
+        why = f" ({skipped[0]})" if skipped else ""
+        raise RolloutError(f"{component} does not run here{why}: nothing to roll out")
+    for inst in mine:
+        if inst.get("state") != "up":
+            raise RolloutError(
+                f"{inst['name']} is {inst.get('state')}: a rollout starts from a whole "
+                f"component (see `spofless status`)"
+            )
+    roles = {i["name"]: i.get("role") for i in state.get("instances", [])}
+    plan = plan_rollout(topology, component, roles)
+    if plan.refusals and not opts.allow_spof:
+        lines = "; ".join(s.describe() for s in plan.refusals)
+        raise RolloutError(
+            f"{lines}. Add an instance first, or pass --allow-spof to accept it for the rollout"
+        )
+    running = {i["name"] for i in state.get("instances", []) if i.get("state") == "up"}
+    admins, blind = admins_routing_to(topology, component, running)
+    if blind:
+        raise RolloutError(
+            f"{', '.join(blind)} route to {component} without an admin API to drain it: "
+            "give the load balancer `admin_port:`"
+        )
+    return Prepared(topology, state_dir, component, plan, tuple(admins))
+
+
+async def rollout(
+    p: Prepared, opts: RolloutOptions, say: Callable[[str], None] = lambda _: None
+) -> RolloutResult:
+    """Run the prepared rollout; the result says what happened to each step."""
+    result = RolloutResult(p.component, p.plan)
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        for i, step in enumerate(p.plan.steps):
+            if i and opts.pause_between and step.action == "replace":
+                await asyncio.sleep(opts.pause_between)
+            say(step.describe())
+            try:
+                if step.action == "switchover":
+                    r = await _switchover(p, step)
+                else:
+                    r = await _replace(p, step, opts, client, say)
+            except (RolloutError, StackError) as exc:
+                result.error = str(exc)
+                say(f"stopped: {exc}")
+                break
+            result.steps.append(r)
+            say(f"{r.instance}: {r.outcome} in {r.seconds:.1f}s" + _extra(r))
+            if r.outcome != "replaced" and r.outcome != "switched over":
+                result.error = f"{r.instance}: {r.outcome}: {r.detail}"
+                break
+    return result
+
+
+def _extra(r: StepResult) -> str:
+    parts = []
+    if r.drain_seconds is not None:
+        parts.append(f"drained in {r.drain_seconds:.2f}s")
+    if r.cut:
+        parts.append(f"{r.cut} requests cut at the drain timeout")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+async def _replace(
+    p: Prepared,
+    step: Step,
+    opts: RolloutOptions,
+    client: httpx.AsyncClient,
+    say: Callable[[str], None],
+) -> StepResult:
+    start = time.monotonic()
+    name = step.instance
+    admins = list(p.admins)
+    argv = None
+    if opts.run is not None:
+        try:
+            argv = list(run_argv(p.topology, _instance(p.topology, name), p.state_dir, opts.run))
+        except ValueError as exc:
+            raise RolloutError(f"--run: {exc}") from None
+    d: Drain | None = await drain(client, admins, name, opts.drain_timeout) if admins else None
+    if d is not None and d.unreachable:
+        say(f"{', '.join(d.unreachable)} did not answer: not drained")
+    answer = await request(
+        p.state_dir, {"op": "replace", "instance": name, "argv": argv}, REPLACE_BOUND
+    )
+    pid, previous = int(answer["pid"]), answer["previous_argv"]
+    r = StepResult(name, "replace", "replaced", 0.0, pid=pid)
+    if d is not None:
+        r.drain_seconds, r.cut = d.seconds, d.cut
+    why = await _wait_whole(p, name, pid, opts.health_timeout)
+    if why is None:
+        before = await errors_of(client, admins, name)
+        await enable(client, admins, name)
+        r.failed_responses = await _watch(client, admins, name, before, opts.watch)
+        if r.failed_responses:
+            why = f"{r.failed_responses} failed responses after it was readmitted"
+    if why is not None:
+        r.detail = why
+        if opts.on_failure == "rollback" and argv is not None:
+            say(f"{name}: {why}; rolling it back")
+            if admins:
+                await drain(client, admins, name, opts.drain_timeout)
+            answer = await request(
+                p.state_dir, {"op": "replace", "instance": name, "argv": previous}, REPLACE_BOUND
+            )
+            back = await _wait_whole(p, name, int(answer["pid"]), opts.health_timeout)
+            await enable(client, admins, name)
+            r.outcome = "rolled back" if back is None else "rollback failed"
+            r.pid = int(answer["pid"])
+        else:
+            r.outcome = "stopped"
+    r.seconds = time.monotonic() - start
+    return r
+
+
+async def _watch(
+    client: httpx.AsyncClient,
+    admins: list[LbAdmin],
+    name: str,
+    before: tuple[int, int],
+    seconds: float,
+) -> int:
+    """Failed responses from `name` in the `seconds` after readmission (0: none)."""
+    if not admins or seconds <= 0:
+        return 0
+    deadline = time.monotonic() + seconds
+    failed = 0
+    while time.monotonic() < deadline:
+        await asyncio.sleep(min(0.25, seconds))
+        _, now_failed = await errors_of(client, admins, name)
+        failed = max(0, now_failed - before[1])
+        if failed:
+            break
+    return failed
+
+
+async def _wait_whole(p: Prepared, name: str, pid: int, bound: float) -> str | None:
+    """Wait until instance `name` runs process `pid` and does its job (health check
+    passed `rise` times; a PostgreSQL member: primary or streaming replica again).
+    None when it does; why not, after `bound` seconds or when it failed."""
+    deadline = time.monotonic() + bound
+    last = "no state yet"
+    while time.monotonic() < deadline:
+        state = read_state_quiet(p.state_dir) or {}
+        inst = next((i for i in state.get("instances", []) if i.get("name") == name), None)
+        if inst is not None:
+            own = inst.get("agent_pid", inst.get("pid"))
+            last = f"{inst.get('state')} (health {inst.get('health')})"
+            if inst.get("state") == "failed":
+                return f"it failed: {inst.get('message') or inst.get('last_exit')}"
+            if own == pid and inst.get("state") == "up":
+                if inst.get("kind") != "postgres" or inst.get("role") in ("primary", "replica"):
+                    return None
+                last = f"up but {inst.get('role') or 'without a role'}: {inst.get('reason')}"
+        await asyncio.sleep(POLL)
+    return f"not healthy within {bound:g}s: {last}"
+
+
+async def _switchover(p: Prepared, step: Step) -> StepResult:
+    """Hand the primary role away from `step.instance`, to the best streaming replica."""
+    from spofless.pg.ops import PgOpError, switchover, target
+
+    start = time.monotonic()
+    try:
+        old, new = await switchover(target(p.topology, p.component), None, bound=60.0)
+    except PgOpError as exc:
+        raise RolloutError(f"switchover away from {step.instance}: {exc}") from None
+    new_name = new.replace("-", "/") if new else new
+    # The new primary must lead and take writes before the old one is replaced.
+    deadline = time.monotonic() + 60.0
+    while time.monotonic() < deadline:
+        state = read_state_quiet(p.state_dir) or {}
+        roles = {i["name"]: i.get("role") for i in state.get("instances", [])}
+        if roles.get(new_name) == "primary" and roles.get(step.instance) != "primary":
+            break
+        await asyncio.sleep(POLL)
+    seconds = time.monotonic() - start
+    return StepResult(
+        step.instance, "switchover", "switched over", seconds, detail=f"{old} -> {new}"
+    )
+
+
+def _instance(topology: Topology, name: str) -> Any:
+    component, _, index = name.rpartition("/")
+    return topology.instances[component][int(index)]
