@@ -63,7 +63,8 @@ def test_a_component_that_goes_down_without_the_instance_says_so() -> None:
     topology = load_topology_text(
         TOPOLOGY.replace(
             "entry: [lb, pair]",
-            "  solo: {kind: service, instances: [n3], port: 7100, run: app}\nentry: [lb, pair, solo]",
+            "  solo: {kind: service, instances: [n3], port: 7100, run: app}\n"
+            "entry: [lb, pair, solo]",
         ),
         "shop.yaml",
     )
