@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shlex
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,7 +130,10 @@ def _documented_invocations() -> Iterator[tuple[str, str]]:
 def test_every_documented_command_and_option_exists() -> None:
     seen = 0
     for where, words in _documented_invocations():
-        tokens = words.split()
+        try:
+            tokens = shlex.split(words)  # a quoted command (`--run "python -m app"`) is one word
+        except ValueError:
+            tokens = words.split()
         if not tokens or tokens[0] not in main.commands:
             # Prose ("spofless makes", "spofless runs"), not a command line.
             continue

@@ -20,7 +20,6 @@ from spofless.cli._root import main, topology_of
     "--run",
     "run",
     default=None,
-    metavar="COMMAND",
     help="Kind service: the new command, with {port} {host} {index} {state_dir} as in "
     "`run:`. Without it each instance restarts with the file's settings. The new command "
     "lasts until the stack stops; put it in FILE to keep it.",
@@ -91,7 +90,7 @@ def rollout(
     dry_run: bool,
     as_json: bool,
 ) -> None:
-    """Replace COMPONENT's running instances one at a time, without an outage.
+    """Replace the running instances of a component one at a time, without an outage.
 
     Each instance is drained on every load balancer in front of it (until its open
     requests finish, no fixed sleep), replaced by the supervisor `up` started, readmitted
