@@ -12,87 +12,21 @@ process and no port.
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import signal
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from pg_cluster import _alive, require_postgres_and_etcd
+from pg_cluster import _alive
 from stack_fixtures import (
-    REPO,
     StackRun,
-    free_port_block,
     listening,
     processes_using,
-    stack_run,
 )
+from stack_pg import auth, primary_of, settled
 from waiting import wait_for
 
-from spofless.security import client_params
-from spofless.topology import load_topology
-
 pytestmark = pytest.mark.integration
-
-EXAMPLE = REPO / "examples" / "postgres-ha.yaml"
-BASES = {"pg": 54320, "api": 58008, "etcd": 23790, "peer": 23800}
-
-
-def postgres_topology(dest: Path) -> tuple[Path, list[int]]:
-    """The example with every base port replaced by a free block of 3; all its ports."""
-    text = EXAMPLE.read_text()
-    taken: list[int] = []
-    for old in BASES.values():
-        new = free_port_block(3, taken)
-        taken += range(new, new + 3)
-        text, count = re.subn(rf"\b{old}\b", str(new), text)
-        assert count >= 1, f"{old} not in {EXAMPLE}"
-    dest.write_text(text)
-    return dest, taken
-
-
-@pytest.fixture
-def pg_stack() -> Iterator[tuple[StackRun, list[int]]]:
-    require_postgres_and_etcd()
-    # Not pytest's tmp_path: PostgreSQL's OS user must reach its data directory.
-    base = Path(tempfile.mkdtemp(prefix="spofless-stack-pg-"))
-    base.chmod(0o755)
-    try:
-        topology, ports = postgres_topology(base / "postgres-ha.yaml")
-        with stack_run(topology, base / "state") as run:
-            yield run, ports
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def auth(run: StackRun) -> dict[str, str]:
-    """The password and CA a client of `db` needs (the stack made them at `up`)."""
-    return client_params(load_topology(run.topology), "db")
-
-
-def members(run: StackRun) -> dict[str, dict[str, Any]]:
-    return {i["name"]: i for i in run.status()["instances"] if i["component"] == "db"}
-
-
-def roles(run: StackRun) -> dict[str, str | None]:
-    return {name: i["role"] for name, i in members(run).items()}
-
-
-def settled(run: StackRun) -> dict[str, dict[str, Any]] | None:
-    """The members once there is one primary and two replicas, each with a dsn."""
-    db = members(run)
-    found = sorted(str(i["role"]) for i in db.values())
-    ok = found == ["primary", "replica", "replica"] and all(i["dsn"] for i in db.values())
-    return db if ok else None
-
-
-def primary_of(db: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    (primary,) = [i for i in db.values() if i["role"] == "primary"]
-    return primary
 
 
 def _wait_or_show_logs(run: StackRun, what: str, predicate: Any, timeout: float) -> Any:
