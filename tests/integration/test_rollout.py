@@ -176,3 +176,64 @@ def test_rollout_under_load_fails_no_request_and_a_bad_version_is_rolled_back(
     assert "not healthy within 5s" in steps[0]["detail"]
     assert _commands(run) == commands  # web/0 back on v2, the others never touched
     wait_for("the stack whole after the rollback", lambda: _whole(run), 60)
+
+
+def _admin_state(lb_admin: int, backend: str) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", lb_admin, timeout=5)
+    try:
+        conn.request("GET", "/status")
+        return str(json.loads(conn.getresponse().read())["backends"][backend]["admin"])
+    finally:
+        conn.close()
+
+
+def test_a_killed_rollout_leaves_nothing_drained_for_good(
+    rollstack: tuple[StackRun, int],
+) -> None:
+    """One rollout at a time; a rollout killed with SIGKILL while an instance is drained
+    is found by --status, and --abort (or the next rollout) puts it back in rotation;
+    the next rollout replaces the broken instance first and the stack is whole again."""
+    import subprocess
+    import sys
+
+    run, _ = rollstack
+    admin0 = int(run.topology.read_text().split("admin_port: ")[1].split()[0])
+    up = run.cli("up", "--detach", "--wait", "--timeout", "60")
+    assert up.returncode == 0, up.stdout + up.stderr
+    spofless = str(Path(sys.executable).parent / "spofless")
+    argv = [spofless, "rollout", str(run.topology), "--state-dir", str(run.state_dir)]
+    slow = subprocess.Popen(
+        [*argv, "--component", "web", "--run", NEVER_HEALTHY, "--health-timeout", "120"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(
+            "web/0 drained and being replaced",
+            lambda: "replacing" in run.cli("rollout", "--status").stdout,
+            30,
+        )
+        assert _admin_state(admin0, "web/0") == "drain"
+        second = run.cli("rollout", "--component", "web")
+        assert second.returncode == 2 and "a rollout already runs here" in second.stderr
+        slow.kill()
+        slow.wait(10)
+    finally:
+        if slow.poll() is None:
+            slow.kill()
+            slow.wait(10)
+    status = run.cli("rollout", "--status").stdout
+    assert "its process is gone" in status and "drained: web/0" in status, status
+    assert _admin_state(admin0, "web/0") == "drain"  # nobody put it back yet
+
+    abort = run.cli("rollout", "--abort")
+    assert abort.returncode == 0 and "web/0" in abort.stdout, abort.stdout + abort.stderr
+    assert _admin_state(admin0, "web/0") == "enabled"
+
+    # web/0 runs the never-healthy command: the next rollout repairs it first.
+    plan = run.cli("rollout", "--component", "web", "--run", V2, "--dry-run")
+    assert plan.stdout.splitlines()[0].startswith("1. replace web/0: it is not doing its job")
+    fixed = run.cli("rollout", "--component", "web", "--run", V2, "--json", timeout=300)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    wait_for("the stack whole again", lambda: _whole(run), 60)
+    assert "done" in run.cli("rollout", "--status").stdout

@@ -4,8 +4,12 @@ a single point of failure."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -15,7 +19,7 @@ from spofless.cli._root import main, topology_of
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--component", "-c", required=True, help="The component to roll out.")
+@click.option("--component", "-c", default=None, help="The component to roll out.")
 @click.option(
     "--run",
     "run",
@@ -76,6 +80,15 @@ from spofless.cli._root import main, topology_of
     "--dry-run", is_flag=True, help="Print the plan and what each step opens; change nothing."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--status", "show_status", is_flag=True, help="Say where the last or running rollout is."
+)
+@click.option(
+    "--abort",
+    is_flag=True,
+    help="Stop the running rollout (it puts what it drained back in rotation), or put back "
+    "what a killed one left drained.",
+)
 def rollout(
     file: str,
     component: str,
@@ -89,6 +102,8 @@ def rollout(
     on_failure: str,
     dry_run: bool,
     as_json: bool,
+    show_status: bool,
+    abort: bool,
 ) -> None:
     """Replace the running instances of a component one at a time, without an outage.
 
@@ -101,12 +116,17 @@ def rollout(
 
     Exit status: 0 done, 1 an instance failed (rolled back or stopped), 2 refused.
     """
-    from spofless.rollout import RolloutOptions, prepare
+    from spofless.rollout import RolloutOptions, RolloutResult, prepare
     from spofless.rollout import rollout as run_rollout
     from spofless.stack._commands import running_plan
 
     topology = topology_of(file)
     plan = running_plan(topology, state_dir)
+    if show_status or abort:
+        _status_or_abort(topology, plan.state_dir, abort)
+        return
+    if component is None:
+        raise click.UsageError("--component is required (or --status, --abort)")
     opts = RolloutOptions(
         run=run,
         allow_spof=allow_spof,
@@ -124,9 +144,52 @@ def rollout(
         click.echo(f"drained on: {drains}")
         return
     say = (lambda _: None) if as_json else click.echo
-    result = asyncio.run(run_rollout(prepared, opts, say))
+
+    async def run_it() -> RolloutResult:
+        # Ctrl-C and SIGTERM (`--abort`) end it cleanly: what it drained goes back.
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        return await run_rollout(prepared, opts, say)
+
+    result = asyncio.run(run_it())
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=1))
     elif result.ok:
         click.echo(f"rollout of {component} done: {len(result.steps)} steps")
     sys.exit(0 if result.ok else 1)
+
+
+def _status_or_abort(topology: object, state_dir: Path, abort: bool) -> None:
+    from spofless.rollout import RolloutError
+    from spofless.rollout._record import held, read_progress
+    from spofless.rollout.run import heal
+    from spofless.topology import Topology
+
+    assert isinstance(topology, Topology)
+    progress = read_progress(state_dir)
+    running = held(state_dir)
+    if not abort:
+        click.echo(progress.describe(running) if progress else "no rollout has run here")
+        return
+    if running and progress is not None:
+        with_pid = progress.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(with_pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while held(state_dir):
+            if time.monotonic() > deadline:
+                raise RolloutError(f"rollout pid {with_pid} did not stop within 60 s")
+            time.sleep(0.1)
+        click.echo(f"rollout pid {with_pid} stopped")
+
+    async def heal_now() -> list[str]:
+        import httpx
+
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            return await heal(topology, state_dir, client, click.echo)
+
+    if not asyncio.run(heal_now()) and not running:
+        click.echo("no rollout runs here and none left an instance drained")

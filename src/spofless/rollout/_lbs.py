@@ -71,10 +71,10 @@ class Drain:
 
 
 def admins_routing_to(
-    topology: Topology, component: str, running: set[str]
+    topology: Topology, component: str, running: set[str] | None
 ) -> tuple[list[LbAdmin], list[str]]:
-    """The admin APIs of the running load balancer instances with a route to
-    `component`, and the names of those that route to it but cannot be drained
+    """The admin APIs of the running load balancer instances (None: all) with a route
+    to `component`, and the names of those that route to it but cannot be drained
     (no `admin_port`: listed so that the rollout can refuse or say so)."""
     admins: list[LbAdmin] = []
     blind: list[str] = []
@@ -84,7 +84,7 @@ def admins_routing_to(
         if not any(r.to == component for r in comp.routes):
             continue
         for inst in topology.instances[name]:
-            if inst.name not in running:
+            if running is not None and inst.name not in running:
                 continue
             if comp.admin_port is None:
                 blind.append(inst.name)

@@ -18,7 +18,7 @@ everything leans on moves last and is handed over first:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,6 +40,7 @@ class Step:
     action: Literal["replace", "switchover"] = "replace"
     down: tuple[str, ...] = ()  # components that go down while it is out
     new_spofs: tuple[str, ...] = ()  # elements that become single points of failure
+    repairs: bool = False  # it is not doing its job now: replacing it takes nothing away
 
     @property
     def opens_spof(self) -> bool:
@@ -49,6 +50,8 @@ class Step:
         if self.action == "switchover":
             return f"switch over: {self.instance} hands the primary role to a replica"
         what = f"replace {self.instance}"
+        if self.repairs:
+            return f"{what}: it is not doing its job now, so it goes first"
         if self.down:
             return f"{what}: {', '.join(self.down)} goes down while it is out"
         if len(self.new_spofs) == 1:
@@ -71,19 +74,26 @@ class RolloutPlan:
 
 
 def plan_rollout(
-    topology: Topology, component: str, roles: Mapping[str, str | None]
+    topology: Topology,
+    component: str,
+    roles: Mapping[str, str | None],
+    down: Set[str] = frozenset(),
 ) -> RolloutPlan:
     """The steps of a rollout of `component`, in order, each with what it opens.
 
     `roles` maps instance names to the role the running system reports (primary,
-    replica, leader, vip-holder, ...); an instance without one moves by index."""
+    replica, leader, vip-holder, ...); an instance without one moves by index.
+    Instances in `down` (not doing their job now) go first: replacing them takes
+    nothing away, and the others wait until they are whole again."""
     comp = topology.components[component]
     names = [i.name for i in topology.instances[component]]
     last = _LAST_ROLE.get(comp.kind)
-    movers = [n for n in names if last is None or roles.get(n) != last]
-    leaders = [n for n in names if last is not None and roles.get(n) == last]
+    broken = [n for n in names if n in down]
+    movers = [n for n in names if n not in down and (last is None or roles.get(n) != last)]
+    leaders = [n for n in names if n not in down and last is not None and roles.get(n) == last]
     search = CutSetSearch(compile_structure(topology))
     steps: list[Step] = []
+    steps += [Step(name, repairs=True) for name in broken]
     for name in movers + leaders:
         if comp.kind == "postgres" and name in leaders and len(names) > 1:
             steps.append(Step(name, "switchover"))

@@ -23,6 +23,7 @@ replica (spofless.pg.ops), whose write pause is measured.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from spofless.rollout._lbs import (
     enable,
     errors_of,
 )
+from spofless.rollout._record import Progress, RolloutLock, read_progress, write_progress
 from spofless.rollout.plan import RolloutPlan, Step, plan_rollout
 from spofless.stack._control import request
 from spofless.stack._errors import StackError
@@ -144,14 +146,10 @@ def prepare(topology: Topology, state_dir: Path, component: str, opts: RolloutOp
         skipped = [s["reason"] for s in state.get("skipped", []) if s["component"] == component]
         why = f" ({skipped[0]})" if skipped else ""
         raise RolloutError(f"{component} does not run here{why}: nothing to roll out")
-    for inst in mine:
-        if inst.get("state") != "up":
-            raise RolloutError(
-                f"{inst['name']} is {inst.get('state')}: a rollout starts from a whole "
-                f"component (see `spofless status`)"
-            )
+    # An instance that is not up goes first (a repair); the others are replaced once it is.
+    down = {i["name"] for i in mine if i.get("state") != "up"}
     roles = {i["name"]: i.get("role") for i in state.get("instances", [])}
-    plan = plan_rollout(topology, component, roles)
+    plan = plan_rollout(topology, component, roles, down)
     if plan.refusals and not opts.allow_spof:
         lines = "; ".join(s.describe() for s in plan.refusals)
         raise RolloutError(
@@ -170,28 +168,88 @@ def prepare(topology: Topology, state_dir: Path, component: str, opts: RolloutOp
 async def rollout(
     p: Prepared, opts: RolloutOptions, say: Callable[[str], None] = lambda _: None
 ) -> RolloutResult:
-    """Run the prepared rollout; the result says what happened to each step."""
+    """Run the prepared rollout; the result says what happened to each step.
+
+    One rollout per stack at a time (RolloutError otherwise). Whatever ends it (a
+    failure, Ctrl-C, SIGTERM from `--abort`), every instance it drained is put back
+    in rotation before it returns; one left drained by a rollout that was killed is
+    put back before this one starts."""
     result = RolloutResult(p.component, p.plan)
-    async with httpx.AsyncClient(timeout=2.0) as client:
-        for i, step in enumerate(p.plan.steps):
-            if i and opts.pause_between and step.action == "replace":
-                await asyncio.sleep(opts.pause_between)
-            say(step.describe())
+    lock = RolloutLock(p.state_dir)
+    lock.acquire()
+    progress = Progress(os.getpid(), p.component, time.time(), len(p.plan.steps))
+    try:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            await heal(p.topology, p.state_dir, client, say)
+            write_progress(p.state_dir, progress)
             try:
-                if step.action == "switchover":
-                    r = await _switchover(p, step)
-                else:
-                    r = await _replace(p, step, opts, client, say)
-            except (RolloutError, StackError) as exc:
-                result.error = str(exc)
-                say(f"stopped: {exc}")
-                break
-            result.steps.append(r)
-            say(f"{r.instance}: {r.outcome} in {r.seconds:.1f}s" + _extra(r))
-            if r.outcome != "replaced" and r.outcome != "switched over":
-                result.error = f"{r.instance}: {r.outcome}: {r.detail}"
-                break
+                await _steps(p, opts, client, progress, result, say)
+            except asyncio.CancelledError:
+                result.error = "aborted"
+                progress.phase = "aborted"
+                say("aborted")
+            finally:
+                for name in list(progress.drained):
+                    await enable(client, list(p.admins), name)
+                    progress.drained.remove(name)
+                    say(f"{name}: back in rotation")
+                if not progress.finished:
+                    progress.phase = "done" if result.ok else "failed"
+                write_progress(p.state_dir, progress)
+    finally:
+        lock.release()
     return result
+
+
+async def _steps(
+    p: Prepared,
+    opts: RolloutOptions,
+    client: httpx.AsyncClient,
+    progress: Progress,
+    result: RolloutResult,
+    say: Callable[[str], None],
+) -> None:
+    for i, step in enumerate(p.plan.steps):
+        if i and opts.pause_between and step.action == "replace":
+            await asyncio.sleep(opts.pause_between)
+        progress.step, progress.instance, progress.phase = i + 1, step.instance, step.action
+        write_progress(p.state_dir, progress)
+        say(step.describe())
+        try:
+            if step.action == "switchover":
+                r = await _switchover(p, step)
+            else:
+                r = await _replace(p, step, opts, client, progress, say)
+        except (RolloutError, StackError) as exc:
+            result.error = str(exc)
+            say(f"stopped: {exc}")
+            return
+        result.steps.append(r)
+        say(f"{r.instance}: {r.outcome} in {r.seconds:.1f}s" + _extra(r))
+        if r.outcome != "replaced" and r.outcome != "switched over":
+            result.error = f"{r.instance}: {r.outcome}: {r.detail}"
+            return
+
+
+async def heal(
+    topology: Topology, state_dir: Path, client: httpx.AsyncClient, say: Callable[[str], None]
+) -> list[str]:
+    """Put back in rotation what a rollout that died left drained; their names."""
+    previous = read_progress(state_dir)
+    if previous is None or previous.finished or not previous.drained:
+        return []
+    admins, _ = admins_routing_to(topology, previous.component, None)
+    healed = []
+    for name in previous.drained:
+        missed = await enable(client, admins, name)
+        say(
+            f"{name}: left drained by rollout pid {previous.pid}; back in rotation"
+            + (f" (not on {', '.join(missed)}: they did not answer)" if missed else "")
+        )
+        healed.append(name)
+    previous.drained, previous.phase = [], "aborted"
+    write_progress(state_dir, previous)
+    return healed
 
 
 def _extra(r: StepResult) -> str:
@@ -208,6 +266,7 @@ async def _replace(
     step: Step,
     opts: RolloutOptions,
     client: httpx.AsyncClient,
+    progress: Progress,
     say: Callable[[str], None],
 ) -> StepResult:
     start = time.monotonic()
@@ -219,7 +278,14 @@ async def _replace(
             argv = list(run_argv(p.topology, _instance(p.topology, name), p.state_dir, opts.run))
         except ValueError as exc:
             raise RolloutError(f"--run: {exc}") from None
-    d: Drain | None = await drain(client, admins, name, opts.drain_timeout) if admins else None
+    d: Drain | None = None
+    if admins:
+        progress.drained.append(name)  # recorded before: a kill midway must not lose it
+        progress.phase = "draining"
+        write_progress(p.state_dir, progress)
+        d = await drain(client, admins, name, opts.drain_timeout)
+    progress.phase = "replacing"
+    write_progress(p.state_dir, progress)
     if d is not None and d.unreachable:
         say(f"{', '.join(d.unreachable)} did not answer: not drained")
     answer = await request(
@@ -233,6 +299,7 @@ async def _replace(
     if why is None:
         before = await errors_of(client, admins, name)
         await enable(client, admins, name)
+        _undrained(p, progress, name)
         r.failed_responses = await _watch(client, admins, name, before, opts.watch)
         if r.failed_responses:
             why = f"{r.failed_responses} failed responses after it was readmitted"
@@ -247,12 +314,20 @@ async def _replace(
             )
             back = await _wait_whole(p, name, int(answer["pid"]), opts.health_timeout)
             await enable(client, admins, name)
+            _undrained(p, progress, name)
             r.outcome = "rolled back" if back is None else "rollback failed"
             r.pid = int(answer["pid"])
         else:
             r.outcome = "stopped"
     r.seconds = time.monotonic() - start
     return r
+
+
+def _undrained(p: Prepared, progress: Progress, name: str) -> None:
+    if name in progress.drained:
+        progress.drained.remove(name)
+        progress.phase = "readmitted"
+        write_progress(p.state_dir, progress)
 
 
 async def _watch(
