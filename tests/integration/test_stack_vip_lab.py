@@ -125,3 +125,34 @@ def test_up_lab_floats_a_vip_between_load_balancers(vip_stack: tuple[StackRun, L
     assert netns_names(f"spf{lab.lab_id}-") == []
     assert processes_using(run.state_dir) == []
     assert lab.status()["up"] is False
+
+
+def test_rollout_of_the_load_balancers_hands_the_vip_over_first(
+    vip_stack: tuple[StackRun, Lab],
+) -> None:
+    """`spofless rollout --component lb`: the standby first, then the holder's agent
+    releases the address to the standby, then the old holder; the client reaches the
+    VIP throughout the checks and after."""
+    import json
+
+    run, lab = vip_stack
+    up = run.cli("up", "--lab", "--detach", "--wait", "--timeout", "90", timeout=150)
+    assert up.returncode == 0, up.stdout + up.stderr
+    old = wait_for("one VIP holder", lambda: holder(run), timeout=30)
+    wait_for("the client reaching the VIP", lambda: reaches_vip(lab), timeout=15)
+    refused = run.cli("rollout", "--component", "lb")
+    assert refused.returncode == 2 and "single point of failure" in refused.stderr
+
+    done = run.cli("rollout", "--component", "lb", "--allow-spof", "--json", timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    steps = json.loads(done.stdout)["steps"]
+    standby = f"lb/{1 - old['index']}"
+    assert [(s["instance"], s["action"]) for s in steps] == [
+        (standby, "replace"),
+        (old["name"], "handover"),
+        (old["name"], "replace"),
+    ]
+    assert steps[1]["detail"] == f"{old['name']} -> {standby}"
+    new = wait_for("one VIP holder after", lambda: holder(run), timeout=30)
+    assert new["name"] == standby
+    wait_for("the client reaching the VIP", lambda: reaches_vip(lab), timeout=15)

@@ -12,7 +12,8 @@ everything leans on moves last and is handed over first:
 - postgres: replicas first, then a switchover away from the primary, then the
   old primary (now a replica);
 - etcd: followers first, the leader last;
-- a load balancer with a floating address: standbys first, the holder last;
+- a load balancer with a floating address: standbys first, then the holder's
+  VIP agent restarts (releasing the address to a standby), then the holder;
 - anything else: by index.
 """
 
@@ -37,7 +38,7 @@ class Step:
     """One instance replaced, or (postgres) the switchover before its primary is."""
 
     instance: str  # web/0
-    action: Literal["replace", "switchover"] = "replace"
+    action: Literal["replace", "switchover", "handover"] = "replace"
     down: tuple[str, ...] = ()  # components that go down while it is out
     new_spofs: tuple[str, ...] = ()  # elements that become single points of failure
     repairs: bool = False  # it is not doing its job now: replacing it takes nothing away
@@ -49,6 +50,8 @@ class Step:
     def describe(self) -> str:
         if self.action == "switchover":
             return f"switch over: {self.instance} hands the primary role to a replica"
+        if self.action == "handover":
+            return f"hand over: {self.instance} gives the floating address to a standby"
         what = f"replace {self.instance}"
         if self.repairs:
             return f"{what}: it is not doing its job now, so it goes first"
@@ -97,6 +100,8 @@ def plan_rollout(
     for name in movers + leaders:
         if comp.kind == "postgres" and name in leaders and len(names) > 1:
             steps.append(Step(name, "switchover"))
+        if comp.kind == "load_balancer" and name in leaders and len(names) > 1:
+            steps.append(Step(name, "handover"))
         steps.append(_step(search, name))
     return RolloutPlan(component, tuple(steps))
 

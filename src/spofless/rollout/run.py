@@ -218,6 +218,8 @@ async def _steps(
         try:
             if step.action == "switchover":
                 r = await _switchover(p, step)
+            elif step.action == "handover":
+                r = await _handover(p, step, opts)
             else:
                 r = await _replace(p, step, opts, client, progress, say)
         except (RolloutError, StackError) as exc:
@@ -226,7 +228,7 @@ async def _steps(
             return
         result.steps.append(r)
         say(f"{r.instance}: {r.outcome} in {r.seconds:.1f}s" + _extra(r))
-        if r.outcome != "replaced" and r.outcome != "switched over":
+        if r.outcome not in ("replaced", "switched over", "handed over"):
             result.error = f"{r.instance}: {r.outcome}: {r.detail}"
             return
 
@@ -394,6 +396,46 @@ async def _switchover(p: Prepared, step: Step) -> StepResult:
     seconds = time.monotonic() - start
     return StepResult(
         step.instance, "switchover", "switched over", seconds, detail=f"{old} -> {new}"
+    )
+
+
+async def _handover(p: Prepared, step: Step, opts: RolloutOptions) -> StepResult:
+    """The holder's VIP agent restarts: it releases the address on SIGTERM, a standby
+    takes it, and the restarted agent stands by. Done when another instance holds it."""
+    from spofless.stack._vip import agent_component
+
+    start = time.monotonic()
+    component, _, index = step.instance.rpartition("/")
+    agent = f"{agent_component(component)}/{index}"
+    answer = await request(p.state_dir, {"op": "replace", "instance": agent}, REPLACE_BOUND)
+    deadline = time.monotonic() + opts.health_timeout
+    holder = None
+    while time.monotonic() < deadline:
+        state = read_state_quiet(p.state_dir) or {}
+        insts = state.get("instances", [])
+        holder = next(
+            (
+                i["name"]
+                for i in insts
+                if i.get("component") == component and i.get("role") == "vip-holder"
+            ),
+            None,
+        )
+        back: dict[str, Any] = next((i for i in insts if i.get("name") == agent), {})
+        if holder not in (None, step.instance) and back.get("state") == "up":
+            seconds = time.monotonic() - start
+            return StepResult(
+                step.instance,
+                "handover",
+                "handed over",
+                seconds,
+                pid=int(answer["pid"]),
+                detail=f"{step.instance} -> {holder}",
+            )
+        await asyncio.sleep(POLL)
+    raise RolloutError(
+        f"{step.instance} kept the floating address {opts.health_timeout:g}s after its "
+        f"agent restarted (holder: {holder or 'nobody'}): not replacing it"
     )
 
 
