@@ -109,11 +109,26 @@ echo "new primary: $now; $old rejoins as its replica (pg_rewind) once its agent 
 until_ok 20 '[[ $(role_of "$old") == replica ]]' || true
 $SPOFLESS status "$FILE"
 
-step "8. Stop everything"
+step "8. Change it without an outage: roll the web tier to a new version under traffic"
+echo "web/0..3 replaced one at a time: each drained on every load balancer until its open"
+echo "requests finish, restarted with the new command, readmitted once healthy; 2500 requests meanwhile"
+$PY scripts/demo_traffic.py "$lb" --requests 2500 --interval 0.01 --deadline 90 &
+traffic=$!
+$SPOFLESS rollout "$FILE" --component web --run \
+  "python -m spofless.demo.app --host {host} --port {port} --data {state_dir}/records.jsonl --name web-{index}-v2"
+rollout_ok=1
+wait "$traffic" || rollout_ok=0
+traffic=
+
+step "9. Stop everything"
 $SPOFLESS down "$FILE"
 trap - EXIT
 if [[ $traffic_ok == 0 ]]; then
   echo "some requests failed while web/0 was down: that is a bug, please report it" >&2
+  exit 1
+fi
+if [[ $rollout_ok == 0 ]]; then
+  echo "some requests failed during the rollout: that is a bug, please report it" >&2
   exit 1
 fi
 if [[ $writes_ok == 0 ]]; then
