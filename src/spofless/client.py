@@ -59,16 +59,23 @@ class Member:
 
 def members_from_cluster_json(body: Mapping[str, Any]) -> list[Member]:
     """Members from an agent's /cluster JSON (or the member keys' JSON values)."""
+    from spofless.pg.api import MemberStatus
+    from spofless.pg.view import Role
+
     out = []
-    for m in body.get("members", []):
-        if not m.get("dsn") or not m.get("running"):
+    for raw in body.get("members", []):
+        try:
+            m = MemberStatus.from_json(raw)
+        except ValueError:
+            continue  # one unreadable member is no reason to lose the others
+        if not m.dsn or not m.running:
             continue
         out.append(
             Member(
-                name=str(m["name"]),
-                dsn=str(m["dsn"]),
-                primary=m.get("role") == "primary" and bool(m.get("leader")),
-                replica=m.get("role") == "replica" and bool(m.get("streaming")),
+                name=m.name,
+                dsn=m.dsn,
+                primary=m.role is Role.PRIMARY and m.leader,
+                replica=m.role is Role.REPLICA and m.streaming,
             )
         )
     return sorted(out, key=lambda m: m.name)

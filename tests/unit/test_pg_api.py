@@ -103,3 +103,16 @@ def test_a_failed_member_is_not_healthy_even_when_running() -> None:
     assert route("GET", "/health", snap(failed)).status == 503
     assert 'spofless_pg_failed{member="b"} 1' in str(route("GET", "/metrics", snap(failed)).body)
     assert route("GET", "/health", snap(LEADER)).status == 200
+
+
+def test_member_status_from_json_is_the_one_parser() -> None:
+    import pytest
+
+    from spofless.pg.api import MemberStatus
+    from spofless.pg.view import Role
+
+    m = MemberStatus(name="db-1", running=True, role=Role.REPLICA, streaming=True, lag=0)
+    assert MemberStatus.from_json({**m.to_json(), "added_by_a_newer_agent": 1}) == m
+    for bad in ({"running": True}, {"name": "db-1", "role": "leader"}, ["db-1"]):
+        with pytest.raises(ValueError):
+            MemberStatus.from_json(bad)  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ from typing import Any
 from spofless.dcs import KeyValue
 from spofless.pg._terms import parse_degraded_json, parse_history_json, parse_lost_json
 from spofless.pg.api import MemberStatus
-from spofless.pg.view import ClusterState, LeaderKey, Member, Role, Switchover, SyncState
+from spofless.pg.view import ClusterState, LeaderKey, Member, Switchover, SyncState
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def _apply(key: str, kv: KeyValue, f: dict[str, Any], statuses: list[MemberStatu
         f["discard"] = f.get("discard", frozenset()) | {key[len("discard/") :]}
     elif key.startswith("members/"):
         d = json.loads(kv.value)
-        ms = MemberStatus(**{**d, "role": Role(d["role"]) if d.get("role") else None})
+        ms = MemberStatus.from_json(d)
         statuses.append(ms)
         f["members"][ms.name] = Member(
             ms.name, ms.role, ms.running, ms.timeline, ms.wal_position, reachable=True

@@ -80,6 +80,25 @@ class MemberStatus:
     def to_json(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Role) else v) for k, v in asdict(self).items()}
 
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> MemberStatus:
+        """The status a member published (its etcd key, its /status, a /cluster entry).
+
+        Unknown keys are ignored (a newer agent may publish more); ValueError when a
+        known one is unusable (no name, an unknown role, a field of the wrong type)."""
+        if not isinstance(d, Mapping) or not isinstance(d.get("name"), str):
+            raise ValueError("a member status is a JSON object with a name")
+        known = {k: v for k, v in d.items() if k in _FIELDS}
+        role = known.get("role")
+        known["role"] = Role(role) if role else None
+        try:
+            return cls(**known)
+        except TypeError as exc:
+            raise ValueError(f"member {d['name']}: {exc}") from None
+
+
+_FIELDS = frozenset(MemberStatus.__dataclass_fields__)
+
 
 @dataclass(frozen=True, slots=True)
 class ApiSnapshot:

@@ -51,36 +51,37 @@ def describe(status: dict[str, Any]) -> PgDetails:
     `failed` for a member that cannot rejoin by itself (the reason is in `reason`);
     `rewinding`, `cloning`, ... while the agent repairs it.
     """
-    running = bool(status.get("running"))
-    role = status.get("role")
-    shown: str | None
-    if not running:
-        shown = None
-    elif role == "primary":
-        shown = "primary" if status.get("leader") else "demoting"
-    elif role == "replica":
+    from spofless.pg.api import MemberStatus
+    from spofless.pg.view import Role
+
+    try:
+        m = MemberStatus.from_json(status)
+    except ValueError:
+        return PgDetails(None, None, None, None, None)
+    shown: str | None = None
+    if m.running and m.role is Role.PRIMARY:
+        shown = "primary" if m.leader else "demoting"
+    elif m.running and m.role is Role.REPLICA:
         shown = "replica"
-        if not status.get("streaming"):
-            secs = status.get("not_streaming_for")
+        if not m.streaming:
+            secs = m.not_streaming_for
             shown += (
                 f", not streaming {secs:.0f}s"
                 if isinstance(secs, int | float)
                 else (", not streaming")
             )
-    else:
-        shown = None
-    if status.get("state") == "failed":
+    if m.state == "failed":
         # Stuck in a state it cannot leave by itself: say so, like a crash loop.
         shown = "failed"
-    elif status.get("state") in _BUSY_STATES:
-        shown = str(status["state"])
+    elif m.state in _BUSY_STATES:
+        shown = m.state
     return PgDetails(
         role=shown,
-        timeline=_int(status.get("timeline")),
-        wal_position=_int(status.get("wal_position")),
-        lag=_int(status.get("lag")),
-        dsn=status.get("dsn") if isinstance(status.get("dsn"), str) else None,
-        reason=status.get("reason") if isinstance(status.get("reason"), str) else None,
+        timeline=_int(m.timeline),
+        wal_position=_int(m.wal_position),
+        lag=_int(m.lag),
+        dsn=m.dsn if isinstance(m.dsn, str) else None,
+        reason=m.reason if isinstance(m.reason, str) else None,
     )
 
 
