@@ -1,0 +1,59 @@
+"""The benchmark's client, run inside a lab host (`spofless lab exec FILE HOST -- ...`).
+
+client.py --create CONNINFO          create table t
+client.py --latency CONNINFO N       N single-row commits; their latencies (ms), JSON
+client.py --write CONNINFO SECONDS   the drill library's writer; its report, JSON
+client.py --ids CONNINFO             the ids the server holds in t, JSON
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import psycopg
+
+from spofless.drill.sqlwrite import SqlWriter
+
+
+def main() -> None:
+    what, conninfo = sys.argv[1], sys.argv[2]
+    if what == "--create":
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS t (id bigint PRIMARY KEY)")
+    elif what == "--latency":
+        out = []
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS lat (id bigint PRIMARY KEY)")
+            for i in range(int(sys.argv[3])):
+                start = time.perf_counter()
+                conn.execute("INSERT INTO lat (id) VALUES (%s)", (i,))
+                out.append((time.perf_counter() - start) * 1000)
+            conn.execute("DROP TABLE lat")
+        print(json.dumps(out))
+    elif what == "--write":
+        with SqlWriter(conninfo, first_id=1) as writer:
+            time.sleep(float(sys.argv[3]))
+        r = writer.report
+        # Wall-clock times: the benchmark compares them with the time of its cut.
+        offset = time.time() - time.monotonic()
+        print(
+            json.dumps(
+                {
+                    "acknowledged": r.acknowledged,
+                    "attempted": r.attempted,
+                    "uncertain": r.uncertain,
+                    "acks_at": [a.at + offset for a in r.acks],
+                }
+            )
+        )
+    elif what == "--ids":
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            print(json.dumps([int(r[0]) for r in conn.execute("SELECT id FROM t").fetchall()]))
+    else:
+        sys.exit(f"unknown {what}")
+
+
+if __name__ == "__main__":
+    main()
