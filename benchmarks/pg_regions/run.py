@@ -181,6 +181,9 @@ def one_run(
             result.update(cut_primary_region(file, state, dsn, primary))
         return result
     finally:
+        keep = os.environ.get("SPOFLESS_KEEP_LOGS")
+        if keep:
+            shutil.copytree(state / "logs", Path(keep) / f"{base.name}-logs", dirs_exist_ok=True)
         cli("down", str(file), "--state-dir", str(state), timeout=240)
         subprocess.run([SPOFLESS, "lab", "down", str(file)], capture_output=True, timeout=120)
 
@@ -203,7 +206,7 @@ def cut_primary_region(
             CLIENT,
             "--write",
             dsn,
-            "60",
+            "120",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -233,7 +236,7 @@ def cut_primary_region(
             120,
         )
         took_over = time.time() - cut_at
-        out, err = writer.communicate(timeout=120)
+        out, err = writer.communicate(timeout=180)
     finally:
         if writer.poll() is None:
             writer.kill()
@@ -245,6 +248,7 @@ def cut_primary_region(
     after = [t for t in acks if t > cut_at]
     before = [t for t in acks if t <= cut_at]
     pause = (after[0] - before[-1]) if after and before else float("nan")
+    resumed = (after[0] - cut_at) if after else float("nan")
     subprocess.run(
         [SPOFLESS, "lab", "fault", str(file), "restore"], capture_output=True, timeout=60
     )
@@ -266,6 +270,7 @@ def cut_primary_region(
         "new_primary": new["host"],
         "takeover_s": took_over,
         "write_pause_s": pause,
+        "writes_resumed_s": resumed,
         "acknowledged": verdict.acknowledged,
         "lost": len(verdict.lost),
         "divergent": len(verdict.divergent),
@@ -301,8 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     cut = next(r for r in rows if r["synchronous"])
     print(
         f"\ncut of region {cut['cut_region']} (the primary's) under a writer in another region: "
-        f"{cut['new_primary']} primary after {cut['takeover_s']:.1f} s, writes paused "
-        f"{cut['write_pause_s']:.1f} s, {cut['acknowledged']} acknowledged, {cut['lost']} lost, "
+        f"{cut['new_primary']} primary (seen by `status`) after {cut['takeover_s']:.1f} s, "
+        f"writes resumed after {cut['writes_resumed_s']:.1f} s (paused "
+        f"{cut['write_pause_s']:.1f} s), {cut['acknowledged']} acknowledged, {cut['lost']} lost, "
         f"{cut['divergent']} divergent members"
     )
     return 0 if cut["lost"] == 0 else 1
