@@ -33,8 +33,14 @@ def main() -> None:
             conn.execute("DROP TABLE lat")
         print(json.dumps(out))
     elif what == "--write":
+        ready = sys.argv[4] if len(sys.argv) > 4 else None
         with SqlWriter(conninfo, first_id=1) as writer:
-            time.sleep(float(sys.argv[3]))
+            end = time.monotonic() + float(sys.argv[3])
+            while ready and writer.acks_since(0) < 10 and time.monotonic() < end:
+                time.sleep(0.05)
+            if ready:
+                open(ready, "w").close()  # 10 writes acknowledged: the fault may come
+            time.sleep(max(0.0, end - time.monotonic()))
         r = writer.report
         # Wall-clock times: the benchmark compares them with the time of its cut.
         offset = time.time() - time.monotonic()

@@ -194,6 +194,7 @@ def cut_primary_region(
     """Cut the primary's region under a writer on an application host of another region
     (PostgreSQL lets in only the hosts of what needs it: app1 in r1, app2 in r2)."""
     region = {"db1": "r1", "db2": "r2", "db3": "r3"}[primary["host"]]
+    ready = state / "writer-ready"
     writer = subprocess.Popen(
         [
             SPOFLESS,
@@ -207,13 +208,15 @@ def cut_primary_region(
             "--write",
             dsn,
             "120",
+            str(ready),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        time.sleep(8)
+        wait("the writer acknowledged", ready.exists, 60)
+        time.sleep(3)
         cut_at = time.time()
         subprocess.run(
             [SPOFLESS, "lab", "fault", str(file), "cut", f"region:{region}"],
