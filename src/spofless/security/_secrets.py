@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from spofless.dcs import EtcdTls
 from spofless.errors import SpoflessError
 from spofless.security._ca import issue, new_ca
 from spofless.topology import PostgresComponent, SecuritySpec, Topology
@@ -119,6 +120,34 @@ def client_cert(topology: Topology) -> tuple[Path, Path]:
             f"no client certificate {crt}: run `spofless secrets init {topology.source}`"
         )
     return crt, key
+
+
+def etcd_client_tls(topology: Topology, *, check: bool = True) -> EtcdTls | None:
+    """What spofless's parts present to the topology's etcd and verify it with (the CA
+    and the client certificate); None with TLS off. With `check`, SecretsError when a
+    file is missing; without, only the paths (a plan, made before the files)."""
+    if not security_spec(topology).tls:
+        return None
+    if check:
+        ca_file(topology)
+        client_cert(topology)
+    d = secrets_dir(topology)
+    return EtcdTls(
+        ca=d / "ca.crt", cert=d / "clients" / "spofless.crt", key=d / "clients" / "spofless.key"
+    )
+
+
+def etcd_member_tls(topology: Topology, host: str | None) -> EtcdTls | None:
+    """The files an etcd member on `host` serves clients and peers with (the host's
+    certificate, the CA it requires of them); None with TLS off. Only paths: `up` makes
+    the files first (init_secrets, for the addresses it runs at)."""
+    if not security_spec(topology).tls:
+        return None
+    d = secrets_dir(topology)
+    name = host or LOCALHOST
+    return EtcdTls(
+        ca=d / "ca.crt", cert=d / "hosts" / f"{name}.crt", key=d / "hosts" / f"{name}.key"
+    )
 
 
 def host_cert(topology: Topology, host: str | None) -> tuple[Path, Path]:
