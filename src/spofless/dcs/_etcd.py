@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -137,7 +138,9 @@ class EtcdStore(KeyValueStore):
                         f"{endpoint}/v3{path}", json=body, timeout=timeout
                     )
                     answer = response.json() if response.content else {}
-            except (httpx.TransportError, TimeoutError, ValueError) as exc:
+            # ssl.SSLError: a member refusing our certificate (TLS 1.3 says so on the first
+            # read, which httpx does not wrap).
+            except (httpx.TransportError, ssl.SSLError, TimeoutError, ValueError) as exc:
                 why = f"{type(exc).__name__} {exc}".strip()
                 errors.append(f"{endpoint}: {why}")
                 self._failed(endpoint, why)
