@@ -64,6 +64,15 @@ until_ok() {
 # in_client COMMAND...: run COMMAND inside the client host's namespace.
 in_client() { $SPOFLESS lab exec "$FILE" "$CLIENT" -- "$@"; }
 
+# hosts_of COMPONENT: the hosts of its instances, one a line.
+hosts_of() {
+  $SPOFLESS status "$FILE" --json | $PY -c '
+import json, sys
+for inst in json.load(sys.stdin)["instances"]:
+    if inst["component"] == sys.argv[1]:
+        print(inst["host"])' "$1"
+}
+
 cleanup() {
   if [[ -n $traffic ]]; then kill "$traffic" 2>/dev/null || true; fi
   if [[ -n $writes ]]; then kill "$writes" 2>/dev/null || true; fi
@@ -113,10 +122,13 @@ $SPOFLESS status "$FILE"
 step "6. Crash the PostgreSQL primary's host while a client in the lab writes"
 until_ok 120 'read -r old host <<<"$(primary name host)"; [[ -n $old ]]' ||
   { echo "no PostgreSQL primary after 120 s; see \`spofless logs $FILE db\`" >&2; exit 1; }
-echo "a libpq client on $CLIENT (target_session_attrs=read-write, TLS) inserts a row every"
-echo "15 ms for 15 s; after 1 s of writes: kill -9 of every process on $host ($old's host)"
+# PostgreSQL accepts connections only from the hosts of what needs it (web's hosts):
+# the writer runs on one that is not the primary's.
+writer=$(hosts_of web | grep -vx "$host" | head -n 1)
+echo "a libpq client on $writer (target_session_attrs=read-write, scram over TLS) inserts a"
+echo "row every 15 ms for 15 s; after 1 s of writes: kill -9 of every process on $host ($old's host)"
 ready=$(mktemp -u)
-in_client $PY scripts/demo_writes.py "$FILE" --seconds 15 --ready "$ready" &
+$SPOFLESS lab exec "$FILE" "$writer" -- $PY scripts/demo_writes.py "$FILE" --seconds 15 --ready "$ready" &
 writes=$!
 until_ok 30 '[[ -e $ready ]]'
 rm -f "$ready"
