@@ -153,3 +153,44 @@ def test_without_tls_there_are_no_certificates_and_missing_ones_say_how_to_make_
         etcd_client_tls(topology)
     unchecked = etcd_client_tls(topology, check=False)
     assert unchecked is not None and not unchecked.cert.exists()  # paths only, nothing made
+
+
+def test_a_copy_without_the_ca_key_makes_nothing_of_its_own(tmp_path: Path) -> None:
+    """A machine given the CA certificate but not its key must not make a CA or
+    passwords the others do not share: init (and so `up`) makes nothing there."""
+    import shutil
+
+    (tmp_path / "home").mkdir()
+    init_secrets(_topology(tmp_path / "home"))
+    copy_dir = tmp_path / "copy"
+    copy_dir.mkdir()
+    (copy_dir / "shop.yaml").write_text(TOPOLOGY)
+    copy = load_topology(copy_dir / "shop.yaml")
+    d = copy_dir / ".spofless" / "shop" / "secrets"
+    (d / "hosts").mkdir(parents=True)
+    shutil.copy(tmp_path / "home" / ".spofless" / "shop" / "secrets" / "ca.crt", d / "ca.crt")
+    before = (d / "ca.crt").read_bytes()
+    assert init_secrets(copy) == []
+    assert (d / "ca.crt").read_bytes() == before
+    assert sorted(p.name for p in d.rglob("*")) == ["ca.crt", "hosts"]
+    with pytest.raises(SecretsError, match=r"where ca\.key is and copy the file here"):
+        etcd_client_tls(copy)
+
+
+def test_up_refuses_an_etcd_member_without_its_certificate(tmp_path: Path) -> None:
+    """On a machine whose copy lacks the member's host certificate (and the CA key to
+    issue it), `up` names the file before starting anything; with the key, it issues it."""
+    from spofless.stack import StackError, plan_stack
+    from spofless.stack._preflight import check_settings
+
+    topology = _topology(tmp_path)
+    init_secrets(topology)
+    d = tmp_path / ".spofless" / "shop" / "secrets"
+    (d / "hosts" / "n2.crt").unlink()
+    plan = plan_stack(topology, tmp_path / "state", ["n2"])
+    check_settings(plan)  # the CA key is here: the certificate is issued again
+    assert (d / "hosts" / "n2.crt").exists()
+    (d / "hosts" / "n2.crt").unlink()
+    (d / "ca.key").unlink()
+    with pytest.raises(StackError, match=r"etcd/1: .*hosts/n2.crt is missing"):
+        check_settings(plan)
