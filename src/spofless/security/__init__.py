@@ -26,7 +26,8 @@ VIP agents, `spofless pg`, spofless.client) reach the cluster's keys.
 
 On several machines, copy the directory to each (the CA key only where certificates
 may be issued: a host certificate whose address changed is re-issued when `ca.key` is
-there, else the part refuses to start and says so).
+there, else the part refuses to start and says so). Where the directory is a copy
+without `ca.key`, `init_secrets` makes nothing: no CA or passwords of its own.
 """
 
 from spofless.security._secrets import (
