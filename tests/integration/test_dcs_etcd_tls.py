@@ -9,6 +9,7 @@ certificate, with one from another CA, or speaking plain http is refused.
 
 from __future__ import annotations
 
+import gc
 import shutil
 import ssl
 from collections.abc import Iterator
@@ -106,6 +107,11 @@ def test_a_client_without_a_certificate_is_refused(tls_cluster: RunningCluster) 
     assert member_healthy(url, tls=tls_cluster.client_tls)
 
 
+# httpcore now and then lets the refusal through as a bare ssl.SSLError without closing
+# its socket (encode/httpcore#917): EtcdStore takes it as a failed member, and the socket
+# is collected at the end of the test that made it rather than reported in another.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_a_client_with_a_certificate_from_another_ca_is_refused(
     tls_cluster: RunningCluster, tmp_path: Path
 ) -> None:
@@ -120,6 +126,7 @@ async def test_a_client_with_a_certificate_from_another_ca_is_refused(
             await intruder.put("/secure/k", "stolen")
     async with EtcdStore(tls_cluster.endpoints, tls_cluster.settings()) as s:
         assert await s.get("/secure/k") is None  # nothing got through
+    gc.collect()
 
 
 async def test_plain_http_is_refused(tls_cluster: RunningCluster) -> None:
