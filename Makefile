@@ -20,6 +20,13 @@ system-deps:
 demo: $(STAMP) system-deps
 	bash scripts/demo.sh
 
+# The demo topology in the lab: every host its own network namespace (root only).
+.PHONY: demo-lab
+demo-lab:
+	@if [ "$$(id -u)" != 0 ]; then echo "make demo-lab makes a network namespace per host: run it as root (sudo make demo-lab); make demo needs no root" >&2; exit 2; fi
+	$(MAKE) $(STAMP) system-deps
+	bash scripts/demo_lab.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks

@@ -27,6 +27,8 @@ import httpx
 from free_ports import port_block
 from pg_cluster import PgClusterBase, PgNodeBase, _alive
 
+from spofless.dcs import EtcdTls
+
 PATRONI_REQUIREMENT = "patroni[etcd3,psycopg3]>=4.1,<5"
 INSTALL_BOUND = 600.0
 
@@ -106,7 +108,10 @@ class PatroniNode(PgNodeBase):
                 "listen": f"127.0.0.1:{c.api_port + self.index}",
                 "connect_address": f"127.0.0.1:{c.api_port + self.index}",
             },
-            "etcd3": {"hosts": [f"127.0.0.1:{c.etcd_port + i}" for i in range(3)]},
+            "etcd3": {
+                "hosts": [f"127.0.0.1:{c.etcd_port + i}" for i in range(3)],
+                **self._etcd_tls(user),
+            },
             "bootstrap": {
                 "dcs": {
                     **c.dcs,
@@ -132,6 +137,22 @@ class PatroniNode(PgNodeBase):
             },
         }
         self.config.write_text(json.dumps(config, indent=2))  # JSON is YAML
+
+    def _etcd_tls(self, user: pwd.struct_passwd | None) -> dict[str, str]:
+        """Patroni's etcd3 TLS settings: copies of the CA and client certificate that
+        its OS user can read (the originals are 0600, ours)."""
+        tls = self.cluster.etcd_tls
+        if tls is None:
+            return {}
+        out = {"protocol": "https"}
+        for key, src in (("cacert", tls.ca), ("cert", tls.cert), ("key", tls.key)):
+            dest = self.dir / f"etcd-{src.name}"
+            shutil.copyfile(src, dest)
+            dest.chmod(0o600)
+            if user is not None:
+                os.chown(dest, user.pw_uid, user.pw_gid)
+            out[key] = str(dest)
+        return out
 
     # -- processes --------------------------------------------------------------------
 
@@ -209,9 +230,16 @@ class PatroniCluster(PgClusterBase[PatroniNode]):
     """Three Patroni nodes of one scope on a running 3-member etcd."""
 
     def __init__(
-        self, base: Path, binary: Path, bin_dir: Path, etcd_port: int, dcs: dict[str, int]
+        self,
+        base: Path,
+        binary: Path,
+        bin_dir: Path,
+        etcd_port: int,
+        dcs: dict[str, int],
+        etcd_tls: EtcdTls | None = None,
     ) -> None:
         self.base = base
+        self.etcd_tls = etcd_tls  # the CA and client certificate etcd requires
         self.binary = binary
         self.bin_dir = bin_dir
         self.etcd_port = etcd_port

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -51,9 +52,17 @@ from patroni_cluster import (  # noqa: E402
 from pg_cluster import Node, PgCluster  # noqa: E402
 from pg_writer import Writer  # noqa: E402
 
+from spofless.dcs import EtcdTls  # noqa: E402
 from spofless.dcs.etcd_server import local_cluster  # noqa: E402
 from spofless.pg._binaries import find_binaries  # noqa: E402
 from spofless.pg._errors import PgSetupError  # noqa: E402
+from spofless.security import (  # noqa: E402
+    etcd_client_tls,
+    etcd_member_tls,
+    init_secrets,
+    secrets_dir,
+)
+from spofless.topology import load_topology  # noqa: E402
 
 FAULTS = ("kill-node", "kill-postmaster")
 PATRONI_DEFAULTS = {"ttl": 30, "loop_wait": 10, "retry_timeout": 10}
@@ -95,9 +104,12 @@ class SafeNode(Node):
 class SpoflessCluster(PgCluster):
     """Three `spofless pg agent` processes at the topology's defaults (asynchronous)."""
 
-    def __init__(self, base: Path, etcd_port: int) -> None:
+    def __init__(self, base: Path, etcd_port: int, secrets: Path) -> None:
         base.mkdir(parents=True)
         super().__init__(base, etcd_port, synchronous=False)
+        # The shared etcd's CA and client certificate: the agents reach it with them.
+        with self.file.open("a") as f:
+            f.write(f"security: {{secrets: {json.dumps(str(secrets))}}}\n")
         self.nodes = [SafeNode(self, i) for i in range(3)]
 
 
@@ -159,36 +171,64 @@ def ensure_system_deps() -> None:
         subprocess.run(["bash", str(ROOT / "scripts" / "system-deps.sh")], check=True, timeout=900)
 
 
+ETCD_TOPOLOGY = """\
+name: bench
+components:
+  etcd: {{kind: etcd, instances: 3, port: {client}, peer_port: {peer}}}
+entry: [etcd]
+"""
+
+
 @contextlib.contextmanager
-def shared_etcd(base: Path) -> Iterator[int]:
-    """A 3-member etcd on consecutive client ports; yields the first port."""
+def shared_etcd(base: Path) -> Iterator[tuple[int, Path]]:
+    """A 3-member etcd on consecutive client ports, over TLS with client certificates as
+    `spofless up` runs it (and a careful Patroni deployment would); yields the first port
+    and the secrets directory whose CA and client certificate reach it."""
     client, peer = port_block(3), port_block(3)
+    f = base / "etcd.yaml"
+    f.write_text(ETCD_TOPOLOGY.format(client=client, peer=peer))
+    topology = load_topology(f)
+    init_secrets(topology)
     etcd = RunningCluster(
-        local_cluster(base / "etcd", [client + i for i in range(3)], [peer + i for i in range(3)]),
+        local_cluster(
+            base / "etcd",
+            [client + i for i in range(3)],
+            [peer + i for i in range(3)],
+            tls=etcd_member_tls(topology, None),
+        ),
         base,
+        client_tls=etcd_client_tls(topology),
     )
     try:
         etcd.start()
-        yield client
+        yield client, secrets_dir(topology)
     finally:
         etcd.stop_all()
 
 
-def make_cluster(system: str, base: Path, etcd_port: int, patroni: Path) -> Any:
+def make_cluster(
+    system: str, base: Path, etcd: tuple[int, Path], patroni: Path
+) -> Any:  # fmt: skip
+    etcd_port, secrets = etcd
     if system == "spofless":
-        cluster = SpoflessCluster(base / system, etcd_port)
+        cluster = SpoflessCluster(base / system, etcd_port, secrets)
         cluster.make_secrets()  # scram and TLS, as in production
         return cluster
     dcs = PATRONI_DEFAULTS if system == "patroni-defaults" else PATRONI_TUNED
-    return PatroniCluster(base / system, patroni, find_binaries().bin_dir, etcd_port, dcs)
+    tls = EtcdTls(
+        ca=secrets / "ca.crt",
+        cert=secrets / "clients" / "spofless.crt",
+        key=secrets / "clients" / "spofless.key",
+    )
+    return PatroniCluster(base / system, patroni, find_binaries().bin_dir, etcd_port, dcs, tls)
 
 
 def run_system(
-    system: str, faults: list[str], reps: int, base: Path, etcd_port: int, patroni: Path,
-    deadline: float,
+    system: str, faults: list[str], reps: int, base: Path, etcd: tuple[int, Path],
+    patroni: Path, deadline: float,
 ) -> dict[str, Series]:  # fmt: skip
     results = {f: Series() for f in faults}
-    cluster = make_cluster(system, base, etcd_port, patroni)
+    cluster = make_cluster(system, base, etcd, patroni)
     try:
         cluster.start()
         primary = cluster.wait_healthy(HEAL_BOUND)
@@ -326,12 +366,10 @@ def main() -> int:
     started = time.monotonic()
     results: dict[str, dict[str, Series]] = {}
     try:
-        with shared_etcd(base) as etcd_port:
+        with shared_etcd(base) as etcd:
             for system in systems:
                 print(f"{system}:", flush=True)
-                results[system] = run_system(
-                    system, faults, reps, base, etcd_port, patroni, deadline
-                )
+                results[system] = run_system(system, faults, reps, base, etcd, patroni, deadline)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     load_end = os.getloadavg()

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import psycopg
@@ -38,6 +38,9 @@ from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from spofless.errors import SpoflessError
+
+if TYPE_CHECKING:
+    from spofless.dcs import EtcdTls
 
 logger = logging.getLogger(__name__)
 
@@ -131,9 +134,14 @@ class Database:
         return cls(discover, **kw)
 
     @classmethod
-    def from_etcd(cls, endpoints: Sequence[str], prefix: str, **kw: Any) -> Database:
-        """Members from etcd: the member keys the agents publish under `prefix`."""
+    def from_etcd(
+        cls, endpoints: Sequence[str], prefix: str, *, tls: EtcdTls | None = None, **kw: Any
+    ) -> Database:
+        """Members from etcd: the member keys the agents publish under `prefix`; `tls`: the
+        CA and client certificate etcd requires (spofless.security.etcd_client_tls)."""
         import base64
+
+        verify = tls.client_context() if tls is not None else True
 
         def discover() -> list[Member]:
             key = f"{prefix.rstrip('/')}/members/".encode()
@@ -144,7 +152,9 @@ class Database:
             }
             for url in endpoints:
                 try:
-                    r = httpx.post(f"{url.rstrip('/')}/v3/kv/range", json=body, timeout=1.0)
+                    r = httpx.post(
+                        f"{url.rstrip('/')}/v3/kv/range", json=body, timeout=1.0, verify=verify
+                    )
                     kvs = r.json().get("kvs", [])
                     values = [json.loads(base64.b64decode(kv["value"])) for kv in kvs]
                     return members_from_cluster_json({"members": values})
@@ -157,17 +167,17 @@ class Database:
     @classmethod
     def from_topology(cls, file: str | Path, component: str | None = None, **kw: Any) -> Database:
         """Members of a topology's postgres component, found through its etcd; the
-        superuser's password and the CA come from the topology's secrets (pass
-        `credentials=` to connect as another user)."""
+        superuser's password, the CA and etcd's client certificate come from the
+        topology's secrets (pass `credentials=` to connect as another user)."""
         from spofless.pg.ops import target
-        from spofless.security import client_params
+        from spofless.security import client_params, etcd_client_tls
         from spofless.topology import load_topology
 
         topology = load_topology(Path(file))
         t = target(topology, component)
         if "credentials" not in kw:
             kw["credentials"] = client_params(topology, t.prefix.rsplit("/", 1)[-1])
-        return cls.from_etcd(t.endpoints, t.prefix, **kw)
+        return cls.from_etcd(t.endpoints, t.prefix, tls=etcd_client_tls(topology), **kw)
 
     def close(self) -> None:
         with self._lock:

@@ -20,18 +20,30 @@ import httpx
 import pytest
 from free_ports import free_ports
 
+from spofless.dcs import DCSSettings, EtcdTls
 from spofless.dcs.etcd_server import EtcdCluster, EtcdProcess, local_cluster
 
 
 class RunningCluster:
-    """A started cluster: its description, one process per member, fault helpers."""
+    """A started cluster: its description, one process per member, fault helpers.
 
-    def __init__(self, cluster: EtcdCluster, base_dir: Path) -> None:
+    With members over TLS, `client_tls` is the certificate the helpers present."""
+
+    def __init__(
+        self, cluster: EtcdCluster, base_dir: Path, client_tls: EtcdTls | None = None
+    ) -> None:
         self.cluster = cluster
+        self.client_tls = client_tls
         self.processes = {
-            m.name: EtcdProcess(cluster, m.name, log_path=base_dir / f"{m.name}.log")
+            m.name: EtcdProcess(
+                cluster, m.name, log_path=base_dir / f"{m.name}.log", client_tls=client_tls
+            )
             for m in cluster.members
         }
+
+    def settings(self, **timings: float) -> DCSSettings:
+        """DCSSettings with `timings` and this cluster's client certificate."""
+        return DCSSettings.model_validate({**timings, "tls": self.client_tls})
 
     @property
     def endpoints(self) -> list[str]:
@@ -65,15 +77,22 @@ class RunningCluster:
 
     def leader(self) -> str:
         """The name of the member that is the raft leader now (asked of a live member)."""
+        verify = self.client_tls.client_context() if self.client_tls is not None else True
         for member in self.cluster.members:
             if not self.processes[member.name].running():
                 continue
             try:
                 status = httpx.post(
-                    f"{member.client_url}/v3/maintenance/status", json={}, timeout=2
+                    f"{member.client_url}/v3/maintenance/status",
+                    json={},
+                    timeout=2,
+                    verify=verify,
                 )
                 listing = httpx.post(
-                    f"{member.client_url}/v3/cluster/member/list", json={}, timeout=2
+                    f"{member.client_url}/v3/cluster/member/list",
+                    json={},
+                    timeout=2,
+                    verify=verify,
                 )
             except httpx.HTTPError:
                 continue

@@ -37,7 +37,7 @@ from free_ports import port_block as consecutive_free_ports
 from spofless.dcs.etcd_server import local_cluster
 from spofless.pg._binaries import find_binaries
 from spofless.pg._errors import PgSetupError
-from spofless.security import client_params
+from spofless.security import client_params, etcd_client_tls, etcd_member_tls
 from spofless.topology import load_topology
 
 AGENT_START_BOUND = 90.0  # initdb + two pg_basebackups on a busy 2-core machine
@@ -436,21 +436,26 @@ def start_cluster(synchronous: bool | str) -> Iterator[PgCluster]:
         base.chmod(0o755)
     etcd_port = consecutive_free_ports(3)
     peer_port = consecutive_free_ports(3)
-    etcd = RunningCluster(
-        local_cluster(
-            base / "etcd",
-            [etcd_port + i for i in range(3)],
-            [peer_port + i for i in range(3)],
-        ),
-        base,
-    )
     cluster = PgCluster(base, etcd_port, synchronous)
-    cluster.etcd = etcd
     # SIGTERM to pytest (a CI timeout, `kill`) would skip finalizers: make it an interrupt,
     # which pytest unwinds through them, so no agent, PostgreSQL or etcd is left behind.
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    etcd: RunningCluster | None = None
     try:
         cluster.make_secrets()
+        # etcd as `up` runs it: over TLS with the topology's certificates.
+        topology = load_topology(cluster.file)
+        etcd = RunningCluster(
+            local_cluster(
+                base / "etcd",
+                [etcd_port + i for i in range(3)],
+                [peer_port + i for i in range(3)],
+                tls=etcd_member_tls(topology, None),
+            ),
+            base,
+            client_tls=etcd_client_tls(topology),
+        )
+        cluster.etcd = etcd
         etcd.start()
         cluster.start()
         primary = cluster.wait_healthy()
@@ -459,7 +464,8 @@ def start_cluster(synchronous: bool | str) -> Iterator[PgCluster]:
     finally:
         cluster.stop()
         cluster.keep_logs()
-        etcd.stop_all()
+        if etcd is not None:
+            etcd.stop_all()
         shutil.rmtree(base, ignore_errors=True)
         signal.signal(signal.SIGTERM, previous)
 

@@ -33,7 +33,8 @@ from waiting import wait_for
 
 from spofless.dcs.etcd_server import EtcdCluster, EtcdMember, etcd_command
 from spofless.lab import Lab
-from spofless.topology import Topology, load_topology_text
+from spofless.security import etcd_client_tls, etcd_member_tls, init_secrets
+from spofless.topology import Topology, load_topology, load_topology_text
 
 VIP = "10.77.255.200"
 LB_PORT = 8080
@@ -246,6 +247,11 @@ class VipLab:
             YAML(typ="safe").dump(json.loads(json.dumps(dict(lab_topo.data))), f)
         addr = {h: self.lab.plan.host(h).address for h in self.lab.plan.hosts}
         apps = ("app1", "app2", "app3")
+        # etcd as `up` runs it: TLS with the topology's certificates (for the lab's
+        # addresses), which the VIP agents present.
+        secured = load_topology(self.file)
+        init_secrets(secured)
+        self.client_tls = etcd_client_tls(secured)
         self.cluster = EtcdCluster(
             members=tuple(
                 EtcdMember(
@@ -253,8 +259,9 @@ class VipLab:
                     # tmpfs: the lab shares a loaded machine; fsync stalls are not the
                     # subject here (choose hold_time above your etcd's write latency).
                     data_dir=self.shm / f"etcd{i}",
-                    client_url=f"http://{addr[h]}:{2379 + i}",
-                    peer_url=f"http://{addr[h]}:{2400 + i}",
+                    client_url=f"https://{addr[h]}:{2379 + i}",
+                    peer_url=f"https://{addr[h]}:{2400 + i}",
+                    tls=etcd_member_tls(secured, h),
                 )
                 for i, h in enumerate(apps)
             ),
@@ -278,7 +285,15 @@ class VipLab:
 
     def _etcd_healthy(self) -> bool:
         for i, m in enumerate(self.cluster.members):
-            argv = [sys.executable, "-c", HEALTH, m.client_url]
+            assert self.client_tls is not None
+            tls = self.client_tls
+            argv = [
+                sys.executable,
+                "-c",
+                HEALTH,
+                m.client_url,
+                *map(str, (tls.ca, tls.cert, tls.key)),
+            ]
             wrapped = self.lab.argv(f"app{i + 1}", argv)
             if subprocess.run(wrapped, capture_output=True, timeout=10).returncode != 0:
                 return False
@@ -350,7 +365,9 @@ class VipLab:
 
 
 HEALTH = """
-import sys, httpx
-r = httpx.get(sys.argv[1] + "/health", timeout=1)
-sys.exit(0 if r.json().get("health") == "true" else 1)
+import sys
+from spofless.dcs import EtcdTls
+from spofless.dcs.etcd_server import member_healthy
+tls = EtcdTls(ca=sys.argv[2], cert=sys.argv[3], key=sys.argv[4])
+sys.exit(0 if member_healthy(sys.argv[1], tls=tls) else 1)
 """

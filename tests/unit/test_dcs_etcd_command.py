@@ -47,3 +47,33 @@ def test_rejects_duplicate_urls_and_tight_election(tmp_path: Path) -> None:
         local_cluster(tmp_path, [11, 11], [21, 22])
     with pytest.raises(ValidationError, match="raise the election timeout"):
         local_cluster(tmp_path, [11], [21], heartbeat_interval_ms=100, election_timeout_ms=300)
+
+
+def test_a_member_with_tls_requires_certificates_of_clients_and_peers(tmp_path: Path) -> None:
+    from spofless.dcs import EtcdTls
+
+    tls = EtcdTls(ca=Path("/s/ca.crt"), cert=Path("/s/h.crt"), key=Path("/s/h.key"))
+    c = local_cluster(tmp_path, [11], [21], tls=tls)
+    assert c.client_urls == ["https://127.0.0.1:11"]
+    cmd = etcd_command(c, "etcd0")
+    for flag in (
+        "--cert-file=/s/h.crt",
+        "--key-file=/s/h.key",
+        "--trusted-ca-file=/s/ca.crt",
+        "--client-cert-auth=true",
+        "--peer-cert-file=/s/h.crt",
+        "--peer-key-file=/s/h.key",
+        "--peer-trusted-ca-file=/s/ca.crt",
+        "--peer-client-cert-auth=true",
+        "--listen-client-urls=https://127.0.0.1:11",
+        "--initial-advertise-peer-urls=https://127.0.0.1:21",
+    ):
+        assert flag in cmd
+    # https without a certificate, or a certificate on http, is a contradiction.
+    member = {"name": "a", "data_dir": "/d", "client_url": "https://h:1", "peer_url": "https://h:2"}
+    with pytest.raises(ValidationError, match="must be http://host:port"):
+        EtcdCluster.model_validate({"members": [member]})
+    with pytest.raises(ValidationError, match="must be https://host:port"):
+        EtcdCluster.model_validate(
+            {"members": [member | {"client_url": "http://h:1", "tls": tls.model_dump()}]}
+        )

@@ -71,7 +71,16 @@ def test_missing_secrets_say_how_to_make_them(tmp_path: Path) -> None:
 
 def test_etcd_endpoints_come_from_the_needed_etcd_component() -> None:
     urls = etcd_endpoints(load_topology_text(TOPOLOGY), "db")
-    assert urls == ["http://127.0.0.1:2400", "http://127.0.0.1:2401", "http://127.0.0.1:2402"]
+    assert urls == ["https://127.0.0.1:2400", "https://127.0.0.1:2401", "https://127.0.0.1:2402"]
+    plain = load_topology_text(TOPOLOGY + "security: {tls: false}\n")
+    assert etcd_endpoints(plain, "db")[0] == "http://127.0.0.1:2400"
+
+
+def test_the_agent_presents_the_client_certificate_to_etcd(tmp_path: Path) -> None:
+    tls = agent_settings(_with_secrets(tmp_path), "db", 0, tmp_path).dcs.tls
+    assert tls is not None
+    assert (tls.cert.name, tls.key.name, tls.ca.name) == ("spofless.crt", "spofless.key", "ca.crt")
+    assert all(p.exists() for p in (tls.ca, tls.cert, tls.key))
 
 
 def test_default_timings_are_valid() -> None:
@@ -95,7 +104,7 @@ def test_bad_references_are_named(tmp_path: Path, component: str, index: int, me
 def test_postgres_uses_the_only_etcd_and_without_one_is_refused() -> None:
     text = TOPOLOGY.replace("    needs: [etcd]\n", "")
     # Not in `needs`: the topology's only etcd, as the analysis counts it.
-    assert etcd_endpoints(load_topology_text(text), "db")[0] == "http://127.0.0.1:2400"
+    assert etcd_endpoints(load_topology_text(text), "db")[0] == "https://127.0.0.1:2400"
     two = text.replace(
         "  etcd: {kind: etcd, instances: 3, port: 2400}",
         "  etcd: {kind: etcd, instances: 3, port: 2400}\n"

@@ -365,3 +365,30 @@ def test_a_vip_runs_one_agent_per_load_balancer_instance_in_the_lab_only() -> No
     (wait,) = dependency_waits(topology, agent.component, agent.needs)
     assert wait.dependency == "etcd"
     assert lab.stop_waves()[0] == ["lb-vip/0", "lb-vip/1"]  # the address goes first
+
+
+def test_etcd_members_serve_tls_with_their_hosts_certificates() -> None:
+    """TLS on (the default): each member has its host's certificate, https URLs and the
+    flags that require client and peer certificates; the stack checks it with its own."""
+    from spofless.stack._etcd import member_argv
+
+    topology = load_topology_text(TOPOLOGY, "/top/t.yaml")
+    secrets = Path("/top/.spofless/t/secrets")
+    p = plan_stack(topology, STATE, etcd_argv=member_argv, cwd=Path("/w"))
+    e1 = p.instance("etcd/1")
+    argv = set(e1.argv)
+    assert "--advertise-client-urls=https://127.0.0.2:2380" in argv
+    assert "--listen-peer-urls=https://127.0.0.2:2480" in argv
+    assert f"--cert-file={secrets}/hosts/b.crt" in argv
+    assert f"--peer-key-file={secrets}/hosts/b.key" in argv
+    assert f"--trusted-ca-file={secrets}/ca.crt" in argv
+    assert {"--client-cert-auth=true", "--peer-client-cert-auth=true"} <= argv
+    assert any(a.startswith("--initial-cluster=etcd-0=https://127.0.0.1:2479,") for a in argv)
+    assert e1.health_tls is not None and e1.health_tls.cert == secrets / "clients/spofless.crt"
+    (wait,) = dependency_waits(topology, "web")
+    assert wait.tls == e1.health_tls
+    plain = plan_stack(
+        load_topology_text(TOPOLOGY + "security: {tls: false}\n"), STATE, etcd_argv=member_argv
+    ).instance("etcd/1")
+    assert "--advertise-client-urls=http://127.0.0.2:2380" in plain.argv
+    assert not [a for a in plain.argv if "cert" in a] and plain.health_tls is None

@@ -61,10 +61,12 @@ def test_instance_bounds(topology: Topology) -> None:
 
 def test_etcd_client_urls(topology: Topology) -> None:
     assert etcd_client_urls(topology, "etcd") == (
-        "http://10.0.0.1:2379",
-        "http://10.0.0.2:2380",
-        "http://10.0.0.3:2381",
+        "https://10.0.0.1:2379",
+        "https://10.0.0.2:2380",
+        "https://10.0.0.3:2381",
     )
+    plain = load_topology_text(TOPOLOGY + "security: {tls: false}\n", "shop.yaml")
+    assert etcd_client_urls(plain, "etcd")[0] == "http://10.0.0.1:2379"
     with pytest.raises(CannotRunError, match="etcd component noport needs a `port`"):
         etcd_client_urls(topology, "noport")
 

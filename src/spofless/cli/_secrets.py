@@ -19,7 +19,8 @@ def secrets_init(file: str) -> None:
     PostgreSQL passwords (superuser, replication, rewind), every file 0600.
 
     Nothing that exists is changed. Copy the directory to every machine that runs a
-    part of FILE (the CA key only where certificates may be issued).
+    part of FILE (the CA key only where certificates may be issued): where it is a
+    copy without ca.key, nothing is made.
     """
     from spofless.security import init_secrets, secrets_dir
 
@@ -30,5 +31,10 @@ def secrets_init(file: str) -> None:
         click.echo(f"made {len(made)} secrets in {where}:")
         for path in made:
             click.echo(f"  {path.relative_to(where)}")
+    elif not (where / "ca.key").exists():
+        click.echo(
+            f"{where} is a copy (no ca.key): nothing is made here; make what is missing "
+            "where ca.key is and copy it"
+        )
     else:
         click.echo(f"every secret of {topology.name} is already in {where}")

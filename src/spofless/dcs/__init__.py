@@ -4,7 +4,8 @@
     ├── EtcdStore            etcd v3 through its JSON gateway, with member failover
     └── MemoryStore          in this process, same semantics, clock under control
     campaign(store, key, value, settings) -> Leadership   fencing token, `lost`, resign()
-    DCSSettings              every timing (ttl, renew interval, timeouts) and its invariants
+    DCSSettings              every timing (ttl, renew interval, timeouts) and its invariants,
+                             and the client certificate (EtcdTls) for members with TLS
     spofless.dcs.etcd_server what to run for an etcd member, and a process helper
 
 Exceptions (see spofless.dcs._errors):
@@ -45,6 +46,7 @@ from spofless.dcs._store import (
     TxnResult,
     Watch,
 )
+from spofless.dcs._tls import EtcdTls
 
 __all__ = [
     "CompactedError",
@@ -55,6 +57,7 @@ __all__ = [
     "DCSUnavailable",
     "Delete",
     "EtcdStore",
+    "EtcdTls",
     "Event",
     "Get",
     "KeyValue",

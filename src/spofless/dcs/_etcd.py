@@ -9,6 +9,9 @@ encoding per call, negligible at coordination rates (a few calls per
 second), and its long-lived watch is a streamed HTTP response we can
 resume ourselves.
 
+TLS: with `settings.tls` the client verifies each https member against the
+CA and presents its certificate (members started by spofless require one).
+
 Failover: the client talks to one member at a time and sticks to it. A
 connection error, a timeout (`request_timeout`) or an "unavailable" answer
 (no leader, leader changed, server timeout) moves it to the next member; a
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -90,8 +94,11 @@ class EtcdStore(KeyValueStore):
         self.watch_idle_timeout = watch_idle_timeout
         self._current = 0
         self._watches: weakref.WeakSet[EtcdWatch] = weakref.WeakSet()
+        tls = self.settings.tls
         self._http = httpx.AsyncClient(
             headers=REQUIRE_LEADER,
+            # With TLS: verify the member by the topology's CA, present our certificate.
+            verify=tls.client_context() if tls is not None else True,
             timeout=self.settings.request_timeout,
             limits=httpx.Limits(max_keepalive_connections=len(self.endpoints) * 2),
         )
@@ -131,7 +138,9 @@ class EtcdStore(KeyValueStore):
                         f"{endpoint}/v3{path}", json=body, timeout=timeout
                     )
                     answer = response.json() if response.content else {}
-            except (httpx.TransportError, TimeoutError, ValueError) as exc:
+            # ssl.SSLError: a member refusing our certificate (TLS 1.3 says so on the first
+            # read, which httpx does not wrap).
+            except (httpx.TransportError, ssl.SSLError, TimeoutError, ValueError) as exc:
                 why = f"{type(exc).__name__} {exc}".strip()
                 errors.append(f"{endpoint}: {why}")
                 self._failed(endpoint, why)

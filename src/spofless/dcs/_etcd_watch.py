@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -85,7 +86,7 @@ class EtcdWatch(Watch):
                 async with asyncio.timeout(timeout):
                     await self._open(endpoint)
                 return
-            except (_Reconnect, httpx.HTTPError, TimeoutError, ValueError) as exc:
+            except (_Reconnect, httpx.HTTPError, ssl.SSLError, TimeoutError, ValueError) as exc:
                 last = f"{endpoint}: {type(exc).__name__} {exc}".strip()
                 await self._drop()
                 store._failed(endpoint, f"watch {self._key}: {str(exc) or type(exc).__name__}")
@@ -150,6 +151,7 @@ class EtcdWatch(Watch):
                 _Reconnect,
                 StopAsyncIteration,
                 httpx.HTTPError,
+                ssl.SSLError,
                 TimeoutError,
                 ValueError,
             ) as exc:

@@ -1,10 +1,13 @@
-"""The timing settings of coordination, with their invariants checked in one place."""
+"""How spofless reaches the store: timings, with their invariants checked in one place,
+and the client certificate it presents."""
 
 from __future__ import annotations
 
 from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from spofless.dcs._tls import EtcdTls
 
 
 class DCSSettings(BaseModel):
@@ -36,6 +39,9 @@ class DCSSettings(BaseModel):
     # The holder gives up this long before the lease could expire on the server: the
     # time it needs to stop acting as leader (e.g. refuse writes) plus clock-rate drift.
     safety_margin: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    # With TLS (https members): the CA that verifies the members and the certificate this
+    # client presents (members started by spofless refuse a client without one).
+    tls: EtcdTls | None = None
 
     @model_validator(mode="after")
     def _invariants(self) -> Self:

@@ -10,6 +10,11 @@ bound).
 `/health` answers `{"health":"true"}` only once the member has a leader and
 can serve a quorum read: start every member of a new cluster first, then
 wait for each.
+
+A member with `tls` serves clients and peers over https only, with its
+certificate, and accepts only clients and peers that present a certificate
+from its CA (`--client-cert-auth`, `--peer-client-cert-auth`): a client
+without one, with one from another CA, or speaking plain http is refused.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from spofless.dcs._tls import EtcdTls
 from spofless.errors import SpoflessError
 
 logger = logging.getLogger(__name__)
@@ -47,7 +53,8 @@ class EtcdProcessError(SpoflessError):
 
 
 class EtcdMember(BaseModel):
-    """One member: its unique name, data directory, client URL and peer URL."""
+    """One member: its unique name, data directory, client URL and peer URL, and with
+    `tls` its certificate (https URLs) for clients and peers alike."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -55,15 +62,17 @@ class EtcdMember(BaseModel):
     data_dir: Path
     client_url: str  # e.g. http://127.0.0.1:2379: where clients connect
     peer_url: str  # e.g. http://127.0.0.1:2380: where members talk raft
+    tls: EtcdTls | None = None  # its certificate and the CA of its clients and peers
 
     @model_validator(mode="after")
     def _urls(self) -> Self:
+        scheme = "https" if self.tls is not None else "http"
         for field in ("client_url", "peer_url"):
             url = urlsplit(getattr(self, field))
-            if url.scheme not in ("http", "https") or not url.hostname or url.port is None:
+            if url.scheme != scheme or not url.hostname or url.port is None:
                 raise ValueError(
-                    f"{field} of member {self.name!r} must be http(s)://host:port, "
-                    f"got {getattr(self, field)!r}"
+                    f"{field} of member {self.name!r} must be {scheme}://host:port "
+                    f"({'with' if self.tls else 'without'} tls), got {getattr(self, field)!r}"
                 )
         return self
 
@@ -126,17 +135,21 @@ def local_cluster(
     *,
     host: str = "127.0.0.1",
     name_prefix: str = "etcd",
+    tls: EtcdTls | None = None,
     **settings: object,
 ) -> EtcdCluster:
-    """A cluster of len(client_ports) members on one host, data under base_dir/<name>."""
+    """A cluster of len(client_ports) members on one host, data under base_dir/<name>;
+    with `tls` (the host's certificate), over https with client certificates."""
     if len(client_ports) != len(peer_ports):
         raise ValueError("need one peer port per client port")
+    scheme = "https" if tls is not None else "http"
     members = tuple(
         EtcdMember(
             name=f"{name_prefix}{i}",
             data_dir=base_dir / f"{name_prefix}{i}",
-            client_url=f"http://{host}:{cport}",
-            peer_url=f"http://{host}:{pport}",
+            client_url=f"{scheme}://{host}:{cport}",
+            peer_url=f"{scheme}://{host}:{pport}",
+            tls=tls,
         )
         for i, (cport, pport) in enumerate(zip(client_ports, peer_ports, strict=True))
     )
@@ -149,6 +162,18 @@ def etcd_command(cluster: EtcdCluster, name: str, *, binary: str = "etcd") -> li
     client_listen = _listen_url(m.client_url)
     peer_listen = _listen_url(m.peer_url)
     progress_ms = round(cluster.watch_progress_interval_s * 1000)
+    tls: list[str] = []
+    if m.tls is not None:
+        tls = [
+            f"--cert-file={m.tls.cert}",
+            f"--key-file={m.tls.key}",
+            f"--trusted-ca-file={m.tls.ca}",
+            "--client-cert-auth=true",
+            f"--peer-cert-file={m.tls.cert}",
+            f"--peer-key-file={m.tls.key}",
+            f"--peer-trusted-ca-file={m.tls.ca}",
+            "--peer-client-cert-auth=true",
+        ]
     return [
         binary,
         f"--name={m.name}",
@@ -169,6 +194,7 @@ def etcd_command(cluster: EtcdCluster, name: str, *, binary: str = "etcd") -> li
         "--logger=zap",
         "--log-outputs=stderr",
         "--log-level=warn",
+        *tls,
     ]
 
 
@@ -182,11 +208,13 @@ def _listen_url(url: str) -> str:
     return f"{parts.scheme}://{host}:{parts.port}"
 
 
-def member_healthy(client_url: str, *, timeout: float = 1.0) -> bool:
-    """Whether the member at client_url says it is healthy (has a leader, quorum read works)."""
+def member_healthy(client_url: str, *, timeout: float = 1.0, tls: EtcdTls | None = None) -> bool:
+    """Whether the member at client_url says it is healthy (has a leader, quorum read works);
+    `tls`: the client certificate a member with TLS asks for."""
     try:
-        r = httpx.get(f"{client_url}/health", timeout=timeout)
-    except httpx.HTTPError:
+        verify = tls.client_context() if tls is not None else True
+        r = httpx.get(f"{client_url}/health", timeout=timeout, verify=verify)
+    except (httpx.HTTPError, OSError):
         return False
     try:
         return r.status_code == 200 and r.json().get("health") == "true"
@@ -195,13 +223,23 @@ def member_healthy(client_url: str, *, timeout: float = 1.0) -> bool:
 
 
 class EtcdProcess:
-    """One running etcd member, started by us (never adopts a process it did not start)."""
+    """One running etcd member, started by us (never adopts a process it did not start).
+
+    Its health is asked with `client_tls`, by default the member's own certificate
+    (spofless's host certificates are client certificates too)."""
 
     def __init__(
-        self, cluster: EtcdCluster, name: str, *, binary: str = "etcd", log_path: Path | None = None
+        self,
+        cluster: EtcdCluster,
+        name: str,
+        *,
+        binary: str = "etcd",
+        log_path: Path | None = None,
+        client_tls: EtcdTls | None = None,
     ) -> None:
         self.cluster = cluster
         self.member = cluster.member(name)
+        self.client_tls = client_tls or self.member.tls
         self.command = etcd_command(cluster, name, binary=binary)
         self.log_path = log_path or self.member.data_dir.with_suffix(".log")
         self._proc: subprocess.Popen[bytes] | None = None
@@ -242,7 +280,7 @@ class EtcdProcess:
                 raise EtcdProcessError(
                     f"etcd member {self.member.name} exited (status {code}); see {self.log_path}"
                 )
-            if member_healthy(self.member.client_url, timeout=0.5):
+            if member_healthy(self.member.client_url, timeout=0.5, tls=self.client_tls):
                 return
             if time.monotonic() >= deadline:
                 raise EtcdProcessError(

@@ -1,6 +1,7 @@
 """Health checks and the up/down detector, shared by every runtime part.
 
-    run_check(spec, host, port) -> CheckResult   one active check (tcp, http, command, postgres)
+    run_check(spec, host, port) -> CheckResult   one active check (tcp, http, command, postgres;
+                                                 http over TLS given an ssl context)
     Detector(fall, rise)                          pure up/down state machine over results
     HealthMonitor(targets, spec, on_change)       periodic checks + passive observations
 

@@ -8,6 +8,8 @@ raises for a failing target. A refused or reset connection is *definite*
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -54,9 +56,13 @@ async def check_tcp(spec: HealthCheck, host: str, port: int) -> CheckResult:
         writer.close()
 
 
-async def check_http(spec: HealthCheck, host: str, port: int) -> CheckResult:
-    """Healthy when `GET spec.path` answers an expected status (and body substring)."""
-    reader, writer = await asyncio.open_connection(host, port)
+async def check_http(
+    spec: HealthCheck, host: str, port: int, tls: ssl.SSLContext | None = None
+) -> CheckResult:
+    """Healthy when `GET spec.path` answers an expected status (and body substring);
+    with `tls`, over TLS (the server verified as `host`, a client certificate presented
+    when the context has one)."""
+    reader, writer = await asyncio.open_connection(host, port, ssl=tls)
     try:
         request = (
             f"GET {spec.path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
@@ -136,9 +142,14 @@ CHECKERS: dict[str, Checker] = {
 }
 
 
-async def run_check(spec: HealthCheck, host: str, port: int) -> CheckResult:
-    """Run the check `spec` describes against host:port, bounded by `spec.timeout`."""
+async def run_check(
+    spec: HealthCheck, host: str, port: int, *, tls: ssl.SSLContext | None = None
+) -> CheckResult:
+    """Run the check `spec` describes against host:port, bounded by `spec.timeout`;
+    `tls`: an http check speaks TLS with this context (other types ignore it)."""
     checker = CHECKERS[spec.type]
+    if tls is not None and spec.type == "http":
+        checker = functools.partial(check_http, tls=tls)
     start = time.monotonic()
     try:
         async with asyncio.timeout(spec.timeout):

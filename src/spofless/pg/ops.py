@@ -19,9 +19,15 @@ import asyncio
 import json
 from dataclasses import dataclass
 
-from spofless.dcs import Compare, Delete, EtcdStore, KeyValueStore, Put
-from spofless.pg._errors import PgError
-from spofless.pg.topology import cluster_prefix, etcd_endpoints, member_name, postgres_component
+from spofless.dcs import Compare, DCSSettings, Delete, EtcdStore, EtcdTls, KeyValueStore, Put
+from spofless.pg._errors import PgError, PgSetupError
+from spofless.pg.topology import (
+    cluster_prefix,
+    etcd_endpoints,
+    etcd_tls,
+    member_name,
+    postgres_component,
+)
 from spofless.topology import PostgresComponent, Topology
 
 
@@ -36,6 +42,15 @@ class Target:
     prefix: str
     endpoints: list[str]
     members: list[str]
+    tls: EtcdTls | None = None  # the client certificate etcd requires, with TLS on
+    # Why there is no certificate although TLS is on: said when etcd is to be reached,
+    # after the arguments were checked.
+    tls_missing: str | None = None
+
+    def store(self) -> EtcdStore:
+        if self.tls_missing is not None:
+            raise PgOpError(self.tls_missing)
+        return EtcdStore(self.endpoints, DCSSettings(tls=self.tls))
 
 
 def target(topology: Topology, component: str | None) -> Target:
@@ -50,10 +65,17 @@ def target(topology: Topology, component: str | None) -> Target:
         component = names[0]
     postgres_component(topology, component)
     count = len(topology.instances[component])
+    tls, missing = None, None
+    try:
+        tls = etcd_tls(topology)
+    except PgSetupError as exc:
+        missing = str(exc)
     return Target(
         cluster_prefix(topology, component),
         etcd_endpoints(topology, component),
         [member_name(component, i) for i in range(count)],
+        tls,
+        missing,
     )
 
 
@@ -64,7 +86,7 @@ async def _leader(store: KeyValueStore, prefix: str) -> str | None:
 
 async def set_paused(t: Target, paused: bool) -> None:
     """Turn automatic failover off (paused) or on; the agents read it on their next loop."""
-    store = EtcdStore(t.endpoints)
+    store = t.store()
     try:
         await store.put(f"{t.prefix}/config", json.dumps({"paused": paused}))
     finally:
@@ -84,7 +106,7 @@ async def switchover(
         if candidate.replace("/", "-") not in t.members:
             raise PgOpError(f"--to {candidate}: no such member (members: {', '.join(t.members)})")
         candidate = candidate.replace("/", "-")
-    store = EtcdStore(t.endpoints)
+    store = t.store()
     key = f"{t.prefix}/switchover"
     try:
         old = await _leader(store, t.prefix)
@@ -123,7 +145,7 @@ def member_of(t: Target, name: str) -> str:
 async def allow_discard(t: Target, member: str) -> None:
     """Let `member` discard its divergent WAL; its agent rejoins on its next loop and
     removes the permission once it has."""
-    store = EtcdStore(t.endpoints)
+    store = t.store()
     try:
         await store.put(f"{t.prefix}/discard/{member}", "")
     finally:

@@ -19,12 +19,19 @@ from pathlib import Path
 
 from pydantic import SecretStr, ValidationError
 
-from spofless.dcs import DCSSettings
+from spofless.dcs import DCSSettings, EtcdTls
 from spofless.pg._errors import PgSetupError
 from spofless.pg._server_model import PgAuth, PgTls
 from spofless.pg.agent import AgentSettings
 from spofless.pg.server import ServerSettings
-from spofless.security import SecretsError, ca_file, host_cert, password, security_spec
+from spofless.security import (
+    SecretsError,
+    ca_file,
+    etcd_client_tls,
+    host_cert,
+    password,
+    security_spec,
+)
 from spofless.topology import (
     CannotRunError,
     EtcdComponent,
@@ -142,8 +149,16 @@ def pg_auth(topology: Topology, component: str, index: int, data_dir: Path) -> P
         raise PgSetupError(str(exc)) from None
 
 
-def dcs_settings(ttl: int, loop_wait: float) -> DCSSettings:
-    """Lease timings from the component's ttl and loop_wait.
+def etcd_tls(topology: Topology) -> EtcdTls | None:
+    """The client certificate the agents (and `spofless pg`) present to etcd, with TLS on."""
+    try:
+        return etcd_client_tls(topology)
+    except SecretsError as exc:
+        raise PgSetupError(str(exc)) from None
+
+
+def dcs_settings(ttl: int, loop_wait: float, tls: EtcdTls | None = None) -> DCSSettings:
+    """Lease timings from the component's ttl and loop_wait (and etcd's `tls`).
 
     The lease is renewed every loop_wait; one call to etcd may take what is left of
     the ttl, after the safety margin and one renewal interval, split over two tries.
@@ -161,6 +176,7 @@ def dcs_settings(ttl: int, loop_wait: float) -> DCSSettings:
             retry_timeout=retry,
             request_timeout=min(0.5, retry),
             safety_margin=SAFETY_MARGIN,
+            tls=tls,
         )
     except ValidationError as exc:  # pragma: no cover - the bounds above keep it valid
         raise PgSetupError(f"lease timings: {exc}") from None
@@ -201,5 +217,5 @@ def agent_settings(
         maximum_lag_on_failover=comp.maximum_lag_on_failover,
         allow_reclone=comp.allow_reclone,
         loop_wait=comp.loop_wait,
-        dcs=dcs_settings(comp.ttl, comp.loop_wait),
+        dcs=dcs_settings(comp.ttl, comp.loop_wait, etcd_tls(topology)),
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from spofless.dcs import EtcdTls
 from spofless.errors import SpoflessError
 from spofless.security._ca import issue, new_ca
 from spofless.topology import PostgresComponent, SecuritySpec, Topology
@@ -53,12 +54,24 @@ def _host_addresses(topology: Topology) -> dict[str, str]:
 
 
 def init_secrets(topology: Topology) -> list[Path]:
-    """Make every missing secret of `topology` (nothing existing is changed); what was made."""
+    """Make every missing secret of `topology`; what was made.
+
+    Only where the secrets are kept: with the CA key, or for a new topology (no CA
+    yet: one is made first). Where the directory is a copy without `ca.key`, nothing
+    is made, so that no machine makes passwords or a CA of its own that the others
+    would not share: a file missing there is reported by the part that needs it.
+    Nothing existing is changed, except a host certificate no longer valid for its
+    host's address (re-issued).
+    """
     d = secrets_dir(topology)
+    ca_crt, ca_key = d / "ca.crt", d / "ca.key"
+    if ca_crt.exists() and not ca_key.exists():
+        return []
+    if ca_key.exists() and not ca_crt.exists():
+        raise SecretsError(f"{ca_key} is there without {ca_crt}: copy ca.crt beside it")
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
     made: list[Path] = []
-    ca_crt, ca_key = d / "ca.crt", d / "ca.key"
-    if not ca_crt.exists() or not ca_key.exists():
+    if not ca_crt.exists():
         crt, key = new_ca(topology.name)
         _write(ca_key, key)
         _write(ca_crt, crt)
@@ -86,6 +99,16 @@ def init_secrets(topology: Topology) -> list[Path]:
     return made
 
 
+def _how(topology: Topology) -> str:
+    """How to get a missing secret: made where the CA key is, copied elsewhere."""
+    how = f"run `spofless secrets init {topology.source}`"
+    if (secrets_dir(topology) / "ca.crt").exists() and not (
+        secrets_dir(topology) / "ca.key"
+    ).exists():
+        how += " where ca.key is and copy the file here (this directory is a copy)"
+    return how
+
+
 def password(topology: Topology, component: str, role: str) -> str:
     """The password of PostgreSQL `role` (superuser, replication, rewind) of `component`."""
     env = f"SPOFLESS_SECRET_{component}_{role}".upper().replace("-", "_")
@@ -97,7 +120,7 @@ def password(topology: Topology, component: str, role: str) -> str:
     except OSError:
         raise SecretsError(
             f"no {role} password for {component!r}: {f} is missing (and ${env} unset); "
-            f"run `spofless secrets init {topology.source}`"
+            f"{_how(topology)}"
         ) from None
     if not text:
         raise SecretsError(f"{f} is empty: put the {role} password of {component!r} in it")
@@ -107,7 +130,7 @@ def password(topology: Topology, component: str, role: str) -> str:
 def ca_file(topology: Topology) -> Path:
     f = secrets_dir(topology) / "ca.crt"
     if not f.exists():
-        raise SecretsError(f"no CA certificate {f}: run `spofless secrets init {topology.source}`")
+        raise SecretsError(f"no CA certificate {f}: {_how(topology)}")
     return f
 
 
@@ -115,10 +138,36 @@ def client_cert(topology: Topology) -> tuple[Path, Path]:
     d = secrets_dir(topology) / "clients"
     crt, key = d / "spofless.crt", d / "spofless.key"
     if not crt.exists() or not key.exists():
-        raise SecretsError(
-            f"no client certificate {crt}: run `spofless secrets init {topology.source}`"
-        )
+        raise SecretsError(f"no client certificate {crt}: {_how(topology)}")
     return crt, key
+
+
+def etcd_client_tls(topology: Topology, *, check: bool = True) -> EtcdTls | None:
+    """What spofless's parts present to the topology's etcd and verify it with (the CA
+    and the client certificate); None with TLS off. With `check`, SecretsError when a
+    file is missing; without, only the paths (a plan, made before the files)."""
+    if not security_spec(topology).tls:
+        return None
+    if check:
+        ca_file(topology)
+        client_cert(topology)
+    d = secrets_dir(topology)
+    return EtcdTls(
+        ca=d / "ca.crt", cert=d / "clients" / "spofless.crt", key=d / "clients" / "spofless.key"
+    )
+
+
+def etcd_member_tls(topology: Topology, host: str | None) -> EtcdTls | None:
+    """The files an etcd member on `host` serves clients and peers with (the host's
+    certificate, the CA it requires of them); None with TLS off. Only paths: `up` makes
+    the files first (init_secrets, for the addresses it runs at)."""
+    if not security_spec(topology).tls:
+        return None
+    d = secrets_dir(topology)
+    name = host or LOCALHOST
+    return EtcdTls(
+        ca=d / "ca.crt", cert=d / "hosts" / f"{name}.crt", key=d / "hosts" / f"{name}.key"
+    )
 
 
 def host_cert(topology: Topology, host: str | None) -> tuple[Path, Path]:

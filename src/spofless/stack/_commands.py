@@ -146,6 +146,9 @@ def up(
         ensure_writable(plan.state_dir)
         record_lab(plan.state_dir, made)
         in_lab = make_plan(topology, plan.state_dir, hosts, made)
+        # Host certificates for the lab's addresses (etcd members serve with them as
+        # they start; PostgreSQL agents would make theirs themselves).
+        init_secrets(in_lab.topology)
         write_lab_topology(plan.state_dir, in_lab.topology)
         _up(in_lab, echo, detach, wait, allow_spof, settings, made)
     except BaseException:

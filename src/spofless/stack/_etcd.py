@@ -4,14 +4,15 @@ The stack runs each member as one supervised process like any other instance
 (own process group, log in the state dir, restart with backoff); only the
 command line is etcd's, built by the same `etcd_command` the dcs tests use.
 A restarted member keeps its data dir and rejoins with it (etcd then ignores
-the initial-cluster flags).
+the initial-cluster flags). With the topology's TLS on, every member serves
+https with its host's certificate and requires certificates of clients and peers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from spofless.dcs import DCSError, EtcdStore
+from spofless.dcs import DCSError, DCSSettings, EtcdStore, EtcdTls
 from spofless.dcs.etcd_server import EtcdCluster, EtcdMember, etcd_command
 from spofless.stack._kinds import EtcdMemberSpec
 
@@ -19,13 +20,16 @@ from spofless.stack._kinds import EtcdMemberSpec
 def member_argv(spec: EtcdMemberSpec) -> Sequence[str]:
     """The command line of one member of the cluster `spec` describes."""
     data_root = spec.data_dir.parent
+    scheme = "https" if spec.tls is not None else "http"
     cluster = EtcdCluster(
         members=tuple(
             EtcdMember(
                 name=m.name,
                 data_dir=data_root / m.name,
-                client_url=f"http://{m.ip}:{m.client_port}",
-                peer_url=f"http://{m.ip}:{m.peer_port}",
+                client_url=f"{scheme}://{m.ip}:{m.client_port}",
+                peer_url=f"{scheme}://{m.ip}:{m.peer_port}",
+                # Only this member's own certificate matters to its command line.
+                tls=spec.tls,
             )
             for m in spec.cluster
         ),
@@ -34,9 +38,14 @@ def member_argv(spec: EtcdMemberSpec) -> Sequence[str]:
     return etcd_command(cluster, spec.member.name)
 
 
-async def member_role(ip: str, client_port: int) -> str | None:
-    """`leader` or `follower` as the member at ip:port sees itself; None when it cannot tell."""
-    store = EtcdStore([f"http://{ip}:{client_port}"])
+async def member_role(ip: str, client_port: int, tls: EtcdTls | None = None) -> str | None:
+    """`leader` or `follower` as the member at ip:port sees itself; None when it cannot tell.
+    `tls`: the client certificate a member with TLS requires."""
+    scheme = "https" if tls is not None else "http"
+    try:
+        store = EtcdStore([f"{scheme}://{ip}:{client_port}"], DCSSettings(tls=tls))
+    except OSError:  # a certificate file missing or unreadable
+        return None
     try:
         status = await store.call("/maintenance/status", {})
     except DCSError:

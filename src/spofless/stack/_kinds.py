@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from spofless.dcs import EtcdTls
+from spofless.security import etcd_client_tls, etcd_member_tls
 from spofless.topology import (
     Component,
     DnsComponent,
@@ -64,6 +66,7 @@ class EtcdMemberSpec:
     cluster: tuple[EtcdMember, ...]  # every member, this one included, in file order
     cluster_token: str
     data_dir: Path
+    tls: EtcdTls | None = None  # this member's host certificate: https, client certificates
 
 
 # Builds the etcd command line of one member; spofless.dcs.etcd_server's in production.
@@ -94,6 +97,7 @@ class InstanceHealth:
     check: HealthCheck
     ip: str
     port: int  # 0: a command check without a port
+    tls: EtcdTls | None = None  # an http check over TLS with this client certificate
 
 
 def host_ip(topology: Topology, inst: Instance) -> str:
@@ -158,7 +162,12 @@ def instance_health(topology: Topology, inst: Instance) -> InstanceHealth | None
             return InstanceHealth(comp.health, ip, main or 0)
         return None if main is None else InstanceHealth(HealthCheck(type="tcp"), ip, main)
     if isinstance(comp, EtcdComponent):
-        return None if main is None else InstanceHealth(comp.health or ETCD_HEALTH, ip, main)
+        if main is None:
+            return None
+        # With TLS a member answers only clients presenting a certificate from the CA.
+        return InstanceHealth(
+            comp.health or ETCD_HEALTH, ip, main, etcd_client_tls(topology, check=False)
+        )
     if isinstance(comp, LoadBalancerComponent):
         if main is None:
             return None
@@ -228,7 +237,11 @@ def _etcd(topology: Topology, comp: EtcdComponent, inst: Instance, ctx: KindCont
     )
     data_dir = ctx.state_dir / "data" / f"{inst.component}-{inst.index}"
     spec = EtcdMemberSpec(
-        cluster[inst.index], cluster, f"{topology.name}-{inst.component}", data_dir
+        cluster[inst.index],
+        cluster,
+        f"{topology.name}-{inst.component}",
+        data_dir,
+        etcd_member_tls(topology, inst.host),
     )
     ports = (("client", comp.port + inst.index), ("peer", comp.peer_port + inst.index))
     return Launch(tuple(ctx.etcd_argv(spec)), ports, {}, data_dir)

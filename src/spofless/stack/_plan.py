@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spofless.dcs import EtcdTls
 from spofless.stack._errors import StackError
 from spofless.stack._etcd import member_argv
 from spofless.stack._kinds import (
@@ -67,6 +68,7 @@ class InstancePlan:
     data_dir: Path | None = None
     health_port: int = 0  # where `health` is checked (on bind_ip); 0: a command check
     wrapper: tuple[str, ...] = ()  # runs `argv` where its host is (the lab's netns exec)
+    health_tls: EtcdTls | None = None  # `health` over TLS with this client certificate
 
     @property
     def name(self) -> str:
@@ -191,6 +193,7 @@ def plan_stack(
                     data_dir=how.data_dir,
                     health_port=health.port if health else 0,
                     wrapper=wrapper,
+                    health_tls=health.tls if health else None,
                 )
             )
     instances += _vip_agents(topology, chosen, ctx, wrap, lab, cwd, skipped)

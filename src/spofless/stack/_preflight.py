@@ -81,6 +81,8 @@ def check_settings(plan: StackPlan) -> None:
                 dns_settings(plan.topology, inst.component, inst.index)
             elif inst.kind == "postgres":
                 _check_postgres(plan, inst)
+            elif inst.kind == "etcd":
+                _check_etcd(plan, inst)
             elif inst.kind == "vip":
                 from spofless.vip import vip_settings
 
@@ -96,6 +98,16 @@ def check_settings(plan: StackPlan) -> None:
         )
     if problems:
         raise StackError("cannot start:\n  " + "\n  ".join(problems))
+
+
+def _check_etcd(plan: StackPlan, inst: InstancePlan) -> None:
+    """With TLS: the member's host certificate, valid for its address (issued here when
+    the CA key is at hand), and the client certificate the stack checks it with."""
+    from spofless.security import etcd_client_tls, host_cert, security_spec
+
+    if security_spec(plan.topology).tls:
+        host_cert(plan.topology, inst.host)
+        etcd_client_tls(plan.topology)
 
 
 def _check_postgres(plan: StackPlan, inst: InstancePlan) -> None:

@@ -18,12 +18,15 @@ import dataclasses
 import logging
 import os
 import signal
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from spofless.dcs import EtcdTls
 from spofless.health import Detector, Status, run_check
+from spofless.security import etcd_client_tls
 from spofless.stack import _policy as policy
 from spofless.stack._control import ControlServer, argv_of
 from spofless.stack._errors import StackError, StartError
@@ -57,6 +60,18 @@ class SupervisorSettings:
     start_timeout: float = 60.0
     # SIGTERM, then SIGKILL after this long (etcd and most servers stop well within it).
     stop_grace: float = 10.0
+
+
+def _client_context(tls: EtcdTls | None, what: str) -> ssl.SSLContext | None:
+    """The TLS context of `what`'s checks; None without TLS, or when a certificate file
+    cannot be read (said once here; the checks then fail, which `status` shows)."""
+    if tls is None:
+        return None
+    try:
+        return tls.client_context()
+    except OSError as exc:
+        logger.error("%s: cannot check over TLS: %s (%s)", what, exc, tls.cert)
+        return None
 
 
 class Supervisor:
@@ -167,9 +182,10 @@ class Supervisor:
 
     async def _wait_for(self, wait: DependencyWait, deadline: float) -> None:
         logger.info("waiting for %s", wait.describe())
+        context = _client_context(wait.tls, wait.dependency)
         while True:
             results = await asyncio.gather(
-                *(run_check(wait.check, ip, port) for ip, port in wait.addresses)
+                *(run_check(wait.check, ip, port, tls=context) for ip, port in wait.addresses)
             )
             healthy = sum(r.ok for r in results)
             if healthy >= wait.required:
@@ -298,6 +314,7 @@ class Supervisor:
         detector: Detector | None = None
         watched_pid: int | None = None
         next_role = 0.0
+        context = _client_context(inst.health_tls, inst.name)
         while not self._stop.is_set():
             state = self.states[inst.name]
             if state.state != "up":
@@ -308,10 +325,10 @@ class Supervisor:
                 if state.pid != watched_pid:  # a new process: judge it afresh
                     detector, watched_pid = Detector(check.fall, check.rise), state.pid
                 assert detector is not None
-                result = await run_check(check, inst.bind_ip, port)
+                result = await run_check(check, inst.bind_ip, port, tls=context)
                 change = detector.observe(result.ok, definite=result.definite, detail=result.detail)
                 if inst.kind == "etcd" and result.ok and time.monotonic() >= next_role:
-                    self._roles[inst.name] = await member_role(inst.bind_ip, port)
+                    self._roles[inst.name] = await member_role(inst.bind_ip, port, inst.health_tls)
                     next_role = time.monotonic() + ROLE_INTERVAL
                 if inst.kind == "postgres" and time.monotonic() >= next_role:
                     # Also while PostgreSQL is down: the agent says why (demoting, starting).
@@ -363,10 +380,11 @@ class Supervisor:
         topology = self.plan.topology
         urls = claim_endpoints(topology, lb)
         key = vip_claim_key(topology, lb)
+        tls = etcd_client_tls(topology, check=False)
         while urls and not self._stop.is_set():
             try:
-                roles = vip_roles(await read_claim(key, urls), lb, indexes)
-            except DCSError:
+                roles = vip_roles(await read_claim(key, urls, tls), lb, indexes)
+            except (DCSError, OSError):
                 roles = {}  # etcd does not answer: nobody can tell (nor hold, for long)
             others = {n: r for n, r in self._vip_roles.items() if not _of_vip(n, lb)}
             new = {**others, **roles}

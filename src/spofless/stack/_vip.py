@@ -2,7 +2,7 @@
 
     vip_instances(topology, lb, instances, ...)   the agents to plan, or why they are skipped
     vip_roles(claim, agents)                      who holds the address, from the claim (pure)
-    read_claim(key, endpoints)                    the claim in etcd, for `status`
+    read_claim(key, endpoints, tls)               the claim in etcd, for `status`
 
 A load balancer component with `vip:` gets one more supervised instance per
 load balancer instance, named `<lb>-vip/<i>`, running `spofless vip FILE
@@ -20,6 +20,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from spofless.dcs import EtcdTls
 from spofless.topology import (
     CannotRunError,
     Instance,
@@ -112,12 +113,17 @@ def vip_roles(claim: ClaimView | None, lb: str, indexes: Sequence[int]) -> dict[
     return roles
 
 
-async def read_claim(key: str, endpoints: Sequence[str]) -> ClaimView | None:
-    """The claim in etcd; None when there is none. Raises DCSError when etcd does not answer."""
+async def read_claim(
+    key: str, endpoints: Sequence[str], tls: EtcdTls | None = None
+) -> ClaimView | None:
+    """The claim in etcd (`tls`: the client certificate members with TLS require); None
+    when there is none. Raises DCSError when etcd does not answer, OSError when a
+    certificate file cannot be read."""
     from spofless.dcs import DCSSettings, EtcdStore
     from spofless.vip import Claim
 
-    store = EtcdStore(list(endpoints), DCSSettings(request_timeout=0.5, retry_timeout=1.0))
+    settings = DCSSettings(request_timeout=0.5, retry_timeout=1.0, tls=tls)
+    store = EtcdStore(list(endpoints), settings)
     try:
         kv = await store.get(key)
     finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from spofless.dcs import EtcdTls
 from spofless.stack._kinds import instance_health
 from spofless.topology import HealthCheck, Topology
 
@@ -24,6 +25,7 @@ class DependencyWait:
     required: int
     addresses: tuple[tuple[str, int], ...]
     check: HealthCheck
+    tls: EtcdTls | None = None  # the check over TLS with this client certificate
 
     def describe(self) -> str:
         return (
@@ -64,6 +66,14 @@ def dependency_waits(
         checks = [h for h in healths if h is not None]
         addresses = tuple((h.ip, h.port) for h in checks)
         out.append(
-            DependencyWait(component, dep, comp.kind, comp.required_up, addresses, checks[0].check)
+            DependencyWait(
+                component,
+                dep,
+                comp.kind,
+                comp.required_up,
+                addresses,
+                checks[0].check,
+                checks[0].tls,
+            )
         )
     return out

@@ -26,6 +26,7 @@ from spofless.topology._lookup import (
     etcd_client_urls,
     etcd_component,
     instance_at,
+    tls_on,
     vip_claim_key,
     where,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "instance_element",
     "load_topology",
     "load_topology_text",
+    "tls_on",
     "topology_from_data",
     "vip_claim_key",
     "where",

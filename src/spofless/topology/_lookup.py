@@ -5,7 +5,8 @@
     component_of(topology, name, kind)    the component, of that kind, or CannotRunError
     instance_at(topology, name, index)    its instance `index`, bounds checked
     etcd_component(topology, name, ...)   the etcd component named, or the only one
-    etcd_client_urls(topology, etcd)      `http://ip:port` of each member
+    etcd_client_urls(topology, etcd)      `https://ip:port` of each member (http without TLS)
+    tls_on(topology)                      whether `security: {tls: ...}` is on (the default)
     vip_claim_key(topology, lb)           the etcd key of a load balancer's VIP claim
 
 The load balancer, DNS server, VIP agent, PostgreSQL agent and the stack use
@@ -21,7 +22,7 @@ from spofless.errors import SpoflessError
 from spofless.topology._errors import Problem, TopologyError
 from spofless.topology._kinds import EtcdComponent
 from spofless.topology._model import Instance, Topology
-from spofless.topology._schema import Component
+from spofless.topology._schema import Component, SecuritySpec
 
 C = TypeVar("C", bound=Component)
 
@@ -90,14 +91,22 @@ def etcd_component(
     return name
 
 
+def tls_on(topology: Topology) -> bool:
+    """Whether the topology's parts speak TLS (`security: {tls: true}`, the default):
+    PostgreSQL between members and to clients, etcd to clients and between members."""
+    return SecuritySpec.model_validate(topology.data.get("security") or {}).tls
+
+
 def etcd_client_urls(topology: Topology, etcd: str) -> tuple[str, ...]:
-    """The client URL of each member of etcd component `etcd`, in instance order."""
+    """The client URL of each member of etcd component `etcd`, in instance order:
+    https with TLS on (spofless.security has the certificates), else http."""
+    scheme = "https" if tls_on(topology) else "http"
     urls = []
     for inst in topology.instances[etcd]:
         address = topology.address_of(inst)
         if address is None:
             raise CannotRunError(f"{where(topology, etcd)}: etcd component {etcd} needs a `port`")
-        urls.append(f"http://{address}")
+        urls.append(f"{scheme}://{address}")
     return tuple(urls)
 
 

@@ -226,11 +226,13 @@ class LabSpec(Strict):
 
 class SecuritySpec(Strict):
     """`security:`: where the topology's secrets are (spofless.security) and whether
-    PostgreSQL uses TLS. Passwords and keys are never written in the topology file."""
+    PostgreSQL and etcd use TLS. Passwords and keys are never written in the topology file."""
 
     # The secrets directory, relative to the file; default .spofless/<stem>/secrets.
     secrets: str | None = None
-    tls: bool = True  # PostgreSQL between members and for clients: hostssl, verify-full
+    # PostgreSQL between members and for clients: hostssl, verify-full; etcd for clients
+    # and between members: https, client certificates from the topology's CA required.
+    tls: bool = True
 
 
 class TopologyFile(Strict):

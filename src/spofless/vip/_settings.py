@@ -6,7 +6,8 @@ import ipaddress
 
 from pydantic import BaseModel, ConfigDict
 
-from spofless.dcs import DCSSettings
+from spofless.dcs import DCSSettings, EtcdTls
+from spofless.security import SecretsError, etcd_client_tls
 from spofless.topology import (
     CannotRunError,
     LoadBalancerComponent,
@@ -30,6 +31,7 @@ class VipSettings(BaseModel):
     spec: VipSpec
     key: str  # the etcd key of the claim
     endpoints: tuple[str, ...]  # etcd client URLs
+    etcd_tls: EtcdTls | None = None  # with TLS: the CA and the certificate etcd requires
     lb_host: str  # where this instance's load balancer answers its check
     lb_port: int
 
@@ -47,6 +49,7 @@ class VipSettings(BaseModel):
             request_timeout=request,
             retry_timeout=request,
             safety_margin=self.spec.lease_ttl / 6,
+            tls=self.etcd_tls,
         )
 
 
@@ -68,11 +71,16 @@ def vip_settings(topology: Topology, component: str, index: int) -> VipSettings:
         raise CannotRunError(f"{at}: {component} needs a `port`")
     host, _, port = address.rpartition(":")
     etcd = etcd_component(topology, comp.vip.dcs, (component, "vip"), "vip.dcs")
+    try:
+        etcd_tls = etcd_client_tls(topology)
+    except SecretsError as exc:
+        raise CannotRunError(str(exc)) from None
     return VipSettings(
         instance=me.name,
         spec=comp.vip,
         key=vip_claim_key(topology, component),
         endpoints=etcd_client_urls(topology, etcd),
+        etcd_tls=etcd_tls,
         lb_host=host,
         lb_port=int(port),
     )
