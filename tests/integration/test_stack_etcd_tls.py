@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 import pytest
 from pg_cluster import require_postgres_and_etcd
-from stack_fixtures import StackRun, free_port_block, spofless, stack_run, wait_for
+from stack_fixtures import StackRun, free_port_block, spofless, stack_run
+from waiting import wait_for
 
 from spofless.client import Database
 from spofless.security import secrets_dir
