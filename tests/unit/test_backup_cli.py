@@ -146,6 +146,23 @@ def test_postgres_settings_for_the_agent(tmp_path: Path) -> None:
     }
 
 
+def test_the_relay_replaces_the_commands_unless_backup_command_is_set(tmp_path: Path) -> None:
+    from spofless.backup import postgres_settings, relay_dir
+    from spofless.topology._backup import BackupSpec
+
+    relay = relay_dir(tmp_path / "data" / "db-0")
+    assert relay == tmp_path / "data" / "db-0.wal-relay"
+    plain = BackupSpec.model_validate({"repositories": [{"type": "fs", "path": "/b"}]})
+    got = postgres_settings(tmp_path / "t.yaml", "db", plain, standby=True, relay=relay)
+    assert got["archive_command"] == f"/bin/sh {relay}/wal.sh archive %p %f"
+    assert got["restore_command"] == f"/bin/sh {relay}/wal.sh restore %f %p"
+    told = BackupSpec.model_validate(
+        {"repositories": [{"type": "fs", "path": "/b"}], "command": ["/opt/py", "-m", "spofless"]}
+    )
+    got = postgres_settings(tmp_path / "t.yaml", "db", told, relay=relay)
+    assert got["archive_command"].startswith("/opt/py -m spofless backup archive-wal")
+
+
 def test_a_component_without_port_cannot_be_backed_up(tmp_path: Path) -> None:
     f = tmp_path / "t.yaml"
     f.write_text(

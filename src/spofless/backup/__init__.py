@@ -10,6 +10,7 @@
     schedule.staleness(...)              whether a scheduled backup was missed
     run_drill(config, store, ...)        restore drill: RTO per phase and RPO, measured
     run_schedule(config)                 `backup run`: backups on the schedule, then expiry
+    WalRelay(stores, data_dir, owner)    archive/restore commands served by the agent
 
 PostgreSQL's own commands (what the pg agent sets; FILE is the absolute path of
 the topology file, `<python>` the interpreter spofless runs under, so the same
@@ -20,9 +21,13 @@ installation is used whatever PATH PostgreSQL has):
     restore_command = '<python> -m spofless backup restore-wal FILE --component db %f %p'
 
 (restore_command on replicas only, to catch up from the archive.) `<python> -m
-spofless` is `backup.command` when set. `postgres_settings(file, component,
-spec, standby=...)` returns exactly these settings; `archive_command(...)` and
-`restore_command(...)` build the strings. They run as PostgreSQL's OS user,
+spofless` is `backup.command` when set. When the agent runs as root and
+PostgreSQL as another OS user and `backup.command` is not set, both commands
+are `/bin/sh <data>.wal-relay/wal.sh ...` instead: the agent's own process
+(root) archives and fetches for PostgreSQL (the WAL relay, _relay.py), so that
+user needs neither this interpreter nor the key nor the repository.
+`postgres_settings(file, component, spec, standby=...)` returns exactly these
+settings; `archive_command(...)` and `restore_command(...)` build the strings. They run as PostgreSQL's OS user,
 which must be able to execute `<python>`, read FILE and the key file, and
 write an `fs` repository. Each call starts a Python process (about 0.3 s), so
 the archiver keeps up with about 40 MB/s of WAL per repository round trip.
@@ -104,6 +109,7 @@ from spofless.backup._errors import (
 )
 from spofless.backup._expire import expire
 from spofless.backup._manifest import FileEntry, Manifest
+from spofless.backup._relay import WalRelay, relay_commands, relay_dir
 from spofless.backup._repo import FsRepository, MemoryRepository, Repository
 from spofless.backup._restore import SPOOL, recovery_settings, restore
 from spofless.backup._scheduler import run_schedule
@@ -134,6 +140,7 @@ __all__ = [
     "Target",
     "TargetError",
     "VerifyResult",
+    "WalRelay",
     "WrongKeyError",
     "archive_command",
     "archive_gap",
@@ -143,6 +150,8 @@ __all__ = [
     "load_key",
     "postgres_settings",
     "recovery_settings",
+    "relay_commands",
+    "relay_dir",
     "restore",
     "restore_check",
     "restore_command",

@@ -150,16 +150,27 @@ def restore_command(
 
 
 def postgres_settings(
-    topology_file: Path, component: str, spec: BackupSpec, *, standby: bool = False
+    topology_file: Path,
+    component: str,
+    spec: BackupSpec,
+    *,
+    standby: bool = False,
+    relay: Path | None = None,
 ) -> dict[str, str]:
     """The PostgreSQL settings that archive `component`'s WAL (for the pg agent to set).
 
     `standby`: also the restore_command a replica uses to catch up from the archive.
+    `relay`: the WAL relay directory (spofless.backup._relay) to go through when
+    PostgreSQL's OS user cannot run spofless itself; `backup.command`, when set, wins.
     """
-    out = {
-        "archive_mode": "on",
-        "archive_command": archive_command(topology_file, component, spec.command),
-    }
+    if relay is not None and spec.command is None:
+        from spofless.backup._relay import relay_commands
+
+        archive, restore = relay_commands(relay)
+    else:
+        archive = archive_command(topology_file, component, spec.command)
+        restore = restore_command(topology_file, component, None, spec.command)
+    out = {"archive_mode": "on", "archive_command": archive}
     if standby:
-        out["restore_command"] = restore_command(topology_file, component, None, spec.command)
+        out["restore_command"] = restore
     return out
