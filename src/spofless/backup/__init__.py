@@ -29,8 +29,9 @@ user needs neither this interpreter nor the key nor the repository.
 `postgres_settings(file, component, spec, standby=...)` returns exactly these
 settings; `archive_command(...)` and `restore_command(...)` build the strings.
 Without the relay they run as PostgreSQL's OS user, which must be able to
-execute `<python>`, read FILE and the key file, and write an `fs` repository. Each call starts a Python process (about 0.3 s), so
-the archiver keeps up with about 40 MB/s of WAL per repository round trip.
+execute `<python>`, read FILE and the key file, and write an `fs` repository.
+Each call starts a Python process (about 0.3 s), so the archiver keeps up with
+about 40 MB/s of WAL per repository round trip.
 
 The rules
 ---------
