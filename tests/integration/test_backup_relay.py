@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import pwd
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from backup_pg import BIN, as_pg, stop_pg
 from free_ports import free_port
 from pg_fixtures import pg_base_dir  # noqa: F401
 
-from spofless.backup import backup_config
+from spofless.backup import backup_config, take_backup
 from spofless.pg.topology import archive_settings, uses_wal_relay, wal_relay
 from spofless.topology import load_topology
 
@@ -140,6 +141,25 @@ entry: [db]
             )
             assert out.returncode == 1
             assert missing not in store.wal_names()
+            os.unlink(data / "pg_wal" / missing)
+
+            # A backup, then verify --restore and a drill: the scratch instance (postgres)
+            # replays from the prefetched spool, with no access to spofless or the key.
+            take_backup(backup_config(topology), "full")
+            _sql(port, "INSERT INTO t VALUES (2)")
+            _sql(port, "SELECT pg_switch_wal()")
+            for args in (
+                ["verify", str(topology_file), "--restore"],
+                ["drill", str(topology_file)],
+            ):
+                out = subprocess.run(
+                    [sys.executable, "-m", "spofless", "backup", *args],
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                )
+                assert out.returncode == 0, out.stdout + out.stderr
+            assert "restore: started, promoted" in out.stdout or "RTO" in out.stdout
         # The relay stopped: the client gives up (bounded), exit 1; shown with a short bound.
         short = (data.with_name("db-0.wal-relay") / "wal.sh").read_text()
         short = short.replace("bound=300", "bound=1")

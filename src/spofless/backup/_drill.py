@@ -94,7 +94,7 @@ def _primary_reference(config: BackupConfig) -> tuple[float, bool]:
 def run_drill(
     config: BackupConfig,
     store: Store,
-    restore_command_for: Callable[[Path], str],
+    restore_command_for: Callable[[Path], str] | None = None,
     *,
     timeout: float = 600.0,
 ) -> DrillResult:
@@ -108,7 +108,9 @@ def run_drill(
             store,
             Target("latest"),
             scratch.data,
-            restore_command=restore_command_for(scratch.data / SPOOL),
+            restore_command=(
+                restore_command_for(scratch.data / SPOOL) if restore_command_for else None
+            ),
             parallel=config.spec.parallel,
             owner=scratch.owner,
             archive=False,

@@ -20,6 +20,7 @@ import datetime
 import logging
 import os
 import pwd
+import shlex
 import time
 from pathlib import Path
 
@@ -40,14 +41,31 @@ logger = logging.getLogger(__name__)
 SPOOL = "pg_wal/spofless-spool"
 
 
-def recovery_settings(target: Target, restore_command: str, *, archive: bool) -> list[str]:
-    """The postgresql.auto.conf lines that make the first start replay to `target`."""
+def spool_restore_command(spool: Path) -> str:
+    """The restore_command of a restored directory: the prefetched spool, nothing else.
+
+    A shell command, so PostgreSQL's OS user needs no access to spofless, the key or
+    the repository; a hard link (a copy across file systems), so a file asked for
+    twice is there twice. A file not in the spool is "end of archive" (exit 1).
+    """
+    d = shlex.quote(str(spool))
+    return f'f={d}/"%f"; [ -f "$f" ] || exit 1; ln -f "$f" "%p" 2>/dev/null || cp "$f" "%p"'
+
+
+def recovery_settings(
+    target: Target, restore_command: str, *, archive: bool, spool: Path | None = None
+) -> list[str]:
+    """The postgresql.auto.conf lines that make the first start replay to `target`.
+
+    `spool`: removed once recovery ended (its WAL is then in the new timeline)."""
 
     def q(v: str) -> str:
         return "'" + v.replace("'", "''") + "'"
 
-    lines = [
-        f"restore_command = {q(restore_command)}",
+    lines = [f"restore_command = {q(restore_command)}"]
+    if spool is not None:
+        lines.append(f"recovery_end_command = {q('rm -rf ' + shlex.quote(str(spool)))}")
+    lines += [
         f"recovery_target_timeline = {q(str(target.timeline) if target.timeline else 'latest')}",
     ]
     if target.kind == "time":
@@ -76,7 +94,7 @@ def restore(
     target: Target,
     to: Path,
     *,
-    restore_command: str,
+    restore_command: str | None = None,
     parallel: int = 2,
     owner: pwd.struct_passwd | None = None,
     progress: ProgressFn | None = None,
@@ -85,6 +103,11 @@ def restore(
     phases: dict[str, float] | None = None,
 ) -> Manifest:
     """Restore into `to` the backup that serves `target` (or backup `label`).
+
+    `restore_command`: None (the default) replays only the WAL prefetched into the
+    spool, which is every segment archived when the restore ran
+    (`spool_restore_command`); a `spofless backup restore-wal` command also fetches
+    from the repository what was archived later.
 
     `phases`, when given, gets the seconds spent fetching files (`files`) and
     prefetching WAL (`wal`), and the number of segments prefetched (`segments`)."""
@@ -149,6 +172,10 @@ def restore(
     if target.kind == "immediate":  # replay stops where the backup became consistent
         segs = [s for s in segs if s.segno <= chosen.stop_lsn // chosen.wal_segment_size]
     wal = Progress("prefetch WAL", len(segs), 0, started=time.monotonic())
+    # The history files of the timelines replay follows (recovery_target_timeline reads them).
+    for t in sorted(h for h in histories if h <= tli):
+        name = f"{t:08X}.history"
+        write_atomic(spool / name, store.read(store.wal_key(name)))
 
     def prefetch(i: int) -> int:
         name = segs[i].name(chosen.wal_segment_size)
@@ -170,7 +197,12 @@ def restore(
     (to / "backup_label").write_text(chosen.backup_label)
     (to / "recovery.signal").write_text("")
     auto = to / "postgresql.auto.conf"
-    lines = recovery_settings(target, restore_command, archive=archive)
+    spooled = restore_command is None
+    if restore_command is None:
+        restore_command = spool_restore_command(spool)
+    lines = recovery_settings(
+        target, restore_command, archive=archive, spool=spool if spooled else None
+    )
     with auto.open("a") as conf:
         conf.write(f"\n# spofless restore of backup {chosen.label} ({target.kind})\n")
         conf.write("\n".join(lines) + "\n")

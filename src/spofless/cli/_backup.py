@@ -163,9 +163,7 @@ def backup_verify(
     file: str, component: str | None, repo: int, label: str | None, do_restore: bool
 ) -> None:
     """Check every file's checksum and the WAL each backup needs; exit 1 on a problem."""
-    import functools
-
-    from spofless.backup import archive_gap, restore_check, restore_command, verify_backup
+    from spofless.backup import archive_gap, restore_check, verify_backup
 
     cfg = _config(file, component)
     store = _pick(cfg, repo)
@@ -174,9 +172,6 @@ def backup_verify(
         click.echo(f"{store.name}: no backup to verify", err=True)
         sys.exit(1)
     bad = 0
-    command_for = functools.partial(
-        restore_command, Path(file).resolve(), cfg.component, command=cfg.spec.command, strict=True
-    )
     for m in manifests:
         r = verify_backup(store, m, cfg.spec.parallel)
         if r.ok and do_restore:
@@ -184,7 +179,6 @@ def backup_verify(
                 r.restored = restore_check(
                     store,
                     m,
-                    command_for,
                     os_user=cfg.os_user,
                     parallel=cfg.spec.parallel,
                 )
@@ -214,15 +208,10 @@ def backup_drill(file: str, component: str | None, repo: int) -> None:
 
     The scratch instance runs on a private socket, never archives, and is removed.
     """
-    import functools
-
-    from spofless.backup import restore_command, run_drill
+    from spofless.backup import run_drill
 
     cfg = _config(file, component)
-    command_for = functools.partial(
-        restore_command, Path(file).resolve(), cfg.component, command=cfg.spec.command, strict=True
-    )
-    for line in run_drill(cfg, _pick(cfg, repo), command_for).lines():
+    for line in run_drill(cfg, _pick(cfg, repo)).lines():
         click.echo(line)
 
 
@@ -343,6 +332,9 @@ def restore_cmd(
 ) -> None:
     """Restore a backup into a new data directory, set to replay WAL to the target and promote.
 
+    The WAL replay needs is fetched with the files (every segment archived by then), so
+    the restored directory starts without spofless, the key or the repository.
+
     \b
       spofless restore shop.yaml --target latest --to /srv/pg/restored
       spofless restore shop.yaml --target-time '2026-12-04 21:00:00' --to /srv/pg/restored
@@ -350,7 +342,7 @@ def restore_cmd(
     import os
     import pwd
 
-    from spofless.backup import SPOOL, Target, restore, restore_command
+    from spofless.backup import Target, restore
     from spofless.backup.plan import parse_lsn
 
     given = [x for x in (target, target_time, target_lsn, target_name) if x is not None]
@@ -374,9 +366,6 @@ def restore_cmd(
         _pick(cfg, repo),
         tgt,
         dest,
-        restore_command=restore_command(
-            Path(file), cfg.component, dest / SPOOL, cfg.spec.command, strict=True
-        ),
         parallel=cfg.spec.parallel,
         owner=owner,
         progress=_progress_printer(),
