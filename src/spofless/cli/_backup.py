@@ -218,19 +218,43 @@ def backup_drill(file: str, component: str | None, repo: int) -> None:
 @backup.command("run")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @_component
-def backup_run(file: str, component: str | None) -> None:
+@click.option(
+    "--instance",
+    "index",
+    type=click.IntRange(0),
+    default=None,
+    help="Take backups only when they copy from this instance (the stack runs one beside each)"
+    " and write status for `spofless status`.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the status goes (default: .spofless/<file stem> beside FILE).",
+)
+def backup_run(file: str, component: str | None, index: int | None, state_dir: str | None) -> None:
     """Take backups on `backup.schedule` and apply the retention, until SIGTERM.
 
-    Run it on the host of the instance backups copy from (`from: replica`: a replica's).
+    Run it on the host of the instance backups copy from (`from: replica`: a replica's);
+    `spofless up` runs one beside each instance of a component with a schedule.
     """
     import logging
 
     from spofless.backup import run_schedule
+    from spofless.backup._scheduler import status_path
+    from spofless.pg.topology import default_state_dir
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    run_schedule(_config(file, component))
+    cfg = _config(file, component)
+    if index is not None and index >= len(cfg.sources):
+        raise click.BadParameter(
+            f"{cfg.component} has instances 0..{len(cfg.sources) - 1}", param_hint="--instance"
+        )
+    where = Path(state_dir) if state_dir else default_state_dir(Path(file))
+    status = status_path(where, cfg.component, index) if index is not None else None
+    run_schedule(cfg, instance=index, status_file=status)
 
 
 @backup.command("expire")

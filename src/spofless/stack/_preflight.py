@@ -81,6 +81,10 @@ def check_settings(plan: StackPlan) -> None:
                 dns_settings(plan.topology, inst.component, inst.index)
             elif inst.kind == "postgres":
                 _check_postgres(plan, inst)
+            elif inst.kind == "backup":
+                from spofless.backup import backup_config
+
+                backup_config(plan.topology, inst.component.removesuffix("-backup"))
             elif inst.kind == "vip":
                 from spofless.vip import vip_settings
 
