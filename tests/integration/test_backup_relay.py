@@ -4,6 +4,7 @@ repository (spofless.backup._relay)."""
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import subprocess
@@ -17,7 +18,7 @@ from backup_pg import BIN, as_pg, stop_pg
 from free_ports import free_port
 from pg_fixtures import pg_base_dir  # noqa: F401
 
-from spofless.backup import backup_config, take_backup
+from spofless.backup import backup_config, latest_drill, take_backup
 from spofless.pg.topology import archive_settings, uses_wal_relay, wal_relay
 from spofless.topology import load_topology
 
@@ -159,7 +160,14 @@ entry: [db]
                     timeout=300,
                 )
                 assert out.returncode == 0, out.stdout + out.stderr
-            assert "restore: started, promoted" in out.stdout or "RTO" in out.stdout
+            # The drill's figures, recorded as JSON in the state directory.
+            assert "RTO" in out.stdout and "recorded in" in out.stdout
+            record = json.loads(Path(out.stdout.split("recorded in ")[1].strip()).read_text())
+            assert record["component"] == "db" and record["kind"] == "restore"
+            assert set(record["phases"]) == {"restore_files", "fetch_wal", "replay", "first_query"}
+            assert record["rto"] == pytest.approx(sum(record["phases"].values()))
+            assert record["rpo"] is not None and record["rpo"] >= 0
+            assert latest_drill(topology_file.parent / ".spofless" / "shop", "db") == record
         # The relay stopped: the client gives up (bounded), exit 1; shown with a short bound.
         short = (data.with_name("db-0.wal-relay") / "wal.sh").read_text()
         short = short.replace("bound=300", "bound=1")

@@ -9,6 +9,7 @@
     expire(store, retention)             retention, planned purely (spofless.backup.plan)
     schedule.staleness(...)              whether a scheduled backup was missed
     run_drill(config, store, ...)        restore drill: RTO per phase and RPO, measured
+    record_drill / latest_drill          its figures as JSON in the state directory
     run_schedule(config)                 `backup run`: backups on the schedule, then expiry
     WalRelay(stores, data_dir, owner)    archive/restore commands served by the agent
 
@@ -80,10 +81,10 @@ Failure cases
 - A corrupted object: `backup verify` names it and exits 1; a restore stops
   at it, naming it.
 
-Not yet: the stack starting `backup run` (run it by hand or from systemd), drills
-on a schedule (a drill is `spofless backup drill`), drill figures in the drill history and
-/metrics, objectives in `spofless check`, tablespaces, a `.partial`
-segment of the old timeline is archived under its name but not used by restore.
+Not yet: drills on a schedule (a drill is `spofless backup drill`; its figures
+are recorded as JSON in the state directory, not yet in /metrics), tablespaces,
+a `.partial` segment of the old timeline is archived under its name but not
+used by restore.
 """
 
 from spofless.backup._basebackup import Progress, take_backup
@@ -96,7 +97,7 @@ from spofless.backup._config import (
     postgres_settings,
     restore_command,
 )
-from spofless.backup._drill import DrillResult, run_drill
+from spofless.backup._drill import DrillResult, latest_drill, record_drill, run_drill
 from spofless.backup._errors import (
     ArchiveConflictError,
     BackupError,
@@ -148,8 +149,10 @@ __all__ = [
     "archive_wal",
     "backup_config",
     "expire",
+    "latest_drill",
     "load_key",
     "postgres_settings",
+    "record_drill",
     "recovery_settings",
     "relay_commands",
     "relay_dir",

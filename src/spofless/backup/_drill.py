@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -41,6 +44,9 @@ class DrillResult:
     reference: float  # the primary's last commit or clock at the drill's start
     reference_is_commit: bool
 
+    started_at: float = 0.0  # epoch
+    ended_at: float = 0.0
+
     @property
     def rto(self) -> float:
         return self.files + self.wal + self.replay + self.first_query
@@ -48,6 +54,29 @@ class DrillResult:
     @property
     def rpo(self) -> float | None:
         return None if self.replayed is None else max(0.0, self.reference - self.replayed)
+
+    def to_json(self, component: str, repository: str) -> dict[str, Any]:
+        return {
+            "kind": "restore",
+            "component": component,
+            "repository": repository,
+            "backup": self.label,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "phases": {
+                "restore_files": self.files,
+                "fetch_wal": self.wal,
+                "replay": self.replay,
+                "first_query": self.first_query,
+            },
+            "rto": self.rto,
+            "rpo": self.rpo,
+            "bytes": self.bytes,
+            "segments": self.segments,
+            "last_replayed_commit": self.replayed,
+            "reference": self.reference,
+            "reference_is_commit": self.reference_is_commit,
+        }
 
     def lines(self) -> list[str]:
         def at(t: float) -> str:
@@ -99,6 +128,7 @@ def run_drill(
     timeout: float = 600.0,
 ) -> DrillResult:
     """Restore the latest point into a scratch instance, time every phase, measure RPO."""
+    started_at = time.time()
     reference, is_commit = _primary_reference(config)
     manifests = store.manifests()
     version = manifests[-1].pg_version if manifests else "150000"
@@ -135,4 +165,34 @@ def run_drill(
         replayed=float(last) if last else None,
         reference=reference,
         reference_is_commit=is_commit,
+        started_at=started_at,
+        ended_at=time.time(),
     )
+
+
+def drills_dir(state_dir: Path) -> Path:
+    return state_dir / "drills" / "restore"
+
+
+def record_drill(state_dir: Path, component: str, repository: str, result: DrillResult) -> Path:
+    """Write `result` as JSON under `state_dir` (atomically); returns the file."""
+    stamp = datetime.datetime.fromtimestamp(result.started_at, datetime.UTC)
+    path = drills_dir(state_dir) / f"{component}-{stamp:%Y%m%dT%H%M%S}Z.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result.to_json(component, repository), indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def latest_drill(state_dir: Path, component: str) -> dict[str, Any] | None:
+    """The newest recorded restore drill of `component`, or None."""
+    found = sorted(drills_dir(state_dir).glob(f"{component}-*Z.json"))
+    for path in reversed(found):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and doc.get("component") == component:
+            return doc
+    return None

@@ -203,16 +203,29 @@ def backup_verify(
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @_component
 @_repo
-def backup_drill(file: str, component: str | None, repo: int) -> None:
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the figures are recorded (default: .spofless/<file stem> beside FILE).",
+)
+def backup_drill(file: str, component: str | None, repo: int, state_dir: str | None) -> None:
     """Restore the latest point into a scratch instance; print RTO per phase and RPO.
 
-    The scratch instance runs on a private socket, never archives, and is removed.
+    The scratch instance runs on a private socket, never archives, and is removed. The
+    figures are recorded as JSON in STATE_DIR/drills/restore/ (`spofless check` reads the
+    newest for the restore time).
     """
-    from spofless.backup import run_drill
+    from spofless.backup import record_drill, run_drill
+    from spofless.pg.topology import default_state_dir
 
     cfg = _config(file, component)
-    for line in run_drill(cfg, _pick(cfg, repo)).lines():
+    store = _pick(cfg, repo)
+    result = run_drill(cfg, store)
+    for line in result.lines():
         click.echo(line)
+    where = Path(state_dir) if state_dir else default_state_dir(Path(file))
+    click.echo(f"recorded in {record_drill(where, cfg.component, store.name, result)}")
 
 
 @backup.command("run")
