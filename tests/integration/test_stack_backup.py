@@ -111,3 +111,62 @@ def test_up_archives_through_the_relay_and_backs_up_on_schedule(
         timeout=60,
     )
     assert listing.returncode == 0 and manifests[0].label in listing.stdout
+
+
+def _count(dsn: str, run: StackRun) -> int:
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=5, **auth(run)) as conn:
+        row = conn.execute("SELECT count(*) FROM t").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def test_every_member_lost_restore_as_a_new_cluster_then_up(
+    backup_stack: tuple[StackRun, Path],
+) -> None:
+    run, topology = backup_stack
+    up = run.cli("up", "--detach", "--wait", "--timeout", "120", timeout=180)
+    assert up.returncode == 0, up.stdout + up.stderr
+    db = wait_for("one primary and two replicas", lambda: settled(run), timeout=90)
+    primary = primary_of(db)
+    with psycopg.connect(primary["dsn"], autocommit=True, **auth(run)) as conn:
+        conn.execute("CREATE TABLE t (v int)")
+        conn.execute("INSERT INTO t SELECT generate_series(1, 100)")
+        took = subprocess.run(
+            [sys.executable, "-m", "spofless", "backup", str(topology), "--full"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert took.returncode == 0, took.stdout + took.stderr
+        conn.execute("INSERT INTO t SELECT generate_series(101, 150)")
+        row = conn.execute(
+            "SELECT pg_walfile_name(pg_switch_wal()), timeline_id FROM pg_control_checkpoint()"
+        ).fetchone()
+        assert row is not None
+        name, old_timeline = str(row[0]), int(row[1])
+
+        def archived() -> bool:
+            r = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+            return r is not None and r[0] is not None and r[0] >= name
+
+        wait_for(f"{name} archived", archived, timeout=60)
+    down = run.cli("down", timeout=120)
+    assert down.returncode == 0, down.stdout + down.stderr
+    # Every server's data (and etcd's) is lost; the repository and the secrets are not.
+    shutil.rmtree(run.state_dir / "data")
+
+    restored = run.cli("restore", "--target", "latest", "--as-cluster", timeout=600)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert "as a new cluster of db" in restored.stdout
+    # Again: refused while the members' directories exist, nothing changed.
+    again = run.cli("restore", "--target", "latest", "--as-cluster", timeout=120)
+    assert again.returncode == 2 and "exists" in again.stderr
+
+    up = run.cli("up", "--detach", "--wait", "--timeout", "120", timeout=180)
+    assert up.returncode == 0, up.stdout + up.stderr
+    db = wait_for("the new cluster: a primary and two replicas", lambda: settled(run), timeout=120)
+    primary = primary_of(db)
+    assert primary["timeline"] > old_timeline
+    assert _count(primary["dsn"], run) == 150
+    for member in db.values():
+        wait_for(f"{member['name']} has every row", lambda m=member: _count(m["dsn"], run) == 150)

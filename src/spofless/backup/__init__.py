@@ -6,6 +6,7 @@
     take_backup(config, kind)            a full or incremental base backup -> Manifest
     verify_backup(store, manifest)       checksums and WAL; restore_check: a real restore
     restore(store, target, to, ...)      a data directory that replays to the target
+    restore_as_cluster(config, ...)      every member of a new cluster, for `up` to start
     expire(store, retention)             retention, planned purely (spofless.backup.plan)
     schedule.staleness(...)              whether a scheduled backup was missed
     run_drill(config, store, ...)        restore drill: RTO per phase and RPO, measured
@@ -88,6 +89,7 @@ used by restore.
 """
 
 from spofless.backup._basebackup import Progress, take_backup
+from spofless.backup._cluster import ClusterRestore, restore_as_cluster
 from spofless.backup._codec import Codec, load_key
 from spofless.backup._config import (
     BackupConfig,
@@ -124,6 +126,7 @@ __all__ = [
     "ArchiveConflictError",
     "BackupConfig",
     "BackupError",
+    "ClusterRestore",
     "Codec",
     "CorruptObjectError",
     "DrillResult",
@@ -157,6 +160,7 @@ __all__ = [
     "relay_commands",
     "relay_dir",
     "restore",
+    "restore_as_cluster",
     "restore_check",
     "restore_command",
     "restore_wal",

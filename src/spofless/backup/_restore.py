@@ -16,6 +16,7 @@ restored directory is left for inspection, never started.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import datetime
 import logging
 import os
@@ -39,6 +40,9 @@ from spofless.backup.plan import (
 logger = logging.getLogger(__name__)
 
 SPOOL = "pg_wal/spofless-spool"
+# Begins the lines a restore appends to postgresql.auto.conf (removed once recovered
+# as a new cluster).
+RECOVERY_MARK = "# spofless restore of backup"
 
 
 def spool_restore_command(spool: Path) -> str:
@@ -172,8 +176,9 @@ def restore(
     if target.kind == "immediate":  # replay stops where the backup became consistent
         segs = [s for s in segs if s.segno <= chosen.stop_lsn // chosen.wal_segment_size]
     wal = Progress("prefetch WAL", len(segs), 0, started=time.monotonic())
-    # The history files of the timelines replay follows (recovery_target_timeline reads them).
-    for t in sorted(h for h in histories if h <= tli):
+    # Every history file: replay reads those of its timeline's path, and a promotion
+    # picks a timeline no history file names yet (so it never reuses an archived one).
+    for t in sorted(histories):
         name = f"{t:08X}.history"
         write_atomic(spool / name, store.read(store.wal_key(name)))
 
@@ -200,18 +205,23 @@ def restore(
     spooled = restore_command is None
     if restore_command is None:
         restore_command = spool_restore_command(spool)
+    # The timeline explicitly: with every history file spooled, `latest` could be one
+    # this restore did not choose.
     lines = recovery_settings(
-        target, restore_command, archive=archive, spool=spool if spooled else None
+        dataclasses.replace(target, timeline=tli),
+        restore_command,
+        archive=archive,
+        spool=spool if spooled else None,
     )
     with auto.open("a") as conf:
-        conf.write(f"\n# spofless restore of backup {chosen.label} ({target.kind})\n")
+        conf.write(f"\n{RECOVERY_MARK} {chosen.label} ({target.kind})\n")
         conf.write("\n".join(lines) + "\n")
     if owner is not None:
-        _chown_tree(to, owner)
+        chown_tree(to, owner)
     return chosen
 
 
-def _chown_tree(root: Path, owner: pwd.struct_passwd) -> None:
+def chown_tree(root: Path, owner: pwd.struct_passwd) -> None:
     os.chown(root, owner.pw_uid, owner.pw_gid)
     for dirpath, dirnames, filenames in os.walk(root):
         for n in [*dirnames, *filenames]:

@@ -351,8 +351,18 @@ def _parse_time(value: str) -> float:
 @click.option("--target-lsn", default=None, help="An LSN such as 0/3000028.")
 @click.option("--target-name", default=None, help="A restore point (pg_create_restore_point).")
 @click.option("--timeline", type=click.IntRange(1), default=None, help="Default: the latest.")
+@click.option("--to", "to", type=click.Path(file_okay=False), help="New data directory.")
 @click.option(
-    "--to", "to", required=True, type=click.Path(file_okay=False), help="New data directory."
+    "--as-cluster",
+    is_flag=True,
+    help="Restore every member of the component (the stack's data directories), recovered "
+    "and stopped: `spofless up` then starts the new cluster.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="With --as-cluster: the stack's state directory (default: .spofless/<file stem>).",
 )
 @click.option("--no-archive", is_flag=True, help="Set archive_mode off in the restored copy.")
 def restore_cmd(
@@ -364,7 +374,9 @@ def restore_cmd(
     target_lsn: str | None,
     target_name: str | None,
     timeline: int | None,
-    to: str,
+    to: str | None,
+    as_cluster: bool,
+    state_dir: str | None,
     no_archive: bool,
 ) -> None:
     """Restore a backup into a new data directory, set to replay WAL to the target and promote.
@@ -375,6 +387,7 @@ def restore_cmd(
     \b
       spofless restore shop.yaml --target latest --to /srv/pg/restored
       spofless restore shop.yaml --target-time '2026-12-04 21:00:00' --to /srv/pg/restored
+      spofless restore shop.yaml --target latest --as-cluster    (then: spofless up shop.yaml)
     """
     import os
     import pwd
@@ -396,7 +409,22 @@ def restore_cmd(
         tgt = Target("name", name=target_name, timeline=timeline)
     else:
         tgt = Target("immediate" if target == "immediate" else "latest", timeline=timeline)
+    if (to is None) == (not as_cluster):
+        raise click.UsageError("give one of --to DIR and --as-cluster")
     cfg = _config(file, component)
+    if as_cluster:
+        from spofless.backup import restore_as_cluster
+        from spofless.pg.topology import default_state_dir
+
+        where = Path(state_dir) if state_dir else default_state_dir(Path(file))
+        done = restore_as_cluster(cfg, _pick(cfg, repo), tgt, where)
+        click.echo(
+            f"restored backup {done.label} to {tgt.kind} as a new cluster of {cfg.component} "
+            f"(timeline {done.timeline}) into {len(done.members)} members under "
+            f"{done.members[0].parent}; `spofless up {file}` starts it"
+        )
+        return
+    assert to is not None
     dest = Path(to).resolve()
     owner = pwd.getpwnam(cfg.os_user or "postgres") if os.geteuid() == 0 else None
     m = restore(
