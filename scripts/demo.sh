@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make demo`: check the demo topology, run it, break it on purpose under load,
-# watch it recover, stop it. Everything it starts is stopped on exit, also on
+# watch it recover, back the database up, stop it. Everything it starts is stopped on exit, also on
 # Ctrl-C or failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -109,7 +109,11 @@ echo "new primary: $now; $old rejoins as its replica (pg_rewind) once its agent 
 until_ok 20 '[[ $(role_of "$old") == replica ]]' || true
 $SPOFLESS status "$FILE"
 
-step "8. Stop everything"
+step "8. Back up the database (WAL archived all along; the base backup copies a replica)"
+$SPOFLESS backup "$FILE" --full 2>/dev/null
+$SPOFLESS backup list "$FILE"
+
+step "9. Stop everything"
 $SPOFLESS down "$FILE"
 trap - EXIT
 if [[ $traffic_ok == 0 ]]; then

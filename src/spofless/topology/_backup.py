@@ -16,7 +16,6 @@ The key is never in the topology, only the path of a file that holds it
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, StringConstraints, field_validator
@@ -29,16 +28,17 @@ Cron = Annotated[str, StringConstraints(pattern=r"^\s*\S+(\s+\S+){4}\s*$", strip
 
 
 class FsRepositorySpec(Strict):
-    """A directory (local disk, or a mounted network file system)."""
+    """A directory (local disk, or a mounted network file system); a relative path is
+    relative to the topology file's directory."""
 
     type: Literal["fs"]
     path: str
 
     @field_validator("path")
     @classmethod
-    def _absolute(cls, v: str) -> str:
-        if not PurePosixPath(v).is_absolute():
-            raise ValueError(f"repository path {v!r} must be absolute")
+    def _not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("repository path must not be empty")
         return v
 
 
