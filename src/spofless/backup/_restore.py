@@ -153,13 +153,20 @@ def restore(
     def fetch(unit: tuple[int, int, int]) -> int:
         n, i, offset = unit
         f = chosen.files[n]
-        data = store.read_part(f, i)
         fd = os.open(to / f.path, os.O_WRONLY)
+        pos = offset
+
+        def write(chunk: bytes) -> None:
+            nonlocal pos
+            view = memoryview(chunk)
+            while view:  # a regular file takes it whole, unless the disk is full
+                done = os.pwrite(fd, view, pos)
+                view, pos = view[done:], pos + done
+
         try:
-            os.pwrite(fd, data, offset)
+            return store.read_part_into(f, i, write)
         finally:
             os.close(fd)
-        return len(data)
 
     with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
         for size in pool.map(fetch, units):
