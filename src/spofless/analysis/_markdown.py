@@ -83,6 +83,8 @@ def render_markdown(report: Report) -> str:
         out.append("|---|---|---|---|---|")
         for r in report.recovery:
             out.append(f"| `{r.component}` | `{r.data}` | {r.tier} | {r.rto} | {r.rpo} |")
+        if not report.objectives_met:
+            out.append("")
         for r in report.recovery:
             for u in r.unmet:
                 out.append(
