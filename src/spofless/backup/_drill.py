@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from spofless.backup._basebackup import conninfo
 from spofless.backup._config import BackupConfig
 from spofless.backup._restore import SPOOL, restore
@@ -102,6 +100,8 @@ class DrillResult:
 
 def _primary_reference(config: BackupConfig) -> tuple[float, bool]:
     """The primary's last commit time if it tracks them, else its clock, else ours."""
+    import psycopg
+
     for src in config.sources:
         with (
             contextlib.suppress(psycopg.Error),
