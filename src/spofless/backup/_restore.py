@@ -138,14 +138,17 @@ def restore(
     spool.mkdir(mode=0o700)
 
     # One unit of work per part, written at its offset: a large file uses every thread.
+    # Files are created by the workers (creating a thousand files one after the other
+    # took a tenth of a restore); those without a part (empty) here. In the manifest's
+    # order: sorting the parts largest first made the small files' restore slower.
     units: list[tuple[int, int, int]] = []  # (file index, part index, offset)
     for n, f in enumerate(chosen.files):
         offset = 0
         for i, part in enumerate(f.parts):
             units.append((n, i, offset))
             offset += part.size
-        with (to / f.path).open("wb") as out:
-            out.truncate(f.size)
+        if not f.parts:
+            (to / f.path).touch(mode=0o600)
     prog = Progress(
         f"restore {chosen.label}", len(units), chosen.total_bytes, started=time.monotonic()
     )
@@ -153,7 +156,7 @@ def restore(
     def fetch(unit: tuple[int, int, int]) -> int:
         n, i, offset = unit
         f = chosen.files[n]
-        fd = os.open(to / f.path, os.O_WRONLY)
+        fd = os.open(to / f.path, os.O_WRONLY | os.O_CREAT, 0o600)
         pos = offset
 
         def write(chunk: bytes) -> None:
@@ -174,6 +177,8 @@ def restore(
             if progress:
                 progress(prog)
     for f in chosen.files:
+        if os.stat(to / f.path).st_size != f.size:  # the parts do not add up: a bad manifest
+            raise BackupError(f"{chosen.label}: {f.path} restored with the wrong size")
         os.chmod(to / f.path, f.mode)
         os.utime(to / f.path, (f.mtime, f.mtime))
 
