@@ -84,6 +84,7 @@ Failure cases
 
 Not yet: drills on a schedule (a drill is `spofless backup drill`; its figures
 are recorded as JSON in the state directory, not yet in /metrics), tablespaces,
+`restore --as-cluster` for members on other machines than the one it runs on,
 a `.partial` segment of the old timeline is archived under its name but not
 used by restore.
 """
