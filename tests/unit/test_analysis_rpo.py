@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from spofless.analysis import analyze
 from spofless.analysis._json import render_json
 from spofless.analysis._rpo import Measured, Recovery
-from spofless.topology import load_topology, load_topology_text
+from spofless.topology import TopologyError, load_topology, load_topology_text
 
 TOPOLOGY = """\
 name: rpo
@@ -115,3 +117,14 @@ def test_check_reads_the_newest_drill_and_fails_on_unmet_objectives(tmp_path: Pa
     assert (
         result.exit_code == 2 and "dr.yaml:7" in result.output and "objectives.rto" in result.output
     )
+
+
+def test_an_entry_component_may_have_its_own_objectives() -> None:
+    text = RECOVERY.format(n=3, extra=", synchronous: strict", objectives="").replace(
+        "entry: [web]", "entry: [web, db]"
+    )
+    both = text + "objectives: {rto: 60s, entry: {db: {rto: 1s}}}\n"
+    web, db = analyze(load_topology_text(both)).recovery
+    assert web.unmet == () and [u.declared for u in db.unmet] == [1.0]
+    with pytest.raises(TopologyError, match=r"objectives.entry.etcd: 'etcd' is not an entry"):
+        load_topology_text(text + "objectives: {entry: {etcd: {rto: 1s}}}\n")

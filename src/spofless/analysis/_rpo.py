@@ -96,13 +96,13 @@ class Recovery:
     unmet: tuple[Unmet, ...]  # declared objectives it cannot meet, each with a fix
 
 
-def _objectives(topology: Topology) -> tuple[float | None, float | None]:
+def _objectives(topology: Topology, entry: str) -> tuple[float | None, float | None]:
     from spofless.topology._schema import Objectives
 
     raw = topology.data.get("objectives")
     if not raw:
         return None, None
-    o = Objectives.model_validate(raw)
+    o = Objectives.model_validate(raw).of(entry)
     return o.rto, o.rpo
 
 
@@ -126,9 +126,9 @@ def recovery(
     `pilot light` (replicated data, idle servers) is not a design spofless runs.
     """
     measured = measured or {}
-    want_rto, want_rpo = _objectives(topology)
     out = []
     for entry in topology.entry:
+        want_rto, want_rpo = _objectives(topology, entry)
         stores = [
             n
             for n in topology.dependency_order([entry])

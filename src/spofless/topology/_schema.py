@@ -250,12 +250,28 @@ class SecuritySpec(Strict):
     tls: bool = True  # PostgreSQL between members and for clients: hostssl, verify-full
 
 
-class Objectives(Strict):
-    """`objectives:`: the recovery objectives every entry component must meet (`check`
-    states what the design can meet and flags the rest). Durations: `60s`, `5m`, 0."""
-
+class Objective(Strict):
     rto: Duration | None = None  # how long the system may be down after a failure
     rpo: Duration | None = None  # how much of the latest acknowledged writes it may lose
+
+
+class Objectives(Objective):
+    """`objectives:`: the recovery objectives every entry component must meet (`check`
+    states what the design can meet and flags the rest); `entry:` sets them for one
+    entry component. Durations: `60s`, `5m`, 0.
+
+        objectives: {rto: 60s, rpo: 0, entry: {reports: {rto: 1h, rpo: 5m}}}
+    """
+
+    entry: dict[Name, Objective] = Field(default_factory=dict)
+
+    def of(self, component: str) -> Objective:
+        """The objectives of entry component `component` (its own over the system's)."""
+        own = self.entry.get(component)
+        return Objective(
+            rto=own.rto if own is not None and own.rto is not None else self.rto,
+            rpo=own.rpo if own is not None and own.rpo is not None else self.rpo,
+        )
 
 
 class TopologyFile(Strict):
