@@ -152,17 +152,22 @@ def run_schedule(
         stop.wait(check_every)
 
 
+_told: dict[str, str] = {}  # component -> the source last said to take a due backup
+
+
 def _copies_from(config: BackupConfig, instance: int) -> bool:
     """Whether a backup taken now would copy from instance `instance`."""
     src, _ = pick_source(config.sources, config.spec.from_)
     if src == config.sources[instance]:
         return True
-    logger.info(
-        "%s: a backup is due; %s takes it (from: %s)",
-        config.component,
-        src.name,
-        config.spec.from_,
-    )
+    if _told.get(config.component) != src.name:  # once, not at every check while it runs
+        _told[config.component] = src.name
+        logger.info(
+            "%s: a backup is due; the scheduler beside %s takes it (from: %s)",
+            config.component,
+            src.name,
+            config.spec.from_,
+        )
     return False
 
 
