@@ -120,6 +120,7 @@ def run_schedule(
         raise BackupError(f"{config.component}: backup.schedule has neither full nor incremental")
     failed_at = -retry_after
     error: str | None = None
+    told: dict[str, str] = {}
     while not stop.is_set():
         now = time.time()
         infos: list[BackupInfo] = []
@@ -129,7 +130,7 @@ def run_schedule(
             if (
                 kind is not None
                 and time.monotonic() - failed_at >= retry_after
-                and (instance is None or _copies_from(config, instance))
+                and (instance is None or _copies_from(config, instance, told))
             ):
                 m = take_backup(config, kind)
                 logger.info("%s: took %s backup %s", config.component, m.kind, m.label)
@@ -152,16 +153,14 @@ def run_schedule(
         stop.wait(check_every)
 
 
-_told: dict[str, str] = {}  # component -> the source last said to take a due backup
-
-
-def _copies_from(config: BackupConfig, instance: int) -> bool:
-    """Whether a backup taken now would copy from instance `instance`."""
+def _copies_from(config: BackupConfig, instance: int, told: dict[str, str]) -> bool:
+    """Whether a backup taken now would copy from instance `instance`. `told`: the
+    source last said to take it (said once, not at every check while it runs)."""
     src, _ = pick_source(config.sources, config.spec.from_)
     if src == config.sources[instance]:
         return True
-    if _told.get(config.component) != src.name:  # once, not at every check while it runs
-        _told[config.component] = src.name
+    if told.get("source") != src.name:
+        told["source"] = src.name
         logger.info(
             "%s: a backup is due; the scheduler beside %s takes it (from: %s)",
             config.component,
