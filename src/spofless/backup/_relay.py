@@ -80,7 +80,8 @@ dir=${0%/*}
 op=$1
 if [ "$op" = archive ]; then path=$2; name=$3; bound=__ARCHIVE__
 else name=$2; path=$3; bound=__RESTORE__; fi
-case $path in /*) ;; *) path=$PWD/$path ;; esac
+# Relative to the data directory, PostgreSQL's working directory ($PWD may be stale).
+case $path in /*) ;; *) path=$(pwd -P)/$path ;; esac
 req=$dir/$op.$name.$$
 printf '%s\\n%s\\n%s\\n' "$op" "$name" "$path" >"$req.tmp" && mv -f "$req.tmp" "$req.req" || exit 1
 i=0
