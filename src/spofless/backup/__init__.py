@@ -74,8 +74,8 @@ Failure cases
 - A gap in the archive (a segment missing): `backup verify` names the missing
   segment and how many archived after it can no longer be restored to.
 - restore-wal: a file not archived exits 1 (PostgreSQL's "end of archive").
-  A damaged object, wrong key or unreachable repository: with --strict (what
-  `spofless restore` writes) exit 126, so PostgreSQL aborts recovery instead of
+  A damaged object, wrong key or unreachable repository: with --strict (for a
+  restore_command of a recovery by hand) exit 126, so PostgreSQL aborts recovery instead of
   promoting with WAL missing; without (a standby's restore_command) exit 1
   with the error in PostgreSQL's log, so the standby streams instead of dying.
 - Wrong or missing key file: a clear error, exit 2, nothing written.

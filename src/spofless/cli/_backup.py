@@ -2,7 +2,7 @@
 
 Exit status: 0 success, 1 a finding (verify found a problem; restore-wal: the
 file is not archived), 2 invalid input or a failed operation (message only).
-restore-wal --strict (what `spofless restore` writes) exits 126 on a damaged
+restore-wal --strict (a recovery's restore_command) exits 126 on a damaged
 object, a wrong key or an unreachable repository, which makes PostgreSQL abort
 recovery instead of ending it early with WAL missing; without --strict (a
 standby's restore_command) it exits 1, so the standby falls back to streaming.
