@@ -2,10 +2,12 @@
 
 The base backup is chosen by spofless.backup.plan; its files are fetched in
 parallel (each checked against the manifest's checksum), the WAL segments
-replay will read are prefetched in parallel into a spool under pg_wal (which
-restore-wal takes them from, so replay does not wait on one fetch at a time),
-and `recovery.signal` plus recovery settings in `postgresql.auto.conf` make
-the first start replay to the target and promote.
+replay will read, and every timeline history file, are prefetched in parallel
+into a spool under pg_wal, which a shell restore_command links them from (so
+replay never waits on a fetch, and PostgreSQL's OS user needs neither spofless
+nor the key), and `recovery.signal` plus recovery settings in
+`postgresql.auto.conf` make the first start replay to the target and promote;
+the spool is removed when recovery ends (recovery_end_command).
 
 Refused, with nothing written: a target directory that exists and is not
 empty; a target no backup serves (TargetError, e.g. a time before the oldest
