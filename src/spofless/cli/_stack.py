@@ -45,13 +45,17 @@ def check(file: str, max_order: int, fmt: str, state_dir: Path | None) -> None:
     """
     from spofless.analysis import analyze, render
     from spofless.analysis._rpo import Measured
-    from spofless.backup import latest_drill
-    from spofless.pg.topology import default_state_dir
+    from spofless.stack._state import default_state_dir
+    from spofless.topology import PostgresComponent
 
     topology = topology_of(file)
     where = state_dir or default_state_dir(Path(file))
     measured = {}
-    for name in topology.components:
+    for name, comp in topology.components.items():
+        if not isinstance(comp, PostgresComponent) or comp.backup is None:
+            continue
+        from spofless.backup import latest_drill
+
         drill = latest_drill(where, name)
         if drill and isinstance(drill.get("rto"), int | float):
             rpo = drill.get("rpo")
