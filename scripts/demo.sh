@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make demo`: check the demo topology, run it, break it on purpose under load,
-# watch it recover, stop it. Everything it starts is stopped on exit, also on
+# watch it recover, back the database up, stop it. Everything it starts is stopped on exit, also on
 # Ctrl-C or failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -109,7 +109,11 @@ echo "new primary: $now; $old rejoins as its replica (pg_rewind) once its agent 
 until_ok 20 '[[ $(role_of "$old") == replica ]]' || true
 $SPOFLESS status "$FILE"
 
-step "8. Change it without an outage: roll the web tier to a new version under traffic"
+step "8. Back up the database (WAL archived all along; the base backup copies a replica)"
+$SPOFLESS backup "$FILE" --full 2>/dev/null
+$SPOFLESS backup list "$FILE"
+
+step "9. Change it without an outage: roll the web tier to a new version under traffic"
 echo "web/0..3 replaced one at a time: each drained on every load balancer until its open"
 echo "requests finish, restarted with the new command, readmitted once healthy; 2500 requests meanwhile"
 $PY scripts/demo_traffic.py "$lb" --requests 2500 --interval 0.01 --deadline 90 &
@@ -120,7 +124,7 @@ rollout_ok=1
 wait "$traffic" || rollout_ok=0
 traffic=
 
-step "9. Stop everything"
+step "10. Stop everything"
 $SPOFLESS down "$FILE"
 trap - EXIT
 if [[ $traffic_ok == 0 ]]; then

@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import pwd
+import resource
 import shlex
 import shutil
 import signal
@@ -69,7 +70,18 @@ def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+# CPU seconds (user + system) of the last `timed` command and everything it waited for:
+# on a shared machine, wall times move by 2x with the other load; CPU time hardly.
+CPU: list[float] = [0.0]
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def timed(argv: list[str], pg: bool = False) -> float:
+    cpu = _children_cpu()
     start = time.monotonic()
     if pg:
         as_pg(argv)
@@ -77,6 +89,7 @@ def timed(argv: list[str], pg: bool = False) -> float:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
         if out.returncode != 0:
             raise SystemExit(f"{shlex.join(argv)} failed:\n{out.stdout}\n{out.stderr}")
+    CPU[0] = _children_cpu() - cpu
     return time.monotonic() - start
 
 
@@ -197,6 +210,7 @@ def main() -> None:
         # Restores alternate, `--runs` times each, into fresh directories; medians count
         # (the machine is shared, single runs move by 2x).
         ours, theirs = [], []
+        ours_cpu, theirs_cpu = [], []
         for n in range(args.runs):
             dest = base / f"r-spofless-{n}"
             ours.append(
@@ -215,6 +229,7 @@ def main() -> None:
                     ]
                 )
             )
+            ours_cpu.append(CPU[0])
             shutil.rmtree(dest)
             dest = base / f"r-pgbackrest-{n}"
             dest.mkdir(mode=0o700)
@@ -232,6 +247,7 @@ def main() -> None:
                     pg=True,
                 )
             )
+            theirs_cpu.append(CPU[0])
             shutil.rmtree(dest)
         r_ours, r_theirs = statistics.median(ours), statistics.median(theirs)
         print(
@@ -239,6 +255,14 @@ def main() -> None:
             [f"{x:.1f}" for x in ours],
             "pgBackRest",
             [f"{x:.1f}" for x in theirs],
+        )
+        c_ours, c_theirs = statistics.median(ours_cpu), statistics.median(theirs_cpu)
+        print(
+            "restore CPU s (user + system): spofless",
+            [f"{x:.2f}" for x in ours_cpu],
+            "pgBackRest",
+            [f"{x:.2f}" for x in theirs_cpu],
+            f"medians {c_ours:.2f} / {c_theirs:.2f}: spofless uses {c_ours / c_theirs:.2f}x",
         )
         results["spofless"] = {"backup": t_ours, "restore": r_ours, "repo": ours_repo}
         results["pgbackrest"] = {"backup": t_theirs, "restore": r_theirs, "repo": theirs_repo}

@@ -57,7 +57,7 @@ def test_backup_section_defaults_and_forms() -> None:
     ("backup", "message"),
     [
         ("      repositories: []\n", "repositories"),
-        ("      repositories: [{type: fs, path: rel/dir}]\n", "must be absolute"),
+        ("      repositories: [{type: fs, path: ' '}]\n", "must not be empty"),
         ("      repositories: [{type: fs, path: /b}]\n      retention: {window: 2y}\n", "duration"),
         ("      repositories: [{type: fs, path: /b}]\n      schedule: {full: 'daily'}\n", "full"),
         ("      repositories: [{type: ftp, path: /b}]\n", "type"),
@@ -146,6 +146,23 @@ def test_postgres_settings_for_the_agent(tmp_path: Path) -> None:
     }
 
 
+def test_the_relay_replaces_the_commands_unless_backup_command_is_set(tmp_path: Path) -> None:
+    from spofless.backup import postgres_settings, relay_dir
+    from spofless.topology._backup import BackupSpec
+
+    relay = relay_dir(tmp_path / "data" / "db-0")
+    assert relay == tmp_path / "data" / "db-0.wal-relay"
+    plain = BackupSpec.model_validate({"repositories": [{"type": "fs", "path": "/b"}]})
+    got = postgres_settings(tmp_path / "t.yaml", "db", plain, standby=True, relay=relay)
+    assert got["archive_command"] == f"/bin/sh {relay}/wal.sh archive %p %f"
+    assert got["restore_command"] == f"/bin/sh {relay}/wal.sh restore %f %p"
+    told = BackupSpec.model_validate(
+        {"repositories": [{"type": "fs", "path": "/b"}], "command": ["/opt/py", "-m", "spofless"]}
+    )
+    got = postgres_settings(tmp_path / "t.yaml", "db", told, relay=relay)
+    assert got["archive_command"].startswith("/opt/py -m spofless backup archive-wal")
+
+
 def test_a_component_without_port_cannot_be_backed_up(tmp_path: Path) -> None:
     f = tmp_path / "t.yaml"
     f.write_text(
@@ -177,3 +194,17 @@ def test_sources_carry_the_topologys_secrets(
     monkeypatch.setenv("SPOFLESS_SECRET_DB_SUPERUSER", "s3cret")
     cfg = backup_config(load_topology(f))
     assert cfg.sources[1].params == (("password", "s3cret"),)
+
+
+def test_a_relative_fs_repository_is_relative_to_the_topology_file(tmp_path: Path) -> None:
+    from spofless.backup import backup_config
+    from spofless.topology import load_topology
+
+    (tmp_path / "sub").mkdir()
+    f = tmp_path / "sub" / "t.yaml"
+    f.write_text(
+        "name: t\ncomponents:\n  db:\n    kind: postgres\n    instances: 1\n    port: 1\n"
+        "    backup:\n      repositories: [{type: fs, path: .spofless/t/backups}]\nentry: [db]\n"
+    )
+    (store,) = backup_config(load_topology(f)).stores
+    assert store.name == str(tmp_path / "sub" / ".spofless" / "t" / "backups")

@@ -76,3 +76,33 @@ def test_due_takes_a_missed_run_once_and_full_wins() -> None:
     assert due(sched, done, late) == "full"
     assert due(sched, [*done, _b("full", "2026-12-07 09:00")], late + 60) is None
     assert due(BackupSchedule(), [], late) is None
+
+
+def test_status_line_shows_age_and_staleness_at_the_time_shown() -> None:
+    import dataclasses
+
+    from spofless.backup._scheduler import status_line
+
+    sched = BackupSchedule(full="0 2 * * *")
+    b = BackupInfo(
+        "20261204-020000F",
+        "full",
+        None,
+        1,
+        0,
+        1,
+        t("2026-12-04 02:00").timestamp(),
+        t("2026-12-04 02:05").timestamp(),
+    )
+    doc = {"newest": dataclasses.asdict(b), "newest_full": dataclasses.asdict(b), "error": None}
+    line = status_line(doc, sched, t("2026-12-04 12:05").timestamp())
+    assert line == "last backup 20261204-020000F (full) ended 2026-12-04 02:05 UTC, 10h00m ago"
+    # Two days later, with the same file: the next day's run was missed.
+    later = status_line(doc, sched, t("2026-12-06 12:00").timestamp())
+    assert "2d09h ago" in later and "STALE: the full backup due at 2026-12-06 02:00" in later
+    failed = status_line({**doc, "error": "no instance answered"}, sched, b.stop_time + 60)
+    assert failed.endswith("last attempt failed: no instance answered")
+    assert status_line(None, sched, 0) == "no backup status yet"
+    assert status_line({"newest": None, "newest_full": None}, sched, b.stop_time).startswith(
+        "no backup yet; STALE"
+    )

@@ -136,3 +136,22 @@ def test_restore_wal_falls_over_to_the_next_repository(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert "from memory" in restore_wal([dead, live], "000000010000000000000001", out)
     assert out.read_bytes() == b"wal"
+
+
+@pytest.mark.parametrize(
+    "codec", [Codec(3, None), Codec(3, os.urandom(32)), Codec(None, None)], ids=str
+)
+def test_decode_into_writes_the_content_in_chunks_and_checks_it(codec: Codec) -> None:
+    import hashlib
+
+    data = os.urandom(1 << 20) * 3 + b"tail"  # more than one chunk
+    blob = codec.encode("k", data)
+    got: list[bytes] = []
+    digest = hashlib.sha256(data).hexdigest()
+    assert codec.decode_into("k", blob, digest, got.append) == len(data)
+    assert b"".join(got) == data and (len(got) > 1 or codec.level is None)
+    with pytest.raises(CorruptObjectError, match="k: damaged"):
+        codec.decode_into("k", blob, hashlib.sha256(b"other").hexdigest(), lambda c: None)
+    broken = blob[:-100] + bytes(100)
+    with pytest.raises(CorruptObjectError, match="k: damaged"):
+        codec.decode_into("k", broken, digest, lambda c: None)

@@ -392,3 +392,36 @@ def test_etcd_members_serve_tls_with_their_hosts_certificates() -> None:
     ).instance("etcd/1")
     assert "--advertise-client-urls=http://127.0.0.2:2380" in plain.argv
     assert not [a for a in plain.argv if "cert" in a] and plain.health_tls is None
+
+
+PG_BACKUP = """name: t
+hosts:
+  a: {address: 127.0.0.1}
+  b: {address: 127.0.0.1}
+components:
+  db:
+    kind: postgres
+    instances: [a, b]
+    port: 5440
+    api_port: 8440
+    backup:
+      repositories: [{type: fs, path: /b}]
+      schedule: SCHEDULE
+entry: [db]
+"""
+
+
+def test_a_backup_scheduler_beside_each_postgres_instance_with_a_schedule() -> None:
+    text = PG_BACKUP.replace("SCHEDULE", "{full: '0 2 * * 0'}")
+    p = plan_stack(load_topology_text(text), STATE, ("b",), topology_file=Path("/f/t.yaml"))
+    (sched,) = [i for i in p.instances if i.kind == "backup"]
+    assert sched.name == "db-backup/1" and sched.needs == ("db",) and sched.ports == ()
+    assert sched.argv[sched.argv.index("backup") :] == (
+        *("backup", "run", "/f/t.yaml", "--component", "db", "--instance", "1"),
+        *("--state-dir", str(STATE)),
+    )
+    # Stopped first: dependents before what they need.
+    assert p.stop_waves()[0] == ["db-backup/1"]
+    none = PG_BACKUP.replace("SCHEDULE", "{}")
+    p = plan_stack(load_topology_text(none), STATE, topology_file=Path("/f/t.yaml"))
+    assert not [i for i in p.instances if i.kind == "backup"]

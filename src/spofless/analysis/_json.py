@@ -72,6 +72,23 @@ def report_data(report: Report) -> dict[str, Any]:
             {"component": d.component, "mode": d.mode, "rpo_zero": d.rpo_zero, "text": d.text}
             for d in report.data_loss
         ],
+        "recovery": [
+            {
+                "component": r.component,
+                "data": r.data,
+                "tier": r.tier,
+                "rto": r.rto,
+                "rpo": r.rpo,
+                "rto_seconds": r.rto_seconds,
+                "rpo_seconds": r.rpo_seconds,
+                "unmet": [
+                    {"objective": u.objective, "declared": u.declared, "why": u.why, "fix": u.fix}
+                    for u in r.unmet
+                ],
+            }
+            for r in report.recovery
+        ],
+        "objectives_met": report.objectives_met,
         "importance": [{"element": i.element, "birnbaum": i.birnbaum} for i in report.importance],
         "components": [
             {

@@ -77,6 +77,20 @@ def render_markdown(report: Report) -> str:
         out.append(
             f"| `{c.name}` | {c.kind} | {c.instances} | {c.min_up} | {percent(c.availability)} |"
         )
+    if report.recovery:
+        out.append("\n### Disaster recovery\n")
+        out.append("| Entry | Data | Tier | RTO | RPO |")
+        out.append("|---|---|---|---|---|")
+        for r in report.recovery:
+            out.append(f"| `{r.component}` | `{r.data}` | {r.tier} | {r.rto} | {r.rpo} |")
+        if not report.objectives_met:
+            out.append("")
+        for r in report.recovery:
+            for u in r.unmet:
+                out.append(
+                    f"- **{u.objective.upper()} {u.declared:g} s cannot be met** for "
+                    f"`{r.component}`: {u.why}. Fix: {u.fix}"
+                )
     top = [i for i in report.importance[:MAX_IMPORTANCE] if i.birnbaum > 0]
     if top:
         out.append("\n### Most important elements (Birnbaum)\n")

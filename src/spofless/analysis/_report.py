@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from spofless.analysis._availability import compute_availability
 from spofless.analysis._cutgroups import CutSetLine, group_cut_sets
 from spofless.analysis._cutsets import CutSetSearch
 from spofless.analysis._recommend import causes, fixes
-from spofless.analysis._rpo import DataLoss, data_loss
+from spofless.analysis._rpo import DataLoss, Measured, Recovery, data_loss, recovery
 from spofless.analysis._structure import Need, compile_structure
 from spofless.errors import SpoflessError
 from spofless.topology import Location, Problem, Topology
@@ -88,6 +89,12 @@ class Report:
     warnings: tuple[Problem, ...] = ()  # what is valid but probably not meant, and where
     cut_set_lines: tuple[CutSetLine, ...] = ()  # cut sets of 2+ elements, grouped
     data_loss: tuple[DataLoss, ...] = ()  # what a failover can lose, per postgres component
+    recovery: tuple[Recovery, ...] = ()  # tier, RTO and RPO per entry component's data
+
+    @property
+    def objectives_met(self) -> bool:
+        """Whether the design meets every declared objective (`objectives:`)."""
+        return not any(r.unmet for r in self.recovery)
 
     @property
     def ok(self) -> bool:
@@ -106,8 +113,12 @@ class Report:
         return math.inf if self.unavailability <= 0 else -math.log10(self.unavailability)
 
 
-def analyze(topology: Topology, max_order: int = 2) -> Report:
-    """Find the SPOFs, minimal cut sets, availability and importances of `topology`."""
+def analyze(
+    topology: Topology, max_order: int = 2, measured: Mapping[str, Measured] | None = None
+) -> Report:
+    """Find the SPOFs, minimal cut sets, availability and importances of `topology`.
+
+    `measured`: the newest restore drill per postgres component, for the restore time."""
     if max_order < 1:
         raise AnalysisError(f"--max-order must be at least 1, not {max_order}")
     structure = compile_structure(topology)
@@ -199,6 +210,7 @@ def analyze(topology: Topology, max_order: int = 2) -> Report:
         warnings=topology.warnings,
         cut_set_lines=tuple(lines),
         data_loss=data_loss(topology),
+        recovery=recovery(topology, measured),
     )
 
 

@@ -38,6 +38,7 @@ def render_text(report: Report, color: bool = False, width: int = WIDTH) -> str:
     _cut_sets(console, report)
     _components(console, report)
     _data_loss(console, report)
+    _recovery(console, report)
     _importance(console, report)
     # Grid cells are padded to their column's width: drop the trailing blanks.
     return _TRAILING.sub(r"\1", buf.getvalue())
@@ -182,6 +183,32 @@ def _data_loss(console: Console, report: Report) -> None:
     width = max(len(d.component) for d in report.data_loss)
     for d in report.data_loss:
         console.print(Text(f"  {d.component:<{width}}  {d.mode}: {d.text}"))
+
+
+def _recovery(console: Console, report: Report) -> None:
+    if not report.recovery:
+        return
+
+    def lines(rows: list[tuple[str, str]]) -> None:
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(no_wrap=True)
+        grid.add_column(overflow="fold")
+        for label, text in rows:
+            grid.add_row(label, text)
+        console.print(grid)
+
+    unmet = sum(len(r.unmet) for r in report.recovery)
+    if unmet:
+        _section(console, "FAIL", "red", f"recovery objectives the design cannot meet ({unmet})")
+        for r in report.recovery:
+            for u in r.unmet:
+                what = f"{u.objective.upper()} {u.declared:g} s"
+                console.print(Text(f"  ✗ {r.component} ({r.data}): {what}"))
+                lines([("      why ", u.why), ("      fix ", u.fix)])
+    _section(console, "INFO", "blue", "disaster recovery (tier, RTO, RPO) per entry component")
+    for r in report.recovery:
+        console.print(Text(f"  {r.component} ({r.data}): {r.tier}"))
+        lines([("      RTO ", r.rto), ("      RPO ", r.rpo)])
 
 
 def _importance(console: Console, report: Report) -> None:

@@ -6,10 +6,13 @@
     take_backup(config, kind)            a full or incremental base backup -> Manifest
     verify_backup(store, manifest)       checksums and WAL; restore_check: a real restore
     restore(store, target, to, ...)      a data directory that replays to the target
+    restore_as_cluster(config, ...)      every member of a new cluster, for `up` to start
     expire(store, retention)             retention, planned purely (spofless.backup.plan)
     schedule.staleness(...)              whether a scheduled backup was missed
     run_drill(config, store, ...)        restore drill: RTO per phase and RPO, measured
+    record_drill / latest_drill          its figures as JSON in the state directory
     run_schedule(config)                 `backup run`: backups on the schedule, then expiry
+    WalRelay(stores, data_dir, owner)    archive/restore commands served by the agent
 
 PostgreSQL's own commands (what the pg agent sets; FILE is the absolute path of
 the topology file, `<python>` the interpreter spofless runs under, so the same
@@ -20,12 +23,17 @@ installation is used whatever PATH PostgreSQL has):
     restore_command = '<python> -m spofless backup restore-wal FILE --component db %f %p'
 
 (restore_command on replicas only, to catch up from the archive.) `<python> -m
-spofless` is `backup.command` when set. `postgres_settings(file, component,
-spec, standby=...)` returns exactly these settings; `archive_command(...)` and
-`restore_command(...)` build the strings. They run as PostgreSQL's OS user,
-which must be able to execute `<python>`, read FILE and the key file, and
-write an `fs` repository. Each call starts a Python process (about 0.3 s), so
-the archiver keeps up with about 40 MB/s of WAL per repository round trip.
+spofless` is `backup.command` when set. When the agent runs as root and
+PostgreSQL as another OS user and `backup.command` is not set, both commands
+are `/bin/sh <data>.wal-relay/wal.sh ...` instead: the agent's own process
+(root) archives and fetches for PostgreSQL (the WAL relay, _relay.py), so that
+user needs neither this interpreter nor the key nor the repository.
+`postgres_settings(file, component, spec, standby=...)` returns exactly these
+settings; `archive_command(...)` and `restore_command(...)` build the strings.
+Without the relay they run as PostgreSQL's OS user, which must be able to
+execute `<python>`, read FILE and the key file, and write an `fs` repository.
+Each call starts a Python process (about 0.3 s), so the archiver keeps up with
+about 40 MB/s of WAL per repository round trip.
 
 The rules
 ---------
@@ -66,21 +74,23 @@ Failure cases
 - A gap in the archive (a segment missing): `backup verify` names the missing
   segment and how many archived after it can no longer be restored to.
 - restore-wal: a file not archived exits 1 (PostgreSQL's "end of archive").
-  A damaged object, wrong key or unreachable repository: with --strict (what
-  `spofless restore` writes) exit 126, so PostgreSQL aborts recovery instead of
+  A damaged object, wrong key or unreachable repository: with --strict (for a
+  restore_command of a recovery by hand) exit 126, so PostgreSQL aborts recovery instead of
   promoting with WAL missing; without (a standby's restore_command) exit 1
   with the error in PostgreSQL's log, so the standby streams instead of dying.
 - Wrong or missing key file: a clear error, exit 2, nothing written.
 - A corrupted object: `backup verify` names it and exits 1; a restore stops
   at it, naming it.
 
-Not yet: the stack starting `backup run` (run it by hand or from systemd), drills
-on a schedule (a drill is `spofless backup drill`), drill figures in the drill history and
-/metrics, objectives in `spofless check`, tablespaces, a `.partial`
-segment of the old timeline is archived under its name but not used by restore.
+Not yet: drills on a schedule (a drill is `spofless backup drill`; its figures
+are recorded as JSON in the state directory, not yet in /metrics), tablespaces,
+`restore --as-cluster` for members on other machines than the one it runs on,
+a `.partial` segment of the old timeline is archived under its name but not
+used by restore.
 """
 
 from spofless.backup._basebackup import Progress, take_backup
+from spofless.backup._cluster import ClusterRestore, restore_as_cluster
 from spofless.backup._codec import Codec, load_key
 from spofless.backup._config import (
     BackupConfig,
@@ -90,7 +100,7 @@ from spofless.backup._config import (
     postgres_settings,
     restore_command,
 )
-from spofless.backup._drill import DrillResult, run_drill
+from spofless.backup._drill import DrillResult, latest_drill, record_drill, run_drill
 from spofless.backup._errors import (
     ArchiveConflictError,
     BackupError,
@@ -104,6 +114,7 @@ from spofless.backup._errors import (
 )
 from spofless.backup._expire import expire
 from spofless.backup._manifest import FileEntry, Manifest
+from spofless.backup._relay import WalRelay, relay_commands, relay_dir
 from spofless.backup._repo import FsRepository, MemoryRepository, Repository
 from spofless.backup._restore import SPOOL, recovery_settings, restore
 from spofless.backup._scheduler import run_schedule
@@ -116,6 +127,7 @@ __all__ = [
     "ArchiveConflictError",
     "BackupConfig",
     "BackupError",
+    "ClusterRestore",
     "Codec",
     "CorruptObjectError",
     "DrillResult",
@@ -134,16 +146,22 @@ __all__ = [
     "Target",
     "TargetError",
     "VerifyResult",
+    "WalRelay",
     "WrongKeyError",
     "archive_command",
     "archive_gap",
     "archive_wal",
     "backup_config",
     "expire",
+    "latest_drill",
     "load_key",
     "postgres_settings",
+    "record_drill",
     "recovery_settings",
+    "relay_commands",
+    "relay_dir",
     "restore",
+    "restore_as_cluster",
     "restore_check",
     "restore_command",
     "restore_wal",

@@ -71,9 +71,19 @@ def _client_params(topology: Topology, component: str) -> dict[str, str]:
         return {}
 
 
-def make_repository(spec: RepositorySpec) -> Repository:
+def make_repository(spec: RepositorySpec, base: Path | None = None) -> Repository:
+    """The repository `spec` names; a relative fs path is relative to `base` (the
+    topology file's directory)."""
     if isinstance(spec, FsRepositorySpec):
-        return FsRepository(spec.path)
+        path = Path(spec.path)
+        if not path.is_absolute():
+            if base is None:
+                raise BackupError(
+                    f"repository path {spec.path!r} is relative and there is no topology "
+                    "file to be relative to: give an absolute path"
+                )
+            path = base / path
+        return FsRepository(str(path))
     from spofless.backup._s3 import S3Repository
 
     return S3Repository(
@@ -91,7 +101,8 @@ def backup_config(topology: Topology, component: str | None = None) -> BackupCon
     key = load_key(spec.encryption.key_file) if spec.encryption else None
     level = spec.compression.level if spec.compression.type == "zstd" else None
     codec = Codec(level, key)
-    stores = tuple(Store(make_repository(r), codec, name) for r in spec.repositories)
+    base = topology.file.resolve().parent if topology.file is not None else None
+    stores = tuple(Store(make_repository(r, base), codec, name) for r in spec.repositories)
     comp = topology.components[name]
     assert isinstance(comp, PostgresComponent)
     if comp.port is None:
@@ -150,16 +161,27 @@ def restore_command(
 
 
 def postgres_settings(
-    topology_file: Path, component: str, spec: BackupSpec, *, standby: bool = False
+    topology_file: Path,
+    component: str,
+    spec: BackupSpec,
+    *,
+    standby: bool = False,
+    relay: Path | None = None,
 ) -> dict[str, str]:
     """The PostgreSQL settings that archive `component`'s WAL (for the pg agent to set).
 
     `standby`: also the restore_command a replica uses to catch up from the archive.
+    `relay`: the WAL relay directory (spofless.backup._relay) to go through when
+    PostgreSQL's OS user cannot run spofless itself; `backup.command`, when set, wins.
     """
-    out = {
-        "archive_mode": "on",
-        "archive_command": archive_command(topology_file, component, spec.command),
-    }
+    if relay is not None and spec.command is None:
+        from spofless.backup._relay import relay_commands
+
+        archive, restore = relay_commands(relay)
+    else:
+        archive = archive_command(topology_file, component, spec.command)
+        restore = restore_command(topology_file, component, None, spec.command)
+    out = {"archive_mode": "on", "archive_command": archive}
     if standby:
-        out["restore_command"] = restore_command(topology_file, component, None, spec.command)
+        out["restore_command"] = restore
     return out

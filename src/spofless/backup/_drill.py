@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import psycopg
+from typing import Any
 
 from spofless.backup._basebackup import conninfo
 from spofless.backup._config import BackupConfig
@@ -41,6 +42,9 @@ class DrillResult:
     reference: float  # the primary's last commit or clock at the drill's start
     reference_is_commit: bool
 
+    started_at: float = 0.0  # epoch
+    ended_at: float = 0.0
+
     @property
     def rto(self) -> float:
         return self.files + self.wal + self.replay + self.first_query
@@ -48,6 +52,29 @@ class DrillResult:
     @property
     def rpo(self) -> float | None:
         return None if self.replayed is None else max(0.0, self.reference - self.replayed)
+
+    def to_json(self, component: str, repository: str) -> dict[str, Any]:
+        return {
+            "kind": "restore",
+            "component": component,
+            "repository": repository,
+            "backup": self.label,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "phases": {
+                "restore_files": self.files,
+                "fetch_wal": self.wal,
+                "replay": self.replay,
+                "first_query": self.first_query,
+            },
+            "rto": self.rto,
+            "rpo": self.rpo,
+            "bytes": self.bytes,
+            "segments": self.segments,
+            "last_replayed_commit": self.replayed,
+            "reference": self.reference,
+            "reference_is_commit": self.reference_is_commit,
+        }
 
     def lines(self) -> list[str]:
         def at(t: float) -> str:
@@ -73,6 +100,8 @@ class DrillResult:
 
 def _primary_reference(config: BackupConfig) -> tuple[float, bool]:
     """The primary's last commit time if it tracks them, else its clock, else ours."""
+    import psycopg
+
     for src in config.sources:
         with (
             contextlib.suppress(psycopg.Error),
@@ -94,11 +123,12 @@ def _primary_reference(config: BackupConfig) -> tuple[float, bool]:
 def run_drill(
     config: BackupConfig,
     store: Store,
-    restore_command_for: Callable[[Path], str],
+    restore_command_for: Callable[[Path], str] | None = None,
     *,
     timeout: float = 600.0,
 ) -> DrillResult:
     """Restore the latest point into a scratch instance, time every phase, measure RPO."""
+    started_at = time.time()
     reference, is_commit = _primary_reference(config)
     manifests = store.manifests()
     version = manifests[-1].pg_version if manifests else "150000"
@@ -108,7 +138,9 @@ def run_drill(
             store,
             Target("latest"),
             scratch.data,
-            restore_command=restore_command_for(scratch.data / SPOOL),
+            restore_command=(
+                restore_command_for(scratch.data / SPOOL) if restore_command_for else None
+            ),
             parallel=config.spec.parallel,
             owner=scratch.owner,
             archive=False,
@@ -133,4 +165,34 @@ def run_drill(
         replayed=float(last) if last else None,
         reference=reference,
         reference_is_commit=is_commit,
+        started_at=started_at,
+        ended_at=time.time(),
     )
+
+
+def drills_dir(state_dir: Path) -> Path:
+    return state_dir / "drills" / "restore"
+
+
+def record_drill(state_dir: Path, component: str, repository: str, result: DrillResult) -> Path:
+    """Write `result` as JSON under `state_dir` (atomically); returns the file."""
+    stamp = datetime.datetime.fromtimestamp(result.started_at, datetime.UTC)
+    path = drills_dir(state_dir) / f"{component}-{stamp:%Y%m%dT%H%M%S}Z.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result.to_json(component, repository), indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def latest_drill(state_dir: Path, component: str) -> dict[str, Any] | None:
+    """The newest recorded restore drill of `component`, or None."""
+    found = sorted(drills_dir(state_dir).glob(f"{component}-*Z.json"))
+    for path in reversed(found):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and doc.get("component") == component:
+            return doc
+    return None

@@ -2,10 +2,12 @@
 
 The base backup is chosen by spofless.backup.plan; its files are fetched in
 parallel (each checked against the manifest's checksum), the WAL segments
-replay will read are prefetched in parallel into a spool under pg_wal (which
-restore-wal takes them from, so replay does not wait on one fetch at a time),
-and `recovery.signal` plus recovery settings in `postgresql.auto.conf` make
-the first start replay to the target and promote.
+replay will read, and every timeline history file, are prefetched in parallel
+into a spool under pg_wal, which a shell restore_command links them from (so
+replay never waits on a fetch, and PostgreSQL's OS user needs neither spofless
+nor the key), and `recovery.signal` plus recovery settings in
+`postgresql.auto.conf` make the first start replay to the target and promote;
+the spool is removed when recovery ends (recovery_end_command).
 
 Refused, with nothing written: a target directory that exists and is not
 empty; a target no backup serves (TargetError, e.g. a time before the oldest
@@ -16,10 +18,12 @@ restored directory is left for inspection, never started.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import datetime
 import logging
 import os
 import pwd
+import shlex
 import time
 from pathlib import Path
 
@@ -38,16 +42,36 @@ from spofless.backup.plan import (
 logger = logging.getLogger(__name__)
 
 SPOOL = "pg_wal/spofless-spool"
+# Begins the lines a restore appends to postgresql.auto.conf (removed once recovered
+# as a new cluster).
+RECOVERY_MARK = "# spofless restore of backup"
 
 
-def recovery_settings(target: Target, restore_command: str, *, archive: bool) -> list[str]:
-    """The postgresql.auto.conf lines that make the first start replay to `target`."""
+def spool_restore_command(spool: Path) -> str:
+    """The restore_command of a restored directory: the prefetched spool, nothing else.
+
+    A shell command, so PostgreSQL's OS user needs no access to spofless, the key or
+    the repository; a hard link (a copy across file systems), so a file asked for
+    twice is there twice. A file not in the spool is "end of archive" (exit 1).
+    """
+    d = shlex.quote(str(spool))
+    return f'f={d}/"%f"; [ -f "$f" ] || exit 1; ln -f "$f" "%p" 2>/dev/null || cp "$f" "%p"'
+
+
+def recovery_settings(
+    target: Target, restore_command: str, *, archive: bool, spool: Path | None = None
+) -> list[str]:
+    """The postgresql.auto.conf lines that make the first start replay to `target`.
+
+    `spool`: removed once recovery ended (its WAL is then in the new timeline)."""
 
     def q(v: str) -> str:
         return "'" + v.replace("'", "''") + "'"
 
-    lines = [
-        f"restore_command = {q(restore_command)}",
+    lines = [f"restore_command = {q(restore_command)}"]
+    if spool is not None:
+        lines.append(f"recovery_end_command = {q('rm -rf ' + shlex.quote(str(spool)))}")
+    lines += [
         f"recovery_target_timeline = {q(str(target.timeline) if target.timeline else 'latest')}",
     ]
     if target.kind == "time":
@@ -76,7 +100,7 @@ def restore(
     target: Target,
     to: Path,
     *,
-    restore_command: str,
+    restore_command: str | None = None,
     parallel: int = 2,
     owner: pwd.struct_passwd | None = None,
     progress: ProgressFn | None = None,
@@ -85,6 +109,11 @@ def restore(
     phases: dict[str, float] | None = None,
 ) -> Manifest:
     """Restore into `to` the backup that serves `target` (or backup `label`).
+
+    `restore_command`: None (the default) replays only the WAL prefetched into the
+    spool, which is every segment archived when the restore ran
+    (`spool_restore_command`); a `spofless backup restore-wal` command also fetches
+    from the repository what was archived later.
 
     `phases`, when given, gets the seconds spent fetching files (`files`) and
     prefetching WAL (`wal`), and the number of segments prefetched (`segments`)."""
@@ -111,14 +140,17 @@ def restore(
     spool.mkdir(mode=0o700)
 
     # One unit of work per part, written at its offset: a large file uses every thread.
+    # Files are created by the workers (creating a thousand files one after the other
+    # took a tenth of a restore); those without a part (empty) here. In the manifest's
+    # order: sorting the parts largest first made the small files' restore slower.
     units: list[tuple[int, int, int]] = []  # (file index, part index, offset)
     for n, f in enumerate(chosen.files):
         offset = 0
         for i, part in enumerate(f.parts):
             units.append((n, i, offset))
             offset += part.size
-        with (to / f.path).open("wb") as out:
-            out.truncate(f.size)
+        if not f.parts:
+            (to / f.path).touch(mode=0o600)
     prog = Progress(
         f"restore {chosen.label}", len(units), chosen.total_bytes, started=time.monotonic()
     )
@@ -126,13 +158,20 @@ def restore(
     def fetch(unit: tuple[int, int, int]) -> int:
         n, i, offset = unit
         f = chosen.files[n]
-        data = store.read_part(f, i)
-        fd = os.open(to / f.path, os.O_WRONLY)
+        fd = os.open(to / f.path, os.O_WRONLY | os.O_CREAT, 0o600)
+        pos = offset
+
+        def write(chunk: bytes) -> None:
+            nonlocal pos
+            view = memoryview(chunk)
+            while view:  # a regular file takes it whole, unless the disk is full
+                done = os.pwrite(fd, view, pos)
+                view, pos = view[done:], pos + done
+
         try:
-            os.pwrite(fd, data, offset)
+            return store.read_part_into(f, i, write)
         finally:
             os.close(fd)
-        return len(data)
 
     with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
         for size in pool.map(fetch, units):
@@ -140,6 +179,8 @@ def restore(
             if progress:
                 progress(prog)
     for f in chosen.files:
+        if os.stat(to / f.path).st_size != f.size:  # the parts do not add up: a bad manifest
+            raise BackupError(f"{chosen.label}: {f.path} restored with the wrong size")
         os.chmod(to / f.path, f.mode)
         os.utime(to / f.path, (f.mtime, f.mtime))
 
@@ -149,6 +190,11 @@ def restore(
     if target.kind == "immediate":  # replay stops where the backup became consistent
         segs = [s for s in segs if s.segno <= chosen.stop_lsn // chosen.wal_segment_size]
     wal = Progress("prefetch WAL", len(segs), 0, started=time.monotonic())
+    # Every history file: replay reads those of its timeline's path, and a promotion
+    # picks a timeline no history file names yet (so it never reuses an archived one).
+    for t in sorted(histories):
+        name = f"{t:08X}.history"
+        write_atomic(spool / name, store.read(store.wal_key(name)))
 
     def prefetch(i: int) -> int:
         name = segs[i].name(chosen.wal_segment_size)
@@ -170,16 +216,26 @@ def restore(
     (to / "backup_label").write_text(chosen.backup_label)
     (to / "recovery.signal").write_text("")
     auto = to / "postgresql.auto.conf"
-    lines = recovery_settings(target, restore_command, archive=archive)
+    spooled = restore_command is None
+    if restore_command is None:
+        restore_command = spool_restore_command(spool)
+    # The timeline explicitly: with every history file spooled, `latest` could be one
+    # this restore did not choose.
+    lines = recovery_settings(
+        dataclasses.replace(target, timeline=tli),
+        restore_command,
+        archive=archive,
+        spool=spool if spooled else None,
+    )
     with auto.open("a") as conf:
-        conf.write(f"\n# spofless restore of backup {chosen.label} ({target.kind})\n")
+        conf.write(f"\n{RECOVERY_MARK} {chosen.label} ({target.kind})\n")
         conf.write("\n".join(lines) + "\n")
     if owner is not None:
-        _chown_tree(to, owner)
+        chown_tree(to, owner)
     return chosen
 
 
-def _chown_tree(root: Path, owner: pwd.struct_passwd) -> None:
+def chown_tree(root: Path, owner: pwd.struct_passwd) -> None:
     os.chown(root, owner.pw_uid, owner.pw_gid)
     for dirpath, dirnames, filenames in os.walk(root):
         for n in [*dirnames, *filenames]:

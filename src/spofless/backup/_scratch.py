@@ -2,7 +2,8 @@
 
 It listens on a private Unix socket only (no TCP), runs as the PostgreSQL OS
 user when we are root, never archives, and is stopped (immediate) and removed
-when the `with` block ends, whatever happened.
+when the `with` block ends, whatever happened; one on a given data directory
+(a restore as a new cluster) keeps that directory.
 """
 
 from __future__ import annotations
@@ -33,14 +34,24 @@ def pg_bindir(pg_version: str) -> Path:
 class ScratchInstance:
     """`with ScratchInstance(version, os_user) as s:` restore into `s.data`, then `s.start()`."""
 
-    def __init__(self, pg_version: str, os_user: str | None, timeout: float = 300.0) -> None:
+    def __init__(
+        self,
+        pg_version: str,
+        os_user: str | None,
+        timeout: float = 300.0,
+        *,
+        data: Path | None = None,
+    ) -> None:
+        """`data`: run on this data directory, which is stopped cleanly and kept (a
+        restore as a new cluster); by default a new one in the scratch directory."""
         self.bindir = pg_bindir(pg_version)
+        self.keep = data is not None
         self.owner = pwd.getpwnam(os_user or "postgres") if os.geteuid() == 0 else None
         self.timeout = timeout
         self.dir = Path(tempfile.mkdtemp(prefix="spofless-scratch-"))
         if self.owner:
             os.chown(self.dir, self.owner.pw_uid, self.owner.pw_gid)
-        self.data = self.dir / "data"
+        self.data = data if data is not None else self.dir / "data"
         self._kw: dict[str, Any] = {"cwd": "/"}
         if self.owner:
             self._kw.update(user=self.owner.pw_uid, group=self.owner.pw_gid, extra_groups=[])
@@ -57,21 +68,19 @@ class ScratchInstance:
     ) -> None:
         if (self.data / "postmaster.pid").exists():
             with contextlib.suppress(Exception):
-                subprocess.run(
-                    [
-                        str(self.bindir / "pg_ctl"),
-                        "-D",
-                        str(self.data),
-                        "-m",
-                        "immediate",
-                        "-w",
-                        "stop",
-                    ],
-                    capture_output=True,
-                    timeout=60,
-                    **self._kw,
-                )
+                self.stop("immediate")
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop it (`fast`: a clean shutdown, checkpointed); bounded by 60 s."""
+        out = subprocess.run(
+            [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"],
+            capture_output=True,
+            timeout=70,
+            **self._kw,
+        )
+        if out.returncode != 0 and mode != "immediate":
+            raise BackupError(f"stopping {self.data} failed: {out.stderr.strip()}")
 
     def log_tail(self) -> str:
         log = self.dir / "log"

@@ -15,7 +15,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +76,16 @@ class Store:
         if len(data) != part.size:
             raise CorruptObjectError(f"{key}: damaged ({len(data)} bytes, not {part.size})")
         return data
+
+    def read_part_into(self, entry: FileEntry, i: int, write: Callable[[bytes], object]) -> int:
+        """Part `i` of a manifest entry decoded chunk by chunk into `write`, checked
+        against its checksum and size (CorruptObjectError after the writes)."""
+        part = entry.parts[i]
+        key = self.part_key(part.ref, entry.path, i)
+        size = self.codec.decode_into(key, self.repo.get(key), part.sha256, write)
+        if size != part.size:
+            raise CorruptObjectError(f"{key}: damaged ({size} bytes, not {part.size})")
+        return size
 
     def check_key(self) -> None:
         """Fail (WrongKeyError, KeyFileError) before writing with a key the repository's

@@ -98,7 +98,7 @@ def archive_gap(store: Store, manifest: Manifest) -> str | None:
 def restore_check(
     store: Store,
     manifest: Manifest,
-    restore_command_for: Callable[[Path], str],
+    restore_command_for: Callable[[Path], str] | None = None,
     *,
     os_user: str | None,
     parallel: int = 2,
@@ -106,14 +106,17 @@ def restore_check(
 ) -> str:
     """Restore `manifest` into a scratch instance, start it, run a query; it is removed after.
 
-    `restore_command_for(spool)` gives the restore_command. Returns what it answered.
+    `restore_command_for(spool)` gives the restore_command (default: the spool only).
+    Returns what it answered.
     """
     with ScratchInstance(manifest.pg_version, os_user, timeout) as scratch:
         restore(
             store,
             Target("immediate"),
             scratch.data,
-            restore_command=restore_command_for(scratch.data / SPOOL),
+            restore_command=(
+                restore_command_for(scratch.data / SPOOL) if restore_command_for else None
+            ),
             parallel=parallel,
             owner=scratch.owner,
             archive=False,

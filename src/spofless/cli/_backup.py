@@ -2,7 +2,7 @@
 
 Exit status: 0 success, 1 a finding (verify found a problem; restore-wal: the
 file is not archived), 2 invalid input or a failed operation (message only).
-restore-wal --strict (what `spofless restore` writes) exits 126 on a damaged
+restore-wal --strict (a recovery's restore_command) exits 126 on a damaged
 object, a wrong key or an unreachable repository, which makes PostgreSQL abort
 recovery instead of ending it early with WAL missing; without --strict (a
 standby's restore_command) it exits 1, so the standby falls back to streaming.
@@ -163,9 +163,7 @@ def backup_verify(
     file: str, component: str | None, repo: int, label: str | None, do_restore: bool
 ) -> None:
     """Check every file's checksum and the WAL each backup needs; exit 1 on a problem."""
-    import functools
-
-    from spofless.backup import archive_gap, restore_check, restore_command, verify_backup
+    from spofless.backup import archive_gap, restore_check, verify_backup
 
     cfg = _config(file, component)
     store = _pick(cfg, repo)
@@ -174,9 +172,6 @@ def backup_verify(
         click.echo(f"{store.name}: no backup to verify", err=True)
         sys.exit(1)
     bad = 0
-    command_for = functools.partial(
-        restore_command, Path(file).resolve(), cfg.component, command=cfg.spec.command, strict=True
-    )
     for m in manifests:
         r = verify_backup(store, m, cfg.spec.parallel)
         if r.ok and do_restore:
@@ -184,7 +179,6 @@ def backup_verify(
                 r.restored = restore_check(
                     store,
                     m,
-                    command_for,
                     os_user=cfg.os_user,
                     parallel=cfg.spec.parallel,
                 )
@@ -209,39 +203,71 @@ def backup_verify(
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @_component
 @_repo
-def backup_drill(file: str, component: str | None, repo: int) -> None:
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the figures are recorded (default: .spofless/<file stem> beside FILE).",
+)
+def backup_drill(file: str, component: str | None, repo: int, state_dir: str | None) -> None:
     """Restore the latest point into a scratch instance; print RTO per phase and RPO.
 
-    The scratch instance runs on a private socket, never archives, and is removed.
+    The scratch instance runs on a private socket, never archives, and is removed. The
+    figures are recorded as JSON in STATE_DIR/drills/restore/ (`spofless check` reads the
+    newest for the restore time).
     """
-    import functools
-
-    from spofless.backup import restore_command, run_drill
+    from spofless.backup import record_drill, run_drill
+    from spofless.pg.topology import default_state_dir
 
     cfg = _config(file, component)
-    command_for = functools.partial(
-        restore_command, Path(file).resolve(), cfg.component, command=cfg.spec.command, strict=True
-    )
-    for line in run_drill(cfg, _pick(cfg, repo), command_for).lines():
+    store = _pick(cfg, repo)
+    result = run_drill(cfg, store)
+    for line in result.lines():
         click.echo(line)
+    where = Path(state_dir) if state_dir else default_state_dir(Path(file))
+    click.echo(f"recorded in {record_drill(where, cfg.component, store.name, result)}")
 
 
 @backup.command("run")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @_component
-def backup_run(file: str, component: str | None) -> None:
+@click.option(
+    "--instance",
+    "index",
+    type=click.IntRange(0),
+    default=None,
+    help="Take backups only when they copy from this instance (the stack runs one beside each)"
+    " and write status for `spofless status`.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the status goes (default: .spofless/<file stem> beside FILE).",
+)
+def backup_run(file: str, component: str | None, index: int | None, state_dir: str | None) -> None:
     """Take backups on `backup.schedule` and apply the retention, until SIGTERM.
 
-    Run it on the host of the instance backups copy from (`from: replica`: a replica's).
+    Run it on the host of the instance backups copy from (`from: replica`: a replica's);
+    `spofless up` runs one beside each instance of a component with a schedule.
     """
     import logging
 
     from spofless.backup import run_schedule
+    from spofless.backup._scheduler import status_path
+    from spofless.pg.topology import default_state_dir
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    run_schedule(_config(file, component))
+    cfg = _config(file, component)
+    if index is not None and index >= len(cfg.sources):
+        raise click.BadParameter(
+            f"{cfg.component} has instances 0..{len(cfg.sources) - 1}", param_hint="--instance"
+        )
+    where = Path(state_dir) if state_dir else default_state_dir(Path(file))
+    status = status_path(where, cfg.component, index) if index is not None else None
+    run_schedule(cfg, instance=index, status_file=status)
 
 
 @backup.command("expire")
@@ -325,8 +351,18 @@ def _parse_time(value: str) -> float:
 @click.option("--target-lsn", default=None, help="An LSN such as 0/3000028.")
 @click.option("--target-name", default=None, help="A restore point (pg_create_restore_point).")
 @click.option("--timeline", type=click.IntRange(1), default=None, help="Default: the latest.")
+@click.option("--to", "to", type=click.Path(file_okay=False), help="New data directory.")
 @click.option(
-    "--to", "to", required=True, type=click.Path(file_okay=False), help="New data directory."
+    "--as-cluster",
+    is_flag=True,
+    help="Restore every member of the component (the stack's data directories), recovered "
+    "and stopped: `spofless up` then starts the new cluster.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="With --as-cluster: the stack's state directory (default: .spofless/<file stem>).",
 )
 @click.option("--no-archive", is_flag=True, help="Set archive_mode off in the restored copy.")
 def restore_cmd(
@@ -338,19 +374,25 @@ def restore_cmd(
     target_lsn: str | None,
     target_name: str | None,
     timeline: int | None,
-    to: str,
+    to: str | None,
+    as_cluster: bool,
+    state_dir: str | None,
     no_archive: bool,
 ) -> None:
     """Restore a backup into a new data directory, set to replay WAL to the target and promote.
 
+    The WAL replay needs is fetched with the files (every segment archived by then), so
+    the restored directory starts without spofless, the key or the repository.
+
     \b
       spofless restore shop.yaml --target latest --to /srv/pg/restored
       spofless restore shop.yaml --target-time '2026-12-04 21:00:00' --to /srv/pg/restored
+      spofless restore shop.yaml --target latest --as-cluster    (then: spofless up shop.yaml)
     """
     import os
     import pwd
 
-    from spofless.backup import SPOOL, Target, restore, restore_command
+    from spofless.backup import Target, restore
     from spofless.backup.plan import parse_lsn
 
     given = [x for x in (target, target_time, target_lsn, target_name) if x is not None]
@@ -367,16 +409,28 @@ def restore_cmd(
         tgt = Target("name", name=target_name, timeline=timeline)
     else:
         tgt = Target("immediate" if target == "immediate" else "latest", timeline=timeline)
+    if (to is None) == (not as_cluster):
+        raise click.UsageError("give one of --to DIR and --as-cluster")
     cfg = _config(file, component)
+    if as_cluster:
+        from spofless.backup import restore_as_cluster
+        from spofless.pg.topology import default_state_dir
+
+        where = Path(state_dir) if state_dir else default_state_dir(Path(file))
+        done = restore_as_cluster(cfg, _pick(cfg, repo), tgt, where)
+        click.echo(
+            f"restored backup {done.label} to {tgt.kind} as a new cluster of {cfg.component} "
+            f"(timeline {done.timeline}) into {len(done.members)} members under "
+            f"{done.members[0].parent}; `spofless up {file}` starts it"
+        )
+        return
+    assert to is not None
     dest = Path(to).resolve()
     owner = pwd.getpwnam(cfg.os_user or "postgres") if os.geteuid() == 0 else None
     m = restore(
         _pick(cfg, repo),
         tgt,
         dest,
-        restore_command=restore_command(
-            Path(file), cfg.component, dest / SPOOL, cfg.spec.command, strict=True
-        ),
         parallel=cfg.spec.parallel,
         owner=owner,
         progress=_progress_printer(),

@@ -31,10 +31,23 @@ def _state_dir(file: str, state_dir: str | None) -> Path:
     help="Where data directories go (default: .spofless/<file stem> beside FILE).",
 )
 def pg_agent(file: str, component: str, index: int, state_dir: str | None) -> None:
-    """Run the agent of one PostgreSQL instance until SIGTERM (the stack runs this)."""
-    from spofless.pg.process import agent_main
+    """Run the agent of one PostgreSQL instance until SIGTERM (the stack runs this).
 
-    agent_main(topology_of(file), component, index, _state_dir(file, state_dir))
+    Run as root with `backup:`, it also serves PostgreSQL's archive and restore commands
+    (the WAL relay) unless `backup.command` says how PostgreSQL's OS user runs spofless.
+    """
+    from spofless.pg.process import agent_main
+    from spofless.pg.topology import wal_relay
+
+    topology, where = topology_of(file), _state_dir(file, state_dir)
+    relay = wal_relay(topology, component, index, where)
+    if relay is not None:
+        relay.start()
+    try:
+        agent_main(topology, component, index, where)
+    finally:
+        if relay is not None:
+            relay.stop()
 
 
 _component_option = click.option(

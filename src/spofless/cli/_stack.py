@@ -29,20 +29,47 @@ from spofless.cli._root import main, topology_of
     show_default=True,
     help="Report format.",
 )
-def check(file: str, max_order: int, fmt: str) -> None:
-    """Find every single point of failure of FILE and its exact availability.
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where restore drills are recorded (their restore time is the RTO of a design "
+    "that recovers from backups). Default: .spofless/<file name without .yaml> next to FILE.",
+)
+def check(file: str, max_order: int, fmt: str, state_dir: Path | None) -> None:
+    """Find every single point of failure of FILE and its exact availability; state the
+    disaster-recovery tier, RTO and RPO each entry component's design can meet.
 
-    Exit status: 0 with no single point of failure, 1 with at least one,
-    2 when FILE is not a valid topology.
+    Exit status: 0 with no single point of failure and every declared `objectives:`
+    met, 1 otherwise, 2 when FILE is not a valid topology.
     """
     from spofless.analysis import analyze, render
+    from spofless.analysis._rpo import Measured
+    from spofless.stack._state import default_state_dir
+    from spofless.topology import PostgresComponent
 
-    report = analyze(topology_of(file), max_order=max_order)
+    topology = topology_of(file)
+    where = state_dir or default_state_dir(Path(file))
+    measured = {}
+    for name, comp in topology.components.items():
+        if not isinstance(comp, PostgresComponent) or comp.backup is None:
+            continue
+        from spofless.backup import latest_drill
+
+        drill = latest_drill(where, name)
+        if drill and isinstance(drill.get("rto"), int | float):
+            rpo = drill.get("rpo")
+            measured[name] = Measured(
+                float(drill["rto"]),
+                float(rpo) if isinstance(rpo, int | float) else None,
+                float(drill.get("started_at") or 0),
+            )
+    report = analyze(topology, max_order=max_order, measured=measured)
     # The terminal's width on a terminal; piped, a fixed width that reads well in logs.
     width = shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else 100
     # click.echo drops the colours when stdout is not a terminal.
     click.echo(render(report, fmt, color=True, width=width), nl=False)
-    sys.exit(0 if report.ok else 1)
+    sys.exit(0 if report.ok and report.objectives_met else 1)
 
 
 _state_dir_option = click.option(

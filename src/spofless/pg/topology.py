@@ -9,6 +9,7 @@ beside the topology file by default):
 
     data/<component>-<i>/        the PostgreSQL data directory
     data/<component>-<i>.log     its server log
+    data/<component>-<i>.wal-relay/   archive/restore requests when the agent relays them
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr, ValidationError
 
 from spofless.dcs import DCSSettings, EtcdTls
 from spofless.pg._errors import PgSetupError
+from spofless.pg._osuser import resolve_os_user
 from spofless.pg._server_model import PgAuth, PgTls
 from spofless.pg.agent import AgentSettings
 from spofless.pg.server import ServerSettings
@@ -40,6 +43,9 @@ from spofless.topology import (
     etcd_client_urls,
     etcd_component,
 )
+
+if TYPE_CHECKING:
+    from spofless.backup import WalRelay
 
 # The holder assumes its lease lost this long before etcd could expire it: time to
 # stop PostgreSQL (an immediate stop takes milliseconds) plus clock-rate drift.
@@ -98,16 +104,53 @@ def etcd_endpoints(topology: Topology, component: str) -> list[str]:
         raise PgSetupError(str(exc)) from None
 
 
-def archive_settings(topology: Topology, component: str) -> dict[str, str]:
+def uses_wal_relay(topology: Topology, component: str) -> bool:
+    """Whether the agent serves PostgreSQL's archive and restore commands itself (the WAL
+    relay, spofless.backup._relay): with `backup:` but no `backup.command`, when the agent
+    runs PostgreSQL as another OS user, who may not be able to run this spofless."""
+    comp = postgres_component(topology, component)
+    return (
+        comp.backup is not None
+        and comp.backup.command is None
+        and resolve_os_user(comp.os_user) is not None
+    )
+
+
+def archive_settings(
+    topology: Topology, component: str, data_dir: Path | None = None
+) -> dict[str, str]:
     """With `backup:`, the settings that archive the WAL of whichever member is primary and
     let every member fetch WAL back: a replica that fell behind, and pg_rewind of a member
-    whose own divergent WAL was recycled (`--restore-target-wal`). None without backups."""
+    whose own divergent WAL was recycled (`--restore-target-wal`). None without backups.
+
+    Through the WAL relay of `data_dir` when `uses_wal_relay` (the agent runs it)."""
     comp = postgres_component(topology, component)
     if comp.backup is None:
         return {}
-    from spofless.backup import postgres_settings
+    from spofless.backup import postgres_settings, relay_dir
 
-    return postgres_settings(Path(topology.source), component, comp.backup, standby=True)
+    relay = (
+        relay_dir(data_dir)
+        if data_dir is not None and uses_wal_relay(topology, component)
+        else None
+    )
+    return postgres_settings(
+        Path(topology.source), component, comp.backup, standby=True, relay=relay
+    )
+
+
+def wal_relay(topology: Topology, component: str, index: int, state_dir: Path) -> WalRelay | None:
+    """The WAL relay instance `index`'s agent serves, not started; None when not needed."""
+    if not uses_wal_relay(topology, component):
+        return None
+    from spofless.backup import WalRelay, backup_config
+
+    comp = postgres_component(topology, component)
+    config = backup_config(topology, component)
+    data_dir = state_dir.resolve() / "data" / member_name(component, index)
+    return WalRelay(
+        config.stores, data_dir, resolve_os_user(comp.os_user), parallel=config.spec.parallel
+    )
 
 
 def _address(topology: Topology, host: str | None) -> str:
@@ -205,7 +248,7 @@ def agent_settings(
         host=host,
         os_user=comp.os_user,
         auth=pg_auth(topology, component, index, data_dir),
-        parameters=archive_settings(topology, component),
+        parameters=archive_settings(topology, component, data_dir),
     )
     return AgentSettings(
         prefix=cluster_prefix(topology, component),

@@ -145,7 +145,7 @@ def launch(topology: Topology, inst: Instance, ctx: KindContext) -> Launch:
     if isinstance(comp, DnsComponent):
         assert comp.port is not None
         # One port for UDP and TCP; the stack checks (and health-checks) its TCP side.
-        return Launch(_own_part("dns", inst, ctx), (("main", comp.port + inst.index),), {})
+        return Launch(own_part("dns", inst, ctx), (("main", comp.port + inst.index),), {})
     if isinstance(comp, PostgresComponent):
         return _postgres(comp, inst, ctx)
     raise AssertionError(f"no launcher for kind {comp.kind}")
@@ -247,7 +247,7 @@ def _etcd(topology: Topology, comp: EtcdComponent, inst: Instance, ctx: KindCont
     return Launch(tuple(ctx.etcd_argv(spec)), ports, {}, data_dir)
 
 
-def _own_part(part: str, inst: Instance, ctx: KindContext) -> tuple[str, ...]:
+def own_part(part: str, inst: Instance, ctx: KindContext) -> tuple[str, ...]:
     assert ctx.topology_file is not None
     return (
         *SPOFLESS,
@@ -262,7 +262,7 @@ def _own_part(part: str, inst: Instance, ctx: KindContext) -> tuple[str, ...]:
 
 def vip_argv(inst: Instance, ctx: KindContext) -> tuple[str, ...]:
     """The floating-address agent beside load balancer instance `inst` (see _vip.py)."""
-    return _own_part("vip", inst, ctx)
+    return own_part("vip", inst, ctx)
 
 
 def lb_port(comp: LoadBalancerComponent, inst: Instance) -> int:
@@ -276,13 +276,13 @@ def _load_balancer(comp: LoadBalancerComponent, inst: Instance, ctx: KindContext
     ports: list[tuple[str, int]] = [("main", lb_port(comp, inst))]
     if comp.admin_port is not None:
         ports.append(("admin", comp.admin_port + inst.index))
-    return Launch(_own_part("lb", inst, ctx), tuple(ports), {})
+    return Launch(own_part("lb", inst, ctx), tuple(ports), {})
 
 
 def _postgres(comp: PostgresComponent, inst: Instance, ctx: KindContext) -> Launch:
     """The agent of one instance; it makes (initdb, clone) and owns its data directory,
     `<state dir>/data/<component>-<i>`, so the stack does not create it."""
     assert comp.port is not None and comp.api_port is not None
-    argv = (*_own_part("pg agent", inst, ctx), "--state-dir", str(ctx.state_dir))
+    argv = (*own_part("pg agent", inst, ctx), "--state-dir", str(ctx.state_dir))
     ports = (("main", comp.port + inst.index), ("api", comp.api_port + inst.index))
     return Launch(argv, ports, {})

@@ -25,11 +25,12 @@ from spofless.stack._kinds import (
     host_ip,
     instance_health,
     launch,
+    own_part,
     vip_argv,
 )
 from spofless.stack._vip import KIND as VIP_KIND
 from spofless.stack._vip import agent_component, vip_agents
-from spofless.topology import HealthCheck, LoadBalancerComponent, Topology
+from spofless.topology import HealthCheck, LoadBalancerComponent, PostgresComponent, Topology
 
 __all__ = [
     "ETCD_HEALTH",
@@ -197,6 +198,7 @@ def plan_stack(
                 )
             )
     instances += _vip_agents(topology, chosen, ctx, wrap, lab, cwd, skipped)
+    instances += _backup_schedulers(topology, chosen, ctx, wrap, cwd, skipped)
     if check_clashes:
         _check_port_clashes(instances)
     return StackPlan(topology, tuple(hosts), state_dir, tuple(instances), tuple(skipped), lab)
@@ -248,6 +250,51 @@ def _vip_agents(
                     health=None,
                     log_path=log_path(ctx.state_dir, spec.component, inst.index),
                     needs=spec.needs,
+                    wrapper=tuple(wrap(inst.host)) if wrap is not None else (),
+                )
+            )
+    return out
+
+
+BACKUP_KIND = "backup"
+BACKUP_SUFFIX = "-backup"
+
+
+def _backup_schedulers(
+    topology: Topology,
+    chosen: set[str],
+    ctx: KindContext,
+    wrap: Wrap | None,
+    cwd: Path,
+    skipped: list[Skipped],
+) -> list[InstancePlan]:
+    """A `spofless backup run` beside each planned instance of a postgres component whose
+    `backup:` has a schedule, last in the start order; the one beside the instance a
+    backup copies from takes it (spofless.backup._scheduler)."""
+    out: list[InstancePlan] = []
+    not_run = {s.component for s in skipped}
+    for cname, comp in topology.components.items():
+        if not isinstance(comp, PostgresComponent) or comp.backup is None or cname in not_run:
+            continue
+        if comp.backup.schedule.full is None and comp.backup.schedule.incremental is None:
+            continue
+        for inst in [i for i in topology.instances[cname] if not chosen or i.host in chosen]:
+            argv = (*own_part("backup run", inst, ctx), "--state-dir", str(ctx.state_dir))
+            out.append(
+                InstancePlan(
+                    component=cname + BACKUP_SUFFIX,
+                    index=inst.index,
+                    host=inst.host,
+                    kind=BACKUP_KIND,
+                    argv=argv,
+                    env={},
+                    cwd=cwd,
+                    bind_ip=host_ip(topology, inst),
+                    ports=(),
+                    address=None,
+                    health=None,
+                    log_path=log_path(ctx.state_dir, cname + BACKUP_SUFFIX, inst.index),
+                    needs=(cname,),
                     wrapper=tuple(wrap(inst.host)) if wrap is not None else (),
                 )
             )

@@ -83,6 +83,10 @@ def check_settings(plan: StackPlan) -> None:
                 _check_postgres(plan, inst)
             elif inst.kind == "etcd":
                 _check_etcd(plan, inst)
+            elif inst.kind == "backup":
+                from spofless.backup import backup_config
+
+                backup_config(plan.topology, inst.component.removesuffix("-backup"))
             elif inst.kind == "vip":
                 from spofless.vip import vip_settings
 

@@ -13,9 +13,10 @@ from rich.text import Text
 from spofless.pg import format_lsn
 from spofless.stack._errors import StackError
 from spofless.stack._pg import format_lag
-from spofless.stack._plan import StackPlan
+from spofless.stack._plan import BACKUP_KIND, BACKUP_SUFFIX, StackPlan
 from spofless.stack._process import group_alive
 from spofless.stack._state import instance_doc, read_state, supervisor_alive
+from spofless.topology import PostgresComponent
 
 _STATE_STYLE = {
     "up": "green",
@@ -66,7 +67,7 @@ def status_document(plan: StackPlan) -> dict[str, Any]:
         # A postgres instance's `pid` is its postmaster's; the supervised process is the agent.
         running = doc.get("agent_pid", doc["pid"]) is not None and doc["started_at"] is not None
         doc["uptime"] = round(now - doc["started_at"], 1) if running else None
-        instances.append(doc)
+        instances.append(_with_backup(plan, doc, now))
     phase = (state or {}).get("phase", "stopped")
     if not alive and phase in ("starting", "running", "stopping"):
         phase = "supervisor-dead"
@@ -84,6 +85,21 @@ def status_document(plan: StackPlan) -> dict[str, Any]:
         "skipped": [{"component": s.component, "reason": s.reason} for s in plan.skipped],
         "instances": instances,
     }
+
+
+def _with_backup(plan: StackPlan, doc: dict[str, Any], now: float) -> dict[str, Any]:
+    """A backup scheduler's entry with `backup`: the newest backup, its age, stale or not
+    (from the status file the scheduler writes after every check)."""
+    if doc.get("kind") != BACKUP_KIND:
+        return doc
+    from spofless.backup._scheduler import read_status, status_line, status_path
+
+    pg = doc["component"].removesuffix(BACKUP_SUFFIX)
+    comp = plan.topology.components.get(pg)
+    if not isinstance(comp, PostgresComponent) or comp.backup is None:
+        return doc
+    found = read_status(status_path(plan.state_dir, pg, doc["index"]))
+    return {**doc, "backup": status_line(found, comp.backup.schedule, now)}
 
 
 def _duration(seconds: float | None) -> str:
@@ -132,7 +148,8 @@ def status_table(doc: dict[str, Any]) -> Table:
         ]
         if pg:
             row += _pg_columns(i)
-        row.append(i["message"] or (f"last: {i['last_exit']}" if i["last_exit"] else ""))
+        note = i["message"] or i.get("backup")
+        row.append(note or (f"last: {i['last_exit']}" if i["last_exit"] else ""))
         table.add_row(*row)
     return table
 
@@ -171,7 +188,8 @@ def live_document(plan: StackPlan, supervisor_doc: dict[str, Any]) -> dict[str, 
     instances = []
     for i in supervisor_doc["instances"]:
         running = i["pid"] is not None and i["started_at"] is not None
-        instances.append({**i, "uptime": now - i["started_at"] if running else None})
+        doc = {**i, "uptime": now - i["started_at"] if running else None}
+        instances.append(_with_backup(plan, doc, now))
     return {
         "topology": plan.topology.name,
         "file": plan.topology.source,

@@ -16,45 +16,29 @@ The key is never in the topology, only the path of a file that holds it
 
 from __future__ import annotations
 
-import re
-from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, StringConstraints, field_validator
 
-from spofless.topology._schema import Strict
+from spofless.topology._schema import Duration, Strict
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_duration(value: object) -> object:
-    """`14d` -> 1209600.0 seconds; numbers pass through as seconds."""
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if not m:
-            raise ValueError(f"duration {value!r} is not <number><s|m|h|d|w>, e.g. 14d")
-        return float(m.group(1)) * _UNIT[m.group(2)]
-    return value
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 # Five cron fields (minute hour day month weekday): checked for shape here,
 # interpreted by the scheduler.
 Cron = Annotated[str, StringConstraints(pattern=r"^\s*\S+(\s+\S+){4}\s*$", strip_whitespace=True)]
 
 
 class FsRepositorySpec(Strict):
-    """A directory (local disk, or a mounted network file system)."""
+    """A directory (local disk, or a mounted network file system); a relative path is
+    relative to the topology file's directory."""
 
     type: Literal["fs"]
     path: str
 
     @field_validator("path")
     @classmethod
-    def _absolute(cls, v: str) -> str:
-        if not PurePosixPath(v).is_absolute():
-            raise ValueError(f"repository path {v!r} must be absolute")
+    def _not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("repository path must not be empty")
         return v
 
 

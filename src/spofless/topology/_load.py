@@ -198,6 +198,13 @@ class _Resolver:
                     self.problem(
                         ("entry", j), f"unknown component '{name}'{suggest(name, raw_components)}"
                     )
+        if top.objectives is not None and self.entry_valid:
+            for name in top.objectives.entry:
+                if name not in top.entry:
+                    self.problem(
+                        ("objectives", "entry", name),
+                        f"'{name}' is not an entry component (entry: {', '.join(top.entry)})",
+                    )
         check_references(components, raw_components, top.regions, self.problem)
         check_cycles(components, self.problem)
         check_ports(hosts, components, instances, self.problem)

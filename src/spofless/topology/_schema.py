@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -28,6 +29,22 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 # Names become element names (`host:<name>`) and file names under the state dir.
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=63)]
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(value: object) -> object:
+    """`14d` -> 1209600.0 seconds; numbers pass through as seconds."""
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if not m:
+            raise ValueError(f"duration {value!r} is not <number><s|m|h|d|w>, e.g. 14d")
+        return float(m.group(1)) * _UNIT[m.group(2)]
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
 
 class Strict(BaseModel):
@@ -235,6 +252,30 @@ class SecuritySpec(Strict):
     tls: bool = True
 
 
+class Objective(Strict):
+    rto: Duration | None = None  # how long the system may be down after a failure
+    rpo: Duration | None = None  # how much of the latest acknowledged writes it may lose
+
+
+class Objectives(Objective):
+    """`objectives:`: the recovery objectives every entry component must meet (`check`
+    states what the design can meet and flags the rest); `entry:` sets them for one
+    entry component. Durations: `60s`, `5m`, 0.
+
+        objectives: {rto: 60s, rpo: 0, entry: {reports: {rto: 1h, rpo: 5m}}}
+    """
+
+    entry: dict[Name, Objective] = Field(default_factory=dict)
+
+    def of(self, component: str) -> Objective:
+        """The objectives of entry component `component` (its own over the system's)."""
+        own = self.entry.get(component)
+        return Objective(
+            rto=own.rto if own is not None and own.rto is not None else self.rto,
+            rpo=own.rpo if own is not None and own.rpo is not None else self.rpo,
+        )
+
+
 class TopologyFile(Strict):
     """The whole file, components still as raw mappings (validated by kind later)."""
 
@@ -248,3 +289,4 @@ class TopologyFile(Strict):
     entry: list[Name] = Field(min_length=1)
     lab: LabSpec = LabSpec()
     security: SecuritySpec = SecuritySpec()
+    objectives: Objectives | None = None

@@ -1,0 +1,172 @@
+"""`spofless up` with `backup:`: every member archives through the agent's WAL relay
+(PostgreSQL as `postgres` reaches neither the interpreter, nor the key, nor the
+repository), a scheduler beside each member takes the scheduled backup from a
+replica, and `status` shows the newest backup and its age."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from pg_cluster import require_postgres_and_etcd
+from stack_fixtures import StackRun, stack_run, wait_for
+from test_stack_postgres import auth, postgres_topology, primary_of, settled
+
+from spofless.backup import backup_config
+from spofless.topology import load_topology
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def backup_stack() -> Iterator[tuple[StackRun, Path]]:
+    require_postgres_and_etcd()
+    if os.geteuid() != 0:
+        pytest.skip("the WAL relay serves PostgreSQL running as another OS user: needs root")
+    base = Path(tempfile.mkdtemp(prefix="spofless-stack-backup-"))
+    base.chmod(0o755)
+    try:
+        topology, _ = postgres_topology(base / "shop.yaml")
+        key = base / "backup.key"
+        key.write_bytes(os.urandom(32))
+        key.chmod(0o600)
+        repo = base / "repo"
+        repo.mkdir(mode=0o700)
+        text = topology.read_text().replace(
+            "    loop_wait: 0.5\n",
+            "    loop_wait: 0.5\n"
+            "    backup:\n"
+            f"      repositories: [{{type: fs, path: {repo}}}]\n"
+            f"      encryption: {{key_file: {key}}}\n"
+            "      schedule: {incremental: '* * * * *'}\n",
+            1,
+        )
+        topology.write_text(text)
+        with stack_run(topology, base / "state") as run:
+            yield run, topology
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _schedulers(run: StackRun) -> list[dict[str, Any]]:
+    return [i for i in run.status()["instances"] if i["component"] == "db-backup"]
+
+
+def test_up_archives_through_the_relay_and_backs_up_on_schedule(
+    backup_stack: tuple[StackRun, Path],
+) -> None:
+    run, topology = backup_stack
+    up = run.cli("up", "--detach", "--wait", "--timeout", "120", timeout=180)
+    assert up.returncode == 0, up.stdout + up.stderr
+    db = wait_for("one primary and two replicas", lambda: settled(run), timeout=90)
+    assert len(_schedulers(run)) == 3
+
+    # Archiving through the relay: a switched segment reaches the repository.
+    primary = primary_of(db)
+    with psycopg.connect(primary["dsn"], autocommit=True, **auth(run)) as conn:
+        conn.execute("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
+        row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+        assert row is not None
+        name = str(row[0])
+
+        def archived() -> bool:
+            r = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+            return r is not None and r[0] is not None and r[0] >= name
+
+        wait_for(f"{name} archived", archived, timeout=60)
+    store = backup_config(load_topology(topology)).stores[0]
+    assert name in store.wal_names()
+
+    # The scheduler beside a replica took the backup; status shows it and its age.
+    def noted() -> list[str] | None:
+        notes = [str(i.get("backup")) for i in _schedulers(run)]
+        return notes if all("last backup" in n for n in notes) else None
+
+    notes = wait_for("a scheduled backup shown in status", noted, timeout=150)
+    assert all("ago" in n and "STALE" not in n for n in notes), notes
+    # From a replica (the first backup may copy from the primary while the replicas
+    # were still being cloned; the next minute's is a replica's).
+    replicas = {i["name"] for i in db.values() if i["role"] == "replica"}
+    wait_for(
+        "a backup copied from a replica",
+        lambda: any(m.source in replicas for m in store.manifests()),
+        timeout=150,
+    )
+    manifests = store.manifests()
+    table = run.cli("status")
+    assert "last backup" in table.stdout, table.stdout
+
+    listing = subprocess.run(
+        [sys.executable, "-m", "spofless", "backup", "list", str(topology)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listing.returncode == 0 and manifests[0].label in listing.stdout
+
+
+def _count(dsn: str, run: StackRun) -> int:
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=5, **auth(run)) as conn:
+        row = conn.execute("SELECT count(*) FROM t").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def test_every_member_lost_restore_as_a_new_cluster_then_up(
+    backup_stack: tuple[StackRun, Path],
+) -> None:
+    run, topology = backup_stack
+    up = run.cli("up", "--detach", "--wait", "--timeout", "120", timeout=180)
+    assert up.returncode == 0, up.stdout + up.stderr
+    db = wait_for("one primary and two replicas", lambda: settled(run), timeout=90)
+    primary = primary_of(db)
+    with psycopg.connect(primary["dsn"], autocommit=True, **auth(run)) as conn:
+        conn.execute("CREATE TABLE t (v int)")
+        conn.execute("INSERT INTO t SELECT generate_series(1, 100)")
+        took = subprocess.run(
+            [sys.executable, "-m", "spofless", "backup", str(topology), "--full"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert took.returncode == 0, took.stdout + took.stderr
+        conn.execute("INSERT INTO t SELECT generate_series(101, 150)")
+        row = conn.execute(
+            "SELECT pg_walfile_name(pg_switch_wal()), timeline_id FROM pg_control_checkpoint()"
+        ).fetchone()
+        assert row is not None
+        name, old_timeline = str(row[0]), int(row[1])
+
+        def archived() -> bool:
+            r = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+            return r is not None and r[0] is not None and r[0] >= name
+
+        wait_for(f"{name} archived", archived, timeout=60)
+    down = run.cli("down", timeout=120)
+    assert down.returncode == 0, down.stdout + down.stderr
+    # Every server's data (and etcd's) is lost; the repository and the secrets are not.
+    shutil.rmtree(run.state_dir / "data")
+
+    restored = run.cli("restore", "--target", "latest", "--as-cluster", timeout=600)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert "as a new cluster of db" in restored.stdout
+    # Again: refused while the members' directories exist, nothing changed.
+    again = run.cli("restore", "--target", "latest", "--as-cluster", timeout=120)
+    assert again.returncode == 2 and "exists" in again.stderr
+
+    up = run.cli("up", "--detach", "--wait", "--timeout", "120", timeout=180)
+    assert up.returncode == 0, up.stdout + up.stderr
+    db = wait_for("the new cluster: a primary and two replicas", lambda: settled(run), timeout=120)
+    primary = primary_of(db)
+    assert primary["timeline"] > old_timeline
+    assert _count(primary["dsn"], run) == 150
+    for member in db.values():
+        wait_for(f"{member['name']} has every row", lambda m=member: _count(m["dsn"], run) == 150)
