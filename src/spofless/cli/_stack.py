@@ -6,10 +6,14 @@ import contextlib
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from spofless.cli._root import main, topology_of
+
+if TYPE_CHECKING:
+    from spofless.analysis import Report
 
 
 @main.command()
@@ -32,17 +36,45 @@ from spofless.cli._root import main, topology_of
 def check(file: str, max_order: int, fmt: str) -> None:
     """Find every single point of failure of FILE and its exact availability.
 
+    With `kind: monitor` components, the alerting path (the monitors and the
+    etcd they claim alerts in) is checked too: a single monitor is a single
+    point of failure of the alerting path.
+
     Exit status: 0 with no single point of failure, 1 with at least one,
     2 when FILE is not a valid topology.
     """
     from spofless.analysis import analyze, render
+    from spofless.monitor import alerting_path
 
-    report = analyze(topology_of(file), max_order=max_order)
+    topology = topology_of(file)
+    report = analyze(topology, max_order=max_order)
     # The terminal's width on a terminal; piped, a fixed width that reads well in logs.
     width = shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else 100
     # click.echo drops the colours when stdout is not a terminal.
     click.echo(render(report, fmt, color=True, width=width), nl=False)
-    sys.exit(0 if report.ok else 1)
+    ok = report.ok
+    alerting = alerting_path(topology)
+    if alerting is not None:
+        path = analyze(alerting, max_order=1)
+        ok = ok and path.ok
+        if fmt == "text":
+            click.echo(_alerting_text(path))
+        else:
+            click.echo(f"alerting path: {len(path.spofs)} single point(s) of failure", err=True)
+            for spof in path.spofs:
+                click.echo(f"  {spof.element}: {spof.reason}", err=True)
+    sys.exit(0 if ok else 1)
+
+
+def _alerting_text(path: Report) -> str:
+    """The alerting path's verdict, after the serving path's report."""
+    if path.ok:
+        return "\nalerting path (monitors and their etcd): ✓ no single point of failure"
+    lines = [
+        f"\nalerting path (monitors and their etcd): ✗ {len(path.spofs)} single point(s) of failure"
+    ]
+    lines += [f"  {s.element}  {s.reason}" for s in path.spofs]
+    return "\n".join(lines)
 
 
 _state_dir_option = click.option(
