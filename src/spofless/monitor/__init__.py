@@ -14,7 +14,25 @@ from spofless.monitor._alerts import (
 )
 from spofless.monitor._claim import ClaimDecision, ClaimRecord, ClaimStore, Verdict, decide
 from spofless.monitor._flap import FlapDamper, FlapVerdict
+from spofless.monitor._history import Event, History, read_events
 from spofless.monitor._live import LiveAnalysis, Margin, alerting_path, live_analysis
+from spofless.monitor._probe import Observation, Target, probe, targets
+from spofless.monitor._receivers import (
+    Group,
+    SecretError,
+    Sender,
+    group_notifications,
+    plain_body,
+    webhook_body,
+)
+from spofless.monitor._service import (
+    Monitor,
+    MonitorSettings,
+    history_path,
+    monitor_settings,
+    run_monitor,
+)
+from spofless.monitor._state import LiveState
 
 __all__ = [
     "Alert",
@@ -22,15 +40,34 @@ __all__ = [
     "ClaimDecision",
     "ClaimRecord",
     "ClaimStore",
+    "Event",
     "FlapDamper",
     "FlapVerdict",
+    "Group",
+    "History",
     "LiveAnalysis",
+    "LiveState",
     "Margin",
+    "Monitor",
+    "MonitorSettings",
     "Notification",
+    "Observation",
+    "SecretError",
+    "Sender",
+    "Target",
     "Verdict",
     "alerting_path",
     "decide",
+    "group_notifications",
+    "history_path",
     "live_analysis",
+    "monitor_settings",
+    "plain_body",
+    "probe",
+    "read_events",
     "redundancy_alerts",
+    "run_monitor",
     "severity_of",
+    "targets",
+    "webhook_body",
 ]

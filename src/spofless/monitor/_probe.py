@@ -1,0 +1,185 @@
+"""How the monitor looks at each instance: the part's own status API, as an operator would.
+
+    targets(topology) -> [Target]           every instance the monitor can watch
+    probe(target, bound) -> Observation     one look, bounded by `bound` seconds, never raises
+
+Per kind:
+
+    etcd           GET /health on its client port ("health":"true": a member in quorum)
+    postgres       GET /status on its agent's API: the writable leader or a streaming
+                   replica is up; a replica that runs but does not stream is
+                   `not streaming` (down for the analysis); a member cloning, rewinding
+                   or recovering is `catching up` (down for the analysis, not failed)
+    load_balancer  its admin /status, else a connect (spofless.stack's own check)
+    service        its `health:` check, else a connect
+    dns            a query for one of its records over UDP: an answer with addresses
+    monitor        GET /status of the other monitors
+
+Instances with nothing to look at (analysis-only kinds, no port) are not
+targets: the monitor takes them to be up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+
+from spofless.health import run_check
+from spofless.stack import instance_health
+from spofless.topology import (
+    DnsComponent,
+    HealthCheck,
+    Instance,
+    MonitorComponent,
+    PostgresComponent,
+    Topology,
+)
+
+State = Literal["up", "down", "catching up", "not streaming"]
+# A PostgreSQL agent's states while it brings its member back (spofless.pg).
+CATCHING_UP = frozenset(
+    {"starting", "bootstrapping", "cloning", "rewinding", "re-cloning", "recovering"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One instance to watch and how."""
+
+    instance: Instance
+    how: Literal["check", "postgres", "dns", "monitor"]
+    ip: str
+    port: int
+    check: HealthCheck | None = None
+    dns_name: str | None = None  # dns: the name asked
+
+    @property
+    def name(self) -> str:
+        return self.instance.name
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One look at one instance."""
+
+    ok: bool
+    state: State
+    detail: str
+    definite: bool = False  # nothing listens: no need to wait for `fall` looks
+    facts: dict[str, Any] = field(default_factory=dict)  # role, leader, lag, ...
+    at: float = 0.0
+
+
+def targets(topology: Topology) -> list[Target]:
+    out: list[Target] = []
+    for inst in topology.all_instances():
+        target = _target(topology, inst)
+        if target is not None:
+            out.append(target)
+    return out
+
+
+def _target(topology: Topology, inst: Instance) -> Target | None:
+    comp = topology.components[inst.component]
+    ip = topology.hosts[inst.host].address if inst.host is not None else "127.0.0.1"
+    if isinstance(comp, PostgresComponent):
+        if comp.api_port is None:
+            return None
+        return Target(inst, "postgres", ip, comp.api_port + inst.index)
+    if isinstance(comp, MonitorComponent):
+        if comp.port is None:
+            return None
+        return Target(inst, "monitor", ip, comp.port + inst.index)
+    if isinstance(comp, DnsComponent) and comp.port is not None and comp.zone and comp.records:
+        owner = next(iter(comp.records))
+        zone = comp.zone.rstrip(".")
+        name = f"{zone}." if owner == "@" else f"{owner}.{zone}."
+        return Target(inst, "dns", ip, comp.port + inst.index, dns_name=name)
+    health = instance_health(topology, inst)
+    if health is None or health.port == 0:
+        return None
+    return Target(inst, "check", health.ip, health.port, check=health.check)
+
+
+async def probe(target: Target, bound: float) -> Observation:
+    """Look at `target` once; every wait is bounded by `bound` seconds."""
+    timeout = bound
+    try:
+        async with asyncio.timeout(timeout):
+            if target.how == "postgres":
+                return _postgres(await _get_json(target, "/status", timeout))
+            if target.how == "monitor":
+                body = await _get_json(target, "/status", timeout)
+                return Observation(True, "up", "answers", facts={"monitor": body})
+            if target.how == "dns":
+                return await _dns(target, timeout)
+            assert target.check is not None
+            spec = target.check.model_copy(update={"timeout": timeout})
+            result = await run_check(spec, target.ip, target.port)
+            state: State = "up" if result.ok else "down"
+            return Observation(result.ok, state, result.detail, result.definite)
+    except TimeoutError:
+        return Observation(False, "down", f"no answer within {timeout:g}s")
+    except (OSError, httpx.TransportError) as exc:
+        refused = isinstance(exc, ConnectionRefusedError | httpx.ConnectError)
+        return Observation(False, "down", _short(exc), definite=refused)
+    except (ValueError, httpx.HTTPStatusError) as exc:
+        return Observation(False, "down", _short(exc))
+
+
+async def _get_json(target: Target, path: str, bound: float) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=bound, trust_env=False) as client:
+        resp = await client.get(f"http://{target.ip}:{target.port}{path}")
+    body = json.loads(resp.text)
+    if not isinstance(body, dict):
+        raise ValueError(f"{path} answered {type(body).__name__}, not an object")
+    return body
+
+
+def _postgres(body: dict[str, Any]) -> Observation:
+    """An agent's /status: up when it does its job (spofless.pg's `healthy`)."""
+    state = str(body.get("state", ""))
+    role = body.get("role")
+    facts = {
+        "role": role,
+        "leader": bool(body.get("leader")),
+        "lag": body.get("lag"),
+        "state": state,
+        "degraded": bool(body.get("degraded")),
+    }
+    running = bool(body.get("running")) and state != "failed"
+    if running and role == "primary" and body.get("leader"):
+        return Observation(True, "up", "the writable leader", facts=facts)
+    if running and role == "replica" and body.get("streaming"):
+        return Observation(True, "up", "streaming", facts=facts)
+    if state in CATCHING_UP:
+        return Observation(False, "catching up", state, facts=facts)
+    if running and role == "replica":
+        reason = body.get("reason") or "not streaming"
+        return Observation(False, "not streaming", str(reason), facts=facts)
+    return Observation(False, "down", str(body.get("reason") or state or "stopped"), facts=facts)
+
+
+async def _dns(target: Target, bound: float) -> Observation:
+    import dns.asyncquery
+    import dns.message
+    import dns.rcode
+    import dns.rdatatype
+
+    assert target.dns_name is not None
+    query = dns.message.make_query(target.dns_name, dns.rdatatype.A)
+    answer = await dns.asyncquery.udp(query, target.ip, timeout=bound, port=target.port)
+    if answer.rcode() != dns.rcode.NOERROR:
+        return Observation(False, "down", f"{target.dns_name} answered {answer.rcode()!r}")
+    addresses = [str(r) for rrset in answer.answer for r in rrset]
+    if not addresses:
+        return Observation(False, "down", f"no address for {target.dns_name}")
+    return Observation(True, "up", f"{target.dns_name} -> {', '.join(addresses)}")
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
