@@ -33,7 +33,8 @@ class WebhookSink:
 
     url: str = ""
     received: list[Received] = field(default_factory=list)
-    # Called with each body before answering; returning a number sleeps that long first.
+    # Called with each body before answering; a number > 0 sleeps that long first, < 0
+    # drops the request (no answer, not recorded).
     hold: Callable[[dict[str, Any]], float] = lambda body: 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -56,6 +57,9 @@ def webhook_sink() -> Iterator[WebhookSink]:
             length = int(self.headers.get("Content-Length", "0"))
             body = json.loads(self.rfile.read(length) or b"{}")
             delay = sink.hold(body)
+            if delay < 0:  # dropped: never answered, not counted
+                self.close_connection = True
+                return
             if delay:
                 time.sleep(delay)
             with sink.lock:

@@ -32,7 +32,9 @@ components:
     instances: [node-1, node-2]
     needs: [etcd]
     port: {web}
-    run: python -m spofless.demo.app --host {{host}} --port {{port}} --data {{state_dir}}/r.jsonl --name web-{{index}}
+    run: >-
+      python -m spofless.demo.app --host {{host}} --port {{port}}
+      --data {{state_dir}}/r.jsonl --name web-{{index}}
     health: {{type: http, path: /healthz}}
   etcd:
     kind: etcd
@@ -123,9 +125,7 @@ def test_kill9_of_an_etcd_member_alerts_once_then_resolves(
     assert "etcd/1 is down" in out.stdout
     assert "instance:etcd/0 is now a single point of failure" in out.stdout
     # The federated metrics carry the live-SPOF gauge.
-    with urllib.request.urlopen(
-        f"http://127.0.0.1:{monitor_port}/metrics", timeout=2
-    ) as resp:
+    with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port}/metrics", timeout=2) as resp:
         metrics = resp.read().decode()
     assert "spofless_monitor_live_spofs 0.0" in metrics
     assert 'spofless_monitor_margin{component="web"} 2.0' in metrics

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,7 @@ class _Pending:
     due: float
     claimed: int = 0  # the claim's revision once claimed
     send: bool = True
-    history: list[str] = field(default_factory=list)
+    repeat: bool = False  # sent and still firing: looked at again for repeat_interval
 
 
 class Monitor:
@@ -141,7 +141,9 @@ class Monitor:
         self.live: LiveAnalysis | None = None
         self.book = AlertBook()
         self.alerts: dict[str, Alert] = {}
-        self.pending: dict[str, _Pending] = {}
+        # Per alert, its notifications in order: a resolution waits for its firing to be
+        # settled (sent, or found sent by another monitor), so none overtakes the other.
+        self.pending: dict[str, list[_Pending]] = {}
         self.vip_holders: dict[str, str | None] = {}
         self.server = StatusServer(self)
         self.last_look = 0.0
@@ -227,7 +229,7 @@ class Monitor:
                     margin=note.alert.margin,
                 )
             )
-            self.pending[note.alert.key] = _Pending(note, now + self.s.spec.group_wait)
+            self._enqueue(_Pending(note, now + self.s.spec.group_wait))
         self._wake.set()
 
     async def _vip_holders(self, now: float) -> list[Event]:
@@ -271,7 +273,8 @@ class Monitor:
         """Claim what is due, send what was claimed (grouped), mark it sent."""
         now = time.time()
         claimed: list[_Pending] = []
-        for key, p in list(self.pending.items()):
+        for key, queue in list(self.pending.items()):
+            p = queue[0]
             if p.due > now:
                 continue
             decision, revision = await self.claims.claim(p.note, now)
@@ -317,13 +320,26 @@ class Monitor:
                 # Left claimed: this or another monitor tries again once the claim expires.
                 p.due = done + self.s.spec.claim_ttl
 
+    def _enqueue(self, new: _Pending) -> None:
+        queue = [p for p in self.pending.get(new.note.alert.key, []) if not p.repeat]
+        last = queue[-1] if queue else None
+        if last is not None and last.claimed == 0 and last.note.status == new.note.status:
+            queue[-1] = new  # newer content of a notification nobody claimed yet
+        else:
+            queue.append(new)
+        self.pending[new.note.alert.key] = queue
+
     def _settled(self, key: str, p: _Pending, now: float) -> None:
-        if p.note.status == "firing" and key in self.book.firing:
+        queue = self.pending.get(key, [])
+        if p.note.status == "firing" and queue == [p] and key in self.book.firing:
             # Still firing: looked at again for the repeat interval.
+            p.repeat, p.claimed = True, 0
             p.due = now + min(REPEAT_CHECK, self.s.spec.repeat_interval)
             return
-        if self.pending.get(key) is p:
-            del self.pending[key]
+        if p in queue:
+            queue.remove(p)
+        if not queue:
+            self.pending.pop(key, None)
 
     # -- records -------------------------------------------------------------------
 
