@@ -96,9 +96,12 @@ class Mailbox:
 
 
 @contextlib.contextmanager
-def smtp_server() -> Iterator[Mailbox]:
-    """A real SMTP server (aiosmtpd) on 127.0.0.1 that keeps every message."""
+def smtp_server(login: tuple[str, str] | None = None) -> Iterator[Mailbox]:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 that keeps every message; with `login`,
+    it accepts AUTH with that user and password only."""
     from email import message_from_bytes
+
+    from aiosmtpd.smtp import AuthResult, LoginPassword
 
     box = Mailbox(port=free_port())
 
@@ -113,11 +116,25 @@ def smtp_server() -> Iterator[Mailbox]:
                         "subject": msg["Subject"],
                         "body": msg.get_payload(decode=True).decode(),
                         "at": time.time(),
+                        "authenticated": bool(session.authenticated),
                     }
                 )
             return "250 OK"
 
-    controller = Controller(Handler(), hostname="127.0.0.1", port=box.port)
+    def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, auth: Any) -> Any:
+        ok = (
+            login is not None
+            and isinstance(auth, LoginPassword)
+            and (auth.login.decode(), auth.password.decode()) == login
+        )
+        return AuthResult(success=ok)
+
+    extra: dict[str, Any] = {}
+    if login is not None:
+        # AUTH offered over plain TCP (loopback only); each message records whether its
+        # session logged in.
+        extra = {"authenticator": authenticate, "auth_require_tls": False}
+    controller = Controller(Handler(), hostname="127.0.0.1", port=box.port, **extra)
     controller.start()
     try:
         yield box
