@@ -54,7 +54,7 @@ def test_targets_are_what_has_a_status_to_look_at() -> None:
     got = {t.name: t for t in targets(shop())}
     assert set(got) == {"db/0", "db/1", "etcd/0", "etcd/1", "etcd/2", "monitor/0", "monitor/1"}
     assert (got["db/1"].how, got["db/1"].port) == ("postgres", 8009)
-    assert got["etcd/2"].port == 2381 and got["etcd/2"].check is not None
+    assert (got["etcd/2"].how, got["etcd/2"].port) == ("etcd", 2381)
     assert got["monitor/1"].how == "monitor"
 
 

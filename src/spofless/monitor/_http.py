@@ -123,6 +123,10 @@ class StatusServer:
             await writer.drain()
         except (TimeoutError, OSError, ValueError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # Shutting down mid-request: the connection just closes (a handler that ends
+            # cancelled is logged by asyncio as an error).
+            pass
         except asyncio.LimitOverrunError:
             writer.write(b"HTTP/1.1 431 Too Large\r\nContent-Length: 0\r\n\r\n")
         finally:

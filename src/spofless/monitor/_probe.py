@@ -5,7 +5,10 @@
 
 Per kind:
 
-    etcd           GET /health on its client port ("health":"true": a member in quorum)
+    etcd           POST /v3/maintenance/status on its client port: the member answers
+                   from its own state, without a consensus round, so a member stays up
+                   through a leader election (the analysis, not each member's /health,
+                   says when the cluster lost its quorum)
     postgres       GET /status on its agent's API: the writable leader or a streaming
                    replica is up; a replica that runs but does not stream is
                    `not streaming` (down for the analysis); a member cloning, rewinding
@@ -32,6 +35,7 @@ from spofless.health import run_check
 from spofless.stack import instance_health
 from spofless.topology import (
     DnsComponent,
+    EtcdComponent,
     HealthCheck,
     Instance,
     MonitorComponent,
@@ -51,7 +55,7 @@ class Target:
     """One instance to watch and how."""
 
     instance: Instance
-    how: Literal["check", "postgres", "dns", "monitor"]
+    how: Literal["check", "etcd", "postgres", "dns", "monitor"]
     ip: str
     port: int
     check: HealthCheck | None = None
@@ -94,6 +98,10 @@ def _target(topology: Topology, inst: Instance) -> Target | None:
         if comp.port is None:
             return None
         return Target(inst, "monitor", ip, comp.port + inst.index)
+    if isinstance(comp, EtcdComponent):
+        if comp.port is None:
+            return None
+        return Target(inst, "etcd", ip, comp.port + inst.index)
     if isinstance(comp, DnsComponent) and comp.port is not None and comp.zone and comp.records:
         owner = next(iter(comp.records))
         zone = comp.zone.rstrip(".")
@@ -112,6 +120,8 @@ async def probe(target: Target, bound: float) -> Observation:
         async with asyncio.timeout(timeout):
             if target.how == "postgres":
                 return _postgres(await _get_json(target, "/status", timeout))
+            if target.how == "etcd":
+                return _etcd(await _post_json(target, "/v3/maintenance/status", bound))
             if target.how == "monitor":
                 body = await _get_json(target, "/status", timeout)
                 return Observation(True, "up", "answers", facts={"monitor": body})
@@ -138,6 +148,28 @@ async def _get_json(target: Target, path: str, bound: float) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ValueError(f"{path} answered {type(body).__name__}, not an object")
     return body
+
+
+async def _post_json(target: Target, path: str, bound: float) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=bound, trust_env=False) as client:
+        resp = await client.post(f"http://{target.ip}:{target.port}{path}", content=b"{}")
+    resp.raise_for_status()
+    body = json.loads(resp.text)
+    if not isinstance(body, dict):
+        raise ValueError(f"{path} answered {type(body).__name__}, not an object")
+    return body
+
+
+def _etcd(body: dict[str, Any]) -> Observation:
+    """A member's status: up when it answers; whether it is the leader, and whether it
+    knows one."""
+    member = str(body.get("header", {}).get("member_id", ""))
+    leader = str(body.get("leader", "0"))
+    facts = {"etcd_leader": member != "" and member == leader, "has_leader": leader != "0"}
+    errors = body.get("errors") or []
+    if errors:
+        return Observation(False, "down", "; ".join(map(str, errors)), facts=facts)
+    return Observation(True, "up", "leader" if facts["etcd_leader"] else "member", facts=facts)
 
 
 def _postgres(body: dict[str, Any]) -> Observation:

@@ -30,7 +30,7 @@ from spofless.monitor._claim import ClaimStore, Verdict
 from spofless.monitor._flap import FlapDamper
 from spofless.monitor._history import Event, History
 from spofless.monitor._http import StatusServer
-from spofless.monitor._live import LiveAnalysis, live_analysis
+from spofless.monitor._live import LiveAnalysis, alerting_path, live_analysis
 from spofless.monitor._probe import Target, probe, targets
 from spofless.monitor._receivers import Sender, group_notifications
 from spofless.monitor._state import LiveState
@@ -138,6 +138,12 @@ class Monitor:
         ]
         self.history = History(settings.history_path, spec.max_events)
         self.baseline = live_analysis(settings.topology, (), spec.max_order)
+        # The alerting path (the monitors and their etcd) has its own margin: a lost
+        # monitor alerts before the last one is gone.
+        self.path = alerting_path(settings.topology)
+        self.path_baseline = (
+            live_analysis(self.path, (), spec.max_order) if self.path is not None else None
+        )
         self.live: LiveAnalysis | None = None
         self.book = AlertBook()
         self.alerts: dict[str, Alert] = {}
@@ -218,6 +224,14 @@ class Monitor:
                 )
             )
         self.alerts = redundancy_alerts(self.baseline, self.live, self.s.topology)
+        if self.path is not None and self.path_baseline is not None:
+            path_live = live_analysis(self.path, down, self.s.spec.max_order)
+            told = {e for a in self.alerts.values() for e in a.down}
+            for key, alert in redundancy_alerts(self.path_baseline, path_live, self.path).items():
+                # Only what the serving path's alerts do not already say (a lost etcd
+                # member shrinks both: one alert).
+                if not set(alert.down) <= told:
+                    self.alerts.setdefault(key, alert)
         for note in self.book.update(self.alerts, now):
             logger.info("%s: %s %s: %s", self.s.me, note.status, note.alert.key, note.alert.summary)
             self._record(
@@ -299,13 +313,18 @@ class Monitor:
                 what = f"{group.status} {', '.join(n.alert.key for n in group.notes)}"
                 if ok:
                     self._record(
-                        self._event("notification_sent", sender.name, "info", f"sent {what}")
+                        self._event(
+                            "notification_sent", sender.name, "info", f"{sender.name}: sent {what}"
+                        )
                     )
                 else:
                     delivered = False
                     self._record(
                         self._event(
-                            "notification_failed", sender.name, "error", f"could not send {what}"
+                            "notification_failed",
+                            sender.name,
+                            "error",
+                            f"{sender.name}: could not send {what}",
                         )
                     )
         done = time.time()
