@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,47 @@ def test_check_reports_a_single_monitor_as_a_spof_of_the_alerting_path(tmp_path:
     result = CliRunner().invoke(main, ["check", str(two)])
     assert result.exit_code == 0, result.output
     assert "alerting path (monitors and their etcd): ✓" in result.output
+
+
+def test_monitor_and_events_commands_reject_bad_input(tmp_path: Path) -> None:
+    path = tmp_path / "shop.yaml"
+    path.write_text(text())
+    runner = CliRunner()
+    result = runner.invoke(main, ["monitor", str(path), "--component", "web", "--instance", "0"])
+    assert result.exit_code == 2
+    assert "no monitor component 'web'; web is kind service" in result.output
+    result = runner.invoke(
+        main, ["monitor", str(path), "--component", "monitor", "--instance", "5"]
+    )
+    assert result.exit_code == 2 and "monitor has instances 0..1, not 5" in result.output
+    result = runner.invoke(main, ["events", str(path), "--state-dir", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "no monitor history under" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_events_lists_what_monitors_recorded(tmp_path: Path) -> None:
+    from spofless.monitor import Event, History, history_path
+
+    path = tmp_path / "shop.yaml"
+    path.write_text(text())
+    for i, at in ((0, 2.0), (1, 1.0)):
+        h = History(history_path(tmp_path / "state", "monitor", i), max_events=100)
+        h.record(Event(at, f"monitor/{i}", "instance_down", "etcd/1", "warning", f"seen by {i}"))
+        h.close()
+    result = CliRunner().invoke(
+        main, ["events", str(path), "--state-dir", str(tmp_path / "state"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert [e["message"] for e in lines] == ["seen by 1", "seen by 0"]
+
+
+def test_history_is_bounded(tmp_path: Path) -> None:
+    from spofless.monitor import Event, History
+
+    h = History(tmp_path / "h.sqlite", max_events=100)
+    for i in range(450):
+        h.record(Event(float(i), "m/0", "k", "s", "info", str(i)))
+    h.trim()
+    assert h.count() == 100
+    h.close()
