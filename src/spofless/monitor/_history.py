@@ -66,6 +66,9 @@ class History:
         self.max_events = max_events
         self._db = sqlite3.connect(path, timeout=5.0)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # No fsync per event (WAL stays consistent; a power cut may lose the last few):
+        # a slow disk must not stall the loop that looks at the system.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._inserts = 0
 

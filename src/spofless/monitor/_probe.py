@@ -1,7 +1,7 @@
 """How the monitor looks at each instance: the part's own status API, as an operator would.
 
     targets(topology) -> [Target]           every instance the monitor can watch
-    probe(target, bound) -> Observation     one look, bounded by `bound` seconds, never raises
+    probe(target, bound, client) -> Observation   one look, bounded by `bound` seconds, never raises
 
 Per kind:
 
@@ -113,17 +113,23 @@ def _target(topology: Topology, inst: Instance) -> Target | None:
     return Target(inst, "check", health.ip, health.port, check=health.check)
 
 
-async def probe(target: Target, bound: float) -> Observation:
+def http_client() -> httpx.AsyncClient:
+    """One client for every look (each new client builds a TLS context: costly at 5 Hz).
+    Plain HTTP on the parts' own ports; no proxy from the environment."""
+    return httpx.AsyncClient(trust_env=False, limits=httpx.Limits(max_keepalive_connections=0))
+
+
+async def probe(target: Target, bound: float, client: httpx.AsyncClient) -> Observation:
     """Look at `target` once; every wait is bounded by `bound` seconds."""
     timeout = bound
     try:
         async with asyncio.timeout(timeout):
             if target.how == "postgres":
-                return _postgres(await _get_json(target, "/status", timeout))
+                return _postgres(await _get_json(client, target, "/status", timeout))
             if target.how == "etcd":
-                return _etcd(await _post_json(target, "/v3/maintenance/status", bound))
+                return _etcd(await _post_json(client, target, "/v3/maintenance/status", bound))
             if target.how == "monitor":
-                body = await _get_json(target, "/status", timeout)
+                body = await _get_json(client, target, "/status", timeout)
                 return Observation(True, "up", "answers", facts={"monitor": body})
             if target.how == "dns":
                 return await _dns(target, timeout)
@@ -141,18 +147,21 @@ async def probe(target: Target, bound: float) -> Observation:
         return Observation(False, "down", _short(exc))
 
 
-async def _get_json(target: Target, path: str, bound: float) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=bound, trust_env=False) as client:
-        resp = await client.get(f"http://{target.ip}:{target.port}{path}")
+async def _get_json(
+    client: httpx.AsyncClient, target: Target, path: str, bound: float
+) -> dict[str, Any]:
+    resp = await client.get(f"http://{target.ip}:{target.port}{path}", timeout=bound)
     body = json.loads(resp.text)
     if not isinstance(body, dict):
         raise ValueError(f"{path} answered {type(body).__name__}, not an object")
     return body
 
 
-async def _post_json(target: Target, path: str, bound: float) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=bound, trust_env=False) as client:
-        resp = await client.post(f"http://{target.ip}:{target.port}{path}", content=b"{}")
+async def _post_json(
+    client: httpx.AsyncClient, target: Target, path: str, bound: float
+) -> dict[str, Any]:
+    url = f"http://{target.ip}:{target.port}{path}"
+    resp = await client.post(url, content=b"{}", timeout=bound)
     resp.raise_for_status()
     body = json.loads(resp.text)
     if not isinstance(body, dict):

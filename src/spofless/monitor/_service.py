@@ -31,7 +31,7 @@ from spofless.monitor._flap import FlapDamper
 from spofless.monitor._history import Event, History
 from spofless.monitor._http import StatusServer
 from spofless.monitor._live import LiveAnalysis, alerting_path, live_analysis
-from spofless.monitor._probe import Target, probe, targets
+from spofless.monitor._probe import Target, http_client, probe, targets
 from spofless.monitor._receivers import Sender, group_notifications
 from spofless.monitor._state import LiveState
 from spofless.topology import (
@@ -152,6 +152,7 @@ class Monitor:
         self.pending: dict[str, list[_Pending]] = {}
         self.vip_holders: dict[str, str | None] = {}
         self.server = StatusServer(self)
+        self.http = http_client()
         self.last_look = 0.0
         self._wake = asyncio.Event()
 
@@ -183,13 +184,14 @@ class Monitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await delivery
             await self.server.close()
+            await self.http.aclose()
             await self.store.close()
             self.history.close()
 
     async def look_once(self) -> None:
         """Look at every instance once, fold the looks in, re-analyse on a change."""
         bound = self.s.spec.probe_timeout
-        looks = await asyncio.gather(*(probe(t, bound) for t in self.targets))
+        looks = await asyncio.gather(*(probe(t, bound, self.http) for t in self.targets))
         now = time.time()
         self.last_look = now
         events: list[Event] = []
