@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from spofless.monitor import (
     AlertBook,
     FlapDamper,
@@ -147,3 +149,43 @@ def test_grouping_by_labels() -> None:
     (one,) = group_notifications(notes, ["alertname"])
     assert one.labels == {"alertname": "RedundancyLost"} and len(one.notes) == 2
     assert base.margins["db"].failures == 2
+
+
+VIP = """\
+name: shop
+hosts:
+  h1: {}
+  h2: {}
+components:
+  lb:
+    kind: load_balancer
+    instances: [h1, h2]
+    port: 8000
+    routes: [{to: web}]
+    vip: {address: 10.0.0.9/24}
+  web: {kind: service, instances: [h1, h2], port: 8100}
+  etcd: {kind: etcd, instances: [h1, h2, h1], port: 2379, peer_port: 2479, min_up: majority}
+  monitor: {kind: monitor, instances: [h1, h2], port: 9600}
+entry: [lb]
+"""
+
+
+async def test_a_vip_hand_over_is_an_event(tmp_path: Path) -> None:
+    from spofless.dcs import MemoryStore
+    from spofless.monitor import Monitor, monitor_settings
+    from spofless.topology import vip_claim_key
+    from spofless.vip import Claim
+
+    t = load_topology_text(VIP)
+    store = MemoryStore()
+    monitor = Monitor(monitor_settings(t, "monitor", 0, tmp_path), store=store)
+    key = vip_claim_key(t, "lb")
+    await store.put(key, Claim("lb/0", "holding").encode())
+    assert await monitor._vip_holders(1.0) == []  # the first holder seen: no hand-over
+    await store.put(key, Claim("lb/1", "pending").encode())
+    await store.put(key, Claim("lb/1", "holding").encode())
+    (event,) = await monitor._vip_holders(2.0)
+    assert event.kind == "vip_handover"
+    assert event.data == {"old": "lb/0", "new": "lb/1"}
+    assert monitor.status_json()["vip_holders"] == {"lb": "lb/1"}
+    monitor.history.close()
