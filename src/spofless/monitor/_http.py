@@ -1,5 +1,8 @@
-"""The monitor's read-only HTTP API.
+"""The monitor's read-only HTTP API and its dashboard.
 
+    GET /          the live dashboard (spofless.dashboard)
+    GET /stream    server-sent events: /status's JSON at every change
+    GET /graph     the topology as Cytoscape.js elements
     GET /status    JSON: every instance's state, the live analysis, firing alerts
     GET /metrics   Prometheus text: the whole system's live state from one endpoint
                    (spofless_monitor_instance_up per instance, spofless_monitor_live_spof
@@ -7,21 +10,28 @@
                    availability), so one scrape and one alerting rule
                    (`spofless_monitor_live_spofs > 0`) cover the system
 
-One request per connection; the request head is read within READ_TIMEOUT.
+One request per connection; the request head is read within READ_TIMEOUT. With
+a token (required beyond loopback), every request carries `Authorization: Bearer
+<token>` or `?token=<token>` (a browser's EventSource cannot send a header); without
+it the answer is 401. Nothing here changes anything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from spofless import dashboard
 
 if TYPE_CHECKING:
     from spofless.monitor._service import Monitor
@@ -30,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 READ_TIMEOUT = 5.0
 MAX_HEAD = 8192
+HEARTBEAT = 10.0  # a /stream comment this often when nothing changes
+MAX_STREAMS = 32  # dashboards open at once
 
 
 class _LiveCollector(Collector):
@@ -93,6 +105,9 @@ class StatusServer:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_LiveCollector(monitor))
         self._server: asyncio.Server | None = None
+        self._changed = asyncio.Event()
+        self.version = 0
+        self.streams = 0
 
     async def start(self, host: str, port: int) -> None:
         self._server = await asyncio.start_server(self._serve, host, port)
@@ -109,12 +124,43 @@ class StatusServer:
                 async with asyncio.timeout(2.0):
                     await self._server.wait_closed()
 
+    def publish(self) -> None:
+        """Something changed: every open /stream gets the new status."""
+        self.version += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _authorized(self, head: str, query: str) -> bool:
+        token = self.monitor.s.token
+        if token is None:
+            return True
+        for line in head.split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "authorization" and hmac.compare_digest(
+                value.strip(), f"Bearer {token}"
+            ):
+                return True
+        given = parse_qs(query).get("token", [""])[0]
+        return hmac.compare_digest(given, token)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             async with asyncio.timeout(READ_TIMEOUT):
-                head = await reader.readuntil(b"\r\n\r\n")
-            method, target, *_ = head[:MAX_HEAD].decode("latin-1").split(" ", 2)
-            status, ctype, body = self.route(method, target.split("?", 1)[0])
+                raw = await reader.readuntil(b"\r\n\r\n")
+            head = raw[:MAX_HEAD].decode("latin-1")
+            method, target, *_ = head.split(" ", 2)
+            path, _, query = target.partition("?")
+            if not self._authorized(head, query):
+                status, ctype, body = (
+                    "401 Unauthorized",
+                    "text/plain",
+                    b"a bearer token is needed\n",
+                )
+            elif path == "/stream" and method == "GET":
+                await self._stream(writer)
+                return
+            else:
+                status, ctype, body = self.route(method, path)
             writer.write(
                 f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
@@ -132,12 +178,48 @@ class StatusServer:
         finally:
             writer.close()
 
+    async def _stream(self, writer: asyncio.StreamWriter) -> None:
+        """Server-sent events: the status now, then at every change, a comment every
+        HEARTBEAT so that a dead client is noticed; at most MAX_STREAMS at once."""
+        if self.streams >= MAX_STREAMS:
+            writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+            return
+        self.streams += 1
+        try:
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Cache-Control: no-cache\r\nConnection: close\r\n\r\n"
+            )
+            while True:
+                changed = self._changed
+                data = json.dumps(self.monitor.status_json())
+                writer.write(f"data: {data}\n\n".encode())
+                async with asyncio.timeout(HEARTBEAT):
+                    await writer.drain()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(HEARTBEAT):
+                        await changed.wait()
+                        continue
+                writer.write(b": still here\n\n")
+        finally:
+            self.streams -= 1
+
     def route(self, method: str, path: str) -> tuple[str, str, bytes]:
         if method not in ("GET", "HEAD"):
             return "405 Method Not Allowed", "text/plain", b"read-only: GET or HEAD\n"
-        if path in ("/status", "/"):
+        if path == "/status":
             body: Any = self.monitor.status_json()
             return "200 OK", "application/json", json.dumps(body, indent=1).encode()
         if path == "/metrics":
             return "200 OK", "text/plain; version=0.0.4", generate_latest(self.registry)
+        if path == "/":
+            return "200 OK", "text/html; charset=utf-8", dashboard.page()
+        if path == "/graph":
+            elements = dashboard.graph_elements(self.monitor.s.topology)
+            return "200 OK", "application/json", json.dumps(elements).encode()
+        if path.startswith("/static/"):
+            data = dashboard.static_file(path.removeprefix("/static/"))
+            if data is not None:
+                ctype = "text/javascript" if path.endswith(".js") else "text/plain"
+                return "200 OK", ctype, data
         return "404 Not Found", "text/plain", f"no such endpoint {path}\n".encode()

@@ -60,6 +60,7 @@ class Target:
     port: int
     check: HealthCheck | None = None
     dns_name: str | None = None  # dns: the name asked
+    token: str | None = None  # monitor: the bearer token its API wants
 
     @property
     def name(self) -> str:
@@ -150,7 +151,9 @@ async def probe(target: Target, bound: float, client: httpx.AsyncClient) -> Obse
 async def _get_json(
     client: httpx.AsyncClient, target: Target, path: str, bound: float
 ) -> dict[str, Any]:
-    resp = await client.get(f"http://{target.ip}:{target.port}{path}", timeout=bound)
+    headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
+    url = f"http://{target.ip}:{target.port}{path}"
+    resp = await client.get(url, timeout=bound, headers=headers)
     body = json.loads(resp.text)
     if not isinstance(body, dict):
         raise ValueError(f"{path} answered {type(body).__name__}, not an object")

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import ipaddress
 import logging
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +35,10 @@ from spofless.monitor._history import Event, History
 from spofless.monitor._http import StatusServer
 from spofless.monitor._live import LiveAnalysis, alerting_path, live_analysis
 from spofless.monitor._probe import Target, http_client, probe, targets
-from spofless.monitor._receivers import Sender, group_notifications
+from spofless.monitor._receivers import Sender, group_notifications, read_secret
 from spofless.monitor._state import LiveState
 from spofless.topology import (
+    CannotRunError,
     LoadBalancerComponent,
     MonitorComponent,
     Topology,
@@ -43,12 +47,15 @@ from spofless.topology import (
     etcd_component,
     instance_at,
     vip_claim_key,
+    where,
 )
 
 logger = logging.getLogger(__name__)
 
 # Firing alerts already sent are looked up again this often, for `repeat_interval`.
 REPEAT_CHECK = 30.0
+# The latest events /status (and so the dashboard) lists.
+RECENT_EVENTS = 50
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class MonitorSettings:
     etcd_urls: tuple[str, ...]
     prefix: str  # of its group's keys in etcd
     history_path: Path
+    token: str | None = None  # every request to its API must carry it (beyond loopback)
 
     @property
     def me(self) -> str:
@@ -84,6 +92,12 @@ def monitor_settings(
     ip = topology.hosts[inst.host].address if inst.host is not None else "127.0.0.1"
     if port is None:
         port = spec.port + index if spec.port is not None else 0
+    token = read_secret(spec.token_file, spec.token_env, f"{component} API token")
+    if token is None and not ipaddress.ip_address(ip).is_loopback:
+        raise CannotRunError(
+            f"{where(topology, component)}: {component}/{index} listens on {ip}, beyond "
+            "loopback: give its API a bearer token with token_file or token_env"
+        )
     return MonitorSettings(
         topology=topology,
         component=component,
@@ -94,6 +108,7 @@ def monitor_settings(
         etcd_urls=etcd_client_urls(topology, etcd),
         prefix=f"/spofless/{topology.name}/monitor/{component}",
         history_path=history_path(state_dir, component, index),
+        token=token,
     )
 
 
@@ -111,7 +126,7 @@ class Monitor:
         self.s = settings
         spec = settings.spec
         self.targets: list[Target] = [
-            t for t in targets(settings.topology) if t.name != settings.me
+            _with_token(t, settings) for t in targets(settings.topology) if t.name != settings.me
         ]
         self.state = LiveState(
             settings.topology,
@@ -154,6 +169,7 @@ class Monitor:
         self.server = StatusServer(self)
         self.http = http_client()
         self.last_look = 0.0
+        self.recent: deque[Event] = deque(maxlen=RECENT_EVENTS)
         self._wake = asyncio.Event()
 
     # -- the loop ------------------------------------------------------------------
@@ -202,11 +218,14 @@ class Monitor:
         events += await self._vip_holders(now)
         for event in events:
             self._record(event)
-        if not self.state.complete:
-            return
-        down = self.state.down()
-        if self.live is None or down != self.live.down:
-            self._analyse(down, now)
+        changed = bool(events)
+        if self.state.complete:
+            down = self.state.down()
+            if self.live is None or down != self.live.down:
+                self._analyse(down, now)
+                changed = True
+        if changed:
+            self.server.publish()
 
     def _analyse(self, down: frozenset[str], now: float) -> None:
         before = set(self.live.spofs) if self.live is not None else set()
@@ -370,6 +389,8 @@ class Monitor:
     def _record(self, event: Event) -> None:
         logger.info("%s: %s", self.s.me, event.message)
         self.history.record(event)
+        self.recent.append(event)
+        self.server.publish()
 
     def status_json(self) -> dict[str, Any]:
         live = self.live
@@ -395,7 +416,15 @@ class Monitor:
                 for a in self.alerts.values()
             ],
             "vip_holders": self.vip_holders,
+            "events": [e.to_json() for e in self.recent],
         }
+
+
+def _with_token(target: Target, settings: MonitorSettings) -> Target:
+    """A monitor of this group is looked at with the group's token."""
+    if target.how == "monitor" and target.instance.component == settings.component:
+        return dataclasses.replace(target, token=settings.token)
+    return target
 
 
 def run_monitor(settings: MonitorSettings) -> None:

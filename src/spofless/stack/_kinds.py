@@ -192,7 +192,11 @@ def instance_health(topology: Topology, inst: Instance) -> InstanceHealth | None
         # The agent's /health (its own `health:` would not say which port it means).
         return InstanceHealth(PG_AGENT_HEALTH, ip, comp.api_port + inst.index)
     if isinstance(comp, MonitorComponent):
-        return None if main is None else InstanceHealth(MONITOR_HEALTH, ip, main)
+        if main is None:
+            return None
+        # Behind a token the check cannot send: a connect to its port.
+        has_token = comp.token_file is not None or comp.token_env is not None
+        return InstanceHealth(HealthCheck(type="tcp") if has_token else MONITOR_HEALTH, ip, main)
     return None
 
 

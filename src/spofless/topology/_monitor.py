@@ -162,6 +162,15 @@ class MonitorComponent(RuntimeComponent):
     # Events kept in each instance's SQLite history (the oldest go first).
     max_events: Annotated[int, Field(ge=100, le=10_000_000)] = 100_000
     receivers: list[Receiver] = Field(default_factory=list)
+    # Its HTTP API and dashboard are read-only; beyond loopback every request must carry
+    # this bearer token (`Authorization: Bearer`, or `?token=` for a browser).
+    token_file: str | None = None
+    token_env: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secrets(cls, data: Any) -> Any:
+        return _no_secret(data)
 
     @model_validator(mode="after")
     def _timing(self) -> MonitorComponent:
