@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -129,3 +130,98 @@ async def test_beyond_loopback_needs_a_token(
             ok = await client.get(f"{base}/status", headers={"Authorization": "Bearer t0ken"})
             assert ok.status_code == 200
             assert (await client.get(f"{base}/metrics?token=t0ken")).status_code == 200
+
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol (no driver binary needed)."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.next_id = 0
+
+    async def call(self, method: str, **params: Any) -> dict[str, Any]:
+        self.next_id += 1
+        mine = self.next_id
+        await self.ws.send(json.dumps({"id": mine, "method": method, "params": params}))
+        while True:
+            msg = json.loads(await self.ws.recv())
+            if msg.get("id") == mine:
+                if "error" in msg:
+                    raise AssertionError(f"{method}: {msg['error']}")
+                return msg["result"]  # type: ignore[no-any-return]
+
+    async def value(self, expression: str) -> Any:
+        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return result["result"].get("value")
+
+    async def until(self, what: str, expression: str, bound: float = 20.0) -> Any:
+        async with asyncio.timeout(bound):
+            while not (value := await self.value(expression)):  # noqa: ASYNC110 (polls the page)
+                await asyncio.sleep(0.1)
+        return value
+
+
+@contextlib.asynccontextmanager
+async def chromium(profile: Path) -> AsyncIterator[Browser]:
+    import shutil
+
+    import websockets
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("no chromium on this machine (Debian: apt-get install chromium)")
+    proc = await asyncio.create_subprocess_exec(
+        exe,
+        "--headless=new",
+        "--no-sandbox",  # as root
+        "--disable-gpu",
+        "--no-first-run",
+        "--remote-debugging-port=0",
+        f"--user-data-dir={profile}",
+        "--window-size=1400,900",
+        "about:blank",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        port_file = profile / "DevToolsActivePort"
+        async with asyncio.timeout(30):
+            while not port_file.exists() or not port_file.read_text().strip():  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        async with httpx.AsyncClient(timeout=5, trust_env=False) as client:
+            pages = (await client.get(f"http://127.0.0.1:{port}/json/list")).json()
+        url = next(p["webSocketDebuggerUrl"] for p in pages if p["type"] == "page")
+        async with websockets.connect(url, max_size=50 * 1024 * 1024) as ws:
+            yield Browser(ws)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        async with asyncio.timeout(10):
+            await proc.wait()
+
+
+GREEN, RED = "rgb(45,164,78)", "rgb(207,34,46)"
+COLOUR = "cy.getElementById('instance:web/0').style('background-color').replace(/ /g, '')"
+
+
+async def test_in_a_real_browser_the_node_turns_red_without_a_reload(tmp_path: Path) -> None:
+    async with running(tmp_path) as (monitor, listeners), chromium(tmp_path / "profile") as b:
+        await b.call("Page.enable")
+        await b.call("Page.navigate", url=f"http://127.0.0.1:{monitor.server.port}/")
+        await b.until("the graph", "typeof cy !== 'undefined' && cy !== null && cy.nodes().length")
+        await b.until("web/0 green", f"{COLOUR} === '{GREEN}'")
+        await b.call("Runtime.evaluate", expression="window.__same_page = true")
+        listeners[0].close()
+        await b.until("web/0 red", f"{COLOUR} === '{RED}'")
+        await b.until(
+            "the event listed",
+            "document.getElementById('events').textContent.includes('web/0 is down')",
+        )
+        assert await b.value("window.__same_page === true")  # no reload happened
+        assert await b.value("cy.getElementById('instance:web/1').hasClass('spof')")
+        shot = await b.call("Page.captureScreenshot", format="png")
+        import base64
+
+        out = Path(os.environ.get("SPOFLESS_SCREENSHOT", tmp_path / "dashboard.png"))
+        await asyncio.to_thread(out.write_bytes, base64.b64decode(shot["data"]))

@@ -399,7 +399,10 @@ class Monitor:
             "topology": self.s.topology.name,
             "complete": self.state.complete,
             "last_look": self.last_look,
-            "instances": {n: v.to_json() for n, v in self.state.views.items()},
+            "instances": {
+                **{n: v.to_json() for n, v in self.state.views.items()},
+                self.s.me: {"state": "up", "detail": "this monitor", "since": 0.0},
+            },
             "down": sorted(live.down) if live else [],
             "availability": live.availability if live else None,
             "live_spofs": list(live.spofs) if live else [],
