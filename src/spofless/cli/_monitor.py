@@ -27,7 +27,7 @@ _state_dir_option = click.option(
     "--port",
     type=click.IntRange(0, 65535),
     default=None,
-    help="Serve /status and /metrics on this port instead (0: any free port, logged). "
+    help="Serve the dashboard, /status and /metrics on this port instead (0: any free port, logged). "
     "Default: the component's port + instance.",
 )
 @_state_dir_option
@@ -44,7 +44,7 @@ def monitor_command(
     what is down, and alerts the component's receivers when an entry
     component's redundancy shrinks, naming what would now take it down. The
     monitors of a component claim each notification in etcd, so the group
-    sends it once.
+    sends it once. It serves its live dashboard at /, /status and /metrics.
     """
     from spofless._logging import setup_logging
     from spofless.monitor import monitor_settings, run_monitor
