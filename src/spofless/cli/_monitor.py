@@ -27,8 +27,8 @@ _state_dir_option = click.option(
     "--port",
     type=click.IntRange(0, 65535),
     default=None,
-    help="Serve the dashboard, /status and /metrics on this port instead (0: any free port, logged). "
-    "Default: the component's port + instance.",
+    help="Serve the dashboard, /status and /metrics on this port instead "
+    "(0: any free port, logged). Default: the component's port + instance.",
 )
 @_state_dir_option
 def monitor_command(

@@ -144,8 +144,10 @@ async def probe(target: Target, bound: float, client: httpx.AsyncClient) -> Obse
     except (OSError, httpx.TransportError) as exc:
         refused = isinstance(exc, ConnectionRefusedError | httpx.ConnectError)
         return Observation(False, "down", _short(exc), definite=refused)
-    except (ValueError, httpx.HTTPStatusError) as exc:
+    except (ValueError, httpx.HTTPError) as exc:
         return Observation(False, "down", _short(exc))
+    except Exception as exc:  # a look never raises: an answer it cannot read is a failure
+        return Observation(False, "down", f"unreadable answer: {_short(exc)}")
 
 
 async def _get_json(

@@ -300,6 +300,10 @@ class Monitor:
                 await self.deliver_once()
             except DCSError as exc:
                 logger.warning("%s: etcd unavailable, notifications wait: %s", self.s.me, exc)
+            except Exception:
+                # A bug must not silence alerting for good: logged, and the next cycle
+                # tries again (what was pending stays pending).
+                logger.exception("%s: delivery failed; retrying next cycle", self.s.me)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.s.spec.interval)
