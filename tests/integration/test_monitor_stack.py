@@ -36,6 +36,12 @@ components:
       python -m spofless.demo.app --host {{host}} --port {{port}}
       --data {{state_dir}}/r.jsonl --name web-{{index}}
     health: {{type: http, path: /healthz}}
+  lb:
+    kind: load_balancer
+    instances: [node-1, node-2]
+    port: {lb}
+    admin_port: {admin}
+    routes: [{{to: web}}]
   etcd:
     kind: etcd
     instances: [node-1, node-2, node-3]
@@ -53,7 +59,7 @@ components:
       - {{type: webhook, name: hook, url: "{url}", timeout: 2, retries: 1}}
       - {{type: email, name: mail, smtp: "127.0.0.1:{smtp}", from: monitor@watched,
           to: [ops@watched], timeout: 2, retries: 1}}
-entry: [web]
+entry: [lb]
 """
 
 
@@ -67,7 +73,14 @@ def watched(tmp_path: Path) -> Iterator[tuple[StackRun, WebhookSink, Mailbox, in
     with webhook_sink() as sink, smtp_server() as box:
         taken: list[int] = [box.port]
         ports = {}
-        for key, n in (("web", 2), ("etcd", 3), ("peer", 3), ("monitor", 2)):
+        for key, n in (
+            ("web", 2),
+            ("lb", 2),
+            ("admin", 2),
+            ("etcd", 3),
+            ("peer", 3),
+            ("monitor", 2),
+        ):
             ports[key] = port_block(n, taken)
             taken += range(ports[key], ports[key] + n)
         path = tmp_path / "watched.yaml"
@@ -89,6 +102,9 @@ def test_kill9_of_an_etcd_member_alerts_once_then_resolves(
         return all(d["complete"] and not d["alerts"] and not d["down"] for d in docs)
 
     wait_until("both monitors see everything up", settled, timeout=60)
+    # The load balancers are looked at through their admin API, backends included.
+    lb0 = get_json(statuses[0])["instances"]["lb/0"]
+    assert lb0["state"] == "up" and lb0["detail"] == "2/2 backends up", lb0
     time.sleep(1.0)  # anything a start-up blip left pending is delivered by now
     before = len(sink.alerts())
     mails_before = len(box.messages)
@@ -110,11 +126,11 @@ def test_kill9_of_an_etcd_member_alerts_once_then_resolves(
     assert [a["status"] for a in alerts] == ["firing", "resolved"], alerts
     alert = alerts[0]
     assert alert["labels"]["alertname"] == "RedundancyLost"
-    assert alert["labels"]["component"] == "web"
+    assert alert["labels"]["component"] == "lb"
     assert alert["labels"]["severity"] == "error"
     summary = alert["annotations"]["summary"]
     assert summary.startswith("etcd/1 is down: losing "), summary
-    assert "etcd/0" in summary and "etcd/2" in summary and summary.endswith("takes web down")
+    assert "etcd/0" in summary and "etcd/2" in summary and summary.endswith("takes lb down")
     subjects = box.subjects()[mails_before:]
     assert len(subjects) == 2, subjects
     assert subjects[0].startswith("[FIRING:1]") and subjects[1].startswith("[RESOLVED]")
@@ -130,7 +146,7 @@ def test_kill9_of_an_etcd_member_alerts_once_then_resolves(
     with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port}/metrics", timeout=2) as resp:
         metrics = resp.read().decode()
     assert "spofless_monitor_live_spofs 0.0" in metrics
-    assert 'spofless_monitor_margin{component="web"} 2.0' in metrics
+    assert 'spofless_monitor_margin{component="lb"} 2.0' in metrics
 
     # The alerting path has a margin too: a monitor killed is an alert from the other.
     before = len(sink.alerts())

@@ -189,3 +189,38 @@ async def test_a_vip_hand_over_is_an_event(tmp_path: Path) -> None:
     assert event.data == {"old": "lb/0", "new": "lb/1"}
     assert monitor.status_json()["vip_holders"] == {"lb": "lb/1"}
     monitor.history.close()
+
+
+def test_a_load_balancer_s_backends_ejected_down_and_back() -> None:
+    from spofless.health import Detector
+    from spofless.monitor._probe import _lb
+    from spofless.monitor._state import InstanceView
+
+    s = state(fall=1, rise=1)
+
+    def backends(**states: dict[str, object]) -> Observation:
+        return _lb({"backends": states})
+
+    up = {"status": "up", "admin": "enabled", "ejected": False}
+    s.views["lb/0"] = InstanceView("lb/0", Detector(1, 1))  # the shop has no lb: add one
+    assert s.observe("lb/0", backends(a=up, b=up), 0.0) == []
+    ejected = {**up, "ejected": True}
+    down = {**up, "status": "down"}
+    events = s.observe("lb/0", backends(a=ejected, b=down), 1.0)
+    assert [e.kind for e in events] == ["backend_ejected", "backend_down"]
+    assert events[0].message == "lb/0 ejected backend a (consecutive failures)"
+    (back,) = s.observe("lb/0", backends(a=up, b=down), 2.0)
+    assert back.kind == "backend_up" and "backend a" in back.message
+    assert _lb({"backends": {"a": {**up, "admin": "draining"}}}).facts == {
+        "backends": {"a": "draining"}
+    }
+
+
+def test_an_instance_starting_is_not_flapping() -> None:
+    s = state(fall=1, rise=1, flap=4)
+    # Down at first (started after the monitor), up, then killed and back: 2 changes.
+    kinds = []
+    for i, obs in enumerate([REFUSED, UP, REFUSED, UP]):
+        kinds += [e.kind for e in s.observe("etcd/0", obs, float(i))]
+    assert kinds == ["instance_down", "instance_up", "instance_down", "instance_up"]
+    assert not s.damper.flapping("etcd/0")

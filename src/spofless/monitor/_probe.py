@@ -13,7 +13,8 @@ Per kind:
                    replica is up; a replica that runs but does not stream is
                    `not streaming` (down for the analysis); a member cloning, rewinding
                    or recovering is `catching up` (down for the analysis, not failed)
-    load_balancer  its admin /status, else a connect (spofless.stack's own check)
+    load_balancer  its admin /status (every backend's state: ejections and backends
+                   marked down are events), else a connect (spofless.stack's check)
     service        its `health:` check, else a connect
     dns            a query for one of its records over UDP: an answer with addresses
     monitor        GET /status of the other monitors
@@ -38,6 +39,7 @@ from spofless.topology import (
     EtcdComponent,
     HealthCheck,
     Instance,
+    LoadBalancerComponent,
     MonitorComponent,
     PostgresComponent,
     Topology,
@@ -55,7 +57,7 @@ class Target:
     """One instance to watch and how."""
 
     instance: Instance
-    how: Literal["check", "etcd", "postgres", "dns", "monitor"]
+    how: Literal["check", "etcd", "postgres", "dns", "monitor", "lb"]
     ip: str
     port: int
     check: HealthCheck | None = None
@@ -99,6 +101,14 @@ def _target(topology: Topology, inst: Instance) -> Target | None:
         if comp.port is None:
             return None
         return Target(inst, "monitor", ip, comp.port + inst.index)
+    if (
+        isinstance(comp, LoadBalancerComponent)
+        and comp.admin_port is not None
+        and comp.health is None
+    ):
+        # Its admin API is answered by the controller that runs the workers.
+        port = comp.admin_port + inst.index
+        return Target(inst, "lb", ip, port, token=comp.admin_token)
     if isinstance(comp, EtcdComponent):
         if comp.port is None:
             return None
@@ -129,6 +139,8 @@ async def probe(target: Target, bound: float, client: httpx.AsyncClient) -> Obse
                 return _postgres(await _get_json(client, target, "/status", timeout))
             if target.how == "etcd":
                 return _etcd(await _post_json(client, target, "/v3/maintenance/status", bound))
+            if target.how == "lb":
+                return _lb(await _get_json(client, target, "/status", timeout))
             if target.how == "monitor":
                 body = await _get_json(client, target, "/status", timeout)
                 return Observation(True, "up", "answers", facts={"monitor": body})
@@ -184,6 +196,22 @@ def _etcd(body: dict[str, Any]) -> Observation:
     if errors:
         return Observation(False, "down", "; ".join(map(str, errors)), facts=facts)
     return Observation(True, "up", "leader" if facts["etcd_leader"] else "member", facts=facts)
+
+
+def _lb(body: dict[str, Any]) -> Observation:
+    """A load balancer's admin /status: up when it answers; each backend's state."""
+    states: dict[str, str] = {}
+    for name, b in (body.get("backends") or {}).items():
+        if not isinstance(b, dict):
+            continue
+        if b.get("ejected"):
+            states[name] = "ejected"
+        elif b.get("admin", "enabled") != "enabled":
+            states[name] = str(b["admin"])
+        else:
+            states[name] = str(b.get("status", "unknown"))
+    up = sum(1 for s in states.values() if s == "up")
+    return Observation(True, "up", f"{up}/{len(states)} backends up", facts={"backends": states})
 
 
 def _postgres(body: dict[str, Any]) -> Observation:

@@ -39,6 +39,8 @@ class InstanceView:
     since: float = 0.0
     facts: dict[str, Any] = field(default_factory=dict)
     lagging: bool = False
+    seen_up: bool = False  # until then it is starting: its changes are not flapping
+    backends: dict[str, str] = field(default_factory=dict)  # a load balancer's, by name
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -103,18 +105,42 @@ class LiveState:
         view.detail = obs.detail
         if obs.facts.get("role") is not None:
             events += self._postgres(name, view, obs, now)
+        if "backends" in obs.facts:
+            events += self._backends(view, obs.facts["backends"], now)
+        return events
+
+    def _backends(self, view: InstanceView, states: dict[str, str], now: float) -> list[Event]:
+        """A load balancer's backends ejected (outlier detection), marked down, back up."""
+        events: list[Event] = []
+        for backend, state in sorted(states.items()):
+            before = view.backends.get(backend)
+            if before is None or before == state:
+                continue
+            if state == "ejected":
+                text = f"{view.name} ejected backend {backend} (consecutive failures)"
+                events.append(self._event(now, "backend_ejected", view.name, "warning", text))
+            elif state == "down":
+                text = f"{view.name} marks backend {backend} down"
+                events.append(self._event(now, "backend_down", view.name, "warning", text))
+            elif state == "up":
+                text = f"{view.name} sends to backend {backend} again"
+                events.append(self._event(now, "backend_up", view.name, "info", text))
+        view.backends = dict(states)
         return events
 
     def _changed(self, view: InstanceView, old: str, new: str, now: float) -> list[Event]:
         if old == "unknown" and new == "up":
+            view.seen_up = True
             return []  # the first look: nothing happened
-        # Only a change between up and not up counts towards flapping, not a new why.
+        # Only a change between up and not up counts towards flapping, not a new why,
+        # and not an instance that has not been up yet since this monitor started.
         both_down = old not in ("up", "unknown") and new != "up"
         verdict = (
             FlapVerdict(self.damper.flapping(view.name), False, 0)
-            if both_down
+            if both_down or not view.seen_up
             else self.damper.changed(view.name, now)
         )
+        view.seen_up = view.seen_up or new == "up"
         if verdict.started:
             return [
                 self._event(
