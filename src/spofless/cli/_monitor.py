@@ -92,3 +92,60 @@ def events_command(file: str, state_dir: Path | None, limit: int, as_json: bool)
             continue
         when = dt.datetime.fromtimestamp(event.at).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
         click.echo(f"{when}  {event.monitor:<12} {event.severity:<8} {event.message}")
+
+
+@main.group("export")
+def export_group() -> None:
+    """Write what the Prometheus ecosystem reads, for a topology's monitors."""
+
+
+def _write(data: object, output: Path | None, as_yaml: bool) -> None:
+    import sys
+
+    if as_yaml:
+        from ruamel.yaml import YAML
+
+        yaml = YAML()
+        yaml.default_flow_style = False
+        yaml.width = 4096  # PromQL on one line
+        if output is None:
+            yaml.dump(data, sys.stdout)
+        else:
+            with output.open("w", encoding="utf-8") as out:
+                yaml.dump(data, out)
+        return
+    text = json.dumps(data, indent=2) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
+_output_option = click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Default: stdout."
+)
+
+
+@export_group.command("prometheus-rules")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@_output_option
+def export_rules(file: str, output: Path | None) -> None:
+    """Alerting rules (Prometheus rule file, YAML) for the conditions the monitors alert
+    on: a component down, redundancy lost, live single points of failure (from the
+    monitors' spofless_monitor_live_spofs), an instance down, no monitor answering,
+    degraded synchronous replication, replica lag. Scrape the monitors (port + i,
+    /metrics) as job spofless-<topology name>."""
+    from spofless.monitor import prometheus_rules
+
+    _write(prometheus_rules(topology_of(file)), output, as_yaml=True)
+
+
+@export_group.command("grafana")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@_output_option
+def export_grafana(file: str, output: Path | None) -> None:
+    """A Grafana dashboard (JSON) of the monitors' metrics: live availability, live
+    single points of failure, alerts, each entry component's margin, instances up."""
+    from spofless.monitor import grafana_dashboard
+
+    _write(grafana_dashboard(topology_of(file)), output, as_yaml=False)

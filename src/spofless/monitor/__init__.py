@@ -13,6 +13,7 @@ from spofless.monitor._alerts import (
     severity_of,
 )
 from spofless.monitor._claim import ClaimDecision, ClaimRecord, ClaimStore, Verdict, decide
+from spofless.monitor._export import grafana_dashboard, prometheus_rules
 from spofless.monitor._flap import FlapDamper, FlapVerdict
 from spofless.monitor._history import Event, History, read_events
 from spofless.monitor._live import LiveAnalysis, Margin, alerting_path, live_analysis
@@ -58,12 +59,14 @@ __all__ = [
     "Verdict",
     "alerting_path",
     "decide",
+    "grafana_dashboard",
     "group_notifications",
     "history_path",
     "live_analysis",
     "monitor_settings",
     "plain_body",
     "probe",
+    "prometheus_rules",
     "read_events",
     "redundancy_alerts",
     "run_monitor",

@@ -5,7 +5,7 @@
     GET /graph     the topology as Cytoscape.js elements
     GET /status    JSON: every instance's state, the live analysis, firing alerts
     GET /metrics   Prometheus text: the whole system's live state from one endpoint
-                   (spofless_monitor_instance_up per instance, spofless_monitor_live_spof
+                   (spofless_monitor_instance_up{component,index,state}, spofless_monitor_live_spof
                    per element, spofless_monitor_margin per entry component, the live
                    availability), so one scrape and one alerting rule
                    (`spofless_monitor_live_spofs > 0`) cover the system
@@ -53,7 +53,8 @@ class _LiveCollector(Collector):
         up = GaugeMetricFamily(
             "spofless_monitor_instance_up",
             "1 when the instance does its job as this monitor sees it",
-            labels=["component", "instance", "state"],
+            # `index`, not `instance`: Prometheus's own target label is `instance`.
+            labels=["component", "index", "state"],
         )
         for name, view in m.state.views.items():
             comp, _, index = name.rpartition("/")
