@@ -6,10 +6,14 @@ import contextlib
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from spofless.cli._root import main, topology_of
+
+if TYPE_CHECKING:
+    from spofless.analysis import Report
 
 
 @main.command()
@@ -40,11 +44,16 @@ def check(file: str, max_order: int, fmt: str, state_dir: Path | None) -> None:
     """Find every single point of failure of FILE and its exact availability; state the
     disaster-recovery tier, RTO and RPO each entry component's design can meet.
 
-    Exit status: 0 with no single point of failure and every declared `objectives:`
-    met, 1 otherwise, 2 when FILE is not a valid topology.
+    With `kind: monitor` components, the alerting path (the monitors and the
+    etcd they claim alerts in) is checked too: a single monitor is a single
+    point of failure of the alerting path.
+
+    Exit status: 0 with no single point of failure (serving and alerting paths) and
+    every declared `objectives:` met, 1 otherwise, 2 when FILE is not a valid topology.
     """
     from spofless.analysis import analyze, render
     from spofless.analysis._rpo import Measured
+    from spofless.monitor import alerting_path
     from spofless.stack._state import default_state_dir
     from spofless.topology import PostgresComponent
 
@@ -69,7 +78,29 @@ def check(file: str, max_order: int, fmt: str, state_dir: Path | None) -> None:
     width = shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else 100
     # click.echo drops the colours when stdout is not a terminal.
     click.echo(render(report, fmt, color=True, width=width), nl=False)
-    sys.exit(0 if report.ok and report.objectives_met else 1)
+    ok = report.ok and report.objectives_met
+    alerting = alerting_path(topology)
+    if alerting is not None:
+        path = analyze(alerting, max_order=1)
+        ok = ok and path.ok
+        if fmt == "text":
+            click.echo(_alerting_text(path))
+        else:
+            click.echo(f"alerting path: {len(path.spofs)} single point(s) of failure", err=True)
+            for spof in path.spofs:
+                click.echo(f"  {spof.element}: {spof.reason}", err=True)
+    sys.exit(0 if ok else 1)
+
+
+def _alerting_text(path: Report) -> str:
+    """The alerting path's verdict, after the serving path's report."""
+    if path.ok:
+        return "\nalerting path (monitors and their etcd): ✓ no single point of failure"
+    lines = [
+        f"\nalerting path (monitors and their etcd): ✗ {len(path.spofs)} single point(s) of failure"
+    ]
+    lines += [f"  {s.element}  {s.reason}" for s in path.spofs]
+    return "\n".join(lines)
 
 
 _state_dir_option = click.option(

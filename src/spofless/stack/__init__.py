@@ -3,6 +3,7 @@
 from spofless.stack._commands import make_plan, running_plan, up
 from spofless.stack._down import down
 from spofless.stack._errors import PortInUseError, SpofFoundError, StackError, StartError
+from spofless.stack._kinds import InstanceHealth, instance_health
 from spofless.stack._plan import InstancePlan, Skipped, StackPlan, plan_stack
 from spofless.stack._policy import InstanceState, RestartPolicy, decide_exit
 from spofless.stack._state import default_state_dir
@@ -10,6 +11,7 @@ from spofless.stack._status import logs, render_status, status
 from spofless.stack._supervisor import Supervisor, SupervisorSettings
 
 __all__ = [
+    "InstanceHealth",
     "InstancePlan",
     "InstanceState",
     "PortInUseError",
@@ -24,6 +26,7 @@ __all__ = [
     "decide_exit",
     "default_state_dir",
     "down",
+    "instance_health",
     "logs",
     "make_plan",
     "plan_stack",

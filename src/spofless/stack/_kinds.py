@@ -5,7 +5,7 @@
     instance_health(topology, inst)    the check the supervisor runs on an instance and
                                        that a component needing it waits for
 
-spofless's own runtime parts (`load_balancer`, `dns`, `postgres`) run as
+spofless's own runtime parts (`load_balancer`, `dns`, `postgres`, `monitor`) run as
 `python -m spofless <part> FILE --component C --instance I`: the same command a user
 types to run one by hand, reading its settings from the same file (a postgres
 instance is `spofless pg agent ...`, which runs PostgreSQL as its child). Pure:
@@ -29,6 +29,7 @@ from spofless.topology import (
     HealthCheck,
     Instance,
     LoadBalancerComponent,
+    MonitorComponent,
     PostgresComponent,
     ServiceComponent,
     Topology,
@@ -46,6 +47,9 @@ LB_ADMIN_HEALTH = HealthCheck(type="http", path="/status")
 
 # A PostgreSQL agent's API: 200 while its PostgreSQL runs, whatever its role.
 PG_AGENT_HEALTH = HealthCheck(type="http", path="/health")
+
+# A monitor answers /status from the loop that looks at the system.
+MONITOR_HEALTH = HealthCheck(type="http", path="/status")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +134,10 @@ def cannot_run(comp: Component, ctx: KindContext) -> str | None:
         if ctx.topology_file is None:
             return "a PostgreSQL agent reads its settings from a topology file, and there is none"
         return None
+    if isinstance(comp, MonitorComponent):
+        if ctx.topology_file is None:
+            return "a monitor reads its settings from a topology file, and there is none"
+        return None
     return f"kind {comp.kind} is analysis only"
 
 
@@ -148,6 +156,10 @@ def launch(topology: Topology, inst: Instance, ctx: KindContext) -> Launch:
         return Launch(own_part("dns", inst, ctx), (("main", comp.port + inst.index),), {})
     if isinstance(comp, PostgresComponent):
         return _postgres(comp, inst, ctx)
+    if isinstance(comp, MonitorComponent):
+        argv = (*own_part("monitor", inst, ctx), "--state-dir", str(ctx.state_dir))
+        ports = () if comp.port is None else (("main", comp.port + inst.index),)
+        return Launch(argv, ports, {})
     raise AssertionError(f"no launcher for kind {comp.kind}")
 
 
@@ -188,6 +200,12 @@ def instance_health(topology: Topology, inst: Instance) -> InstanceHealth | None
             return None
         # The agent's /health (its own `health:` would not say which port it means).
         return InstanceHealth(PG_AGENT_HEALTH, ip, comp.api_port + inst.index)
+    if isinstance(comp, MonitorComponent):
+        if main is None:
+            return None
+        # Behind a token the check cannot send: a connect to its port.
+        has_token = comp.token_file is not None or comp.token_env is not None
+        return InstanceHealth(HealthCheck(type="tcp") if has_token else MONITOR_HEALTH, ip, main)
     return None
 
 

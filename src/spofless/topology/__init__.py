@@ -31,6 +31,13 @@ from spofless.topology._lookup import (
     where,
 )
 from spofless.topology._model import Host, Instance, Location, Topology, instance_element
+from spofless.topology._monitor import (
+    CommandReceiver,
+    EmailReceiver,
+    MonitorComponent,
+    Receiver,
+    WebhookReceiver,
+)
 from spofless.topology._schema import (
     AnalysisOnlyComponent,
     AvailabilityDefaults,
@@ -49,10 +56,12 @@ __all__ = [
     "AnalysisOnlyComponent",
     "AvailabilityDefaults",
     "CannotRunError",
+    "CommandReceiver",
     "Component",
     "DnsComponent",
     "DnsRateLimit",
     "DnsRecordSpec",
+    "EmailReceiver",
     "EtcdComponent",
     "HealthCheck",
     "Host",
@@ -64,8 +73,10 @@ __all__ = [
     "LinkSpec",
     "LoadBalancerComponent",
     "Location",
+    "MonitorComponent",
     "PostgresComponent",
     "Problem",
+    "Receiver",
     "RouteHealthCheck",
     "RuntimeComponent",
     "SecuritySpec",
@@ -73,6 +84,7 @@ __all__ = [
     "Topology",
     "TopologyError",
     "VipSpec",
+    "WebhookReceiver",
     "component_of",
     "etcd_client_urls",
     "etcd_component",

@@ -41,7 +41,7 @@ def check_references(
             where: Loc = ("components", cname, *dep.path)
             if dep.target not in names:
                 report(where, f"unknown component '{dep.target}'{suggest(dep.target, names)}")
-            elif dep.why == "vip.dcs" and dep.target in components:
+            elif dep.why in ("vip.dcs", "dcs") and dep.target in components:
                 target = components[dep.target]
                 if not isinstance(target, EtcdComponent):
                     report(where, f"'{dep.target}' is of kind {target.kind}, not an etcd component")
@@ -162,7 +162,8 @@ def unreached_warnings(
             f"analysis leaves it out: add it to the `needs` of what uses it, or to `entry`",
         )
         for name in components
-        if name not in required
+        # A monitor is on the alerting path, not the serving one: `check` analyses it apart.
+        if name not in required and components[name].kind != "monitor"
     ]
 
 

@@ -9,7 +9,9 @@ whether or not `needs` repeats them:
   who holds the address (`vip.dcs`, else the topology's only etcd component);
 - a DNS server depends on every component its `records:` answer with;
 - a postgres component depends on its etcd: the one in `needs`, else the
-  topology's only etcd component (its agents keep the leader lease there).
+  topology's only etcd component (its agents keep the leader lease there);
+- a monitor depends on the etcd it claims notifications in (`dcs`, else the
+  topology's only etcd component).
 
 `dependencies()` lists them all, each with where it is written, so that the
 loader can check the names and the analysis and `up` can follow the edges.
@@ -27,6 +29,7 @@ from spofless.topology._kinds import (
     LoadBalancerComponent,
     PostgresComponent,
 )
+from spofless.topology._monitor import MonitorComponent
 from spofless.topology._schema import Component
 
 Loc = tuple[str | int, ...]
@@ -37,7 +40,7 @@ class Dependency:
     """One component another depends on, why, and where the file says so."""
 
     target: str
-    why: str  # "needs", "route", "vip.dcs", "dns record", "etcd"
+    why: str  # "needs", "route", "vip.dcs", "dns record", "etcd", "dcs"
     path: Loc  # below components.<name>; () when implied by the topology as a whole
 
 
@@ -70,6 +73,11 @@ def dependencies(name: str, components: Mapping[str, Component]) -> list[Depende
         named = [d for d in comp.needs if isinstance(components.get(d), EtcdComponent)]
         if not named and len(etcds := _etcds(components)) == 1:
             out.append(Dependency(etcds[0], "etcd", ()))
+    elif isinstance(comp, MonitorComponent):
+        if comp.dcs is not None:
+            out.append(Dependency(comp.dcs, "dcs", ("dcs",)))
+        elif len(etcds := _etcds(components)) == 1:
+            out.append(Dependency(etcds[0], "dcs", ()))
     seen: set[str] = set()
     unique = []
     for dep in out:

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from spofless.topology._backup import BackupSpec
+from spofless.topology._monitor import MonitorComponent
 from spofless.topology._schema import (
     AnalysisOnlyComponent,
     Component,
@@ -392,6 +393,7 @@ RUNTIME_KINDS: dict[str, type[Component]] = {
     "postgres": PostgresComponent,
     "load_balancer": LoadBalancerComponent,
     "dns": DnsComponent,
+    "monitor": MonitorComponent,
 }
 
 

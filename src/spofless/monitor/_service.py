@@ -1,0 +1,447 @@
+"""One monitor instance: observe -> analyse -> notify, and its /status and /metrics.
+
+    monitor_settings(topology, component, index, state_dir) -> MonitorSettings
+    run_monitor(settings)          until SIGTERM/SIGINT (the CLI's entry point)
+    Monitor(settings).run(stop)    the same, stopped by an asyncio.Event
+
+Every `interval` the monitor looks at every instance at once (each look
+bounded by `probe_timeout`), folds the looks into its live state, and when the
+set of down elements changed it re-runs the analysis on the live state, which
+gives the alerts (`_alerts`). A separate task delivers notifications: it
+claims each in etcd (`_claim`), groups the claimed ones and sends them to
+every receiver, then marks them sent; a slow receiver never delays a look.
+One sentence per change is logged; every event goes to the SQLite history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import logging
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spofless.dcs import DCSError, DCSSettings, EtcdStore, KeyValueStore
+from spofless.monitor._alerts import Alert, AlertBook, Notification, redundancy_alerts
+from spofless.monitor._claim import ClaimStore, Verdict
+from spofless.monitor._flap import FlapDamper
+from spofless.monitor._history import Event, History
+from spofless.monitor._http import StatusServer
+from spofless.monitor._live import LiveAnalysis, alerting_path, live_analysis
+from spofless.monitor._probe import Target, http_client, probe, targets
+from spofless.monitor._receivers import Sender, group_notifications, read_secret
+from spofless.monitor._state import LiveState
+from spofless.topology import (
+    CannotRunError,
+    LoadBalancerComponent,
+    MonitorComponent,
+    Topology,
+    component_of,
+    etcd_client_urls,
+    etcd_component,
+    instance_at,
+    vip_claim_key,
+    where,
+)
+
+logger = logging.getLogger(__name__)
+
+# Firing alerts already sent are looked up again this often, for `repeat_interval`.
+REPEAT_CHECK = 30.0
+# The latest events /status (and so the dashboard) lists.
+RECENT_EVENTS = 50
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """Everything one monitor instance needs, from the topology."""
+
+    topology: Topology
+    component: str
+    index: int
+    spec: MonitorComponent
+    listen_ip: str
+    listen_port: int  # 0: any free port
+    etcd_urls: tuple[str, ...]
+    prefix: str  # of its group's keys in etcd
+    history_path: Path
+    token: str | None = None  # every request to its API must carry it (beyond loopback)
+
+    @property
+    def me(self) -> str:
+        return f"{self.component}/{self.index}"
+
+
+def history_path(state_dir: Path, component: str, index: int) -> Path:
+    return state_dir / "monitor" / f"{component}-{index}.sqlite"
+
+
+def monitor_settings(
+    topology: Topology, component: str, index: int, state_dir: Path, port: int | None = None
+) -> MonitorSettings:
+    """The settings of monitor `component`/`index`; CannotRunError naming what is missing."""
+    spec = component_of(topology, component, MonitorComponent)
+    inst = instance_at(topology, component, index)
+    etcd = etcd_component(topology, spec.dcs, (component,), "dcs")
+    ip = topology.hosts[inst.host].address if inst.host is not None else "127.0.0.1"
+    if port is None:
+        port = spec.port + index if spec.port is not None else 0
+    token = read_secret(spec.token_file, spec.token_env, f"{component} API token")
+    if token is None and not ipaddress.ip_address(ip).is_loopback:
+        raise CannotRunError(
+            f"{where(topology, component)}: {component}/{index} listens on {ip}, beyond "
+            "loopback: give its API a bearer token with token_file or token_env"
+        )
+    return MonitorSettings(
+        topology=topology,
+        component=component,
+        index=index,
+        spec=spec,
+        listen_ip=ip,
+        listen_port=port,
+        etcd_urls=etcd_client_urls(topology, etcd),
+        prefix=f"/spofless/{topology.name}/monitor/{component}",
+        history_path=history_path(state_dir, component, index),
+        token=token,
+    )
+
+
+@dataclass
+class _Pending:
+    note: Notification
+    due: float
+    claimed: int = 0  # the claim's revision once claimed
+    send: bool = True
+    repeat: bool = False  # sent and still firing: looked at again for repeat_interval
+
+
+class Monitor:
+    def __init__(self, settings: MonitorSettings, store: KeyValueStore | None = None) -> None:
+        self.s = settings
+        spec = settings.spec
+        self.targets: list[Target] = [
+            _with_token(t, settings) for t in targets(settings.topology) if t.name != settings.me
+        ]
+        self.state = LiveState(
+            settings.topology,
+            [t.name for t in self.targets],
+            me=settings.me,
+            fall=spec.fall,
+            rise=spec.rise,
+            damper=FlapDamper(spec.flap_window, spec.flap_count),
+            max_lag=spec.max_lag,
+        )
+        self.store = store or EtcdStore(
+            settings.etcd_urls,
+            DCSSettings(ttl=5, renew_interval=1.0, request_timeout=0.5, retry_timeout=1.0),
+        )
+        self.claims = ClaimStore(
+            self.store,
+            settings.prefix,
+            settings.me,
+            claim_ttl=spec.claim_ttl,
+            repeat_interval=spec.repeat_interval,
+        )
+        self.senders = [
+            Sender(r, i, settings.topology.name, settings.me) for i, r in enumerate(spec.receivers)
+        ]
+        self.history = History(settings.history_path, spec.max_events)
+        self.baseline = live_analysis(settings.topology, (), spec.max_order)
+        # The alerting path (the monitors and their etcd) has its own margin: a lost
+        # monitor alerts before the last one is gone.
+        self.path = alerting_path(settings.topology)
+        self.path_baseline = (
+            live_analysis(self.path, (), spec.max_order) if self.path is not None else None
+        )
+        self.live: LiveAnalysis | None = None
+        self.book = AlertBook()
+        self.alerts: dict[str, Alert] = {}
+        # Per alert, its notifications in order: a resolution waits for its firing to be
+        # settled (sent, or found sent by another monitor), so none overtakes the other.
+        self.pending: dict[str, list[_Pending]] = {}
+        self.vip_holders: dict[str, str | None] = {}
+        self.server = StatusServer(self)
+        self.http = http_client()
+        self.last_look = 0.0
+        self.recent: deque[Event] = deque(maxlen=RECENT_EVENTS)
+        self._wake = asyncio.Event()
+
+    # -- the loop ------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.server.start(self.s.listen_ip, self.s.listen_port)
+        for sender in self.senders:
+            sender.url = f"http://{self.s.listen_ip}:{self.server.port}/status"
+        logger.info(
+            "%s: watching %d instances of %s, status on %s:%d",
+            self.s.me,
+            len(self.targets),
+            self.s.topology.name,
+            self.s.listen_ip,
+            self.server.port,
+        )
+        self._record(self._event("monitor_started", self.s.me, "info", f"{self.s.me} started"))
+        delivery = asyncio.create_task(self._deliver_forever(stop))
+        try:
+            while not stop.is_set():
+                started = time.monotonic()
+                await self.look_once()
+                left = self.s.spec.interval - (time.monotonic() - started)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), max(0.0, left))
+        finally:
+            delivery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await delivery
+            await self.server.close()
+            await self.http.aclose()
+            await self.store.close()
+            self.history.close()
+
+    async def look_once(self) -> None:
+        """Look at every instance once, fold the looks in, re-analyse on a change."""
+        bound = self.s.spec.probe_timeout
+        looks = await asyncio.gather(*(probe(t, bound, self.http) for t in self.targets))
+        now = time.time()
+        self.last_look = now
+        events: list[Event] = []
+        for target, obs in zip(self.targets, looks, strict=True):
+            events += self.state.observe(target.name, obs, now)
+        events += self.state.settle(now)
+        events += self.state.leaders_seen(now)
+        events += await self._vip_holders(now)
+        for event in events:
+            self._record(event)
+        changed = bool(events)
+        if self.state.complete:
+            down = self.state.down()
+            if self.live is None or down != self.live.down:
+                self._analyse(down, now)
+                changed = True
+        if changed:
+            self.server.publish()
+
+    def _analyse(self, down: frozenset[str], now: float) -> None:
+        before = set(self.live.spofs) if self.live is not None else set()
+        self.live = live_analysis(self.s.topology, down, self.s.spec.max_order)
+        after = set(self.live.spofs)
+        for spof in sorted(after - before):
+            self._record(
+                self._event("live_spof", spof, "error", f"{spof} is now a single point of failure")
+            )
+        for spof in sorted(before - after):
+            self._record(
+                self._event(
+                    "live_spof_resolved",
+                    spof,
+                    "info",
+                    f"{spof} is no longer a single point of failure",
+                )
+            )
+        self.alerts = redundancy_alerts(self.baseline, self.live, self.s.topology)
+        if self.path is not None and self.path_baseline is not None:
+            path_live = live_analysis(self.path, down, self.s.spec.max_order)
+            told = {e for a in self.alerts.values() for e in a.down}
+            for key, alert in redundancy_alerts(self.path_baseline, path_live, self.path).items():
+                # Only what the serving path's alerts do not already say (a lost etcd
+                # member shrinks both: one alert).
+                if not set(alert.down) <= told:
+                    self.alerts.setdefault(key, alert)
+        for note in self.book.update(self.alerts, now):
+            logger.info("%s: %s %s: %s", self.s.me, note.status, note.alert.key, note.alert.summary)
+            self._record(
+                self._event(
+                    f"alert_{note.status}",
+                    note.alert.component,
+                    note.alert.severity if note.status == "firing" else "info",
+                    note.alert.summary,
+                    margin=note.alert.margin,
+                )
+            )
+            self._enqueue(_Pending(note, now + self.s.spec.group_wait))
+        self._wake.set()
+
+    async def _vip_holders(self, now: float) -> list[Event]:
+        """Who holds each load balancer's floating address, from its claim in etcd."""
+        from spofless.vip import Claim
+
+        events: list[Event] = []
+        for name, comp in self.s.topology.components.items():
+            if not isinstance(comp, LoadBalancerComponent) or comp.vip is None:
+                continue
+            try:
+                kv = await self.store.get(vip_claim_key(self.s.topology, name))
+            except DCSError:
+                continue
+            holder = None
+            if kv is not None:
+                claim = Claim.decode(kv.value, kv.create_revision, kv.mod_revision)
+                holder = claim.instance if claim.state == "holding" else None
+            before = self.vip_holders.get(name)
+            if holder != before and name in self.vip_holders:
+                text = f"{name}: the VIP {comp.vip.address} moved from {before} to {holder}"
+                events.append(
+                    self._event("vip_handover", name, "warning", text, old=before, new=holder)
+                )
+            self.vip_holders[name] = holder
+        return events
+
+    # -- delivery ------------------------------------------------------------------
+
+    async def _deliver_forever(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.deliver_once()
+            except DCSError as exc:
+                logger.warning("%s: etcd unavailable, notifications wait: %s", self.s.me, exc)
+            except Exception:
+                # A bug must not silence alerting for good: logged, and the next cycle
+                # tries again (what was pending stays pending).
+                logger.exception("%s: delivery failed; retrying next cycle", self.s.me)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.s.spec.interval)
+
+    async def deliver_once(self) -> None:
+        """Claim what is due, send what was claimed (grouped), mark it sent."""
+        now = time.time()
+        claimed: list[_Pending] = []
+        for key, queue in list(self.pending.items()):
+            p = queue[0]
+            if p.due > now:
+                continue
+            decision, revision = await self.claims.claim(p.note, now)
+            if decision.verdict is Verdict.WAIT:
+                continue
+            if decision.verdict is Verdict.SKIP:
+                self._settled(key, p, now)
+                continue
+            p.claimed, p.send = revision, decision.send
+            if decision.send:
+                claimed.append(p)
+            else:
+                await self.claims.mark_sent(p.note, revision, now)
+                self._settled(key, p, now)
+        if not claimed:
+            return
+        groups = group_notifications([p.note for p in claimed], self.s.spec.group_by)
+        delivered = True
+        for group in groups:
+            results = await asyncio.gather(*(s.send(group) for s in self.senders))
+            for sender, ok in zip(self.senders, results, strict=True):
+                what = f"{group.status} {', '.join(n.alert.key for n in group.notes)}"
+                if ok:
+                    self._record(
+                        self._event(
+                            "notification_sent", sender.name, "info", f"{sender.name}: sent {what}"
+                        )
+                    )
+                else:
+                    delivered = False
+                    self._record(
+                        self._event(
+                            "notification_failed",
+                            sender.name,
+                            "error",
+                            f"{sender.name}: could not send {what}",
+                        )
+                    )
+        done = time.time()
+        for p in claimed:
+            if delivered or not self.senders:
+                if not await self.claims.mark_sent(p.note, p.claimed, done):
+                    logger.warning(
+                        "%s: %s was taken over while sending", self.s.me, p.note.alert.key
+                    )
+                self._settled(p.note.alert.key, p, done)
+            else:
+                # Left claimed: this or another monitor tries again once the claim expires.
+                p.due = done + self.s.spec.claim_ttl
+
+    def _enqueue(self, new: _Pending) -> None:
+        queue = [p for p in self.pending.get(new.note.alert.key, []) if not p.repeat]
+        last = queue[-1] if queue else None
+        if last is not None and last.claimed == 0 and last.note.status == new.note.status:
+            queue[-1] = new  # newer content of a notification nobody claimed yet
+        else:
+            queue.append(new)
+        self.pending[new.note.alert.key] = queue
+
+    def _settled(self, key: str, p: _Pending, now: float) -> None:
+        queue = self.pending.get(key, [])
+        if p.note.status == "firing" and queue == [p] and key in self.book.firing:
+            # Still firing: looked at again for the repeat interval.
+            p.repeat, p.claimed = True, 0
+            p.due = now + min(REPEAT_CHECK, self.s.spec.repeat_interval)
+            return
+        if p in queue:
+            queue.remove(p)
+        if not queue:
+            self.pending.pop(key, None)
+
+    # -- records -------------------------------------------------------------------
+
+    def _event(self, kind: str, subject: str, severity: str, message: str, **data: Any) -> Event:
+        return Event(time.time(), self.s.me, kind, subject, severity, message, data)
+
+    def _record(self, event: Event) -> None:
+        logger.info("%s: %s", self.s.me, event.message)
+        self.history.record(event)
+        self.recent.append(event)
+        self.server.publish()
+
+    def status_json(self) -> dict[str, Any]:
+        live = self.live
+        return {
+            "monitor": self.s.me,
+            "topology": self.s.topology.name,
+            "complete": self.state.complete,
+            "last_look": self.last_look,
+            "instances": {
+                **{n: v.to_json() for n, v in self.state.views.items()},
+                self.s.me: {"state": "up", "detail": "this monitor", "since": 0.0},
+            },
+            "down": sorted(live.down) if live else [],
+            "availability": live.availability if live else None,
+            "live_spofs": list(live.spofs) if live else [],
+            "margins": {
+                n: {
+                    "failures": m.failures,
+                    "at_least": m.at_least,
+                    "baseline": self.baseline.margins[n].failures,
+                }
+                for n, m in (live.margins.items() if live else ())
+            },
+            "alerts": [
+                {"key": a.key, "severity": a.severity, "summary": a.summary}
+                for a in self.alerts.values()
+            ],
+            "vip_holders": self.vip_holders,
+            "events": [e.to_json() for e in self.recent],
+        }
+
+
+def _with_token(target: Target, settings: MonitorSettings) -> Target:
+    """A monitor of this group is looked at with the group's token."""
+    if target.how == "monitor" and target.instance.component == settings.component:
+        return dataclasses.replace(target, token=settings.token)
+    return target
+
+
+def run_monitor(settings: MonitorSettings) -> None:
+    """Run one monitor until SIGTERM or SIGINT."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Monitor(settings).run(stop)
+
+    asyncio.run(main())
