@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
 
+from spofless.dcs import EtcdTls
 from spofless.health import run_check
+from spofless.security import security_spec
 from spofless.stack import instance_health
 from spofless.topology import (
     DnsComponent,
@@ -63,6 +66,7 @@ class Target:
     check: HealthCheck | None = None
     dns_name: str | None = None  # dns: the name asked
     token: str | None = None  # monitor: the bearer token its API wants
+    https: bool = False  # etcd with TLS on: https, with the topology's client certificate
 
     @property
     def name(self) -> str:
@@ -112,7 +116,7 @@ def _target(topology: Topology, inst: Instance) -> Target | None:
     if isinstance(comp, EtcdComponent):
         if comp.port is None:
             return None
-        return Target(inst, "etcd", ip, comp.port + inst.index)
+        return Target(inst, "etcd", ip, comp.port + inst.index, https=security_spec(topology).tls)
     if isinstance(comp, DnsComponent) and comp.port is not None and comp.zone and comp.records:
         owner = next(iter(comp.records))
         zone = comp.zone.rstrip(".")
@@ -124,10 +128,14 @@ def _target(topology: Topology, inst: Instance) -> Target | None:
     return Target(inst, "check", health.ip, health.port, check=health.check)
 
 
-def http_client() -> httpx.AsyncClient:
+def http_client(tls: EtcdTls | None = None) -> httpx.AsyncClient:
     """One client for every look (each new client builds a TLS context: costly at 5 Hz).
-    Plain HTTP on the parts' own ports; no proxy from the environment."""
-    return httpx.AsyncClient(trust_env=False, limits=httpx.Limits(max_keepalive_connections=0))
+    Plain HTTP on the parts' own ports; etcd over https with `tls` (the CA that verifies
+    its members and the client certificate they require); no proxy from the environment."""
+    verify: ssl.SSLContext | bool = tls.client_context() if tls is not None else True
+    return httpx.AsyncClient(
+        trust_env=False, verify=verify, limits=httpx.Limits(max_keepalive_connections=0)
+    )
 
 
 async def probe(target: Target, bound: float, client: httpx.AsyncClient) -> Observation:
@@ -177,7 +185,8 @@ async def _get_json(
 async def _post_json(
     client: httpx.AsyncClient, target: Target, path: str, bound: float
 ) -> dict[str, Any]:
-    url = f"http://{target.ip}:{target.port}{path}"
+    scheme = "https" if target.https else "http"
+    url = f"{scheme}://{target.ip}:{target.port}{path}"
     resp = await client.post(url, content=b"{}", timeout=bound)
     resp.raise_for_status()
     body = json.loads(resp.text)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spofless.dcs import DCSError, DCSSettings, EtcdStore, KeyValueStore
+from spofless.dcs import DCSError, DCSSettings, EtcdStore, EtcdTls, KeyValueStore
 from spofless.monitor._alerts import Alert, AlertBook, Notification, redundancy_alerts
 from spofless.monitor._claim import ClaimStore, Verdict
 from spofless.monitor._flap import FlapDamper
@@ -37,6 +37,7 @@ from spofless.monitor._live import LiveAnalysis, alerting_path, live_analysis
 from spofless.monitor._probe import Target, http_client, probe, targets
 from spofless.monitor._receivers import Sender, group_notifications, read_secret
 from spofless.monitor._state import LiveState
+from spofless.security import etcd_client_tls
 from spofless.topology import (
     CannotRunError,
     LoadBalancerComponent,
@@ -69,6 +70,7 @@ class MonitorSettings:
     listen_ip: str
     listen_port: int  # 0: any free port
     etcd_urls: tuple[str, ...]
+    etcd_tls: EtcdTls | None  # the CA and client certificate etcd requires (TLS on)
     prefix: str  # of its group's keys in etcd
     history_path: Path
     token: str | None = None  # every request to its API must carry it (beyond loopback)
@@ -106,6 +108,7 @@ def monitor_settings(
         listen_ip=ip,
         listen_port=port,
         etcd_urls=etcd_client_urls(topology, etcd),
+        etcd_tls=etcd_client_tls(topology),
         prefix=f"/spofless/{topology.name}/monitor/{component}",
         history_path=history_path(state_dir, component, index),
         token=token,
@@ -139,7 +142,13 @@ class Monitor:
         )
         self.store = store or EtcdStore(
             settings.etcd_urls,
-            DCSSettings(ttl=5, renew_interval=1.0, request_timeout=0.5, retry_timeout=1.0),
+            DCSSettings(
+                ttl=5,
+                renew_interval=1.0,
+                request_timeout=0.5,
+                retry_timeout=1.0,
+                tls=settings.etcd_tls,
+            ),
         )
         self.claims = ClaimStore(
             self.store,
@@ -167,7 +176,7 @@ class Monitor:
         self.pending: dict[str, list[_Pending]] = {}
         self.vip_holders: dict[str, str | None] = {}
         self.server = StatusServer(self)
-        self.http = http_client()
+        self.http = http_client(settings.etcd_tls)
         self.last_look = 0.0
         self.recent: deque[Event] = deque(maxlen=RECENT_EVENTS)
         self._wake = asyncio.Event()
