@@ -103,6 +103,9 @@ def test_a_client_without_a_certificate_is_refused(tls_cluster: RunningCluster) 
     peer = tls_cluster.cluster.members[0].peer_url
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{peer}/members", verify=_ca_only(tls_cluster), timeout=5)
+    assert tls_cluster.client_tls is not None  # with the CA's certificate it answers
+    verify = tls_cluster.client_tls.client_context()
+    assert httpx.get(f"{peer}/members", verify=verify, timeout=5).status_code == 200
     assert not member_healthy(url, tls=None)
     assert member_healthy(url, tls=tls_cluster.client_tls)
 
@@ -117,9 +120,12 @@ async def test_a_client_with_a_certificate_from_another_ca_is_refused(
 ) -> None:
     foreign = _foreign(tls_cluster, tmp_path)
     url = tls_cluster.endpoints[0]
-    async with httpx.AsyncClient(verify=foreign.client_context()) as raw:
+    peer = tls_cluster.cluster.members[0].peer_url
+    async with httpx.AsyncClient(verify=foreign.client_context(), timeout=5) as raw:
         with pytest.raises(httpx.TransportError):
             await raw.post(f"{url}/v3/kv/range", json={"key": "Lw=="})
+        with pytest.raises(httpx.TransportError):  # nor can it pose as a peer
+            await raw.get(f"{peer}/members")
     settings = FAST.model_copy(update={"tls": foreign})
     async with EtcdStore(tls_cluster.endpoints, settings) as intruder:
         with pytest.raises(DCSError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -241,13 +242,27 @@ def test_bad_vip_settings_are_rejected_with_a_reason(vip: str, message: str) -> 
         load_topology_text(VIP_TOPOLOGY % ("[a, b]", vip))
 
 
-def test_vip_settings_finds_etcd_and_the_load_balancer() -> None:
+def test_vip_settings_finds_etcd_and_the_load_balancer(tmp_path: Path) -> None:
+    from spofless.security import init_secrets
+    from spofless.topology import CannotRunError, load_topology
     from spofless.vip import vip_settings
 
-    topo = load_topology_text(VIP_TOPOLOGY % ("[a, b]", "{address: 10.77.255.1/16}"))
+    f = tmp_path / "viptest.yaml"
+    f.write_text(VIP_TOPOLOGY % ("[a, b]", "{address: 10.77.255.1/16}"))
+    with pytest.raises(CannotRunError, match="spofless secrets init"):
+        vip_settings(load_topology(f), "lb", 1)  # etcd's client certificate is missing
+    init_secrets(load_topology(f))
+    topo = load_topology(f)
     cfg = vip_settings(topo, "lb", 1)
     assert cfg.instance == "lb/1"
     assert cfg.key == "/spofless/viptest/vip/lb"
-    assert len(cfg.endpoints) == 3 and cfg.endpoints[0].startswith("http://")
+    assert len(cfg.endpoints) == 3 and cfg.endpoints[0].startswith("https://")
+    tls = cfg.dcs_settings().tls  # the agent presents the topology's client certificate
+    assert tls is not None and tls.cert.name == "spofless.crt" and tls.cert.exists()
+    plain = load_topology_text(
+        VIP_TOPOLOGY % ("[a, b]", "{address: 10.77.255.1/16}") + "security: {tls: false}\n"
+    )
+    plain_cfg = vip_settings(plain, "lb", 1)
+    assert plain_cfg.endpoints[0].startswith("http://") and plain_cfg.dcs_settings().tls is None
     assert cfg.lb_port == 80  # every instance of a VIP's load balancer serves one port
     assert str(cfg.address) == "10.77.255.1/16"
