@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from spofless.topology._drills import Drills
+
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 # Names become element names (`host:<name>`) and file names under the state dir.
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=63)]
@@ -246,3 +248,4 @@ class TopologyFile(Strict):
     entry: list[Name] = Field(min_length=1)
     lab: LabSpec = LabSpec()
     security: SecuritySpec = SecuritySpec()
+    drills: Drills = Field(default_factory=dict)  # spofless drill (see _drills.py)
