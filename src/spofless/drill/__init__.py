@@ -13,11 +13,12 @@ The pure parts (schedule, checker) are unit-tested without processes.
 
 from spofless.drill.checker import DataVerdict, check_data
 from spofless.drill.schedule import FAULT_KINDS, FaultKind, ScheduledFault, draw_schedule
-from spofless.drill.sqlwrite import Ack, SqlWriter, WriterReport
+from spofless.drill.sqlwrite import Ack, Attempt, SqlWriter, WriterReport
 
 __all__ = [
     "FAULT_KINDS",
     "Ack",
+    "Attempt",
     "DataVerdict",
     "FaultKind",
     "ScheduledFault",

@@ -107,15 +107,23 @@ class SqlTarget(Strict):
     table: str = Field("spofless_drill", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
 
 
+class TcpTarget(Strict):
+    """A connection to any instance of component `to` (tried in order) within `timeout`."""
+
+    to: str
+    timeout: Seconds = 1.0
+
+
 class TrafficSpec(Strict):
     http: HttpTarget | None = None
     sql_writes: SqlTarget | None = None
+    tcp: TcpTarget | None = None
     rate: Annotated[float, Field(gt=0, le=1000)] = 20.0  # requests per second
 
     @model_validator(mode="after")
     def _one_kind(self) -> TrafficSpec:
-        if (self.http is None) == (self.sql_writes is None):
-            raise ValueError("a traffic stream is either `http:` or `sql_writes:`")
+        if sum(x is not None for x in (self.http, self.sql_writes, self.tcp)) != 1:
+            raise ValueError("a traffic stream is one of `http:`, `sql_writes:` or `tcp:`")
         return self
 
 
@@ -271,6 +279,8 @@ def _check_traffic(
                 records = getattr(comps[chosen[0]], "records", {}) or {}
                 if h.name not in records:
                     report((*loc, "http", "name"), f"{chosen[0]} has no record {h.name!r}")
+    if t.tcp is not None and t.tcp.to not in comps:
+        report((*loc, "tcp", "to"), f"unknown component {t.tcp.to!r}")
     if t.sql_writes is not None:
         to = t.sql_writes.to
         c = comps.get(to)
