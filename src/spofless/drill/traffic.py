@@ -5,8 +5,9 @@ Two kinds of stream, each in its own thread, paced at `rate` requests a second
 
 - `ProbeStream` with `http_probe`: GET or POST through a load balancer (its instances'
   addresses, tried in order, as a client given several addresses does), a name asked of
-  the topology's DNS (each answered address tried in turn), a VIP, or a fixed address. A request succeeds
-  on any status below 500 from one of the addresses within its timeout. With
+  the topology's DNS (each answered address tried in turn), a VIP, or a fixed address.
+  A request succeeds on any status below 500 from one of the addresses within its
+  timeout. With
   `tcp_probe`: a connection to any instance of a component.
 - `SqlStream`: inserts of unique ids through the read-write route (a multi-host libpq
   string with target_session_attrs=read-write over a postgres component's members, or
