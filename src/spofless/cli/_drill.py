@@ -243,5 +243,6 @@ def history_command(file: str, state_dir: Path | None, last: int, as_json: bool)
     if not rows:
         click.echo(f"no drills recorded in {plan.state_dir} yet (run `spofless drill {file}`)")
         return
-    Console().print(history.history_table(rows))
+    wide = None if sys.stdout.isatty() else 160
+    Console(width=wide).print(history.history_table(rows))
     click.echo("RTO over these drills: " + history.sparkline([r["rto"] for r in rows]))

@@ -1,0 +1,200 @@
+"""`spofless drill` against stacks started with `spofless up`, for real.
+
+- A topology with a deliberate single point of failure (one web instance behind two
+  load balancers, `up --allow-spof`): the default plan freezes every instance and host
+  alone under HTTP traffic; the elements the analysis names (web/0, its host h1) fail
+  the drill as predicted, the others do not; the report and history say so.
+- Ctrl-C during a pause: the paused process is resumed (never left stopped), exit 130.
+- Bad input and a system that is not up: exit 2, nothing broken.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from stack_fixtures import SPOFLESS, StackRun, free_port_block, spofless, stack_run, wait_for
+
+pytestmark = pytest.mark.integration
+
+TOPOLOGY = """\
+name: spofdrill
+hosts:
+  h1: {{}}
+  h2: {{}}
+components:
+  lb:
+    kind: load_balancer
+    instances: [h1, h2]
+    needs: [web]
+    port: {lb}
+    admin_port: {admin}
+    routes: [{{to: web}}]
+  web:
+    kind: service
+    instances: [h1]
+    port: {web}
+    run: python -m spofless.demo.app --host {{host}} --port {{port}} --name web-{{index}}
+    health: {{type: http, path: /healthz}}
+entry: [lb]
+drills:
+  web-pause:
+    faults:
+      - {{at: 1s, pause: web/0, for: 60s}}
+    duration: 90s
+  web-blip:
+    faults:
+      - {{at: 1s, pause: web/0, for: 3s}}
+    duration: 6s
+    expect: {{errors: 0}}
+  lab-cut:
+    faults:
+      - {{at: 1s, cut: host:h1, for: 2s}}
+"""
+
+
+@pytest.fixture
+def spof_stack(tmp_path: Path) -> Iterator[StackRun]:
+    web = free_port_block(1)
+    lb = free_port_block(2, avoid=[web])
+    admin = free_port_block(2, avoid=[web, lb, lb + 1])
+    path = tmp_path / "spofdrill.yaml"
+    path.write_text(TOPOLOGY.format(web=web, lb=lb, admin=admin))
+    with stack_run(path, tmp_path / "state") as run:
+        up = run.cli("up", "--detach", "--wait", "--allow-spof", "--timeout", "60")
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield run
+
+
+def drill(run: StackRun, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return run.cli("drill", *args, timeout=timeout)
+
+
+@pytest.mark.timeout(240)
+def test_the_default_plan_shows_the_single_points_of_failure_failing_as_predicted(
+    spof_stack: StackRun,
+) -> None:
+    run = spof_stack
+    out = drill(run, "--hold", "3", "--format", "json", "--assert", "mispredicted == 0")
+    assert out.returncode == 0, out.stdout + out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["plan"] == "analysis" and doc["ok"] is True
+    measured = {f["element"]: (f["predicted"], f["measured"]) for f in doc["faults"]}
+    assert measured == {
+        "instance:lb/0": ("up", "up"),
+        "instance:lb/1": ("up", "up"),
+        "instance:web/0": ("down", "down"),
+        "host:h1": ("down", "down"),
+        "host:h2": ("up", "up"),
+    }
+    web = next(f for f in doc["faults"] if f["element"] == "instance:web/0")
+    assert web["errors"] > 0 and web["rto"] >= 2.0  # down while frozen (3 s)
+    assert web["detect"] is not None and web["detect"] < 10  # status saw it
+    for f in doc["faults"]:
+        if f["predicted"] == "up":
+            assert f["errors"] == 0, f  # the other load balancer answered
+    assert doc["after"]["whole"] is True
+    assert doc["assertions"] == [{"assertion": "mispredicted == 0", "holds": True, "actual": 0}]
+    # Every frozen process was thawed: nothing of the stack is stopped.
+    for inst in run.status()["instances"]:
+        assert inst["state"] == "up"
+        assert psutil.Process(inst["pid"]).status() != psutil.STATUS_STOPPED
+
+    hist = spofless("drill", "history", run.topology, "--state-dir", run.state_dir, "--json")
+    assert hist.returncode == 0, hist.stderr
+    (row,) = json.loads(hist.stdout)
+    assert row["plan"] == "analysis" and row["ok"] == 1 and row["mispredicted"] == 0
+
+    # A failing expectation: exit 1, and the junit report says which.
+    out = drill(run, "-s", "web-blip", "--format", "junit")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert '<testcase classname="drill.assert" name="errors &lt;= 0"><failure' in out.stdout
+    assert 'name="#0 pause web/0 for 3s"' in out.stdout
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_during_a_pause_resumes_the_process(spof_stack: StackRun) -> None:
+    run = spof_stack
+    web = run.instance("web/0")
+    proc = subprocess.Popen(
+        [
+            SPOFLESS,
+            "drill",
+            str(run.topology),
+            "-s",
+            "web-pause",
+            "--format",
+            "json",
+            "--state-dir",
+            str(run.state_dir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(
+            "web/0 paused by the drill",
+            lambda: psutil.Process(web["pid"]).status() == psutil.STATUS_STOPPED,
+            timeout=30,
+        )
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        # Never leave the test's own process frozen, whatever happened.
+        with pytest.raises(psutil.Error) if not psutil.pid_exists(web["pid"]) else _nothing():
+            psutil.Process(web["pid"]).resume()
+    assert proc.returncode == 130, stderr
+    assert psutil.Process(web["pid"]).status() != psutil.STATUS_STOPPED
+    doc = json.loads(stdout)
+    assert doc["aborted"].startswith("interrupted")
+    (fault,) = doc["faults"]
+    assert fault["action"] == "pause" and fault["end"] is not None
+    wait_for("web/0 up again", lambda: run.instance("web/0")["state"] == "up", timeout=30)
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@pytest.mark.timeout(120)
+def test_bad_input_and_a_system_not_up_exit_2_and_break_nothing(spof_stack: StackRun) -> None:
+    run = spof_stack
+    before = run.instance("web/0")
+    out = drill(run, "-s", "nope")
+    assert out.returncode == 2 and "no scenario 'nope'" in out.stderr
+    out = drill(run, "-s", "lab-cut")
+    assert out.returncode == 2 and "need the lab" in out.stderr
+    out = drill(run, "--assert", "rto < soon")
+    assert out.returncode == 2 and "METRIC OP VALUE" in out.stderr
+    out = drill(run, "--assert", "speed < 5s")
+    assert out.returncode == 2 and "unknown figure 'speed'" in out.stderr
+    after = run.instance("web/0")
+    assert (after["pid"], after["restarts"]) == (before["pid"], before["restarts"])
+    # The steady state must hold: with web/0 frozen, the drill refuses and names it.
+    psutil.Process(before["pid"]).suspend()
+    try:
+        wait_for("web/0 down", lambda: run.instance("web/0")["state"] == "down", timeout=20)
+        out = drill(run, "-s", "web-pause")
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert "steady state does not hold" in out.stderr and "web/0 is down" in out.stderr
+    finally:
+        psutil.Process(before["pid"]).resume()
+    down = run.cli("down", timeout=60)
+    assert down.returncode == 0
+    out = drill(run)
+    assert out.returncode == 2 and "nothing runs from" in out.stderr
+    time.sleep(0)
