@@ -92,7 +92,7 @@ def pg_stack() -> Iterator[StackRun]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(500)
 def test_a_primary_crash_loses_no_acknowledged_write_and_heals(pg_stack: StackRun) -> None:
     run = pg_stack
     topology = load_topology(run.topology)
@@ -144,3 +144,14 @@ def test_a_primary_crash_loses_no_acknowledged_write_and_heals(pg_stack: StackRu
     # Full redundancy, as status shows it: a primary and two replicas, all up.
     roles = sorted(i["role"] for i in run.status()["instances"] if i["component"] == "db")
     assert roles == ["primary", "replica", "replica"]
+    # A short seeded random schedule (the test suite's generator): nothing lost either.
+    out = run.cli(
+        "drill", "--random", "--seed", "5", "--faults", "3", "--format", "json", timeout=240
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["plan"] == "random" and doc["seed"] == 5 and len(doc["faults"]) == 3
+    print("random:", [(f["description"], f["rto"], f["recover"]) for f in doc["faults"]])
+    assert all(f["applied"] for f in doc["faults"])
+    assert doc["data"]["lost"] == 0 and doc["data"]["divergent"] == {}
+    assert doc["after"]["whole"] is True

@@ -129,7 +129,9 @@ def run_drill(
     _refuse(system, plan)
     t0 = time.monotonic()
     started_at = time.time()
-    first_id = ids_from if ids_from is not None else int(started_at * 1000) * 1000
+    # Each drill's ids in a range of its own (a second of start time, 10**9 ids; each
+    # stream 10**8 of them), so the checker sees this drill's rows only.
+    first_id = ids_from if ids_from is not None else int(started_at) * 10**9
     streams = make_streams(system.running, plan.traffic, t0, first_id)
     _prepare_tables(streams)
     events: list[tuple[float, str]] = []
@@ -454,7 +456,7 @@ def _check_data(system: System, result: DrillResult, streams: list[Stream], firs
         result.data_note = f"data not checked: {comp} has no primary at the end"
         return
     table = sql[0].table
-    last = first + len(sql) * 10**8
+    last = first + 10**9  # the range of this drill (see run_drill)
 
     def ids(dsn: str) -> set[int]:
         from psycopg.conninfo import make_conninfo
