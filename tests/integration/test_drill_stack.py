@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import time
@@ -116,6 +117,12 @@ def test_the_default_plan_shows_the_single_points_of_failure_failing_as_predicte
     assert out.returncode == 1, out.stdout + out.stderr
     assert '<testcase classname="drill.assert" name="errors &lt;= 0"><failure' in out.stdout
     assert 'name="#0 pause web/0 for 3s"' in out.stdout
+    # The html report: one file (test_the_html_report_opens_in_chromium opens one).
+    page = run.topology.parent / "report.html"
+    out = drill(run, "-s", "web-blip", "--format", "html", "--output", str(page))
+    assert out.returncode == 1, out.stderr
+    text = page.read_text()
+    assert 'id="drill-timeline"' in text and "pause web/0 for 3s" in text
 
 
 @pytest.mark.timeout(120)
@@ -160,6 +167,39 @@ def test_ctrl_c_during_a_pause_resumes_the_process(spof_stack: StackRun) -> None
     (fault,) = doc["faults"]
     assert fault["action"] == "pause" and fault["end"] is not None
     wait_for("web/0 up again", lambda: run.instance("web/0")["state"] == "up", timeout=30)
+
+
+@pytest.mark.timeout(300)
+def test_the_html_report_opens_in_chromium(tmp_path: Path) -> None:
+    """The report of a made-up drill in headless Chromium: the chart is drawn (plotly's
+    svg is in the DOM) and a screenshot is taken. Skipped without Debian's `chromium`."""
+    from spofless.drill.html import render_html
+    from spofless.drill.report import report_document
+    from tests.unit.test_drill_report import result  # the unit tests' made-up drill
+
+    page = tmp_path / "report.html"
+    page.write_text(render_html(report_document(result(), "t", "t.yaml", [])))
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no chromium to open the html report in (apt-get install chromium)")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
+    dom = subprocess.run(
+        [browser, *flags, "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert 'class="main-svg"' in dom.stdout  # plotly drew the chart
+    assert "instance" in dom.stdout or "pause web/0" in dom.stdout
+    shot = page.with_suffix(".png")
+    subprocess.run(
+        [browser, *flags, f"--screenshot={shot}", "--window-size=1200,900", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert shot.stat().st_size > 10_000
 
 
 class _nothing:

@@ -80,7 +80,7 @@ _state_dir_option = click.option(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["text", "json", "junit"]),
+    type=click.Choice(["text", "json", "junit", "html"]),
     default="text",
     show_default=True,
 )
@@ -213,7 +213,14 @@ def _emit(doc: dict[str, Any], fmt: str, output: Path | None) -> None:
         with open(output, "w", encoding="utf-8") as f:
             Console(file=f, width=160, no_color=True).print(report.render_text(doc))
         return
-    text = report.render_json(doc) if fmt == "json" else report.render_junit(doc)
+    if fmt == "json":
+        text = report.render_json(doc)
+    elif fmt == "junit":
+        text = report.render_junit(doc)
+    else:
+        from spofless.drill.html import render_html
+
+        text = render_html(doc)
     if output is None:
         click.echo(text, nl=False)
     else:

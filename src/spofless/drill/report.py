@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from spofless.drill.assertions import Assertion
-from spofless.drill.measure import detect_and_recover, outage_window, rpo
+from spofless.drill.measure import Outcome, detect_and_recover, outage_window, rpo
 from spofless.drill.runner import DrillResult
 from spofless.drill.traffic import SqlStream
 
@@ -171,7 +171,30 @@ def report_document(
             "problems": result.after_problems,
         },
         "notes": list(plan.notes),
+        "timeline": {name: timeline(outs) for name, outs in outcomes.items()},
     }
+
+
+def timeline(outcomes: Sequence[Outcome], bucket: float = 1.0) -> list[dict[str, Any]]:
+    """Per `bucket` seconds (by when each request ended): `t` (its start), `requests`,
+    `errors`, `p50_latency` and `max_latency` (of the successes; null without any)."""
+    rows: dict[int, list[Outcome]] = {}
+    for o in outcomes:
+        rows.setdefault(int(o.end // bucket), []).append(o)
+    out = []
+    for k in range(max(rows, default=-1) + 1):
+        outs = rows.get(k, [])
+        lat = sorted(o.latency for o in outs if o.ok)
+        out.append(
+            {
+                "t": round(k * bucket, 3),
+                "requests": len(outs),
+                "errors": sum(1 for o in outs if not o.ok),
+                "p50_latency": round(lat[len(lat) // 2], 4) if lat else None,
+                "max_latency": round(lat[-1], 4) if lat else None,
+            }
+        )
+    return out
 
 
 # -- renderers ---------------------------------------------------------------------------
