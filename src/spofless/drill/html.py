@@ -97,7 +97,9 @@ def _chart(doc: dict[str, Any]) -> go.Figure:
                 secondary_y=True,
             )
         fig.update_yaxes(title_text="requests/s", row=i, col=1, secondary_y=False)
-        fig.update_yaxes(title_text="latency (s)", row=i, col=1, secondary_y=True)
+        fig.update_yaxes(
+            title_text="latency (s)", rangemode="tozero", row=i, col=1, secondary_y=True
+        )
     for f in doc["faults"]:
         if not f["applied"]:
             continue
@@ -114,8 +116,8 @@ def _chart(doc: dict[str, Any]) -> go.Figure:
     fig.update_layout(
         barmode="stack",
         height=260 * rows + 80,
-        margin={"t": 60, "b": 40, "l": 60, "r": 60},
-        legend={"orientation": "h"},
+        margin={"t": 80, "b": 40, "l": 60, "r": 60},
+        legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "top", "yref": "container"},
     )
     fig.update_xaxes(title_text="seconds since the drill started", row=rows, col=1)
     return fig
