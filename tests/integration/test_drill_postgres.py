@@ -65,6 +65,7 @@ drills:
       - {{sql_writes: {{to: db-rw}}, rate: 50}}
     faults:
       - {{at: 2s, kill: db, role: primary}}
+      - {{when: db.role_change, stop: db-rw/1}}
     duration: 14s
     expect: {{lost_writes: 0}}
 """
@@ -126,8 +127,11 @@ def test_a_primary_crash_loses_no_acknowledged_write_and_heals(pg_stack: StackRu
     assert out.returncode == 0, out.stdout + out.stderr
     doc = json.loads(out.stdout)
     print(json.dumps(doc["summary"], indent=1))
-    (fault,) = doc["faults"]
+    fault, triggered = doc["faults"]
     assert fault["applied"] and fault["action"] == "kill" and len(fault["targets"]) == 1
+    # Fired by the failover that status reported, after the kill.
+    assert triggered["applied"] and triggered["targets"] == ["db-rw/1"]
+    assert triggered["at"] > fault["at"]
     assert doc["data"]["lost"] == 0 and doc["data"]["phantom"] == 0
     assert doc["data"]["divergent"] == {}
     assert doc["data"]["acknowledged"] > 200

@@ -54,6 +54,11 @@ drills:
       - {{at: 1s, pause: web/0, for: 3s}}
     duration: 6s
     expect: {{errors: 0}}
+  web-down-long:
+    faults:
+      - {{at: 1s, pause: web/0, for: 60s}}
+    duration: 90s
+    abort: {{error_rate: 0.5, for: 2s}}
   lab-cut:
     faults:
       - {{at: 1s, cut: host:h1, for: 2s}}
@@ -200,6 +205,22 @@ def test_the_html_report_opens_in_chromium(tmp_path: Path) -> None:
         check=True,
     )
     assert shot.stat().st_size > 10_000
+
+
+@pytest.mark.timeout(120)
+def test_an_aborted_drill_takes_its_fault_back(spof_stack: StackRun) -> None:
+    run = spof_stack
+    web = run.instance("web/0")
+    started = time.monotonic()
+    out = drill(run, "-s", "web-down-long", "--format", "json")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert time.monotonic() - started < 60  # not the 90 s planned
+    doc = json.loads(out.stdout)
+    assert doc["aborted"].startswith("abort: http-0") and doc["summary"]["aborted"] == 1
+    (fault,) = doc["faults"]
+    assert fault["end"] is not None and fault["end"] - fault["at"] < 30
+    assert psutil.Process(web["pid"]).status() != psutil.STATUS_STOPPED
+    assert doc["after"]["whole"] is True
 
 
 class _nothing:

@@ -12,12 +12,12 @@ from spofless.drill.errors import DrillError
 from spofless.drill.faults import describe, resolve_targets
 from spofless.drill.history import sparkline, trend
 from spofless.drill.measure import (
+    EventTracker,
     InstanceView,
     Outcome,
     Snapshot,
     detect_and_recover,
     error_rate_over,
-    events_between,
     outage_window,
     rpo,
 )
@@ -91,13 +91,16 @@ def test_detection_and_recovery_from_status_snapshots() -> None:
     assert detect_and_recover(moved, ["db/0"], 1.0, 1.0, 5.0).seen == "db/1 primary"
 
 
-def test_events_between_two_snapshots() -> None:
+def test_events_from_snapshot_to_snapshot() -> None:
     a = snap(0.0, db_0=("up", "primary", 10), db_1=("up", "replica", 11), lb_0=("up", None, 5))
     b = snap(0.1, db_0=("restarting", None, None), db_1=("up", "replica", 11), lb_0=("up", None, 6))
-    assert events_between(a, b) == ["db.down", "lb.restart"]
     c = snap(0.2, db_0=("up", "replica", 12), db_1=("up", "primary", 11), lb_0=("up", None, 6))
-    assert events_between(b, c) == ["db.up", "db.restart"]  # no primary in b: no change seen
-    assert "db.role_change" in events_between(a, c)
+    events = EventTracker()
+    assert events.update(a) == []
+    assert events.update(b) == ["db.down", "lb.restart"]
+    # No primary in b: the failover is seen against the last primary, db/0.
+    assert events.update(c) == ["db.up", "db.restart", "db.role_change"]
+    assert events.update(c) == []
 
 
 def test_rpo_in_writes_and_seconds() -> None:

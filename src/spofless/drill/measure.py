@@ -135,9 +135,14 @@ def detect_and_recover(
     fault_at: float,
     fault_end: float,
     until: float,
+    recover_until: float | None = None,
 ) -> Detection:
     """When the system's status first showed the fault on one of `targets` (instance
-    names; empty: any instance), and when it was whole again after `fault_end`."""
+    names; empty: any instance), before `until` (the next fault), and when it was whole
+    again after `fault_end`, before `recover_until` (default `until`; later faults may
+    overlap the recovery: it is the time until the system was whole, whatever else
+    happened meanwhile)."""
+    recover_until = until if recover_until is None else recover_until
     before = [s for s in snapshots if s.at <= fault_at]
     base = before[-1] if before else None
     detect, seen = None, ""
@@ -152,7 +157,7 @@ def detect_and_recover(
     recover = None
     if detect is not None:
         for s in snapshots:
-            if s.at >= max(fault_end, fault_at + detect) and s.at < until and s.whole:
+            if s.at >= max(fault_end, fault_at + detect) and s.at < recover_until and s.whole:
                 recover = round(s.at - fault_end, 4)
                 break
     return Detection(detect, recover, seen)
@@ -179,27 +184,43 @@ def _first_change(base: Snapshot, now: Snapshot, targets: Sequence[str]) -> str:
     return ""
 
 
-def events_between(a: Snapshot, b: Snapshot) -> list[str]:
-    """What happened between two snapshots, as `<component>.<event>`: `role_change` (the
-    instance holding a component's primary/leader/holder role changed to another one),
-    `down` (an instance left `up`), `up` (one came back), `restart` (a new process)."""
-    out: dict[str, None] = {}
-    for name, new in b.instances.items():
-        old = a.instances.get(name)
-        if old is None:
-            continue
-        comp = name.rpartition("/")[0]
-        if old.state == "up" and new.state != "up":
-            out[f"{comp}.down"] = None
-        if old.state != "up" and new.state == "up":
-            out[f"{comp}.up"] = None
-        if (old.pid, old.restarts) != (new.pid, new.restarts) and new.pid is not None:
-            out[f"{comp}.restart"] = None
-    for comp, holder in _holders(b).items():
-        previous = _holders(a).get(comp)
-        if holder is not None and previous is not None and holder != previous:
-            out[f"{comp}.role_change"] = None
-    return list(out)
+class EventTracker:
+    """What happened from one snapshot to the next, as `<component>.<event>`:
+
+    - `role_change`: the instance holding a component's primary, leader or VIP role is
+      another one than the last that held it (a failover seen through a gap in which
+      none held it counts: the old primary is down before the new one is promoted);
+    - `down`: an instance left `up`; `up`: one came back; `restart`: a new process.
+    """
+
+    def __init__(self) -> None:
+        self._prev: Snapshot | None = None
+        self._holders: dict[str, str] = {}  # component -> the last instance seen leading
+
+    def update(self, snap: Snapshot) -> list[str]:
+        out: dict[str, None] = {}
+        prev = self._prev
+        if prev is not None:
+            for name, new in snap.instances.items():
+                old = prev.instances.get(name)
+                if old is None:
+                    continue
+                comp = name.rpartition("/")[0]
+                if old.state == "up" and new.state != "up":
+                    out[f"{comp}.down"] = None
+                if old.state != "up" and new.state == "up":
+                    out[f"{comp}.up"] = None
+                if (old.pid, old.restarts) != (new.pid, new.restarts) and new.pid is not None:
+                    out[f"{comp}.restart"] = None
+        for comp, holder in _holders(snap).items():
+            if holder is None:
+                continue
+            last = self._holders.get(comp)
+            if last is not None and last != holder:
+                out[f"{comp}.role_change"] = None
+            self._holders[comp] = holder
+        self._prev = snap
+        return list(out)
 
 
 _LEADING = ("primary", "leader", "holder", "vip-holder")

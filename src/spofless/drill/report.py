@@ -54,7 +54,9 @@ def report_document(
                 )
         targets = [t for t in rec.targets if "/" in t and ":" not in t]
         end = rec.end if rec.end is not None else rec.at
-        det = detect_and_recover(result.snapshots, targets, rec.at, end, until)
+        det = detect_and_recover(
+            result.snapshots, targets, rec.at, end, until, recover_until=float("inf")
+        )
         measured = None
         if rec.element is not None and not rec.error:
             # Down: a stream still failing when the element came back (no recovery by

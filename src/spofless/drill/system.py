@@ -5,7 +5,7 @@
 - `snapshot()`: every instance's state, role, pid and restarts, and whether the
   system is whole (full redundancy, `whole`).
 - `StatusWatch`: a thread taking a snapshot every 0.1 s, for time to detect and
-  recover and for `when:` events.
+  recover and for `when:` events (measure.EventTracker).
 - `steady_state_problems`: what keeps the steady state from holding, naming the
   instance.
 - `process_tree`: the pids of an instance's whole process tree (its supervised
@@ -27,7 +27,7 @@ from typing import Any
 import psutil
 
 from spofless.drill.errors import DrillError
-from spofless.drill.measure import InstanceView, Snapshot
+from spofless.drill.measure import EventTracker, InstanceView, Snapshot
 from spofless.lab import Lab
 from spofless.stack import StackPlan, running_plan, status
 from spofless.topology import Topology
@@ -127,7 +127,7 @@ def steady_state_problems(
 
 class StatusWatch:
     """Snapshots of the system every WATCH_INTERVAL in a thread; `on_events` gets the
-    events between two snapshots (see measure.events_between)."""
+    events between two snapshots (see measure.EventTracker)."""
 
     def __init__(
         self, system: System, t0: float, on_events: Callable[[float, list[str]], None]
@@ -136,6 +136,7 @@ class StatusWatch:
         self.t0 = t0
         self.snapshots: list[Snapshot] = []
         self._on_events = on_events
+        self._events = EventTracker()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="status-watch", daemon=True)
@@ -158,20 +159,16 @@ class StatusWatch:
             return list(self.snapshots)
 
     def _take(self) -> None:
-        from spofless.drill.measure import events_between
-
         try:
             snap = self.system.snapshot(self.t0)
         except Exception as exc:  # a state file being replaced; the next one will do
             logger.debug("status snapshot failed: %s", exc)
             return
         with self._lock:
-            prev = self.snapshots[-1] if self.snapshots else None
             self.snapshots.append(snap)
-        if prev is not None:
-            events = events_between(prev, snap)
-            if events:
-                self._on_events(snap.at, events)
+        events = self._events.update(snap)
+        if events:
+            self._on_events(snap.at, events)
 
     def _run(self) -> None:
         while not self._stop.wait(WATCH_INTERVAL):
