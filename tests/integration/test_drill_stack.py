@@ -43,8 +43,25 @@ components:
     port: {web}
     run: python -m spofless.demo.app --host {{host}} --port {{port}} --name web-{{index}}
     health: {{type: http, path: /healthz}}
+  dns:
+    kind: dns
+    instances: [h1, h2]
+    needs: [lb]
+    port: {dns}
+    zone: t.example.
+    records: {{www: lb}}
+  cache: {{kind: cache, instances: [h2]}}   # described, not run
 entry: [lb]
 drills:
+  via-dns:
+    traffic: [{{http: {{via: dns, name: www, path: /}}, rate: 20}}]
+    faults:
+      - {{at: 1s, pause: dns/0, for: 2s}}
+    duration: 4s
+    expect: {{errors: 0}}
+  not-run:
+    faults:
+      - {{at: 1s, kill: cache/0}}
   web-pause:
     faults:
       - {{at: 1s, pause: web/0, for: 60s}}
@@ -70,8 +87,9 @@ def spof_stack(tmp_path: Path) -> Iterator[StackRun]:
     web = free_port_block(1)
     lb = free_port_block(2, avoid=[web])
     admin = free_port_block(2, avoid=[web, lb, lb + 1])
+    dns = free_port_block(2, avoid=[web, lb, lb + 1, admin, admin + 1])
     path = tmp_path / "spofdrill.yaml"
-    path.write_text(TOPOLOGY.format(web=web, lb=lb, admin=admin))
+    path.write_text(TOPOLOGY.format(web=web, lb=lb, admin=admin, dns=dns))
     with stack_run(path, tmp_path / "state") as run:
         up = run.cli("up", "--detach", "--wait", "--allow-spof", "--timeout", "60")
         assert up.returncode == 0, up.stdout + up.stderr
@@ -98,7 +116,10 @@ def test_the_default_plan_shows_the_single_points_of_failure_failing_as_predicte
         "instance:web/0": ("down", "down"),
         "host:h1": ("down", "down"),
         "host:h2": ("up", "up"),
+        "instance:dns/0": ("up", "up"),  # no entry needs the DNS: not in the analysis
+        "instance:dns/1": ("up", "up"),
     }
+    assert "instance:cache/0: not run by this stack, not drilled" in doc["notes"]
     web = next(f for f in doc["faults"] if f["element"] == "instance:web/0")
     assert web["errors"] > 0 and web["rto"] >= 2.0  # down while frozen (3 s)
     assert web["detect"] is not None and web["detect"] < 10  # status saw it
@@ -239,12 +260,20 @@ def test_bad_input_and_a_system_not_up_exit_2_and_break_nothing(spof_stack: Stac
     assert out.returncode == 2 and "no scenario 'nope'" in out.stderr
     out = drill(run, "-s", "lab-cut")
     assert out.returncode == 2 and "need the lab" in out.stderr
+    out = drill(run, "-s", "not-run")
+    assert out.returncode == 2 and "this stack does not run cache/0" in out.stderr
+    # Traffic through the topology's DNS: a frozen DNS server is skipped by the client.
+    out = drill(run, "-s", "via-dns", "--format", "json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    (stream,) = json.loads(out.stdout)["streams"]
+    assert stream["name"].startswith("http-0 GET via dns") and stream["requests"] > 20
     out = drill(run, "--assert", "rto < soon")
     assert out.returncode == 2 and "METRIC OP VALUE" in out.stderr
     out = drill(run, "--assert", "speed < 5s")
     assert out.returncode == 2 and "unknown figure 'speed'" in out.stderr
     after = run.instance("web/0")
     assert (after["pid"], after["restarts"]) == (before["pid"], before["restarts"])
+    wait_for("dns/0 up", lambda: run.instance("dns/0")["state"] == "up", timeout=20)
     # The steady state must hold: with web/0 frozen, the drill refuses and names it.
     psutil.Process(before["pid"]).suspend()
     try:

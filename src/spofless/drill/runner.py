@@ -44,6 +44,7 @@ from spofless.drill.system import (
     steady_state_problems,
 )
 from spofless.drill.traffic import SqlStream, Stream, make_streams
+from spofless.topology._drills import PROCESS_ACTIONS, FaultSpec
 
 logger = logging.getLogger(__name__)
 
@@ -211,6 +212,11 @@ def _refuse(system: System, plan: Plan) -> None:
             "the steady state does not hold, so the drill does not start:\n  "
             + "\n  ".join(problems)
         )
+    for p in plan.phases:
+        for f in p.faults:
+            problem = _not_run(f, docs)
+            if problem:
+                raise DrillError(f"{describe(f)}: {problem}; nothing was done")
     if system.lab is None:
         lab_only = [describe(f) for p in plan.phases for f in p.faults if f.lab_only]
         if lab_only:
@@ -219,6 +225,21 @@ def _refuse(system: System, plan: Plan) -> None:
                 f"machine's own network (start it with `spofless up {system.topology.source} "
                 "--lab`)"
             )
+
+
+def _not_run(spec: FaultSpec, docs: list[dict[str, Any]]) -> str:
+    """Why a process fault can never hit anything this stack runs ("" when it can)."""
+    if spec.action not in PROCESS_ACTIONS:
+        return ""
+    target = str(spec.target)
+    if target.startswith("host:"):
+        host = target.removeprefix("host:")
+        return "" if any(d["host"] == host for d in docs) else f"this stack runs nothing on {host}"
+    if "/" in target:
+        return "" if any(d["name"] == target for d in docs) else f"this stack does not run {target}"
+    if any(d["component"] == target for d in docs):
+        return ""
+    return f"this stack runs no instance of {target}"
 
 
 def _docs(system: System) -> list[dict[str, Any]]:
