@@ -125,3 +125,27 @@ def test_an_interrupted_lab_drill_leaves_no_cut(lab_stack: tuple[StackRun, Lab])
     assert proc.returncode == 130, stderr
     assert faults_in_place(lab) == []
     assert json.loads(stdout)["aborted"].startswith("interrupted")
+
+
+@pytest.mark.timeout(400)
+def test_the_default_plan_in_the_lab_drills_zones_and_regions(
+    lab_stack: tuple[StackRun, Lab],
+) -> None:
+    """No single point of failure: every instance, host, zone and region fails alone
+    (hosts, zones and regions cut off) and the clients keep being served."""
+    run, lab = lab_stack
+    out = run.cli("drill", "--hold", "2", "--format", "json", timeout=360)
+    doc = json.loads(out.stdout)
+    got = {f["element"]: (f["predicted"], f["measured"], f["action"]) for f in doc["faults"]}
+    print(got)
+    assert {e for e in got if e.startswith(("zone:", "region:"))} == {
+        "zone:east/a",
+        "zone:east/b",
+        "zone:west/a",
+        "region:east",
+        "region:west",
+    }
+    assert got["region:east"] == ("up", "up", "cut") and got["host:h1"][2] == "cut"
+    assert all(p == m == "up" for p, m, _ in got.values()), got
+    assert faults_in_place(lab) == []
+    assert out.returncode == 0, out.stderr
