@@ -117,3 +117,11 @@ def test_the_html_report_is_one_file_with_the_chart_and_the_tables() -> None:
     assert "Plotly.newPlot" in page or "plotly" in page.lower()
     assert '<table id="faults">' in page and "instance:web/0" in page
     assert '<p id="verdict" class="ok">' in page
+
+
+def test_a_request_ending_as_the_drill_ends_counts_for_the_last_fault() -> None:
+    r = result()
+    # In flight when the traffic stopped: it ends just after the drill's clock was read.
+    r.streams[0].outs.append(Outcome(9.0, r.duration + 0.0004, False))  # type: ignore[attr-defined]
+    (f,) = report_document(r, "t", "t.yaml", [])["faults"]
+    assert f["errors"] == 31

@@ -31,10 +31,13 @@ def report_document(
     outcomes = result.outcomes()
     rates = {s.name: plan.traffic[i].rate for i, s in enumerate(result.streams)}
     applied = sorted((f for f in result.faults if not f.error), key=lambda f: f.at)
+    # The last fault's period runs to the last request's end (a request in flight when
+    # the traffic stopped ends after the drill's clock was read).
+    horizon = max([result.duration, *(o.end for outs in outcomes.values() for o in outs)]) + 1e-3
     faults: list[dict[str, Any]] = []
     for rec in result.faults:
         later = [f.at for f in applied if f.at > rec.at]
-        until = min(later) if later else result.duration
+        until = min(later) if later else horizon
         windows: list[dict[str, Any]] = []
         if not rec.error:
             for name, outs in outcomes.items():
