@@ -181,22 +181,26 @@ def run_drill(
         except _Aborted as exc:
             result.aborted = str(exc)
         except (KeyboardInterrupt, _Interrupted):
-            result.aborted = "interrupted (Ctrl-C or SIGTERM); every fault was taken back"
-            result.interrupted = True
+            _interrupted(result, "")
         finally:
             _undo_all(applied, t0)
-            settle_start = time.monotonic()
-            # Traffic goes on while the system heals: the recovery is what clients see.
-            within = plan.steady_state.within
-            result.recovered_in = _settle(system, within)
-            if result.recovered_in is None:
-                result.after_problems = redundancy_problems(_docs(system), system.running)
-            else:
-                result.recovered_in = round(time.monotonic() - settle_start, 3)
-            for s in streams:
-                s.stop()
+            try:
+                # Traffic goes on while the system heals: the recovery is what clients see.
+                _after(system, plan, result)
+            except (KeyboardInterrupt, _Interrupted):
+                _interrupted(result, "while waiting for the system to be whole again")
+                result.recovered_in = None
+                result.after_problems = ["not known: interrupted before it was whole again"]
+            finally:
+                for s in streams:
+                    s.stop()
         result.snapshots = watch.all()
     result.duration = round(time.monotonic() - t0, 3)
+    try:
+        _check_data(system, result, streams, first_id)
+    except (KeyboardInterrupt, _Interrupted):
+        _interrupted(result, "while checking the data")
+        result.data_note = "data not checked: interrupted"
     _check_data(system, result, streams, first_id)
     return result
 
@@ -405,15 +409,30 @@ def _fire(
 
 
 def _undo_all(applied: list[tuple[Applied, FaultRecord]], t0: float) -> None:
-    for a, rec in reversed(applied):
-        if a.needs_undo:
-            with _held_signals():
+    """Take back every fault still in place, newest first; Ctrl-C waits until all are."""
+    with _held_signals():
+        for a, rec in reversed(applied):
+            if a.needs_undo:
                 try:
                     a.undo()
                 except Exception as exc:  # the others must still be taken back
                     logger.error("could not take back %s: %s", a.description, exc)
                     rec.note = (rec.note + f"; undo failed: {exc}").strip("; ")
-            rec.end = round(time.monotonic() - t0, 4)
+                rec.end = round(time.monotonic() - t0, 4)
+
+
+def _interrupted(result: DrillResult, when: str) -> None:
+    result.interrupted = True
+    if not result.aborted:
+        result.aborted = "interrupted (Ctrl-C or SIGTERM)" + (f" {when}" if when else "")
+        result.aborted += "; every fault was taken back"
+
+
+def _after(system: System, plan: Plan, result: DrillResult) -> None:
+    """Whether, and how fast, the system is whole again after the drill."""
+    result.recovered_in = _settle(system, plan.steady_state.within)
+    if result.recovered_in is None:
+        result.after_problems = redundancy_problems(_docs(system), system.running)
 
 
 def _settle(system: System, within: float) -> float | None:
