@@ -44,6 +44,7 @@ from spofless.drill.system import (
     steady_state_problems,
 )
 from spofless.drill.traffic import SqlStream, Stream, make_streams
+from spofless.errors import SpoflessError
 from spofless.topology._drills import PROCESS_ACTIONS, FaultSpec
 
 logger = logging.getLogger(__name__)
@@ -395,7 +396,7 @@ def _fire(
         with _held_signals():
             a = apply_fault(spec, system, rng)
             applied.append((a, rec))
-    except DrillError as exc:
+    except SpoflessError as exc:  # no instance in that role now, a lab that refused, ...
         rec.error = str(exc)
         logger.warning("not applied: %s", exc)
         return
