@@ -15,7 +15,7 @@
    fault still in place is taken back, in the reverse order; SIGINT and SIGTERM are
    held back while a fault is applied or undone, so that none is left half done.
 5. After: the system must be whole again within the steady state's `within`; the
-   SQL writes are checked (every member caught up, then the set checker).
+   SQL writes are checked (datacheck.py: every member caught up, then the set checker).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from typing import Any
 
 import psycopg
 
-from spofless.drill.checker import DataVerdict, check_data
+from spofless.drill.checker import DataVerdict
+from spofless.drill.datacheck import check_writes
 from spofless.drill.errors import DrillError
 from spofless.drill.faults import Applied, apply_fault, describe
 from spofless.drill.measure import Outcome, Snapshot, error_rate_over
@@ -50,7 +51,6 @@ from spofless.topology._drills import PROCESS_ACTIONS, FaultSpec
 logger = logging.getLogger(__name__)
 
 TICK = 0.05  # seconds between two looks at the clock, the events and the abort rule
-CATCH_UP_BOUND = 30.0  # seconds for every replica to replay the primary's writes at the end
 START_BOUND = 10.0  # seconds for the traffic to succeed once before the first fault
 
 
@@ -198,11 +198,11 @@ def run_drill(
         result.snapshots = watch.all()
     result.duration = round(time.monotonic() - t0, 3)
     try:
-        _check_data(system, result, streams, first_id)
+        check_writes(system, result, streams, first_id)
     except (KeyboardInterrupt, _Interrupted):
         _interrupted(result, "while checking the data")
         result.data_note = "data not checked: interrupted"
-    _check_data(system, result, streams, first_id)
+    check_writes(system, result, streams, first_id)
     return result
 
 
@@ -465,65 +465,3 @@ def _progress(
         rows.append((s.name, len(outs), errors, 1.0 - rate if count else 1.0))
     active = [a.description for a, _ in applied if a.needs_undo]
     return Progress(now, phase.name, n, total, active, rows, last_event)
-
-
-# -- data ------------------------------------------------------------------------------
-
-
-def _check_data(system: System, result: DrillResult, streams: list[Stream], first: int) -> None:
-    sql = [s for s in streams if isinstance(s, SqlStream) and s.writer is not None]
-    if not sql:
-        return
-    from spofless.security import client_params
-
-    attempted: list[int] = []
-    acked: list[int] = []
-    uncertain: list[int] = []
-    for s in sql:
-        attempted += s.report.attempted
-        acked += s.report.acknowledged
-        uncertain += s.report.uncertain
-        result.acked_at.update(s.acked_at())
-    docs = _docs(system)
-    pg_components = {d["component"] for d in docs if d["kind"] == "postgres"}
-    if len(pg_components) != 1:
-        result.data_note = "data not checked: the writes' postgres component is not one"
-        return
-    (comp,) = pg_components
-    params = client_params(system.running, comp)
-    members = [d for d in docs if d["component"] == comp and d.get("dsn")]
-    primary = next((d for d in members if d.get("role") == "primary"), None)
-    if primary is None:
-        result.data_note = f"data not checked: {comp} has no primary at the end"
-        return
-    table = sql[0].table
-    last = first + 10**9  # the range of this drill (see run_drill)
-
-    def ids(dsn: str) -> set[int]:
-        from psycopg.conninfo import make_conninfo
-
-        with psycopg.connect(
-            make_conninfo(dsn, connect_timeout=5, **params), autocommit=True
-        ) as conn:
-            rows = conn.execute(
-                f"SELECT id FROM {table} WHERE id >= %s AND id < %s", (first, last)
-            ).fetchall()
-        return {int(r[0]) for r in rows}
-
-    deadline = time.monotonic() + CATCH_UP_BOUND
-    held: dict[str, set[int]] = {}
-    while True:
-        try:
-            held = {d["name"]: ids(d["dsn"]) for d in members}
-        except psycopg.Error as exc:
-            result.data_note = f"a member could not be read: {exc}"
-            held = {}
-        if held and all(v == held[primary["name"]] for v in held.values()):
-            break
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    if primary["name"] not in held:
-        result.data_note = result.data_note or "data not checked: the primary could not be read"
-        return
-    result.data = check_data(attempted, acked, uncertain, primary["name"], held)
