@@ -63,6 +63,7 @@ drills:
     traffic:
       - {{sql_writes: {{to: db}}, rate: 50}}
       - {{sql_writes: {{to: db-rw}}, rate: 50}}
+      - {{sql_reads: {{to: db}}, rate: 10}}
     faults:
       - {{at: 2s, kill: db, role: primary}}
       - {{when: db.role_change, stop: db-rw/1}}
@@ -141,6 +142,9 @@ def test_a_primary_crash_loses_no_acknowledged_write_and_heals(pg_stack: StackRu
     by_stream = {w["stream"]: w for w in fault["windows"]}
     direct = by_stream["sql-0 writes to db"]
     assert direct["recovered"] and direct["outage"] > 0  # the writes did stop, and resumed
+    reads = next(s for s in doc["streams"] if s["name"] == "sqlr-2 reads from db")
+    assert reads["requests"] > 50 and reads["errors"] < reads["requests"] / 2
+    assert by_stream["sqlr-2 reads from db"]["recovered"]
     # The drill's window agrees with a writer it does not know about.
     ours = writer.report.window(after=0.0)
     print(f"drill outage {direct['outage']:.3f}s, independent writer's {ours:.3f}s")

@@ -186,12 +186,16 @@ class SqlWriter:
         return any(SYNC_CANCELLED in n for n in notices)
 
 
-def bounded(call: Callable[[], T], conn: psycopg.Connection[Any] | None = None) -> T:
-    """Run call(); past STATEMENT_BOUND shut the connection's socket down so it fails."""
+def bounded(
+    call: Callable[[], T],
+    conn: psycopg.Connection[Any] | None = None,
+    bound: float = STATEMENT_BOUND,
+) -> T:
+    """Run call(); past `bound` seconds shut the connection's socket down so it fails."""
     timer: threading.Timer | None = None
     if conn is not None:
         fd = conn.fileno()
-        timer = threading.Timer(STATEMENT_BOUND, _shutdown, (fd,))
+        timer = threading.Timer(bound, _shutdown, (fd,))
         timer.start()
     try:
         result: T = call()

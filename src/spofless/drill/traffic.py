@@ -13,6 +13,8 @@ Two kinds of stream, each in its own thread, paced at `rate` requests a second
   string with target_session_attrs=read-write over a postgres component's members, or
   a tcp load balancer routing to the primary), by `SqlWriter`: acknowledged, failed,
   or uncertain (a cancelled synchronous commit counts as uncertain, never as a success).
+- `ProbeStream` with `sql_read_probe`: `SELECT 1` through the read-only route (libpq
+  multi-host with target_session_attrs=prefer-standby, or a load balancer to replicas).
 
 Every stream stops by itself after `bound` seconds, whatever its caller does.
 """
@@ -27,11 +29,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import psycopg
+
 from spofless.drill.errors import DrillError
 from spofless.drill.measure import Outcome
-from spofless.drill.sqlwrite import SqlWriter, WriterReport
+from spofless.drill.sqlwrite import SqlWriter, WriterReport, bounded
 from spofless.topology import Topology
-from spofless.topology._drills import HttpTarget, SqlTarget, TrafficSpec
+from spofless.topology._drills import HttpTarget, SqlReadTarget, SqlTarget, TrafficSpec
 
 STREAM_BOUND = 3600.0  # no stream outlives this, whatever happens to the drill
 
@@ -256,8 +260,30 @@ def _dns_resolver(topology: Topology, target: HttpTarget) -> Callable[[], Sequen
     return resolve
 
 
-def sql_conninfo(topology: Topology, target: SqlTarget) -> str:
-    """The read-write connection string of `target` with the topology's credentials."""
+def sql_read_probe(conninfo: str, timeout: float) -> Probe:
+    """`SELECT 1` on a fresh connection; the server that answered."""
+
+    def probe() -> tuple[bool, str]:
+        try:
+            conn = bounded(lambda: psycopg.connect(conninfo, autocommit=True))
+        except psycopg.Error as exc:
+            return False, (str(exc).strip().splitlines() or [""])[0][:200]
+        try:
+            bounded(lambda: conn.execute("SELECT 1").fetchone(), conn, timeout)
+            return True, f"port {conn.info.port}"
+        except psycopg.Error as exc:
+            return False, (str(exc).strip().splitlines() or [""])[0][:200]
+        finally:
+            conn.close()
+
+    return probe
+
+
+def sql_conninfo(
+    topology: Topology, target: SqlTarget | SqlReadTarget, attrs: str = "read-write"
+) -> str:
+    """The connection string of `target` with the topology's credentials; libpq picks the
+    server by `attrs` (target_session_attrs) among a postgres component's members."""
     from psycopg.conninfo import make_conninfo
 
     from spofless.security import client_params
@@ -280,7 +306,7 @@ def sql_conninfo(topology: Topology, target: SqlTarget) -> str:
         user="postgres",
         dbname="postgres",
         connect_timeout=2,
-        target_session_attrs="read-write",
+        target_session_attrs=attrs if comp.kind == "postgres" else "any",
         **client_params(topology, db),
     )
 
@@ -300,6 +326,10 @@ def make_streams(
                     f"http-{i} {h.method} via {h.via} {where}{h.path}", probe, t0, spec.rate
                 )
             )
+        elif spec.sql_reads is not None:
+            r = spec.sql_reads
+            probe = sql_read_probe(sql_conninfo(topology, r, "prefer-standby"), r.timeout)
+            streams.append(ProbeStream(f"sqlr-{i} reads from {r.to}", probe, t0, spec.rate))
         elif spec.tcp is not None:
             probe = tcp_probe(_instances_addresses(topology, spec.tcp.to), spec.tcp.timeout)
             streams.append(ProbeStream(f"tcp-{i} connect {spec.tcp.to}", probe, t0, spec.rate))

@@ -6,6 +6,7 @@
         traffic:
           - {http: {via: lb, to: lb, path: /}, rate: 50}         # or via: dns / vip / address
           - {sql_writes: {to: db}, rate: 50}                     # postgres, or a tcp lb to it
+          - {sql_reads: {to: db-ro}, rate: 20}                   # the read-only route
         faults:
           - {at: 2s, kill: db, role: primary}                    # SIGKILL of its process tree
           - {at: 2s, pause: etcd, role: leader, for: 5s}         # SIGSTOP, SIGCONT after 5 s
@@ -107,6 +108,15 @@ class SqlTarget(Strict):
     table: str = Field("spofless_drill", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
 
 
+class SqlReadTarget(Strict):
+    """`SELECT 1` on a fresh connection through the read-only route: a postgres component
+    (libpq multi-host, target_session_attrs=prefer-standby) or a load balancer routing to
+    its replicas."""
+
+    to: str
+    timeout: Seconds = 1.0
+
+
 class TcpTarget(Strict):
     """A connection to any instance of component `to` (tried in order) within `timeout`."""
 
@@ -117,13 +127,17 @@ class TcpTarget(Strict):
 class TrafficSpec(Strict):
     http: HttpTarget | None = None
     sql_writes: SqlTarget | None = None
+    sql_reads: SqlReadTarget | None = None
     tcp: TcpTarget | None = None
     rate: Annotated[float, Field(gt=0, le=1000)] = 20.0  # requests per second
 
     @model_validator(mode="after")
     def _one_kind(self) -> TrafficSpec:
-        if sum(x is not None for x in (self.http, self.sql_writes, self.tcp)) != 1:
-            raise ValueError("a traffic stream is one of `http:`, `sql_writes:` or `tcp:`")
+        kinds = (self.http, self.sql_writes, self.sql_reads, self.tcp)
+        if sum(x is not None for x in kinds) != 1:
+            raise ValueError(
+                "a traffic stream is one of `http:`, `sql_writes:`, `sql_reads:` or `tcp:`"
+            )
         return self
 
 
@@ -281,11 +295,12 @@ def _check_traffic(
                     report((*loc, "http", "name"), f"{chosen[0]} has no record {h.name!r}")
     if t.tcp is not None and t.tcp.to not in comps:
         report((*loc, "tcp", "to"), f"unknown component {t.tcp.to!r}")
-    if t.sql_writes is not None:
-        to = t.sql_writes.to
-        c = comps.get(to)
+    for kind, sql in (("sql_writes", t.sql_writes), ("sql_reads", t.sql_reads)):
+        if sql is None:
+            continue
+        c = comps.get(sql.to)
         if c is None or c.kind not in ("postgres", "load_balancer"):
-            report((*loc, "sql_writes", "to"), f"no postgres or load_balancer component {to!r}")
+            report((*loc, kind, "to"), f"no postgres or load_balancer component {sql.to!r}")
 
 
 def _check_fault(
