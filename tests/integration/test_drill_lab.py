@@ -1,6 +1,7 @@
 """`spofless drill` in the lab (`up --lab`): real network faults, always taken back.
 
-A scenario cuts a zone, then a region, under HTTP traffic from the lab's control
+A scenario cuts a zone, then a region, adds latency, then partitions a zone off, under
+HTTP traffic from the lab's control
 namespace through the load balancers; every cut is restored at the end. A drill
 interrupted (SIGINT) while a region is cut off leaves no cut in place.
 
@@ -56,7 +57,8 @@ drills:
       - {at: 1s, cut: zone:east/a, for: 3s}
       - {at: 6s, cut: region:west, for: 3s}
       - {at: 11s, latency: region:east, ms: 20, for: 2s}
-    duration: 15s
+      - {at: 14s, partition: [[zone:east/b], [zone:east/a, region:west]], for: 2s}
+    duration: 18s
   long-cut:
     faults:
       - {at: 1s, cut: region:east, for: 60s}
@@ -92,6 +94,7 @@ def test_a_lab_drill_cuts_a_zone_and_a_region_and_restores_them(
         ["zone:east/a"],
         ["region:west"],
         ["region:east"],
+        ["zone:east/b"],
     ]
     assert all(f["applied"] and f["end"] is not None for f in doc["faults"])
     # The traffic came from the lab (lab addresses only answer there) and got through.
