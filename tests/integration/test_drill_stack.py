@@ -245,6 +245,40 @@ def test_an_aborted_drill_takes_its_fault_back(spof_stack: StackRun) -> None:
     assert doc["after"]["whole"] is True
 
 
+@pytest.mark.timeout(120)
+def test_a_drill_killed_outright_has_its_pause_taken_back_by_the_next(
+    spof_stack: StackRun,
+) -> None:
+    run = spof_stack
+    web = psutil.Process(run.instance("web/0")["pid"])
+    argv = [SPOFLESS, "drill", str(run.topology), "-s", "web-pause", "--format", "json"]
+    proc = subprocess.Popen(
+        [*argv, "--state-dir", str(run.state_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for("web/0 paused", lambda: web.status() == psutil.STATUS_STOPPED, timeout=30)
+        proc.kill()  # no finally runs: the pause stays, written in the journal
+        proc.wait(10)
+        time.sleep(0.5)
+        assert web.status() == psutil.STATUS_STOPPED
+        assert (run.state_dir / "drill-pending.json").exists()
+        out = drill(run, "-s", "via-dns", "--format", "json")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if web.is_running() and web.status() == psutil.STATUS_STOPPED:
+            web.resume()
+            pytest.fail("the next drill did not resume web/0")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert web.status() != psutil.STATUS_STOPPED
+    assert not (run.state_dir / "drill-pending.json").exists()
+    notes = json.loads(out.stdout)["notes"]
+    assert any(n.startswith("resumed pids [") and str(web.pid) in n for n in notes), notes
+
+
 class _nothing:
     def __enter__(self) -> None:
         return None

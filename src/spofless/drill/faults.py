@@ -21,7 +21,8 @@ What each action does, and its undo:
 
 An undo is idempotent and never raises for a process that is gone: the runner calls
 every pending undo on the way out, whatever ended the drill (its end, an abort,
-Ctrl-C, an error), so a drill never leaves a fault in place.
+Ctrl-C, an error), so a drill never leaves a fault in place. A drill killed outright
+cannot; its faults are in the journal (journal.py), which the next drill reads first.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spofless.drill.errors import DrillError
+from spofless.drill.journal import Journal, signal_entry
 from spofless.drill.system import System, process_tree
 from spofless.topology._drills import FaultSpec
 
@@ -123,12 +125,15 @@ class Applied:
         logger.info("undone: %s", self.description)
 
 
-def apply_fault(spec: FaultSpec, system: System, rng: random.Random) -> Applied:
-    """Apply `spec` to the running system now (see module docstring)."""
+def apply_fault(
+    spec: FaultSpec, system: System, rng: random.Random, journal: Journal | None = None
+) -> Applied:
+    """Apply `spec` to the running system now (see module docstring). A fault with an
+    undo is written to `journal` before it is applied, struck off once taken back."""
     action = spec.action
     description = describe(spec)
     if spec.lab_only:
-        return _lab_fault(spec, system, description)
+        return _lab_fault(spec, system, description, journal)
     if action == "switchover":
         return _switchover(spec, system, description)
     docs = system.document()["instances"]
@@ -146,6 +151,7 @@ def apply_fault(spec: FaultSpec, system: System, rng: random.Random) -> Applied:
         "pause": signal.SIGSTOP,
         "resume": signal.SIGCONT,
     }[action]
+    key = journal.record(signal_entry(pids)) if journal and action == "pause" else None
     sent = send(pids, sig)
     logger.info("%s: %s (pids %s)", description, ", ".join(names), sent)
     applied = Applied(spec, description, names, pids=sent)
@@ -153,6 +159,8 @@ def apply_fault(spec: FaultSpec, system: System, rng: random.Random) -> Applied:
 
         def resume() -> None:
             send(list(reversed(sent)), signal.SIGCONT)
+            if journal and key:
+                journal.clear(key)
 
         applied._undo = resume
     return applied
@@ -184,7 +192,9 @@ def _switchover(spec: FaultSpec, system: System, description: str) -> Applied:
     return Applied(spec, description, [str(spec.target)], note=f"{old} -> {new}")
 
 
-def _lab_fault(spec: FaultSpec, system: System, description: str) -> Applied:
+def _lab_fault(
+    spec: FaultSpec, system: System, description: str, journal: Journal | None
+) -> Applied:
     lab = system.lab
     if lab is None:
         raise DrillError(
@@ -201,11 +211,14 @@ def _lab_fault(spec: FaultSpec, system: System, description: str) -> Applied:
     else:
         elements = [str(spec.target)]
     done: list[str] = []
+    key = journal.record({"kind": "lab", "elements": elements}) if journal else None
 
     def undo() -> None:
         for element in done:
             with contextlib.suppress(Exception):
                 lab.restore(element)
+        if journal and key:
+            journal.clear(key)
 
     try:
         for element in elements:

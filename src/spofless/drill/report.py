@@ -175,7 +175,7 @@ def report_document(
             "recovered_in": result.recovered_in,
             "problems": result.after_problems,
         },
-        "notes": list(plan.notes),
+        "notes": [*result.taken_back, *plan.notes],
         "timeline": {name: timeline(outs) for name, outs in outcomes.items()},
     }
 

@@ -13,7 +13,9 @@
    when clients fail that much for that long.
 4. Whatever ends the drill (its end, an abort, Ctrl-C or SIGTERM, an error), every
    fault still in place is taken back, in the reverse order; SIGINT and SIGTERM are
-   held back while a fault is applied or undone, so that none is left half done.
+   held back while a fault is applied or undone, so that none is left half done. A
+   drill killed outright (SIGKILL) leaves its faults in the journal (journal.py): the
+   next drill takes them back before anything else.
 5. After: the system must be whole again within the steady state's `within`; the
    SQL writes are checked (datacheck.py: every member caught up, then the set checker).
 """
@@ -36,6 +38,7 @@ from spofless.drill.checker import DataVerdict
 from spofless.drill.datacheck import check_writes
 from spofless.drill.errors import DrillError
 from spofless.drill.faults import Applied, apply_fault, describe
+from spofless.drill.journal import Journal, take_back
 from spofless.drill.measure import Outcome, Snapshot, error_rate_over
 from spofless.drill.plans import Phase, Plan
 from spofless.drill.system import (
@@ -88,6 +91,7 @@ class DrillResult:
     snapshots: list[Snapshot]
     aborted: str = ""  # why, when the drill was stopped early
     interrupted: bool = False  # by Ctrl-C or SIGTERM
+    taken_back: list[str] = field(default_factory=list)  # left by a drill killed outright
     after_problems: list[str] = field(default_factory=list)  # not whole at the end
     recovered_in: float | None = None  # seconds after the last phase until whole
     data: DataVerdict | None = None
@@ -128,6 +132,12 @@ def run_drill(
 ) -> DrillResult:
     """Run `plan` (see module docstring); DrillError before anything is done when it
     cannot run."""
+    journal = Journal(system.plan.state_dir)
+    left = take_back(journal, system.lab)
+    if left:
+        # What an earlier drill killed outright left in place is taken back first; the
+        # steady state is then judged on the healed system.
+        _settle(system, plan.steady_state.within)
     _refuse(system, plan)
     t0 = time.monotonic()
     started_at = time.time()
@@ -146,7 +156,7 @@ def run_drill(
     faults: list[FaultRecord] = []
     phases: list[PhaseRecord] = []
     applied: list[tuple[Applied, FaultRecord]] = []
-    result = DrillResult(plan, started_at, 0.0, streams, faults, phases, [])
+    result = DrillResult(plan, started_at, 0.0, streams, faults, phases, [], taken_back=left)
     with _signals_as_interrupt(), StatusWatch(system, t0, on_events) as watch:
         for s in streams:
             s.start()
@@ -157,6 +167,7 @@ def run_drill(
                 phases.append(record)
                 _run_phase(
                     system,
+                    journal,
                     plan,
                     phase,
                     n,
@@ -313,6 +324,7 @@ def _wait_first_success(streams: list[Stream], t0: float) -> None:
 
 def _run_phase(
     system: System,
+    journal: Journal,
     plan: Plan,
     phase: Phase,
     n: int,
@@ -338,7 +350,7 @@ def _run_phase(
             return
         while timed and start + (timed[0].at or 0.0) <= now:
             spec = timed.pop(0)
-            _fire(system, spec, rng, phase, now, t0, faults, applied, undo_at)
+            _fire(system, journal, spec, rng, phase, now, t0, faults, applied, undo_at)
         with events_lock:
             new = [(at, e) for at, e in events if at >= start]
         for i, spec in enumerate(triggered):
@@ -348,7 +360,7 @@ def _run_phase(
             if hit is not None:
                 fired_events.add(i)
                 last_event = f"{spec.when} at {hit:.1f}s"
-                _fire(system, spec, rng, phase, now, t0, faults, applied, undo_at)
+                _fire(system, journal, spec, rng, phase, now, t0, faults, applied, undo_at)
         for a, rec in applied:
             due = undo_at.get(id(a))
             if due is not None and now >= due and a.needs_undo:
@@ -373,6 +385,7 @@ def _run_phase(
 
 def _fire(
     system: System,
+    journal: Journal,
     spec: Any,
     rng: random.Random,
     phase: Phase,
@@ -394,7 +407,7 @@ def _fire(
     faults.append(rec)
     try:
         with _held_signals():
-            a = apply_fault(spec, system, rng)
+            a = apply_fault(spec, system, rng, journal)
             applied.append((a, rec))
     except SpoflessError as exc:  # no instance in that role now, a lab that refused, ...
         rec.error = str(exc)
