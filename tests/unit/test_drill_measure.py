@@ -224,3 +224,26 @@ def test_history_trend_and_sparkline() -> None:
     assert trend([2.0, 2.0, 3.0, None, 1.0]) == ["", "=", "▲ +50%", "", "▼ -57%"]
     assert sparkline([1.0, None, 2.0]) == "▄ █"
     assert sparkline([]) == ""
+
+
+def test_where_http_traffic_goes() -> None:
+    from spofless.drill.traffic import http_addresses
+    from spofless.topology._drills import HttpTarget
+
+    t = load_topology_text(TOPO)
+    via_lb = http_addresses(t, HttpTarget(via="lb", to="lb"))
+    assert list(via_lb()) == ["127.0.0.1:8000", "127.0.0.1:8001"]  # in instance order
+    fixed = http_addresses(t, HttpTarget(via="address", address="10.0.0.1:80"))
+    assert list(fixed()) == ["10.0.0.1:80"]
+
+
+def test_faults_on_what_the_stack_does_not_run_are_refused_up_front() -> None:
+    from spofless.drill.runner import _not_run
+
+    docs = [dict(d) for d in DOCS]
+    assert _not_run(fault(at=1, kill="db", role="primary"), docs) == ""
+    assert _not_run(fault(at=1, kill="db/2"), docs) == ""
+    assert _not_run(fault(at=1, kill="db/7"), docs) == "this stack does not run db/7"
+    assert _not_run(fault(at=1, kill="host:n9"), docs) == "this stack runs nothing on n9"
+    assert _not_run(fault(at=1, pause="web"), docs) == "this stack runs no instance of web"
+    assert _not_run(fault(at=1, cut="host:n9"), docs) == ""  # the lab's own check
