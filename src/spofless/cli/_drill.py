@@ -83,8 +83,16 @@ _state_dir_option = click.option(
     type=click.Choice(["text", "json", "junit", "html"]),
     default="text",
     show_default=True,
+    help="text: a live view, then a summary; json: every figure (README: json keys); "
+    "junit: a test case per fault; html: one self-contained file with charts.",
 )
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the report here instead of to stdout.",
+)
 @_state_dir_option
 def run_command(
     file: str,
@@ -98,7 +106,10 @@ def run_command(
     output: Path | None,
     state_dir: Path | None,
 ) -> None:
-    """Run a drill against the system `spofless up` started from FILE."""
+    """Run a drill against the system `spofless up` started from FILE.
+
+    `spofless drill FILE ...` is the same command (`run` may be left out).
+    """
     import random as _random
 
     from spofless.analysis import analyze
