@@ -1,7 +1,7 @@
 """`spofless drill` in the lab (`up --lab`): real network faults, always taken back.
 
-A scenario cuts a zone, then a region, adds latency, then partitions a zone off, under
-HTTP traffic from the lab's control
+A scenario cuts a zone, then a region, adds latency, partitions a zone off and drops
+packets on a zone's link, under HTTP traffic from the lab's control
 namespace through the load balancers; every cut is restored at the end. A drill
 interrupted (SIGINT) while a region is cut off leaves no cut in place.
 
@@ -58,7 +58,8 @@ drills:
       - {at: 6s, cut: region:west, for: 3s}
       - {at: 11s, latency: region:east, ms: 20, for: 2s}
       - {at: 14s, partition: [[zone:east/b], [zone:east/a, region:west]], for: 2s}
-    duration: 18s
+      - {at: 17s, loss: zone:west/a, pct: 10, for: 1s}
+    duration: 20s
   long-cut:
     faults:
       - {at: 1s, cut: region:east, for: 60s}
@@ -95,6 +96,7 @@ def test_a_lab_drill_cuts_a_zone_and_a_region_and_restores_them(
         ["region:west"],
         ["region:east"],
         ["zone:east/b"],
+        ["zone:west/a"],
     ]
     assert all(f["applied"] and f["end"] is not None for f in doc["faults"])
     # The traffic came from the lab (lab addresses only answer there) and got through.
