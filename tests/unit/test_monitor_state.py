@@ -153,6 +153,7 @@ def test_grouping_by_labels() -> None:
 
 VIP = """\
 name: shop
+security: {tls: false}  # a text topology has no secrets directory
 hosts:
   h1: {}
   h2: {}

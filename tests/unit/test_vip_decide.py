@@ -207,7 +207,6 @@ def test_garp_frames_are_broadcast_arp_for_the_address() -> None:
 
 VIP_TOPOLOGY = """
 name: viptest
-security: {tls: false}  # a text topology has no secrets directory
 hosts: {a: {}, b: {}}
 components:
   etcd: {kind: etcd, instances: [a, b, a], port: 2379}

@@ -44,9 +44,22 @@ class Ack:
     at: float  # time.monotonic() when the answer arrived
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One insert as the client saw it: when it was sent and answered, and how it ended
+    (`acknowledged`, `uncertain` or `failed`)."""
+
+    id: int | None  # None: no connection could be made to send it
+    start: float  # time.monotonic()
+    end: float
+    outcome: str
+    detail: str = ""
+
+
 @dataclass
 class WriterReport:
     acks: list[Ack] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)  # every try, in order
     failed: int = 0  # attempts that got no answer (connection refused, timeout, error)
     attempted: list[int] = field(default_factory=list)  # every id tried, in order
     uncertain: list[int] = field(default_factory=list)  # tried, outcome unknown
@@ -77,8 +90,18 @@ class WriterReport:
 class SqlWriter:
     """Inserts into `table (id)` every 10-20 ms on `conninfo` until stopped."""
 
-    def __init__(self, conninfo: str, table: str = "t", first_id: int = 1) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        table: str = "t",
+        first_id: int = 1,
+        *,
+        interval: tuple[float, float] = (0.010, 0.020),
+        run_bound: float = RUN_BOUND,
+    ) -> None:
         self.conninfo = conninfo
+        self.interval = interval  # seconds between two inserts, drawn uniformly
+        self.run_bound = run_bound
         self.table = table
         self.next_id = first_id
         self.report = WriterReport()
@@ -95,38 +118,57 @@ class SqlWriter:
 
     def stop(self) -> WriterReport:
         self._stop.set()
-        self._thread.join(RUN_BOUND)
+        self._thread.join(self.run_bound)
         return self.report
+
+    def attempts(self) -> list[Attempt]:
+        """The attempts so far (a copy: the writer goes on)."""
+        with self._lock:
+            return list(self.report.attempts)
 
     def acks_since(self, t: float) -> int:
         with self._lock:
             return sum(1 for a in self.report.acks if a.at > t)
 
     def _run(self) -> None:
-        deadline = time.monotonic() + RUN_BOUND
+        deadline = time.monotonic() + self.run_bound
         conn: psycopg.Connection[Any] | None = None
         while not self._stop.is_set() and time.monotonic() < deadline:
             ident: int | None = None
+            start = time.monotonic()
             try:
                 if conn is None or conn.closed:
                     conn = bounded(lambda: psycopg.connect(self.conninfo, autocommit=True))
                 ident, self.next_id = self.next_id, self.next_id + 1
                 self.report.attempted.append(ident)
                 warned = self._insert(conn, ident)
+                now = time.monotonic()
+                port = int(conn.info.port)
                 with self._lock:
                     if warned:
                         self.report.uncertain.append(ident)
+                        self.report.attempts.append(
+                            Attempt(ident, start, now, "uncertain", SYNC_CANCELLED)
+                        )
                     else:
-                        self.report.acks.append(Ack(ident, int(conn.info.port), time.monotonic()))
-            except psycopg.Error:
-                self.report.failed += 1
-                if ident is not None:
-                    self.report.uncertain.append(ident)
+                        self.report.acks.append(Ack(ident, port, now))
+                        self.report.attempts.append(
+                            Attempt(ident, start, now, "acknowledged", f"port {port}")
+                        )
+            except psycopg.Error as exc:
+                with self._lock:
+                    self.report.failed += 1
+                    if ident is not None:
+                        self.report.uncertain.append(ident)
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    self.report.attempts.append(
+                        Attempt(ident, start, time.monotonic(), "failed", first[:200])
+                    )
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         conn.close()
                 conn = None
-            time.sleep(random.uniform(0.010, 0.020))
+            time.sleep(random.uniform(*self.interval))
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
@@ -144,12 +186,16 @@ class SqlWriter:
         return any(SYNC_CANCELLED in n for n in notices)
 
 
-def bounded(call: Callable[[], T], conn: psycopg.Connection[Any] | None = None) -> T:
-    """Run call(); past STATEMENT_BOUND shut the connection's socket down so it fails."""
+def bounded(
+    call: Callable[[], T],
+    conn: psycopg.Connection[Any] | None = None,
+    bound: float = STATEMENT_BOUND,
+) -> T:
+    """Run call(); past `bound` seconds shut the connection's socket down so it fails."""
     timer: threading.Timer | None = None
     if conn is not None:
         fd = conn.fileno()
-        timer = threading.Timer(STATEMENT_BOUND, _shutdown, (fd,))
+        timer = threading.Timer(bound, _shutdown, (fd,))
         timer.start()
     try:
         result: T = call()

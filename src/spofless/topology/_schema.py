@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from spofless.topology._drills import Drills
+
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 # Names become element names (`host:<name>`) and file names under the state dir.
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=63)]
@@ -290,3 +292,4 @@ class TopologyFile(Strict):
     lab: LabSpec = LabSpec()
     security: SecuritySpec = SecuritySpec()
     objectives: Objectives | None = None
+    drills: Drills = Field(default_factory=dict)  # spofless drill (see _drills.py)

@@ -1,0 +1,261 @@
+"""What a drill measures, computed purely from what it recorded.
+
+Times are seconds since the drill started (time.monotonic() minus the start).
+
+- An `Outcome` is one client request of a traffic stream: when it started and
+  ended, and whether it succeeded.
+- The outage window of a fault on a stream (`outage_window`): from the last
+  success before the first failure after the fault, to the first success after
+  the last failure in the fault's period (until the next fault, or the end). A
+  period without failures can still hold an outage as clients feel it, a stall:
+  the longest gap between two successes, counted when it exceeds `slow`. A stream
+  that never succeeds again has an outage to the end of the period and
+  `recovered` false.
+- Time to detect and time to recover come from the system's own status
+  (`Snapshot`s, see `detect_and_recover`): the first snapshot after the fault in
+  which a target instance differs (state, role, pid), and the first one after the
+  fault ended in which the whole system is back to full redundancy.
+- RPO (`rpo`): the acknowledged writes lost, and how far back in time they go:
+  from the oldest lost write's acknowledgement to the fault that followed it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    start: float
+    end: float
+    ok: bool
+    detail: str = ""  # an error's short text; the server that answered a success
+
+    @property
+    def latency(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    requests: int  # ending in the fault's period
+    errors: int
+    outage: float  # seconds; 0 when clients saw no interruption
+    last_ok_before: float | None
+    first_ok_after: float | None
+    recovered: bool  # a success came after the last failure
+    max_latency: float
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+
+def outage_window(
+    outcomes: Sequence[Outcome], fault_at: float, until: float, slow: float
+) -> Window:
+    """The window a fault at `fault_at` opened on one stream, looking until `until`."""
+    ordered = sorted(outcomes, key=lambda o: o.end)
+    period = [o for o in ordered if fault_at <= o.end < until]
+    failures = [o for o in period if not o.ok]
+    max_latency = max((o.latency for o in period), default=0.0)
+    if failures:
+        first, last = failures[0], failures[-1]
+        before = [o.end for o in ordered if o.ok and o.end <= first.start]
+        after = [o.end for o in ordered if o.ok and o.end > last.end and o.end < until]
+        start = before[-1] if before else first.start
+        end = after[0] if after else until
+        return Window(
+            len(period),
+            len(failures),
+            round(end - start, 4),
+            before[-1] if before else None,
+            after[0] if after else None,
+            bool(after),
+            max_latency,
+        )
+    oks = [o.end for o in ordered if o.ok and o.end < until]
+    prior = [t for t in oks if t < fault_at]
+    points = ([prior[-1]] if prior else []) + [t for t in oks if t >= fault_at]
+    gap = 0.0
+    gap_at: tuple[float | None, float | None] = (None, None)
+    for a, b in itertools.pairwise(points):
+        if b - a > gap:
+            gap, gap_at = b - a, (a, b)
+    stalled = gap > slow
+    return Window(
+        len(period),
+        0,
+        round(gap, 4) if stalled else 0.0,
+        gap_at[0] if stalled else None,
+        gap_at[1] if stalled else None,
+        True,
+        max_latency,
+    )
+
+
+def error_rate_over(outcomes: Sequence[Outcome], now: float, span: float) -> tuple[float, int]:
+    """The error rate of the requests that ended in the last `span` seconds, and their count."""
+    recent = [o for o in outcomes if now - span <= o.end <= now]
+    if not recent:
+        return 0.0, 0
+    return sum(1 for o in recent if not o.ok) / len(recent), len(recent)
+
+
+# -- the system's own view -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceView:
+    state: str
+    role: str | None
+    pid: int | None
+    restarts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    at: float
+    instances: Mapping[str, InstanceView]  # "db/0" -> what status said
+    whole: bool  # full redundancy (see spofless.drill.system.whole)
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    detect: float | None  # seconds from the fault until status showed it
+    recover: float | None  # seconds from the fault's end until the system was whole again
+    seen: str = ""  # what status showed first
+
+
+def detect_and_recover(
+    snapshots: Sequence[Snapshot],
+    targets: Sequence[str],
+    fault_at: float,
+    fault_end: float,
+    until: float,
+    recover_until: float | None = None,
+) -> Detection:
+    """When the system's status first showed the fault on one of `targets` (instance
+    names; empty: any instance), before `until` (the next fault), and when it was whole
+    again after `fault_end`, before `recover_until` (default `until`; later faults may
+    overlap the recovery: it is the time until the system was whole, whatever else
+    happened meanwhile)."""
+    recover_until = until if recover_until is None else recover_until
+    before = [s for s in snapshots if s.at <= fault_at]
+    base = before[-1] if before else None
+    detect, seen = None, ""
+    if base is not None:
+        for s in snapshots:
+            if s.at <= fault_at or s.at >= until:
+                continue
+            change = _first_change(base, s, targets)
+            if change:
+                detect, seen = round(s.at - fault_at, 4), change
+                break
+    recover = None
+    if detect is not None:
+        for s in snapshots:
+            if s.at >= max(fault_end, fault_at + detect) and s.at < recover_until and s.whole:
+                recover = round(s.at - fault_end, 4)
+                break
+    return Detection(detect, recover, seen)
+
+
+def _first_change(base: Snapshot, now: Snapshot, targets: Sequence[str]) -> str:
+    names = targets or list(base.instances)
+    for name in names:
+        a, b = base.instances.get(name), now.instances.get(name)
+        if a is None or b is None:
+            continue
+        if b.state != a.state:
+            return f"{name} {b.state}"
+        if b.pid != a.pid or b.restarts != a.restarts:
+            return f"{name} restarted"
+        if b.role != a.role:
+            return f"{name} {b.role or 'without a role'}"
+    # A role moving elsewhere in the target's component (a failover) shows the fault too.
+    components = {n.rpartition("/")[0] for n in names}
+    for name, b in now.instances.items():
+        a = base.instances.get(name)
+        if a is not None and name.rpartition("/")[0] in components and b.role != a.role:
+            return f"{name} {b.role or 'without a role'}"
+    return ""
+
+
+class EventTracker:
+    """What happened from one snapshot to the next, as `<component>.<event>`:
+
+    - `role_change`: the instance holding a component's primary, leader or VIP role is
+      another one than the last that held it (a failover seen through a gap in which
+      none held it counts: the old primary is down before the new one is promoted);
+    - `down`: an instance left `up`; `up`: one came back; `restart`: a new process.
+    """
+
+    def __init__(self) -> None:
+        self._prev: Snapshot | None = None
+        self._holders: dict[str, str] = {}  # component -> the last instance seen leading
+
+    def update(self, snap: Snapshot) -> list[str]:
+        out: dict[str, None] = {}
+        prev = self._prev
+        if prev is not None:
+            for name, new in snap.instances.items():
+                old = prev.instances.get(name)
+                if old is None:
+                    continue
+                comp = name.rpartition("/")[0]
+                if old.state == "up" and new.state != "up":
+                    out[f"{comp}.down"] = None
+                if old.state != "up" and new.state == "up":
+                    out[f"{comp}.up"] = None
+                if (old.pid, old.restarts) != (new.pid, new.restarts) and new.pid is not None:
+                    out[f"{comp}.restart"] = None
+        for comp, holder in _holders(snap).items():
+            if holder is None:
+                continue
+            last = self._holders.get(comp)
+            if last is not None and last != holder:
+                out[f"{comp}.role_change"] = None
+            self._holders[comp] = holder
+        self._prev = snap
+        return list(out)
+
+
+_LEADING = ("primary", "leader", "holder", "vip-holder")
+
+
+def _holders(s: Snapshot) -> dict[str, str | None]:
+    held: dict[str, str | None] = {}
+    for name, v in s.instances.items():
+        comp = name.rpartition("/")[0]
+        held.setdefault(comp, None)
+        if v.role in _LEADING:
+            held[comp] = name
+    return held
+
+
+# -- data ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Rpo:
+    lost_writes: int
+    seconds: float  # from the oldest lost write's acknowledgement to the fault after it
+    by_fault: dict[int, int] = field(default_factory=dict)  # fault index -> writes lost
+
+
+def rpo(lost_acked_at: Sequence[float], fault_times: Sequence[float]) -> Rpo:
+    """RPO in writes and seconds, given when each lost write was acknowledged and when
+    the faults began (in order)."""
+    by_fault: dict[int, int] = {}
+    worst = 0.0
+    for at in lost_acked_at:
+        later = [(i, t) for i, t in enumerate(fault_times) if t >= at]
+        if not later:
+            continue
+        i, t = later[0]
+        by_fault[i] = by_fault.get(i, 0) + 1
+        worst = max(worst, t - at)
+    return Rpo(len(lost_acked_at), round(worst, 4), by_fault)
