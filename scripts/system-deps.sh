@@ -27,6 +27,8 @@ command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 compgen -G "$pg_lib/*/bin/postgres" >/dev/null || missing+=(postgresql)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v tc >/dev/null 2>&1 || { [[ " ${missing[*]} " == *" iproute2 "* ]] || missing+=(iproute2); }
+# Headless, for the tests that open the drill's html report and the monitor's dashboard.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 if ((${#missing[@]} == 0)); then
   exit 0

@@ -50,8 +50,8 @@ def run(tmp_path: Path, *, with_policy: bool, missing_pg: bool = True) -> tuple[
         (bin_dir / name).chmod(0o755)
     (bin_dir / "sudo").write_text('#!/bin/sh\nexec "$@"\n')
     (bin_dir / "sudo").chmod(0o755)
-    # etcd, etcdctl, ip and tc are present: only PostgreSQL may be missing.
-    for present in ("etcd", "etcdctl", "ip", "tc"):
+    # etcd, etcdctl, ip, tc and chromium are present: only PostgreSQL may be missing.
+    for present in ("etcd", "etcdctl", "ip", "tc", "chromium"):
         (bin_dir / present).write_text("#!/bin/sh\n")
         (bin_dir / present).chmod(0o755)
     pg_lib = tmp_path / "pg"
