@@ -79,8 +79,9 @@ def test_shape_errors_name_file_line_and_field() -> None:
 
 
 def test_names_that_are_not_in_the_topology_are_reported_where_written() -> None:
-    t = topo(
-        """\
+    with pytest.raises(TopologyError) as raised:  # loading the file reports them all
+        topo(
+            """\
   bad:
     traffic:
       - {http: {via: lb, to: web}}
@@ -95,8 +96,8 @@ def test_names_that_are_not_in_the_topology_are_reported_where_written() -> None
       - {when: cache.down, stop: web}
       - {at: 1s, switchover: etcd}
 """
-    )
-    found = [str(p) for p in drill_problems(t)]
+        )
+    found = [str(p) for p in raised.value.problems]
     assert len(found) == 10, found
     assert found[0].startswith("t.yaml:16:") and "no load_balancer component 'web'" in found[0]
     assert "no postgres or load_balancer component 'cache'" in found[1]

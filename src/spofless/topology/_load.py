@@ -223,6 +223,12 @@ class _Resolver:
             source=self.source,
             locations=self.locations,
         )
+        # The names a drill uses (components, instances, hosts, roles) need the topology
+        # built: checked last, with file:line, like every other mistake.
+        from spofless.topology._drills import drill_problems
+
+        self.problems.extend(drill_problems(topology))
+        self.fail_if_problems()
         required = topology.required_components()
         found = [
             *unreached_warnings(components, required, top.entry),
