@@ -263,15 +263,14 @@ class Monitor:
                 if not set(alert.down) <= told:
                     self.alerts.setdefault(key, alert)
         for note in self.book.update(self.alerts, now):
-            logger.info("%s: %s %s: %s", self.s.me, note.status, note.alert.key, note.alert.summary)
+            a = note.alert
+            severity: str
+            if note.status == "firing":
+                text, severity = f"alert: {a.summary}", a.severity
+            else:
+                text, severity = f"resolved: {a.component} has its redundancy back", "info"
             self._record(
-                self._event(
-                    f"alert_{note.status}",
-                    note.alert.component,
-                    note.alert.severity if note.status == "firing" else "info",
-                    note.alert.summary,
-                    margin=note.alert.margin,
-                )
+                self._event(f"alert_{note.status}", a.component, severity, text, margin=a.margin)
             )
             self._enqueue(_Pending(note, now + self.s.spec.group_wait))
         self._wake.set()
