@@ -84,9 +84,11 @@ traffic_ok=1
 wait "$traffic" || traffic_ok=0
 traffic=
 
-step "5. Watch it recover: the supervisor restarts web/0"
+step "5. Watch it recover: the supervisor restarts web/0; the monitors saw it"
 until_ok 20 'state=$(field web 0 state pid); [[ $state == up* && $state != "up $pid" ]]' || true
 $SPOFLESS status "$FILE"
+echo "what the two monitors recorded (live dashboard: http://$(field monitor 0 address)/):"
+$SPOFLESS events "$FILE" 2>/dev/null | tail -6 || true
 
 step "6. Break the database: kill -9 the PostgreSQL primary's node while a client writes"
 until_ok 60 'read -r old agent postmaster <<<"$(primary name agent_pid pid)"; [[ -n $old ]]' ||
@@ -109,11 +111,15 @@ echo "new primary: $now; $old rejoins as its replica (pg_rewind) once its agent 
 until_ok 20 '[[ $(role_of "$old") == replica ]]' || true
 $SPOFLESS status "$FILE"
 
-step "8. Back up the database (WAL archived all along; the base backup copies a replica)"
+step "8. Prove it again with a drill: kill -9 the new primary under HTTP and SQL traffic"
+drill_ok=1
+$SPOFLESS drill "$FILE" --scenario primary-crash || drill_ok=0
+
+step "9. Back up the database (WAL archived all along; the base backup copies a replica)"
 $SPOFLESS backup "$FILE" --full 2>/dev/null
 $SPOFLESS backup list "$FILE"
 
-step "9. Change it without an outage: roll the web tier to a new version under traffic"
+step "10. Change it without an outage: roll the web tier to a new version under traffic"
 echo "web/0..3 replaced one at a time: each drained on every load balancer until its open"
 echo "requests finish, restarted with the new command, readmitted once healthy; 2500 requests meanwhile"
 $PY scripts/demo_traffic.py "$lb" --requests 2500 --interval 0.01 --deadline 90 &
@@ -124,11 +130,15 @@ rollout_ok=1
 wait "$traffic" || rollout_ok=0
 traffic=
 
-step "10. Stop everything"
+step "11. Stop everything"
 $SPOFLESS down "$FILE"
 trap - EXIT
 if [[ $traffic_ok == 0 ]]; then
   echo "some requests failed while web/0 was down: that is a bug, please report it" >&2
+  exit 1
+fi
+if [[ $drill_ok == 0 ]]; then
+  echo "the drill's expectations were not met (see its report above): that is a bug, please report it" >&2
   exit 1
 fi
 if [[ $rollout_ok == 0 ]]; then

@@ -6,6 +6,8 @@ import os
 import pwd
 from pathlib import Path
 
+import pytest
+
 from spofless.stack._preflight import unreachable_dirs
 
 OTHER = pwd.struct_passwd(("pg", "x", 54321, 54321, "", "/nonexistent", "/bin/false"))
@@ -40,3 +42,45 @@ def test_the_owner_and_the_group_bits_count(tmp_path: Path) -> None:
     assert d not in unreachable_dirs(d / "x", owner)
     assert d not in unreachable_dirs(d / "x", group)
     assert d in unreachable_dirs(d / "x", OTHER)
+
+
+def test_an_etcd_data_directory_made_over_http_is_refused_once_tls_is_on(tmp_path: Path) -> None:
+    """etcd keeps its peers' URLs in its data directory: members made while they spoke
+    http never form a cluster over https. `up` says so before starting anything."""
+    import dataclasses
+
+    from spofless.stack._errors import StackError
+    from spofless.stack._etcd import record_scheme
+    from spofless.stack._plan import InstancePlan
+    from spofless.stack._preflight import _check_etcd_scheme
+
+    data = tmp_path / "etcd-0"
+    https = ("etcd", "--listen-peer-urls=https://127.0.0.1:2380")
+    inst = InstancePlan(
+        "etcd",
+        0,
+        None,
+        "etcd",
+        https,
+        {},
+        tmp_path,
+        "127.0.0.1",
+        (),
+        None,
+        None,
+        tmp_path / "log",
+        (),
+        data_dir=data,
+    )
+    _check_etcd_scheme(inst)  # no directory yet: fine
+    data.mkdir()
+    record_scheme(data, https)  # a new directory records how its members speak
+    (data / "member").mkdir()
+    _check_etcd_scheme(inst)  # made over https, started over https: fine
+    (data.with_name("etcd-0.scheme")).unlink()  # made before spofless recorded it: http
+    with pytest.raises(
+        StackError, match="made while the members spoke http; now they would speak https"
+    ):
+        _check_etcd_scheme(inst)
+    plain = dataclasses.replace(inst, argv=("etcd", "--listen-peer-urls=http://127.0.0.1:2380"))
+    _check_etcd_scheme(plain)

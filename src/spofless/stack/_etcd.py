@@ -11,6 +11,7 @@ https with its host's certificate and requires certificates of clients and peers
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from spofless.dcs import DCSError, DCSSettings, EtcdStore, EtcdTls
 from spofless.dcs.etcd_server import EtcdCluster, EtcdMember, etcd_command
@@ -57,3 +58,29 @@ async def member_role(ip: str, client_port: int, tls: EtcdTls | None = None) -> 
     if member is None or leader is None:
         return None
     return "leader" if str(member) == str(leader) else "follower"
+
+
+def peer_scheme(argv: Sequence[str]) -> str:
+    """`https` when a member's command line has it speak TLS to its peers, else `http`."""
+    return "https" if any(a.startswith("--listen-peer-urls=https") for a in argv) else "http"
+
+
+def scheme_marker(data_dir: Path) -> Path:
+    return data_dir.with_name(data_dir.name + ".scheme")
+
+
+def data_scheme(data_dir: Path) -> str | None:
+    """How the members spoke when this data directory was made: None for no directory;
+    `http` for one made before spofless recorded it (it had no TLS then)."""
+    if not (data_dir / "member").exists():
+        return None
+    try:
+        return scheme_marker(data_dir).read_text().strip() or "http"
+    except FileNotFoundError:
+        return "http"
+
+
+def record_scheme(data_dir: Path, argv: Sequence[str]) -> None:
+    """Written when a member starts on a new data directory (see data_scheme)."""
+    if not (data_dir / "member").exists():
+        scheme_marker(data_dir).write_text(peer_scheme(argv) + "\n")

@@ -112,6 +112,26 @@ def _check_etcd(plan: StackPlan, inst: InstancePlan) -> None:
     if security_spec(plan.topology).tls:
         host_cert(plan.topology, inst.host)
         etcd_client_tls(plan.topology)
+    _check_etcd_scheme(inst)
+
+
+def _check_etcd_scheme(inst: InstancePlan) -> None:
+    """A member's data directory keeps its peers' URLs: one made while they spoke http
+    never forms a cluster over https (nor the other way round). Say so before starting."""
+    from spofless.stack._etcd import data_scheme, peer_scheme
+
+    if inst.data_dir is None:
+        return
+    made = data_scheme(inst.data_dir)
+    now = peer_scheme(inst.argv)
+    if made is not None and made != now:
+        raise StackError(
+            f"its data directory {inst.data_dir} was made while the members "
+            f"spoke {made}; now they would speak {now} (`security: tls`), and etcd keeps its "
+            f"peers' URLs, so they would never form a cluster: remove {inst.data_dir} and "
+            "the other members' (their keys are lost; the PostgreSQL and VIP agents write "
+            "theirs again), or set `security: tls` back"
+        )
 
 
 def _check_postgres(plan: StackPlan, inst: InstancePlan) -> None:

@@ -30,7 +30,7 @@ from spofless.security import etcd_client_tls
 from spofless.stack import _policy as policy
 from spofless.stack._control import ControlServer, argv_of
 from spofless.stack._errors import StackError, StartError
-from spofless.stack._etcd import member_role
+from spofless.stack._etcd import member_role, record_scheme
 from spofless.stack._pg import PgDetails, agent_status, postmaster_pid
 from spofless.stack._plan import InstancePlan, StackPlan, pg_data_dir
 from spofless.stack._process import spawn, stop_groups
@@ -201,6 +201,8 @@ class Supervisor:
     async def _spawn(self, inst: InstancePlan, restart: bool) -> None:
         if inst.data_dir is not None:
             inst.data_dir.mkdir(parents=True, exist_ok=True)
+            if inst.kind == "etcd":
+                record_scheme(inst.data_dir, inst.argv)
         proc = await spawn(inst.command, inst.env, inst.cwd, inst.log_path)
         self._procs[inst.name] = proc
         self._pgids[inst.name] = proc.pid
