@@ -88,7 +88,7 @@ step "5. Watch it recover: the supervisor restarts web/0; the monitors saw it"
 until_ok 20 'state=$(field web 0 state pid); [[ $state == up* && $state != "up $pid" ]]' || true
 $SPOFLESS status "$FILE"
 echo "what the two monitors recorded (live dashboard: http://$(field monitor 0 address)/):"
-$SPOFLESS events "$FILE" 2>/dev/null | tail -6 || true
+$SPOFLESS events "$FILE" 2>/dev/null | grep -E "down|alert|resolved|restart" | tail -6 || true
 
 step "6. Break the database: kill -9 the PostgreSQL primary's node while a client writes"
 until_ok 60 'read -r old agent postmaster <<<"$(primary name agent_pid pid)"; [[ -n $old ]]' ||
