@@ -170,3 +170,56 @@ def test_every_member_lost_restore_as_a_new_cluster_then_up(
     assert _count(primary["dsn"], run) == 150
     for member in db.values():
         wait_for(f"{member['name']} has every row", lambda m=member: _count(m["dsn"], run) == 150)
+
+
+def test_up_refuses_a_missing_backup_key_before_starting_anything() -> None:
+    require_postgres_and_etcd()
+    # Not pytest's tmp_path: PostgreSQL's OS user must reach the state directory.
+    tmp_path = Path(tempfile.mkdtemp(prefix="spofless-stack-backup-"))
+    tmp_path.chmod(0o755)
+    try:
+        _refuses_a_missing_key(tmp_path)
+    finally:
+        if (tmp_path / "state").exists():  # started after all (the failure): stop it
+            subprocess.run(
+                [sys.executable, "-m", "spofless", "down", str(tmp_path / "t.yaml")]
+                + ["--state-dir", str(tmp_path / "state")],
+                capture_output=True,
+                timeout=120,
+            )
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _refuses_a_missing_key(tmp_path: Path) -> None:
+    from test_stack_bad_input import assert_nothing_started
+    from test_stack_bad_input import postgres_topology as small_topology
+
+    topology, ports = small_topology(tmp_path / "t.yaml")
+    missing = tmp_path / "no-such.key"
+    topology.write_text(
+        topology.read_text().replace(
+            "needs: [etcd]}",
+            f"needs: [etcd], backup: {{repositories: [{{type: fs, path: {tmp_path}/repo}}], "
+            f"encryption: {{key_file: {missing}}}}}}}",
+        )
+    )
+    state = tmp_path / "state"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spofless",
+            "up",
+            str(topology),
+            "--detach",
+            "--allow-spof",
+            "--state-dir",
+            str(state),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"cannot read key file {missing}" in out.stderr and "Traceback" not in out.stderr
+    assert_nothing_started(tmp_path, ports)
