@@ -182,8 +182,15 @@ def test_up_refuses_a_missing_backup_key_before_starting_anything() -> None:
     finally:
         if (tmp_path / "state").exists():  # started after all (the failure): stop it
             subprocess.run(
-                [sys.executable, "-m", "spofless", "down", str(tmp_path / "t.yaml")]
-                + ["--state-dir", str(tmp_path / "state")],
+                [
+                    sys.executable,
+                    "-m",
+                    "spofless",
+                    "down",
+                    str(tmp_path / "t.yaml"),
+                    "--state-dir",
+                    str(tmp_path / "state"),
+                ],
                 capture_output=True,
                 timeout=120,
             )
