@@ -6,6 +6,7 @@ replica, and `status` shows the newest backup and its age."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -158,6 +159,11 @@ def test_every_member_lost_restore_as_a_new_cluster_then_up(
     restored = run.cli("restore", "--target", "latest", "--as-cluster", timeout=600)
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert "as a new cluster of db" in restored.stdout
+    # The new timeline's history is archived: later restores can follow it.
+    found = re.search(r"\(timeline (\d+)\)", restored.stdout)
+    assert found is not None and int(found[1]) > old_timeline
+    store = backup_config(load_topology(topology)).stores[0]
+    assert f"{int(found[1]):08X}.history" in store.wal_names()
     # Again: refused while the members' directories exist, nothing changed.
     again = run.cli("restore", "--target", "latest", "--as-cluster", timeout=120)
     assert again.returncode == 2 and "exists" in again.stderr
