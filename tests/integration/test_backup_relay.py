@@ -126,10 +126,10 @@ entry: [db]
             assert out.returncode == 0, out.stderr
             assert dest.read_bytes() == archived and dest.stat().st_uid == pg.pw_uid
             # %p relative to the data directory (a standby's), with a stale $PWD.
-            rel = f"cd {data} && PWD=/ sh {script} restore {name} pg_wal/RECOVERYXLOG2"
+            rel = f"cd {data} && PWD=/ sh {script} restore {name} pg_wal/RECOVERYHISTORY"
             out = as_pg(["/bin/sh", "-c", rel])
             assert out.returncode == 0, out.stderr
-            assert (data / "pg_wal" / "RECOVERYXLOG2").read_bytes() == archived
+            assert (data / "pg_wal" / "RECOVERYHISTORY").read_bytes() == archived
             # Not archived: exit 1 (end of archive), nothing written.
             missing = "0000000100000000000000FF"
             out = as_pg(["/bin/sh", script, "restore", missing, str(dest) + "2"])

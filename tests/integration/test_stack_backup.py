@@ -6,6 +6,7 @@ replica, and `status` shows the newest backup and its age."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -158,6 +159,11 @@ def test_every_member_lost_restore_as_a_new_cluster_then_up(
     restored = run.cli("restore", "--target", "latest", "--as-cluster", timeout=600)
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert "as a new cluster of db" in restored.stdout
+    # The new timeline's history is archived: later restores can follow it.
+    found = re.search(r"\(timeline (\d+)\)", restored.stdout)
+    assert found is not None and int(found[1]) > old_timeline
+    store = backup_config(load_topology(topology)).stores[0]
+    assert f"{int(found[1]):08X}.history" in store.wal_names()
     # Again: refused while the members' directories exist, nothing changed.
     again = run.cli("restore", "--target", "latest", "--as-cluster", timeout=120)
     assert again.returncode == 2 and "exists" in again.stderr
@@ -170,3 +176,63 @@ def test_every_member_lost_restore_as_a_new_cluster_then_up(
     assert _count(primary["dsn"], run) == 150
     for member in db.values():
         wait_for(f"{member['name']} has every row", lambda m=member: _count(m["dsn"], run) == 150)
+
+
+def test_up_refuses_a_missing_backup_key_before_starting_anything() -> None:
+    require_postgres_and_etcd()
+    # Not pytest's tmp_path: PostgreSQL's OS user must reach the state directory.
+    tmp_path = Path(tempfile.mkdtemp(prefix="spofless-stack-backup-"))
+    tmp_path.chmod(0o755)
+    try:
+        _refuses_a_missing_key(tmp_path)
+    finally:
+        if (tmp_path / "state").exists():  # started after all (the failure): stop it
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "spofless",
+                    "down",
+                    str(tmp_path / "t.yaml"),
+                    "--state-dir",
+                    str(tmp_path / "state"),
+                ],
+                capture_output=True,
+                timeout=120,
+            )
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _refuses_a_missing_key(tmp_path: Path) -> None:
+    from test_stack_bad_input import assert_nothing_started
+    from test_stack_bad_input import postgres_topology as small_topology
+
+    topology, ports = small_topology(tmp_path / "t.yaml")
+    missing = tmp_path / "no-such.key"
+    topology.write_text(
+        topology.read_text().replace(
+            "needs: [etcd]}",
+            f"needs: [etcd], backup: {{repositories: [{{type: fs, path: {tmp_path}/repo}}], "
+            f"encryption: {{key_file: {missing}}}}}}}",
+        )
+    )
+    state = tmp_path / "state"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spofless",
+            "up",
+            str(topology),
+            "--detach",
+            "--allow-spof",
+            "--state-dir",
+            str(state),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"cannot read key file {missing}" in out.stderr and "Traceback" not in out.stderr
+    assert_nothing_started(tmp_path, ports)

@@ -128,3 +128,18 @@ def test_an_entry_component_may_have_its_own_objectives() -> None:
     assert web.unmet == () and [u.declared for u in db.unmet] == [1.0]
     with pytest.raises(TopologyError, match=r"objectives.entry.etcd: 'etcd' is not an entry"):
         load_topology_text(text + "objectives: {entry: {etcd: {rto: 1s}}}\n")
+
+
+def test_sarif_names_each_unmet_objective_at_its_line() -> None:
+    from spofless.analysis import render
+
+    text = RECOVERY.format(n=3, extra="", objectives="objectives:\n  rto: 60s\n  rpo: 0\n")
+    doc = json.loads(render(analyze(load_topology_text(text)), "sarif"))
+    (result,) = [r for r in doc["runs"][0]["results"] if r["ruleId"] == "SPOF004"]
+    assert "RPO 0 s cannot be met" in result["message"]["text"]
+    assert "synchronous: strict" in result["message"]["text"]
+    assert result["locations"][0]["logicalLocations"][0]["name"] == "web"
+    assert "SPOF004" in [rule["id"] for rule in doc["runs"][0]["tool"]["driver"]["rules"]]
+    (r,) = analyze(load_topology_text(text)).recovery
+    (u,) = r.unmet
+    assert u.location is not None and u.location.line == 9

@@ -125,6 +125,13 @@ def test_restore_takes_one_target_and_backup_defaults_to_take(tmp_path: Path) ->
     result = run(main, ["restore", str(f), "--target", "latest", "--to", str(tmp_path / "r")])
     assert result.exit_code == 2 and "holds no backup" in result.output
     assert not (tmp_path / "r").exists()
+    for where in ([], ["--to", str(tmp_path / "r"), "--as-cluster"]):
+        result = run(main, ["restore", str(f), *where])
+        assert result.exit_code == 2 and "give one of --to DIR and --as-cluster" in result.output
+    state = tmp_path / "state"
+    result = run(main, ["restore", str(f), "--as-cluster", "--state-dir", str(state)])
+    assert result.exit_code == 2 and "holds no backup" in result.output
+    assert not (state / "data" / "db-0").exists()
     # `spofless backup FILE` takes a backup: here nothing listens on port 1.
     result = run(main, ["backup", str(f), "--full"])
     assert result.exit_code == 2 and "no instance answered" in result.output

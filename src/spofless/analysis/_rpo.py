@@ -15,10 +15,11 @@ drills are an input, read by the caller).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from spofless.topology import PostgresComponent, Topology
+from spofless.topology import Location, PostgresComponent, Topology
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,7 @@ class Unmet:
     declared: float  # seconds
     why: str
     fix: str
+    location: Location | None = None  # where the objective is declared
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +139,20 @@ def recovery(
         for name in stores:
             comp = topology.components[name]
             assert isinstance(comp, PostgresComponent)
-            out.append(_recovery(entry, name, comp, measured.get(name), want_rto, want_rpo))
+            r = _recovery(entry, name, comp, measured.get(name), want_rto, want_rpo)
+            unmet = tuple(
+                dataclasses.replace(u, location=_declared_at(topology, entry, u.objective))
+                for u in r.unmet
+            )
+            out.append(dataclasses.replace(r, unmet=unmet))
     return tuple(out)
+
+
+def _declared_at(topology: Topology, entry: str, objective: str) -> Location | None:
+    own = ("objectives", "entry", entry, objective)
+    if own in topology.locations:
+        return topology.locations[own]
+    return topology.location_of("objectives", objective)
 
 
 def _recovery(

@@ -3,7 +3,9 @@
 Rule SPOF001 (error): a single point of failure, at the component it takes
 down. Rule SPOF002 (warning): a minimal cut set of two or more elements, at
 the first component they take down together. Rule SPOF003 (warning): what the
-topology says that is valid but probably not meant, at its line.
+topology says that is valid but probably not meant, at its line. Rule SPOF004
+(error): a declared recovery objective (`objectives:`) the design cannot meet,
+at the line that declares it.
 """
 
 from __future__ import annotations
@@ -47,6 +49,16 @@ RULES = [
         },
         "help": {"text": "Add the dependency, or give each host its own address."},
         "defaultConfiguration": {"level": "warning"},
+    },
+    {
+        "id": "SPOF004",
+        "name": "RecoveryObjectiveNotMet",
+        "shortDescription": {"text": "Recovery objective the design cannot meet"},
+        "fullDescription": {
+            "text": "The declared RTO or RPO is shorter than what the design can guarantee."
+        },
+        "help": {"text": "Apply the fix: replication mode, replicas, or a shorter ttl."},
+        "defaultConfiguration": {"level": "error"},
     },
 ]
 
@@ -108,6 +120,21 @@ def render_sarif(report: Report) -> str:
                 "partialFingerprints": {"topologyWarning/v1": f"{w.field}:{w.message}"},
             }
         )
+    for r in report.recovery:
+        for u in r.unmet:
+            results.append(
+                {
+                    "ruleId": "SPOF004",
+                    "ruleIndex": 3,
+                    "level": "error",
+                    "message": {
+                        "text": f"{r.component} ({r.data}): {u.objective.upper()} "
+                        f"{u.declared:g} s cannot be met: {u.why}. Fix: {u.fix}"
+                    },
+                    "locations": _locations(u.location, r.component),
+                    "partialFingerprints": {"recoveryObjective/v1": f"{r.component}:{u.objective}"},
+                }
+            )
     sarif = {
         "$schema": SCHEMA,
         "version": "2.1.0",

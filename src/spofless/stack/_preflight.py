@@ -81,6 +81,12 @@ def check_settings(plan: StackPlan) -> None:
                 dns_settings(plan.topology, inst.component, inst.index)
             elif inst.kind == "postgres":
                 _check_postgres(plan, inst)
+                comp = plan.topology.components[inst.component]
+                if getattr(comp, "backup", None) is not None:
+                    from spofless.backup import backup_config
+
+                    # The key file and repositories its archiving (or WAL relay) uses.
+                    backup_config(plan.topology, inst.component)
             elif inst.kind == "etcd":
                 _check_etcd(plan, inst)
             elif inst.kind == "backup":
