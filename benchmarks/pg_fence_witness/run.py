@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psycopg
 
-from spofless.pg.server import PostgresServer, ServerSettings
+from spofless.pg import PostgresServer, ServerSettings
 from spofless.pg.witness import FenceWitness, witness_standby_names
 
 

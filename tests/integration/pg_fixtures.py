@@ -19,9 +19,9 @@ import pytest
 import pytest_asyncio
 from free_ports import free_port
 
+from spofless.pg import PostgresServer, ServerSettings
 from spofless.pg._binaries import find_binaries
 from spofless.pg._errors import PgSetupError
-from spofless.pg.server import PostgresServer, ServerSettings
 
 
 def _require_postgres() -> None:

@@ -19,7 +19,7 @@ from free_ports import free_port
 from pg_fixtures import pg_base_dir  # noqa: F401
 
 from spofless.backup import backup_config, latest_drill, take_backup
-from spofless.pg.topology import archive_settings, uses_wal_relay, wal_relay
+from spofless.pg import archive_settings, uses_wal_relay, wal_relay
 from spofless.topology import load_topology
 
 pytestmark = pytest.mark.integration

@@ -13,9 +13,7 @@ from etcd_fixtures import RunningCluster
 from free_ports import free_port
 
 from spofless.dcs import EtcdStore
-from spofless.pg import Role
-from spofless.pg.agent import Agent, AgentSettings
-from spofless.pg.server import ServerSettings
+from spofless.pg import Agent, AgentSettings, Role, ServerSettings
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 from backup_pg import pg_command
 
+from spofless.pg import PostgresServer, ServerSettings, Upstream, archive_settings
 from spofless.pg._errors import PgCommandError
-from spofless.pg.server import PostgresServer, ServerSettings, Upstream
-from spofless.pg.topology import archive_settings
 from spofless.topology import load_topology
 
 pytestmark = pytest.mark.integration

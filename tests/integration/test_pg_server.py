@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 from pg_fixtures import ServerFactory
 
-from spofless.pg import Role
+from spofless.pg import PostgresServer, Role, ServerSettings, Upstream, slot_name
 from spofless.pg._errors import PgCommandError, PgSetupError
-from spofless.pg.server import PostgresServer, ServerSettings, Upstream, slot_name
 
 pytestmark = pytest.mark.integration
 
@@ -110,7 +109,7 @@ AGENT_SCRIPT = textwrap.dedent(
     """
     import asyncio, sys
     from pathlib import Path
-    from spofless.pg.server import PostgresServer, ServerSettings
+    from spofless.pg import PostgresServer, ServerSettings
 
     async def main():
         s = PostgresServer(ServerSettings(name="x", data_dir=Path(sys.argv[1]),

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from pg_fixtures import ServerFactory
 
-from spofless.pg.server import PostgresServer
+from spofless.pg import PostgresServer
 from spofless.pg.witness import FenceWitness, witness_standby_names
 
 pytestmark = pytest.mark.integration

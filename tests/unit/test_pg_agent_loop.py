@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from spofless.dcs import MemoryStore
+from spofless.pg import Agent, AgentSettings
 from spofless.pg import agent as agent_module
 from spofless.pg._errors import PgSetupError
 from spofless.pg._server_model import PgStatus, ServerSettings, Upstream
-from spofless.pg.agent import Agent, AgentSettings
 from spofless.pg.view import Role
 
 P = "/spofless/t/db"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from spofless.pg import agent_settings, dcs_settings, etcd_endpoints
 from spofless.pg._errors import PgSetupError
-from spofless.pg.topology import agent_settings, dcs_settings, etcd_endpoints
 from spofless.security import init_secrets
 from spofless.topology import Topology, load_topology, load_topology_text
 

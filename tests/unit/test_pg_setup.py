@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from spofless.pg import slot_name
 from spofless.pg._binaries import find_binaries
 from spofless.pg._datadir import conf_value, data_version, parse_controldata
 from spofless.pg._errors import PgSetupError
-from spofless.pg.server import slot_name
 
 
 def test_no_postgresql_installed_names_what_and_how(tmp_path: Path) -> None:

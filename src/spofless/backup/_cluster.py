@@ -47,7 +47,7 @@ class ClusterRestore:
 
 
 def member_dirs(state_dir: Path, component: str, count: int) -> list[Path]:
-    """The data directories of the component's members (spofless.pg.topology's layout)."""
+    """The data directories of the component's members (spofless.pg.agent_settings' layout)."""
     return [state_dir.resolve() / "data" / f"{component}-{i}" for i in range(count)]
 
 

@@ -217,7 +217,7 @@ def backup_drill(file: str, component: str | None, repo: int, state_dir: str | N
     newest for the restore time).
     """
     from spofless.backup import record_drill, run_drill
-    from spofless.pg.topology import default_state_dir
+    from spofless.pg import default_state_dir
 
     cfg = _config(file, component)
     store = _pick(cfg, repo)
@@ -255,7 +255,7 @@ def backup_run(file: str, component: str | None, index: int | None, state_dir: s
 
     from spofless.backup import run_schedule
     from spofless.backup._scheduler import status_path
-    from spofless.pg.topology import default_state_dir
+    from spofless.pg import default_state_dir
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -414,7 +414,7 @@ def restore_cmd(
     cfg = _config(file, component)
     if as_cluster:
         from spofless.backup import restore_as_cluster
-        from spofless.pg.topology import default_state_dir
+        from spofless.pg import default_state_dir
 
         where = Path(state_dir) if state_dir else default_state_dir(Path(file))
         done = restore_as_cluster(cfg, _pick(cfg, repo), tgt, where)

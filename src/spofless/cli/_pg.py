@@ -15,7 +15,7 @@ def pg() -> None:
 
 
 def _state_dir(file: str, state_dir: str | None) -> Path:
-    from spofless.pg.topology import default_state_dir
+    from spofless.pg import default_state_dir
 
     return Path(state_dir) if state_dir else default_state_dir(Path(file))
 
@@ -36,8 +36,8 @@ def pg_agent(file: str, component: str, index: int, state_dir: str | None) -> No
     Run as root with `backup:`, it also serves PostgreSQL's archive and restore commands
     (the WAL relay) unless `backup.command` says how PostgreSQL's OS user runs spofless.
     """
+    from spofless.pg import wal_relay
     from spofless.pg.process import agent_main
-    from spofless.pg.topology import wal_relay
 
     topology, where = topology_of(file), _state_dir(file, state_dir)
     relay = wal_relay(topology, component, index, where)

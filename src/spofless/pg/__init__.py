@@ -1,13 +1,26 @@
 """PostgreSQL with no single point of failure: the HA agent, its decisions and adapters.
 
 The failover logic is the pure `decide(view) -> Decision` over a frozen `View`;
+A topology's postgres instance becomes an agent's settings through
+`agent_settings` (spofless.pg._from_topology); `Agent` runs it;
 `spofless.pg.server` is the thin adapter to the local PostgreSQL, in three layers:
 reaching it (`_access`: tools, queries, the files spofless owns), its data directory
 (`_lifecycle`: initdb, clone, crash recovery, rewind, re-clone) and the running
 server (`server`: start, stop, promote, follow).
 """
 
+from spofless.pg._from_topology import (
+    agent_settings,
+    archive_settings,
+    dcs_settings,
+    default_state_dir,
+    etcd_endpoints,
+    uses_wal_relay,
+    wal_relay,
+)
+from spofless.pg.agent import Agent, AgentSettings
 from spofless.pg.decide import decide
+from spofless.pg.server import PostgresServer, ServerSettings, Upstream, slot_name
 from spofless.pg.view import (
     Action,
     ClusterState,
@@ -31,6 +44,8 @@ from spofless.pg.view import (
 
 __all__ = [
     "Action",
+    "Agent",
+    "AgentSettings",
     "ClusterState",
     "Decision",
     "DegradedRange",
@@ -40,13 +55,24 @@ __all__ = [
     "LocalState",
     "Member",
     "Policy",
+    "PostgresServer",
     "Role",
+    "ServerSettings",
     "Switchover",
     "SyncState",
     "TimelineHistory",
     "TimelineSwitch",
+    "Upstream",
     "View",
+    "agent_settings",
+    "archive_settings",
+    "dcs_settings",
     "decide",
+    "default_state_dir",
+    "etcd_endpoints",
     "format_lsn",
     "parse_lsn",
+    "slot_name",
+    "uses_wal_relay",
+    "wal_relay",
 ]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from spofless.dcs import Compare, DCSSettings, Delete, EtcdStore, EtcdTls, KeyValueStore, Put
 from spofless.pg._errors import PgError, PgSetupError
-from spofless.pg.topology import (
+from spofless.pg._from_topology import (
     cluster_prefix,
     etcd_endpoints,
     etcd_tls,

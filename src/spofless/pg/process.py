@@ -2,7 +2,7 @@
 
 The stack runner starts `kind: postgres` instances with this same command, so
 an agent run by hand and one run by `spofless up` share one code path:
-topology -> AgentSettings (spofless.pg.topology) -> Agent.run().
+topology -> AgentSettings (spofless.pg._from_topology) -> Agent.run().
 
 SIGTERM and SIGINT stop the agent cleanly: PostgreSQL stops (fast) first, then
 the leader lease is released, so a replica takes over at once instead of
@@ -20,8 +20,8 @@ from pathlib import Path
 
 from spofless._logging import setup_logging
 from spofless.dcs import EtcdStore
+from spofless.pg._from_topology import agent_settings, etcd_endpoints
 from spofless.pg.agent import Agent, AgentSettings
-from spofless.pg.topology import agent_settings, etcd_endpoints
 from spofless.topology import Topology
 
 logger = logging.getLogger(__name__)

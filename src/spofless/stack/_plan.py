@@ -126,7 +126,7 @@ class StackPlan:
 
 
 def pg_data_dir(state_dir: Path, inst: InstancePlan) -> Path:
-    """Where a postgres instance's agent keeps its data (spofless.pg.topology's layout)."""
+    """Where a postgres instance's agent keeps its data (spofless.pg.agent_settings' layout)."""
     return state_dir / "data" / f"{inst.component}-{inst.index}"
 
 

@@ -145,9 +145,8 @@ def _check_postgres(plan: StackPlan, inst: InstancePlan) -> None:
     settings, its etcd, PostgreSQL's binaries and OS user, a data directory already
     there that is foreign or owned by another user, and a data directory the OS user
     cannot reach. No side effect: constructing the server only looks."""
+    from spofless.pg import PostgresServer, agent_settings, etcd_endpoints
     from spofless.pg._osuser import resolve_os_user
-    from spofless.pg.server import PostgresServer
-    from spofless.pg.topology import agent_settings, etcd_endpoints
 
     settings = agent_settings(plan.topology, inst.component, inst.index, plan.state_dir)
     etcd_endpoints(plan.topology, inst.component)
