@@ -140,14 +140,3 @@ def smtp_server(login: tuple[str, str] | None = None) -> Iterator[Mailbox]:
         yield box
     finally:
         controller.stop()
-
-
-def wait_until(what: str, predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)

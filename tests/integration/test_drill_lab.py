@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 from lab_fixtures import require_lab
-from stack_fixtures import SPOFLESS, StackRun, lab_stack_run, wait_for
+from stack_fixtures import SPOFLESS, StackRun, lab_stack_run
+from waiting import wait_for
 
 from spofless.lab import Lab
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from stack_fixtures import SPOFLESS, StackRun, free_port_block, spofless, stack_run, wait_for
+from stack_fixtures import SPOFLESS, StackRun, free_port_block, spofless, stack_run
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

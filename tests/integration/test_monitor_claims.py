@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 from free_ports import port_block
-from monitor_fixtures import WebhookSink, wait_until, webhook_sink
+from monitor_fixtures import WebhookSink, webhook_sink
 from stack_fixtures import SPOFLESS, StackRun, stack_run
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -124,7 +125,7 @@ def test_a_monitor_killed_while_sending_loses_no_alert_and_none_is_doubled(
                 return False
         return all(d["complete"] and not d["alerts"] for d in docs)
 
-    wait_until("both monitors see everything up", complete, timeout=60)
+    wait_for("both monitors see everything up", complete, timeout=60)
     time.sleep(1.0)  # what a start-up blip left pending (one monitor up before the other)
     start = len(sink.bodies())
 
@@ -148,12 +149,12 @@ def test_a_monitor_killed_while_sending_loses_no_alert_and_none_is_doubled(
     def about(component: str) -> list[dict[str, Any]]:
         return [b for b in sink.bodies()[start:] if b["alerts"][0]["component"] == component]
 
-    wait_until("the alert from the surviving monitor", lambda: about("web"), timeout=30)
+    wait_for("the alert from the surviving monitor", lambda: about("web"), timeout=30)
     took = (
         next(r.at for r in sink.received[start:] if r.body["alerts"][0]["component"] == "web")
         - killed_at
     )
-    wait_until(
+    wait_for(
         "the resolved notification",
         lambda: any(b["status"] == "resolved" for b in about("web")),
         timeout=60,

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 from free_ports import port_block
-from monitor_fixtures import Mailbox, WebhookSink, smtp_server, wait_until, webhook_sink
+from monitor_fixtures import Mailbox, WebhookSink, smtp_server, webhook_sink
 from stack_fixtures import StackRun, spofless, stack_run
+from waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +102,7 @@ def test_kill9_of_an_etcd_member_alerts_once_then_resolves(
         docs = [get_json(u) for u in statuses]
         return all(d["complete"] and not d["alerts"] and not d["down"] for d in docs)
 
-    wait_until("both monitors see everything up", settled, timeout=60)
+    wait_for("both monitors see everything up", settled, timeout=60)
     # The load balancers are looked at through their admin API, backends included.
     lb0 = get_json(statuses[0])["instances"]["lb/0"]
     assert lb0["state"] == "up" and lb0["detail"] == "2/2 backends up", lb0
@@ -116,10 +117,10 @@ def test_kill9_of_an_etcd_member_alerts_once_then_resolves(
     def since_kill(status: str) -> list[dict[str, Any]]:
         return [a for a in sink.alerts()[before:] if a["status"] == status]
 
-    wait_until("a firing alert", lambda: since_kill("firing"), timeout=30)
+    wait_for("a firing alert", lambda: since_kill("firing"), timeout=30)
     latency = sink.received[-1].at - killed_at
-    wait_until("the resolved alert", lambda: since_kill("resolved"), timeout=60)
-    wait_until("two mails", lambda: len(box.messages) >= mails_before + 2, timeout=30)
+    wait_for("the resolved alert", lambda: since_kill("resolved"), timeout=60)
+    wait_for("two mails", lambda: len(box.messages) >= mails_before + 2, timeout=30)
     time.sleep(2.0)  # a duplicate from the other monitor would have come by now
 
     alerts = sink.alerts()[before:]
@@ -151,7 +152,7 @@ def test_kill9_of_an_etcd_member_alerts_once_then_resolves(
     # The alerting path has a margin too: a monitor killed is an alert from the other.
     before = len(sink.alerts())
     os.kill(run.instance("monitor/1")["pid"], signal.SIGKILL)
-    wait_until("the monitor's resolved alert", lambda: since_kill("resolved"), timeout=60)
+    wait_for("the monitor's resolved alert", lambda: since_kill("resolved"), timeout=60)
     time.sleep(1.0)
     alerts = sink.alerts()[before:]
     assert [a["status"] for a in alerts] == ["firing", "resolved"], alerts

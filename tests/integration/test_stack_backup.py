@@ -18,8 +18,9 @@ from typing import Any
 import psycopg
 import pytest
 from pg_cluster import require_postgres_and_etcd
-from stack_fixtures import StackRun, stack_run, wait_for
-from test_stack_postgres import auth, postgres_topology, primary_of, settled
+from stack_fixtures import StackRun, stack_run
+from stack_pg import auth, postgres_topology, primary_of, settled
+from waiting import wait_for
 
 from spofless.backup import backup_config
 from spofless.topology import load_topology
