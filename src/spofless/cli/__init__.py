@@ -5,7 +5,17 @@ One module per command group; importing them registers their commands on
 of failure), 2 invalid input or a user error (message, never a traceback).
 """
 
-from spofless.cli import _backup, _entry, _lab, _lb, _pg, _rollout, _secrets, _stack  # noqa: F401
+from spofless.cli import (  # noqa: F401
+    _backup,
+    _cache,
+    _entry,
+    _lab,
+    _lb,
+    _pg,
+    _rollout,
+    _secrets,
+    _stack,
+)
 from spofless.cli._root import EXIT_INVALID, main
 
 __all__ = ["EXIT_INVALID", "main"]

@@ -5,10 +5,11 @@
     instance_health(topology, inst)    the check the supervisor runs on an instance and
                                        that a component needing it waits for
 
-spofless's own runtime parts (`load_balancer`, `dns`, `postgres`) run as
+spofless's own runtime parts (`load_balancer`, `dns`, `postgres`, `cache`) run as
 `python -m spofless <part> FILE --component C --instance I`: the same command a user
 types to run one by hand, reading its settings from the same file (a postgres
-instance is `spofless pg agent ...`, which runs PostgreSQL as its child). Pure:
+instance is `spofless pg agent ...`, which runs PostgreSQL as its child; a cache
+instance `spofless cache agent ...`, which runs Redis). Pure:
 nothing here touches the system.
 """
 
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spofless.topology import (
+    CacheComponent,
     Component,
     DnsComponent,
     EtcdComponent,
@@ -44,6 +46,8 @@ LB_ADMIN_HEALTH = HealthCheck(type="http", path="/status")
 
 # A PostgreSQL agent's API: 200 while its PostgreSQL runs, whatever its role.
 PG_AGENT_HEALTH = HealthCheck(type="http", path="/health")
+# A cache agent's API answers /health the same way (while its Redis answers).
+CACHE_AGENT_HEALTH = PG_AGENT_HEALTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +130,12 @@ def cannot_run(comp: Component, ctx: KindContext) -> str | None:
         if ctx.topology_file is None:
             return "a PostgreSQL agent reads its settings from a topology file, and there is none"
         return None
+    if isinstance(comp, CacheComponent):
+        if comp.port is None or comp.api_port is None:
+            return "kind cache needs `port` (Redis) and `api_port` (the agent's API) to be run"
+        if ctx.topology_file is None:
+            return "a cache agent reads its settings from a topology file, and there is none"
+        return None
     return f"kind {comp.kind} is analysis only"
 
 
@@ -144,6 +154,8 @@ def launch(topology: Topology, inst: Instance, ctx: KindContext) -> Launch:
         return Launch(_own_part("dns", inst, ctx), (("main", comp.port + inst.index),), {})
     if isinstance(comp, PostgresComponent):
         return _postgres(comp, inst, ctx)
+    if isinstance(comp, CacheComponent):
+        return _cache(comp, inst, ctx)
     raise AssertionError(f"no launcher for kind {comp.kind}")
 
 
@@ -179,6 +191,10 @@ def instance_health(topology: Topology, inst: Instance) -> InstanceHealth | None
             return None
         # The agent's /health (its own `health:` would not say which port it means).
         return InstanceHealth(PG_AGENT_HEALTH, ip, comp.api_port + inst.index)
+    if isinstance(comp, CacheComponent):
+        if comp.api_port is None:
+            return None
+        return InstanceHealth(CACHE_AGENT_HEALTH, ip, comp.api_port + inst.index)
     return None
 
 
@@ -271,5 +287,14 @@ def _postgres(comp: PostgresComponent, inst: Instance, ctx: KindContext) -> Laun
     `<state dir>/data/<component>-<i>`, so the stack does not create it."""
     assert comp.port is not None and comp.api_port is not None
     argv = (*_own_part("pg agent", inst, ctx), "--state-dir", str(ctx.state_dir))
+    ports = (("main", comp.port + inst.index), ("api", comp.api_port + inst.index))
+    return Launch(argv, ports, {})
+
+
+def _cache(comp: CacheComponent, inst: Instance, ctx: KindContext) -> Launch:
+    """The agent of one Redis instance; it runs Redis as its child in
+    `<state dir>/data/<component>-<i>`."""
+    assert comp.port is not None and comp.api_port is not None
+    argv = (*_own_part("cache agent", inst, ctx), "--state-dir", str(ctx.state_dir))
     ports = (("main", comp.port + inst.index), ("api", comp.api_port + inst.index))
     return Launch(argv, ports, {})

@@ -81,6 +81,10 @@ def check_settings(plan: StackPlan) -> None:
                 dns_settings(plan.topology, inst.component, inst.index)
             elif inst.kind == "postgres":
                 _check_postgres(plan, inst)
+            elif inst.kind == "cache":
+                from spofless.cache import cache_settings
+
+                cache_settings(plan.topology, inst.component, inst.index, plan.state_dir)
             elif inst.kind == "vip":
                 from spofless.vip import vip_settings
 
