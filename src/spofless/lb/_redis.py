@@ -204,6 +204,19 @@ class RedisClient(asyncio.Protocol):
         elif name == b"SELECT":
             ok = len(args) == 2 and args[1] == b"0"
             self._answer_local(b"+OK\r\n" if ok else _error("ERR only database 0 is sharded"))
+        elif name == b"HELLO":
+            # RESP2 only: replies are passed on as the shards send them. A client asking
+            # for RESP3 gets NOPROTO and falls back (redis-py, Jedis, go-redis do).
+            if len(args) > 1 and args[1] != b"2":
+                self._answer_local(_error("NOPROTO this proxy speaks RESP2 only"))
+            else:
+                self._answer_local(_HELLO)
+        elif name == b"CLIENT":
+            sub = args[1].upper() if len(args) > 1 else b""
+            if sub in (b"SETNAME", b"SETINFO"):
+                self._answer_local(b"+OK\r\n")  # per connection, kept by no shard
+            else:
+                self._answer_local(_error("ERR CLIENT is not supported through a sharding proxy"))
         elif name == b"QUIT":
             self._answer_local(b"+OK\r\n")
             self.closing = True
@@ -273,6 +286,13 @@ class RedisClient(asyncio.Protocol):
             self.flush()
             return
         self.loop.call_later(RETRY_PAUSE, self._resend, cmd)
+
+
+_HELLO = (
+    b"*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n7.0.0\r\n"
+    b"$5\r\nproto\r\n:2\r\n$2\r\nid\r\n:0\r\n$4\r\nmode\r\n$5\r\nproxy\r\n"
+    b"$4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n"
+)
 
 
 def _bulk(data: bytes) -> bytes:

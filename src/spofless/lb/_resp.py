@@ -112,11 +112,11 @@ def reply_end(buf: bytes | bytearray, pos: int) -> int:
 
 # Commands spofless answers itself, and those it refuses (they need one server for the
 # whole connection or the whole keyspace, which a sharding proxy cannot give).
-LOCAL = frozenset({b"PING", b"ECHO", b"QUIT", b"SELECT"})
+LOCAL = frozenset({b"PING", b"ECHO", b"QUIT", b"SELECT", b"HELLO", b"CLIENT"})
 UNSUPPORTED = frozenset(
     {b"MULTI", b"EXEC", b"DISCARD", b"WATCH", b"UNWATCH", b"SUBSCRIBE", b"PSUBSCRIBE",
      b"SSUBSCRIBE", b"MONITOR", b"KEYS", b"SCAN", b"FLUSHALL", b"FLUSHDB", b"RANDOMKEY",
-     b"DBSIZE", b"HELLO", b"AUTH", b"CLIENT", b"CONFIG", b"SHUTDOWN", b"REPLICAOF",
+     b"DBSIZE", b"AUTH", b"CONFIG", b"SHUTDOWN", b"REPLICAOF",
      b"SLAVEOF", b"SCRIPT", b"EVAL", b"EVALSHA", b"FUNCTION", b"FCALL", b"SWAPDB",
      b"BLPOP", b"BRPOP", b"BLMOVE", b"BZPOPMIN", b"BZPOPMAX", b"XREAD", b"XREADGROUP"}
 )  # fmt: skip
