@@ -201,7 +201,8 @@ def test_kill_a_shard_primary_under_load(cache_stack: tuple[StackRun, dict[str, 
     lost = {k: v for k, v in load.acked.items() if r.get(k) != v}
     print(
         f"acknowledged {len(load.acked)} writes, lost {len(lost)}; write errors "
-        f"{len(load.write_errors)} {load.write_errors[:3]}; cache-b reads {load.reads}, errors {len(load.read_errors)}"
+        f"{len(load.write_errors)} {load.write_errors[:3]}; "
+        f"cache-b reads {load.reads}, errors {len(load.read_errors)}"
     )
     assert lost == {}, sorted(lost)[:10]
     assert load.read_errors == [], load.read_errors[:10]
