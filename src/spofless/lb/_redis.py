@@ -108,6 +108,7 @@ class RedisClient(asyncio.Protocol):
         self.closed = False
         self.closing = False  # QUIT: close once the replies before it are sent
         self.deadline = 0.0
+        self.cmd_deadline = 0.0  # response_timeout after the chunk being parsed came
 
     # -- client side ----------------------------------------------------------
 
@@ -131,47 +132,52 @@ class RedisClient(asyncio.Protocol):
         self.pending.clear()
 
     def data_received(self, data: bytes) -> None:
-        self.deadline = self.loop.time() + self.bal.options.client_idle_timeout
-        buf = self.buf
-        buf += data
+        now = self.loop.time()
+        self.deadline = now + self.bal.options.client_idle_timeout
+        self.cmd_deadline = now + self.bal.options.response_timeout
+        if self.buf:
+            self.buf += data
+            chunk = bytes(self.buf)
+        else:
+            chunk = data
         pos = 0
-        touched: list[RedisUpstream] = []
+        # One backend choice per shard for the whole chunk (its commands share it).
+        batch: dict[tuple[str, bool], RedisUpstream] = {}
         try:
             while not self.closing:
-                parsed = parse_command(buf, pos)
+                parsed = parse_command(chunk, pos)
                 if parsed is None:
                     break
                 args, end = parsed
-                raw = bytes(buf[pos:end])
+                raw = chunk[pos:end]
                 pos = end
                 if args:
-                    up = self._command(args, raw)
-                    if up is not None and not up.touched:
-                        up.touched = True
-                        touched.append(up)
+                    self._command(args, raw, batch)
         except ProtocolError as exc:
             self._answer_local(_error(f"ERR Protocol error: {exc}"))
             self.closing = True
-        del buf[:pos]
-        for up in touched:
+        self.buf = bytearray(chunk[pos:]) if pos < len(chunk) else bytearray()
+        for up in batch.values():
             up.flush()
         self.flush()
 
-    def _command(self, args: list[bytes], raw: bytes) -> RedisUpstream | None:
+    def _command(
+        self, args: list[bytes], raw: bytes, batch: dict[tuple[str, bool], RedisUpstream]
+    ) -> None:
         name = args[0].upper()
         if name in LOCAL:
             self._local(name, args)
-            return None
+            return
         if name in UNSUPPORTED:
             self._answer_local(
                 _error(f"ERR {name.decode()} is not supported through a sharding proxy")
             )
-            return None
+            return
         if name == b"WAIT":
             shard = self.last_shard
             if shard is None:
                 self._answer_local(b":0\r\n")  # nothing written on this connection yet
-                return None
+                return
             cmd = Command(name, args, raw, shard)
         else:
             keys = command_keys(name, args)
@@ -179,7 +185,7 @@ class RedisClient(asyncio.Protocol):
                 self._answer_local(
                     _error(f"ERR {name.decode()} has no key: a sharding proxy cannot route it")
                 )
-                return None
+                return
             shard = self.shards.shard_of(keys[0])
             for key in keys[1:]:
                 if self.shards.shard_of(key) != shard:
@@ -189,12 +195,18 @@ class RedisClient(asyncio.Protocol):
                             f"({name.decode()}); put them under one hash tag, like {{user1}}.a"
                         )
                     )
-                    return None
+                    return
             cmd = Command(name, args, raw, shard)
             self.last_shard = shard
         self.pending.append(cmd)
-        cmd.deadline = self.loop.time() + self.bal.options.response_timeout
-        return self._send(cmd)
+        cmd.deadline = self.cmd_deadline
+        up = batch.get((shard, cmd.read))
+        if up is not None and not up.dead:
+            up.queue(cmd)
+            return
+        up = self._send(cmd)
+        if up is not None:
+            batch[(shard, cmd.read)] = up
 
     def _local(self, name: bytes, args: list[bytes]) -> None:
         if name == b"PING":
@@ -311,7 +323,6 @@ class RedisUpstream(asyncio.Protocol):
         self.unsent: deque[Command] = deque()
         self.inflight: deque[Command] = deque()
         self.buf = bytearray()
-        self.touched = False
         self.dead = False
         b.begin()
         client.loop.create_task(self._open())
@@ -345,7 +356,6 @@ class RedisUpstream(asyncio.Protocol):
         self.out.append(cmd.raw)
 
     def flush(self) -> None:
-        self.touched = False
         if self.transport is None or not self.out:
             return
         self.transport.write(b"".join(self.out))
@@ -354,26 +364,58 @@ class RedisUpstream(asyncio.Protocol):
         self.unsent.clear()
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        pos = 0
+        if self.buf:
+            self.buf += data
+            chunk = bytes(self.buf)
+        else:
+            chunk = data
         inflight = self.inflight
         client = self.client
-        while inflight:
-            end = reply_end(buf, pos)
+        pos = 0
+        ends: list[int] = []
+        refused = False
+        todo = len(inflight)
+        while len(ends) < todo:
+            end = reply_end(chunk, pos)
             if end < 0:
                 break
-            cmd = inflight.popleft()
-            reply = bytes(buf[pos:end])
+            if chunk[pos] == 0x2D and chunk.startswith(_NOT_RUN, pos):  # '-'
+                refused = True
+            ends.append(end)
             pos = end
+        self.buf = bytearray(chunk[pos:]) if pos < len(chunk) else bytearray()
+        n = len(ends)
+        if not n:
+            return
+        pending = client.pending
+        if (
+            not refused
+            and len(pending) >= n
+            and pending[0] is inflight[0]
+            and all(pending[i] is inflight[i] for i in range(1, n))
+        ):
+            # The common case: these replies are the next the client waits for, in
+            # order: pass them on in one write, without cutting them apart.
+            for _ in range(n):
+                inflight.popleft()
+                pending.popleft()
+            if client.transport is not None and not client.closed:
+                client.transport.write(chunk if pos == len(chunk) else chunk[:pos])
+            if pending and pending[0].reply is not None:
+                client.flush()
+            return
+        start = 0
+        for end in ends:
+            cmd = inflight.popleft()
+            reply = chunk[start:end]
+            start = end
             if reply[:1] == b"-" and reply.startswith(_NOT_RUN):
-                # A fenced or demoted primary refused it: it did not run. Forget this
-                # backend as primary here and ask again once the shard has a new one.
-                self.client.bal.passive_failure(self.backend, reply[1:40].decode("latin-1"))
+                # A fenced or demoted primary refused it: it did not run. Send it again
+                # once the shard has a new primary (the health check finds it).
+                client.bal.passive_failure(self.backend, reply[1:40].decode("latin-1"))
                 client.retry(cmd, reply[1:-2].decode("latin-1"))
                 continue
             cmd.reply = reply
-        del buf[:pos]
         client.flush()
 
     def abandon(self) -> None:
