@@ -1,6 +1,6 @@
-"""The cache tier for real: `spofless up` of two Redis shards behind a load balancer in
-mode redis, a writer and a reader (redis-py) through it, and kill -9 of one shard's
-primary under that load.
+"""The cache tier for real: `spofless up` of two Redis shards (cache-a: a primary and two
+replicas, cache-b: a primary and one) behind a load balancer in mode redis, a writer and a
+reader (redis-py) through it, and kill -9 of one shard's primary under that load.
 
 What must hold: no SET acknowledged with `WAIT 1` is lost (the promoted replica has
 it); the other shard's keys keep being read without one error; the killed primary
@@ -32,7 +32,7 @@ LOAD_SECONDS = 60.0  # bound of the load loops, whatever happens
 LOAD_OPS = 50_000
 
 
-def topology(ports: dict[str, int]) -> str:
+def topology(ports: dict[str, int], a_extra: str = "") -> str:
     return f"""name: cache-failover
 hosts: {{h1: {{}}, h2: {{}}, h3: {{}}}}
 components:
@@ -43,7 +43,9 @@ components:
     port: {ports["lb"]}
     lb: {{response_timeout: 15}}
     routes: [{{to: cache-a}}, {{to: cache-b, read_from: replica}}]
-  cache-a: {{kind: cache, instances: [h1, h2], port: {ports["a"]}, api_port: {ports["a_api"]}}}
+  cache-a:
+    {{kind: cache, instances: [h1, h2, h3], port: {ports["a"]},
+      api_port: {ports["a_api"]}{a_extra}}}
   cache-b: {{kind: cache, instances: [h2, h3], port: {ports["b"]}, api_port: {ports["b_api"]}}}
   etcd:
     kind: etcd
@@ -55,8 +57,10 @@ entry: [lb]
 """
 
 
-@pytest.fixture
-def cache_stack(tmp_path: Path) -> Iterator[tuple[StackRun, dict[str, int]]]:
+@pytest.fixture(params=[""])
+def cache_stack(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[StackRun, dict[str, int]]]:
     for program in ("redis-server", "etcd"):
         if shutil.which(program) is None:
             pytest.skip(f"{program} not installed (scripts/system-deps.sh installs it)")
@@ -66,7 +70,7 @@ def cache_stack(tmp_path: Path) -> Iterator[tuple[StackRun, dict[str, int]]]:
         ports[name] = free_port_block(3, taken)
         taken += range(ports[name], ports[name] + 3)
     path = tmp_path / "cache.yaml"
-    path.write_text(topology(ports))
+    path.write_text(topology(ports, request.param))
     with stack_run(path, tmp_path / "state") as run:
         yield run, ports
 
@@ -81,7 +85,7 @@ def agent_status(api_port: int) -> dict[str, Any] | None:
 
 def primary_of(api_base: int) -> int | None:
     """The index of the shard's writable primary, or None."""
-    for i in range(2):
+    for i in range(3):
         s = agent_status(api_base + i)
         if s and s["role"] == "primary" and s["leader"] and not s["fenced"]:
             return i
@@ -190,8 +194,9 @@ def test_kill_a_shard_primary_under_load(cache_stack: tuple[StackRun, dict[str, 
         victim = run.instance(f"cache-a/{old}")["pid"]
         os.kill(victim, signal.SIGKILL)
         killed_at = len(load.acked)
-        new = 1 - old
-        wait_for("a new primary of cache-a", lambda: primary_of(ports["a_api"]) == new, timeout=30)
+        wait_for("a new primary of cache-a", lambda: primary_of(ports["a_api"]) not in (None, old),
+                 timeout=30)  # fmt: skip
+        new = primary_of(ports["a_api"])
         # The killed member comes back (the supervisor restarts its agent) as a replica.
         wait_for("the old primary streaming from the new one",
                  lambda: streaming_replica(ports["a_api"] + old), timeout=60)  # fmt: skip
@@ -209,3 +214,44 @@ def test_kill_a_shard_primary_under_load(cache_stack: tuple[StackRun, dict[str, 
     assert load.reads > 0
     status = agent_status(ports["a_api"] + old)
     assert status and status["role"] == "replica" and status["leader_name"] == f"cache-a-{new}"
+
+
+@pytest.mark.parametrize("cache_stack", [", min_replicas_to_write: 1"], indirect=True)
+def test_a_frozen_primary_agent_cannot_take_writes(
+    cache_stack: tuple[StackRun, dict[str, int]],
+) -> None:
+    """SIGSTOP of the primary's agent: it can neither renew its lease nor fence its Redis,
+    which keeps running. With `min_replicas_to_write: 1` that Redis refuses writes as soon
+    as the promoted replica stops replicating from it; the load balancer sends writes to
+    the new primary; once woken, the old primary follows the new one."""
+    run, ports = cache_stack
+    up = run.cli("up", "--detach", "--wait", "--timeout", "120", timeout=180)
+    assert up.returncode == 0, up.stdout + up.stderr
+    wait_for("a primary of cache-a", lambda: primary_of(ports["a_api"]) is not None, timeout=30)
+    old = primary_of(ports["a_api"])
+    assert old is not None
+    others = [i for i in range(3) if i != old]
+    api = ports["a_api"]
+    wait_for("cache-a's replicas", lambda: all(streaming_replica(api + i) for i in others), 30)
+    ring = ShardRing(["cache-a", "cache-b"])
+    key = next(f"k:{i}" for i in range(100) if ring.shard_of(f"k:{i}".encode()) == "cache-a")
+    lb = redis.Redis(port=ports["lb"], socket_timeout=20, decode_responses=True, protocol=2)
+    assert lb.set(key, "before")
+    agent = run.instance(f"cache-a/{old}")["pid"]
+    os.kill(agent, signal.SIGSTOP)
+    try:
+        # The frozen agent's API does not answer; one of the others is promoted, and the
+        # third replicates from it (min_replicas_to_write: 1 is met again).
+        wait_for("a replica promoted", lambda: primary_of(ports["a_api"]) not in (None, old),
+                 timeout=30)  # fmt: skip
+        direct = redis.Redis(port=ports["a"] + old, socket_timeout=5, protocol=2)
+        with pytest.raises(redis.ResponseError, match=r"(?i)replicas"):
+            direct.set(key, "split brain")
+        direct.close()
+        assert lb.set(key, "after")
+        assert lb.get(key) == "after"
+    finally:
+        os.kill(agent, signal.SIGCONT)
+    wait_for("the old primary streaming from the new one",
+             lambda: streaming_replica(ports["a_api"] + old), timeout=60)  # fmt: skip
+    assert lb.get(key) == "after"

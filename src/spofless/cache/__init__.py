@@ -17,6 +17,11 @@ its holder is the shard's primary, the others replicate from it.
                                             replica (fenced first, then REPLICAOF)
     etcd unreachable                        no promotion; the primary fences itself
                                             when its lease can no longer be proven
+    the primary's agent frozen, Redis runs  no renewal, no fencing: a replica is
+                                            promoted after the ttl; with
+                                            min_replicas_to_write >= 1 the old Redis
+                                            refuses writes once the promoted replica
+                                            stops replicating from it
 
 No acknowledged write is lost across a failover when the client sends
 `WAIT 1 <ms>` after it and counts the write acknowledged only when WAIT says a
