@@ -28,11 +28,10 @@ class FakeRedis:
         self.offset = 0
 
     async def start(self, replica_of: tuple[str, int] | None) -> None:
-        self.running = True
-        self.fenced = True
-        self.role, self.master = (
-            ("replica", f"{replica_of[0]}:{replica_of[1]}") if replica_of else ("primary", None)
-        )
+        # Like the real one: always a fenced replica, of nobody when no leader is known.
+        host, port = replica_of or ("192.0.2.1", 9)
+        self.running, self.fenced = True, True
+        self.role, self.master = "replica", f"{host}:{port}"
 
     async def observe(self) -> RedisState:
         if not self.running:

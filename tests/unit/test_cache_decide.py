@@ -17,7 +17,7 @@ def test_redis_not_running_is_started_as_a_replica_of_the_leader() -> None:
     d = decide(View(member(A, None), holds_lease=False, leader=member(B, "primary")))
     assert d.action is Action.START and "replica of c-1" in d.reason
     d = decide(View(member(A, None), holds_lease=False, leader=None))
-    assert d.action is Action.START and "fenced" in d.reason
+    assert d.action is Action.START and "replica of nobody" in d.reason
 
 
 def test_the_lease_holder_is_promoted_then_unfenced() -> None:

@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 COMMAND_TIMEOUT = 1.0
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
+# A running Redis that misses this many observations in a row is taken as hung (and
+# restarted); fewer are a slow moment on a busy machine, not worth a restart.
+MISSED_OBSERVATIONS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +40,18 @@ class RedisState:
     link_up: bool = False
 
 
+# Where a Redis started with no leader to follow replicates from: an address of the
+# documentation range (RFC 5737), never reachable. Until it is promoted, such a Redis
+# answers NOMASTERLINK to a replica asking it for a sync, so a restarted primary (empty,
+# on its old address, which its old replicas reconnect to) never hands them its empty
+# data set: they keep theirs until one of them is promoted.
+NOBODY = ("192.0.2.1", 9)
+
+
 def server_argv(s: CacheSettings, replica_of: tuple[str, int] | None) -> list[str]:
     """redis-server's command line: no persistence (a cache; a restarted member resyncs
-    from its shard's primary), diskless full syncs, started fenced or as a replica."""
+    from its shard's primary), diskless full syncs, always started as a replica (of the
+    leader, else of NOBODY) and fenced; only the lease holder is ever promoted."""
     argv = [
         s.redis_server,
         "--port", str(s.port),
@@ -58,8 +70,8 @@ def server_argv(s: CacheSettings, replica_of: tuple[str, int] | None) -> list[st
     ]  # fmt: skip
     if s.maxmemory is not None:
         argv += ["--maxmemory", s.maxmemory, "--maxmemory-policy", "allkeys-lru"]
-    if replica_of is not None:
-        argv += ["--replicaof", replica_of[0], str(replica_of[1])]
+    host, port = replica_of or NOBODY
+    argv += ["--replicaof", host, str(port)]
     return argv
 
 
@@ -74,6 +86,8 @@ class RedisServer:
     def __init__(self, settings: CacheSettings) -> None:
         self.settings = settings
         self.proc: asyncio.subprocess.Process | None = None
+        self.last = RedisState()
+        self.missed = 0
         self.client = aioredis.Redis(
             host=settings.host,
             port=settings.port,
@@ -89,6 +103,7 @@ class RedisServer:
     async def start(self, replica_of: tuple[str, int] | None) -> None:
         """Start redis-server (killing a hung one first) and wait until it answers."""
         await self.stop()
+        self.missed = 0
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         pid = os.getpid()
         self.proc = await asyncio.create_subprocess_exec(
@@ -121,23 +136,30 @@ class RedisServer:
 
     async def observe(self) -> RedisState:
         if not self.alive:
-            return RedisState()
+            self.last = RedisState()
+            return self.last
         try:
             info = await self.client.info("replication")
             fence = await self.client.config_get("min-replicas-to-write")
-        except (RedisError, OSError):
-            return RedisState()
+        except (RedisError, OSError) as exc:
+            self.missed += 1
+            logger.warning("%s: Redis did not answer (%s)", self.settings.name, exc)
+            if self.missed >= MISSED_OBSERVATIONS:
+                self.last = RedisState()
+            return self.last
+        self.missed = 0
         role: Role = "primary" if info.get("role") == "master" else "replica"
         master = None
         if role == "replica":
             master = f"{info.get('master_host')}:{info.get('master_port')}"
-        return RedisState(
+        self.last = RedisState(
             role=role,
             offset=int(info.get("master_repl_offset", 0)),
             fenced=int(str(fence.get("min-replicas-to-write") or 0)) >= FENCED_MIN_REPLICAS,
             master=master,
             link_up=info.get("master_link_status") == "up",
         )
+        return self.last
 
     async def fence(self) -> None:
         """Refuse writes (NOREPLICAS) from now on; reads still served."""

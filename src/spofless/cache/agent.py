@@ -21,7 +21,6 @@ from spofless.cache._settings import CacheSettings
 from spofless.cache.decide import Action, Decision, Member, View, decide
 from spofless.dcs import (
     DCSError,
-    DCSUnavailable,
     KeyValueStore,
     Leadership,
     LeaseNotFound,
@@ -125,8 +124,8 @@ class CacheAgent:
             parsed = (parse_member(kv.value) for kv in members.kvs)
             peers = tuple(m for m in parsed if m is not None and m.name != self.settings.name)
             await self._publish()
-        except DCSUnavailable as exc:
-            logger.warning("%s: etcd unreachable: %s", self.settings.name, exc)
+        except DCSError as exc:  # unreachable, or a lease gone meanwhile: next cycle
+            logger.warning("%s: etcd: %s", self.settings.name, exc)
             leader = self.me() if self.holds_lease else None
         self.leader = leader
         return View(

@@ -2,8 +2,8 @@
 
 Precedence, first match wins (each rule is one `Action` and one sentence):
 
-1. Redis is not running: `start` it (as a replica of the leader when there is one,
-   else as a fenced primary that refuses writes).
+1. Redis is not running: `start` it, as a replica of the leader when there is one,
+   else of nobody (it serves no sync to others until it is promoted).
 2. This member holds the shard's lease:
    - Redis is a replica: `promote` (REPLICAOF NO ONE, then accept writes);
    - Redis is a fenced primary: `unfence` (accept writes);
@@ -96,7 +96,7 @@ def decide(view: View) -> Decision:
             return Decision(
                 Action.START, f"Redis is not running: start it as a replica of {view.leader.name}"
             )
-        return Decision(Action.START, "Redis is not running: start it, fenced, with no leader")
+        return Decision(Action.START, "Redis is not running: start it, a replica of nobody")
     if view.holds_lease:
         if me.role == "replica":
             return Decision(Action.PROMOTE, "holds the lease as a replica: promote")
