@@ -28,8 +28,11 @@ from typing import TYPE_CHECKING, cast
 
 from spofless.health import connect_failure
 from spofless.lb._resp import (
+    ALL_KEYS,
     LOCAL,
+    PAIRS,
     READS,
+    TWO_KEYS,
     UNSUPPORTED,
     ProtocolError,
     ShardRing,
@@ -45,7 +48,59 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-RETRY_PAUSE = 0.05  # seconds between looks for a shard's new primary
+RETRY_PAUSE = 0.05
+# Commands whose one key is their first argument, as clients spell them (the hot path).
+_SINGLE_KEY = (
+    READS.union(
+        {
+            b"SET",
+            b"SETEX",
+            b"PSETEX",
+            b"SETNX",
+            b"GETSET",
+            b"GETDEL",
+            b"GETEX",
+            b"APPEND",
+            b"INCR",
+            b"DECR",
+            b"INCRBY",
+            b"DECRBY",
+            b"INCRBYFLOAT",
+            b"EXPIRE",
+            b"PEXPIRE",
+            b"EXPIREAT",
+            b"PEXPIREAT",
+            b"PERSIST",
+            b"HSET",
+            b"HSETNX",
+            b"HMSET",
+            b"HDEL",
+            b"HINCRBY",
+            b"LPUSH",
+            b"RPUSH",
+            b"LPOP",
+            b"RPOP",
+            b"LSET",
+            b"LTRIM",
+            b"LREM",
+            b"SADD",
+            b"SREM",
+            b"SPOP",
+            b"ZADD",
+            b"ZREM",
+            b"ZINCRBY",
+            b"SETRANGE",
+            b"SETBIT",
+            b"PFADD",
+        }
+    )
+    - ALL_KEYS
+    - TWO_KEYS
+    - PAIRS
+)
+_UPPER = {name.lower(): name for name in _SINGLE_KEY} | {
+    name: name for name in _SINGLE_KEY
+}  # seconds between looks for a shard's new primary
 # Replies from a refusing primary: the command did not run, so sending it again is safe.
 _NOT_RUN = (b"-READONLY", b"-NOREPLICAS", b"-LOADING", b"-MASTERDOWN")
 
@@ -164,40 +219,18 @@ class RedisClient(asyncio.Protocol):
     def _command(
         self, args: list[bytes], raw: bytes, batch: dict[tuple[str, bool], RedisUpstream]
     ) -> None:
-        name = args[0].upper()
-        if name in LOCAL:
-            self._local(name, args)
-            return
-        if name in UNSUPPORTED:
-            self._answer_local(
-                _error(f"ERR {name.decode()} is not supported through a sharding proxy")
-            )
-            return
-        if name == b"WAIT":
-            shard = self.last_shard
-            if shard is None:
-                self._answer_local(b":0\r\n")  # nothing written on this connection yet
-                return
+        name = _UPPER.get(args[0]) or args[0].upper()
+        if name in _SINGLE_KEY and len(args) >= 2:
+            # The common case (GET, SET, INCR, HSET, ...): one key, the first argument.
+            shard = self.shards.shard_of(args[1])
+            self.last_shard = shard
             cmd = Command(name, args, raw, shard)
         else:
-            keys = command_keys(name, args)
-            if not keys:
-                self._answer_local(
-                    _error(f"ERR {name.decode()} has no key: a sharding proxy cannot route it")
-                )
+            found = self._route_other(name, args, raw)
+            if found is None:
                 return
-            shard = self.shards.shard_of(keys[0])
-            for key in keys[1:]:
-                if self.shards.shard_of(key) != shard:
-                    self._answer_local(
-                        _error(
-                            f"CROSSSLOT Keys in request don't hash to the same shard "
-                            f"({name.decode()}); put them under one hash tag, like {{user1}}.a"
-                        )
-                    )
-                    return
-            cmd = Command(name, args, raw, shard)
-            self.last_shard = shard
+            cmd = found
+            shard = cast(str, cmd.shard)
         self.pending.append(cmd)
         cmd.deadline = self.cmd_deadline
         up = batch.get((shard, cmd.read))
@@ -207,6 +240,41 @@ class RedisClient(asyncio.Protocol):
         up = self._send(cmd)
         if up is not None:
             batch[(shard, cmd.read)] = up
+
+    def _route_other(self, name: bytes, args: list[bytes], raw: bytes) -> Command | None:
+        """A command that is not a plain single-key one: answered here, refused, or
+        routed by all its keys (which must be on one shard). None when answered."""
+        if name in LOCAL:
+            self._local(name, args)
+            return None
+        if name in UNSUPPORTED:
+            self._answer_local(
+                _error(f"ERR {name.decode()} is not supported through a sharding proxy")
+            )
+            return None
+        if name == b"WAIT":
+            if self.last_shard is None:
+                self._answer_local(b":0\r\n")  # nothing written on this connection yet
+                return None
+            return Command(name, args, raw, self.last_shard)
+        keys = command_keys(name, args)
+        if not keys:
+            self._answer_local(
+                _error(f"ERR {name.decode()} has no key: a sharding proxy cannot route it")
+            )
+            return None
+        shard = self.shards.shard_of(keys[0])
+        for key in keys[1:]:
+            if self.shards.shard_of(key) != shard:
+                self._answer_local(
+                    _error(
+                        f"CROSSSLOT Keys in request don't hash to the same shard "
+                        f"({name.decode()}); put them under one hash tag, like {{user1}}.a"
+                    )
+                )
+                return None
+        self.last_shard = shard
+        return Command(name, args, raw, shard)
 
     def _local(self, name: bytes, args: list[bytes]) -> None:
         if name == b"PING":
