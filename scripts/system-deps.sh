@@ -2,11 +2,11 @@
 # Install the distribution packages spofless runs, only those that are missing.
 # Debian/Ubuntu (apt-get). Prints what it installs; does nothing when all are present.
 #
-# It never stops, restarts, disables or reconfigures a service: a PostgreSQL or etcd
+# It never stops, restarts, disables or reconfigures a service: a PostgreSQL, etcd or Redis
 # already on this machine (perhaps your own database) is left exactly as it is, and so is
 # everything else. spofless runs its own instances, on its own ports and data directories.
 # The packages it installs would start their default services (a PostgreSQL cluster on
-# 5432, an etcd on 2379); while its own `apt-get install` runs, a policy-rc.d that
+# 5432, an etcd on 2379, a Redis on 6379); while its own `apt-get install` runs, a policy-rc.d that
 # refuses every start (Debian's documented mechanism, honoured by invoke-rc.d and
 # deb-systemd-invoke) keeps them from starting. It is removed right after, and an
 # existing policy-rc.d is never replaced. The installed services stay installed and
@@ -27,6 +27,7 @@ command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 compgen -G "$pg_lib/*/bin/postgres" >/dev/null || missing+=(postgresql)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v tc >/dev/null 2>&1 || { [[ " ${missing[*]} " == *" iproute2 "* ]] || missing+=(iproute2); }
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # Headless, for the tests that open the drill's html report and the monitor's dashboard.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 

@@ -37,7 +37,9 @@ exit 0
 """
 
 
-def run(tmp_path: Path, *, with_policy: bool, missing_pg: bool = True) -> tuple[int, str, str]:
+def run(
+    tmp_path: Path, *, with_policy: bool, missing_pg: bool = True, missing_redis: bool = False
+) -> tuple[int, str, str]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     for tool in TOOLS:
@@ -50,8 +52,10 @@ def run(tmp_path: Path, *, with_policy: bool, missing_pg: bool = True) -> tuple[
         (bin_dir / name).chmod(0o755)
     (bin_dir / "sudo").write_text('#!/bin/sh\nexec "$@"\n')
     (bin_dir / "sudo").chmod(0o755)
-    # etcd, etcdctl, ip, tc and chromium are present: only PostgreSQL may be missing.
-    for present in ("etcd", "etcdctl", "ip", "tc", "chromium"):
+    # etcd, etcdctl, ip, tc and chromium are present: only PostgreSQL and Redis may be missing.
+    present_tools = ["etcd", "etcdctl", "ip", "tc", "chromium"]
+    present_tools += [] if missing_redis else ["redis-server"]
+    for present in present_tools:
         (bin_dir / present).write_text("#!/bin/sh\n")
         (bin_dir / present).chmod(0o755)
     pg_lib = tmp_path / "pg"
@@ -91,6 +95,15 @@ def test_services_are_kept_from_starting_during_the_install_only(tmp_path: Path)
     # No service is stopped, restarted, disabled or masked: systemctl is never called.
     assert "systemctl" not in log
     assert "no running service was touched" in out
+
+
+def test_a_missing_redis_is_installed_without_starting_it(tmp_path: Path) -> None:
+    code, out, log = run(tmp_path, with_policy=False, missing_pg=False, missing_redis=True)
+    assert code == 0, out
+    assert "install -y -qq --no-install-recommends redis-server" in log
+    assert "policy says 101" in log
+    assert not (tmp_path / "policy-rc.d").exists()
+    assert "systemctl" not in log
 
 
 def test_an_existing_policy_is_left_as_it_is(tmp_path: Path) -> None:

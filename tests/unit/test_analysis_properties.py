@@ -45,7 +45,7 @@ def topologies(draw: st.DrawFn) -> dict[str, Any]:
             draw(st.lists(st.sampled_from([f"c{i}" for i in range(c)]), unique=True)) if c else []
         )
         components[f"c{c}"] = {
-            "kind": draw(st.sampled_from(["service", "etcd", "cache"])),
+            "kind": draw(st.sampled_from(["service", "etcd", "queue"])),
             "instances": instances,
             "min_up": min_up,
             "needs": needs,

@@ -194,7 +194,7 @@ def test_a_broken_host_is_no_unknown_host(tmp_path: Path) -> None:
         (
             "{kind: load_balancer, instances: [n1], mode: udp}",
             "mode",
-            "expected 'http' or 'tcp'",
+            "expected 'http', 'tcp' or 'redis'",
         ),
     ],
 )

@@ -7,6 +7,7 @@ of failure), 2 invalid input or a user error (message, never a traceback).
 
 from spofless.cli import (  # noqa: F401
     _backup,
+    _cache,
     _drill,
     _entry,
     _lab,

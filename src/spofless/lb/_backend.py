@@ -15,6 +15,7 @@ from spofless.lb._settings import BackendSpec
 
 if TYPE_CHECKING:
     from spofless.lb._http import Request
+    from spofless.lb._redis import RedisUpstream
     from spofless.lb._tcp import TcpClient
     from spofless.lb._upstream import UpstreamConn
 
@@ -88,7 +89,7 @@ class Backend:
         self.active = 0  # requests (http) or connections (tcp) in flight
         self.idle: list[UpstreamConn] = []  # pooled keep-alive connections, LIFO
         # Connections busy with a request: http upstreams, or tcp clients.
-        self.inflight: set[UpstreamConn | TcpClient] = set()
+        self.inflight: set[UpstreamConn | TcpClient | RedisUpstream] = set()
         self.queue: deque[Request] = deque() if queue is None else queue  # the balancer's
         self.wake = wake  # called when a slot frees while requests wait in `queue`
         self.consecutive_failures = 0

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from spofless.topology import (
+    CacheComponent,
     CannotRunError,
     HealthCheck,
     LbOptions,
@@ -54,6 +55,10 @@ class RouteSpec(_Frozen):
     # New connections go to one backend only (a primary): the one chosen while it stays
     # up, else the one that came up last.
     exclusive: bool = False
+    # mode redis: the shard this route serves (its cache component), and whether it is
+    # the shard's read route (its replicas) rather than its primary.
+    shard: str | None = None
+    reads: bool = False
 
 
 class LbSettings(_Frozen):
@@ -62,7 +67,7 @@ class LbSettings(_Frozen):
     instance: str  # for logs: `lb/0` or `lb`
     listen_host: str = "127.0.0.1"
     listen_port: Port = 8080
-    mode: Literal["http", "tcp"] = "http"
+    mode: Literal["http", "tcp", "redis"] = "http"
     routes: tuple[RouteSpec, ...] = Field(min_length=1)
     options: LbOptions = LbOptions()
     workers: Annotated[int, Field(ge=1, le=64)] = 1
@@ -202,7 +207,10 @@ def lb_settings(topology: Topology, component: str, index: int) -> LbSettings:
         raise CannotRunError(f"{where(topology, component)}: {component} needs a `port`")
     if not comp.routes:
         raise CannotRunError(f"{where(topology, component)}: {component} needs `routes`")
-    routes = [_route(topology, component, i, r, comp.mode) for i, r in enumerate(comp.routes)]
+    if comp.mode == "redis":
+        routes = _redis_routes(topology, component, comp.routes)
+    else:
+        routes = [_route(topology, component, i, r, comp.mode) for i, r in enumerate(comp.routes)]
     host, port = split_address(address, component)
     admin_port = comp.admin_port + index if comp.admin_port is not None else None
     return _build(
@@ -322,3 +330,54 @@ def _route_check(
         fail_open=(not primary) if fail_open is None else fail_open,
         exclusive=primary,
     )
+
+
+def _redis_routes(topology: Topology, lb: str, routes: list[LbRoute]) -> list[dict[str, object]]:
+    """Mode redis: per shard (a cache component), a route to its primary (the agent
+    answering `/primary`) and, with `read_from: replica`, one to its replicas."""
+    out: list[dict[str, object]] = []
+    for i, route in enumerate(routes):
+        at = where(topology, lb, "routes", i, "to")
+        target = topology.components.get(route.to)
+        if not isinstance(target, CacheComponent):
+            kind = "missing" if target is None else f"kind {target.kind}"
+            raise CannotRunError(
+                f"{at}: routes[{i}].to: {route.to} is {kind}; mode redis routes to cache "
+                "components (one route per shard)"
+            )
+        if target.port is None or target.api_port is None:
+            raise CannotRunError(
+                f"{at}: routes[{i}].to: {route.to} needs `port` and `api_port` (its agents' "
+                "API tells the primary from the replicas)"
+            )
+        if route.role is not None or route.health is not None or route.weights is not None:
+            raise CannotRunError(
+                f"{where(topology, lb, 'routes', i)}: routes[{i}]: in mode redis a route "
+                "takes `to` and `read_from` only (the shard's agents say who is primary)"
+            )
+        roles = [("primary", False)] + ([("replica", True)] if route.read_from == "replica" else [])
+        for role, reads in roles:
+            backends = []
+            for k, inst in enumerate(topology.instances[route.to]):
+                address = topology.address_of(inst)
+                assert address is not None
+                host, port = split_address(address, inst.name)
+                name = inst.name if not reads else f"{inst.name} (replica)"
+                backends.append(
+                    {"name": name, "host": host, "port": port, "check_port": target.api_port + k}
+                )
+            health = HealthCheck(
+                type="http", path=ROLE_PATHS[role], expect_status=[200], rise=1 if not reads else 2
+            )
+            out.append(
+                {
+                    "name": route.to if not reads else f"{route.to} (replicas)",
+                    "backends": backends,
+                    "health": health,
+                    "fail_open": False,
+                    "exclusive": not reads,
+                    "shard": route.to,
+                    "reads": reads,
+                }
+            )
+    return out

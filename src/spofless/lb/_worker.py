@@ -22,6 +22,7 @@ from spofless.lb._balancer import Balancer
 from spofless.lb._channel import LineChannel
 from spofless.lb._http import ClientConn
 from spofless.lb._messages import BackendState, Message, Ready, Settings, Stats, Stop, View
+from spofless.lb._redis import RedisClient
 from spofless.lb._settings import LbSettings
 from spofless.lb._tcp import TcpClient
 
@@ -63,7 +64,8 @@ async def serve(listen: socket.socket, chan_sock: socket.socket) -> None:
     setup_logging(f"{bal.settings.instance} worker {os.getpid()}")
     bal.start(loop)
     bal.apply_view(early[-1] if early else msg.view)
-    proto = ClientConn if bal.settings.mode == "http" else TcpClient
+    protocols = {"http": ClientConn, "tcp": TcpClient, "redis": RedisClient}
+    proto = protocols[bal.settings.mode]
     server = await loop.create_server(lambda: proto(bal), sock=listen, backlog=4096)
     chan.send(Ready(os.getpid()))
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -96,6 +98,11 @@ async def serve(listen: socket.socket, chan_sock: socket.socket) -> None:
                     busy = True
             elif isinstance(conn, TcpClient):
                 busy = True
+            elif isinstance(conn, RedisClient):
+                if conn.pending:
+                    busy = True
+                elif conn.transport is not None:
+                    conn.transport.close()
         if not busy:
             break
         await asyncio.sleep(0.05)

@@ -5,10 +5,11 @@
     instance_health(topology, inst)    the check the supervisor runs on an instance and
                                        that a component needing it waits for
 
-spofless's own runtime parts (`load_balancer`, `dns`, `postgres`, `monitor`) run as
+spofless's own runtime parts (`load_balancer`, `dns`, `postgres`, `monitor`, `cache`) run as
 `python -m spofless <part> FILE --component C --instance I`: the same command a user
 types to run one by hand, reading its settings from the same file (a postgres
-instance is `spofless pg agent ...`, which runs PostgreSQL as its child). Pure:
+instance is `spofless pg agent ...`, which runs PostgreSQL as its child; a cache
+instance `spofless cache agent ...`, which runs Redis). Pure:
 nothing here touches the system.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from spofless.dcs import EtcdTls
 from spofless.security import etcd_client_tls, etcd_member_tls
 from spofless.topology import (
+    CacheComponent,
     Component,
     DnsComponent,
     EtcdComponent,
@@ -47,6 +49,8 @@ LB_ADMIN_HEALTH = HealthCheck(type="http", path="/status")
 
 # A PostgreSQL agent's API: 200 while its PostgreSQL runs, whatever its role.
 PG_AGENT_HEALTH = HealthCheck(type="http", path="/health")
+# A cache agent's API answers /health the same way (while its Redis answers).
+CACHE_AGENT_HEALTH = PG_AGENT_HEALTH
 
 # A monitor answers /status from the loop that looks at the system.
 MONITOR_HEALTH = HealthCheck(type="http", path="/status")
@@ -138,6 +142,12 @@ def cannot_run(comp: Component, ctx: KindContext) -> str | None:
         if ctx.topology_file is None:
             return "a monitor reads its settings from a topology file, and there is none"
         return None
+    if isinstance(comp, CacheComponent):
+        if comp.port is None or comp.api_port is None:
+            return "kind cache needs `port` (Redis) and `api_port` (the agent's API) to be run"
+        if ctx.topology_file is None:
+            return "a cache agent reads its settings from a topology file, and there is none"
+        return None
     return f"kind {comp.kind} is analysis only"
 
 
@@ -160,6 +170,8 @@ def launch(topology: Topology, inst: Instance, ctx: KindContext) -> Launch:
         argv = (*own_part("monitor", inst, ctx), "--state-dir", str(ctx.state_dir))
         ports = () if comp.port is None else (("main", comp.port + inst.index),)
         return Launch(argv, ports, {})
+    if isinstance(comp, CacheComponent):
+        return _cache(comp, inst, ctx)
     raise AssertionError(f"no launcher for kind {comp.kind}")
 
 
@@ -206,6 +218,11 @@ def instance_health(topology: Topology, inst: Instance) -> InstanceHealth | None
         # Behind a token the check cannot send: a connect to its port.
         has_token = comp.token_file is not None or comp.token_env is not None
         return InstanceHealth(HealthCheck(type="tcp") if has_token else MONITOR_HEALTH, ip, main)
+        return None
+    if isinstance(comp, CacheComponent):
+        if comp.api_port is None:
+            return None
+        return InstanceHealth(CACHE_AGENT_HEALTH, ip, comp.api_port + inst.index)
     return None
 
 
@@ -302,5 +319,14 @@ def _postgres(comp: PostgresComponent, inst: Instance, ctx: KindContext) -> Laun
     `<state dir>/data/<component>-<i>`, so the stack does not create it."""
     assert comp.port is not None and comp.api_port is not None
     argv = (*own_part("pg agent", inst, ctx), "--state-dir", str(ctx.state_dir))
+    ports = (("main", comp.port + inst.index), ("api", comp.api_port + inst.index))
+    return Launch(argv, ports, {})
+
+
+def _cache(comp: CacheComponent, inst: Instance, ctx: KindContext) -> Launch:
+    """The agent of one Redis instance; it runs Redis as its child in
+    `<state dir>/data/<component>-<i>`."""
+    assert comp.port is not None and comp.api_port is not None
+    argv = (*own_part("cache agent", inst, ctx), "--state-dir", str(ctx.state_dir))
     ports = (("main", comp.port + inst.index), ("api", comp.api_port + inst.index))
     return Launch(argv, ports, {})

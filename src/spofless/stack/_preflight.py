@@ -93,6 +93,10 @@ def check_settings(plan: StackPlan) -> None:
                 from spofless.backup import backup_config
 
                 backup_config(plan.topology, inst.component.removesuffix("-backup"))
+            elif inst.kind == "cache":
+                from spofless.cache import cache_settings
+
+                cache_settings(plan.topology, inst.component, inst.index, plan.state_dir)
             elif inst.kind == "vip":
                 from spofless.vip import vip_settings
 

@@ -3,6 +3,7 @@
 from spofless.topology._errors import Problem, TopologyError
 from spofless.topology._kinds import (
     RUNTIME_KINDS,
+    CacheComponent,
     DnsComponent,
     DnsRateLimit,
     DnsRecordSpec,
@@ -55,6 +56,7 @@ __all__ = [
     "RUNTIME_KINDS",
     "AnalysisOnlyComponent",
     "AvailabilityDefaults",
+    "CacheComponent",
     "CannotRunError",
     "CommandReceiver",
     "Component",

@@ -8,8 +8,8 @@ whether or not `needs` repeats them:
 - a load balancer with a `vip:` depends on the etcd component that decides
   who holds the address (`vip.dcs`, else the topology's only etcd component);
 - a DNS server depends on every component its `records:` answer with;
-- a postgres component depends on its etcd: the one in `needs`, else the
-  topology's only etcd component (its agents keep the leader lease there);
+- a postgres or cache component depends on its etcd: the one in `needs`, else
+  the topology's only etcd component (its agents keep the leader lease there);
 - a monitor depends on the etcd it claims notifications in (`dcs`, else the
   topology's only etcd component).
 
@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from spofless.topology._kinds import (
+    CacheComponent,
     DnsComponent,
     DnsRecordSpec,
     EtcdComponent,
@@ -69,7 +70,7 @@ def dependencies(name: str, components: Mapping[str, Component]) -> list[Depende
             if isinstance(record, DnsRecordSpec):
                 path = (*path, "component")
             out.append(Dependency(target, "dns record", path))
-    elif isinstance(comp, PostgresComponent):
+    elif isinstance(comp, PostgresComponent | CacheComponent):
         named = [d for d in comp.needs if isinstance(components.get(d), EtcdComponent)]
         if not named and len(etcds := _etcds(components)) == 1:
             out.append(Dependency(etcds[0], "etcd", ()))

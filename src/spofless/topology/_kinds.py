@@ -1,4 +1,4 @@
-"""The fields of each kind spofless runs: service, etcd, postgres, load_balancer, dns.
+"""The fields of each kind spofless runs: service, etcd, postgres, cache, load_balancer, dns.
 
 Each runtime part owns its kind's fields here; the analysis reads only the
 common fields of `Component`. `component_model(kind)` picks the model that
@@ -156,6 +156,49 @@ class PostgresComponent(RuntimeComponent):
         return self
 
 
+class CacheComponent(RuntimeComponent):
+    """One shard of a Redis cache tier (spofless.cache): a primary and its replicas.
+
+    Each instance is a `redis-server` run by its agent, which keeps the shard's leader
+    lease in etcd: the lease holder is the primary, the others replicate from it. A tier
+    of several shards is several cache components behind one load balancer in
+    `mode: redis` (one route per shard), so that the analysis counts each shard as needed
+    by the load balancer and up while one of its instances is. Without `port` and
+    `api_port` the component is described, not run (analysis only).
+    """
+
+    kind: Literal["cache"] = "cache"
+    # Instance i's agent API (/primary, /replica, /health, /status) listens on api_port + i.
+    api_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    # The leader lease's ttl: a dead primary is replaced about this long after it died.
+    ttl: Annotated[int, Field(ge=2, le=3600)] = 3
+    # The agent's loop period, also the lease renewal interval.
+    loop_wait: Annotated[float, Field(gt=0, le=60)] = 0.5
+    # Redis's min-replicas-to-write on the primary: a write is refused unless this many
+    # replicas are connected (within 10 s of lag). 0: writes never wait on replicas; a
+    # client that must not lose a write sends WAIT after it (see docs/cache.md).
+    min_replicas_to_write: Annotated[int, Field(ge=0, le=16)] = 0
+    # Redis's maxmemory (e.g. 256mb) with allkeys-lru eviction; None: no limit.
+    maxmemory: Annotated[str, StringConstraints(pattern=r"^\d+[kKmMgG]?[bB]?$")] | None = None
+
+    @model_validator(mode="after")
+    def _timing_fits(self) -> CacheComponent:
+        if self.loop_wait * 2 > self.ttl:
+            raise ValueError(
+                f"loop_wait ({self.loop_wait:g}s) must be at most half the ttl ({self.ttl}s) "
+                "so a primary renews its lease at least twice per ttl: lower loop_wait"
+            )
+        if self.api_port is not None and self.api_port + self.instance_count - 1 > 65535:
+            raise ValueError(f"api_port {self.api_port} + {self.instance_count} exceeds 65535")
+        if self.min_replicas_to_write > self.instance_count - 1:
+            raise ValueError(
+                f"min_replicas_to_write ({self.min_replicas_to_write}) needs that many "
+                f"replicas, and {self.instance_count} instances have "
+                f"{self.instance_count - 1}: lower it or add instances"
+            )
+        return self
+
+
 class LbRoute(Strict):
     """Where a load balancer sends requests: the instances of component `to`.
 
@@ -179,6 +222,9 @@ class LbRoute(Strict):
     # None: off for role primary (a replica or a fenced old primary cannot take a write,
     # and a write route must reach one server only), on otherwise.
     fail_open: bool | None = None
+    # mode redis: read commands go to the shard's replicas (`/replica` of its agents),
+    # to its primary when none is up; primary (the default) sends everything there.
+    read_from: Literal["primary", "replica"] = "primary"
 
     @model_validator(mode="after")
     def _role_fields(self) -> LbRoute:
@@ -302,7 +348,9 @@ class VipSpec(Strict):
 class LoadBalancerComponent(RuntimeComponent):
     kind: Literal["load_balancer"] = "load_balancer"
     vip: VipSpec | None = None  # a floating address held by one instance (spofless.vip)
-    mode: Literal["http", "tcp"] = "http"
+    # redis: speaks RESP; each route is one shard (a cache component), keys are spread
+    # over the shards by consistent hashing and sent to each shard's current primary.
+    mode: Literal["http", "tcp", "redis"] = "http"
     routes: list[LbRoute] = Field(default_factory=list)
     lb: LbOptions = LbOptions()
     workers: Annotated[int, Field(ge=1, le=64)] = 1
@@ -313,6 +361,8 @@ class LoadBalancerComponent(RuntimeComponent):
     def _tcp_has_one_route(self) -> LoadBalancerComponent:
         if self.mode == "tcp" and len(self.routes) > 1:
             raise ValueError("a load balancer in tcp mode takes exactly one route")
+        if self.mode != "redis" and any(r.read_from != "primary" for r in self.routes):
+            raise ValueError("`read_from` belongs to the routes of a load balancer in mode redis")
         if self.vip is not None and self.instance_count < 2:
             raise ValueError(
                 "a vip needs at least 2 load balancer instances to float between "
@@ -391,6 +441,7 @@ RUNTIME_KINDS: dict[str, type[Component]] = {
     "service": ServiceComponent,
     "etcd": EtcdComponent,
     "postgres": PostgresComponent,
+    "cache": CacheComponent,
     "load_balancer": LoadBalancerComponent,
     "dns": DnsComponent,
     "monitor": MonitorComponent,

@@ -1,0 +1,214 @@
+"""RESP (the Redis protocol) for the load balancer's redis mode: pure parsing and routing.
+
+    parse_command(buf, pos) -> (args, end) | None    one client command (array or inline)
+    reply_end(buf, pos) -> end | -1                   where one server reply ends
+    command_keys(args) -> keys | None                 the keys a command touches; None: keyless
+    ShardRing(names).shard_of(key)                    consistent hashing over shard names
+
+A key is hashed whole, or only its hash tag (the part between the first `{` and
+the next `}`, when not empty), as Redis Cluster and twemproxy do: keys that
+share a tag live on one shard, so a multi-key command over them works.
+No I/O here; `_redis` drives it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import zlib
+from collections.abc import Sequence
+
+
+class ProtocolError(ValueError):
+    """The client sent something that is not RESP."""
+
+
+MAX_BULK = 512 * 1024 * 1024  # Redis's own proto-max-bulk-len
+MAX_ARGS = 1024 * 1024
+
+
+def _line(buf: bytes | bytearray, pos: int) -> tuple[int, int] | None:
+    """(end of the line's text, start of the next line) or None when incomplete."""
+    end = buf.find(b"\r\n", pos)
+    if end < 0:
+        if len(buf) - pos > 65536:
+            raise ProtocolError("line too long")
+        return None
+    return end, end + 2
+
+
+def _int(buf: bytes | bytearray, start: int, end: int) -> int:
+    try:
+        return int(buf[start:end])
+    except ValueError:
+        raise ProtocolError("invalid length") from None
+
+
+def parse_command(buf: bytes | bytearray, pos: int) -> tuple[list[bytes], int] | None:
+    """The command starting at `pos` and where it ends; None until it is complete."""
+    n = len(buf)
+    if pos >= n:
+        return None
+    if buf[pos] != 0x2A:  # '*': else an inline command, words separated by spaces
+        line = _line(buf, pos)
+        if line is None:
+            return None
+        return bytes(buf[pos : line[0]]).split(), line[1]
+    # The hot path of redis mode, written out: one find and one int() per argument.
+    find = buf.find
+    nl = find(b"\r\n", pos)
+    if nl < 0:
+        _line(buf, pos)  # raises on an overlong line
+        return None
+    count = _int(buf, pos + 1, nl)
+    if count > MAX_ARGS:
+        raise ProtocolError("too many arguments")
+    args: list[bytes] = []
+    p = nl + 2
+    for _ in range(count):
+        if p >= n:
+            return None
+        if buf[p] != 0x24:  # '$'
+            raise ProtocolError(f"expected '$', got {chr(buf[p])!r}")
+        nl = find(b"\r\n", p)
+        if nl < 0:
+            _line(buf, p)
+            return None
+        try:
+            size = int(buf[p + 1 : nl])
+        except ValueError:
+            raise ProtocolError("invalid bulk length") from None
+        if not 0 <= size <= MAX_BULK:
+            raise ProtocolError("invalid bulk length")
+        p = nl + 2 + size
+        if p + 2 > n:
+            return None
+        args.append(bytes(buf[nl + 2 : p]))
+        p += 2
+    return args, p
+
+
+_AGGREGATE = {0x2A: 1, 0x7E: 1, 0x3E: 1, 0x25: 2, 0x7C: 2}  # * ~ > : items; % | : pairs
+_BLOB = frozenset(b"$=!")  # bulk string, verbatim string, blob error
+
+
+def reply_end(buf: bytes | bytearray, pos: int) -> int:
+    """Where the reply starting at `pos` ends, or -1 while it is incomplete."""
+    todo = 1
+    p = pos
+    n = len(buf)
+    while todo:
+        if p >= n:
+            return -1
+        end = buf.find(b"\r\n", p)
+        if end < 0:
+            return -1
+        t = buf[p]
+        todo -= 1
+        if t in _BLOB:
+            size = int(buf[p + 1 : end])
+            p = end + 2 if size < 0 else end + 2 + size + 2
+        elif t in _AGGREGATE:
+            count = int(buf[p + 1 : end])
+            if count > 0:
+                todo += count * _AGGREGATE[t]
+            p = end + 2
+        else:  # + - : _ # , ( : one line
+            p = end + 2
+    return p if p <= n else -1
+
+
+# Commands spofless answers itself, and those it refuses (they need one server for the
+# whole connection or the whole keyspace, which a sharding proxy cannot give).
+LOCAL = frozenset({b"PING", b"ECHO", b"QUIT", b"SELECT", b"HELLO", b"CLIENT"})
+UNSUPPORTED = frozenset(
+    {b"MULTI", b"EXEC", b"DISCARD", b"WATCH", b"UNWATCH", b"SUBSCRIBE", b"PSUBSCRIBE",
+     b"SSUBSCRIBE", b"MONITOR", b"KEYS", b"SCAN", b"FLUSHALL", b"FLUSHDB", b"RANDOMKEY",
+     b"DBSIZE", b"AUTH", b"CONFIG", b"SHUTDOWN", b"REPLICAOF",
+     b"SLAVEOF", b"SCRIPT", b"EVAL", b"EVALSHA", b"FUNCTION", b"FCALL", b"SWAPDB",
+     b"BLPOP", b"BRPOP", b"BLMOVE", b"BZPOPMIN", b"BZPOPMAX", b"XREAD", b"XREADGROUP"}
+)  # fmt: skip
+# Every argument is a key.
+ALL_KEYS = frozenset(
+    {b"MGET", b"DEL", b"UNLINK", b"EXISTS", b"TOUCH", b"SINTER", b"SUNION", b"SDIFF",
+     b"PFCOUNT", b"WATCH"}
+)  # fmt: skip
+# key value key value ...
+PAIRS = frozenset({b"MSET", b"MSETNX"})
+# The first two arguments are keys.
+TWO_KEYS = frozenset(
+    {b"RENAME", b"RENAMENX", b"SMOVE", b"RPOPLPUSH", b"LMOVE", b"COPY", b"SINTERSTORE",
+     b"SUNIONSTORE", b"SDIFFSTORE"}
+)  # fmt: skip
+# Read-only: sent to a replica with `read_from: replica`, and retried on a failover.
+READS = frozenset(
+    {b"GET", b"MGET", b"EXISTS", b"TTL", b"PTTL", b"STRLEN", b"GETRANGE", b"TYPE",
+     b"HGET", b"HMGET", b"HGETALL", b"HEXISTS", b"HLEN", b"HKEYS", b"HVALS", b"HSTRLEN",
+     b"LRANGE", b"LLEN", b"LINDEX", b"LPOS", b"SMEMBERS", b"SISMEMBER", b"SMISMEMBER",
+     b"SCARD", b"SRANDMEMBER", b"SINTER", b"SUNION", b"SDIFF", b"ZRANGE", b"ZRANGEBYSCORE",
+     b"ZREVRANGE", b"ZSCORE", b"ZMSCORE", b"ZCARD", b"ZCOUNT", b"ZRANK", b"ZREVRANK",
+     b"PFCOUNT", b"GETBIT", b"BITCOUNT", b"EXPIRETIME", b"PEXPIRETIME", b"OBJECT", b"DUMP"}
+)  # fmt: skip
+# Writes whose repetition leaves the same state: retried when the primary's connection
+# is lost before their reply (they may have run once already).
+IDEMPOTENT = frozenset(
+    {b"SET", b"MSET", b"DEL", b"UNLINK", b"HSET", b"HMSET", b"HDEL", b"SADD", b"SREM",
+     b"ZADD", b"ZREM", b"EXPIREAT", b"PEXPIREAT", b"PERSIST", b"SETEX", b"PSETEX"}
+)  # fmt: skip
+# SET options that make a repetition differ from the first run.
+_SET_NOT_IDEMPOTENT = frozenset({b"NX", b"XX", b"GET", b"KEEPTTL", b"EX", b"PX"})
+
+
+def command_keys(name: bytes, args: Sequence[bytes]) -> Sequence[bytes] | None:
+    """The keys of a command (`name` upper-cased, `args` whole); None for a keyless one."""
+    if name in ALL_KEYS:
+        return args[1:]
+    if name in PAIRS:
+        return args[1::2]
+    if name in TWO_KEYS:
+        return args[1:3]
+    if len(args) < 2:
+        return None
+    return args[1:2]
+
+
+def is_retry_safe(name: bytes, args: Sequence[bytes]) -> bool:
+    """Whether running the command twice is harmless (a read, or an idempotent write)."""
+    if name in READS:
+        return True
+    if name == b"SET":
+        return not any(a.upper() in _SET_NOT_IDEMPOTENT for a in args[3:])
+    return name in IDEMPOTENT
+
+
+def hash_slot_key(key: bytes) -> bytes:
+    """The part of `key` that is hashed: its hash tag when it has a non-empty one."""
+    start = key.find(b"{")
+    if start >= 0:
+        end = key.find(b"}", start + 1)
+        if end > start + 1:
+            return key[start + 1 : end]
+    return key
+
+
+class ShardRing:
+    """Consistent hashing of keys over shards (ketama-style, `points` per shard).
+
+    Removing a shard moves only its own keys; adding one takes about 1/n of the others'.
+    No bounded load: a key must always be found on the one shard that holds it.
+    """
+
+    def __init__(self, shards: Sequence[str], points: int = 160) -> None:
+        ring: list[tuple[int, str]] = []
+        for name in shards:
+            for i in range(points):
+                digest = hashlib.md5(f"{name}-{i}".encode()).digest()
+                ring.append((int.from_bytes(digest[:4], "little"), name))
+        ring.sort()
+        self._hashes = [h for h, _ in ring]
+        self._names = [n for _, n in ring]
+
+    def shard_of(self, key: bytes) -> str:
+        h = zlib.crc32(hash_slot_key(key))
+        i = bisect.bisect_left(self._hashes, h)
+        return self._names[i if i < len(self._names) else 0]

@@ -1,0 +1,119 @@
+"""The redis mode's protocol objects fed bytes through fake transports (no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from spofless.lb import _redis
+from spofless.lb._balancer import Balancer
+from spofless.lb._resp import ShardRing
+from spofless.lb._settings import LbSettings
+from tests.unit.lb_fakes import FakeTransport
+
+
+def settings() -> LbSettings:
+    route = {"fail_open": True, "exclusive": True}
+    return LbSettings.model_validate(
+        {
+            "instance": "lb/0",
+            "mode": "redis",
+            "routes": [
+                {"name": s, "shard": s, **route,
+                 "backends": [{"name": f"{s}/0", "host": "127.0.0.1", "port": 1 + i}]}
+                for i, s in enumerate(("a", "b"))
+            ],
+        }
+    )  # fmt: skip
+
+
+@pytest.fixture
+def no_connect(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    async def opened(self: _redis.RedisUpstream) -> None:
+        self.connection_made(FakeTransport())  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_redis.RedisUpstream, "_open", opened)
+    yield
+
+
+def key_on(shard: str, prefix: str) -> bytes:
+    ring = ShardRing(["a", "b"])
+    return next(k for i in range(1000) if ring.shard_of(k := f"{prefix}{i}".encode()) == shard)
+
+
+def cmd(*args: bytes) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+async def client() -> tuple[_redis.RedisClient, FakeTransport]:
+    bal = Balancer(settings())
+    bal.start(asyncio.get_running_loop())
+    c = _redis.RedisClient(bal)
+    t = FakeTransport()
+    c.connection_made(t)  # type: ignore[arg-type]
+    return c, t
+
+
+def upstream(c: _redis.RedisClient, shard: str) -> tuple[_redis.RedisUpstream, FakeTransport]:
+    up = c.ups[f"{shard}/0"]
+    assert isinstance(up.transport, FakeTransport)
+    return up, up.transport
+
+
+async def test_pipelined_replies_come_back_in_the_clients_order(no_connect: None) -> None:
+    c, t = await client()
+    a1, b1, a2 = key_on("a", "x"), key_on("b", "y"), key_on("a", "z")
+    c.data_received(cmd(b"GET", a1) + cmd(b"GET", b1) + cmd(b"GET", a2) + cmd(b"PING"))
+    await asyncio.sleep(0)  # the upstreams "connect"
+    up_a, ta = upstream(c, "a")
+    up_b, tb = upstream(c, "b")
+    assert bytes(ta.out) == cmd(b"GET", a1) + cmd(b"GET", a2)
+    assert bytes(tb.out) == cmd(b"GET", b1)
+    up_b.data_received(b"$2\r\nB1\r\n")
+    assert bytes(t.out) == b""  # a1's reply comes first
+    up_a.data_received(b"$2\r\nA1\r\n$2\r")
+    assert bytes(t.out) == b"$2\r\nA1\r\n$2\r\nB1\r\n"
+    up_a.data_received(b"\nA2\r\n")
+    assert bytes(t.out) == b"$2\r\nA1\r\n$2\r\nB1\r\n$2\r\nA2\r\n+PONG\r\n"
+    c.connection_lost(None)
+
+
+async def test_keys_on_two_shards_are_refused_and_tagged_keys_pass(no_connect: None) -> None:
+    c, t = await client()
+    c.data_received(cmd(b"MGET", key_on("a", "x"), key_on("b", "y")))
+    assert bytes(t.out).startswith(b"-CROSSSLOT ")
+    c.data_received(cmd(b"MGET", b"{u}.1", b"{u}.2") + cmd(b"MULTI"))
+    await asyncio.sleep(0)
+    (up,) = c.ups.values()
+    assert isinstance(up.transport, FakeTransport)
+    assert bytes(up.transport.out) == cmd(b"MGET", b"{u}.1", b"{u}.2")
+    c.connection_lost(None)
+
+
+async def test_a_refused_write_is_sent_again_and_a_lost_one_only_when_harmless(
+    no_connect: None,
+) -> None:
+    c, t = await client()
+    k = key_on("a", "x")
+    c.data_received(cmd(b"SET", k, b"1"))
+    await asyncio.sleep(0)
+    up, tu = upstream(c, "a")
+    # A fenced primary refuses: the write did not run; it goes again.
+    up.data_received(b"-NOREPLICAS Not enough good replicas to write.\r\n")
+    assert bytes(t.out) == b""
+    await asyncio.sleep(_redis.RETRY_PAUSE * 2)
+    assert bytes(tu.out) == cmd(b"SET", k, b"1") * 2
+    up.data_received(b"+OK\r\n")
+    assert bytes(t.out) == b"+OK\r\n"
+    # The connection breaks with an INCR and a GET in flight: the GET is sent again,
+    # the INCR (which may have run) is answered with an error saying so.
+    c.data_received(cmd(b"INCR", k) + cmd(b"GET", k))
+    up.connection_lost(ConnectionResetError())
+    await asyncio.sleep(_redis.RETRY_PAUSE * 2)
+    up2, tu2 = upstream(c, "a")
+    assert up2 is not up and bytes(tu2.out) == cmd(b"GET", k)
+    up2.data_received(b"$1\r\n1\r\n")
+    assert bytes(t.out).endswith(b"may or may not have run\r\n$1\r\n1\r\n")
+    c.connection_lost(None)
