@@ -139,24 +139,21 @@ class Database:
     ) -> Database:
         """Members from etcd: the member keys the agents publish under `prefix`; `tls`: the
         CA and client certificate etcd requires (spofless.security.etcd_client_tls)."""
-        import base64
+        from spofless.dcs._etcd_codec import decode_kv, range_request
 
         verify = tls.client_context() if tls is not None else True
+        # The request and its answer in etcd's own JSON, as spofless.dcs writes and reads
+        # them (this client is synchronous: one POST, not the asynchronous store).
+        body = range_request(f"{prefix.rstrip('/')}/members/", prefix=True)
 
         def discover() -> list[Member]:
-            key = f"{prefix.rstrip('/')}/members/".encode()
-            end = key[:-1] + bytes([key[-1] + 1])
-            body = {
-                "key": base64.b64encode(key).decode(),
-                "range_end": base64.b64encode(end).decode(),
-            }
             for url in endpoints:
                 try:
                     r = httpx.post(
                         f"{url.rstrip('/')}/v3/kv/range", json=body, timeout=1.0, verify=verify
                     )
-                    kvs = r.json().get("kvs", [])
-                    values = [json.loads(base64.b64decode(kv["value"])) for kv in kvs]
+                    kvs = [decode_kv(kv) for kv in r.json().get("kvs", [])]
+                    values = [json.loads(kv.value) for kv in kvs]
                     return members_from_cluster_json({"members": values})
                 except (httpx.HTTPError, ValueError, KeyError):
                     continue

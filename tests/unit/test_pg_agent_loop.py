@@ -18,7 +18,6 @@ import pytest
 
 from spofless.dcs import MemoryStore
 from spofless.pg import Agent, AgentSettings
-from spofless.pg import agent as agent_module
 from spofless.pg._errors import PgSetupError
 from spofless.pg._server_model import PgStatus, ServerSettings, Upstream
 from spofless.pg.view import Role
@@ -90,7 +89,6 @@ async def _cluster_with_leader(store: MemoryStore) -> None:
 async def test_a_clone_ending_during_an_observation_is_not_done_twice(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(agent_module, "PostgresServer", FakeServer)
     store = MemoryStore()
     await _cluster_with_leader(store)
     settings = AgentSettings(
@@ -98,8 +96,8 @@ async def test_a_clone_ending_during_an_observation_is_not_done_twice(
         server=ServerSettings(name="db-1", data_dir=tmp_path / "db-1", port=5433),
         loop_wait=0.05,
     )
-    agent = Agent(settings, store)
-    server: FakeServer = agent.server  # type: ignore[assignment]
+    server = FakeServer(settings.server)
+    agent = Agent(settings, store, server)  # type: ignore[arg-type]
 
     # Every observation made while the clone runs lasts until the clone has ended:
     # the race, made certain.

@@ -69,11 +69,18 @@ _ROLE_CHANGES = frozenset(
 class Agent:
     """Runs one member. `run()` until cancelled; `status` is what the API serves."""
 
-    def __init__(self, settings: AgentSettings, store: KeyValueStore) -> None:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        store: KeyValueStore,
+        server: PostgresServer | None = None,
+    ) -> None:
+        """`store` and `server` are given by tests of the loop (MemoryStore, a fake
+        server); by default the server is the real local PostgreSQL."""
         self.settings = settings
         self.store = store
         self.name = settings.name
-        self.server = PostgresServer(settings.server)
+        self.server = server if server is not None else PostgresServer(settings.server)
         self.p = settings.prefix.rstrip("/")
         self.leadership: Leadership | None = None
         self.api = ApiServer(self.name, self.snapshot)
