@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -62,6 +63,7 @@ components:
     port: 5432
     api_port: 8008
     synchronous: true
+    allow: [10.77.0.0/16]   # the drill's writer, in the lab's control namespace
   app:
     kind: service
     instances: [app]
@@ -189,6 +191,19 @@ def test_postgres_across_hosts_with_scram_and_tls(pg_lab: tuple[StackRun, Lab]) 
     print(f"\n[lab] {verdict}")
     assert len(report["acknowledged"]) > 100, "the writer wrote through the faults"
     assert verdict.ok, str(verdict)
+
+    # The randomized fault sequences across hosts: the drill's seeded schedule (the one
+    # the suite's local randomized test draws from), members on their own hosts.
+    seed = os.environ.get("SPOFLESS_FAULT_SEEDS", str(random.randrange(1, 10_000))).split(",")[0]
+    print(f"[lab] randomized faults, seed {seed} (SPOFLESS_FAULT_SEEDS={seed} repeats it)")
+    drill = run.cli(
+        "drill", "--random", "--seed", seed, "--faults", "3", "--format", "json", timeout=600
+    )
+    assert drill.returncode in (0, 1), drill.stdout[-3000:] + drill.stderr[-3000:]
+    result = json.loads(drill.stdout)
+    assert result["data"] is not None and result["data"]["lost"] == 0, result["data"]
+    assert not result["data"]["divergent"] and result["after"]["whole"], result
+    wait_for("every member streaming after the drill", lambda: whole(run), timeout=90)
 
     down = run.cli("down", timeout=120)
     assert down.returncode == 0, down.stdout + down.stderr

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from spofless.dcs import DCSSettings
+from spofless.dcs import DCSSettings, EtcdTls
+from spofless.security import etcd_client_tls
 from spofless.topology import (
     CacheComponent,
     CannotRunError,
@@ -56,7 +57,7 @@ def shard_prefix(topology: Topology, component: str) -> str:
     return f"/spofless/{topology.name}/cache/{component}"
 
 
-def dcs_settings(ttl: int, loop_wait: float) -> DCSSettings:
+def dcs_settings(ttl: int, loop_wait: float, tls: EtcdTls | None = None) -> DCSSettings:
     """Lease timings: renewed every loop_wait; a call may take what is left of the ttl
     after the safety margin and one renewal interval, split over two tries."""
     retry = min(2.0, (ttl - SAFETY_MARGIN - loop_wait) / 2)
@@ -71,6 +72,7 @@ def dcs_settings(ttl: int, loop_wait: float) -> DCSSettings:
             retry_timeout=retry,
             request_timeout=min(0.5, retry),
             safety_margin=SAFETY_MARGIN,
+            tls=tls,
         )
     except ValidationError as exc:  # pragma: no cover - the bounds above keep it valid
         raise CannotRunError(f"lease timings: {exc}") from None
@@ -102,7 +104,8 @@ def cache_settings(
         api_port=comp.api_port + index,
         data_dir=state_dir.resolve() / "data" / f"{component}-{index}",
         prefix=shard_prefix(topology, component),
-        dcs=dcs_settings(comp.ttl, comp.loop_wait),
+        # With TLS on (the default) etcd requires the topology's client certificate.
+        dcs=dcs_settings(comp.ttl, comp.loop_wait, etcd_client_tls(topology)),
         loop_wait=comp.loop_wait,
         min_replicas_to_write=comp.min_replicas_to_write,
         maxmemory=comp.maxmemory,
