@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 
 TOPOLOGY = """\
 name: dash
+security: {{tls: false}}  # a topology from text: no secrets; its etcd is plain
 hosts:
   h1: {{}}
   h2: {{}}

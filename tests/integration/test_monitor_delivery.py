@@ -19,6 +19,7 @@ pytestmark = pytest.mark.integration
 
 TOPOLOGY = """\
 name: deliver
+security: {{tls: false}}  # a topology from text: no secrets; its etcd is plain
 components:
   web: {{kind: service, instances: 2, port: 30100}}
   api: {{kind: service, instances: 2, port: 30200}}
