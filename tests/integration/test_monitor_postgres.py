@@ -23,6 +23,7 @@ from spofless.monitor import (
     targets,
 )
 from spofless.monitor._probe import http_client
+from spofless.security import etcd_client_tls
 from spofless.topology import load_topology
 
 pytestmark = pytest.mark.integration
@@ -54,7 +55,7 @@ def test_the_monitor_sees_roles_streaming_and_a_failover() -> None:
         )
 
         async def run() -> list[Event]:
-            client = http_client()
+            client = http_client(etcd_client_tls(topology))  # etcd over TLS, as `up` runs it
             events: list[Event] = []
             try:
                 events += await _look(state, watched, client)
