@@ -195,7 +195,10 @@ def run_drill(
         except (KeyboardInterrupt, _Interrupted):
             _interrupted(result, "")
         finally:
-            _undo_all(applied, t0)
+            try:
+                _undo_all(applied, t0)
+            except (KeyboardInterrupt, _Interrupted):  # held while undoing, delivered after
+                _interrupted(result, "")
             try:
                 # Traffic goes on while the system heals: the recovery is what clients see.
                 _after(system, plan, result)
@@ -262,35 +265,55 @@ def _docs(system: System) -> list[dict[str, Any]]:
     return list(system.document()["instances"])
 
 
-@contextlib.contextmanager
-def _signals_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends the drill as Ctrl-C does (its faults taken back)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class _SignalGate:
+    """SIGINT and SIGTERM, while a fault is applied or taken back, wait for the end of
+    that step (`held`). A Python handler, not a signal mask: a mask on the main thread
+    lets the kernel hand the signal to another thread (the traffic's, the status
+    watch's), whose handler then interrupts the main thread anyway, or loses it."""
 
-    def on_term(signum: int, frame: object) -> None:
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending = False
+
+    def handler(self, signum: int, frame: object) -> None:
+        if self.depth > 0:
+            self.pending = True  # delivered when the step is done
+            return
         raise _Interrupted()
 
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if self.depth == 0 and self.pending:
+            self.pending = False
+            raise _Interrupted()
+
+
+_GATE = _SignalGate()
 
 
 @contextlib.contextmanager
-def _held_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM wait while a fault is applied or taken back (delivered after)."""
+def _signals_as_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM end the drill (its faults taken back), except while a fault is
+    applied or taken back: then at the end of that step (see _SignalGate)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    mask = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, mask)
+    previous = {sig: signal.signal(sig, _GATE.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _held_signals() -> contextlib.AbstractContextManager[None]:
+    """SIGINT and SIGTERM wait while a fault is applied or taken back (delivered after)."""
+    return _GATE.held()
 
 
 def _prepare_tables(streams: list[Stream]) -> None:
