@@ -15,10 +15,9 @@ from spofless.drill.runner import _Interrupted, _SignalGate, _signals_as_interru
 def test_a_signal_during_a_step_is_delivered_when_the_step_ends() -> None:
     gate = _SignalGate()
     done = []
-    with pytest.raises(_Interrupted):
-        with gate.held():
-            gate.handler(signal.SIGINT, None)  # arrives mid-step: not raised here
-            done.append("the step finished")
+    with pytest.raises(_Interrupted), gate.held():
+        gate.handler(signal.SIGINT, None)  # arrives mid-step: not raised here
+        done.append("the step finished")
     assert done == ["the step finished"]
     with pytest.raises(_Interrupted):
         gate.handler(signal.SIGTERM, None)  # outside a step: at once
@@ -27,9 +26,8 @@ def test_a_signal_during_a_step_is_delivered_when_the_step_ends() -> None:
 def test_nested_steps_deliver_once_at_the_outermost_end() -> None:
     gate = _SignalGate()
     with pytest.raises(_Interrupted):
-        with gate.held():
-            with gate.held():
-                gate.handler(signal.SIGINT, None)
+        with gate.held(), gate.held():
+            gate.handler(signal.SIGINT, None)
             # the inner step ended: still held
         pytest.fail("not reached")  # pragma: no cover
 
@@ -38,8 +36,7 @@ def test_a_real_sigint_is_held_by_the_installed_handler() -> None:
     from spofless.drill.runner import _held_signals
 
     with _signals_as_interrupt():
-        with pytest.raises(_Interrupted):
-            with _held_signals():
-                os.kill(os.getpid(), signal.SIGINT)
-                survived = True
+        with pytest.raises(_Interrupted), _held_signals():
+            os.kill(os.getpid(), signal.SIGINT)
+            survived = True
         assert survived
