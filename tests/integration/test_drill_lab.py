@@ -140,7 +140,8 @@ def test_the_default_plan_in_the_lab_drills_zones_and_regions(
     """No single point of failure: every instance, host, zone and region fails alone
     (hosts, zones and regions cut off) and the clients keep being served."""
     run, lab = lab_stack
-    out = run.cli("drill", "--hold", "2", "--format", "json", timeout=360)
+    # Held long enough for a loaded machine to detect and route around each (2 s was not).
+    out = run.cli("drill", "--hold", "5", "--format", "json", timeout=360)
     doc = json.loads(out.stdout)
     got = {f["element"]: (f["predicted"], f["measured"], f["action"]) for f in doc["faults"]}
     print(got)
