@@ -6,9 +6,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from spofless.dcs import DCSSettings, EtcdTls
+from spofless.dcs import DCSSettings, EtcdTls, lease_settings
 from spofless.security import etcd_client_tls
 from spofless.topology import (
     CacheComponent,
@@ -24,7 +22,6 @@ from spofless.topology import (
 
 # The holder assumes its lease lost this long before etcd could expire it: time to
 # fence Redis (one CONFIG SET, milliseconds) plus clock-rate drift.
-SAFETY_MARGIN = 1.0
 # min-replicas-to-write while fenced: more replicas than any shard has, so a fenced
 # primary answers every write with NOREPLICAS and still serves reads.
 FENCED_MIN_REPLICAS = 1000
@@ -58,24 +55,11 @@ def shard_prefix(topology: Topology, component: str) -> str:
 
 
 def dcs_settings(ttl: int, loop_wait: float, tls: EtcdTls | None = None) -> DCSSettings:
-    """Lease timings: renewed every loop_wait; a call may take what is left of the ttl
-    after the safety margin and one renewal interval, split over two tries."""
-    retry = min(2.0, (ttl - SAFETY_MARGIN - loop_wait) / 2)
-    if retry < 0.1:
-        raise CannotRunError(
-            f"ttl {ttl}s is too short for loop_wait {loop_wait:g}s: raise ttl or lower loop_wait"
-        )
+    """Lease timings from the shard's ttl and loop_wait (spofless.dcs.lease_settings)."""
     try:
-        return DCSSettings(
-            ttl=ttl,
-            renew_interval=loop_wait,
-            retry_timeout=retry,
-            request_timeout=min(0.5, retry),
-            safety_margin=SAFETY_MARGIN,
-            tls=tls,
-        )
-    except ValidationError as exc:  # pragma: no cover - the bounds above keep it valid
-        raise CannotRunError(f"lease timings: {exc}") from None
+        return lease_settings(ttl, loop_wait, tls)
+    except ValueError as exc:
+        raise CannotRunError(str(exc)) from None
 
 
 def cache_settings(

@@ -31,7 +31,7 @@ from spofless.dcs._errors import (
 from spofless.dcs._etcd import EtcdStore
 from spofless.dcs._lease import LeaderLease
 from spofless.dcs._memory import ManualClock, MemoryStore
-from spofless.dcs._settings import DCSSettings
+from spofless.dcs._settings import DCSSettings, lease_settings
 from spofless.dcs._store import (
     Compare,
     Delete,
@@ -75,4 +75,5 @@ __all__ = [
     "TxnResult",
     "Watch",
     "campaign",
+    "lease_settings",
 ]

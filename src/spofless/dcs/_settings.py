@@ -61,3 +61,32 @@ class DCSSettings(BaseModel):
                 "safety_margin"
             )
         return self
+
+
+# An agent holding a lease assumes it lost this long before etcd could expire it: time
+# to stop what it guards (an immediate PostgreSQL stop takes milliseconds) plus clock-rate
+# drift.
+LEASE_SAFETY_MARGIN = 1.0
+
+
+def lease_settings(ttl: int, loop_wait: float, tls: EtcdTls | None = None) -> DCSSettings:
+    """An agent's lease timings from its component's `ttl` and `loop_wait` (and etcd's
+    `tls`): renewed every loop_wait; one call to etcd may take what is left of the ttl,
+    after the safety margin and one renewal interval, split over two tries.
+
+    ValueError, saying what to change, when the ttl leaves no room for that."""
+    retry = min(2.0, (ttl - LEASE_SAFETY_MARGIN - loop_wait) / 2)
+    if retry < 0.1:
+        raise ValueError(
+            f"ttl {ttl}s is too short for loop_wait {loop_wait:g}s: the lease needs "
+            f"loop_wait + 2 x 0.1s + {LEASE_SAFETY_MARGIN:g}s of margin; raise ttl or "
+            "lower loop_wait"
+        )
+    return DCSSettings(
+        ttl=ttl,
+        renew_interval=loop_wait,
+        retry_timeout=retry,
+        request_timeout=min(0.5, retry),
+        safety_margin=LEASE_SAFETY_MARGIN,
+        tls=tls,
+    )

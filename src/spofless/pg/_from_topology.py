@@ -19,9 +19,9 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
-from spofless.dcs import DCSSettings, EtcdTls
+from spofless.dcs import DCSSettings, EtcdTls, lease_settings
 from spofless.pg._errors import PgSetupError
 from spofless.pg._osuser import resolve_os_user
 from spofless.pg._server_model import PgAuth, PgTls
@@ -46,10 +46,6 @@ from spofless.topology import (
 
 if TYPE_CHECKING:
     from spofless.backup import WalRelay
-
-# The holder assumes its lease lost this long before etcd could expire it: time to
-# stop PostgreSQL (an immediate stop takes milliseconds) plus clock-rate drift.
-SAFETY_MARGIN = 1.0
 
 
 def default_state_dir(topology_file: Path) -> Path:
@@ -201,28 +197,11 @@ def etcd_tls(topology: Topology) -> EtcdTls | None:
 
 
 def dcs_settings(ttl: int, loop_wait: float, tls: EtcdTls | None = None) -> DCSSettings:
-    """Lease timings from the component's ttl and loop_wait (and etcd's `tls`).
-
-    The lease is renewed every loop_wait; one call to etcd may take what is left of
-    the ttl, after the safety margin and one renewal interval, split over two tries.
-    """
-    retry = min(2.0, (ttl - SAFETY_MARGIN - loop_wait) / 2)
-    if retry < 0.1:
-        raise PgSetupError(
-            f"ttl {ttl}s is too short for loop_wait {loop_wait:g}s: the lease needs "
-            f"loop_wait + 2 x 0.1s + {SAFETY_MARGIN:g}s of margin; raise ttl or lower loop_wait"
-        )
+    """Lease timings from the component's ttl and loop_wait (spofless.dcs.lease_settings)."""
     try:
-        return DCSSettings(
-            ttl=ttl,
-            renew_interval=loop_wait,
-            retry_timeout=retry,
-            request_timeout=min(0.5, retry),
-            safety_margin=SAFETY_MARGIN,
-            tls=tls,
-        )
-    except ValidationError as exc:  # pragma: no cover - the bounds above keep it valid
-        raise PgSetupError(f"lease timings: {exc}") from None
+        return lease_settings(ttl, loop_wait, tls)
+    except ValueError as exc:
+        raise PgSetupError(str(exc)) from None
 
 
 def agent_settings(
