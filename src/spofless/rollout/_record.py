@@ -11,8 +11,6 @@ rotation, so that no instance stays drained because a rollout was killed.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import time
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from spofless.rollout._lbs import RolloutError
+from spofless.stack._state import FileLock, lock_held
 
 __all__ = ["Progress", "RolloutLock", "read_progress", "write_progress"]
 
@@ -77,40 +76,22 @@ class RolloutLock:
     """The exclusive lock of the running rollout of one stack."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.path = lock_path(state_dir)
-        self._fd: int | None = None
+        self._lock = FileLock(lock_path(state_dir))
+        self.state_dir = state_dir
 
     def acquire(self) -> None:
         """Take it or raise RolloutError naming the rollout that holds it."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            running = read_progress(self.path.parent)
+        if not self._lock.acquire():
+            running = read_progress(self.state_dir)
             what = running.describe(True) if running else "another rollout"
             raise RolloutError(
                 f"a rollout already runs here: {what}; wait for it, or stop it with --abort"
-            ) from None
-        self._fd = fd
+            )
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._lock.release()
 
 
 def held(state_dir: Path) -> bool:
     """True while a rollout holds the lock of this stack."""
-    try:
-        fd = os.open(lock_path(state_dir), os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    return False
+    return lock_held(lock_path(state_dir))

@@ -96,15 +96,15 @@ def read_state(state_dir: Path) -> dict[str, Any] | None:
     return data
 
 
-class SupervisorLock:
-    """The exclusive lock a live supervisor holds on its state dir."""
+class FileLock:
+    """An exclusive flock on a file, holding this process's pid; gone with the process."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.path = lock_path(state_dir)
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self._fd: int | None = None
 
     def acquire(self) -> bool:
-        """Take the lock without waiting; False when another supervisor holds it."""
+        """Take the lock without waiting; False when another process holds it."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -122,10 +122,10 @@ class SupervisorLock:
             self._fd = None
 
 
-def supervisor_alive(state_dir: Path) -> bool:
-    """True while a supervisor holds the state dir's lock."""
+def lock_held(path: Path) -> bool:
+    """True while some process holds the FileLock on `path`."""
     try:
-        fd = os.open(lock_path(state_dir), os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return False
     try:
@@ -135,6 +135,18 @@ def supervisor_alive(state_dir: Path) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+class SupervisorLock(FileLock):
+    """The exclusive lock a live supervisor holds on its state dir."""
+
+    def __init__(self, state_dir: Path) -> None:
+        super().__init__(lock_path(state_dir))
+
+
+def supervisor_alive(state_dir: Path) -> bool:
+    """True while a supervisor holds the state dir's lock."""
+    return lock_held(lock_path(state_dir))
 
 
 def read_state_quiet(state_dir: Path) -> dict[str, Any] | None:
