@@ -2,7 +2,8 @@
 
 In the lab a load balancer's admin API listens on its host's lab address, off loopback,
 where spofless requires a token: after the `admin_port:` line of each load balancer
-that has no `admin_token`, a line with a random one is added. Without a `lab:` section,
+that has no `admin_token`, a line with a random one is added; each monitor (its
+dashboard and /status, off loopback too) gets a `token_file` beside DEST. Without a `lab:` section,
 one is added at the end that puts regions 5 ms apart (the lab's default is 30 ms): the
 demo's etcd and lease timings are those of one data centre, and on a loaded machine
 30 ms between regions makes etcd's health checks (0.25 s) and lease renewals (0.5 s per
@@ -34,26 +35,41 @@ def main() -> int:
     lines = source.read_text().splitlines(keepends=True)
     data = YAML().load("".join(lines))  # round trip: it knows where each key is written
     after: dict[int, str] = {}  # line index (0-based) -> the line to add after it
-    for comp in data["components"].values():
-        if comp.get("kind") != "load_balancer" or "admin_port" not in comp:
-            continue
-        if comp.get("admin_token"):
-            continue
-        line, col = comp.lc.key("admin_port")
-        if lines[line].lstrip().startswith("admin_port:"):  # block style: a line of its own
-            after[line] = " " * col + f"admin_token: {secrets.token_urlsafe(24)}\n"
+    for name, comp in data["components"].items():
+        if comp.get("kind") == "load_balancer" and "admin_port" in comp:
+            if comp.get("admin_token"):
+                continue
+            key, added = "admin_port", f"admin_token: {secrets.token_urlsafe(24)}"
+        elif comp.get("kind") == "monitor" and "port" in comp:
+            # A monitor's API (dashboard, /status) off loopback needs a token too, from a
+            # file (never in the topology): one beside DEST, 0600.
+            if comp.get("token_file") or comp.get("token_env"):
+                continue
+            token = dest.with_name(f"{name}.token")
+            _write_private(token, secrets.token_urlsafe(24) + "\n")
+            key, added = "port", f"token_file: {token.resolve()}"
         else:
-            print(f"{source}:{line + 1}: write admin_port on a line of its own", file=sys.stderr)
+            continue
+        line, col = comp.lc.key(key)
+        if lines[line].lstrip().startswith(f"{key}:"):  # block style: a line of its own
+            after[line] = " " * col + added + "\n"
+        else:
+            print(f"{source}:{line + 1}: write {key} on a line of its own", file=sys.stderr)
             return 2
     out = [text for i, line in enumerate(lines) for text in (line, after.get(i, "")) if text]
     if "lab" not in data:
         out.append(LAB)
-    tmp = dest.with_name(dest.name + ".tmp")
+    _write_private(dest, "".join(out))
+    return 0
+
+
+def _write_private(path: Path, text: str) -> None:
+    """`text` into `path`, 0600 from the start, replaced atomically."""
+    tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write("".join(out))
-    tmp.replace(dest)
-    return 0
+        f.write(text)
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

@@ -43,9 +43,18 @@ def test_the_lab_copy_adds_admin_tokens_and_near_regions_and_nothing_else(
     assert oct(dest.stat().st_mode & 0o777) == "0o600"  # it holds the tokens
     before, after = source.read_text().splitlines(), dest.read_text().splitlines()
     added = [line for line in after if line not in before]
-    assert [a.split(":")[0].strip() for a in added] == ["admin_token", "lab", "links", "region"]
+    assert [a.split(":")[0].strip() for a in added] == [
+        "admin_token",
+        "token_file",
+        "lab",
+        "links",
+        "region",
+    ]
     assert [line for line in after if line not in added] == before
     topology = load_topology(dest)
     lb = topology.components["lb"]
     assert isinstance(lb, LoadBalancerComponent) and lb.admin_token
     assert topology.data["lab"]["links"]["region"]["latency_ms"] == 5
+    # The monitors' API is off loopback in the lab too: a token from a private file.
+    token = Path(topology.data["components"]["monitor"]["token_file"])
+    assert token.parent == tmp_path and oct(token.stat().st_mode & 0o777) == "0o600"
