@@ -47,7 +47,7 @@ from spofless.stack._control import request
 from spofless.stack._errors import StackError
 from spofless.stack._kinds import run_argv
 from spofless.stack._state import read_state_quiet, supervisor_alive
-from spofless.topology import ServiceComponent, Topology
+from spofless.topology import ServiceComponent, Topology, instance_at
 
 __all__ = ["Prepared", "RolloutOptions", "RolloutResult", "StepResult", "prepare", "rollout"]
 
@@ -277,7 +277,9 @@ async def _replace(
     argv = None
     if opts.run is not None:
         try:
-            argv = list(run_argv(p.topology, _instance(p.topology, name), p.state_dir, opts.run))
+            component, _, index = name.rpartition("/")
+            inst = instance_at(p.topology, component, int(index))
+            argv = list(run_argv(p.topology, inst, p.state_dir, opts.run))
         except ValueError as exc:
             raise RolloutError(f"--run: {exc}") from None
     d: Drain | None = None
@@ -437,8 +439,3 @@ async def _handover(p: Prepared, step: Step, opts: RolloutOptions) -> StepResult
         f"{step.instance} kept the floating address {opts.health_timeout:g}s after its "
         f"agent restarted (holder: {holder or 'nobody'}): not replacing it"
     )
-
-
-def _instance(topology: Topology, name: str) -> Any:
-    component, _, index = name.rpartition("/")
-    return topology.instances[component][int(index)]
