@@ -35,6 +35,7 @@ from etcd_fixtures import RunningCluster
 from free_ports import port_block as consecutive_free_ports
 
 from spofless.dcs.etcd_server import local_cluster
+from spofless.pg import postmaster_pid
 from spofless.pg._binaries import find_binaries
 from spofless.pg._errors import PgSetupError
 from spofless.security import client_params, etcd_client_tls, etcd_member_tls
@@ -74,14 +75,6 @@ components:
     port: {etcd_port}
 entry: [db]
 """
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _children(pid: int) -> list[int]:
@@ -284,11 +277,8 @@ class Node(PgNodeBase):
 
     def postmaster_pid(self) -> int | None:
         """The running postmaster's pid (its process group holds every PostgreSQL process)."""
-        try:
-            pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
-        except (OSError, ValueError):
-            return None
-        if not _alive(pid):
+        pid = postmaster_pid(self.data_dir)
+        if pid is None:
             return None
         self.cluster.seen_postmasters.add(pid)
         return pid

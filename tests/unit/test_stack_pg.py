@@ -8,7 +8,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from spofless.stack._pg import describe, format_lag, postmaster_pid
+from spofless.pg import postmaster_pid
+from spofless.stack._pg import describe, format_lag
 from spofless.stack._status import PG_KEYS, status_table
 
 

@@ -90,14 +90,12 @@ def backup() -> None:
 )
 def backup_take(file: str, component: str | None, kind: Literal["full", "incremental"]) -> None:
     """Take a base backup from a running instance (a replica when `from: replica`)."""
-    import logging
-
+    from spofless._logging import setup_logging
     from spofless.backup import take_backup
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    m = take_backup(_config(file, component), kind, progress=_progress_printer())
+    cfg = _config(file, component)
+    setup_logging(f"{cfg.component} backup")
+    m = take_backup(cfg, kind, progress=_progress_printer())
     click.echo(
         f"backup {m.label} ({m.kind}) of {m.source}: {len(m.files)} files, "
         f"{m.total_bytes / 1e6:.1f} MB, {m.new_bytes / 1e6:.1f} MB new"
@@ -251,16 +249,14 @@ def backup_run(file: str, component: str | None, index: int | None, state_dir: s
     Run it on the host of the instance backups copy from (`from: replica`: a replica's);
     `spofless up` runs one beside each instance of a component with a schedule.
     """
-    import logging
-
+    from spofless._logging import setup_logging
     from spofless.backup import run_schedule
     from spofless.backup._scheduler import status_path
     from spofless.pg import default_state_dir
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     cfg = _config(file, component)
+    where_from = f"/{index}" if index is not None else ""
+    setup_logging(f"{cfg.component}{where_from} backup")
     if index is not None and index >= len(cfg.sources):
         raise click.BadParameter(
             f"{cfg.component} has instances 0..{len(cfg.sources) - 1}", param_hint="--instance"

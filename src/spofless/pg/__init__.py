@@ -9,6 +9,7 @@ reaching it (`_access`: tools, queries, the files spofless owns), its data direc
 server (`server`: start, stop, promote, follow).
 """
 
+from spofless.pg._datadir import postmaster_pid
 from spofless.pg._from_topology import (
     agent_settings,
     archive_settings,
@@ -72,6 +73,7 @@ __all__ = [
     "etcd_endpoints",
     "format_lsn",
     "parse_lsn",
+    "postmaster_pid",
     "slot_name",
     "uses_wal_relay",
     "wal_relay",

@@ -202,3 +202,21 @@ def read_history(data_dir: Path, timeline: int) -> TimelineHistory:
         return TimelineHistory(timeline)
     path = data_dir / "pg_wal" / f"{timeline:08X}.history"
     return TimelineHistory(timeline, parse_history(path.read_text()))
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    """The pid of the postmaster running on `data_dir`, or None when none runs."""
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # A stale file names a dead pid, or one since reused by another program.
+    name, _, rest = stat.partition(" (")[2].rpartition(")")
+    if rest.split()[:1] == ["Z"] or name not in ("postgres", "postmaster"):
+        return None
+    return pid

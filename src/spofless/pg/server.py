@@ -17,9 +17,9 @@ import contextlib
 import logging
 import os
 import signal
-from pathlib import Path
 from typing import Literal
 
+from spofless.pg._datadir import postmaster_pid
 from spofless.pg._errors import PgCommandError, PgSetupError
 from spofless.pg._lifecycle import DataDirLifecycle
 from spofless.pg._osuser import tied_to
@@ -137,13 +137,8 @@ class PostgresServer(DataDirLifecycle):
                 self._proc.kill()
 
     def _check_no_foreign_postmaster(self) -> None:
-        pidfile = self.data_dir / "postmaster.pid"
-        try:
-            pid = int(pidfile.read_text().split("\n", 1)[0])
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            return
-        if b"postgres" in cmdline:
+        pid = postmaster_pid(self.data_dir)
+        if pid is not None:
             raise PgSetupError(
                 f"{self.name}: a PostgreSQL not started by this agent (pid {pid}) runs on "
                 f"{self.data_dir}: stop it first"

@@ -10,7 +10,6 @@ do); the supervised process, the agent, is `agent_pid`. `describe` is pure.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -99,24 +98,6 @@ async def agent_status(ip: str, api_port: int) -> PgDetails | None:
     except (httpx.HTTPError, ValueError):
         return None
     return describe(body) if isinstance(body, dict) else None
-
-
-def postmaster_pid(data_dir: Path) -> int | None:
-    """The pid of the postmaster running on `data_dir`, or None when none runs."""
-    try:
-        pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
-    except (OSError, ValueError):
-        return None
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # A stale file names a dead pid, or one since reused by another program.
-    name, _, rest = stat.partition(" (")[2].rpartition(")")
-    if rest.split()[:1] == ["Z"] or name not in ("postgres", "postmaster"):
-        return None
-    return pid
 
 
 def format_lag(lag: int | None) -> str:

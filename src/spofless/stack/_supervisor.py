@@ -26,12 +26,13 @@ from typing import Any, Literal
 
 from spofless.dcs import EtcdTls
 from spofless.health import Detector, Status, run_check
+from spofless.pg import postmaster_pid
 from spofless.security import etcd_client_tls
 from spofless.stack import _policy as policy
 from spofless.stack._control import ControlServer, argv_of
 from spofless.stack._errors import StackError, StartError
 from spofless.stack._etcd import member_role, record_scheme
-from spofless.stack._pg import PgDetails, agent_status, postmaster_pid
+from spofless.stack._pg import PgDetails, agent_status
 from spofless.stack._plan import InstancePlan, StackPlan, pg_data_dir
 from spofless.stack._process import spawn, stop_groups
 from spofless.stack._state import SupervisorLock, instance_doc, write_state
