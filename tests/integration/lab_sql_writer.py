@@ -1,13 +1,14 @@
-"""Run inside a lab host: the drill library's SQL writer for SECONDS, then its report as
-JSON on stdout. `python lab_sql_writer.py CONNINFO FIRST_ID SECONDS`; or, with
+"""Run inside a lab host: the drill library's SQL writer for SECONDS (or until SIGTERM),
+then its report as JSON on stdout. `python lab_sql_writer.py CONNINFO FIRST_ID SECONDS`; or, with
 `--ids CONNINFO`, print the ids the server at CONNINFO holds in `t`; with
 `--create CONNINFO`, create `t`."""
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
-import time
+import threading
 
 import psycopg
 
@@ -24,8 +25,10 @@ def main() -> None:
             print(json.dumps([int(r[0]) for r in conn.execute("SELECT id FROM t").fetchall()]))
         return
     conninfo, first, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with SqlWriter(conninfo, first_id=first) as writer:
-        time.sleep(seconds)
+        stop.wait(seconds)
     r = writer.report
     print(
         json.dumps(

@@ -21,7 +21,7 @@ from spofless.drill.measure import (
     outage_window,
     rpo,
 )
-from spofless.drill.plans import analysis_plan, fault, random_plan, scenario_plan
+from spofless.drill.plans import analysis_plan, fault, only_elements, random_plan, scenario_plan
 from spofless.drill.schedule import draw_schedule
 from spofless.topology import load_topology_text
 
@@ -197,6 +197,17 @@ def test_plans() -> None:
     lab = analysis_plan(t, [], running[:2], hold=3.0, lab=True)
     assert [ph.faults[0].action for ph in lab.phases] == ["pause", "pause", "cut", "cut"]
     assert any("not run by this stack" in n for n in lab.notes)
+    # --only: a kind, an element, an instance; a selector that drills nothing is an error.
+    cut = only_elements(a, ["host", "instance:lb/0", "web/0"])
+    assert [ph.element for ph in cut.phases] == [
+        "instance:lb/0",
+        "instance:web/0",
+        "host:n1",
+        "host:n2",
+    ]
+    assert only_elements(a, []) is a
+    with pytest.raises(DrillError, match="--only zone: the default plan drills no such"):
+        only_elements(a, ["zone"])
 
 
 def test_the_random_plan_is_the_test_suites_schedule() -> None:

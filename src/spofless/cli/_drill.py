@@ -71,6 +71,13 @@ _state_dir_option = click.option(
     help="Seconds each element stays failed in the default plan (longer than a failover).",
 )
 @click.option(
+    "--only",
+    multiple=True,
+    metavar="ELEMENT",
+    help="Default plan: drill only these elements or kinds (instance, host, zone, region, "
+    "host:h1, zone:east/a, web/0; repeatable).",
+)
+@click.option(
     "--assert",
     "asserts",
     multiple=True,
@@ -100,6 +107,7 @@ def run_command(
     seed: int | None,
     count: int,
     hold: float,
+    only: tuple[str, ...],
     asserts: tuple[str, ...],
     fmt: str,
     output: Path | None,
@@ -125,6 +133,10 @@ def run_command(
         raise TopologyError(problems)
     if scenario and randomized:
         raise DrillError("--scenario and --random are two plans: choose one")
+    if only and (scenario or randomized):
+        raise DrillError(
+            "--only chooses elements of the default plan: not with --scenario or --random"
+        )
     checks = [asrt.parse_assertion(a) for a in asserts]
     system = System.open(topology, state_dir)
     if scenario:
@@ -137,6 +149,7 @@ def run_command(
         spofs = [s.element for s in analyze(topology, max_order=1).spofs]
         running = [i["name"] for i in system.document()["instances"]]
         plan = plans.analysis_plan(topology, spofs, running, hold=hold, lab=system.lab is not None)
+        plan = plans.only_elements(plan, only)
     if system.lab is not None:
         _enter_lab(system)
     click.echo(

@@ -2,6 +2,7 @@
 
     scenario_plan(topology, name)        a scenario of the file's `drills:`: one phase
     analysis_plan(topology, report, ...) "prove the analysis": one phase per element
+    only_elements(plan, ["zone", "host:h1"]) that plan cut to some kinds or elements
     random_plan(topology, seed, count)   a seeded schedule (spofless.drill.schedule)
 
 A phase applies its faults at their times (or on their events), runs for its
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from spofless.drill.errors import DrillError
@@ -171,6 +172,38 @@ def analysis_plan(
         None,
         tuple(notes),
     )
+
+
+ELEMENT_KINDS = ("instance", "host", "zone", "region")
+
+
+def only_elements(plan: Plan, selectors: Sequence[str]) -> Plan:
+    """`plan` (the default plan) with only the phases of the elements `selectors` name:
+    a kind (`instance`, `host`, `zone`, `region`), an element (`host:h1`, `zone:east/a`)
+    or an instance (`web/0`). A selector that names nothing the plan drills is an error
+    that lists what it does."""
+    if not selectors:
+        return plan
+    elements = [p.element for p in plan.phases if p.element is not None]
+
+    def matches(sel: str, element: str) -> bool:
+        if sel in ELEMENT_KINDS:
+            return element.startswith(f"{sel}:")
+        return element == (sel if ":" in sel else f"instance:{sel}")
+
+    for sel in selectors:
+        if not any(matches(sel, e) for e in elements):
+            raise DrillError(
+                f"--only {sel}: the default plan drills no such element (kinds: "
+                f"{', '.join(ELEMENT_KINDS)}; elements: {', '.join(elements) or 'none'})"
+            )
+    kept = tuple(
+        p
+        for p in plan.phases
+        if p.element is not None and any(matches(sel, p.element) for sel in selectors)
+    )
+    left = len(plan.phases) - len(kept)
+    return replace(plan, phases=kept, notes=(*plan.notes, f"--only: {left} element(s) left out"))
 
 
 def _element_phase(element: str, spec: FaultSpec, hold: float, spofs: set[str]) -> Phase:
