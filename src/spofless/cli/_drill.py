@@ -73,7 +73,6 @@ _state_dir_option = click.option(
 @click.option(
     "--only",
     multiple=True,
-    metavar="ELEMENT",
     help="Default plan: drill only these elements or kinds (instance, host, zone, region, "
     "host:h1, zone:east/a, web/0; repeatable).",
 )
