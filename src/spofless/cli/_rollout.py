@@ -37,6 +37,16 @@ from spofless.cli._root import main, topology_of
     help="Go on when taking an instance out leaves a single point of failure meanwhile.",
 )
 @click.option(
+    "--surge",
+    type=click.IntRange(0, 16),
+    default=0,
+    show_default=True,
+    help="Kind service: start this many temporary instances first (on free ports, added to "
+    "the load balancers once healthy) and remove them last, so that no step takes "
+    "redundancy away. Planned and shown by --dry-run; running it needs a load balancer "
+    "admin API that can add a backend (not yet).",
+)
+@click.option(
     "--drain-timeout",
     type=click.FloatRange(0, 3600),
     default=30.0,
@@ -92,6 +102,7 @@ def rollout(
     run: str | None,
     state_dir: Path | None,
     allow_spof: bool,
+    surge: int,
     drain_timeout: float,
     health_timeout: float,
     watch: float,
@@ -124,6 +135,7 @@ def rollout(
     opts = RolloutOptions(
         run=run,
         allow_spof=allow_spof,
+        surge=surge,
         drain_timeout=drain_timeout,
         health_timeout=health_timeout,
         watch=watch,

@@ -386,7 +386,12 @@ class EtcdCoordination(Coordination):
     def on_stop(self, stop: Callable[[str], None]) -> None:
         assert self._lead is not None
         token = self._lead.fencing_token
-        self._lead.add_lost_callback(lambda why: stop(f"this rollout lost its lock: {why}"))
+
+        def lost(why: str) -> None:
+            if self._lead is not None:  # not the release of `end`
+                stop(f"this rollout lost its lock: {why}")
+
+        self._lead.add_lost_callback(lost)
 
         async def watch_abort() -> None:
             while True:

@@ -51,6 +51,7 @@ REPLACE_BOUND = 60.0  # the supervisor's answer: a stop (grace, then SIGKILL) an
 class RolloutOptions:
     run: str | None = None  # kind service: the new `run:` command ({port} ... expanded)
     allow_spof: bool = False
+    surge: int = 0  # kind service: temporary instances started first, removed last
     drain_timeout: float = 30.0
     health_timeout: float = 60.0
     watch: float = 2.0  # seconds of counters watched after readmission
@@ -137,6 +138,10 @@ async def prepare(
             f"--run replaces a service's command; {component} is kind {comp.kind}: "
             "a rollout of it restarts each instance with the file's settings"
         )
+    if opts.surge and not isinstance(comp, ServiceComponent):
+        raise RolloutError(
+            f"--surge starts temporary instances of a service; {component} is kind {comp.kind}"
+        )
     instances = await coord.instances()
     why_not = await coord.not_running(component)
     if why_not is not None:
@@ -145,11 +150,17 @@ async def prepare(
     # An instance that is not up goes first (a repair); the others are replaced once it is.
     down = {i["name"] for i in mine if i.get("state") != "up"}
     roles = {i["name"]: i.get("role") for i in instances}
-    plan = plan_rollout(topology, component, roles, down)
+    plan = plan_rollout(topology, component, roles, down, opts.surge)
     if plan.refusals and not opts.allow_spof:
         lines = "; ".join(s.describe() for s in plan.refusals)
+        surge = (
+            ", pass --surge 1 to start a temporary one for the rollout,"
+            if isinstance(comp, ServiceComponent) and not opts.surge
+            else ""
+        )
         raise RolloutError(
-            f"{lines}. Add an instance first, or pass --allow-spof to accept it for the rollout"
+            f"{lines}. Add an instance first{surge} or pass --allow-spof to accept it "
+            "for the rollout"
         )
     running = {i["name"] for i in instances if i.get("state") == "up"}
     admins, blind = admins_routing_to(topology, component, running)
@@ -170,6 +181,15 @@ async def rollout(
     failure, Ctrl-C, SIGTERM, `--abort`, its lock lost), every instance it drained is
     put back in rotation before it returns; one left drained by a rollout that was
     killed is put back before this one starts (with etcd: by the supervisors, at once)."""
+    surges = [s.instance for s in p.plan.steps if s.action == "surge"]
+    if surges:
+        lbs = ", ".join(a.name for a in p.admins) or "the load balancers"
+        raise RolloutError(
+            f"--surge: {', '.join(surges)} would have to be added to {lbs} through their "
+            "admin API, which cannot add a backend yet: the surge is planned (--dry-run "
+            "shows it) but not carried out; nothing was changed (--allow-spof rolls "
+            "without it)"
+        )
     result = RolloutResult(p.component, p.plan)
     record = RolloutRecord(os.getpid(), p.component, time.time(), len(p.plan.steps))
     await p.coord.begin(record, say)
@@ -191,6 +211,7 @@ async def rollout(
                 record.phase = "aborted"
                 say(result.error)
             finally:
+                stopped.append("ending")  # readmitting below is not to be cancelled
                 for name in list(record.drained):
                     await enable(client, list(p.admins), name)
                     record.drained.remove(name)
