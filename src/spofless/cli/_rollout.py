@@ -122,6 +122,11 @@ def rollout(
     switchover, then the old primary. A step that would leave a single point of failure
     is refused before anything moves (--allow-spof to accept it).
 
+    With an etcd component in FILE, the instances may run under supervisors on several
+    machines (`up --host`): the lock, the record and each replacement go through etcd,
+    and a rollout whose process dies is aborted by the supervisors, which put what it
+    drained back in rotation. --status and --abort then work from any machine.
+
     Exit status: 0 done, 1 an instance failed (rolled back or stopped), 2 refused.
     """
     from spofless.rollout import RolloutOptions, RolloutResult, coordination_for, prepare
@@ -145,7 +150,7 @@ def rollout(
     say = (lambda _: None) if as_json else click.echo
 
     async def main() -> RolloutResult | None:
-        coord = coordination_for(topology, plan.state_dir)
+        coord = coordination_for(topology, plan.state_dir, lab=plan.lab is not None)
         try:
             if show_status:
                 click.echo(await coord.status())

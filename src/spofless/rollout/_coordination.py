@@ -114,9 +114,11 @@ class Coordination(abc.ABC):
         """Release what the coordination holds open."""
 
 
-def coordination_for(topology: Topology, state_dir: Path) -> Coordination:
-    """Through etcd when the topology has one, else through the state dir."""
-    store = coordination_store(topology)
+def coordination_for(topology: Topology, state_dir: Path, lab: bool = False) -> Coordination:
+    """Through etcd when the topology has one, else through the state dir. A stack run
+    in a lab (`up --lab`: one supervisor, etcd on the lab's addresses) keeps the state
+    dir's: its etcd is not reachable from where the rollout runs."""
+    store = None if lab else coordination_store(topology)
     if store is None:
         return LocalCoordination(topology, state_dir)
     return EtcdCoordination(topology, store)
