@@ -68,9 +68,10 @@ class Coordination(abc.ABC):
     topology: Topology
 
     @abc.abstractmethod
-    async def instances(self) -> list[dict[str, Any]]:
+    async def instances(self, strict: bool = True) -> list[dict[str, Any]]:
         """Every running instance's entry (as in a state file), from every live supervisor.
-        RolloutError when no supervisor runs (or etcd does not answer)."""
+        RolloutError when no supervisor runs (`strict`; else an empty list: a wait
+        rides out a moment without) or etcd does not answer."""
 
     async def not_running(self, component: str) -> str | None:
         """Why `component` has instances no live supervisor runs; None when all run."""
@@ -145,9 +146,9 @@ class LocalCoordination(Coordination):
         tmp.write_text(record.to_json())
         os.replace(tmp, self._record_path)
 
-    async def instances(self) -> list[dict[str, Any]]:
+    async def instances(self, strict: bool = True) -> list[dict[str, Any]]:
         state = read_state_quiet(self.state_dir)
-        if state is None or not supervisor_alive(self.state_dir):
+        if state is None or (strict and not supervisor_alive(self.state_dir)):
             raise RolloutError(
                 f"nothing runs from {self.state_dir}: start it with `spofless up` first"
             )
@@ -253,9 +254,9 @@ class EtcdCoordination(Coordination):
                 docs.append(json.loads(kv.value))
         return docs
 
-    async def instances(self) -> list[dict[str, Any]]:
+    async def instances(self, strict: bool = True) -> list[dict[str, Any]]:
         docs = await self._supervisors()
-        if not docs:
+        if not docs and strict:
             raise RolloutError(
                 f"no supervisor of {self.topology.name} is published in etcd: "
                 "start the stack with `spofless up` first"

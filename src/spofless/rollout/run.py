@@ -358,7 +358,9 @@ async def _wait_whole(p: Prepared, name: str, pid: int, bound: float) -> str | N
     deadline = time.monotonic() + bound
     last = "no state yet"
     while time.monotonic() < deadline:
-        inst = next((i for i in await p.coord.instances() if i.get("name") == name), None)
+        inst = next(
+            (i for i in await p.coord.instances(strict=False) if i.get("name") == name), None
+        )
         if inst is not None:
             own = inst.get("agent_pid", inst.get("pid"))
             last = f"{inst.get('state')} (health {inst.get('health')})"
@@ -385,7 +387,7 @@ async def _switchover(p: Prepared, step: Step) -> StepResult:
     # The new primary must lead and take writes before the old one is replaced.
     deadline = time.monotonic() + 60.0
     while time.monotonic() < deadline:
-        roles = {i["name"]: i.get("role") for i in await p.coord.instances()}
+        roles = {i["name"]: i.get("role") for i in await p.coord.instances(strict=False)}
         if roles.get(new_name) == "primary" and roles.get(step.instance) != "primary":
             break
         await asyncio.sleep(POLL)
@@ -407,7 +409,7 @@ async def _handover(p: Prepared, step: Step, opts: RolloutOptions) -> StepResult
     deadline = time.monotonic() + opts.health_timeout
     holder = None
     while time.monotonic() < deadline:
-        insts = await p.coord.instances()
+        insts = await p.coord.instances(strict=False)
         holder = next(
             (
                 i["name"]

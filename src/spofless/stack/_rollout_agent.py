@@ -195,6 +195,9 @@ class RolloutAgent:
                         logger.warning("rollout agent: cannot publish to etcd: %s", exc)
                         said = True
                     await asyncio.sleep(RETRY)
+                except Exception:  # a bug here must not end the publishing for good
+                    logger.exception("rollout agent: publishing failed")
+                    await asyncio.sleep(RETRY)
         finally:
             if lease:
                 with contextlib.suppress(Exception):
@@ -226,6 +229,9 @@ class RolloutAgent:
                     if not said:
                         logger.warning("rollout agent: cannot read etcd: %s", exc)
                         said = True
+                    await asyncio.sleep(RETRY)
+                except Exception:  # a bug here must not end the watch for good
+                    logger.exception("rollout agent: watching the rollout keys failed")
                     await asyncio.sleep(RETRY)
 
     async def _view(self) -> tuple[int, AgentView]:
