@@ -71,3 +71,30 @@ def test_a_component_that_goes_down_without_the_instance_says_so() -> None:
     (step,) = plan_rollout(topology, "solo", {}).steps
     assert step.down == ("solo",)
     assert step.describe() == "replace solo/0: solo goes down while it is out"
+
+
+def test_surge_starts_a_temporary_instance_first_so_a_pair_keeps_its_redundancy() -> None:
+    topology = load_topology_text(TOPOLOGY, "shop.yaml")
+    plan = plan_rollout(topology, "pair", {}, surge=1)
+    assert [(s.action, s.instance, s.host) for s in plan.steps] == [
+        ("surge", "pair/2", "n3"),  # the host where pair runs least
+        ("replace", "pair/0", None),
+        ("replace", "pair/1", None),
+        ("unsurge", "pair/2", "n3"),
+    ]
+    assert plan.refusals == ()
+    assert plan.steps[0].describe().startswith("surge: start pair/2 on n3, a temporary instance")
+    assert plan.steps[-1].describe() == "remove pair/2 on n3: drained first, then stopped"
+
+
+def test_a_surge_on_a_host_the_pair_already_uses_still_leaves_that_host_a_spof() -> None:
+    topology = load_topology_text(
+        "name: two\nhosts: {n1: {}, n2: {}}\ncomponents:\n"
+        "  pair: {kind: service, instances: [n1, n2], port: 7000, run: app}\nentry: [pair]\n",
+        "two.yaml",
+    )
+    plan = plan_rollout(topology, "pair", {}, surge=1)
+    assert plan.steps[0].host == "n1"
+    # pair/1 out: pair/0 and the surge share n1, which is then a single point of failure.
+    assert [s.instance for s in plan.refusals] == ["pair/1"]
+    assert plan.refusals[0].new_spofs == ("host:n1",)

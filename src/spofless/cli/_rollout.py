@@ -4,12 +4,9 @@ a single point of failure."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -38,6 +35,16 @@ from spofless.cli._root import main, topology_of
     "--allow-spof",
     is_flag=True,
     help="Go on when taking an instance out leaves a single point of failure meanwhile.",
+)
+@click.option(
+    "--surge",
+    type=click.IntRange(0, 16),
+    default=0,
+    show_default=True,
+    help="Kind service: start this many temporary instances first (on free ports, added to "
+    "the load balancers once healthy) and remove them last, so that no step takes "
+    "redundancy away. Planned and shown by --dry-run; running it needs a load balancer "
+    "admin API that can add a backend (not yet).",
 )
 @click.option(
     "--drain-timeout",
@@ -95,6 +102,7 @@ def rollout(
     run: str | None,
     state_dir: Path | None,
     allow_spof: bool,
+    surge: int,
     drain_timeout: float,
     health_timeout: float,
     watch: float,
@@ -114,82 +122,65 @@ def rollout(
     switchover, then the old primary. A step that would leave a single point of failure
     is refused before anything moves (--allow-spof to accept it).
 
+    With an etcd component in FILE, the instances may run under supervisors on several
+    machines (`up --host`): the lock, the record and each replacement go through etcd,
+    and a rollout whose process dies is aborted by the supervisors, which put what it
+    drained back in rotation. --status and --abort then work from any machine.
+
     Exit status: 0 done, 1 an instance failed (rolled back or stopped), 2 refused.
     """
-    from spofless.rollout import RolloutOptions, RolloutResult, prepare
+    from spofless.rollout import RolloutOptions, RolloutResult, coordination_for, prepare
     from spofless.rollout import rollout as run_rollout
     from spofless.stack._commands import running_plan
 
     topology = topology_of(file)
     plan = running_plan(topology, state_dir)
-    if show_status or abort:
-        _status_or_abort(topology, plan.state_dir, abort)
-        return
-    if component is None:
+    if component is None and not (show_status or abort):
         raise click.UsageError("--component is required (or --status, --abort)")
     opts = RolloutOptions(
         run=run,
         allow_spof=allow_spof,
+        surge=surge,
         drain_timeout=drain_timeout,
         health_timeout=health_timeout,
         watch=watch,
         pause_between=pause_between,
         on_failure="pause" if on_failure == "pause" else "rollback",
     )
-    prepared = prepare(topology, plan.state_dir, component, opts)
-    if dry_run:
-        for i, step in enumerate(prepared.plan.steps, 1):
-            click.echo(f"{i}. {step.describe()}")
-        drains = ", ".join(a.name for a in prepared.admins) or "none"
-        click.echo(f"drained on: {drains}")
-        return
     say = (lambda _: None) if as_json else click.echo
 
-    async def run_it() -> RolloutResult:
-        # Ctrl-C and SIGTERM (`--abort`) end it cleanly: what it drained goes back.
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
-        return await run_rollout(prepared, opts, say)
+    async def main() -> RolloutResult | None:
+        coord = coordination_for(topology, plan.state_dir, lab=plan.lab is not None)
+        try:
+            if show_status:
+                click.echo(await coord.status())
+                return None
+            if abort:
+                await coord.abort(click.echo)
+                return None
+            assert component is not None
+            prepared = await prepare(topology, plan.state_dir, coord, component, opts)
+            if dry_run:
+                for i, step in enumerate(prepared.plan.steps, 1):
+                    click.echo(f"{i}. {step.describe()}")
+                drains = ", ".join(a.name for a in prepared.admins) or "none"
+                click.echo(f"drained on: {drains}")
+                return None
+            # Ctrl-C and SIGTERM end it cleanly: what it drained goes back.
+            task = asyncio.current_task()
+            assert task is not None
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, task.cancel)
+            return await run_rollout(prepared, opts, say)
+        finally:
+            await coord.close()
 
-    result = asyncio.run(run_it())
+    result = asyncio.run(main())
+    if result is None:
+        return
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=1))
     elif result.ok:
         click.echo(f"rollout of {component} done: {len(result.steps)} steps")
     sys.exit(0 if result.ok else 1)
-
-
-def _status_or_abort(topology: object, state_dir: Path, abort: bool) -> None:
-    from spofless.rollout import RolloutError
-    from spofless.rollout._record import held, read_progress
-    from spofless.rollout.run import heal
-    from spofless.topology import Topology
-
-    assert isinstance(topology, Topology)
-    progress = read_progress(state_dir)
-    running = held(state_dir)
-    if not abort:
-        click.echo(progress.describe(running) if progress else "no rollout has run here")
-        return
-    if running and progress is not None:
-        with_pid = progress.pid
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(with_pid, signal.SIGTERM)
-        deadline = time.monotonic() + 60
-        while held(state_dir):
-            if time.monotonic() > deadline:
-                raise RolloutError(f"rollout pid {with_pid} did not stop within 60 s")
-            time.sleep(0.1)
-        click.echo(f"rollout pid {with_pid} stopped")
-
-    async def heal_now() -> list[str]:
-        import httpx
-
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            return await heal(topology, state_dir, client, click.echo)
-
-    if not asyncio.run(heal_now()) and not running:
-        click.echo("no rollout runs here and none left an instance drained")

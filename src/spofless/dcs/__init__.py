@@ -4,6 +4,7 @@
     ├── EtcdStore            etcd v3 through its JSON gateway, with member failover
     └── MemoryStore          in this process, same semantics, clock under control
     campaign(store, key, value, settings) -> Leadership   fencing token, `lost`, resign()
+    try_campaign(...) -> Leadership | KeyValue            one attempt: held, or who holds it
     DCSSettings              every timing (ttl, renew interval, timeouts) and its invariants,
                              and the client certificate (EtcdTls) for members with TLS
     spofless.dcs.etcd_server what to run for an etcd member, and a process helper
@@ -19,7 +20,7 @@ Exceptions (see spofless.dcs._errors):
         └── LeadershipLost   fatal for that leadership
 """
 
-from spofless.dcs._election import Leadership, campaign
+from spofless.dcs._election import Leadership, campaign, try_campaign
 from spofless.dcs._errors import (
     CompactedError,
     DCSError,
@@ -76,4 +77,5 @@ __all__ = [
     "Watch",
     "campaign",
     "lease_settings",
+    "try_campaign",
 ]

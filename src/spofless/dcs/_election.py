@@ -23,14 +23,20 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
-from spofless.dcs._errors import DCSError, DCSUnavailable, LeadershipLost, LeaseNotFound
+from spofless.dcs._errors import (
+    CompactedError,
+    DCSError,
+    DCSUnavailable,
+    LeadershipLost,
+    LeaseNotFound,
+)
 from spofless.dcs._lease import LeaderLease
 from spofless.dcs._settings import DCSSettings
-from spofless.dcs._store import Compare, Delete, Get, KeyValueStore, Put
+from spofless.dcs._store import Compare, Delete, Get, KeyValue, KeyValueStore, Put
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Leadership", "campaign"]
+__all__ = ["Leadership", "campaign", "try_campaign"]
 
 
 async def campaign(
@@ -42,39 +48,56 @@ async def campaign(
     store outages are retried every renew_interval, never raised.
     """
     settings = settings or DCSSettings()
-    loop = asyncio.get_running_loop()
     while True:
         try:
-            sent_at = loop.time()
-            lease = await store.grant_lease(settings.ttl)
-            try:
-                result = await store.txn(
-                    [Compare.create_revision(key, "==", 0)],
-                    [Put(key, value, lease.id)],
-                    [Get(key)],
-                )
-            except BaseException:
-                await _revoke_quietly(store, lease.id)
-                raise
-            holder = (
-                result.responses[0][0] if not result.succeeded and result.responses[0] else None
-            )
-            token = result.revision if result.succeeded else 0
-            if holder is not None and holder.lease == lease.id:
-                # Our txn was applied, its answer lost, and retried on another member.
-                token = holder.create_revision
-            if token:
-                tracker = LeaderLease(settings, sent_at, lease.ttl)
-                leadership = Leadership(store, key, value, token, lease.id, tracker)
-                logger.info("leader %s: elected value=%s token=%d", key, value, token)
-                return leadership
-            await _revoke_quietly(store, lease.id)
-            if holder is not None:
-                logger.info("leader %s: held by %s, waiting", key, holder.value)
-                await _wait_deleted(store, key, result.revision + 1, settings.ttl)
+            won = await try_campaign(store, key, value, settings)
+            if isinstance(won, Leadership):
+                return won
+            logger.info("leader %s: held by %s, waiting", key, won.value)
+            await _wait_deleted(store, key, won.mod_revision + 1, settings.ttl)
+        except CompactedError:
+            continue  # the holder's last change is history already: try again now
         except DCSUnavailable as exc:
             logger.warning("leader %s: campaign cannot reach the store: %s", key, exc)
             await asyncio.sleep(settings.renew_interval)
+
+
+async def try_campaign(
+    store: KeyValueStore, key: str, value: str, settings: DCSSettings | None = None
+) -> Leadership | KeyValue:
+    """One attempt at `key`: its Leadership when this caller now holds it, else the
+    holder's key (its value says who). For a lock that refuses rather than waits.
+
+    DCSUnavailable when the store does not answer (nothing is held then: the lease
+    granted for the attempt is revoked, or expires within ttl)."""
+    settings = settings or DCSSettings()
+    loop = asyncio.get_running_loop()
+    while True:
+        sent_at = loop.time()
+        lease = await store.grant_lease(settings.ttl)
+        try:
+            result = await store.txn(
+                [Compare.create_revision(key, "==", 0)],
+                [Put(key, value, lease.id)],
+                [Get(key)],
+            )
+        except BaseException:
+            await _revoke_quietly(store, lease.id)
+            raise
+        holder = result.responses[0][0] if not result.succeeded and result.responses[0] else None
+        token = result.revision if result.succeeded else 0
+        if holder is not None and holder.lease == lease.id:
+            # Our txn was applied, its answer lost, and retried on another member.
+            token = holder.create_revision
+        if token:
+            tracker = LeaderLease(settings, sent_at, lease.ttl)
+            leadership = Leadership(store, key, value, token, lease.id, tracker)
+            logger.info("leader %s: elected value=%s token=%d", key, value, token)
+            return leadership
+        await _revoke_quietly(store, lease.id)
+        if holder is not None:
+            return holder
+        # Deleted between the compare and the read: try again.
 
 
 async def _wait_deleted(store: KeyValueStore, key: str, from_revision: int, bound: float) -> None:

@@ -32,21 +32,13 @@ from typing import Any, Literal
 
 import httpx
 
-from spofless.rollout._lbs import (
-    Drain,
-    LbAdmin,
-    RolloutError,
-    admins_routing_to,
-    drain,
-    enable,
-    errors_of,
-)
-from spofless.rollout._record import Progress, RolloutLock, read_progress, write_progress
+from spofless.rollout._coordination import Coordination
+from spofless.rollout._errors import RolloutError
 from spofless.rollout.plan import RolloutPlan, Step, plan_rollout
-from spofless.stack._control import request
+from spofless.stack._coord import RolloutRecord
 from spofless.stack._errors import StackError
 from spofless.stack._kinds import run_argv
-from spofless.stack._state import read_state_quiet, supervisor_alive
+from spofless.stack._lb_admin import Drain, LbAdmin, admins_routing_to, drain, enable, errors_of
 from spofless.topology import ServiceComponent, Topology, instance_at
 
 __all__ = ["Prepared", "RolloutOptions", "RolloutResult", "StepResult", "prepare", "rollout"]
@@ -59,6 +51,7 @@ REPLACE_BOUND = 60.0  # the supervisor's answer: a stop (grace, then SIGKILL) an
 class RolloutOptions:
     run: str | None = None  # kind service: the new `run:` command ({port} ... expanded)
     allow_spof: bool = False
+    surge: int = 0  # kind service: temporary instances started first, removed last
     drain_timeout: float = 30.0
     health_timeout: float = 60.0
     watch: float = 2.0  # seconds of counters watched after readmission
@@ -117,16 +110,23 @@ class Prepared:
     """What a rollout works on, checked before anything moves."""
 
     topology: Topology
-    state_dir: Path
+    state_dir: Path  # where `up` ran (the state dir a --run command may name)
+    coord: Coordination
     component: str
     plan: RolloutPlan
     admins: tuple[LbAdmin, ...]
 
 
-def prepare(topology: Topology, state_dir: Path, component: str, opts: RolloutOptions) -> Prepared:
+async def prepare(
+    topology: Topology,
+    state_dir: Path,
+    coord: Coordination,
+    component: str,
+    opts: RolloutOptions,
+) -> Prepared:
     """Check that the rollout can start, and plan it. RolloutError (the user's to fix)
-    when the component is unknown or not run here, not whole now, or a step would open
-    a single point of failure that is not allowed."""
+    when the component is unknown or not running, or a step would open a single point
+    of failure that is not allowed."""
     comp = topology.components.get(component)
     if comp is None:
         raise RolloutError(
@@ -138,31 +138,38 @@ def prepare(topology: Topology, state_dir: Path, component: str, opts: RolloutOp
             f"--run replaces a service's command; {component} is kind {comp.kind}: "
             "a rollout of it restarts each instance with the file's settings"
         )
-    state = read_state_quiet(state_dir)
-    if state is None or not supervisor_alive(state_dir):
-        raise RolloutError(f"nothing runs from {state_dir}: start it with `spofless up` first")
-    mine = [i for i in state.get("instances", []) if i.get("component") == component]
-    if not mine:
-        skipped = [s["reason"] for s in state.get("skipped", []) if s["component"] == component]
-        why = f" ({skipped[0]})" if skipped else ""
-        raise RolloutError(f"{component} does not run here{why}: nothing to roll out")
+    if opts.surge and not isinstance(comp, ServiceComponent):
+        raise RolloutError(
+            f"--surge starts temporary instances of a service; {component} is kind {comp.kind}"
+        )
+    instances = await coord.instances()
+    why_not = await coord.not_running(component)
+    if why_not is not None:
+        raise RolloutError(why_not)
+    mine = [i for i in instances if i.get("component") == component]
     # An instance that is not up goes first (a repair); the others are replaced once it is.
     down = {i["name"] for i in mine if i.get("state") != "up"}
-    roles = {i["name"]: i.get("role") for i in state.get("instances", [])}
-    plan = plan_rollout(topology, component, roles, down)
+    roles = {i["name"]: i.get("role") for i in instances}
+    plan = plan_rollout(topology, component, roles, down, opts.surge)
     if plan.refusals and not opts.allow_spof:
         lines = "; ".join(s.describe() for s in plan.refusals)
-        raise RolloutError(
-            f"{lines}. Add an instance first, or pass --allow-spof to accept it for the rollout"
+        surge = (
+            ", pass --surge 1 to start a temporary one for the rollout,"
+            if isinstance(comp, ServiceComponent) and not opts.surge
+            else ""
         )
-    running = {i["name"] for i in state.get("instances", []) if i.get("state") == "up"}
+        raise RolloutError(
+            f"{lines}. Add an instance first{surge} or pass --allow-spof to accept it "
+            "for the rollout"
+        )
+    running = {i["name"] for i in instances if i.get("state") == "up"}
     admins, blind = admins_routing_to(topology, component, running)
     if blind:
         raise RolloutError(
             f"{', '.join(blind)} route to {component} without an admin API to drain it: "
             "give the load balancer `admin_port:`"
         )
-    return Prepared(topology, state_dir, component, plan, tuple(admins))
+    return Prepared(topology, state_dir, coord, component, plan, tuple(admins))
 
 
 async def rollout(
@@ -170,34 +177,49 @@ async def rollout(
 ) -> RolloutResult:
     """Run the prepared rollout; the result says what happened to each step.
 
-    One rollout per stack at a time (RolloutError otherwise). Whatever ends it (a
-    failure, Ctrl-C, SIGTERM from `--abort`), every instance it drained is put back
-    in rotation before it returns; one left drained by a rollout that was killed is
-    put back before this one starts."""
+    One rollout per system at a time (RolloutError otherwise). Whatever ends it (a
+    failure, Ctrl-C, SIGTERM, `--abort`, its lock lost), every instance it drained is
+    put back in rotation before it returns; one left drained by a rollout that was
+    killed is put back before this one starts (with etcd: by the supervisors, at once)."""
+    surges = [s.instance for s in p.plan.steps if s.action == "surge"]
+    if surges:
+        lbs = ", ".join(a.name for a in p.admins) or "the load balancers"
+        raise RolloutError(
+            f"--surge: {', '.join(surges)} would have to be added to {lbs} through their "
+            "admin API, which cannot add a backend yet: the surge is planned (--dry-run "
+            "shows it) but not carried out; nothing was changed (--allow-spof rolls "
+            "without it)"
+        )
     result = RolloutResult(p.component, p.plan)
-    lock = RolloutLock(p.state_dir)
-    lock.acquire()
-    progress = Progress(os.getpid(), p.component, time.time(), len(p.plan.steps))
+    record = RolloutRecord(os.getpid(), p.component, time.time(), len(p.plan.steps))
+    await p.coord.begin(record, say)
+    task = asyncio.current_task()
+    stopped: list[str] = []
+
+    def stop(why: str) -> None:
+        if not stopped and task is not None:
+            stopped.append(why)
+            task.cancel()
+
+    p.coord.on_stop(stop)
     try:
         async with httpx.AsyncClient(timeout=2.0) as client:
-            await heal(p.topology, p.state_dir, client, say)
-            write_progress(p.state_dir, progress)
             try:
-                await _steps(p, opts, client, progress, result, say)
+                await _steps(p, opts, client, record, result, say)
             except asyncio.CancelledError:
-                result.error = "aborted"
-                progress.phase = "aborted"
-                say("aborted")
+                result.error = stopped[0] if stopped else "aborted"
+                record.phase = "aborted"
+                say(result.error)
             finally:
-                for name in list(progress.drained):
+                stopped.append("ending")  # readmitting below is not to be cancelled
+                for name in list(record.drained):
                     await enable(client, list(p.admins), name)
-                    progress.drained.remove(name)
+                    record.drained.remove(name)
                     say(f"{name}: back in rotation")
-                if not progress.finished:
-                    progress.phase = "done" if result.ok else "failed"
-                write_progress(p.state_dir, progress)
+                if not record.finished:
+                    record.phase = "done" if result.ok else "failed"
     finally:
-        lock.release()
+        await p.coord.end(record)
     return result
 
 
@@ -205,15 +227,15 @@ async def _steps(
     p: Prepared,
     opts: RolloutOptions,
     client: httpx.AsyncClient,
-    progress: Progress,
+    record: RolloutRecord,
     result: RolloutResult,
     say: Callable[[str], None],
 ) -> None:
     for i, step in enumerate(p.plan.steps):
         if i and opts.pause_between and step.action == "replace":
             await asyncio.sleep(opts.pause_between)
-        progress.step, progress.instance, progress.phase = i + 1, step.instance, step.action
-        write_progress(p.state_dir, progress)
+        record.step, record.instance, record.phase = i + 1, step.instance, step.action
+        await p.coord.save(record)
         say(step.describe())
         try:
             if step.action == "switchover":
@@ -221,7 +243,7 @@ async def _steps(
             elif step.action == "handover":
                 r = await _handover(p, step, opts)
             else:
-                r = await _replace(p, step, opts, client, progress, say)
+                r = await _replace(p, step, opts, client, record, say)
         except (RolloutError, StackError) as exc:
             result.error = str(exc)
             say(f"stopped: {exc}")
@@ -231,27 +253,6 @@ async def _steps(
         if r.outcome not in ("replaced", "switched over", "handed over"):
             result.error = f"{r.instance}: {r.outcome}: {r.detail}"
             return
-
-
-async def heal(
-    topology: Topology, state_dir: Path, client: httpx.AsyncClient, say: Callable[[str], None]
-) -> list[str]:
-    """Put back in rotation what a rollout that died left drained; their names."""
-    previous = read_progress(state_dir)
-    if previous is None or previous.finished or not previous.drained:
-        return []
-    admins, _ = admins_routing_to(topology, previous.component, None)
-    healed = []
-    for name in previous.drained:
-        missed = await enable(client, admins, name)
-        say(
-            f"{name}: left drained by rollout pid {previous.pid}; back in rotation"
-            + (f" (not on {', '.join(missed)}: they did not answer)" if missed else "")
-        )
-        healed.append(name)
-    previous.drained, previous.phase = [], "aborted"
-    write_progress(state_dir, previous)
-    return healed
 
 
 def _extra(r: StepResult) -> str:
@@ -268,7 +269,7 @@ async def _replace(
     step: Step,
     opts: RolloutOptions,
     client: httpx.AsyncClient,
-    progress: Progress,
+    record: RolloutRecord,
     say: Callable[[str], None],
 ) -> StepResult:
     start = time.monotonic()
@@ -279,23 +280,20 @@ async def _replace(
         try:
             component, _, index = name.rpartition("/")
             inst = instance_at(p.topology, component, int(index))
-            argv = list(run_argv(p.topology, inst, p.state_dir, opts.run))
+            argv = tuple(run_argv(p.topology, inst, p.state_dir, opts.run))
         except ValueError as exc:
             raise RolloutError(f"--run: {exc}") from None
     d: Drain | None = None
     if admins:
-        progress.drained.append(name)  # recorded before: a kill midway must not lose it
-        progress.phase = "draining"
-        write_progress(p.state_dir, progress)
+        record.drained.append(name)  # recorded before: a kill midway must not lose it
+        record.phase = "draining"
+        await p.coord.save(record)
         d = await drain(client, admins, name, opts.drain_timeout)
-    progress.phase = "replacing"
-    write_progress(p.state_dir, progress)
+    record.phase = "replacing"
+    await p.coord.save(record)
     if d is not None and d.unreachable:
         say(f"{', '.join(d.unreachable)} did not answer: not drained")
-    answer = await request(
-        p.state_dir, {"op": "replace", "instance": name, "argv": argv}, REPLACE_BOUND
-    )
-    pid, previous = int(answer["pid"]), answer["previous_argv"]
+    pid, previous = await p.coord.replace(name, argv, REPLACE_BOUND, opts.run)
     r = StepResult(name, "replace", "replaced", 0.0, pid=pid)
     if d is not None:
         r.drain_seconds, r.cut = d.seconds, d.cut
@@ -303,7 +301,7 @@ async def _replace(
     if why is None:
         before = await errors_of(client, admins, name)
         await enable(client, admins, name)
-        _undrained(p, progress, name)
+        await _undrained(p, record, name)
         r.failed_responses = await _watch(client, admins, name, before, opts.watch)
         if r.failed_responses:
             why = f"{r.failed_responses} failed responses after it was readmitted"
@@ -313,25 +311,23 @@ async def _replace(
             say(f"{name}: {why}; rolling it back")
             if admins:
                 await drain(client, admins, name, opts.drain_timeout)
-            answer = await request(
-                p.state_dir, {"op": "replace", "instance": name, "argv": previous}, REPLACE_BOUND
-            )
-            back = await _wait_whole(p, name, int(answer["pid"]), opts.health_timeout)
+            back_pid, _ = await p.coord.replace(name, previous, REPLACE_BOUND)
+            back = await _wait_whole(p, name, back_pid, opts.health_timeout)
             await enable(client, admins, name)
-            _undrained(p, progress, name)
+            await _undrained(p, record, name)
             r.outcome = "rolled back" if back is None else "rollback failed"
-            r.pid = int(answer["pid"])
+            r.pid = back_pid
         else:
             r.outcome = "stopped"
     r.seconds = time.monotonic() - start
     return r
 
 
-def _undrained(p: Prepared, progress: Progress, name: str) -> None:
-    if name in progress.drained:
-        progress.drained.remove(name)
-        progress.phase = "readmitted"
-        write_progress(p.state_dir, progress)
+async def _undrained(p: Prepared, record: RolloutRecord, name: str) -> None:
+    if name in record.drained:
+        record.drained.remove(name)
+        record.phase = "readmitted"
+        await p.coord.save(record)
 
 
 async def _watch(
@@ -362,8 +358,9 @@ async def _wait_whole(p: Prepared, name: str, pid: int, bound: float) -> str | N
     deadline = time.monotonic() + bound
     last = "no state yet"
     while time.monotonic() < deadline:
-        state = read_state_quiet(p.state_dir) or {}
-        inst = next((i for i in state.get("instances", []) if i.get("name") == name), None)
+        inst = next(
+            (i for i in await p.coord.instances(strict=False) if i.get("name") == name), None
+        )
         if inst is not None:
             own = inst.get("agent_pid", inst.get("pid"))
             last = f"{inst.get('state')} (health {inst.get('health')})"
@@ -390,8 +387,7 @@ async def _switchover(p: Prepared, step: Step) -> StepResult:
     # The new primary must lead and take writes before the old one is replaced.
     deadline = time.monotonic() + 60.0
     while time.monotonic() < deadline:
-        state = read_state_quiet(p.state_dir) or {}
-        roles = {i["name"]: i.get("role") for i in state.get("instances", [])}
+        roles = {i["name"]: i.get("role") for i in await p.coord.instances(strict=False)}
         if roles.get(new_name) == "primary" and roles.get(step.instance) != "primary":
             break
         await asyncio.sleep(POLL)
@@ -409,12 +405,11 @@ async def _handover(p: Prepared, step: Step, opts: RolloutOptions) -> StepResult
     start = time.monotonic()
     component, _, index = step.instance.rpartition("/")
     agent = f"{agent_component(component)}/{index}"
-    answer = await request(p.state_dir, {"op": "replace", "instance": agent}, REPLACE_BOUND)
+    agent_pid, _ = await p.coord.replace(agent, None, REPLACE_BOUND)
     deadline = time.monotonic() + opts.health_timeout
     holder = None
     while time.monotonic() < deadline:
-        state = read_state_quiet(p.state_dir) or {}
-        insts = state.get("instances", [])
+        insts = await p.coord.instances(strict=False)
         holder = next(
             (
                 i["name"]
@@ -431,7 +426,7 @@ async def _handover(p: Prepared, step: Step, opts: RolloutOptions) -> StepResult
                 "handover",
                 "handed over",
                 seconds,
-                pid=int(answer["pid"]),
+                pid=agent_pid,
                 detail=f"{step.instance} -> {holder}",
             )
         await asyncio.sleep(POLL)

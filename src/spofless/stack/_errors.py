@@ -3,6 +3,7 @@
 SpoflessError                 (spofless.errors)
 └── StackError                `up`/`down`/`status`/`logs` cannot do what was asked; nothing
     │                         was left half-started
+    ├── LbAdminError          a load balancer's admin API refused (spofless.stack._lb_admin)
     ├── PortInUseError        a port the topology gives an instance is taken
     ├── SpofFoundError        the topology has a single point of failure (no --allow-spof)
     └── StartError            an instance or the supervisor could not start; all was stopped

@@ -35,6 +35,7 @@ from spofless.stack._etcd import member_role, record_scheme
 from spofless.stack._pg import PgDetails, agent_status
 from spofless.stack._plan import InstancePlan, StackPlan, pg_data_dir
 from spofless.stack._process import spawn, stop_groups
+from spofless.stack._rollout_agent import RolloutAgent, rollout_agent
 from spofless.stack._state import SupervisorLock, instance_doc, write_state
 from spofless.stack._vip import (
     AGENT_SUFFIX,
@@ -105,6 +106,7 @@ class Supervisor:
         # An instance being replaced: set when its new process runs (or failed to start).
         self._replacing: dict[str, asyncio.Event] = {}
         self._supervisors: dict[str, asyncio.Task[None]] = {}
+        self._agent: RolloutAgent | None = None  # rollouts through etcd (with an etcd)
 
     # -- running ---------------------------------------------------------------
 
@@ -133,6 +135,9 @@ class Supervisor:
                 self._mark()
                 logger.info("all %d instances started", len(self.plan.instances))
                 await control.start()
+                self._agent = rollout_agent(self.plan, self.document, self.replace)
+                if self._agent is not None:
+                    self._tasks.append(asyncio.create_task(self._agent.run()))
                 for lb, indexes in self._vip_components().items():
                     self._tasks.append(asyncio.create_task(self._watch_vip(lb, indexes)))
                 await self._stop.wait()
@@ -449,6 +454,8 @@ class Supervisor:
             write_state(self.plan.state_dir, self.document())
         except OSError as exc:
             logger.error("cannot write the state file: %s", exc)
+        if self._agent is not None:
+            self._agent.changed()
         if self.on_change is not None:
             self.on_change(self)
 

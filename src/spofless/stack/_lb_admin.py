@@ -1,11 +1,15 @@
 """The load balancers in front of a component, through their admin APIs.
 
+Used by `spofless rollout` (drain, readmit, watch) and by the supervisors that put
+back what a rollout that died left drained (spofless.stack._rollout_agent).
+
 A rollout takes an instance out of every load balancer that routes to it
 before it stops, and waits until each one has stopped sending and its open
 requests have finished: the drain is complete when every worker of that load
 balancer has applied the drain (`workers_view_seq` in /status reaches the
 drain's `view_seq`) and the backend's `active` count, taken after it, is 0.
-No fixed sleep.
+No fixed sleep. Readmission is `enable`: the load balancer then ramps the
+instance's share up over its route's `slow_start`, as for any backend back up.
 """
 
 from __future__ import annotations
@@ -18,16 +22,16 @@ from urllib.parse import quote
 
 import httpx
 
-from spofless.errors import SpoflessError
+from spofless.stack._errors import StackError
 from spofless.topology import LoadBalancerComponent, Topology
 
-__all__ = ["Drain", "LbAdmin", "RolloutError", "admins_routing_to"]
+__all__ = ["Drain", "LbAdmin", "LbAdminError", "admins_routing_to", "drain", "enable", "errors_of"]
 
 POLL = 0.05
 
 
-class RolloutError(SpoflessError):
-    """A rollout cannot start or cannot go on; the message says which instance and why."""
+class LbAdminError(StackError):
+    """A load balancer's admin API refused a request; the message says which and why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +51,7 @@ class LbAdmin:
             f"{self.url}/backends/{quote(backend, safe='')}/{action}", headers=self._headers()
         )
         if r.status_code != 200:
-            raise RolloutError(
+            raise LbAdminError(
                 f"{self.name}: {action} {backend} answered {r.status_code}: {r.text.strip()[:200]}"
             )
         return int(r.json().get("view_seq", 0))
@@ -55,7 +59,7 @@ class LbAdmin:
     async def status(self, client: httpx.AsyncClient) -> dict[str, Any]:
         r = await client.get(f"{self.url}/status", headers=self._headers())
         if r.status_code != 200:
-            raise RolloutError(f"{self.name}: /status answered {r.status_code}")
+            raise LbAdminError(f"{self.name}: /status answered {r.status_code}")
         data: dict[str, Any] = r.json()
         return data
 
@@ -132,7 +136,7 @@ async def enable(client: httpx.AsyncClient, admins: list[LbAdmin], backend: str)
     for a in admins:
         try:
             await a.post(client, backend, "enable")
-        except (httpx.HTTPError, RolloutError):
+        except (httpx.HTTPError, LbAdminError):
             missed.append(a.name)
     return missed
 
@@ -146,7 +150,7 @@ async def errors_of(
     for a in admins:
         try:
             b = (await a.status(client))["backends"].get(backend, {})
-        except (httpx.HTTPError, RolloutError):
+        except (httpx.HTTPError, LbAdminError):
             continue
         responses = b.get("responses", [0] * 6)
         requests += int(b.get("requests", 0))

@@ -1,0 +1,444 @@
+"""Where a rollout takes its lock, keeps its record and has instances replaced.
+
+    coordination_for(topology, state_dir) -> Coordination
+    ├── EtcdCoordination   the topology has etcd: every supervisor, on any machine
+    │                      (rules: spofless.stack._coord)
+    └── LocalCoordination  no etcd: the one supervisor of the state dir
+                           <state_dir>/rollout.lock  flock held by the running rollout
+                           <state_dir>/rollout.json  its record
+                           <state_dir>/control.sock  the supervisor replaces instances
+
+The rollout (spofless.rollout.run) is written once against `Coordination`; the
+two differ only in where things are. In both, a second rollout refuses to start
+while one runs, and what a rollout that died left drained goes back in rotation:
+with etcd, at once, by the supervisors (its lock expires with its lease); on one
+machine, by the next rollout or `--abort`.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from spofless.dcs import (
+    Compare,
+    DCSError,
+    DCSSettings,
+    Delete,
+    Get,
+    KeyValueStore,
+    Leadership,
+    Put,
+    try_campaign,
+)
+from spofless.rollout._errors import RolloutError
+from spofless.security import etcd_client_tls
+from spofless.stack._control import request
+from spofless.stack._coord import (
+    LOCK_TTL,
+    ReplaceRequest,
+    ReplaceResult,
+    RolloutKeys,
+    RolloutRecord,
+)
+from spofless.stack._rollout_agent import abort_orphan, coordination_store, readmit
+from spofless.stack._state import FileLock, lock_held, read_state_quiet, supervisor_alive
+from spofless.topology import Topology
+
+__all__ = ["Coordination", "EtcdCoordination", "LocalCoordination", "coordination_for"]
+
+POLL = 0.1
+Say = Callable[[str], None]
+
+
+class Coordination(abc.ABC):
+    """The lock, the record and the supervisors of one system's rollouts."""
+
+    topology: Topology
+
+    @abc.abstractmethod
+    async def instances(self, strict: bool = True) -> list[dict[str, Any]]:
+        """Every running instance's entry (as in a state file), from every live supervisor.
+        RolloutError when no supervisor runs (`strict`; else an empty list: a wait
+        rides out a moment without) or etcd does not answer."""
+
+    async def not_running(self, component: str) -> str | None:
+        """Why `component` has instances no live supervisor runs; None when all run."""
+        return None
+
+    @abc.abstractmethod
+    async def begin(self, record: RolloutRecord, say: Say) -> None:
+        """Take the lock (RolloutError naming the holder when another rollout runs), put
+        back what a dead rollout left drained, write `record`."""
+
+    @abc.abstractmethod
+    async def save(self, record: RolloutRecord) -> None:
+        """Write the record (RolloutError when this rollout no longer holds the lock)."""
+
+    @abc.abstractmethod
+    async def end(self, record: RolloutRecord) -> None:
+        """Write the final record and release the lock."""
+
+    @abc.abstractmethod
+    async def replace(
+        self, name: str, argv: tuple[str, ...] | None, bound: float, run: str | None = None
+    ) -> tuple[int, tuple[str, ...]]:
+        """Have the supervisor running `name` replace it, running `argv` (None: as now;
+        `run`: the command before its placeholders were expanded, for a supervisor with
+        another state dir); its new pid and the command it ran before. StackError or
+        RolloutError when it refuses or does not answer within `bound`."""
+
+    def on_stop(self, stop: Callable[[str], None]) -> None:  # noqa: B027 (optional)
+        """Call `stop(why)` when the rollout must stop (its lock lost, `--abort`)."""
+
+    @abc.abstractmethod
+    async def status(self) -> str:
+        """One line: where the last or running rollout is."""
+
+    @abc.abstractmethod
+    async def abort(self, say: Say) -> None:
+        """Stop the running rollout (it readmits what it drained) or put back what a dead
+        one left drained."""
+
+    async def close(self) -> None:  # noqa: B027 (optional)
+        """Release what the coordination holds open."""
+
+
+def coordination_for(topology: Topology, state_dir: Path, lab: bool = False) -> Coordination:
+    """Through etcd when the topology has one, else through the state dir. A stack run
+    in a lab (`up --lab`: one supervisor, etcd on the lab's addresses) keeps the state
+    dir's: its etcd is not reachable from where the rollout runs."""
+    store = None if lab else coordination_store(topology)
+    if store is None:
+        return LocalCoordination(topology, state_dir)
+    return EtcdCoordination(topology, store)
+
+
+# -- one machine --------------------------------------------------------------------------
+
+
+class LocalCoordination(Coordination):
+    def __init__(self, topology: Topology, state_dir: Path) -> None:
+        self.topology = topology
+        self.state_dir = state_dir
+        self._lock = FileLock(state_dir / "rollout.lock")
+        self._record_path = state_dir / "rollout.json"
+
+    def _read(self) -> RolloutRecord | None:
+        try:
+            return RolloutRecord.from_json(self._record_path.read_text())
+        except OSError:
+            return None
+
+    def _write(self, record: RolloutRecord) -> None:
+        tmp = self._record_path.with_suffix(".tmp")
+        tmp.write_text(record.to_json())
+        os.replace(tmp, self._record_path)
+
+    async def instances(self, strict: bool = True) -> list[dict[str, Any]]:
+        state = read_state_quiet(self.state_dir)
+        if state is None or (strict and not supervisor_alive(self.state_dir)):
+            raise RolloutError(
+                f"nothing runs from {self.state_dir}: start it with `spofless up` first"
+            )
+        return list(state.get("instances", []))
+
+    async def not_running(self, component: str) -> str | None:
+        state = read_state_quiet(self.state_dir) or {}
+        if any(i.get("component") == component for i in state.get("instances", [])):
+            return None
+        skipped = [s["reason"] for s in state.get("skipped", []) if s["component"] == component]
+        why = f" ({skipped[0]})" if skipped else ""
+        return f"{component} does not run here{why}: nothing to roll out"
+
+    async def begin(self, record: RolloutRecord, say: Say) -> None:
+        if not self._lock.acquire():
+            running = self._read()
+            what = running.describe(True) if running else "another rollout"
+            raise RolloutError(
+                f"a rollout already runs here: {what}; wait for it, or stop it with --abort"
+            )
+        try:
+            await self._heal(say)
+            self._write(record)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    async def _heal(self, say: Say) -> list[str]:
+        previous = self._read()
+        if previous is None or previous.finished or not previous.drained:
+            return []
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            missed = await readmit(self.topology, previous, client)
+        for name, lbs in missed.items():
+            say(
+                f"{name}: left drained by rollout pid {previous.pid}; back in rotation"
+                + (f" (not on {', '.join(lbs)}: they did not answer)" if lbs else "")
+            )
+        healed = list(previous.drained)
+        previous.drained, previous.phase = [], "aborted"
+        self._write(previous)
+        return healed
+
+    async def save(self, record: RolloutRecord) -> None:
+        self._write(record)
+
+    async def end(self, record: RolloutRecord) -> None:
+        self._write(record)
+        self._lock.release()
+
+    async def replace(
+        self, name: str, argv: tuple[str, ...] | None, bound: float, run: str | None = None
+    ) -> tuple[int, tuple[str, ...]]:
+        req = {"op": "replace", "instance": name, "argv": None if argv is None else list(argv)}
+        answer = await request(self.state_dir, req, bound)
+        return int(answer["pid"]), tuple(answer["previous_argv"])
+
+    def _held(self) -> bool:
+        return lock_held(self.state_dir / "rollout.lock")
+
+    async def status(self) -> str:
+        record = self._read()
+        return record.describe(self._held()) if record else "no rollout has run here"
+
+    async def abort(self, say: Say) -> None:
+        record = self._read()
+        running = self._held()
+        if running and record is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(record.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 60
+            while self._held():
+                if time.monotonic() > deadline:
+                    raise RolloutError(f"rollout pid {record.pid} did not stop within 60 s")
+                await asyncio.sleep(POLL)
+            say(f"rollout pid {record.pid} stopped")
+        if not await self._heal(say) and not running:
+            say("no rollout runs here and none left an instance drained")
+
+
+# -- several machines ---------------------------------------------------------------------
+
+
+class EtcdCoordination(Coordination):
+    def __init__(self, topology: Topology, store: KeyValueStore) -> None:
+        self.topology = topology
+        self.store = store
+        self.keys = RolloutKeys(topology.name)
+        self._lead: Leadership | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    def _unreachable(self, exc: DCSError) -> RolloutError:
+        return RolloutError(f"etcd, through which rollouts are coordinated, does not answer: {exc}")
+
+    async def _supervisors(self) -> list[dict[str, Any]]:
+        try:
+            got = await self.store.range(self.keys.supervisors, prefix=True)
+        except DCSError as exc:
+            raise self._unreachable(exc) from None
+        docs = []
+        for kv in got.kvs:
+            with contextlib.suppress(ValueError):
+                docs.append(json.loads(kv.value))
+        return docs
+
+    async def instances(self, strict: bool = True) -> list[dict[str, Any]]:
+        docs = await self._supervisors()
+        if not docs and strict:
+            raise RolloutError(
+                f"no supervisor of {self.topology.name} is published in etcd: "
+                "start the stack with `spofless up` first"
+            )
+        seen: dict[str, dict[str, Any]] = {}
+        for doc in docs:
+            for inst in doc.get("instances", []):
+                seen.setdefault(inst["name"], {**inst, "supervisor": doc.get("supervisor")})
+        return list(seen.values())
+
+    async def not_running(self, component: str) -> str | None:
+        running = {i["name"] for i in await self.instances()}
+        missing = [i for i in self.topology.instances[component] if i.name not in running]
+        if not missing:
+            return None
+        where = ", ".join(f"{i.name} (host {i.host})" if i.host else i.name for i in missing)
+        return (
+            f"{where}: no live supervisor runs it (none publishes it in etcd); a rollout "
+            "waits until every instance runs: start it with `spofless up FILE --host HOST`"
+        )
+
+    async def _read(self) -> tuple[RolloutRecord | None, bool]:
+        try:
+            got = await self.store.txn([], [Get(self.keys.record), Get(self.keys.lock)])
+        except DCSError as exc:
+            raise self._unreachable(exc) from None
+        rec = got.responses[0][0] if got.responses[0] else None
+        return (RolloutRecord.from_json(rec.value) if rec else None), bool(got.responses[1])
+
+    async def begin(self, record: RolloutRecord, say: Say) -> None:
+        me = json.dumps({"host": socket.gethostname(), "pid": os.getpid()})
+        settings = DCSSettings(ttl=LOCK_TTL, tls=etcd_client_tls(self.topology, check=False))
+        try:
+            won = await try_campaign(self.store, self.keys.lock, me, settings)
+        except DCSError as exc:
+            raise self._unreachable(exc) from None
+        if not isinstance(won, Leadership):
+            running, _ = await self._read()
+            what = running.describe(True) if running else f"held by {won.value}"
+            raise RolloutError(
+                f"a rollout already runs: {what}; wait for it, or stop it with "
+                "`spofless rollout FILE --abort` (on any machine)"
+            )
+        self._lead = won
+        try:
+            previous, _ = await self._read()
+            if previous is not None and not previous.finished and previous.drained:
+                async with httpx.AsyncClient(timeout=2.0) as client:
+                    missed = await readmit(self.topology, previous, client)
+                for name, lbs in missed.items():
+                    say(
+                        f"{name}: left drained by the rollout of {previous.host} pid "
+                        f"{previous.pid}; back in rotation"
+                        + (f" (not on {', '.join(lbs)}: they did not answer)" if lbs else "")
+                    )
+            ok = await self.store.txn(
+                [won.fence()],
+                [
+                    Delete(self.keys.prefix + "requests/", prefix=True),
+                    Delete(self.keys.prefix + "results/", prefix=True),
+                    Delete(self.keys.abort),
+                    Put(self.keys.record, record.to_json()),
+                ],
+            )
+            if not ok.succeeded:
+                raise RolloutError("lost the rollout lock as it was taken; try again")
+        except DCSError as exc:
+            await won.resign()
+            raise self._unreachable(exc) from None
+        except BaseException:
+            await won.resign()
+            raise
+
+    async def save(self, record: RolloutRecord) -> None:
+        assert self._lead is not None
+        try:
+            ok = await self.store.txn(
+                [self._lead.fence()], [Put(self.keys.record, record.to_json())]
+            )
+        except DCSError as exc:
+            raise self._unreachable(exc) from None
+        if not ok.succeeded:
+            raise RolloutError("this rollout lost its lock (its lease expired): stopped")
+
+    async def end(self, record: RolloutRecord) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+        lead, self._lead = self._lead, None
+        if lead is None:
+            return
+        # Unreachable: the supervisors finish the record once the lock expires.
+        with contextlib.suppress(DCSError):
+            await self.store.txn(
+                [lead.fence()], [Put(self.keys.record, record.to_json()), Delete(self.keys.abort)]
+            )
+        await lead.resign()
+
+    async def replace(
+        self, name: str, argv: tuple[str, ...] | None, bound: float, run: str | None = None
+    ) -> tuple[int, tuple[str, ...]]:
+        assert self._lead is not None
+        req = ReplaceRequest.new(name, argv, self._lead.fencing_token, run)
+        try:
+            ok = await self.store.txn(
+                [self._lead.fence()],
+                [Delete(self.keys.result(name)), Put(self.keys.request(name), req.to_json())],
+            )
+            if not ok.succeeded:
+                raise RolloutError("this rollout lost its lock (its lease expired): stopped")
+            deadline = time.monotonic() + bound
+            while time.monotonic() < deadline:
+                kv = await self.store.get(self.keys.result(name))
+                result = ReplaceResult.from_json(kv.value) if kv is not None else None
+                if result is not None and result.id == req.id:
+                    await self.store.txn(
+                        [self._lead.fence()],
+                        [Delete(self.keys.request(name)), Delete(self.keys.result(name))],
+                    )
+                    if not result.ok or result.pid is None:
+                        raise RolloutError(f"{name}: the supervisor refused: {result.error}")
+                    return result.pid, result.previous_argv
+                await asyncio.sleep(POLL)
+        except DCSError as exc:
+            raise self._unreachable(exc) from None
+        raise RolloutError(
+            f"{name}: no supervisor answered the request to replace it within {bound:g}s "
+            "(is the supervisor that runs it alive and connected to etcd?)"
+        )
+
+    def on_stop(self, stop: Callable[[str], None]) -> None:
+        assert self._lead is not None
+        token = self._lead.fencing_token
+
+        def lost(why: str) -> None:
+            if self._lead is not None:  # not the release of `end`
+                stop(f"this rollout lost its lock: {why}")
+
+        self._lead.add_lost_callback(lost)
+
+        async def watch_abort() -> None:
+            while True:
+                await asyncio.sleep(0.5)
+                with contextlib.suppress(DCSError):
+                    kv = await self.store.get(self.keys.abort)
+                    if kv is not None and kv.value == str(token):
+                        stop("aborted (`spofless rollout --abort`)")
+                        return
+
+        self._watcher = asyncio.create_task(watch_abort())
+
+    async def status(self) -> str:
+        record, alive = await self._read()
+        return record.describe(alive) if record else "no rollout has run on this system"
+
+    async def abort(self, say: Say) -> None:
+        try:
+            lock = await self.store.get(self.keys.lock)
+            if lock is not None:
+                record, _ = await self._read()
+                who = f"{record.host} pid {record.pid}" if record else lock.value
+                await self.store.txn(
+                    [Compare.create_revision(self.keys.lock, "==", lock.create_revision)],
+                    [Put(self.keys.abort, str(lock.create_revision))],
+                )
+                deadline = time.monotonic() + 60
+                while await self.store.get(self.keys.lock) is not None:
+                    if time.monotonic() > deadline:
+                        raise RolloutError(f"the rollout of {who} did not stop within 60 s")
+                    await asyncio.sleep(POLL)
+                say(f"the rollout of {who} stopped")
+            before, _ = await self._read()
+            async with httpx.AsyncClient(timeout=2.0) as client:
+                after = await abort_orphan(self.store, self.keys, self.topology, client, say)
+        except DCSError as exc:
+            raise self._unreachable(exc) from None
+        if lock is None and (before is None or before.finished):
+            say("no rollout runs and none left an instance drained")
+        elif after is not None and after.drained:
+            say(f"still drained: {', '.join(after.drained)} (a load balancer did not answer)")
+
+    async def close(self) -> None:
+        if self._lead is not None:
+            await self._lead.resign()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.store.close(), 2.0)
