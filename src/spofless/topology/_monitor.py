@@ -160,6 +160,18 @@ class MonitorComponent(RuntimeComponent):
     claim_ttl: Annotated[float, Field(gt=0, le=3600)] = 30.0
     # Events kept in each instance's SQLite history (the oldest go first).
     max_events: Annotated[int, Field(ge=100, le=10_000_000)] = 100_000
+    # Gauges per instance (request rate, latency, CPU, memory, replication lag) are sampled
+    # this often into the history: raw samples for keep_raw, then 1-minute aggregates for
+    # keep_minutes, then 1-hour aggregates (with their 1-minute peak) for keep_hours, so
+    # the database stays bounded and `spofless trends` has months of daily peaks.
+    gauge_interval: Annotated[float, Field(ge=1, le=3600)] = 10.0
+    keep_raw: Duration = 3600.0
+    keep_minutes: Duration = 2 * 86400.0
+    keep_hours: Duration = 400 * 86400.0
+    # An instance its supervisor restarted crash_restarts times within crash_window is in
+    # a crash loop (an event); it is over once a whole window passes without a restart.
+    crash_restarts: Annotated[int, Field(ge=2, le=1000)] = 3
+    crash_window: Duration = 600.0
     receivers: list[Receiver] = Field(default_factory=list)
     # Its HTTP API and dashboard are read-only; beyond loopback every request must carry
     # this bearer token (`Authorization: Bearer`, or `?token=` for a browser).
@@ -173,6 +185,25 @@ class MonitorComponent(RuntimeComponent):
 
     @model_validator(mode="after")
     def _timing(self) -> MonitorComponent:
+        # Each step is rolled up from the one below before that one's rows are removed.
+        if self.keep_raw < 2 * 60 + self.gauge_interval:
+            raise ValueError(
+                f"keep_raw ({self.keep_raw:g}s) must be at least 2 minutes + gauge_interval "
+                f"({2 * 60 + self.gauge_interval:g}s): raw samples are rolled into 1-minute "
+                "aggregates before they go; raise keep_raw"
+            )
+        if self.keep_minutes < 2 * 3600:
+            raise ValueError(
+                f"keep_minutes ({self.keep_minutes:g}s) must be at least 2h: 1-minute "
+                "aggregates are rolled into 1-hour ones before they go; raise keep_minutes"
+            )
+        if self.keep_hours < 86400:
+            raise ValueError(
+                f"keep_hours ({self.keep_hours:g}s) must be at least 1d (trends need weeks of "
+                "daily peaks); raise keep_hours"
+            )
+        if self.crash_window <= 0:
+            raise ValueError("crash_window must be more than 0s")
         for i, receiver in enumerate(self.receivers):
             worst = receiver.worst_case()
             if worst >= self.claim_ttl:
