@@ -60,13 +60,12 @@ def lb_load(text: str) -> LoadCounters:
     responses = 0.0
     cumulative: dict[float, float] = {}
     for family in text_string_to_metric_families(text):
-        if family.name == "spofless_lb_responses":
-            responses += sum(s.value for s in family.samples if s.name.endswith("_total"))
-        elif family.name == "spofless_lb_request_duration_seconds":
-            for s in family.samples:
-                if s.name.endswith("_bucket"):
-                    le = float(s.labels["le"])
-                    cumulative[le] = cumulative.get(le, 0.0) + s.value
+        for s in family.samples:  # by sample name: the family's depends on the TYPE line
+            if s.name == "spofless_lb_responses_total":
+                responses += s.value
+            elif s.name == "spofless_lb_request_duration_seconds_bucket":
+                le = float(s.labels["le"])
+                cumulative[le] = cumulative.get(le, 0.0) + s.value
     ordered = sorted(cumulative.items())
     bounds = tuple(le for le, _ in ordered if not math.isinf(le))
     buckets, below = [], 0.0
