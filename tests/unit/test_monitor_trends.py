@@ -36,9 +36,7 @@ entry: [lb]
 
 def growing(days: int, start: float, weekly: float, last_day: float = 999) -> dict[float, float]:
     """Daily peaks compounding `weekly` per week, ending on day `last_day`."""
-    return {
-        (last_day - i) * DAY: start * (1 + weekly) ** ((days - 1 - i) / 7) for i in range(days)
-    }
+    return {(last_day - i) * DAY: start * (1 + weekly) ** ((days - 1 - i) / 7) for i in range(days)}
 
 
 def test_the_fit_finds_a_compound_weekly_growth() -> None:
@@ -107,10 +105,8 @@ def test_component_trends_take_the_busiest_instance_and_say_it() -> None:
     assert [(t.component, t.gauge) for t in trends] == [("lb", "cpu"), ("web", "requests")]
     assert trends[0].capacity == 1.0  # one worker: one core
     lines = render_trends(trends, 0.8)
-    assert lines[0].split() [:2] == ["lb", "CPU"]
-    assert lines[0].endswith(
-        "62% of one core at the daily peak, growing 4.0%/week: 80% in 6 weeks"
-    )
+    assert lines[0].split()[:2] == ["lb", "CPU"]
+    assert lines[0].endswith("62% of one core at the daily peak, growing 4.0%/week: 80% in 6 weeks")
     assert "too little history: 3 daily peaks recorded, a trend needs 7" in lines[1]
 
 
