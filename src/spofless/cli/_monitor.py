@@ -208,8 +208,9 @@ def export_rules(file: str, output: Path | None) -> None:
     """Alerting rules (a Prometheus rule file in yaml) for the conditions the monitors alert
     on: a component down, redundancy lost, live single points of failure (from the
     monitors' spofless_monitor_live_spofs), an instance down, no monitor answering,
-    degraded synchronous replication, replica lag. Scrape the monitors (port + i,
-    /metrics) as job spofless-<topology name>."""
+    degraded synchronous replication, replica lag, etcd's quorum at risk or lost, a
+    crash loop, a load balancer's CPU near its workers' cores. Scrape the monitors
+    (port + i, /metrics) as job spofless-<topology name>."""
     from spofless.monitor import prometheus_rules
 
     _write(prometheus_rules(topology_of(file)), output, as_yaml=True)
@@ -220,7 +221,9 @@ def export_rules(file: str, output: Path | None) -> None:
 @_output_option
 def export_grafana(file: str, output: Path | None) -> None:
     """A Grafana dashboard (JSON) of the monitors' metrics: live availability, live
-    single points of failure, alerts, each entry component's margin, instances up."""
+    single points of failure, alerts, each entry component's margin, instances up, and
+    the recorded gauges (CPU, memory, requests, latency p99, replication lag), etcd's
+    quorum margin and restarts."""
     from spofless.monitor import grafana_dashboard
 
     _write(grafana_dashboard(topology_of(file)), output, as_yaml=False)
