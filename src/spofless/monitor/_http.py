@@ -236,6 +236,8 @@ class StatusServer:
         if path.startswith("/static/"):
             data = dashboard.static_file(path.removeprefix("/static/"))
             if data is not None:
-                ctype = "text/javascript" if path.endswith(".js") else "text/plain"
+                ctype = {"js": "text/javascript", "css": "text/css"}.get(
+                    path.rpartition(".")[2], "text/plain"
+                )
                 return "200 OK", ctype, data
         return "404 Not Found", "text/plain", f"no such endpoint {path}\n".encode()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -89,6 +90,7 @@ class Recorder:
         loads = await asyncio.gather(*(self._load(t) for t in self.lbs))
         by_lb = {t.name: load for t, load in zip(self.lbs, loads, strict=True)}
         roots = {n: s.pids for n, s in self.supervised.items() if s.pids and s.state in RUNNING}
+        roots.setdefault(self.m.s.me, (os.getpid(),))  # this monitor measures itself anyway
         procs = await asyncio.to_thread(lambda: {n: process_sample(p) for n, p in roots.items()})
         latest: dict[str, dict[str, float]] = {}
         for name in sorted(set(self.m.state.views) | set(roots) | {self.m.s.me}):
