@@ -154,3 +154,64 @@ def test_the_store_merges_monitors_and_compacting_twice_changes_nothing(
     peaks = daily_peaks([tmp_path / "a.sqlite", tmp_path / "b.sqlite"])
     # b's one high sample shares its minute with another: its minute averages 0.4.
     assert peaks[("web/0", "cpu")] == {10 * DAY: pytest.approx(0.5)}
+
+
+def test_the_trends_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`spofless trends` over two monitors' databases: the projection, too little history,
+    and clear messages when there is nothing (exit 2 without any monitor history)."""
+    import json
+    import time
+
+    from click.testing import CliRunner
+
+    from spofless.cli import main
+    from spofless.monitor import history_path
+
+    path = tmp_path / "shop.yaml"
+    path.write_text(SHOP)
+    state = tmp_path / "state"
+    runner = CliRunner()
+    none = runner.invoke(main, ["trends", str(path), "--state-dir", str(state)])
+    assert none.exit_code == 2 and "no monitor history under" in none.output
+
+    stores = [
+        SeriesStore(history_path(state, "monitor", i), Retention(hours=400 * DAY)) for i in (0, 1)
+    ]
+    stores[0].set_meta("cores", 4.0)
+    empty = runner.invoke(main, ["trends", str(path), "--state-dir", str(state)])
+    assert empty.exit_code == 0 and "no gauges recorded yet" in empty.output
+
+    now = time.time()
+    today = math.floor(now / DAY) * DAY
+    # lb/0's daily peak grows 4 %/week for 4 weeks, from monitor/0 on even days and
+    # monitor/1 on odd ones (each was down half the time); web/0 has 3 days.
+    for i in range(28):
+        day = today - (28 - i) * DAY
+        peak = 0.62 * 1.04 ** ((i - 27) / 7)
+        store = stores[i % 2]
+        for minute in range(3):  # a busy noon minute, and a quieter one
+            at = day + 12 * 3600 + minute * 60
+            store.add(at, {("lb/0", "cpu"): peak if minute == 1 else peak / 2})
+            if i >= 25:
+                store.add(at, {("web/0", "requests"): 10.0})
+        store.compact(day + 2 * DAY)
+    for store in stores:
+        store.close()
+
+    out = runner.invoke(main, ["trends", str(path), "--state-dir", str(state)])
+    assert out.exit_code == 0, out.output
+    lb, web = out.output.splitlines()
+    assert lb.split()[:2] == ["lb", "CPU"]
+    assert lb.endswith("62% of one core at the daily peak, growing 4.0%/week: 80% in 6 weeks")
+    assert "too little history: 3 daily peaks recorded" in web
+
+    as_json = runner.invoke(
+        main, ["trends", str(path), "--state-dir", str(state), "--json", "--threshold", "70"]
+    )
+    docs = [json.loads(line) for line in as_json.output.splitlines()]
+    assert docs[0]["component"] == "lb" and docs[0]["state"] == "growing"
+    assert docs[0]["weeks_to_threshold"] == pytest.approx(
+        math.log(0.7 / 0.62) / math.log(1.04), rel=0.01
+    )
+    bad = runner.invoke(main, ["trends", str(path), "--threshold", "0"])
+    assert bad.exit_code == 2 and "--threshold" in bad.output

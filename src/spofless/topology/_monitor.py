@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic import BeforeValidator, Field, StringConstraints, field_validator, model_validator
 
-from spofless.topology._schema import Duration, Name, RuntimeComponent, Strict
+from spofless.topology._schema import Duration, Name, RuntimeComponent, Strict, parse_duration
 
 # Field names that would put a secret in the topology file, and what to write instead.
 _SECRET_FIELDS = {
@@ -164,7 +164,7 @@ class MonitorComponent(RuntimeComponent):
     # this often into the history: raw samples for keep_raw, then 1-minute aggregates for
     # keep_minutes, then 1-hour aggregates (with their 1-minute peak) for keep_hours, so
     # the database stays bounded and `spofless trends` has months of daily peaks.
-    gauge_interval: Annotated[float, Field(ge=1, le=3600)] = 10.0
+    gauge_interval: Annotated[float, BeforeValidator(parse_duration), Field(ge=1, le=3600)] = 10.0
     keep_raw: Duration = 3600.0
     keep_minutes: Duration = 2 * 86400.0
     keep_hours: Duration = 400 * 86400.0
