@@ -111,7 +111,7 @@ def test_component_trends_take_the_busiest_instance_and_say_it() -> None:
 
 
 def test_the_store_rolls_up_and_stays_bounded(tmp_path: Path) -> None:
-    keep = Retention(raw=600.0, minutes=2 * 3600.0, hours=2 * DAY)
+    keep = Retention(raw=600.0, minutes=2 * 3600.0, hours=2 * DAY, days=30 * DAY)
     store = SeriesStore(tmp_path / "m.sqlite", keep)
     t0 = 500 * DAY
     # Three days at one sample every 30 s: a daily cycle peaking at noon.
@@ -126,14 +126,15 @@ def test_the_store_rolls_up_and_stays_bounded(tmp_path: Path) -> None:
     assert rows["raw"] <= (600 / 30 + 2) * 2  # two series, plus the minute under way
     assert rows["minutes"] <= (2 * 3600 / 60 + 60) * 2
     assert rows["hours"] <= (2 * 24 + 1) * 2
+    assert rows["days"] == 2 * 2  # days 500 and 501 over; 502 is under way
     store.close()
     peaks = daily_peaks([tmp_path / "m.sqlite"])
     days = peaks[("lb/0", "cpu")]
-    # Day 500 was rolled out of the hours (kept 2 days); days 501 and 502 are there, with
-    # their noon peak (a 1-minute average, so a little under the sample at noon).
-    assert sorted(days) == [501 * DAY, 502 * DAY]
+    # Each day with its noon peak (a 1-minute average, so a little under the sample at
+    # noon): 500 and 501 from their day rows, 502 (under way) from its hours and minutes.
+    assert sorted(days) == [500 * DAY, 501 * DAY, 502 * DAY]
     assert days[501 * DAY] == pytest.approx(0.6 + 0.05 * 1.5, abs=0.01)
-    assert days[502 * DAY] > days[501 * DAY]
+    assert days[500 * DAY] < days[501 * DAY] < days[502 * DAY]
 
 
 def test_the_store_merges_monitors_and_compacting_twice_changes_nothing(
@@ -174,9 +175,7 @@ def test_the_trends_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     none = runner.invoke(main, ["trends", str(path), "--state-dir", str(state)])
     assert none.exit_code == 2 and "no monitor history under" in none.output
 
-    stores = [
-        SeriesStore(history_path(state, "monitor", i), Retention(hours=400 * DAY)) for i in (0, 1)
-    ]
+    stores = [SeriesStore(history_path(state, "monitor", i), Retention()) for i in (0, 1)]
     stores[0].set_meta("cores", 4.0)
     empty = runner.invoke(main, ["trends", str(path), "--state-dir", str(state)])
     assert empty.exit_code == 0 and "no gauges recorded yet" in empty.output

@@ -49,7 +49,8 @@ class Recorder:
         self.m = monitor
         spec = monitor.s.spec
         self.series = SeriesStore(
-            monitor.s.history_path, Retention(spec.keep_raw, spec.keep_minutes, spec.keep_hours)
+            monitor.s.history_path,
+            Retention(spec.keep_raw, spec.keep_minutes, spec.keep_hours, spec.keep_days),
         )
         cores, memory = host_capacity()
         self.series.set_meta("cores", cores)
@@ -106,9 +107,14 @@ class Recorder:
                 latest[name] = gauges
         self.meter.forget(set(latest) | set(roots))
         self.latest, self.latest_at = latest, now
-        self.series.add(now, {(n, g): v for n, gs in latest.items() for g, v in gs.items()})
-        self.series.compact(now)
+        rows = {(n, g): v for n, gs in latest.items() for g, v in gs.items()}
+        await asyncio.to_thread(self._store, now, rows)
         self.m.server.publish()
+
+    def _store(self, now: float, rows: dict[tuple[str, str], float]) -> None:
+        """In a worker thread: an hour's or a day's roll-up must not stall the looks."""
+        self.series.add(now, rows)
+        self.series.compact(now)
 
     async def _load(self, target: Target) -> LoadCounters | None:
         headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}

@@ -1,15 +1,16 @@
 """Gauges over time, kept in the monitor's SQLite database with a bounded size.
 
     SeriesStore(path, retention).add(at, {(instance, gauge): value})
-    .compact(now)                    roll raw samples up, remove what is past its keep
+    .compact(now)                    roll finished periods up, remove what is past its keep
     .recent(since) -> {instance: {gauge: [(at, value)]}}    for the dashboard's charts
     daily_peaks(paths) -> {(instance, gauge): {day: peak}}  for `spofless trends`
 
-Three steps, as an RRD keeps them (RRDtool, Graphite's whisper):
+Four steps, as an RRD keeps them (RRDtool, Graphite's whisper):
 
-    raw samples     every gauge_interval      kept keep_raw      (1 h)
-    1-minute rows   min, max, sum, count      kept keep_minutes  (2 d)
-    1-hour rows     the same, and `peak`      kept keep_hours    (400 d)
+    raw samples     every gauge_interval              kept keep_raw      (1 h)
+    1-minute rows   min, max, sum, count, peak        kept keep_minutes  (1 d)
+    1-hour rows     the same                          kept keep_hours    (35 d)
+    1-day rows      the same                          kept keep_days     (2 years)
 
 `peak` is the highest 1-minute average within the row: a day's peak is the
 highest minute of sustained load, not one noisy sample. Each step is rolled up
@@ -17,13 +18,18 @@ from the one below once its period is over (a watermark per step, in the
 database, so a restarted monitor goes on where it stopped; rows are written
 with INSERT OR REPLACE, so rolling a period twice is harmless) and before the
 rows below go. The size is bounded: per series (an instance's gauge) at most
-keep_raw/gauge_interval + keep_minutes/60 + keep_hours/3600 rows, about 13,000
-with the defaults; the series are the topology's instances times their gauges.
+keep_raw/gauge_interval + keep_minutes/60 + keep_hours/3600 + keep_days/86400
+rows, about 3,400 with the defaults (benchmarks/monitor_history: 240 series,
+45 MiB); the series are the topology's instances times their gauges.
+
+The monitor calls it from a worker thread (a roll-up must not stall the loop
+that looks at the system); one lock serializes the calls on its connection.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +59,8 @@ CREATE TABLE IF NOT EXISTS series_meta (key TEXT PRIMARY KEY, value REAL NOT NUL
 MINUTE = 60
 HOUR = 3600
 DAY = 86400
+# Each step and the one it is rolled up from.
+_STEPS = ((HOUR, MINUTE), (DAY, HOUR))
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +68,9 @@ class Retention:
     """How long each step is kept, in seconds (the monitor's keep_* fields)."""
 
     raw: float = 3600.0
-    minutes: float = 2 * 86400.0
-    hours: float = 400 * 86400.0
+    minutes: float = 86400.0
+    hours: float = 35 * 86400.0
+    days: float = 730 * 86400.0
 
 
 class SeriesStore:
@@ -70,80 +79,98 @@ class SeriesStore:
     def __init__(self, path: Path, retention: Retention) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.retention = retention
-        self._db = sqlite3.connect(path, timeout=5.0)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, timeout=5.0, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._db.commit()
 
     def add(self, at: float, values: Mapping[tuple[str, str], float]) -> None:
-        self._db.executemany(
-            "INSERT INTO samples (instance, gauge, at, value) VALUES (?, ?, ?, ?)",
-            [(inst, gauge, at, float(v)) for (inst, gauge), v in values.items()],
-        )
-        self._db.commit()
+        with self._lock:
+            self._db.executemany(
+                "INSERT INTO samples (instance, gauge, at, value) VALUES (?, ?, ?, ?)",
+                [(inst, gauge, at, float(v)) for (inst, gauge), v in values.items()],
+            )
+            self._db.commit()
 
     def set_meta(self, key: str, value: float) -> None:
-        self._db.execute("INSERT OR REPLACE INTO series_meta VALUES (?, ?)", (key, value))
-        self._db.commit()
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO series_meta VALUES (?, ?)", (key, value))
+            self._db.commit()
 
-    def meta(self, key: str) -> float | None:
+    def _meta(self, key: str) -> float:
         row = self._db.execute("SELECT value FROM series_meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else float(row[0])
+        return 0.0 if row is None else float(row[0])
 
     def compact(self, now: float) -> None:
-        """Roll every finished minute and hour up, then remove what is past its keep."""
+        """Roll every finished minute, hour and day up, then remove what is past its keep."""
+        with self._lock:
+            self._compact(now)
+
+    def _compact(self, now: float) -> None:
         db = self._db
-        minute_end = float(int(now // MINUTE) * MINUTE)
-        since = self.meta("rolled_minutes") or 0.0
+        ends = {step: float(int(now // step) * step) for step in (MINUTE, HOUR, DAY)}
         db.execute(
             "INSERT OR REPLACE INTO rollups "
             "SELECT 60, instance, gauge, CAST(at / 60 AS INTEGER) * 60 AS s, "
             "MIN(value), MAX(value), SUM(value), COUNT(*), AVG(value) "
             "FROM samples WHERE at >= ? AND at < ? GROUP BY instance, gauge, s",
-            (since, minute_end),
+            (self._meta(f"rolled_{MINUTE}"), ends[MINUTE]),
         )
-        hour_end = float(int(now // HOUR) * HOUR)
-        since = self.meta("rolled_hours") or 0.0
-        db.execute(
-            "INSERT OR REPLACE INTO rollups "
-            "SELECT 3600, instance, gauge, CAST(start / 3600 AS INTEGER) * 3600 AS s, "
-            "MIN(min), MAX(max), SUM(sum), SUM(count), MAX(peak) "
-            "FROM rollups WHERE step = 60 AND start >= ? AND start < ? "
-            "GROUP BY instance, gauge, s",
-            (since, hour_end),
-        )
+        for step, below in _STEPS:
+            db.execute(
+                "INSERT OR REPLACE INTO rollups "
+                f"SELECT {step}, instance, gauge, CAST(start / {step} AS INTEGER) * {step} AS s, "
+                "MIN(min), MAX(max), SUM(sum), SUM(count), MAX(peak) "
+                "FROM rollups WHERE step = ? AND start >= ? AND start < ? "
+                "GROUP BY instance, gauge, s",
+                (below, self._meta(f"rolled_{step}"), ends[step]),
+            )
         db.executemany(
             "INSERT OR REPLACE INTO series_meta VALUES (?, ?)",
-            [("rolled_minutes", minute_end), ("rolled_hours", hour_end)],
+            [(f"rolled_{step}", end) for step, end in ends.items()],
         )
         r = self.retention
-        db.execute("DELETE FROM samples WHERE at < ?", (min(now - r.raw, minute_end),))
-        db.execute(
-            "DELETE FROM rollups WHERE step = 60 AND start < ?",
-            (min(now - r.minutes, hour_end),),
-        )
-        db.execute("DELETE FROM rollups WHERE step = 3600 AND start < ?", (now - r.hours,))
+        db.execute("DELETE FROM samples WHERE at < ?", (min(now - r.raw, ends[MINUTE]),))
+        # A step's rows go once past their keep and rolled into the next step.
+        for step, keep, rolled in (
+            (MINUTE, r.minutes, ends[HOUR]),
+            (HOUR, r.hours, ends[DAY]),
+            (DAY, r.days, now),
+        ):
+            db.execute(
+                "DELETE FROM rollups WHERE step = ? AND start < ?", (step, min(now - keep, rolled))
+            )
         db.commit()
 
     def recent(self, since: float) -> dict[str, dict[str, list[tuple[float, float]]]]:
         """The raw samples since `since`, per instance and gauge, oldest first."""
         out: dict[str, dict[str, list[tuple[float, float]]]] = {}
-        rows = self._db.execute(
-            "SELECT instance, gauge, at, value FROM samples WHERE at >= ? ORDER BY at", (since,)
-        )
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT instance, gauge, at, value FROM samples WHERE at >= ? ORDER BY at",
+                (since,),
+            ).fetchall()
         for inst, gauge, at, value in rows:
             out.setdefault(inst, {}).setdefault(gauge, []).append((at, value))
         return out
 
     def rows(self) -> dict[str, int]:
         """How many rows each step holds (what the bound is about)."""
-        raw = self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
-        steps = dict(self._db.execute("SELECT step, COUNT(*) FROM rollups GROUP BY step"))
-        return {"raw": int(raw), "minutes": int(steps.get(60, 0)), "hours": int(steps.get(3600, 0))}
+        with self._lock:
+            raw = self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+            steps = dict(self._db.execute("SELECT step, COUNT(*) FROM rollups GROUP BY step"))
+        return {
+            "raw": int(raw),
+            "minutes": int(steps.get(MINUTE, 0)),
+            "hours": int(steps.get(HOUR, 0)),
+            "days": int(steps.get(DAY, 0)),
+        }
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
 
 DailyPeaks = dict[tuple[str, str], dict[float, float]]
@@ -157,12 +184,21 @@ def daily_peaks(paths: Iterable[Path]) -> DailyPeaks:
     for path in paths:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
         try:
-            # Hours rolled, and the minutes of the hours not rolled yet (the max of both
-            # is the same peak: an hour's peak is its minutes' highest).
-            rows = db.execute(
-                "SELECT instance, gauge, CAST(start / 86400 AS INTEGER) * 86400 AS d, MAX(peak) "
-                "FROM rollups GROUP BY instance, gauge, d"
-            ).fetchall()
+            # Days rolled, then the hours and minutes not rolled yet (the max over steps
+            # is the same peak: a day's peak is its hours' highest, theirs their minutes').
+            rolled = dict(db.execute("SELECT key, value FROM series_meta"))
+            rows = []
+            for step, since in (
+                (DAY, 0.0),
+                (HOUR, rolled.get(f"rolled_{DAY}", 0.0)),
+                (MINUTE, rolled.get(f"rolled_{HOUR}", 0.0)),
+            ):
+                rows += db.execute(
+                    "SELECT instance, gauge, CAST(start / 86400 AS INTEGER) * 86400 AS d, "
+                    "MAX(peak) FROM rollups WHERE step = ? AND start >= ? "
+                    "GROUP BY instance, gauge, d",
+                    (step, since),
+                ).fetchall()
         except sqlite3.DatabaseError:
             rows = []  # a monitor that never recorded a gauge: no table
         finally:

@@ -162,12 +162,14 @@ class MonitorComponent(RuntimeComponent):
     max_events: Annotated[int, Field(ge=100, le=10_000_000)] = 100_000
     # Gauges per instance (request rate, latency, CPU, memory, replication lag) are sampled
     # this often into the history: raw samples for keep_raw, then 1-minute aggregates for
-    # keep_minutes, then 1-hour aggregates (with their 1-minute peak) for keep_hours, so
-    # the database stays bounded and `spofless trends` has months of daily peaks.
+    # keep_minutes, 1-hour ones for keep_hours and 1-day ones for keep_days (each with its
+    # highest 1-minute average), so the database stays bounded and `spofless trends` has
+    # the daily peaks of years.
     gauge_interval: Annotated[float, BeforeValidator(parse_duration), Field(ge=1, le=3600)] = 10.0
     keep_raw: Duration = 3600.0
-    keep_minutes: Duration = 2 * 86400.0
-    keep_hours: Duration = 400 * 86400.0
+    keep_minutes: Duration = 86400.0
+    keep_hours: Duration = 35 * 86400.0
+    keep_days: Duration = 730 * 86400.0
     # An instance its supervisor restarted crash_restarts times within crash_window is in
     # a crash loop (an event); it is over once a whole window passes without a restart.
     crash_restarts: Annotated[int, Field(ge=2, le=1000)] = 3
@@ -197,10 +199,15 @@ class MonitorComponent(RuntimeComponent):
                 f"keep_minutes ({self.keep_minutes:g}s) must be at least 2h: 1-minute "
                 "aggregates are rolled into 1-hour ones before they go; raise keep_minutes"
             )
-        if self.keep_hours < 86400:
+        if self.keep_hours < 2 * 86400:
             raise ValueError(
-                f"keep_hours ({self.keep_hours:g}s) must be at least 1d (trends need weeks of "
-                "daily peaks); raise keep_hours"
+                f"keep_hours ({self.keep_hours:g}s) must be at least 2d: 1-hour aggregates are "
+                "rolled into 1-day ones before they go; raise keep_hours"
+            )
+        if self.keep_days < 28 * 86400:
+            raise ValueError(
+                f"keep_days ({self.keep_days:g}s) must be at least 28d: `spofless trends` fits "
+                "the daily peaks of 4 weeks; raise keep_days"
             )
         if self.crash_window <= 0:
             raise ValueError("crash_window must be more than 0s")
