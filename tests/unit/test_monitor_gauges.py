@@ -150,3 +150,10 @@ def test_five_members_lose_one_before_quorum_is_at_risk() -> None:
     assert event.kind == "etcd_member_lost" and "can lose 1 more" in event.message
     (event,) = watch.update(states(5, {3, 4}), 2.0)
     assert event.kind == "etcd_quorum_at_risk"
+
+
+def test_a_flapping_member_is_not_up_for_the_quorum() -> None:
+    watch = QuorumWatch("monitor/0", load_topology_text(ETCD % 3))
+    watch.update(states(3, set()), 0.0)
+    (event,) = watch.update({**states(3, set()), "etcd/2": "flapping"}, 1.0)
+    assert event.kind == "etcd_quorum_at_risk" and "(etcd/2 lost)" in event.message

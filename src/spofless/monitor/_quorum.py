@@ -13,7 +13,8 @@ component of the topology is at one level, and a change of level is one event:
     margin < 0                     etcd_quorum_lost     critical  no writes, no elections
     back to a better level         etcd_quorum_resolved info      (what the level is now)
 
-A member is up when the monitor sees it up (it answers its own status). Nothing
+A member is up when the monitor sees it up (it answers its own status) and is
+not flapping (a flapping member is down, as for the analysis). Nothing
 is said before every member was looked at once (the monitor's first looks), so a
 monitor that starts does not report members it has not reached yet.
 """

@@ -234,7 +234,7 @@ class Monitor:
             events += self.state.observe(target.name, obs, now)
         events += self.state.settle(now)
         events += self.state.leaders_seen(now)
-        events += self.quorum.update({n: v.state for n, v in self.state.views.items()}, now)
+        events += self.quorum.update(self._quorum_states(), now)
         events += await self._vip_holders(now)
         for event in events:
             self._record(event)
@@ -246,6 +246,14 @@ class Monitor:
                 changed = True
         if changed:
             self.server.publish()
+
+    def _quorum_states(self) -> dict[str, str]:
+        """Each instance's state for etcd's quorum: a flapping member counts as down, as it
+        does for the analysis (its changes are not each an event)."""
+        return {
+            n: "flapping" if self.state.damper.flapping(n) else v.state
+            for n, v in self.state.views.items()
+        }
 
     def _analyse(self, down: frozenset[str], now: float) -> None:
         before = set(self.live.spofs) if self.live is not None else set()
