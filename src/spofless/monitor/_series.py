@@ -187,9 +187,10 @@ def daily_peaks(paths: Iterable[Path]) -> DailyPeaks:
             # Days rolled, then the hours and minutes not rolled yet (the max over steps
             # is the same peak: a day's peak is its hours' highest, theirs their minutes').
             rolled = dict(db.execute("SELECT key, value FROM series_meta"))
-            rows = []
+            rows = db.execute(
+                "SELECT instance, gauge, start, peak FROM rollups WHERE step = ?", (DAY,)
+            ).fetchall()
             for step, since in (
-                (DAY, 0.0),
                 (HOUR, rolled.get(f"rolled_{DAY}", 0.0)),
                 (MINUTE, rolled.get(f"rolled_{HOUR}", 0.0)),
             ):
