@@ -98,6 +98,12 @@ async def test_the_page_and_its_live_stream(tmp_path: Path) -> None:
             ids = {e["data"]["id"]: e["data"] for e in graph}
             assert ids["instance:web/1"]["parent"] == "host:h2"
             assert (await client.post(f"{base}/status")).status_code == 405
+            # The charts' library and what they start from: this monitor measures itself.
+            css = await client.get(f"{base}/static/uplot.min.css")
+            assert css.headers["content-type"] == "text/css" and b".uplot" in css.content
+            assert (await client.get(f"{base}/static/uplot.iife.min.js")).status_code == 200
+            gauges = (await client.get(f"{base}/gauges")).json()
+            assert gauges["series"]["monitor/0"]["memory"][0][1] > 1 << 20
         seen: list[dict[str, Any]] = []
         async with asyncio.timeout(20):
             async for status in events(f"{base}/stream"):
@@ -221,6 +227,11 @@ async def test_in_a_real_browser_the_node_turns_red_without_a_reload(tmp_path: P
         )
         assert await b.value("window.__same_page === true")  # no reload happened
         assert await b.value("cy.getElementById('instance:web/1').hasClass('spof')")
+        # A chart per component and gauge, drawn by the vendored uPlot.
+        await b.until(
+            "the monitor's memory chart",
+            "document.querySelector('[data-chart=\"monitor|memory\"] canvas') !== null",
+        )
         shot = await b.call("Page.captureScreenshot", format="png")
         import base64
 

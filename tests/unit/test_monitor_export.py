@@ -19,8 +19,10 @@ name: shop
 components:
   db: {kind: postgres, instances: 3, needs: [etcd], port: 5432, api_port: 8008}
   etcd: {kind: etcd, instances: 3, min_up: majority, port: 2379, peer_port: 2479}
+  lb: {kind: load_balancer, instances: 2, port: 8080, workers: 2, routes: [{to: web}]}
+  web: {kind: service, instances: 2, port: 8000, needs: [db]}
   monitor: {kind: monitor, instances: 2, port: 9600, max_lag: 1048576}
-entry: [db]
+entry: [lb]
 """
 
 
@@ -38,6 +40,15 @@ def test_prometheus_rules(tmp_path: Path) -> None:
     assert rules["SpoflessComponentDown"]["labels"]["severity"] == "critical"
     assert "spofless_monitor_margin_baseline" in rules["SpoflessRedundancyLost"]["expr"]
     assert rules["SpoflessPostgresReplicaLag"]["expr"].endswith("> 1048576")
+    # What the monitors record: etcd's quorum, crash loops, a load balancer's CPU.
+    assert rules["SpoflessEtcdQuorumAtRisk"]["expr"] == (
+        'min by (component) (spofless_monitor_etcd_quorum_margin{job="spofless-shop"}) == 0'
+    )
+    assert rules["SpoflessEtcdQuorumLost"]["labels"]["severity"] == "critical"
+    assert "spofless_monitor_crash_loop" in rules["SpoflessCrashLoop"]["expr"]
+    assert rules["SpoflessLoadBalancerCpuHigh"]["expr"].endswith(
+        'spofless_monitor_cpu_cores{job="spofless-shop",component="lb"}) > 1.6'
+    )
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed (Debian: prometheus): rules parsed as YAML only")
@@ -57,3 +68,6 @@ def test_grafana_dashboard(tmp_path: Path) -> None:
     exprs = [p["targets"][0]["expr"] for p in doc["panels"]]
     assert 'max(spofless_monitor_live_spofs{job="spofless-shop"})' in exprs
     assert len({p["id"] for p in doc["panels"]}) == len(doc["panels"])
+    titles = {p["title"] for p in doc["panels"]}
+    assert {"CPU (cores)", "Memory", "Requests per second", "Latency p99 (s)"} <= titles
+    assert "etcd quorum margin (members it can still lose)" in titles

@@ -121,3 +121,34 @@ def test_history_is_bounded(tmp_path: Path) -> None:
     h.trim()
     assert h.count() == 100
     h.close()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ("keep_raw: 60", "keep_raw (60s) must be at least 2 minutes + gauge_interval (130s)"),
+        ("keep_minutes: 1h", "keep_minutes (3600s) must be at least 2h"),
+        ("keep_hours: 1d", "keep_hours (86400s) must be at least 2d"),
+        ("keep_days: 7d", "keep_days (604800s) must be at least 28d"),
+        ("gauge_interval: 0.5", "gauge_interval: must be at least 1"),
+        ("crash_restarts: 1", "crash_restarts: must be at least 2"),
+    ],
+)
+def test_history_settings_that_cannot_hold_name_the_line(fields: str, message: str) -> None:
+    bad = text().replace("    port: 19600\n", f"    port: 19600\n    {fields}\n")
+    with pytest.raises(TopologyError, match=r"<memory>:\d+:\d+: components\.monitor") as info:
+        load_topology_text(bad)
+    assert message in str(info.value)
+
+
+def test_history_settings_take_durations() -> None:
+    extra = "    gauge_interval: 30s\n    keep_raw: 2h\n    keep_days: 52w\n    crash_window: 5m\n"
+    comp = load_topology_text(text().replace("    port: 19600\n", "    port: 19600\n" + extra))
+    spec = comp.components["monitor"]
+    assert isinstance(spec, MonitorComponent)
+    assert (spec.gauge_interval, spec.keep_raw, spec.keep_days, spec.crash_window) == (
+        30.0,
+        7200.0,
+        52 * 7 * 86400.0,
+        300.0,
+    )

@@ -3,14 +3,18 @@
     graph_elements(topology) -> [element]   Cytoscape.js elements: regions, zones and hosts
                                             as boxes, instances inside their host
     page() -> bytes                         the page (no build step: plain HTML and JS)
-    static_file(name) -> bytes | None       the vendored libraries (Cytoscape.js 3.34.4)
+    static_file(name) -> bytes | None       the vendored libraries (Cytoscape.js 3.34.4,
+                                            uPlot 1.6.32 for the charts)
 
 The page loads `/graph` once, then follows `/stream` (server-sent events: the
 monitor's /status JSON each time something changed), with no reload: each
 instance is coloured by its state (up, down, catching up, not streaming), the
 PostgreSQL primary and the VIP holder are marked, live single points of failure
 are outlined, and the live availability, margins, alerts and the latest events
-are listed. Everything is vendored in the package: it works offline.
+are listed. Below the graph, one chart per component and recorded gauge (CPU,
+memory, requests, latency, replication lag), one line per instance: the last
+hour from `/gauges`, then each new sample from the stream. Everything is
+vendored in the package: it works offline.
 """
 
 from __future__ import annotations
@@ -20,7 +24,13 @@ from typing import Any
 
 from spofless.topology import Topology
 
-_STATIC = ("cytoscape.min.js", "cytoscape.LICENSE")
+_STATIC = (
+    "cytoscape.min.js",
+    "cytoscape.LICENSE",
+    "uplot.iife.min.js",
+    "uplot.min.css",
+    "uplot.LICENSE",
+)
 
 
 def graph_elements(topology: Topology) -> list[dict[str, Any]]:

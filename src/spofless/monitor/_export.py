@@ -8,17 +8,28 @@ PostgreSQL agents' (`spofless_pg_*`), so the same conditions the monitor alerts
 on can be watched from Prometheus: the live single points of failure (what only
 spofless can compute: Prometheus needs the monitor for it), a margin below its
 value with everything up, a component down, an instance down, degraded
-synchronous replication, replica lag. Pure.
+synchronous replication, replica lag, an etcd cluster's quorum at risk or lost,
+a crash loop, a load balancer's CPU near its workers' cores; the dashboard
+charts the gauges the monitors record (CPU, memory, requests, latency, lag). Pure.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from spofless.topology import MonitorComponent, PostgresComponent, Topology
+from spofless.topology import (
+    EtcdComponent,
+    LoadBalancerComponent,
+    MonitorComponent,
+    PostgresComponent,
+    Topology,
+)
 
 # Longer than the monitor's look interval and a scrape: a blip is not paged.
 FOR_INSTANCE_DOWN = "1m"
+# A load balancer busy for this long is short of capacity, not having a spike.
+FOR_CPU = "15m"
+CPU_SHARE = 0.8
 
 
 def _job(topology: Topology) -> str:
@@ -92,7 +103,62 @@ def prometheus_rules(topology: Topology) -> dict[str, Any]:
                 "annotations": {"summary": "{{ $labels.instance }} lags {{ $value }} bytes"},
             },
         ]
+    rules += _recorded_rules(topology, sel)
     return {"groups": [{"name": f"spofless-{topology.name}", "rules": rules}]}
+
+
+def _recorded_rules(topology: Topology, sel: str) -> list[dict[str, Any]]:
+    """Crash loops, etcd quorum, load balancers' CPU: from what the monitors record."""
+    rules: list[dict[str, Any]] = [
+        {
+            "alert": "SpoflessCrashLoop",
+            "expr": f"max by (component, index) (spofless_monitor_crash_loop{{{sel}}}) == 1",
+            "labels": {"severity": "error"},
+            "annotations": {
+                "summary": "{{ $labels.component }}/{{ $labels.index }} keeps being restarted"
+            },
+        }
+    ]
+    if any(isinstance(c, EtcdComponent) for c in topology.components.values()):
+        margin = f"min by (component) (spofless_monitor_etcd_quorum_margin{{{sel}}})"
+        rules += [
+            {
+                "alert": "SpoflessEtcdQuorumAtRisk",
+                "expr": f"{margin} == 0",
+                "for": FOR_INSTANCE_DOWN,
+                "labels": {"severity": "error"},
+                "annotations": {
+                    "summary": "{{ $labels.component }}: losing one more member stops etcd"
+                },
+            },
+            {
+                "alert": "SpoflessEtcdQuorumLost",
+                "expr": f"{margin} < 0",
+                "labels": {"severity": "critical"},
+                "annotations": {"summary": "{{ $labels.component }} has lost its quorum"},
+            },
+        ]
+    for name, comp in sorted(topology.components.items()):
+        if not isinstance(comp, LoadBalancerComponent):
+            continue
+        cores = comp.workers  # each worker is one single-threaded process
+        rules.append(
+            {
+                "alert": "SpoflessLoadBalancerCpuHigh",
+                "expr": (
+                    f'max by (component, index) (spofless_monitor_cpu_cores{{{sel},component="'
+                    f'{name}"}}) > {CPU_SHARE * cores:g}'
+                ),
+                "for": FOR_CPU,
+                "labels": {"severity": "warning"},
+                "annotations": {
+                    "summary": f"{{{{ $labels.component }}}}/{{{{ $labels.index }}}} uses "
+                    f"{{{{ $value }}}} cores of its {cores} worker(s): `spofless trends` "
+                    "says when it runs out"
+                },
+            }
+        )
+    return rules
 
 
 def _max_lag(topology: Topology) -> int:
@@ -133,6 +199,28 @@ def grafana_dashboard(topology: Topology) -> dict[str, Any]:
         panel(6, "Live single points of failure", "table",
               f"max by (element) (spofless_monitor_live_spof{{{sel}}})", "{{element}}",
               0, 12, 24, 6),
+        # The gauges the monitors record (any monitor: they measure the same thing).
+        panel(7, "CPU (cores)", "timeseries",
+              f"max by (component, index) (spofless_monitor_cpu_cores{{{sel}}})",
+              "{{component}}/{{index}}", 0, 18, 12, 8),
+        panel(8, "Memory", "timeseries",
+              f"max by (component, index) (spofless_monitor_memory_bytes{{{sel}}})",
+              "{{component}}/{{index}}", 12, 18, 12, 8),
+        panel(9, "Requests per second", "timeseries",
+              f"max by (component, index) (spofless_monitor_requests_per_second{{{sel}}})",
+              "{{component}}/{{index}}", 0, 26, 12, 8),
+        panel(10, "Latency p99 (s)", "timeseries",
+              f'max by (component, index) (spofless_monitor_latency_seconds{{{sel},'
+              'quantile="0.99"})', "{{component}}/{{index}}", 12, 26, 12, 8),
+        panel(11, "Replication lag (bytes)", "timeseries",
+              f"max by (component, index) (spofless_monitor_replication_lag_bytes{{{sel}}})",
+              "{{component}}/{{index}}", 0, 34, 12, 8),
+        panel(12, "etcd quorum margin (members it can still lose)", "timeseries",
+              f"min by (component) (spofless_monitor_etcd_quorum_margin{{{sel}}})",
+              "{{component}}", 12, 34, 12, 8),
+        panel(13, "Restarts by the supervisor", "timeseries",
+              f"max by (component, index) (spofless_monitor_restarts{{{sel}}})",
+              "{{component}}/{{index}}", 0, 42, 24, 6),
     ]  # fmt: skip
     return {
         "title": f"spofless · {topology.name}",

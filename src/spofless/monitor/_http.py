@@ -3,12 +3,16 @@
     GET /          the live dashboard (spofless.dashboard)
     GET /stream    server-sent events: /status's JSON at every change
     GET /graph     the topology as Cytoscape.js elements
-    GET /status    JSON: every instance's state, the live analysis, firing alerts
+    GET /status    JSON: every instance's state, the live analysis, firing alerts, the
+                   latest gauges
+    GET /gauges    JSON: the raw gauge samples kept (keep_raw), per instance and gauge:
+                   what the dashboard's charts start from
     GET /metrics   Prometheus text: the whole system's live state from one endpoint
                    (spofless_monitor_instance_up{component,index,state}, spofless_monitor_live_spof
                    per element, spofless_monitor_margin per entry component, the live
                    availability), so one scrape and one alerting rule
-                   (`spofless_monitor_live_spofs > 0`) cover the system
+                   (`spofless_monitor_live_spofs > 0`) cover the system; and the
+                   gauges, restarts, crash loops, etcd quorum margins (`_recorder`)
 
 One request per connection; the request head is read within READ_TIMEOUT. With
 a token (required beyond loopback), every request carries `Authorization: Bearer
@@ -23,6 +27,7 @@ import contextlib
 import hmac
 import json
 import logging
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -32,6 +37,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from spofless import dashboard
+from spofless.monitor._recorder import RecordedCollector
 
 if TYPE_CHECKING:
     from spofless.monitor._service import Monitor
@@ -105,6 +111,7 @@ class StatusServer:
         self.monitor = monitor
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_LiveCollector(monitor))
+        self.registry.register(RecordedCollector(monitor))
         self._server: asyncio.Server | None = None
         self._changed = asyncio.Event()
         self.version = 0
@@ -211,6 +218,14 @@ class StatusServer:
         if path == "/status":
             body: Any = self.monitor.status_json()
             return "200 OK", "application/json", json.dumps(body, indent=1).encode()
+        if path == "/gauges":
+            r = self.monitor.recorder
+            since = time.time() - self.monitor.s.spec.keep_raw
+            body = {
+                "interval": self.monitor.s.spec.gauge_interval,
+                "series": r.series.recent(since),
+            }
+            return "200 OK", "application/json", json.dumps(body).encode()
         if path == "/metrics":
             return "200 OK", "text/plain; version=0.0.4", generate_latest(self.registry)
         if path == "/":
@@ -221,6 +236,8 @@ class StatusServer:
         if path.startswith("/static/"):
             data = dashboard.static_file(path.removeprefix("/static/"))
             if data is not None:
-                ctype = "text/javascript" if path.endswith(".js") else "text/plain"
+                ctype = {"js": "text/javascript", "css": "text/css"}.get(
+                    path.rpartition(".")[2], "text/plain"
+                )
                 return "200 OK", ctype, data
         return "404 Not Found", "text/plain", f"no such endpoint {path}\n".encode()

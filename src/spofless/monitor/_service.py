@@ -35,7 +35,9 @@ from spofless.monitor._history import Event, History
 from spofless.monitor._http import StatusServer
 from spofless.monitor._live import LiveAnalysis, alerting_path, live_analysis
 from spofless.monitor._probe import Target, http_client, probe, targets
+from spofless.monitor._quorum import QuorumWatch
 from spofless.monitor._receivers import Sender, group_notifications, read_secret
+from spofless.monitor._recorder import Recorder
 from spofless.monitor._state import LiveState
 from spofless.security import etcd_client_tls
 from spofless.topology import (
@@ -74,6 +76,8 @@ class MonitorSettings:
     prefix: str  # of its group's keys in etcd
     history_path: Path
     token: str | None = None  # every request to its API must carry it (beyond loopback)
+    # Where `spofless up` keeps its state file (restarts, process ids): None, none is read.
+    state_dir: Path | None = None
 
     @property
     def me(self) -> str:
@@ -112,6 +116,7 @@ def monitor_settings(
         prefix=f"/spofless/{topology.name}/monitor/{component}",
         history_path=history_path(state_dir, component, index),
         token=token,
+        state_dir=state_dir,
     )
 
 
@@ -161,6 +166,7 @@ class Monitor:
             Sender(r, i, settings.topology.name, settings.me) for i, r in enumerate(spec.receivers)
         ]
         self.history = History(settings.history_path, spec.max_events)
+        self.quorum = QuorumWatch(settings.me, settings.topology)
         self.baseline = live_analysis(settings.topology, (), spec.max_order)
         # The alerting path (the monitors and their etcd) has its own margin: a lost
         # monitor alerts before the last one is gone.
@@ -177,6 +183,7 @@ class Monitor:
         self.vip_holders: dict[str, str | None] = {}
         self.server = StatusServer(self)
         self.http = http_client(settings.etcd_tls)
+        self.recorder = Recorder(self)
         self.last_look = 0.0
         self.recent: deque[Event] = deque(maxlen=RECENT_EVENTS)
         self._wake = asyncio.Event()
@@ -197,6 +204,7 @@ class Monitor:
         )
         self._record(self._event("monitor_started", self.s.me, "info", f"{self.s.me} started"))
         delivery = asyncio.create_task(self._deliver_forever(stop))
+        recording = asyncio.create_task(self.recorder.run(stop))
         try:
             while not stop.is_set():
                 started = time.monotonic()
@@ -205,13 +213,15 @@ class Monitor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), max(0.0, left))
         finally:
-            delivery.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await delivery
+            for task in (delivery, recording):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self.server.close()
             await self.http.aclose()
             await self.store.close()
             self.history.close()
+            self.recorder.close()
 
     async def look_once(self) -> None:
         """Look at every instance once, fold the looks in, re-analyse on a change."""
@@ -224,6 +234,7 @@ class Monitor:
             events += self.state.observe(target.name, obs, now)
         events += self.state.settle(now)
         events += self.state.leaders_seen(now)
+        events += self.quorum.update(self._quorum_states(), now)
         events += await self._vip_holders(now)
         for event in events:
             self._record(event)
@@ -235,6 +246,14 @@ class Monitor:
                 changed = True
         if changed:
             self.server.publish()
+
+    def _quorum_states(self) -> dict[str, str]:
+        """Each instance's state for etcd's quorum: a flapping member counts as down, as it
+        does for the analysis (its changes are not each an event)."""
+        return {
+            n: "flapping" if self.state.damper.flapping(n) else v.state
+            for n, v in self.state.views.items()
+        }
 
     def _analyse(self, down: frozenset[str], now: float) -> None:
         before = set(self.live.spofs) if self.live is not None else set()
@@ -431,6 +450,8 @@ class Monitor:
                 for a in self.alerts.values()
             ],
             "vip_holders": self.vip_holders,
+            "gauges": self.recorder.latest,
+            "gauges_at": self.recorder.latest_at,
             "events": [e.to_json() for e in self.recent],
         }
 

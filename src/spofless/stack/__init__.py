@@ -6,7 +6,7 @@ from spofless.stack._errors import PortInUseError, SpofFoundError, StackError, S
 from spofless.stack._kinds import InstanceHealth, instance_health
 from spofless.stack._plan import InstancePlan, Skipped, StackPlan, plan_stack
 from spofless.stack._policy import InstanceState, RestartPolicy, decide_exit
-from spofless.stack._state import default_state_dir
+from spofless.stack._state import default_state_dir, read_state_quiet
 from spofless.stack._status import logs, render_status, status
 from spofless.stack._supervisor import Supervisor, SupervisorSettings
 
@@ -30,6 +30,7 @@ __all__ = [
     "logs",
     "make_plan",
     "plan_stack",
+    "read_state_quiet",
     "render_status",
     "running_plan",
     "status",

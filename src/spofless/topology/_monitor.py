@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic import BeforeValidator, Field, StringConstraints, field_validator, model_validator
 
-from spofless.topology._schema import Duration, Name, RuntimeComponent, Strict
+from spofless.topology._schema import Duration, Name, RuntimeComponent, Strict, parse_duration
 
 # Field names that would put a secret in the topology file, and what to write instead.
 _SECRET_FIELDS = {
@@ -160,6 +160,20 @@ class MonitorComponent(RuntimeComponent):
     claim_ttl: Annotated[float, Field(gt=0, le=3600)] = 30.0
     # Events kept in each instance's SQLite history (the oldest go first).
     max_events: Annotated[int, Field(ge=100, le=10_000_000)] = 100_000
+    # Gauges per instance (request rate, latency, CPU, memory, replication lag) are sampled
+    # this often into the history: raw samples for keep_raw, then 1-minute aggregates for
+    # keep_minutes, 1-hour ones for keep_hours and 1-day ones for keep_days (each with its
+    # highest 1-minute average), so the database stays bounded and `spofless trends` has
+    # the daily peaks of years.
+    gauge_interval: Annotated[float, BeforeValidator(parse_duration), Field(ge=1, le=3600)] = 10.0
+    keep_raw: Duration = 3600.0
+    keep_minutes: Duration = 86400.0
+    keep_hours: Duration = 35 * 86400.0
+    keep_days: Duration = 730 * 86400.0
+    # An instance its supervisor restarted crash_restarts times within crash_window is in
+    # a crash loop (an event); it is over once a whole window passes without a restart.
+    crash_restarts: Annotated[int, Field(ge=2, le=1000)] = 3
+    crash_window: Duration = 600.0
     receivers: list[Receiver] = Field(default_factory=list)
     # Its HTTP API and dashboard are read-only; beyond loopback every request must carry
     # this bearer token (`Authorization: Bearer`, or `?token=` for a browser).
@@ -173,6 +187,30 @@ class MonitorComponent(RuntimeComponent):
 
     @model_validator(mode="after")
     def _timing(self) -> MonitorComponent:
+        # Each step is rolled up from the one below before that one's rows are removed.
+        if self.keep_raw < 2 * 60 + self.gauge_interval:
+            raise ValueError(
+                f"keep_raw ({self.keep_raw:g}s) must be at least 2 minutes + gauge_interval "
+                f"({2 * 60 + self.gauge_interval:g}s): raw samples are rolled into 1-minute "
+                "aggregates before they go; raise keep_raw"
+            )
+        if self.keep_minutes < 2 * 3600:
+            raise ValueError(
+                f"keep_minutes ({self.keep_minutes:g}s) must be at least 2h: 1-minute "
+                "aggregates are rolled into 1-hour ones before they go; raise keep_minutes"
+            )
+        if self.keep_hours < 2 * 86400:
+            raise ValueError(
+                f"keep_hours ({self.keep_hours:g}s) must be at least 2d: 1-hour aggregates are "
+                "rolled into 1-day ones before they go; raise keep_hours"
+            )
+        if self.keep_days < 28 * 86400:
+            raise ValueError(
+                f"keep_days ({self.keep_days:g}s) must be at least 28d: `spofless trends` fits "
+                "the daily peaks of 4 weeks; raise keep_days"
+            )
+        if self.crash_window <= 0:
+            raise ValueError("crash_window must be more than 0s")
         for i, receiver in enumerate(self.receivers):
             worst = receiver.worst_case()
             if worst >= self.claim_ttl:
