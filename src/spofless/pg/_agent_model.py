@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,6 +47,13 @@ class AgentSettings(BaseModel):
     # commit when it wakes. Off only to measure what it costs.
     fence_witness: bool = True
     dcs: DCSSettings = DCSSettings(ttl=3, renew_interval=0.5, retry_timeout=0.5)
+    # Standby clusters (spofless.pg._standby). `cluster`: this member's cluster (its
+    # postgres component); `standby_of`: the cluster it copies unless etcd says otherwise
+    # (P/standby); `peers`: the other clusters of its group, each with its members'
+    # (host, port), for the read-write route to follow and the slots to keep for them.
+    cluster: str | None = None
+    standby_of: str | None = None
+    peers: Mapping[str, tuple[tuple[str, int], ...]] = Field(default_factory=dict)
 
     @property
     def name(self) -> str:

@@ -9,6 +9,10 @@ Keys under the cluster prefix P (all JSON except the leader key):
     P/sync              the leader's SyncState (fenced write)
     P/config            {"paused": bool}
     P/switchover        {"leader": name|null, "candidate": name|null}: an operator's request
+    P/standby           {"of": cluster|null, "epoch": n}: which cluster this one copies
+                        (`spofless pg promote-region`); absent: the topology's standby_of
+    P/demoted           {"member", "lsn", "timeline"}: where the last primary's WAL ended
+                        when its cluster was made a standby (spofless.pg._standby)
 
 Each loop logs one line naming the instance. Long actions run as one task;
 the leader lease keeps renewing on its own task meanwhile, and losing it stops
@@ -41,6 +45,8 @@ from spofless.pg._errors import PgCommandError
 from spofless.pg._handover import hand_over
 from spofless.pg._keys import parse_cluster
 from spofless.pg._leader import LeaderDuties
+from spofless.pg._remote import RemoteProbe
+from spofless.pg._server_model import standby_slot
 from spofless.pg.api import ApiServer, ApiSnapshot, MemberStatus
 from spofless.pg.decide import decide
 from spofless.pg.rejoin import possibly_lost
@@ -54,6 +60,7 @@ from spofless.pg.view import (
     LostRange,
     Role,
     View,
+    format_lsn,
 )
 
 __all__ = ["Agent", "AgentSettings"]
@@ -62,7 +69,14 @@ logger = logging.getLogger(__name__)
 
 # Actions after which this member's role has changed: observe again at once.
 _ROLE_CHANGES = frozenset(
-    {Action.BOOTSTRAP, Action.START_PRIMARY, Action.PROMOTE, Action.DEMOTE, Action.SWITCHOVER}
+    {
+        Action.BOOTSTRAP,
+        Action.START_PRIMARY,
+        Action.PROMOTE,
+        Action.DEMOTE,
+        Action.SWITCHOVER,
+        Action.STEP_DOWN,
+    }
 )
 
 
@@ -105,7 +119,11 @@ class Agent:
             self._may_acknowledge,
             synchronous=settings.synchronous,
             fence_witness=settings.fence_witness,
+            standby_slots=[standby_slot(p) for p in settings.peers],
+            peer_prefixes=[f"{p}-" for p in settings.peers],
         )
+        # The read-write member of the cluster this one copies, when it is a standby.
+        self.remote = RemoteProbe(self.name, self.server, settings.loop_wait)
         # The long action running as one task (clone, rewind, ...), and which it is.
         self._busy: asyncio.Task[None] | None = None
         self._busy_action: Action | None = None
@@ -115,6 +133,7 @@ class Agent:
     async def run(self) -> None:
         await self.api.start(self.settings.api_host, self.settings.api_port)
         watcher = asyncio.create_task(self._watch_leader())
+        prober = asyncio.create_task(self.remote.run(), name=f"{self.name} remote probe")
         try:
             while True:
                 # Cleared before observing: a wake-up set while acting (a lease won, a
@@ -138,6 +157,7 @@ class Agent:
                     await asyncio.wait_for(self._wake.wait(), self.settings.loop_wait)
         finally:
             watcher.cancel()
+            prober.cancel()
             if self._busy is not None:
                 self._busy.cancel()
                 with contextlib.suppress(BaseException):
@@ -219,7 +239,20 @@ class Agent:
             token=lead.fencing_token if lead and held else None,
             valid_for=max(0.0, lead.valid_until - loop.time()) if lead and held else 0.0,
         )
-        view = View(self.name, local, lease, cluster, self.settings.policy(), loop.time())
+        # A standby cluster's leader (or a member that may become it) probes the cluster
+        # it copies; nobody else does.
+        source = cluster.standby_of if cluster is not None else None
+        known = source is not None and source in self.settings.peers
+        self.remote.follow(self._upstream_of_cluster(source) if source and known else None)
+        view = View(
+            self.name,
+            local,
+            lease,
+            cluster,
+            self.settings.policy(),
+            loop.time(),
+            remote=self.remote.latest(loop.time()),
+        )
         self._view = view
         return view
 
@@ -296,14 +329,23 @@ class Agent:
 
     async def _read_cluster(self) -> ClusterState:
         res = await self.store.range(f"{self.p}/", prefix=True)
-        state, self._cluster_members = parse_cluster(self.p, res.kvs)
+        state, self._cluster_members = parse_cluster(self.p, res.kvs, self.settings.standby_of)
         return state
 
     # -- acting ---------------------------------------------------------------------------
 
+    def _upstream_of_cluster(self, cluster: str) -> Upstream:
+        """The read-write route to the members of `cluster`, through my cluster's slot."""
+        members = self.settings.peers.get(cluster)
+        if not members:
+            raise PgCommandError(f"{self.name}: {cluster} is not a cluster of my group")
+        return Upstream.route(cluster, members, standby_slot(self.settings.cluster or ""))
+
     def _upstream(self, view: View, name: str | None) -> Upstream | None:
         if name is None:
             return None
+        if view.cluster is not None and name == view.cluster.standby_of:
+            return self._upstream_of_cluster(name)
         for m in self._cluster_members:
             if m.name == name and m.host and m.port:
                 return Upstream(name, m.host, m.port)
@@ -314,7 +356,7 @@ class Agent:
         if a is Action.ACQUIRE:
             await self._acquire()
         elif a is Action.BOOTSTRAP:
-            await self._bootstrap()
+            await self._bootstrap(self._upstream(view, d.target))
         elif a is Action.CLONE:
             await srv.clone(self._need(view, d.target))
             await self._start_replica(self._upstream(view, d.target))
@@ -338,8 +380,12 @@ class Agent:
             self.duties.stop_witness()
             await srv.stop("immediate")
             await self._release()
+        elif a is Action.RENEW and view.cluster is not None and view.cluster.standby_of:
+            await self.duties.run_standby(view, self._fence())
         elif a is Action.RENEW:
             await self.duties.run(view, self._fence(), self._system_id)
+        elif a is Action.STEP_DOWN:
+            await self._step_down()
         elif a is Action.FOLLOW:
             await srv.follow(self._upstream(view, d.target))
         elif a is Action.RECOVER:
@@ -376,10 +422,13 @@ class Agent:
             if await hand_over(srv, self.store, self._fence(), key, self._need(view, d.target)):
                 await self._release()
 
-    async def _bootstrap(self) -> None:
+    async def _bootstrap(self, source: Upstream | None = None) -> None:
         """initdb under a claim: the initialize key is created first (fenced), so that a
         member winning the lease while this one runs initdb waits instead of bootstrapping
-        a second cluster; it holds the system identifier once the server runs."""
+        a second cluster; it holds the system identifier once the server runs.
+
+        `source`: a standby cluster is bootstrapped as a copy of its primary cluster
+        (pg_basebackup through the route, then started as its standby)."""
         srv, key = self.server, f"{self.p}/initialize"
         claim = await self.store.txn(
             [self._fence(), Compare.create_revision(key, "==", 0)], [Put(key, "")]
@@ -387,9 +436,13 @@ class Agent:
         if not claim.succeeded:
             raise PgCommandError(f"{self.name}: lost the lease or another member bootstraps")
         try:
-            await srv.initdb()
-            await srv.start(standby=False)
-            await srv.create_roles()
+            if source is not None:
+                await srv.clone(source)
+                await srv.start(upstream=source)
+            else:
+                await srv.initdb()
+                await srv.start(standby=False)
+                await srv.create_roles()
             system_id = (await srv.controldata()).system_identifier or ""
         except BaseException:
             with contextlib.suppress(DCSError):
@@ -397,6 +450,26 @@ class Agent:
             raise
         self._system_id = system_id
         await self.store.txn([self._fence()], [Put(key, system_id)])
+
+    async def _step_down(self) -> None:
+        """My cluster was made a standby while I am its primary: stop writes at once (a fast
+        shutdown: connections end, connected standbys receive every WAL byte first), keep
+        the lease, and record where my WAL ends, for `promote-region` to check that the
+        new primary cluster holds all of it before it accepts writes."""
+        srv = self.server
+        self.duties.stop_witness()
+        await srv.stop("fast")
+        cd = await srv.controldata()
+        logger.warning(
+            "%s: stepped down: my cluster is a standby now; my WAL ends at %s on timeline %s",
+            self.name,
+            format_lsn(cd.checkpoint_lsn),
+            cd.timeline,
+        )
+        record = {"member": self.name, "lsn": cd.checkpoint_lsn, "timeline": cd.timeline}
+        res = await self.store.txn([self._fence()], [Put(f"{self.p}/demoted", json.dumps(record))])
+        if not res.succeeded:
+            raise PgCommandError(f"{self.name}: leader key no longer mine; not recording")
 
     async def _start_replica(self, upstream: Upstream | None) -> None:
         try:
