@@ -233,11 +233,9 @@ def start_regions() -> Iterator[Regions]:
         regions.eu.start()
         regions.eu.wait_healthy(standby=True)
         yield regions
-    except BaseException:
-        regions.keep_logs()
-        raise
     finally:
         regions.stop()
+        regions.keep_logs()
         shutil.rmtree(base, ignore_errors=True)
         signal.signal(signal.SIGTERM, previous)
 
