@@ -40,11 +40,12 @@ from spofless.dcs import (
     Put,
     campaign,
 )
-from spofless.pg._agent_model import LONG_ACTIONS, AgentSettings, state_of
+from spofless.pg._agent_model import LONG_ACTIONS, AgentSettings, member_status
 from spofless.pg._errors import PgCommandError
 from spofless.pg._handover import hand_over
 from spofless.pg._keys import parse_cluster
 from spofless.pg._leader import LeaderDuties
+from spofless.pg._observe import LocalObserver
 from spofless.pg._remote import RemoteProbe
 from spofless.pg._server_model import standby_slot
 from spofless.pg.api import ApiServer, ApiSnapshot, MemberStatus
@@ -56,7 +57,6 @@ from spofless.pg.view import (
     ClusterState,
     Decision,
     Lease,
-    LocalState,
     LostRange,
     Role,
     View,
@@ -95,6 +95,7 @@ class Agent:
         self.store = store
         self.name = settings.name
         self.server = server if server is not None else PostgresServer(settings.server)
+        self.local = LocalObserver(self.server, settings.keep_old_data)
         self.p = settings.prefix.rstrip("/")
         self.leadership: Leadership | None = None
         self.api = ApiServer(self.name, self.snapshot)
@@ -103,9 +104,6 @@ class Agent:
         self._rewind_failed = False
         self._start_failures = 0
         self._replica_start_failures = 0
-        self._system_id: str | None = None  # of the local data directory, read once
-        self._not_streaming_since: float | None = None
-        self._unanswered_since: float | None = None  # PostgreSQL runs but does not answer
         self._stopping: asyncio.Task[None] | None = None  # the stop after a lost lease
         self._view: View | None = None
         self._local_status: MemberStatus = MemberStatus(self.name)
@@ -226,7 +224,12 @@ class Agent:
             # half made (initdb, a clone, a rewind); keep the last local state.
             local = self._view.local
         else:
-            local = await self._observe_local(loop.time())
+            local = await self.local.observe(
+                loop.time(),
+                rewind_failed=self._rewind_failed,
+                start_failures=self._start_failures,
+                replica_start_failures=self._replica_start_failures,
+            )
         cluster: ClusterState | None
         try:
             cluster = await self._read_cluster()
@@ -255,77 +258,6 @@ class Agent:
         )
         self._view = view
         return view
-
-    async def _observe_local(self, now: float) -> LocalState:
-        srv = self.server
-        if not srv.has_data():
-            self._system_id = None
-            return LocalState(has_data=False)
-        if self._system_id is None:
-            with contextlib.suppress(PgCommandError):
-                self._system_id = (await srv.controldata()).system_identifier
-        if not srv.running:
-            disk = None
-            with contextlib.suppress(PgCommandError):
-                disk = await srv.disk()  # one pg_controldata per loop
-            return LocalState(
-                has_data=True,
-                # Last a primary: shut down as one, or crashed as one (spofless.pg.rejoin).
-                was_primary=disk is not None
-                and (disk.shutdown_checkpoint or disk.position is None),
-                rewind_failed=self._rewind_failed,
-                start_failures=self._start_failures,
-                replica_start_failures=self._replica_start_failures,
-                system_id=self._system_id,
-                disk=disk,
-                rewinding=srv.rewinding,
-                reclone_blocked=(
-                    srv.reclone_blocked(self.settings.keep_old_data)
-                    if self._rewind_failed
-                    else None
-                ),
-            )
-        try:
-            st = await srv.status()
-        except PgCommandError as exc:
-            if self._unanswered_since is None:
-                self._unanswered_since = now
-                logger.warning("%s: PostgreSQL does not answer: %s", self.name, exc)
-            return LocalState(
-                has_data=True,
-                running=True,
-                rewind_failed=self._rewind_failed,
-                unanswered_for=now - self._unanswered_since,
-            )
-        self._unanswered_since = None
-        timeline, replay_timeline = st.timeline, None
-        if st.role is Role.REPLICA:
-            # What PostgreSQL reports lags behind a timeline switch: read the timeline
-            # from the WAL files the replica replays (spofless.pg._datadir.timelines_at).
-            replay_timeline, received = await asyncio.to_thread(
-                srv.timelines_at, (st.replayed_lsn, st.wal_position), st.segment_size
-            )
-            timeline = received or replay_timeline or timeline
-        streaming = st.receiver_status == "streaming"
-        if streaming or st.role is Role.PRIMARY:
-            self._not_streaming_since = None
-        elif self._not_streaming_since is None:
-            self._not_streaming_since = now
-        return LocalState(
-            has_data=True,
-            running=True,
-            role=st.role,
-            timeline=timeline,
-            wal_position=st.wal_position,
-            following=srv.upstream.name if srv.upstream else None,
-            streaming=streaming,
-            not_streaming_for=now - self._not_streaming_since if self._not_streaming_since else 0,
-            rewind_failed=self._rewind_failed,
-            start_failures=self._start_failures,
-            system_id=self._system_id,
-            recovery_timeline=replay_timeline or st.recovery_timeline,
-            recovery_position=st.replayed_lsn if replay_timeline else st.recovery_lsn,
-        )
 
     async def _read_cluster(self) -> ClusterState:
         res = await self.store.range(f"{self.p}/", prefix=True)
@@ -375,7 +307,7 @@ class Agent:
             # first leader duties: they wait for the fence (witness or sync replica).
             await srv.set_synchronous_standby_names(self.duties.promotion_fence())
             await srv.promote()
-            await self.duties.run(view, self._fence(), self._system_id)
+            await self.duties.run(view, self._fence(), self.local.system_id)
         elif a is Action.DEMOTE:
             self.duties.stop_witness()
             await srv.stop("immediate")
@@ -383,7 +315,7 @@ class Agent:
         elif a is Action.RENEW and view.cluster is not None and view.cluster.standby_of:
             await self.duties.run_standby(view, self._fence())
         elif a is Action.RENEW:
-            await self.duties.run(view, self._fence(), self._system_id)
+            await self.duties.run(view, self._fence(), self.local.system_id)
         elif a is Action.STEP_DOWN:
             await self._step_down()
         elif a is Action.FOLLOW:
@@ -404,7 +336,7 @@ class Agent:
                     raise
             else:
                 await srv.keep_aside_and_clone(up, self.settings.keep_old_data)
-                self._system_id = None
+                self.local.system_id = None
             self._replica_start_failures = 0
             try:
                 await self._start_replica(up)
@@ -448,7 +380,7 @@ class Agent:
             with contextlib.suppress(DCSError):
                 await self.store.txn([self._fence()], [Delete(key)])
             raise
-        self._system_id = system_id
+        self.local.system_id = system_id
         await self.store.txn([self._fence()], [Put(key, system_id)])
 
     async def _step_down(self) -> None:
@@ -540,32 +472,8 @@ class Agent:
 
     async def _publish(self, view: View, busy: Action | None = None) -> None:
         """Put this member's status on its own lease (it vanishes when the agent dies)."""
-        local, s = view.local, self.settings.server
-        lag = None
-        if view.cluster and view.cluster.leader_wal_position and local.wal_position:
-            lag = max(0, view.cluster.leader_wal_position - local.wal_position)
-        d = self.last_decision
-        state, reason = state_of(local, d, busy)
-        self._local_status = MemberStatus(
-            name=self.name,
-            running=local.running,
-            role=local.role,
-            leader=view.lease.held,
-            timeline=local.timeline,
-            wal_position=local.wal_position,
-            lag=0 if local.role is Role.PRIMARY else lag,
-            streaming=local.streaming,
-            state=state,
-            api_url=f"http://{self.settings.api_host}:{self.api.port}",
-            dsn=f"host={s.host} port={s.port} user=postgres dbname=postgres",
-            host=s.host,
-            port=s.port,
-            reason=reason,
-            not_streaming_for=(
-                round(local.not_streaming_for, 1)
-                if local.running and local.role is Role.REPLICA and not local.streaming
-                else None
-            ),
+        self._local_status = member_status(
+            self.settings, view, self.last_decision, busy, self.api.port
         )
         try:
             if not self._member_lease:
