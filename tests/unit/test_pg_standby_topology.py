@@ -104,3 +104,19 @@ def test_the_read_write_route_is_libpq_multi_host() -> None:
     info = route.conninfo("db_eu-0")
     assert "host=10.0.1.1,10.0.1.2 port=5432,5433" in info
     assert "target_session_attrs=read-write" in info
+
+
+def test_check_counts_the_standby_cluster_as_a_manual_recovery_path() -> None:
+    from spofless.analysis import analyze
+
+    t = load_topology_text(GROUP.format(standby_of="db"))
+    report = analyze(t)
+    # Honest: the primary's region is still a single point of failure (recovery is manual).
+    assert "region:us" in {s.element for s in report.spofs}
+    (rec,) = report.recovery
+    assert rec.data == "db" and rec.region_loss is not None
+    assert "db_eu (region eu)" in rec.region_loss and "warm standby" in rec.region_loss
+    loss = {d.component: d for d in report.data_loss}
+    assert loss["db_eu"].mode == "standby cluster of db" and not loss["db_eu"].rpo_zero
+    region_fix = next(f for f in report.findings if "region:us" in f.elements)
+    assert any("promote-region FILE --region eu" in s for s in region_fix.steps)
