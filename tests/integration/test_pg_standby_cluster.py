@@ -132,3 +132,38 @@ def test_promote_region_refuses_without_force_when_the_primary_cannot_be_reached
     regions.us.wait_healthy(standby=False, bound=60)
     regions.eu.wait_healthy(standby=True, bound=60)
     assert regions.eu.writable() == []
+
+
+def test_forced_promotion_then_the_lost_region_comes_back_as_a_standby(regions: Regions) -> None:
+    primary = regions.us.wait_healthy(standby=False)
+    regions.eu.wait_healthy(standby=True)
+    primary.query("INSERT INTO t (id) SELECT g FROM generate_series(30001, 30100) g")
+    regions.eu.wait(
+        lambda: set(range(30001, 30101)) <= _ids(regions.eu.nodes[0]), "eu has the rows", 30
+    )
+    # The primary region is lost: every process in it killed at once.
+    for node in regions.us.nodes:
+        node.kill_node()
+    (etcd_name,) = regions.etcd["us"].names
+    regions.etcd["us"].kill(etcd_name)
+    refused = regions.spofless("pg", "promote-region", str(regions.file), "--region", "eu")
+    assert refused.returncode == 2 and "--force" in refused.stderr
+    out = regions.spofless("pg", "promote-region", str(regions.file), "--region", "eu", "--force")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "NOT fenced" in out.stdout
+    leader = regions.eu.wait_healthy(standby=False, bound=30)
+    assert set(range(30001, 30101)) <= _ids(leader)
+    leader.query("INSERT INTO t (id) VALUES (40001)")
+    # The region comes back: its own etcd still says it is the primary cluster, but its
+    # agents find the newer primary first and rejoin it as its standby (never writable).
+    for node in regions.us.nodes:
+        node.wait_agent_exit()
+    regions.etcd["us"].restart(etcd_name)
+    regions.us.start()
+    deadline = time.monotonic() + 90
+    while not regions.us.healthy(standby=True):
+        assert regions.us.writable() == [], "the old primary region accepted writes"
+        assert time.monotonic() < deadline, regions.us.logs()
+        time.sleep(0.2)
+    for node in regions.us.nodes:
+        regions.us.wait(lambda n=node: 40001 in _ids(n), f"{node.name} follows eu", 30)

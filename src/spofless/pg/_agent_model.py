@@ -55,6 +55,8 @@ class AgentSettings(BaseModel):
     cluster: str | None = None
     standby_of: str | None = None
     peers: Mapping[str, tuple[tuple[str, int], ...]] = Field(default_factory=dict)
+    # Each peer cluster's etcd endpoints and key prefix: which of them says it is primary.
+    peer_etcd: Mapping[str, tuple[tuple[str, ...], str]] = Field(default_factory=dict)
 
     @property
     def name(self) -> str:

@@ -265,4 +265,9 @@ def agent_settings(
         cluster=component,
         standby_of=comp.standby_of,
         peers=cluster_peers(topology, component),
+        peer_etcd={
+            p: (tuple(etcd_endpoints(topology, p)), cluster_prefix(topology, p))
+            for p in topology.cluster_group(component)
+            if p != component
+        },
     )

@@ -64,8 +64,9 @@ def _apply(key: str, kv: KeyValue, f: dict[str, Any], statuses: list[MemberStatu
     elif key == "lost":
         f["lost"] = parse_lost_json(kv.value)
     elif key == "standby":
-        of = json.loads(kv.value).get("of")
-        f["standby_of"] = str(of) if of else None
+        d = json.loads(kv.value)
+        f["standby_of"] = str(d["of"]) if d.get("of") else None
+        f["standby_epoch"] = int(d.get("epoch", 0))
     elif key.startswith("discard/"):
         f["discard"] = f.get("discard", frozenset()) | {key[len("discard/") :]}
     elif key.startswith("members/"):

@@ -1,4 +1,8 @@
-"""A standby cluster's probe of the primary cluster it copies, on its own task.
+"""What an agent knows of the other clusters of its group, each on its own task:
+`RemoteProbe`, a standby cluster's probe of the primary it copies, and `PeerClaims`,
+which cluster says it is the primary (an old primary region's guard after --force).
+
+A standby cluster's probe of the primary cluster it copies:
 
 Every `interval` it asks the read-write route of the followed cluster (libpq
 multi-host, `target_session_attrs=read-write`) for its timeline and WAL position.
@@ -11,11 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+from spofless.dcs import DCSError, DCSSettings, EtcdStore, EtcdTls, KeyValueStore
 from spofless.pg._errors import PgCommandError
 from spofless.pg.server import PostgresServer, Upstream
-from spofless.pg.view import RemotePrimary, optional_lsn
+from spofless.pg.view import ClusterState, RemotePrimary, optional_lsn
 
 logger = logging.getLogger(__name__)
 
@@ -80,3 +89,100 @@ class RemoteProbe:
             return RemotePrimary(False)
         walfile, lsn = rows[0]
         return RemotePrimary(True, int(walfile[:8], 16), optional_lsn(lsn))
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCluster:
+    """Where another cluster of the group keeps its state: its etcd and its prefix."""
+
+    name: str
+    endpoints: tuple[str, ...]
+    prefix: str
+
+
+class PeerClaims:
+    """Which other cluster of the group says it is the primary, read from its own etcd.
+
+    `spofless pg promote-region --force` cannot fence a cluster it cannot reach: when
+    that cluster's region comes back, its agents still read "primary" in their own etcd.
+    Before they act as a primary cluster they ask the others: one that is primary with a
+    newer epoch than theirs wins, and they become its standby (rejoining through
+    pg_rewind). An unreachable peer changes nothing: local failover never waits on
+    another region. `rounds` counts the rounds done (the agent waits for the first).
+    """
+
+    def __init__(self, peers: Sequence[PeerCluster], tls: EtcdTls | None, interval: float) -> None:
+        self.peers = tuple(peers)
+        self.interval = interval
+        # Short: a peer region that is cut off costs one round this long, not the loop.
+        self._settings = DCSSettings(tls=tls, request_timeout=0.5, retry_timeout=1.0)
+        self.claims: dict[str, int] = {}  # peer -> epoch, for the peers that say "primary"
+        self.rounds = 0
+        self.round_done = asyncio.Event()
+
+    def newer_primary(self, epoch: int) -> tuple[str, int] | None:
+        """The peer that says it is primary with an epoch above `epoch`, if any."""
+        best = max(self.claims.items(), key=lambda kv: kv[1], default=None)
+        return best if best is not None and best[1] > epoch else None
+
+    async def first_round(self, bound: float = 5.0) -> None:
+        """Wait for one round of answers before acting as a primary cluster (bounded: an
+        unreachable region must not hold up a local start)."""
+        if self.peers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.round_done.wait(), bound)
+
+    async def apply(
+        self, name: str, store: KeyValueStore, prefix: str, state: ClusterState
+    ) -> ClusterState:
+        """`state` (of a cluster that says it is primary) made a standby of the peer that
+        says it is the primary with a newer epoch, recorded in its own etcd; else as is."""
+        newer = self.newer_primary(state.standby_epoch)
+        if newer is None:
+            return state
+        peer, epoch = newer
+        logger.warning(
+            "%s: %s says it is the primary cluster (epoch %d, mine %d): it was promoted "
+            "while this cluster was cut off; this cluster becomes its standby",
+            name,
+            peer,
+            epoch,
+            state.standby_epoch,
+        )
+        with contextlib.suppress(DCSError):
+            await store.put(f"{prefix}/standby", json.dumps({"of": peer, "epoch": epoch}))
+        return dataclasses.replace(state, standby_of=peer, standby_epoch=epoch)
+
+    async def run(self) -> None:
+        stores = {p.name: EtcdStore(list(p.endpoints), self._settings) for p in self.peers}
+        try:
+            while True:
+                for p in self.peers:
+                    claim = await self._ask(stores[p.name], p)
+                    if claim is None:
+                        continue  # unreachable: keep what we knew
+                    if claim < 0:
+                        self.claims.pop(p.name, None)
+                    else:
+                        self.claims[p.name] = claim
+                self.rounds += 1
+                self.round_done.set()
+                await asyncio.sleep(self.interval)
+        finally:
+            for s in stores.values():
+                with contextlib.suppress(Exception):
+                    await s.close()
+
+    async def _ask(self, store: EtcdStore, p: PeerCluster) -> int | None:
+        """The peer's epoch when it says it is primary, -1 when not, None: unreachable."""
+        try:
+            res = await asyncio.wait_for(store.range(f"{p.prefix}/standby"), 2.0)
+        except (DCSError, TimeoutError, OSError):
+            return None
+        if not res.kvs:
+            return -1  # the topology's: a standby never claims without the key
+        try:
+            d = json.loads(res.kvs[0].value)
+            return -1 if d.get("of") else int(d.get("epoch", 0))
+        except (ValueError, TypeError, AttributeError):
+            return None

@@ -46,7 +46,7 @@ from spofless.pg._handover import hand_over
 from spofless.pg._keys import parse_cluster
 from spofless.pg._leader import LeaderDuties
 from spofless.pg._observe import LocalObserver
-from spofless.pg._remote import RemoteProbe
+from spofless.pg._remote import PeerClaims, PeerCluster, RemoteProbe
 from spofless.pg._server_model import standby_slot
 from spofless.pg.api import ApiServer, ApiSnapshot, MemberStatus
 from spofless.pg.decide import decide
@@ -122,6 +122,10 @@ class Agent:
         )
         # The read-write member of the cluster this one copies, when it is a standby.
         self.remote = RemoteProbe(self.name, self.server, settings.loop_wait)
+        # Which other cluster of the group says it is the primary (after a forced
+        # promote-region this cluster's own etcd may still say it is).
+        peers = [PeerCluster(n, e, p) for n, (e, p) in settings.peer_etcd.items()]
+        self.claims = PeerClaims(peers, settings.dcs.tls, max(1.0, 2 * settings.loop_wait))
         # The long action running as one task (clone, rewind, ...), and which it is.
         self._busy: asyncio.Task[None] | None = None
         self._busy_action: Action | None = None
@@ -132,6 +136,8 @@ class Agent:
         await self.api.start(self.settings.api_host, self.settings.api_port)
         watcher = asyncio.create_task(self._watch_leader())
         prober = asyncio.create_task(self.remote.run(), name=f"{self.name} remote probe")
+        claims = asyncio.create_task(self.claims.run(), name=f"{self.name} peer claims")
+        await self.claims.first_round()
         try:
             while True:
                 # Cleared before observing: a wake-up set while acting (a lease won, a
@@ -156,6 +162,7 @@ class Agent:
         finally:
             watcher.cancel()
             prober.cancel()
+            claims.cancel()
             if self._busy is not None:
                 self._busy.cancel()
                 with contextlib.suppress(BaseException):
@@ -262,6 +269,8 @@ class Agent:
     async def _read_cluster(self) -> ClusterState:
         res = await self.store.range(f"{self.p}/", prefix=True)
         state, self._cluster_members = parse_cluster(self.p, res.kvs, self.settings.standby_of)
+        if state.standby_of is None:
+            state = await self.claims.apply(self.name, self.store, self.p, state)
         return state
 
     # -- acting ---------------------------------------------------------------------------

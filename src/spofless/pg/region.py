@@ -81,7 +81,10 @@ class PromoteReport:
                     "(0 lag) before promoting"
                 )
         else:
-            out.append(f"{self.old} was not reached (--force): it was NOT fenced")
+            out.append(
+                f"{self.old} was not reached (--force): it was NOT fenced; its agents make it "
+                f"a standby of {self.new} when they can reach {self.new}'s etcd"
+            )
         out.append(f"{self.new} is the primary cluster (leader {self.new_leader or '?'})")
         out.append(f"write pause: {self.write_pause:.2f} s")
         return out
@@ -207,8 +210,8 @@ async def _promote(
             f"cannot reach the etcd of {names}: it cannot be fenced and may still accept "
             "writes, so promoting now could make two primaries. Nothing changed. If that "
             "region is really lost, run again with --force: writes it acknowledged after the "
-            f"last WAL {new.cluster.name} received are lost, and it must not serve writes if "
-            "it comes back (see docs/postgres.md)"
+            f"last WAL {new.cluster.name} received are lost; when it comes back, its agents "
+            "find the newer primary cluster before acting and become its standby"
         )
     epoch = 1 + max(r.epoch for r in reached)
     old = next((r for r in olds if r.store is not None), None)
@@ -307,7 +310,7 @@ async def _fence(old: _Reached, new: str, epoch: int, sql: _Sql, bound: float) -
     try:
         (final,) = await _wait(fenced, bound, f"{c.name} was not fenced")
     except PgOpError:
-        await _set_standby(old, None, epoch)  # undo: it is the primary cluster again
+        await _set_standby(old, None, old.epoch)  # undo: it is the primary cluster again
         raise
     return final
 
@@ -327,7 +330,7 @@ async def _catch_up(
             received, bound, f"{new.cluster.name} did not receive up to {format_lsn(final)}"
         )
     except PgOpError as exc:
-        await _set_standby(old, None, epoch)
+        await _set_standby(old, None, old.epoch)
         raise PgOpError(f"{exc}: {old.cluster.name} is the primary cluster again") from None
 
 

@@ -229,6 +229,9 @@ class ClusterState:
     # cluster's read-write member; None: this is the primary cluster (P/standby, else the
     # topology's `standby_of`).
     standby_of: str | None = None
+    # Which `spofless pg promote-region` set standby_of (0: the topology's): the primary
+    # cluster with the highest epoch wins when two say they are (spofless.pg._remote).
+    standby_epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
