@@ -121,3 +121,38 @@ def test_standby_members_clone_from_the_standby_leader() -> None:
 def test_made_primary_again_the_standby_leader_promotes() -> None:
     d = decide(lead(running(Role.REPLICA), standby(standby_of=None)))
     assert d.action is Action.PROMOTE
+
+
+def test_the_standby_key_overrides_the_topology() -> None:
+    from spofless.dcs import KeyValue
+    from spofless.pg._keys import parse_cluster
+
+    def kv(value: str) -> KeyValue:
+        return KeyValue("/p/standby", value, 2, 2, 1)
+
+    assert parse_cluster("/p", [], "db")[0].standby_of == "db"
+    promoted, _ = parse_cluster("/p", [kv('{"of": null, "epoch": 3}')], "db")
+    assert (promoted.standby_of, promoted.standby_epoch) == (None, 3)
+    fenced, _ = parse_cluster("/p", [kv('{"of": "db_eu", "epoch": 4}')])
+    assert (fenced.standby_of, fenced.standby_epoch) == ("db_eu", 4)
+    bad, _ = parse_cluster("/p", [kv("nope")], "db")
+    assert bad.standby_of == "db"  # an unreadable key is skipped, never a crash
+
+
+async def test_a_newer_primary_elsewhere_makes_this_cluster_its_standby() -> None:
+    import json
+
+    from spofless.dcs import MemoryStore
+    from spofless.pg._remote import PeerClaims
+
+    claims = PeerClaims([], None, 1.0)
+    store = MemoryStore()
+    state = ClusterState(initialized=True, standby_epoch=2)
+    assert await claims.apply("db-0", store, "/p", state) is state  # nobody claims
+    claims.claims["db_eu"] = 2
+    assert await claims.apply("db-0", store, "/p", state) is state  # not newer
+    claims.claims["db_eu"] = 3
+    after = await claims.apply("db-0", store, "/p", state)
+    assert (after.standby_of, after.standby_epoch) == ("db_eu", 3)
+    (kv,) = (await store.range("/p/standby")).kvs
+    assert json.loads(kv.value) == {"of": "db_eu", "epoch": 3}  # recorded in its own etcd
