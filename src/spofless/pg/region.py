@@ -166,8 +166,15 @@ async def _reach(c: Cluster) -> _Reached:
         return _Reached(c, None, why=str(exc) or type(exc).__name__)
     if not res.kvs:
         return _Reached(c, store, c.topology_standby_of)
-    d = json.loads(res.kvs[0].value)
-    return _Reached(c, store, d.get("of") or None, int(d.get("epoch", 0)))
+    try:
+        d = json.loads(res.kvs[0].value)
+        return _Reached(c, store, d.get("of") or None, int(d.get("epoch", 0)))
+    except (ValueError, TypeError, AttributeError):
+        await store.close()
+        raise PgOpError(
+            f"{c.target.prefix}/standby in {c.name}'s etcd is unreadable "
+            f"({res.kvs[0].value!r}): nothing changed"
+        ) from None
 
 
 async def promote_region(
@@ -227,7 +234,7 @@ async def _promote(
         final = await _fence(old, new.cluster.name, epoch, sql, bound)
         fenced = True
         if final is not None:
-            await _catch_up(old, new, final, sql, epoch, catch_up)
+            await _catch_up(old, new, final, sql, catch_up)
     # Every other cluster follows the new primary too (a third region's standby).
     for r in others:
         if r is not old and r.store is not None and r.standby_of != new.cluster.name:
@@ -315,9 +322,7 @@ async def _fence(old: _Reached, new: str, epoch: int, sql: _Sql, bound: float) -
     return final
 
 
-async def _catch_up(
-    old: _Reached, new: _Reached, final: int, sql: _Sql, epoch: int, bound: float
-) -> None:
+async def _catch_up(old: _Reached, new: _Reached, final: int, sql: _Sql, bound: float) -> None:
     """The new cluster's leader must hold every byte the old primary wrote."""
 
     async def received() -> bool | None:
