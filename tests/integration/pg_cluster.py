@@ -234,14 +234,16 @@ class PgClusterBase(Generic[N]):
 class Node(PgNodeBase):
     """One agent process and the PostgreSQL it runs."""
 
-    def __init__(self, cluster: PgCluster, index: int) -> None:
+    def __init__(self, cluster: PgCluster, index: int, component: str = "db") -> None:
         self.cluster = cluster
         self.index = index
-        self.name = f"db-{index}"
+        self.component = component
+        self.name = f"{component}-{index}"
         self.pg_port = cluster.pg_port + index
         self.api = f"http://127.0.0.1:{cluster.api_port + index}"
         self.data_dir = cluster.state_dir / "data" / self.name
-        self.log_path = cluster.base / f"agent-{index}.log"
+        log = f"agent-{index}.log" if component == "db" else f"agent-{self.name}.log"
+        self.log_path = cluster.base / log
         self.proc: subprocess.Popen[bytes] | None = None
 
     # -- processes --------------------------------------------------------------------
@@ -256,7 +258,7 @@ class Node(PgNodeBase):
                     "agent",
                     str(self.cluster.file),
                     "--component",
-                    "db",
+                    self.component,
                     "--instance",
                     str(self.index),
                     "--state-dir",

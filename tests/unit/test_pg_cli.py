@@ -28,6 +28,7 @@ entry: [db]
         (["failover", "{f}", "--to", "db/9"], "--to db/9: no such member"),
         (["rejoin", "{f}", "--member", "db/9", "--discard"], "no member 'db/9'"),
         (["pause", "{f}", "--component", "etcd"], "not postgres"),
+        (["promote-region", "{f}", "--region", "mars"], "no region 'mars' (regions: none)"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(tmp_path: Path, args: list[str], message: str) -> None:
@@ -48,3 +49,11 @@ def test_members_are_named_as_status_shows_them_or_as_etcd_does() -> None:
 def test_failover_help_names_its_option() -> None:
     out = CliRunner().invoke(main, ["pg", "failover", "--help"]).output
     assert "CANDIDATE" not in out and "--to" in out and "db/1" in out
+
+
+def test_promote_region_of_a_region_without_a_standby_cluster_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "t.yaml"
+    f.write_text(TOPOLOGY.replace("name: t\n", "name: t\nregions: {us: {zones: [a]}}\n"))
+    result = CliRunner().invoke(main, ["pg", "promote-region", str(f), "--region", "us"])
+    assert result.exit_code == 2, result.output
+    assert "no postgres cluster with a standby cluster" in result.output

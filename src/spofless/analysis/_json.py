@@ -81,6 +81,7 @@ def report_data(report: Report) -> dict[str, Any]:
                 "rpo": r.rpo,
                 "rto_seconds": r.rto_seconds,
                 "rpo_seconds": r.rpo_seconds,
+                "region_loss": r.region_loss,
                 "unmet": [
                     {"objective": u.objective, "declared": u.declared, "why": u.why, "fix": u.fix}
                     for u in r.unmet

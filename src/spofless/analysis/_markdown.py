@@ -83,8 +83,11 @@ def render_markdown(report: Report) -> str:
         out.append("|---|---|---|---|---|")
         for r in report.recovery:
             out.append(f"| `{r.component}` | `{r.data}` | {r.tier} | {r.rto} | {r.rpo} |")
-        if not report.objectives_met:
+        if any(r.region_loss for r in report.recovery) or not report.objectives_met:
             out.append("")
+        for r in report.recovery:
+            if r.region_loss:
+                out.append(f"- Losing the region of `{r.data}`: {r.region_loss}")
         for r in report.recovery:
             for u in r.unmet:
                 out.append(

@@ -96,6 +96,7 @@ def fixes(
     for cause in found:
         alone = _Editor(topology, copy.deepcopy(dict(topology.data)), structure)
         lines, steps = alone.apply(cause)
+        steps = [*steps, *_standby_notes(topology, cause)]
         title = _title(cause, structure)
         out.append(Fix(cause, title, tuple(lines), tuple(steps), alone.availability(), alone.data))
     together = _Editor(topology, copy.deepcopy(dict(topology.data)), structure)
@@ -106,6 +107,31 @@ def fixes(
     fixed = together.structure()
     result = compute_availability(fixed, importance=False)
     return out, AllFixes(result.availability, tuple(CutSetSearch(fixed).spofs()), together.data)
+
+
+def _standby_notes(topology: Topology, cause: Cause) -> list[str]:
+    """A region lost with a postgres cluster that has a standby cluster elsewhere: that is
+    a recovery by hand, which the analysis does not count (the region stays a SPOF)."""
+    level, _, region = cause.key[1].partition(":")
+    if level != "region":
+        return []
+    out = []
+    for name in topology.components:
+        group = topology.cluster_group(name)
+        if len(group) < 2 or group[0] != name:
+            continue
+        hosts = [i.host for i in topology.instances[name]]
+        if not hosts or any(h is None or topology.hosts[h].region != region for h in hosts):
+            continue
+        for standby in group[1:]:
+            there = {topology.hosts[i.host].region for i in topology.instances[standby] if i.host}
+            regions = ", ".join(sorted(r for r in there if r))
+            out.append(
+                f"{name}: its standby cluster {standby} ({regions}) recovers it by hand: "
+                f"`spofless pg promote-region FILE --region {regions or 'R'}` (warm "
+                "standby, not automatic: the region stays a single point of failure)"
+            )
+    return out
 
 
 def _title(cause: Cause, structure: Structure) -> str:

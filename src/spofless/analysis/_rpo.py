@@ -11,6 +11,13 @@ drills are an input, read by the caller).
   acknowledged (spofless records and reports that range).
 - asynchronous: bounded by the replication lag at the moment of the failure; a
   replica lagging more than `maximum_lag_on_failover` is never promoted.
+- a standby cluster (`standby_of`, in another region): a disaster-recovery copy, not a
+  replica set that fails over by itself. Losing the primary cluster's region, writes
+  resume only once an operator runs `spofless pg promote-region` (warm standby); what
+  the primary acknowledged and the standby had not received (the cross-region
+  replication lag, asynchronous) is lost. Planned, nothing is lost: the old primary
+  cluster is fenced and the standby catches up first. The primary cluster's region
+  stays a single point of failure of the analysis: its recovery is manual.
 """
 
 from __future__ import annotations
@@ -35,7 +42,17 @@ def data_loss(topology: Topology) -> tuple[DataLoss, ...]:
     for name, comp in topology.components.items():
         if not isinstance(comp, PostgresComponent):
             continue
-        if comp.synchronous and comp.strict:
+        if comp.standby_of is not None:
+            out.append(
+                DataLoss(
+                    name,
+                    f"standby cluster of {comp.standby_of}",
+                    False,
+                    f"promote-region after losing {comp.standby_of}'s region loses the "
+                    "cross-region replication lag (asynchronous); planned, nothing is lost",
+                )
+            )
+        elif comp.synchronous and comp.strict:
             out.append(
                 DataLoss(name, "synchronous: strict", True, "RPO 0: commits wait for a standby")
             )
@@ -96,6 +113,8 @@ class Recovery:
     rpo_seconds: float | None  # the bound the design gives; None: none known
     rto_seconds: float | None
     unmet: tuple[Unmet, ...]  # declared objectives it cannot meet, each with a fix
+    # Losing the data's whole region: its standby clusters (None: nothing to recover to).
+    region_loss: str | None = None
 
 
 def _objectives(topology: Topology, entry: str) -> tuple[float | None, float | None]:
@@ -144,8 +163,28 @@ def recovery(
                 dataclasses.replace(u, location=_declared_at(topology, entry, u.objective))
                 for u in r.unmet
             )
-            out.append(dataclasses.replace(r, unmet=unmet))
+            region = _region_loss(topology, name)
+            out.append(dataclasses.replace(r, unmet=unmet, region_loss=region))
     return tuple(out)
+
+
+def _region_loss(topology: Topology, name: str) -> str | None:
+    """What losing `name`'s region leaves: its standby clusters, promoted by hand."""
+    standbys = topology.cluster_group(name)[1:]
+    if not standbys or topology.cluster_group(name)[0] != name:
+        return None
+
+    def region(c: str) -> str:
+        hosts = {i.host for i in topology.instances[c]}
+        found = {topology.hosts[h].region for h in hosts if h is not None}
+        return ", ".join(sorted(r for r in found if r)) or "no region given"
+
+    where = "; ".join(f"{s} (region {region(s)})" for s in standbys)
+    return (
+        f"warm standby: standby cluster {where}, promoted by hand (`spofless pg "
+        "promote-region FILE --region R`, seconds once run); RPO the cross-region "
+        "replication lag (asynchronous), 0 when planned"
+    )
 
 
 def _declared_at(topology: Topology, entry: str, objective: str) -> Location | None:

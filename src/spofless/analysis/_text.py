@@ -208,7 +208,10 @@ def _recovery(console: Console, report: Report) -> None:
     _section(console, "INFO", "blue", "disaster recovery (tier, RTO, RPO) per entry component")
     for r in report.recovery:
         console.print(Text(f"  {r.component} ({r.data}): {r.tier}"))
-        lines([("      RTO ", r.rto), ("      RPO ", r.rpo)])
+        rows = [("      RTO ", r.rto), ("      RPO ", r.rpo)]
+        if r.region_loss:
+            rows.append(("      region loss ", r.region_loss))
+        lines(rows)
 
 
 def _importance(console: Console, report: Report) -> None:

@@ -11,7 +11,8 @@ from spofless.cli._root import main, topology_of
 
 @main.group()
 def pg() -> None:
-    """PostgreSQL with automatic failover: the agent, switchover, failover, pause, rejoin."""
+    """PostgreSQL with automatic failover: the agent, switchover, failover, pause, rejoin,
+    and promoting a standby cluster in another region."""
 
 
 def _state_dir(file: str, state_dir: str | None) -> Path:
@@ -154,3 +155,50 @@ def pg_rejoin(file: str, component: str | None, member: str, discard: bool) -> N
     name = member_of(t, member)
     asyncio.run(allow_discard(t, name))
     click.echo(f"{name} may discard its divergent WAL: it rejoins on its next loop")
+
+
+@pg.command("promote-region")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--region", required=True, help="The region whose standby cluster takes over.")
+@click.option(
+    "--component",
+    default=None,
+    help="The standby cluster to promote when the region holds several.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Promote even when the primary cluster's etcd cannot be reached (it is not fenced).",
+)
+@_wait_option
+@click.option(
+    "--catch-up",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds the standby has to receive the old primary's last WAL byte once fenced.",
+)
+def pg_promote_region(
+    file: str, region: str, component: str | None, force: bool, bound: float, catch_up: float
+) -> None:
+    """Make the standby cluster in REGION the primary cluster: the old primary cluster is
+    fenced first (no member accepts writes) and, when it can be reached, the standby must
+    hold its last WAL byte before it is promoted (no lost write). Refused without --force
+    when the old primary cluster cannot be reached. The old cluster then follows the new
+    one (pg_rewind where needed); promote its region again to fail back."""
+    import asyncio
+
+    from spofless.pg.region import promote_region
+
+    report = asyncio.run(
+        promote_region(
+            topology_of(file),
+            region,
+            component=component,
+            force=force,
+            bound=bound,
+            catch_up=catch_up,
+        )
+    )
+    for line in report.lines():
+        click.echo(line)

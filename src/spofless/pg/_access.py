@@ -157,6 +157,8 @@ class PgAccess:
         limit = limit or self.settings.query_timeout
         auth = self.settings.auth
         extra: dict[str, str] = {}
+        if on is not None and on.read_write:
+            extra["target_session_attrs"] = "read-write"
         if auth is not None and on is None:
             host = str(auth.socket_dir)
         elif auth is not None:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from spofless.dcs import DCSSettings
 from spofless.pg._server_model import ServerSettings
-from spofless.pg.view import Action, Decision, LocalState, Policy, Role
+from spofless.pg.api import MemberStatus
+from spofless.pg.view import Action, Decision, LocalState, Policy, Role, View
 
-__all__ = ["AgentSettings", "state_of"]
+__all__ = ["AgentSettings", "member_status", "state_of"]
 
 # Actions that take long: the member says what it does before it starts.
 LONG_ACTIONS = frozenset(
@@ -46,6 +48,15 @@ class AgentSettings(BaseModel):
     # commit when it wakes. Off only to measure what it costs.
     fence_witness: bool = True
     dcs: DCSSettings = DCSSettings(ttl=3, renew_interval=0.5, retry_timeout=0.5)
+    # Standby clusters (spofless.pg._standby). `cluster`: this member's cluster (its
+    # postgres component); `standby_of`: the cluster it copies unless etcd says otherwise
+    # (P/standby); `peers`: the other clusters of its group, each with its members'
+    # (host, port), for the read-write route to follow and the slots to keep for them.
+    cluster: str | None = None
+    standby_of: str | None = None
+    peers: Mapping[str, tuple[tuple[str, int], ...]] = Field(default_factory=dict)
+    # Each peer cluster's etcd endpoints and key prefix: which of them says it is primary.
+    peer_etcd: Mapping[str, tuple[tuple[str, ...], str]] = Field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -76,3 +87,35 @@ def state_of(local: LocalState, d: Decision | None, busy: Action | None) -> tupl
     if local.role is Role.REPLICA:
         return "streaming", None
     return "running", None
+
+
+def member_status(
+    settings: AgentSettings, view: View, d: Decision | None, busy: Action | None, api_port: int
+) -> MemberStatus:
+    """What the member publishes (in etcd, at /status) after a loop that decided `d`."""
+    local, s = view.local, settings.server
+    lag = None
+    if view.cluster and view.cluster.leader_wal_position and local.wal_position:
+        lag = max(0, view.cluster.leader_wal_position - local.wal_position)
+    state, reason = state_of(local, d, busy)
+    return MemberStatus(
+        name=settings.name,
+        running=local.running,
+        role=local.role,
+        leader=view.lease.held,
+        timeline=local.timeline,
+        wal_position=local.wal_position,
+        lag=0 if local.role is Role.PRIMARY else lag,
+        streaming=local.streaming,
+        state=state,
+        api_url=f"http://{settings.api_host}:{api_port}",
+        dsn=f"host={s.host} port={s.port} user=postgres dbname=postgres",
+        host=s.host,
+        port=s.port,
+        reason=reason,
+        not_streaming_for=(
+            round(local.not_streaming_for, 1)
+            if local.running and local.role is Role.REPLICA and not local.streaming
+            else None
+        ),
+    )

@@ -66,7 +66,7 @@ def managed_conf(
             if upstream
             else ""
         ),
-        "primary_slot_name": slot_name(s.name) if upstream else "",
+        "primary_slot_name": (upstream.slot or slot_name(s.name)) if upstream else "",
         "log_line_prefix": f"%m [%p] {s.name} ",
     }
     if auth is not None:

@@ -161,6 +161,13 @@ def pg_auth(topology: Topology, component: str, index: int, data_dir: Path) -> P
     instances = topology.instances[component]
     inst = instances[index]
     peers = tuple(_address(topology, i.host) for i in instances if i.index != index)
+    # The members of the other clusters of its group replicate and rewind from it.
+    peers += tuple(
+        _address(topology, i.host)
+        for other in topology.cluster_group(component)
+        if other != component
+        for i in topology.instances[other]
+    )
     clients = [
         _address(topology, i.host)
         for other in topology.components
@@ -204,6 +211,21 @@ def dcs_settings(ttl: int, loop_wait: float, tls: EtcdTls | None = None) -> DCSS
         raise PgSetupError(str(exc)) from None
 
 
+def cluster_peers(topology: Topology, component: str) -> dict[str, tuple[tuple[str, int], ...]]:
+    """The other clusters of `component`'s group (`standby_of`), each with its members'
+    (host address, SQL port) in instance order: the read-write route to follow."""
+    out = {}
+    for other in topology.cluster_group(component):
+        if other == component:
+            continue
+        comp = postgres_component(topology, other)
+        assert comp.port is not None
+        out[other] = tuple(
+            (_address(topology, i.host), comp.port + i.index) for i in topology.instances[other]
+        )
+    return out
+
+
 def agent_settings(
     topology: Topology, component: str, index: int, state_dir: Path
 ) -> AgentSettings:
@@ -240,4 +262,12 @@ def agent_settings(
         allow_reclone=comp.allow_reclone,
         loop_wait=comp.loop_wait,
         dcs=dcs_settings(comp.ttl, comp.loop_wait, etcd_tls(topology)),
+        cluster=component,
+        standby_of=comp.standby_of,
+        peers=cluster_peers(topology, component),
+        peer_etcd={
+            p: (tuple(etcd_endpoints(topology, p)), cluster_prefix(topology, p))
+            for p in topology.cluster_group(component)
+            if p != component
+        },
     )

@@ -20,11 +20,14 @@ logger = logging.getLogger(__name__)
 
 
 def parse_cluster(
-    prefix: str, kvs: Iterable[KeyValue]
+    prefix: str, kvs: Iterable[KeyValue], standby_of: str | None = None
 ) -> tuple[ClusterState, tuple[MemberStatus, ...]]:
-    """The cluster state under `prefix` and every member's published status, by name."""
+    """The cluster state under `prefix` and every member's published status, by name.
+
+    `standby_of`: the topology's, which the `standby` key (written by `spofless pg
+    promote-region`) overrides."""
     p = prefix.rstrip("/") + "/"
-    fields: dict[str, Any] = {"members": {}}
+    fields: dict[str, Any] = {"members": {}, "standby_of": standby_of}
     statuses: list[MemberStatus] = []
     for kv in kvs:
         key = kv.key[len(p) :]
@@ -60,6 +63,10 @@ def _apply(key: str, kv: KeyValue, f: dict[str, Any], statuses: list[MemberStatu
         f["degraded"] = parse_degraded_json(kv.value)
     elif key == "lost":
         f["lost"] = parse_lost_json(kv.value)
+    elif key == "standby":
+        d = json.loads(kv.value)
+        f["standby_of"] = str(d["of"]) if d.get("of") else None
+        f["standby_epoch"] = int(d.get("epoch", 0))
     elif key.startswith("discard/"):
         f["discard"] = f.get("discard", frozenset()) | {key[len("discard/") :]}
     elif key.startswith("members/"):

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from spofless.dcs import Compare, Delete, KeyValueStore, Op, Put
 from spofless.pg._errors import PgCommandError
+from spofless.pg._server_model import STANDBY_SLOT_PREFIX
 from spofless.pg._terms import degraded_json, history_json, lost_json, next_degraded
 from spofless.pg.server import PostgresServer, slot_name
 from spofless.pg.sync import NO_STANDBY, StandbyRow, plan_sync, standby_names
@@ -35,8 +36,14 @@ class LeaderDuties:
         *,
         synchronous: bool,
         fence_witness: bool,
+        standby_slots: Sequence[str] = (),
+        peer_prefixes: Sequence[str] = (),
     ) -> None:
         self.name = name
+        # The slots this cluster's leader keeps for its standby clusters while it is the
+        # primary cluster, and the name prefixes of their members (never synchronous).
+        self.standby_slots = tuple(standby_slots)
+        self.peer_prefixes = tuple(peer_prefixes)
         self.server = server
         self.store = store
         self.p = prefix
@@ -64,12 +71,13 @@ class LeaderDuties:
             return
         fenced = self._fence_ready()  # first: commits after a promotion wait for it
         others = [m for m in c.members if m != self.name]
-        await srv.create_slots([slot_name(m) for m in others])
+        await srv.create_slots([*(slot_name(m) for m in others), *self.standby_slots])
         st = await srv.status()
         rows = [
             StandbyRow(r.name, r.state, r.sync_state, r.flush_lsn)
             for r in st.replication
-            if r.name != WITNESS_NAME
+            # A standby cluster's leader is across regions: never a synchronous standby.
+            if r.name != WITNESS_NAME and not r.name.startswith(self.peer_prefixes)
         ]
         for row in st.replication:  # what the synchronous standby holds for certain
             if row.name in c.sync.members and row.sync_state == "sync" and row.flush_lsn:
@@ -121,6 +129,31 @@ class LeaderDuties:
         self.degraded = plan.degraded
         if plan.degraded:
             logger.warning("%s: %s", self.name, plan.reason)
+
+    async def run_standby(self, view: View, fence: Compare) -> None:
+        """A standby cluster's leader: slots for its members, its WAL position as the
+        cluster's optime and its timeline history (fenced writes); no synchronous
+        standbys, no witness (it acknowledges no commit)."""
+        c, local, srv = view.cluster, view.local, self.server
+        if c is None:
+            return
+        self.stop_witness()
+        await srv.create_slots([slot_name(m) for m in c.members if m != self.name])
+        # The slots it kept for standby clusters while it was a primary hold WAL forever.
+        await srv.query(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+            "WHERE slot_name LIKE %s AND NOT active",
+            (STANDBY_SLOT_PREFIX + "%",),
+        )
+        ops: list[Op] = [Put(f"{self.p}/optime", str(local.wal_position or 0))]
+        if local.timeline is not None and (
+            c.history is None or c.history.timeline != local.timeline
+        ):
+            ops.append(Put(f"{self.p}/history", history_json(srv.history(local.timeline))))
+        res = await self.store.txn([fence], ops)
+        if not res.succeeded:
+            raise PgCommandError(f"{self.name}: leader key no longer mine; not writing")
+        self.degraded = False
 
     def _fence_ready(self) -> bool:
         """Start the witness if needed; whether it streams (only then may commits wait on it)."""

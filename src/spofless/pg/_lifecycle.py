@@ -153,7 +153,7 @@ class DataDirLifecycle(PgAccess):
         self._make_owned_dir(tmp)
         if self.settings.auth is not None:
             self._write_passfile(self.settings.auth)
-        slot = slot_name(self.name)
+        slot = source.slot or slot_name(self.name)
         await self.create_slots([slot], on=source)
         await self._tool(
             "pg_basebackup",

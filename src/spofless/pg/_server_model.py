@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -75,11 +75,30 @@ class ServerSettings(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class Upstream:
-    """A server to replicate, clone or rewind from."""
+    """A server to replicate, clone or rewind from.
+
+    Or a route to whichever of several servers accepts writes (`read_write`): `host` and
+    `port` then list them, comma-separated, as libpq takes them, and libpq connects to
+    the first that is read-write (`target_session_attrs=read-write`). A standby
+    cluster's leader follows its primary cluster through such a route."""
 
     name: str
     host: str
-    port: int
+    port: int | str
+    read_write: bool = False
+    # The replication slot to stream through on it; None: the member's own (slot_name).
+    slot: str | None = None
+
+    @classmethod
+    def route(cls, name: str, addresses: Sequence[tuple[str, int]], slot: str) -> Upstream:
+        """The read-write route over `addresses` (host, port), streaming through `slot`."""
+        return cls(
+            name,
+            ",".join(h for h, _ in addresses),
+            ",".join(str(p) for _, p in addresses),
+            read_write=True,
+            slot=slot,
+        )
 
     def conninfo(
         self,
@@ -98,6 +117,8 @@ class Upstream:
             f"application_name={application_name}",
             "connect_timeout=2",
         ]
+        if self.read_write:
+            parts.append("target_session_attrs=read-write")
         if dbname:
             parts.append(f"dbname={dbname}")
         if auth is not None:
@@ -139,3 +160,12 @@ class PgStatus:
 def slot_name(member: str) -> str:
     """The physical replication slot a member streams through."""
     return "spofless_" + re.sub(r"[^a-z0-9_]", "_", member.lower())
+
+
+STANDBY_SLOT_PREFIX = "spofless_standby_"
+
+
+def standby_slot(cluster: str) -> str:
+    """The slot on a primary cluster's leader that standby cluster `cluster`'s leader
+    streams through (one per standby cluster, whichever member leads it)."""
+    return STANDBY_SLOT_PREFIX + re.sub(r"[^a-z0-9_]", "_", cluster.lower())

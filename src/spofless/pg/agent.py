@@ -9,6 +9,10 @@ Keys under the cluster prefix P (all JSON except the leader key):
     P/sync              the leader's SyncState (fenced write)
     P/config            {"paused": bool}
     P/switchover        {"leader": name|null, "candidate": name|null}: an operator's request
+    P/standby           {"of": cluster|null, "epoch": n}: which cluster this one copies
+                        (`spofless pg promote-region`); absent: the topology's standby_of
+    P/demoted           {"member", "lsn", "timeline"}: where the last primary's WAL ended
+                        when its cluster was made a standby (spofless.pg._standby)
 
 Each loop logs one line naming the instance. Long actions run as one task;
 the leader lease keeps renewing on its own task meanwhile, and losing it stops
@@ -36,11 +40,14 @@ from spofless.dcs import (
     Put,
     campaign,
 )
-from spofless.pg._agent_model import LONG_ACTIONS, AgentSettings, state_of
+from spofless.pg._agent_model import LONG_ACTIONS, AgentSettings, member_status
 from spofless.pg._errors import PgCommandError
 from spofless.pg._handover import hand_over
 from spofless.pg._keys import parse_cluster
 from spofless.pg._leader import LeaderDuties
+from spofless.pg._observe import LocalObserver
+from spofless.pg._remote import PeerClaims, PeerCluster, RemoteProbe
+from spofless.pg._server_model import standby_slot
 from spofless.pg.api import ApiServer, ApiSnapshot, MemberStatus
 from spofless.pg.decide import decide
 from spofless.pg.rejoin import possibly_lost
@@ -50,10 +57,10 @@ from spofless.pg.view import (
     ClusterState,
     Decision,
     Lease,
-    LocalState,
     LostRange,
     Role,
     View,
+    format_lsn,
 )
 
 __all__ = ["Agent", "AgentSettings"]
@@ -62,7 +69,14 @@ logger = logging.getLogger(__name__)
 
 # Actions after which this member's role has changed: observe again at once.
 _ROLE_CHANGES = frozenset(
-    {Action.BOOTSTRAP, Action.START_PRIMARY, Action.PROMOTE, Action.DEMOTE, Action.SWITCHOVER}
+    {
+        Action.BOOTSTRAP,
+        Action.START_PRIMARY,
+        Action.PROMOTE,
+        Action.DEMOTE,
+        Action.SWITCHOVER,
+        Action.STEP_DOWN,
+    }
 )
 
 
@@ -81,6 +95,7 @@ class Agent:
         self.store = store
         self.name = settings.name
         self.server = server if server is not None else PostgresServer(settings.server)
+        self.local = LocalObserver(self.server, settings.keep_old_data)
         self.p = settings.prefix.rstrip("/")
         self.leadership: Leadership | None = None
         self.api = ApiServer(self.name, self.snapshot)
@@ -89,9 +104,6 @@ class Agent:
         self._rewind_failed = False
         self._start_failures = 0
         self._replica_start_failures = 0
-        self._system_id: str | None = None  # of the local data directory, read once
-        self._not_streaming_since: float | None = None
-        self._unanswered_since: float | None = None  # PostgreSQL runs but does not answer
         self._stopping: asyncio.Task[None] | None = None  # the stop after a lost lease
         self._view: View | None = None
         self._local_status: MemberStatus = MemberStatus(self.name)
@@ -105,7 +117,15 @@ class Agent:
             self._may_acknowledge,
             synchronous=settings.synchronous,
             fence_witness=settings.fence_witness,
+            standby_slots=[standby_slot(p) for p in settings.peers],
+            peer_prefixes=[f"{p}-" for p in settings.peers],
         )
+        # The read-write member of the cluster this one copies, when it is a standby.
+        self.remote = RemoteProbe(self.name, self.server, settings.loop_wait)
+        # Which other cluster of the group says it is the primary (after a forced
+        # promote-region this cluster's own etcd may still say it is).
+        peers = [PeerCluster(n, e, p) for n, (e, p) in settings.peer_etcd.items()]
+        self.claims = PeerClaims(peers, settings.dcs.tls, max(1.0, 2 * settings.loop_wait))
         # The long action running as one task (clone, rewind, ...), and which it is.
         self._busy: asyncio.Task[None] | None = None
         self._busy_action: Action | None = None
@@ -115,6 +135,9 @@ class Agent:
     async def run(self) -> None:
         await self.api.start(self.settings.api_host, self.settings.api_port)
         watcher = asyncio.create_task(self._watch_leader())
+        prober = asyncio.create_task(self.remote.run(), name=f"{self.name} remote probe")
+        claims = asyncio.create_task(self.claims.run(), name=f"{self.name} peer claims")
+        await self.claims.first_round()
         try:
             while True:
                 # Cleared before observing: a wake-up set while acting (a lease won, a
@@ -138,6 +161,8 @@ class Agent:
                     await asyncio.wait_for(self._wake.wait(), self.settings.loop_wait)
         finally:
             watcher.cancel()
+            prober.cancel()
+            claims.cancel()
             if self._busy is not None:
                 self._busy.cancel()
                 with contextlib.suppress(BaseException):
@@ -206,7 +231,12 @@ class Agent:
             # half made (initdb, a clone, a rewind); keep the last local state.
             local = self._view.local
         else:
-            local = await self._observe_local(loop.time())
+            local = await self.local.observe(
+                loop.time(),
+                rewind_failed=self._rewind_failed,
+                start_failures=self._start_failures,
+                replica_start_failures=self._replica_start_failures,
+            )
         cluster: ClusterState | None
         try:
             cluster = await self._read_cluster()
@@ -219,91 +249,44 @@ class Agent:
             token=lead.fencing_token if lead and held else None,
             valid_for=max(0.0, lead.valid_until - loop.time()) if lead and held else 0.0,
         )
-        view = View(self.name, local, lease, cluster, self.settings.policy(), loop.time())
+        # A standby cluster's leader (or a member that may become it) probes the cluster
+        # it copies; nobody else does.
+        source = cluster.standby_of if cluster is not None else None
+        known = source is not None and source in self.settings.peers
+        self.remote.follow(self._upstream_of_cluster(source) if source and known else None)
+        view = View(
+            self.name,
+            local,
+            lease,
+            cluster,
+            self.settings.policy(),
+            loop.time(),
+            remote=self.remote.latest(loop.time()),
+        )
         self._view = view
         return view
 
-    async def _observe_local(self, now: float) -> LocalState:
-        srv = self.server
-        if not srv.has_data():
-            self._system_id = None
-            return LocalState(has_data=False)
-        if self._system_id is None:
-            with contextlib.suppress(PgCommandError):
-                self._system_id = (await srv.controldata()).system_identifier
-        if not srv.running:
-            disk = None
-            with contextlib.suppress(PgCommandError):
-                disk = await srv.disk()  # one pg_controldata per loop
-            return LocalState(
-                has_data=True,
-                # Last a primary: shut down as one, or crashed as one (spofless.pg.rejoin).
-                was_primary=disk is not None
-                and (disk.shutdown_checkpoint or disk.position is None),
-                rewind_failed=self._rewind_failed,
-                start_failures=self._start_failures,
-                replica_start_failures=self._replica_start_failures,
-                system_id=self._system_id,
-                disk=disk,
-                rewinding=srv.rewinding,
-                reclone_blocked=(
-                    srv.reclone_blocked(self.settings.keep_old_data)
-                    if self._rewind_failed
-                    else None
-                ),
-            )
-        try:
-            st = await srv.status()
-        except PgCommandError as exc:
-            if self._unanswered_since is None:
-                self._unanswered_since = now
-                logger.warning("%s: PostgreSQL does not answer: %s", self.name, exc)
-            return LocalState(
-                has_data=True,
-                running=True,
-                rewind_failed=self._rewind_failed,
-                unanswered_for=now - self._unanswered_since,
-            )
-        self._unanswered_since = None
-        timeline, replay_timeline = st.timeline, None
-        if st.role is Role.REPLICA:
-            # What PostgreSQL reports lags behind a timeline switch: read the timeline
-            # from the WAL files the replica replays (spofless.pg._datadir.timelines_at).
-            replay_timeline, received = await asyncio.to_thread(
-                srv.timelines_at, (st.replayed_lsn, st.wal_position), st.segment_size
-            )
-            timeline = received or replay_timeline or timeline
-        streaming = st.receiver_status == "streaming"
-        if streaming or st.role is Role.PRIMARY:
-            self._not_streaming_since = None
-        elif self._not_streaming_since is None:
-            self._not_streaming_since = now
-        return LocalState(
-            has_data=True,
-            running=True,
-            role=st.role,
-            timeline=timeline,
-            wal_position=st.wal_position,
-            following=srv.upstream.name if srv.upstream else None,
-            streaming=streaming,
-            not_streaming_for=now - self._not_streaming_since if self._not_streaming_since else 0,
-            rewind_failed=self._rewind_failed,
-            start_failures=self._start_failures,
-            system_id=self._system_id,
-            recovery_timeline=replay_timeline or st.recovery_timeline,
-            recovery_position=st.replayed_lsn if replay_timeline else st.recovery_lsn,
-        )
-
     async def _read_cluster(self) -> ClusterState:
         res = await self.store.range(f"{self.p}/", prefix=True)
-        state, self._cluster_members = parse_cluster(self.p, res.kvs)
+        state, self._cluster_members = parse_cluster(self.p, res.kvs, self.settings.standby_of)
+        if state.standby_of is None:
+            state = await self.claims.apply(self.name, self.store, self.p, state)
         return state
 
     # -- acting ---------------------------------------------------------------------------
 
+    def _upstream_of_cluster(self, cluster: str) -> Upstream:
+        """The read-write route to the members of `cluster`, through my cluster's slot."""
+        members = self.settings.peers.get(cluster)
+        if not members:
+            raise PgCommandError(f"{self.name}: {cluster} is not a cluster of my group")
+        return Upstream.route(cluster, members, standby_slot(self.settings.cluster or ""))
+
     def _upstream(self, view: View, name: str | None) -> Upstream | None:
         if name is None:
             return None
+        if view.cluster is not None and name == view.cluster.standby_of:
+            return self._upstream_of_cluster(name)
         for m in self._cluster_members:
             if m.name == name and m.host and m.port:
                 return Upstream(name, m.host, m.port)
@@ -314,7 +297,7 @@ class Agent:
         if a is Action.ACQUIRE:
             await self._acquire()
         elif a is Action.BOOTSTRAP:
-            await self._bootstrap()
+            await self._bootstrap(self._upstream(view, d.target))
         elif a is Action.CLONE:
             await srv.clone(self._need(view, d.target))
             await self._start_replica(self._upstream(view, d.target))
@@ -333,13 +316,17 @@ class Agent:
             # first leader duties: they wait for the fence (witness or sync replica).
             await srv.set_synchronous_standby_names(self.duties.promotion_fence())
             await srv.promote()
-            await self.duties.run(view, self._fence(), self._system_id)
+            await self.duties.run(view, self._fence(), self.local.system_id)
         elif a is Action.DEMOTE:
             self.duties.stop_witness()
             await srv.stop("immediate")
             await self._release()
+        elif a is Action.RENEW and view.cluster is not None and view.cluster.standby_of:
+            await self.duties.run_standby(view, self._fence())
         elif a is Action.RENEW:
-            await self.duties.run(view, self._fence(), self._system_id)
+            await self.duties.run(view, self._fence(), self.local.system_id)
+        elif a is Action.STEP_DOWN:
+            await self._step_down()
         elif a is Action.FOLLOW:
             await srv.follow(self._upstream(view, d.target))
         elif a is Action.RECOVER:
@@ -358,7 +345,7 @@ class Agent:
                     raise
             else:
                 await srv.keep_aside_and_clone(up, self.settings.keep_old_data)
-                self._system_id = None
+                self.local.system_id = None
             self._replica_start_failures = 0
             try:
                 await self._start_replica(up)
@@ -376,10 +363,13 @@ class Agent:
             if await hand_over(srv, self.store, self._fence(), key, self._need(view, d.target)):
                 await self._release()
 
-    async def _bootstrap(self) -> None:
+    async def _bootstrap(self, source: Upstream | None = None) -> None:
         """initdb under a claim: the initialize key is created first (fenced), so that a
         member winning the lease while this one runs initdb waits instead of bootstrapping
-        a second cluster; it holds the system identifier once the server runs."""
+        a second cluster; it holds the system identifier once the server runs.
+
+        `source`: a standby cluster is bootstrapped as a copy of its primary cluster
+        (pg_basebackup through the route, then started as its standby)."""
         srv, key = self.server, f"{self.p}/initialize"
         claim = await self.store.txn(
             [self._fence(), Compare.create_revision(key, "==", 0)], [Put(key, "")]
@@ -387,16 +377,40 @@ class Agent:
         if not claim.succeeded:
             raise PgCommandError(f"{self.name}: lost the lease or another member bootstraps")
         try:
-            await srv.initdb()
-            await srv.start(standby=False)
-            await srv.create_roles()
+            if source is not None:
+                await srv.clone(source)
+                await srv.start(upstream=source)
+            else:
+                await srv.initdb()
+                await srv.start(standby=False)
+                await srv.create_roles()
             system_id = (await srv.controldata()).system_identifier or ""
         except BaseException:
             with contextlib.suppress(DCSError):
                 await self.store.txn([self._fence()], [Delete(key)])
             raise
-        self._system_id = system_id
+        self.local.system_id = system_id
         await self.store.txn([self._fence()], [Put(key, system_id)])
+
+    async def _step_down(self) -> None:
+        """My cluster was made a standby while I am its primary: stop writes at once (a fast
+        shutdown: connections end, connected standbys receive every WAL byte first), keep
+        the lease, and record where my WAL ends, for `promote-region` to check that the
+        new primary cluster holds all of it before it accepts writes."""
+        srv = self.server
+        self.duties.stop_witness()
+        await srv.stop("fast")
+        cd = await srv.controldata()
+        logger.warning(
+            "%s: stepped down: my cluster is a standby now; my WAL ends at %s on timeline %s",
+            self.name,
+            format_lsn(cd.checkpoint_lsn),
+            cd.timeline,
+        )
+        record = {"member": self.name, "lsn": cd.checkpoint_lsn, "timeline": cd.timeline}
+        res = await self.store.txn([self._fence()], [Put(f"{self.p}/demoted", json.dumps(record))])
+        if not res.succeeded:
+            raise PgCommandError(f"{self.name}: leader key no longer mine; not recording")
 
     async def _start_replica(self, upstream: Upstream | None) -> None:
         try:
@@ -467,32 +481,8 @@ class Agent:
 
     async def _publish(self, view: View, busy: Action | None = None) -> None:
         """Put this member's status on its own lease (it vanishes when the agent dies)."""
-        local, s = view.local, self.settings.server
-        lag = None
-        if view.cluster and view.cluster.leader_wal_position and local.wal_position:
-            lag = max(0, view.cluster.leader_wal_position - local.wal_position)
-        d = self.last_decision
-        state, reason = state_of(local, d, busy)
-        self._local_status = MemberStatus(
-            name=self.name,
-            running=local.running,
-            role=local.role,
-            leader=view.lease.held,
-            timeline=local.timeline,
-            wal_position=local.wal_position,
-            lag=0 if local.role is Role.PRIMARY else lag,
-            streaming=local.streaming,
-            state=state,
-            api_url=f"http://{self.settings.api_host}:{self.api.port}",
-            dsn=f"host={s.host} port={s.port} user=postgres dbname=postgres",
-            host=s.host,
-            port=s.port,
-            reason=reason,
-            not_streaming_for=(
-                round(local.not_streaming_for, 1)
-                if local.running and local.role is Role.REPLICA and not local.streaming
-                else None
-            ),
+        self._local_status = member_status(
+            self.settings, view, self.last_decision, busy, self.api.port
         )
         try:
             if not self._member_lease:

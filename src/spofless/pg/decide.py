@@ -21,10 +21,13 @@ The rules, in order of precedence:
    than the last leader's, or, in synchronous mode, when it is not known to be
    synchronous.
 4. Paused: no automatic failover; members keep what they are.
+5. A standby cluster (`standby_of`) is never writable by itself: its leader follows
+   the primary cluster (spofless.pg._standby has its rules), its members follow it.
 """
 
 from __future__ import annotations
 
+from spofless.pg._standby import standby_leader
 from spofless.pg.rejoin import Divergence, disk_divergence, divergence, unsafe_ranges
 from spofless.pg.view import Action, ClusterState, Decision, Role, View, format_lsn
 
@@ -83,6 +86,18 @@ def _foreign(v: View, c: ClusterState) -> Decision | None:
 
 def _without_data(v: View, c: ClusterState) -> Decision:
     if v.lease.held:
+        if not c.initialized and c.standby_of is not None:
+            if v.remote is None or not v.remote.reachable:
+                return _d(
+                    Action.WAIT,
+                    f"I lead a new standby cluster; no read-write member of {c.standby_of} "
+                    "answers to clone from",
+                )
+            return _d(
+                Action.BOOTSTRAP,
+                f"I lead a new standby cluster: cloning it from the primary cluster {c.standby_of}",
+                c.standby_of,
+            )
         if not c.initialized:
             return _d(Action.BOOTSTRAP, "I hold the leader lease of a new cluster: running initdb")
         return _d(
@@ -96,7 +111,9 @@ def _without_data(v: View, c: ClusterState) -> Decision:
             return _d(Action.WAIT, "paused: not bootstrapping a new cluster")
         return _d(Action.ACQUIRE, "no cluster yet: racing for the leader lease to bootstrap it")
     leader = c.members.get(c.leader.name)
-    if leader is None or not leader.running or leader.role is not Role.PRIMARY:
+    # A standby cluster's leader is itself a standby: its members clone from it.
+    role = Role.REPLICA if c.standby_of is not None else Role.PRIMARY
+    if leader is None or not leader.running or leader.role is not role:
         return _d(Action.WAIT, f"no data directory; waiting for leader {c.leader.name} to run")
     return _d(
         Action.CLONE,
@@ -115,6 +132,8 @@ def _as_leader(v: View, c: ClusterState) -> Decision:
                 f"leader key names {c.leader.name}, not me: demoting",
             )
         return _d(Action.WAIT, f"leader key names {c.leader.name}; my lease is stale")
+    if c.standby_of is not None:
+        return standby_leader(v, c)
     if not local.running:
         if local.start_failures >= v.policy.max_start_failures:
             return _d(

@@ -176,7 +176,7 @@ class PostgresServer(DataDirLifecycle):
         and so unable to reach a consistent state. Best effort: the leader's loop makes it
         too once this member publishes itself."""
         try:
-            await self.create_slots([slot_name(self.name)], on=upstream)
+            await self.create_slots([upstream.slot or slot_name(self.name)], on=upstream)
         except PgCommandError as exc:
             logger.warning("%s: cannot make my slot on %s: %s", self.name, upstream.name, exc)
 

@@ -32,6 +32,10 @@ class Action(StrEnum):
     REWIND = "rewind"  # pg_rewind from `target`, then start as its replica
     RECLONE = "reclone"  # keep the diverged data directory aside and clone from `target`
     RECOVER = "recover"  # crash recovery in single-user mode: find where a crashed WAL ends
+    # The cluster became a standby cluster while I am its primary: stop writes (a fast
+    # shutdown: connected standbys receive everything), keep the lease, record where my
+    # WAL ends (P/demoted), then rejoin as the standby leader.
+    STEP_DOWN = "step_down"
     ACQUIRE = "acquire"  # race for the leader lease (compare-and-swap create)
     RELEASE = "release"  # give the leader lease up so a healthy member can take it
     WAIT = "wait"  # something is missing; the reason says what
@@ -221,6 +225,23 @@ class ClusterState:
     lost: tuple[LostRange, ...] = ()
     # Members an operator allowed to discard divergent WAL (`spofless pg rejoin --discard`).
     discard: frozenset[str] = frozenset()
+    # A standby cluster: the cluster (postgres component) it copies, through that
+    # cluster's read-write member; None: this is the primary cluster (P/standby, else the
+    # topology's `standby_of`).
+    standby_of: str | None = None
+    # Which `spofless pg promote-region` set standby_of (0: the topology's): the primary
+    # cluster with the highest epoch wins when two say they are (spofless.pg._remote).
+    standby_epoch: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RemotePrimary:
+    """A standby cluster's view of the primary cluster it follows, probed over its
+    read-write route: whether a read-write member answered, and its timeline and WAL."""
+
+    reachable: bool
+    timeline: int | None = None
+    position: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +268,8 @@ class View:
     cluster: ClusterState | None  # None: etcd unreachable
     policy: Policy = Policy()
     now: float = 0.0
+    # In a standby cluster: the last probe of the primary cluster (None: none recent).
+    remote: RemotePrimary | None = None
 
 
 def format_lsn(pos: int | None) -> str:

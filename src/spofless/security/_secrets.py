@@ -86,8 +86,8 @@ def init_secrets(topology: Topology) -> list[Path]:
         _write(client_crt, crt)
         made.append(client_crt)
     for name, comp in topology.components.items():
-        if not isinstance(comp, PostgresComponent):
-            continue
+        if not isinstance(comp, PostgresComponent) or comp.standby_of is not None:
+            continue  # a standby cluster has its primary cluster's passwords
         for role in PG_ROLES:
             f = d / "postgres" / name / role
             if not f.exists():
@@ -110,7 +110,12 @@ def _how(topology: Topology) -> str:
 
 
 def password(topology: Topology, component: str, role: str) -> str:
-    """The password of PostgreSQL `role` (superuser, replication, rewind) of `component`."""
+    """The password of PostgreSQL `role` (superuser, replication, rewind) of `component`.
+
+    A standby cluster has its primary cluster's (`standby_of`): its data, roles
+    included, is a copy of that cluster's."""
+    if component in topology.components:
+        component = topology.cluster_group(component)[0]
     env = f"SPOFLESS_SECRET_{component}_{role}".upper().replace("-", "_")
     if os.environ.get(env):
         return os.environ[env]

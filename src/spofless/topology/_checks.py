@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from spofless.topology._deps import Dependency, dependencies
-from spofless.topology._kinds import DnsComponent, EtcdComponent, LoadBalancerComponent
+from spofless.topology._kinds import (
+    DnsComponent,
+    EtcdComponent,
+    LoadBalancerComponent,
+    PostgresComponent,
+)
 from spofless.topology._messages import suggest
 from spofless.topology._model import Host, Instance
 from spofless.topology._schema import Component
@@ -51,6 +56,33 @@ def check_references(
                     continue
                 hint = suggest(region, regions) if regions else " (the file defines no regions)"
                 report(("components", cname, "regions", region), f"unknown region '{region}'{hint}")
+
+
+def check_standby_clusters(
+    components: Mapping[str, Component], names: Collection[str], report: Report
+) -> None:
+    """`standby_of` names another postgres component, which is a primary cluster itself:
+    a standby cluster follows its group's primary cluster, never another standby."""
+    for cname, comp in components.items():
+        if not isinstance(comp, PostgresComponent) or comp.standby_of is None:
+            continue
+        where: Loc = ("components", cname, "standby_of")
+        target = comp.standby_of
+        if target == cname:
+            report(where, "a cluster cannot be a standby cluster of itself")
+        elif target not in names:
+            report(where, f"unknown component '{target}'{suggest(target, names)}")
+        elif target not in components:
+            continue  # invalid itself: reported where it is written
+        elif not isinstance(other := components[target], PostgresComponent):
+            report(where, f"'{target}' is of kind {other.kind}, not a postgres component")
+        elif other.standby_of is not None:
+            report(
+                where,
+                f"'{target}' is itself a standby cluster (of '{other.standby_of}'): a standby "
+                f"cluster follows its group's primary cluster; write standby_of: "
+                f"{other.standby_of}",
+            )
 
 
 def check_cycles(components: Mapping[str, Component], report: Report) -> None:
@@ -152,9 +184,14 @@ def _overlap(
 
 
 def unreached_warnings(
-    components: Mapping[str, Component], required: Collection[str], entry: Sequence[str]
+    components: Mapping[str, Component],
+    required: Collection[str],
+    entry: Sequence[str],
+    recovery: Collection[str] = (),
 ) -> list[tuple[Loc, str]]:
-    """Components no `entry` component depends on: the analysis leaves them out."""
+    """Components no `entry` component depends on: the analysis leaves them out.
+    `recovery`: the standby clusters of required ones and what they need, which are a
+    recovery path (`spofless pg promote-region`), not part of the serving system."""
     return [
         (
             ("components", name),
@@ -163,7 +200,7 @@ def unreached_warnings(
         )
         for name in components
         # A monitor is on the alerting path, not the serving one: `check` analyses it apart.
-        if name not in required and components[name].kind != "monitor"
+        if name not in required and name not in recovery and components[name].kind != "monitor"
     ]
 
 

@@ -121,6 +121,11 @@ class PostgresComponent(RuntimeComponent):
     allow: list[str] = Field(default_factory=list)
     # Base backups and the WAL archive (spofless.backup); None: no backups.
     backup: BackupSpec | None = None
+    # A standby cluster (Patroni's standby_cluster): the postgres component whose data
+    # this one copies, usually in another region. Its leader, elected in its own etcd,
+    # replicates from that cluster's read-write member; its members from its leader.
+    # It never accepts writes until `spofless pg promote-region` makes it the primary.
+    standby_of: Name | None = None
 
     @field_validator("allow")
     @classmethod

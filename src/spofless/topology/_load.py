@@ -23,6 +23,7 @@ from spofless.topology._checks import (
     check_cycles,
     check_ports,
     check_references,
+    check_standby_clusters,
     shared_address_warnings,
     unreached_warnings,
 )
@@ -206,6 +207,7 @@ class _Resolver:
                         f"'{name}' is not an entry component (entry: {', '.join(top.entry)})",
                     )
         check_references(components, raw_components, top.regions, self.problem)
+        check_standby_clusters(components, raw_components, self.problem)
         check_cycles(components, self.problem)
         check_ports(hosts, components, instances, self.problem)
         self.fail_if_problems()
@@ -230,8 +232,11 @@ class _Resolver:
         self.problems.extend(drill_problems(topology))
         self.fail_if_problems()
         required = topology.required_components()
+        standbys = [s for r in required for s in topology.cluster_group(r)[1:]]
         found = [
-            *unreached_warnings(components, required, top.entry),
+            *unreached_warnings(
+                components, required, top.entry, topology.dependency_order(standbys)
+            ),
             *shared_address_warnings(data, hosts, components, instances, required),
         ]
         warnings = []

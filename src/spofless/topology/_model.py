@@ -134,6 +134,14 @@ class Topology:
             for name in self.components
         }
 
+    def cluster_group(self, component: str) -> tuple[str, ...]:
+        """A postgres component's group of clusters that copy one database (`standby_of`):
+        the primary cluster first, then its standby clusters in file order. A component
+        without standby clusters is a group of one."""
+        root = getattr(self.components[component], "standby_of", None) or component
+        standbys = [n for n, c in self.components.items() if getattr(c, "standby_of", None) == root]
+        return (root, *standbys)
+
     def dependency_order(self, roots: Iterable[str] | None = None) -> list[str]:
         """`roots` (every component by default) and their dependencies, each after them."""
         seen: dict[str, None] = {}
