@@ -16,6 +16,13 @@ from spofless.cli._root import main, topology_of
     "--backend", "backends", multiple=True, help="Standalone: host:port[,weight]; repeat."
 )
 @click.option(
+    "--backup",
+    "backup_backends",
+    multiple=True,
+    help="Standalone: host:port[,weight] that gets requests only while no --backend can"
+    " (HAProxy's backup server); repeat.",
+)
+@click.option(
     "--mode",
     type=click.Choice(["http", "tcp"]),
     default="http",
@@ -83,6 +90,7 @@ def lb(
     instance: int,
     listen: str | None,
     backends: tuple[str, ...],
+    backup_backends: tuple[str, ...],
     mode: str,
     algorithm: str,
     hash_key: str,
@@ -109,7 +117,7 @@ def lb(
     from spofless.topology import CannotRunError, HealthCheck, LbOptions
 
     if file is not None:
-        if listen or backends:
+        if listen or backends or backup_backends:
             raise CannotRunError("give either FILE or --listen/--backend, not both")
         if sets or health or health_send is not None or health_expect is not None:
             raise CannotRunError(
@@ -156,6 +164,7 @@ def lb(
             return settings_from_flags(
                 listen=listen_,
                 backends=list(backends),
+                backups=list(backup_backends),
                 mode=mode,
                 workers=workers,
                 admin=admin,

@@ -1,6 +1,7 @@
 """The admin API, on its own listener: status, drain/disable/enable, Prometheus metrics.
 
-    GET  /status                        JSON: every backend's state and counters
+    GET  /status                        JSON: every backend's state and counters, and
+                                        each route's serving backends (on its backups?)
     POST /backends/<name>/drain         no new requests, open ones finish
     POST /backends/<name>/disable       out of rotation
     POST /backends/<name>/enable        back in rotation
@@ -36,7 +37,9 @@ from prometheus_client.core import (
 )
 
 from spofless.lb._backend import LATENCY_BUCKETS
+from spofless.lb._handover import route_keys
 from spofless.lb._messages import BackendStats
+from spofless.lb._policy import slow_start_factor
 
 if TYPE_CHECKING:
     from spofless.lb._controller import Controller
@@ -115,16 +118,25 @@ def status(ctl: Controller) -> dict[str, Any]:
     s = ctl.settings
     totals = ctl.totals()
     now = time.time()
+    specs = s.backends()
+    ramps = {b.name: s.slow_start_of(r) for r in s.routes for b in r.backends}
     backends: dict[str, Any] = {}
     for name, view in ctl.views.items():
         m = ctl._monitor_of(name)
         health = m.health(name) if m else None
         last = health.last_result if health else None
+        spec = specs[name]
         backends[name] = {
             "status": str(ctl.status_of(name)),
             "admin": view.admin,
             "ejected": view.ejected_until > now,
             "ejections": view.ejections,
+            "backup": spec.backup,
+            "weight": spec.weight,
+            # Its weight now, slow start applied (whether it is eligible or not).
+            "weight_now": round(
+                spec.weight * slow_start_factor(view.up_since, now, ramps[name]), 3
+            ),
             "since": health.since if health else None,
             "last_check": None
             if last is None
@@ -140,6 +152,18 @@ def status(ctl: Controller) -> dict[str, Any]:
         # The oldest view any serving worker had applied when it last sent its counters.
         "workers_view_seq": min((w.view_seq for w in ctl.workers), default=ctl.view_seq),
         "backends": backends,
+        "routes": {
+            key: {
+                "backends": [b.name for b in route.backends if not b.backup],
+                "backups": [b.name for b in route.backends if b.backup],
+                "serving": list(ctl.tiers[key].serving),
+                "on_backup": ctl.tiers[key].on_backup,
+                "since": ctl.tiers[key].since or None,
+                "failovers": ctl.tiers[key].failovers,
+                "failbacks": ctl.tiers[key].failbacks,
+            }
+            for key, route in zip(route_keys(s.routes), s.routes, strict=True)
+        },
     }
 
 
@@ -175,6 +199,20 @@ class _Collector:
         active = GaugeMetricFamily(
             "spofless_lb_in_flight", "Requests in flight", labels=["backend"]
         )
+        on_backup = GaugeMetricFamily(
+            "spofless_lb_route_on_backup",
+            "1 while the route sends to its backups (no primary can take requests)",
+            labels=["route"],
+        )
+        handovers = CounterMetricFamily(
+            "spofless_lb_route_handovers",
+            "Hand-overs of a route to its backups (failover) and back (failback)",
+            labels=["route", "to"],
+        )
+        for key, tier in ctl.tiers.items():
+            on_backup.add_metric([key], 1.0 if tier.on_backup else 0.0)
+            handovers.add_metric([key, "backups"], tier.failovers)
+            handovers.add_metric([key, "primaries"], tier.failbacks)
         latency = HistogramMetricFamily(
             "spofless_lb_request_duration_seconds",
             "Time to a complete response",
@@ -197,3 +235,4 @@ class _Collector:
                 cum.append((str(bound) if bound != float("inf") else "+Inf", acc))
             latency.add_metric([name], cum, t.latency_sum)
         yield from (req, retries, conn_fail, spliced, ejections, up, active, latency)
+        yield from (on_backup, handovers)

@@ -27,6 +27,13 @@ def _no_wake() -> None:
     pass
 
 
+def may_take_requests(status: str, admin: str, ejected: bool, *, need_up: bool) -> bool:
+    """Whether a backend may get new requests (ignoring fail-open): healthy (`up`; or not
+    `down` where an unchecked backend is trusted), enabled and not ejected."""
+    healthy = status == "up" if need_up else status != "down"
+    return healthy and admin == "enabled" and not ejected
+
+
 def response_class(status: int) -> int:
     """The index in `Backend.responses` of a response with `status` (0: not a status)."""
     return status // 100 if 100 <= status < 600 else 0
@@ -44,6 +51,7 @@ class Backend:
     __slots__ = (
         "active",
         "admin",
+        "backup",
         "base_weight",
         "buckets",
         "connect_failures",
@@ -61,6 +69,7 @@ class Backend:
         "responses",
         "retries",
         "since",
+        "slow_start",
         "spliced",
         "status",
         "up_since",
@@ -79,13 +88,16 @@ class Backend:
         self.port = spec.port
         self.base_weight = float(spec.weight)
         self.weight = float(spec.weight)  # effective: 0 when not eligible, slow start applied
+        self.backup = spec.backup  # serves only while no primary of its route can
+        self.slow_start = 0.0  # seconds of its ramp to full weight (its route's setting)
         self.status = "unknown"  # up | down | unknown, from the health view
         self.since = 0.0  # wall time of its last status change, from the health view
         # Only a passed check makes it eligible, not `unknown` (a route without fail-open).
         self.need_up = False
         self.admin = "enabled"  # enabled | drain | disabled
         self.ejected = False
-        self.up_since: float | None = None  # wall time it came back up, for slow start
+        # Wall time it came back up or was enabled again: its slow start counts from here.
+        self.up_since: float | None = None
         self.active = 0  # requests (http) or connections (tcp) in flight
         self.idle: list[UpstreamConn] = []  # pooled keep-alive connections, LIFO
         # Connections busy with a request: http upstreams, or tcp clients.
@@ -104,8 +116,7 @@ class Backend:
     @property
     def eligible(self) -> bool:
         """Whether new requests may go here (ignoring fail-open)."""
-        healthy = self.status == "up" if self.need_up else self.status != "down"
-        return healthy and self.admin == "enabled" and not self.ejected
+        return may_take_requests(self.status, self.admin, self.ejected, need_up=self.need_up)
 
     def begin(self) -> None:
         """A request (http) or connection (tcp) starts here."""

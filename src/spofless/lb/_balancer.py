@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from spofless.lb._algorithms import Algorithm, make_algorithm
 from spofless.lb._backend import Backend
+from spofless.lb._handover import serving
 from spofless.lb._messages import BackendState, BackendStats, Ejection, Message, Observation
 from spofless.lb._policy import RetryBudget, slow_start_factor
 from spofless.lb._settings import LbSettings, RouteSpec
@@ -38,16 +39,30 @@ class Timed(Protocol):
 
 
 class Route:
-    __slots__ = ("algorithm", "backends", "chosen", "exclusive", "fail_open", "live", "spec")
+    __slots__ = (
+        "algorithm",
+        "backends",
+        "backups",
+        "chosen",
+        "exclusive",
+        "fail_open",
+        "live",
+        "primaries",
+        "spec",
+    )
 
     def __init__(self, spec: RouteSpec, backends: list[Backend], algorithm: Algorithm) -> None:
         self.spec = spec
         self.backends = backends
+        self.primaries = [b for b in backends if not b.backup]
+        self.backups = [b for b in backends if b.backup]  # serve while no primary can
         self.algorithm = algorithm
         self.fail_open = spec.fail_open
         self.exclusive = spec.exclusive
         self.chosen: Backend | None = None  # exclusive: the one backend new connections get
-        self.live = list(backends)  # those with a weight above 0, kept by Balancer.reindex
+        # Those that get new requests: with a weight above 0, of the tier that serves
+        # (`_handover.serving`); kept by Balancer.reindex.
+        self.live = list(backends)
 
 
 def newest(backends: list[Backend]) -> Backend | None:
@@ -63,11 +78,15 @@ class Balancer:
     """Per-worker state shared by every connection of that worker."""
 
     def __init__(
-        self, settings: LbSettings, report: Callable[[Message], None] | None = None
+        self,
+        settings: LbSettings,
+        report: Callable[[Message], None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.options = settings.options
         self.report = report or (lambda msg: None)
+        self.clock = clock  # wall time, the health view's: slow start counts with it
         self.queue: deque[Request] = deque()  # requests waiting for a connection slot
         self.backends = {
             name: Backend(spec, self.queue, self._slot_freed)
@@ -82,16 +101,16 @@ class Balancer:
             for r in settings.routes
         ]
         for route in self.routes:
-            if not route.fail_open:
-                for b in route.backends:
-                    b.need_up = True
+            for b in route.backends:
+                b.need_up = b.need_up or not route.fail_open
+                b.slow_start = settings.slow_start_of(route.spec)
         self.single_route = len(self.routes) == 1 and self.routes[0].spec.host is None
         self.budget = RetryBudget(self.options.retry_budget)
         self.timed: set[Timed] = set()  # connections with deadlines (clients and upstreams)
         self.draining = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self._ticker: asyncio.TimerHandle | None = None
-        self.refresh_weights(time.time())  # a route without fail-open starts with none live
+        self.refresh_weights(clock())  # a route without fail-open starts with none live
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -113,7 +132,7 @@ class Balancer:
                 conn.deadline = 0.0
                 conn.on_timeout()
             self._expire_queue(now)
-            self.refresh_weights(time.time())
+            self.refresh_weights(self.clock())
         except Exception:  # a bug in one connection's timeout must not stop the sweep
             logger.exception("%s: timeout sweep failed", self.settings.instance)
         self._ticker = loop.call_later(TICK, self._tick)
@@ -146,24 +165,26 @@ class Balancer:
             return picked if isinstance(picked, Backend) else None
         candidates = [
             b
-            for b in (route.live if route.exclusive else route.backends)
-            if b.weight > 0
-            and (tried is None or b not in tried)
-            and (limit is None or b.active < limit)
+            for b in route.live
+            if (tried is None or b not in tried) and (limit is None or b.active < limit)
         ]
         if not candidates:
             if not route.fail_open:
                 return None
-            # Fail open: every eligible backend is down or tried; try the enabled rest.
-            candidates = [
-                b
-                for b in route.backends
-                if b.admin == "enabled"
-                and b.base_weight > 0
-                and (tried is None or b not in tried)
-                and (limit is None or b.active < limit)
-            ]
-            if not candidates:
+            # Fail open: every serving backend is down or tried; try the enabled rest,
+            # the primaries before the backups.
+            for tier in (route.primaries, route.backups):
+                candidates = [
+                    b
+                    for b in tier
+                    if b.admin == "enabled"
+                    and b.base_weight > 0
+                    and (tried is None or b not in tried)
+                    and (limit is None or b.active < limit)
+                ]
+                if candidates:
+                    break
+            else:
                 return None
             fallback = {c.name: _Full(c) for c in candidates}
             chosen = route.algorithm.pick(list(fallback.values()), key)
@@ -212,15 +233,16 @@ class Balancer:
             b.up_since = state.up_since
             if was_eligible and not b.eligible:
                 self.abandon(b)
-        self.refresh_weights(time.time())
+        self.refresh_weights(self.clock())
 
     def refresh_weights(self, now: float) -> None:
-        period = self.options.slow_start
+        """Each backend's effective weight at wall time `now`: 0 when not eligible, else
+        its weight times its slow-start ramp."""
         for b in self.backends.values():
             if not b.eligible:
                 b.weight = 0.0
             else:
-                b.weight = b.base_weight * slow_start_factor(b.up_since, now, period)
+                b.weight = b.base_weight * slow_start_factor(b.up_since, now, b.slow_start)
         self.reindex()
 
     def reindex(self) -> None:
@@ -234,7 +256,7 @@ class Balancer:
         marked down within one detection time and loses the route then.
         """
         for route in self.routes:
-            live = [b for b in route.backends if b.weight > 0]
+            live = serving(route.primaries, route.backups, _weighted)
             if route.exclusive:
                 current = route.chosen
                 if current is None or current.weight <= 0:
@@ -299,6 +321,10 @@ class Balancer:
             )
             for name, b in self.backends.items()
         }
+
+
+def _weighted(b: Backend) -> bool:
+    return b.weight > 0
 
 
 class _Full:

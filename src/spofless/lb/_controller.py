@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from spofless.health import HealthMonitor, Status, Target, Transition
 from spofless.lb._channel import LineChannel
+from spofless.lb._handover import RouteTier, follow, route_keys
 from spofless.lb._messages import (
     AdminChange,
     BackendState,
@@ -86,6 +87,7 @@ class Controller:
         self.monitors: list[HealthMonitor] = []
         self.retired_stats: dict[str, BackendStats] = {}
         self.view_seq = 0  # the number of the last view broadcast (see _messages.View)
+        self.tiers: dict[str, RouteTier] = {}  # each route's serving tier, by route_keys
         self.stopping = asyncio.Event()
         self.admin_server: asyncio.AbstractServer | None = None
         self._setup(settings)
@@ -99,6 +101,8 @@ class Controller:
         )
         old = self.views
         self.views = {name: old.get(name, BackendView()) for name in settings.backends()}
+        tiers = self.tiers
+        self.tiers = {key: tiers.get(key, RouteTier()) for key in route_keys(settings.routes)}
         self.monitors = []
         seen: set[str] = set()
         for route in settings.routes:
@@ -111,6 +115,7 @@ class Controller:
             if targets:
                 # Unknown until the first check: workers still send traffic (fail open).
                 self.monitors.append(HealthMonitor(targets, route.health, self._on_change))
+        self._follow_routes(self.view_message())
 
     def _monitor_of(self, name: str) -> HealthMonitor | None:
         for m in self.monitors:
@@ -140,11 +145,21 @@ class Controller:
     def broadcast(self) -> None:
         self.view_seq += 1
         msg = View(self.view_message(), self.view_seq)
+        self._follow_routes(msg.view)
         # Every worker still running: also those starting (their first view, sent with the
         # settings, is older than the checks that end while they boot) and those draining.
         self.spawned = [w for w in self.spawned if w.proc.poll() is None]
         for w in self.spawned:
             w.chan.send(msg)
+
+    def _follow_routes(self, view: dict[str, BackendState]) -> None:
+        """Each route's serving tier after `view`; a hand-over is logged (and counted)."""
+        now = time.time()
+        for key, route in zip(route_keys(self.settings.routes), self.settings.routes, strict=True):
+            self.tiers[key], handover = follow(key, route, view, self.tiers[key], now)
+            if handover is not None:
+                log = logger.warning if handover.to_backup else logger.info
+                log("%s: %s", self.settings.instance, handover.sentence())
 
     def eject(self, name: str, detail: str) -> None:
         view = self.views.get(name)

@@ -32,7 +32,7 @@ class BackendState:
     since: float  # wall time of its last status change
     admin: str  # enabled | drain | disabled
     ejected: bool
-    up_since: float | None  # when it came back up: slow start counts from here
+    up_since: float | None  # when it came back up or was enabled again: slow start
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +42,7 @@ class BackendView:
     admin: str = "enabled"  # enabled | drain | disabled, set through the admin API
     ejected_until: float = 0.0
     ejections: int = 0
-    up_since: float | None = None  # set when it comes back up: slow start
+    up_since: float | None = None  # set when it comes back up or is enabled again: slow start
     last_change: float = field(default_factory=time.time)
 
 
@@ -80,7 +80,10 @@ def merge(
     - a health transition stamps the change; down -> up starts slow start;
     - an ejection of a backend not ejected now counts one more ejection and ejects it
       for the policy's time for that count; one already ejected stays as it is;
-    - an admin change sets the admin state.
+    - an admin change sets the admin state; enabling a drained or disabled backend
+      readmits it with slow start, as its coming back up does (HAProxy's `set server
+      ... state ready` after maintenance), so a rollout's replaced instance is not
+      handed its full share while its caches are cold.
     """
     if isinstance(event, Transition):
         up_again = event.new is Status.UP and event.old is Status.DOWN
@@ -90,7 +93,8 @@ def merge(
             return view
         count = view.ejections + 1
         return replace(view, ejections=count, ejected_until=now + outliers.ejection_time(count))
-    return replace(view, admin=event.state)
+    readmitted = event.state == "enabled" and view.admin != "enabled"
+    return replace(view, admin=event.state, up_since=now if readmitted else view.up_since)
 
 
 def worker_view(

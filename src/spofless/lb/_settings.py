@@ -41,6 +41,9 @@ class BackendSpec(_Frozen):
     weight: Annotated[int, Field(ge=0, le=256)] = 1
     # Where its health check connects, when not to `port` (e.g. a PostgreSQL agent's API).
     check_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    # Gets requests only while none of its route's primaries (the backends that are not
+    # backups) can take them: HAProxy's `backup` server.
+    backup: bool = False
 
 
 class RouteSpec(_Frozen):
@@ -59,6 +62,20 @@ class RouteSpec(_Frozen):
     # the shard's read route (its replicas) rather than its primary.
     shard: str | None = None
     reads: bool = False
+    # Seconds over which a backend back up (or enabled again) ramps to its full weight;
+    # None: the balancer's `slow_start` option.
+    slow_start: Annotated[float, Field(ge=0, le=3600)] | None = None
+
+    @model_validator(mode="after")
+    def _a_primary_for_the_backups(self) -> RouteSpec:
+        if all(b.backup for b in self.backends):
+            raise ValueError(
+                f"route {self.name!r}: every backend is a backup; a backup stands in for the "
+                "primaries when they are all down, so give at least one primary"
+            )
+        if self.exclusive and any(b.backup for b in self.backends):
+            raise ValueError(f"route {self.name!r} sends to one primary only: it takes no backups")
+        return self
 
 
 class LbSettings(_Frozen):
@@ -102,22 +119,29 @@ class LbSettings(_Frozen):
                     seen[b.name] = (route, b)
                     continue
                 first, fb = seen[b.name]
-                if (first.health, first.fail_open, first.exclusive, fb.check_port) != (
-                    route.health,
-                    route.fail_open,
-                    route.exclusive,
-                    b.check_port,
+                mine = (route.health, route.fail_open, route.exclusive, b.check_port, b.backup)
+                if (first.health, first.fail_open, first.exclusive, fb.check_port, fb.backup) != (
+                    mine
                 ):
                     raise ValueError(
                         f"routes {first.name!r} and {route.name!r} both reach {b.name} with "
                         "different health checks or roles; give them the same, or use two "
                         "load balancers"
                     )
+                if first.slow_start != route.slow_start:
+                    raise ValueError(
+                        f"routes {first.name!r} and {route.name!r} both reach {b.name} with "
+                        "different slow_start; give them the same"
+                    )
         return self
 
     def backends(self) -> dict[str, BackendSpec]:
         """Every backend of every route, by name (a component routed twice counts once)."""
         return {b.name: b for r in self.routes for b in r.backends}
+
+    def slow_start_of(self, route: RouteSpec) -> float:
+        """The slow-start window of `route`'s backends: its own, else the balancer's."""
+        return self.options.slow_start if route.slow_start is None else route.slow_start
 
 
 def default_health(mode: str) -> HealthCheck:
@@ -160,6 +184,7 @@ def settings_from_flags(
     *,
     listen: str,
     backends: list[str],
+    backups: list[str] | None = None,
     mode: str = "http",
     workers: int = 1,
     admin: str | None = None,
@@ -167,20 +192,32 @@ def settings_from_flags(
     health: HealthCheck | None = None,
     options: LbOptions | None = None,
 ) -> LbSettings:
-    """Settings of a standalone balancer: one route to the given `host:port[,weight]` list."""
+    """Settings of a standalone balancer: one route to the given `host:port[,weight]` list,
+    with `backups` (same form) standing in when every backend is down."""
     if not backends:
-        raise CannotRunError("give at least one --backend host:port")
+        raise CannotRunError(
+            "give at least one --backend host:port (a --backup alone has no "
+            "primary to stand in for)"
+        )
     specs = []
-    for text in backends:
+    given = [(text, "--backend") for text in backends]
+    given += [(text, "--backup") for text in backups or []]
+    for text, flag in given:
         addr, _, weight = text.partition(",")
-        host, port = split_address(addr, "--backend")
+        host, port = split_address(addr, flag)
         if weight and not weight.isdigit():
-            raise CannotRunError(f"--backend: weight {weight!r} is not a number")
+            raise CannotRunError(f"{flag}: weight {weight!r} is not a number")
         specs.append(
-            {"name": addr, "host": host, "port": port, "weight": int(weight) if weight else 1}
+            {
+                "name": addr,
+                "host": host,
+                "port": port,
+                "weight": int(weight) if weight else 1,
+                "backup": flag == "--backup",
+            }
         )
     if len({s["name"] for s in specs}) != len(specs):
-        raise CannotRunError("--backend: the same address is given twice")
+        raise CannotRunError("--backend/--backup: the same address is given twice")
     lhost, lport = split_address(listen, "--listen")
     ahost, aport = split_address(admin, "--admin") if admin else (None, None)
     route = {"name": "default", "backends": specs, "health": health or default_health(mode)}
@@ -261,6 +298,7 @@ def _route(topology: Topology, lb: str, i: int, route: LbRoute, mode: str) -> di
                 "port": port,
                 "weight": weight,
                 "check_port": check_port,
+                "backup": k in route.backup,
             }
         )
     return {
@@ -271,6 +309,7 @@ def _route(topology: Topology, lb: str, i: int, route: LbRoute, mode: str) -> di
         "health": check.health,
         "fail_open": check.fail_open,
         "exclusive": check.exclusive,
+        "slow_start": route.slow_start,
     }
 
 

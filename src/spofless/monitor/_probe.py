@@ -220,7 +220,13 @@ def _lb(body: dict[str, Any]) -> Observation:
         else:
             states[name] = str(b.get("status", "unknown"))
     up = sum(1 for s in states.values() if s == "up")
-    return Observation(True, "up", f"{up}/{len(states)} backends up", facts={"backends": states})
+    routes = {
+        k: r
+        for k, r in (body.get("routes") or {}).items()
+        if isinstance(r, dict) and r.get("backups")
+    }
+    facts = {"backends": states, **({"routes": routes} if routes else {})}  # see _routes
+    return Observation(True, "up", f"{up}/{len(states)} backends up", facts=facts)
 
 
 def _postgres(body: dict[str, Any]) -> Observation:

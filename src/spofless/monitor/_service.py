@@ -38,6 +38,7 @@ from spofless.monitor._probe import Target, http_client, probe, targets
 from spofless.monitor._quorum import QuorumWatch
 from spofless.monitor._receivers import Sender, group_notifications, read_secret
 from spofless.monitor._recorder import Recorder
+from spofless.monitor._routes import HANDOVER_EVENTS, backup_alerts
 from spofless.monitor._state import LiveState
 from spofless.security import etcd_client_tls
 from spofless.topology import (
@@ -241,7 +242,11 @@ class Monitor:
         changed = bool(events)
         if self.state.complete:
             down = self.state.down()
-            if self.live is None or down != self.live.down:
+            if (
+                self.live is None
+                or down != self.live.down
+                or HANDOVER_EVENTS & {e.kind for e in events}
+            ):
                 self._analyse(down, now)
                 changed = True
         if changed:
@@ -281,6 +286,7 @@ class Monitor:
                 # member shrinks both: one alert).
                 if not set(alert.down) <= told:
                     self.alerts.setdefault(key, alert)
+        self.alerts.update(backup_alerts(self.state.views.values()))
         for note in self.book.update(self.alerts, now):
             a = note.alert
             severity: str

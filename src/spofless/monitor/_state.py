@@ -25,6 +25,7 @@ from spofless.health import Detector, Status
 from spofless.monitor._flap import FlapDamper, FlapVerdict
 from spofless.monitor._history import Event
 from spofless.monitor._probe import Observation
+from spofless.monitor._routes import route_events
 from spofless.topology import Topology
 
 
@@ -41,6 +42,7 @@ class InstanceView:
     lagging: bool = False
     seen_up: bool = False  # until then it is starting: its changes are not flapping
     backends: dict[str, str] = field(default_factory=dict)  # a load balancer's, by name
+    routes: dict[str, dict[str, Any]] = field(default_factory=dict)  # its routes with backups
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -107,6 +109,7 @@ class LiveState:
             events += self._postgres(name, view, obs, now)
         if "backends" in obs.facts:
             events += self._backends(view, obs.facts["backends"], now)
+            events += route_events(view, obs.facts.get("routes") or {}, now, self._event)
         return events
 
     def _backends(self, view: InstanceView, states: dict[str, str], now: float) -> list[Event]:

@@ -85,6 +85,48 @@ def check_standby_clusters(
             )
 
 
+def check_lb_routes(components: Mapping[str, Component], report: Report) -> None:
+    """A route's `backup` names instances of its target, and leaves it a primary.
+
+    A route whose every instance is a backup (or whose every other instance has
+    weight 0) has nothing for the backups to stand in for: an error rather than a
+    route that is "failed over" from the start.
+    """
+    for cname, comp in components.items():
+        if not isinstance(comp, LoadBalancerComponent):
+            continue
+        for i, route in enumerate(comp.routes):
+            target = components.get(route.to)
+            if target is None or not route.backup:
+                continue
+            n = target.instance_count
+            where: Loc = ("components", cname, "routes", i, "backup")
+            outside = [k for k in route.backup if k >= n]
+            if outside:
+                report(
+                    where,
+                    f"instance {outside[0]} of {route.to} does not exist: it has {n} "
+                    f"instance(s), numbered 0 to {n - 1}",
+                )
+                continue
+            weights = (
+                route.weights if route.weights is not None and len(route.weights) == n else None
+            )
+            primaries = [k for k in range(n) if k not in route.backup]
+            if not primaries:
+                report(
+                    where,
+                    f"every instance of {route.to} is a backup: a backup stands in for the "
+                    "primaries when they are all down, so leave at least one out of `backup`",
+                )
+            elif weights is not None and all(weights[k] == 0 for k in primaries):
+                report(
+                    where,
+                    f"every instance of {route.to} that is not a backup has weight 0: the "
+                    "backups would serve from the start; give a primary a weight",
+                )
+
+
 def check_cycles(components: Mapping[str, Component], report: Report) -> None:
     """No component depends on itself, through `needs` or what its fields imply."""
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done

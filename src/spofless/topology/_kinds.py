@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     Field,
     IPvAnyAddress,
     IPvAnyNetwork,
@@ -30,7 +31,11 @@ from spofless.topology._schema import (
     RouteHealthCheck,
     RuntimeComponent,
     Strict,
+    parse_duration,
 )
+
+# A slow-start window: seconds, or a duration such as `10s`; at most an hour.
+SlowStart = Annotated[float, BeforeValidator(parse_duration), Field(ge=0, le=3600)]
 
 
 # Kinds spofless runs. Each runtime part gives its kind its own fields here
@@ -230,11 +235,26 @@ class LbRoute(Strict):
     # mode redis: read commands go to the shard's replicas (`/replica` of its agents),
     # to its primary when none is up; primary (the default) sends everything there.
     read_from: Literal["primary", "replica"] = "primary"
+    # The instances of `to` (their indices) that are backups, as HAProxy's `backup`
+    # servers: they get requests only while no other instance of the route can take
+    # them (down, ejected, drained or disabled), and lose them again once one is back
+    # up for `rise` checks. At least one instance must stay a primary.
+    backup: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
+    # A backend back up, or enabled again through the admin API, ramps its weight from
+    # 10 % to full over this window (HAProxy's `slowstart`); None: the `lb:` mapping's.
+    slow_start: SlowStart | None = None
 
     @model_validator(mode="after")
     def _role_fields(self) -> LbRoute:
         if self.max_lag is not None and self.role != "replica":
             raise ValueError("`max_lag` belongs to routes with role: replica")
+        if self.backup and self.role == "primary":
+            raise ValueError(
+                "`backup` does not go with role: primary, which already sends to the one "
+                "writable leader; a replica cannot stand in for it"
+            )
+        if len(set(self.backup)) != len(self.backup):
+            raise ValueError("`backup` names an instance twice")
         if self.role is not None and self.health is not None:
             given = self.health.model_fields_set - ROLE_HEALTH_TIMING
             if given:
@@ -278,7 +298,8 @@ class LbOptions(Strict):
     outlier_failures: Annotated[int, Field(ge=1, le=1000)] = 5  # consecutive, then ejected
     outlier_base_ejection: Annotated[float, Field(gt=0, le=3600)] = 1.0  # doubles each time
     outlier_max_ejection: Annotated[float, Field(gt=0, le=86400)] = 30.0
-    slow_start: Annotated[float, Field(ge=0, le=3600)] = 5.0  # weight ramps up over this
+    # A backend back up, or enabled again, ramps its weight up over this (10 % to full).
+    slow_start: SlowStart = 5.0
     drain_timeout: Annotated[float, Field(gt=0, le=3600)] = 30.0  # SIGTERM/SIGHUP grace
     forwarded_headers: bool = True  # X-Forwarded-For/-Proto, Forwarded, Via
     # tcp: close the connections to a backend marked down or ejected, so that their
@@ -368,6 +389,11 @@ class LoadBalancerComponent(RuntimeComponent):
             raise ValueError("a load balancer in tcp mode takes exactly one route")
         if self.mode != "redis" and any(r.read_from != "primary" for r in self.routes):
             raise ValueError("`read_from` belongs to the routes of a load balancer in mode redis")
+        if self.mode == "redis" and any(r.backup or r.slow_start is not None for r in self.routes):
+            raise ValueError(
+                "`backup` and `slow_start` belong to routes in mode http or tcp; in mode redis "
+                "each shard's agents say which instance is its primary"
+            )
         if self.vip is not None and self.instance_count < 2:
             raise ValueError(
                 "a vip needs at least 2 load balancer instances to float between "

@@ -21,6 +21,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from spofless.topology._checks import (
     check_cycles,
+    check_lb_routes,
     check_ports,
     check_references,
     check_standby_clusters,
@@ -209,6 +210,7 @@ class _Resolver:
         check_references(components, raw_components, top.regions, self.problem)
         check_standby_clusters(components, raw_components, self.problem)
         check_cycles(components, self.problem)
+        check_lb_routes(components, self.problem)
         check_ports(hosts, components, instances, self.problem)
         self.fail_if_problems()
 
