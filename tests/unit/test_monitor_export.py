@@ -19,8 +19,8 @@ name: shop
 components:
   db: {kind: postgres, instances: 3, needs: [etcd], port: 5432, api_port: 8008}
   etcd: {kind: etcd, instances: 3, min_up: majority, port: 2379, peer_port: 2479}
-  lb: {kind: load_balancer, instances: 2, port: 8080, workers: 2, routes: [{to: web}]}
-  web: {kind: service, instances: 2, port: 8000, needs: [db]}
+  lb: {kind: load_balancer, instances: 2, port: 8080, workers: 2, routes: [{to: web, backup: [2]}]}
+  web: {kind: service, instances: 3, port: 8000, needs: [db]}
   monitor: {kind: monitor, instances: 2, port: 9600, max_lag: 1048576}
 entry: [lb]
 """
@@ -48,6 +48,10 @@ def test_prometheus_rules(tmp_path: Path) -> None:
     assert "spofless_monitor_crash_loop" in rules["SpoflessCrashLoop"]["expr"]
     assert rules["SpoflessLoadBalancerCpuHigh"]["expr"].endswith(
         'spofless_monitor_cpu_cores{job="spofless-shop",component="lb"}) > 1.6'
+    )
+    # A route with backup backends: an alert while it runs on them.
+    assert rules["SpoflessRouteOnBackup"]["expr"] == (
+        "max by (instance, route) (spofless_lb_route_on_backup) == 1"
     )
     promtool = shutil.which("promtool")
     if promtool is None:

@@ -103,6 +103,21 @@ def prometheus_rules(topology: Topology) -> dict[str, Any]:
                 "annotations": {"summary": "{{ $labels.instance }} lags {{ $value }} bytes"},
             },
         ]
+    if any(
+        isinstance(c, LoadBalancerComponent) and any(r.backup for r in c.routes)
+        for c in topology.components.values()
+    ):
+        rules.append(
+            {
+                "alert": "SpoflessRouteOnBackup",
+                "expr": "max by (instance, route) (spofless_lb_route_on_backup) == 1",
+                "labels": {"severity": "error"},
+                "annotations": {
+                    "summary": "{{ $labels.instance }}: route {{ $labels.route }} runs on its "
+                    "backup backends (every primary is down)"
+                },
+            }
+        )
     rules += _recorded_rules(topology, sel)
     return {"groups": [{"name": f"spofless-{topology.name}", "rules": rules}]}
 
