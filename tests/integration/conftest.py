@@ -11,11 +11,27 @@ by bare module name, `from pg_fixtures import ServerFactory`):
 - `stack_fixtures`: running `spofless up` and reading its state; `lb_fixtures`,
   `dns_fixtures`, `vip_fixtures`: the load balancer, DNS and VIP processes.
 - `waiting.wait_for`: the one bounded wait; `free_ports`: the one free-port helper.
+
+`make test` runs the suite on two pytest-xdist workers (`--dist loadgroup`); the lab
+tests (network namespaces, every host's processes) are one group, run one after
+another on one worker, beside the rest.
 """
 
+import pytest
 from etcd_fixtures import etcd_cluster
 from lab_fixtures import small_lab_fixture
 from pg_fixtures import pg_base_dir, pg_factory
 from stack_pg import pg_stack
 
 __all__ = ["etcd_cluster", "pg_base_dir", "pg_factory", "pg_stack", "small_lab_fixture"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The lab tests in one xdist group: never two labs at once."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        module = getattr(item, "module", None)
+        name = module.__name__ if module is not None else ""
+        if item.get_closest_marker("lab") or name.endswith("_lab"):
+            item.add_marker(pytest.mark.xdist_group("lab"))

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from pg_cluster import alive
 from pg_fixtures import ServerFactory
 
 from spofless.pg import PostgresServer, Role, ServerSettings, Upstream, slot_name
@@ -123,14 +124,6 @@ AGENT_SCRIPT = textwrap.dedent(
 )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 async def test_postgres_dies_with_its_agent(pg_factory: ServerFactory) -> None:
     x = pg_factory("x")
     await x.initdb()
@@ -146,19 +139,19 @@ async def test_postgres_dies_with_its_agent(pg_factory: ServerFactory) -> None:
     try:
         assert agent.stdout is not None
         postmaster = int(await asyncio.wait_for(agent.stdout.readline(), 60))
-        assert _alive(postmaster)
+        assert alive(postmaster)
         agent.kill()  # SIGKILL: no cleanup code of the agent runs
         await asyncio.wait_for(agent.wait(), 10)
 
         async def postmaster_gone() -> bool:
-            return not _alive(postmaster)
+            return not alive(postmaster)
 
         await eventually(postmaster_gone, "PostgreSQL dies with its agent", limit=10)
     finally:
         if agent.returncode is None:
             agent.kill()
             await agent.wait()
-        if postmaster and _alive(postmaster):
+        if postmaster and alive(postmaster):
             os.kill(postmaster, signal.SIGKILL)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from pg_cluster import _alive
+from pg_cluster import alive
 from stack_fixtures import (
     StackRun,
     listening,
@@ -116,4 +116,4 @@ def test_postgres_ha_up_failover_rejoin_down(pg_stack: tuple[StackRun, list[int]
     assert processes_using(run.state_dir) == []
     assert listening(ports) == []
     for pid in postmasters:
-        assert not _alive(pid), f"postmaster {pid} outlived `down`"
+        assert not alive(pid), f"postmaster {pid} outlived `down`"

@@ -139,7 +139,9 @@ def test_restore_wal_falls_over_to_the_next_repository(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "codec", [Codec(3, None), Codec(3, os.urandom(32)), Codec(None, None)], ids=str
+    "codec",
+    [Codec(3, None), Codec(3, os.urandom(32)), Codec(None, None)],
+    ids=["zstd", "zstd-encrypted", "plain"],  # not the random key: the same on every worker
 )
 def test_decode_into_writes_the_content_in_chunks_and_checks_it(codec: Codec) -> None:
     import hashlib
