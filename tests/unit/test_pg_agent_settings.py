@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from spofless.pg import agent_settings, dcs_settings, etcd_endpoints
-from spofless.pg._errors import PgSetupError
 from spofless.security import init_secrets
-from spofless.topology import Topology, load_topology, load_topology_text
+from spofless.topology import CannotRunError, Topology, load_topology, load_topology_text
 
 TOPOLOGY = """\
 name: shop
@@ -65,7 +64,7 @@ def test_access_rules_come_from_the_topology(tmp_path: Path) -> None:
 def test_missing_secrets_say_how_to_make_them(tmp_path: Path) -> None:
     f = tmp_path / "shop.yaml"
     f.write_text(TOPOLOGY)
-    with pytest.raises(PgSetupError, match="spofless secrets init"):
+    with pytest.raises(CannotRunError, match="spofless secrets init"):
         agent_settings(load_topology(f), "db", 0, tmp_path)
 
 
@@ -91,13 +90,13 @@ def test_default_timings_are_valid() -> None:
 @pytest.mark.parametrize(
     ("component", "index", "message"),
     [
-        ("nope", 0, "no component 'nope'"),
-        ("etcd", 0, "is of kind etcd, not postgres"),
+        ("nope", 0, "no postgres component 'nope'"),
+        ("etcd", 0, "etcd is kind etcd"),
         ("db", 2, "has instances 0..1, not 2"),
     ],
 )
 def test_bad_references_are_named(tmp_path: Path, component: str, index: int, message: str) -> None:
-    with pytest.raises(PgSetupError, match=message):
+    with pytest.raises(CannotRunError, match=message):
         agent_settings(load_topology_text(TOPOLOGY), component, index, tmp_path)
 
 
@@ -110,10 +109,10 @@ def test_postgres_uses_the_only_etcd_and_without_one_is_refused() -> None:
         "  etcd: {kind: etcd, instances: 3, port: 2400}\n"
         "  etcd2: {kind: etcd, instances: 3, port: 2500, peer_port: 2600}",
     )
-    with pytest.raises(PgSetupError, match="name the etcd component"):
+    with pytest.raises(CannotRunError, match="name the etcd component"):
         etcd_endpoints(load_topology_text(two), "db")
 
 
 def test_too_short_a_ttl_for_the_loop_is_refused() -> None:
-    with pytest.raises(PgSetupError, match="too short"):
+    with pytest.raises(CannotRunError, match="too short"):
         dcs_settings(2, 1.0)

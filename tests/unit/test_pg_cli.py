@@ -22,12 +22,12 @@ entry: [db]
     ("args", "message"),
     [
         (["agent", "{f}", "--component", "db", "--instance", "7"], "has instances 0..1, not 7"),
-        (["agent", "{f}", "--component", "etcd", "--instance", "0"], "not postgres"),
-        (["agent", "{f}", "--component", "web", "--instance", "0"], "no component 'web'"),
+        (["agent", "{f}", "--component", "etcd", "--instance", "0"], "etcd is kind etcd"),
+        (["agent", "{f}", "--component", "web", "--instance", "0"], "no postgres component 'web'"),
         (["switchover", "{f}", "--to", "db-9"], "no such member"),
         (["failover", "{f}", "--to", "db/9"], "--to db/9: no such member"),
         (["rejoin", "{f}", "--member", "db/9", "--discard"], "no member 'db/9'"),
-        (["pause", "{f}", "--component", "etcd"], "not postgres"),
+        (["pause", "{f}", "--component", "etcd"], "etcd is kind etcd"),
         (["promote-region", "{f}", "--region", "mars"], "no region 'mars' (regions: none)"),
     ],
 )

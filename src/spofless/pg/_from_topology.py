@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 from pydantic import SecretStr
 
 from spofless.dcs import DCSSettings, EtcdTls, lease_settings
-from spofless.pg._errors import PgSetupError
 from spofless.pg._osuser import resolve_os_user
 from spofless.pg._server_model import PgAuth, PgTls
 from spofless.pg.agent import AgentSettings
@@ -40,8 +39,11 @@ from spofless.topology import (
     EtcdComponent,
     PostgresComponent,
     Topology,
+    component_of,
     etcd_client_urls,
     etcd_component,
+    instance_at,
+    where,
 )
 
 if TYPE_CHECKING:
@@ -65,20 +67,11 @@ def cluster_prefix(topology: Topology, component: str) -> str:
 
 
 def postgres_component(topology: Topology, component: str) -> PostgresComponent:
-    comp = topology.components.get(component)
-    if comp is None:
-        raise PgSetupError(
-            f"{topology.source}: no component {component!r} "
-            f"(components: {', '.join(topology.components) or 'none'})"
-        )
-    if not isinstance(comp, PostgresComponent):
-        raise PgSetupError(
-            f"{topology.source}: component {component!r} is of kind {comp.kind}, not postgres"
-        )
+    comp = component_of(topology, component, PostgresComponent)
     if comp.port is None:
-        raise PgSetupError(
-            f"{topology.source}: postgres component {component!r} needs `port` (instance i "
-            "listens on port + i)"
+        raise CannotRunError(
+            f"{where(topology, component)}: postgres component {component!r} needs `port` "
+            "(instance i listens on port + i)"
         )
     return comp
 
@@ -89,15 +82,12 @@ def etcd_endpoints(topology: Topology, component: str) -> list[str]:
     comp = postgres_component(topology, component)
     etcds = [n for n in comp.needs if isinstance(topology.components.get(n), EtcdComponent)]
     if len(etcds) > 1:
-        raise PgSetupError(
+        raise CannotRunError(
             f"{topology.source}: postgres component {component!r} lists {len(etcds)} etcd "
             "components in `needs`: its agents keep the leader lease in exactly one"
         )
-    try:
-        name = etcd_component(topology, etcds[0] if etcds else None, (component,), "needs")
-        return list(etcd_client_urls(topology, name))
-    except CannotRunError as exc:
-        raise PgSetupError(str(exc)) from None
+    name = etcd_component(topology, etcds[0] if etcds else None, (component,), "needs")
+    return list(etcd_client_urls(topology, name))
 
 
 def uses_wal_relay(topology: Topology, component: str) -> bool:
@@ -192,7 +182,7 @@ def pg_auth(topology: Topology, component: str, index: int, data_dir: Path) -> P
             tls=tls,
         )
     except SecretsError as exc:
-        raise PgSetupError(str(exc)) from None
+        raise CannotRunError(str(exc)) from None
 
 
 def etcd_tls(topology: Topology) -> EtcdTls | None:
@@ -200,7 +190,7 @@ def etcd_tls(topology: Topology) -> EtcdTls | None:
     try:
         return etcd_client_tls(topology)
     except SecretsError as exc:
-        raise PgSetupError(str(exc)) from None
+        raise CannotRunError(str(exc)) from None
 
 
 def dcs_settings(ttl: int, loop_wait: float, tls: EtcdTls | None = None) -> DCSSettings:
@@ -208,7 +198,7 @@ def dcs_settings(ttl: int, loop_wait: float, tls: EtcdTls | None = None) -> DCSS
     try:
         return lease_settings(ttl, loop_wait, tls)
     except ValueError as exc:
-        raise PgSetupError(str(exc)) from None
+        raise CannotRunError(str(exc)) from None
 
 
 def cluster_peers(topology: Topology, component: str) -> dict[str, tuple[tuple[str, int], ...]]:
@@ -231,13 +221,7 @@ def agent_settings(
 ) -> AgentSettings:
     """The settings of instance `index` of postgres component `component`."""
     comp = postgres_component(topology, component)
-    instances = topology.instances[component]
-    if not 0 <= index < len(instances):
-        raise PgSetupError(
-            f"{topology.source}: component {component!r} has instances 0..{len(instances) - 1}, "
-            f"not {index}"
-        )
-    inst = instances[index]
+    inst = instance_at(topology, component, index)
     host = topology.hosts[inst.host].address if inst.host is not None else "127.0.0.1"
     assert comp.port is not None
     name = member_name(component, index)

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 
 from spofless.dcs import Compare, DCSSettings, Delete, EtcdStore, EtcdTls, KeyValueStore, Put
-from spofless.pg._errors import PgError, PgSetupError
+from spofless.pg._errors import PgError
 from spofless.pg._from_topology import (
     cluster_prefix,
     etcd_endpoints,
@@ -28,7 +28,7 @@ from spofless.pg._from_topology import (
     member_name,
     postgres_component,
 )
-from spofless.topology import PostgresComponent, Topology
+from spofless.topology import CannotRunError, PostgresComponent, Topology
 
 
 class PgOpError(PgError):
@@ -68,7 +68,7 @@ def target(topology: Topology, component: str | None) -> Target:
     tls, missing = None, None
     try:
         tls = etcd_tls(topology)
-    except PgSetupError as exc:
+    except CannotRunError as exc:
         missing = str(exc)
     return Target(
         cluster_prefix(topology, component),
