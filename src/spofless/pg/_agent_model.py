@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,6 +47,11 @@ class AgentSettings(BaseModel):
     # commit when it wakes. Off only to measure what it costs.
     fence_witness: bool = True
     dcs: DCSSettings = DCSSettings(ttl=3, renew_interval=0.5, retry_timeout=0.5)
+    # The state directory where restore drills of `component` are recorded
+    # (spofless.backup): the API serves the newest at /status and /metrics. None:
+    # the component has no backups.
+    backup_state_dir: Path | None = None
+    component: str = ""
 
     @property
     def name(self) -> str:

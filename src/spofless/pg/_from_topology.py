@@ -240,4 +240,6 @@ def agent_settings(
         allow_reclone=comp.allow_reclone,
         loop_wait=comp.loop_wait,
         dcs=dcs_settings(comp.ttl, comp.loop_wait, etcd_tls(topology)),
+        backup_state_dir=state_dir.resolve() if comp.backup is not None else None,
+        component=component,
     )
