@@ -41,10 +41,12 @@ _repo = click.option(
 )
 
 
-def _config(file: str, component: str | None) -> Any:
+def _config(file: str, component: str | None, *, connect: bool = False) -> Any:
+    """The component's backup config; `connect` when the command connects to its
+    instances (take, run)."""
     from spofless.backup import backup_config
 
-    return backup_config(topology_of(file), component)
+    return backup_config(topology_of(file), component, connect=connect)
 
 
 def _progress_printer() -> Any:
@@ -97,7 +99,7 @@ def backup_take(file: str, component: str | None, kind: Literal["full", "increme
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    m = take_backup(_config(file, component), kind, progress=_progress_printer())
+    m = take_backup(_config(file, component, connect=True), kind, progress=_progress_printer())
     click.echo(
         f"backup {m.label} ({m.kind}) of {m.source}: {len(m.files)} files, "
         f"{m.total_bytes / 1e6:.1f} MB, {m.new_bytes / 1e6:.1f} MB new"
@@ -290,7 +292,7 @@ def backup_run(file: str, component: str | None, index: int | None, state_dir: s
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    cfg = _config(file, component)
+    cfg = _config(file, component, connect=True)
     if index is not None and index >= len(cfg.sources):
         raise click.BadParameter(
             f"{cfg.component} has instances 0..{len(cfg.sources) - 1}", param_hint="--instance"
