@@ -154,3 +154,16 @@ def test_a_bad_cron_in_the_topology_is_a_file_line_error(tmp_path: Path) -> None
         load_topology(f)
     text = str(err.value)
     assert "t.yaml:8" in text and "schedule.drill" in text and "hour '61' outside 0-23" in text
+
+
+def test_status_shows_the_newest_restore_drill_a_failed_one_loudly() -> None:
+    from spofless.backup._scheduler import status_line
+
+    sched = BackupSchedule(incremental="0 2 * * *", drill="0 4 * * *")
+    now = t("2026-12-04 05:00").timestamp()
+    drill = {"at": now - 120, "ok": True, "rto": 12.34, "rpo": 0.5}
+    line = status_line({"newest": None, "drill": drill}, sched, now)
+    assert "last restore drill 2m00s ago: RTO 12.3s, RPO 0.5s" in line
+    bad = {"at": now - 60, "ok": False, "failed_phase": "restore", "error": "k: damaged"}
+    line = status_line({"newest": None, "drill": bad}, sched, now)
+    assert "RESTORE DRILL FAILED 1m00s ago (restore): k: damaged" in line
