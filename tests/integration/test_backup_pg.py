@@ -186,7 +186,7 @@ def test_backup_run_takes_the_due_backup_and_stops_on_sigterm(env: Env) -> None:
         deadline = time.monotonic() + 120
         while not set(env.repo.glob("db/backup/*/manifest")) - before:
             assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no scheduled backup within 120s"
+            assert time.monotonic() < deadline, f"no scheduled backup within 120s: {_tail(proc)}"
             time.sleep(0.2)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -208,3 +208,10 @@ def test_corrupted_file_fails_verify_naming_it(env: Env) -> None:
     assert out.returncode == 1
     key = victim.relative_to(env.repo).as_posix()
     assert f"{key}: damaged" in out.stdout
+
+
+def _tail(proc: subprocess.Popen[str]) -> str:
+    """What a process still running printed so far: stopped to read it."""
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=120)
+    return err[-3000:]

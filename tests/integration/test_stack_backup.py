@@ -1,10 +1,14 @@
 """`spofless up` with `backup:`: every member archives through the agent's WAL relay
 (PostgreSQL as `postgres` reaches neither the interpreter, nor the key, nor the
 repository), a scheduler beside each member takes the scheduled backup from a
-replica, and `status` shows the newest backup and its age."""
+replica and runs the scheduled restore drills, and `status`, the agents' /metrics
+and the drill history show them, a failed drill loudly.
+
+The schedules have a seconds field, so nothing waits for a cron minute."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -15,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from pg_cluster import require_postgres_and_etcd
@@ -48,7 +53,7 @@ def backup_stack() -> Iterator[tuple[StackRun, Path]]:
             "    backup:\n"
             f"      repositories: [{{type: fs, path: {repo}}}]\n"
             f"      encryption: {{key_file: {key}}}\n"
-            "      schedule: {incremental: '* * * * *'}\n",
+            "      schedule: {incremental: '*/15 * * * * *', drill: '*/30 * * * * *'}\n",
             1,
         )
         topology.write_text(text)
@@ -62,7 +67,7 @@ def _schedulers(run: StackRun) -> list[dict[str, Any]]:
     return [i for i in run.status()["instances"] if i["component"] == "db-backup"]
 
 
-def test_up_archives_through_the_relay_and_backs_up_on_schedule(
+def test_up_archives_through_the_relay_backs_up_and_drills_on_schedule(
     backup_stack: tuple[StackRun, Path],
 ) -> None:
     run, topology = backup_stack
@@ -95,7 +100,7 @@ def test_up_archives_through_the_relay_and_backs_up_on_schedule(
     notes = wait_for("a scheduled backup shown in status", noted, timeout=150)
     assert all("ago" in n and "STALE" not in n for n in notes), notes
     # From a replica (the first backup may copy from the primary while the replicas
-    # were still being cloned; the next minute's is a replica's).
+    # were still being cloned; the next one is a replica's).
     replicas = {i["name"] for i in db.values() if i["role"] == "replica"}
     wait_for(
         "a backup copied from a replica",
@@ -113,6 +118,73 @@ def test_up_archives_through_the_relay_and_backs_up_on_schedule(
         timeout=60,
     )
     assert listing.returncode == 0 and manifests[0].label in listing.stdout
+    _drills_on_schedule(run, topology)
+
+
+def _drill_of(run: StackRun) -> dict[str, Any] | None:
+    drills = [i.get("restore_drill") for i in _schedulers(run)]
+    return next((d for d in drills if d), None)
+
+
+def _metrics(topology: Path) -> str:
+    comp = load_topology(topology).components["db"]
+    api_port = getattr(comp, "api_port", None)
+    assert api_port is not None
+    return httpx.get(f"http://127.0.0.1:{api_port}/metrics", timeout=10).text
+
+
+def _drill_history(run: StackRun, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = ["drill", "history", str(run.topology), "--state-dir", str(run.state_dir), *args]
+    return subprocess.run(
+        [sys.executable, "-m", "spofless", *argv], capture_output=True, text=True, timeout=60
+    )
+
+
+def _drills_on_schedule(run: StackRun, topology: Path) -> None:
+    """The scheduled restore drill: in status, in the agents' /metrics, in the drill
+    history; one that fails (a damaged object) is loud, and the next good one clears it."""
+    first = wait_for("a scheduled restore drill", lambda: _drill_of(run), timeout=180)
+    assert first["ok"] and first["rto"] > 0, first
+    assert any("last restore drill" in str(i.get("backup")) for i in _schedulers(run))
+    metrics = _metrics(topology)
+    assert 'spofless_backup_restore_drill_failed{component="db"} 0' in metrics, metrics
+    assert 'spofless_backup_restore_drill_rto_seconds{component="db"}' in metrics
+    assert 'spofless_backup_restore_drill_phase_seconds{component="db",phase="replay"}' in (metrics)
+    history = _drill_history(run, "--json")
+    assert history.returncode == 0, history.stderr
+    rows = json.loads(history.stdout)
+    assert any(r["plan"] == "restore db" and r["ok"] for r in rows), rows
+
+    # Damage an object every later backup still refers to: the next drill fails, loudly.
+    store = backup_config(load_topology(topology)).stores[0]
+    newest = store.manifests()[-1]
+    entry = next(
+        f for f in newest.files if f.parts and f.parts[0].size > 8192 and f.path.startswith("base/")
+    )
+    key = store.part_key(entry.parts[0].ref, entry.path, 0)
+    path = Path(store.repo.root) / key  # type: ignore[attr-defined]
+    original = path.read_bytes()
+    path.write_bytes(original[:-64] + bytes(64))
+    try:
+        failed = wait_for(
+            "a failed restore drill",
+            lambda: (d := _drill_of(run)) is not None and not d["ok"] and d,
+            timeout=180,
+        )
+        assert key in str(failed["error"]), failed
+        assert any("RESTORE DRILL FAILED" in str(i.get("backup")) for i in _schedulers(run))
+        assert 'spofless_backup_restore_drill_failed{component="db"} 1' in _metrics(topology)
+        table = _drill_history(run)
+        assert "restore db" in table.stdout and "no" in table.stdout, table.stdout
+    finally:
+        path.write_bytes(original)
+    # Repaired: the next drill restores again, by itself.
+    wait_for(
+        "a good restore drill after the repair",
+        lambda: (d := _drill_of(run)) is not None and d["ok"] and d["at"] > failed["at"],
+        timeout=180,
+    )
+    assert 'spofless_backup_restore_drill_failed{component="db"} 0' in _metrics(topology)
 
 
 def _count(dsn: str, run: StackRun) -> int:

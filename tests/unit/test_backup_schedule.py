@@ -1,13 +1,15 @@
-"""Cron schedules and staleness of the newest backup."""
+"""Cron schedules (seconds too), staleness of the newest backup, when a drill is due."""
 
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 
 import pytest
 
 from spofless.backup.plan import BackupInfo
-from spofless.backup.schedule import Cron, staleness
+from spofless.backup.schedule import Cron, drill_due, next_firing, staleness
+from spofless.topology import TopologyError, load_topology
 from spofless.topology._backup import BackupSchedule
 
 UTC = datetime.UTC
@@ -106,3 +108,62 @@ def test_status_line_shows_age_and_staleness_at_the_time_shown() -> None:
     assert status_line({"newest": None, "newest_full": None}, sched, b.stop_time).startswith(
         "no backup yet; STALE"
     )
+
+
+def test_a_seconds_field_and_the_next_firing() -> None:
+    every20 = Cron.parse("*/20 * * * * *")
+    assert every20.previous(t("2026-12-04 12:00:59")) == t("2026-12-04 12:00:40")
+    assert every20.next(t("2026-12-04 12:00:40")) == t("2026-12-04 12:01:00")
+    assert every20.next(t("2026-12-04 12:00:39.5")) == t("2026-12-04 12:00:40")
+    # Five fields fire at second 0; next is strictly after.
+    daily = Cron.parse("0 4 * * *")
+    assert daily.next(t("2026-12-04 04:00")) == t("2026-12-05 04:00")
+    assert daily.next(t("2026-12-04 03:59:59")) == t("2026-12-04 04:00")
+    assert Cron.parse("0 0 1 * 1").next(t("2026-12-01 00:00")) == t("2026-12-07 00:00")
+    assert Cron.parse("30 2 * * 1-6").next(t("2026-12-05 02:30")) == t("2026-12-07 02:30")
+    with pytest.raises(ValueError, match="6 with seconds"):
+        Cron.parse("* * * * * * *")
+    with pytest.raises(ValueError, match="second '60' outside 0-59"):
+        Cron.parse("60 * * * * *")
+    with pytest.raises(ValueError, match="not a number"):
+        Cron.parse("x * * * *")
+
+
+def test_a_restore_drill_is_due_once_per_firing() -> None:
+    sched = BackupSchedule(drill="0 4 * * *")
+    now = t("2026-12-04 05:00").timestamp()
+    assert drill_due(sched, None, now)  # never drilled: at once
+    assert drill_due(sched, t("2026-12-03 04:00").timestamp(), now)
+    assert not drill_due(sched, t("2026-12-04 04:00:01").timestamp(), now)
+    assert not drill_due(BackupSchedule(full="0 2 * * 0"), None, now)
+    both = BackupSchedule(incremental="0 2 * * *", drill="*/15 * * * * *")
+    assert next_firing(both, t("2026-12-04 05:00:01").timestamp()) == (
+        t("2026-12-04 05:00:15").timestamp()
+    )
+    assert next_firing(BackupSchedule(), 0.0) is None
+
+
+def test_a_bad_cron_in_the_topology_is_a_file_line_error(tmp_path: Path) -> None:
+    f = tmp_path / "t.yaml"
+    f.write_text(
+        "name: t\ncomponents:\n  db:\n    kind: postgres\n    port: 5432\n    backup:\n"
+        "      repositories: [{type: fs, path: /b}]\n"
+        "      schedule: {incremental: '0 2 * * *', drill: '0 61 * * *'}\nentry: [db]\n"
+    )
+    with pytest.raises(TopologyError) as err:
+        load_topology(f)
+    text = str(err.value)
+    assert "t.yaml:8" in text and "schedule.drill" in text and "hour '61' outside 0-23" in text
+
+
+def test_status_shows_the_newest_restore_drill_a_failed_one_loudly() -> None:
+    from spofless.backup._scheduler import status_line
+
+    sched = BackupSchedule(incremental="0 2 * * *", drill="0 4 * * *")
+    now = t("2026-12-04 05:00").timestamp()
+    drill = {"at": now - 120, "ok": True, "rto": 12.34, "rpo": 0.5}
+    line = status_line({"newest": None, "drill": drill}, sched, now)
+    assert "last restore drill 2m00s ago: RTO 12.3s, RPO 0.5s" in line
+    bad = {"at": now - 60, "ok": False, "failed_phase": "restore", "error": "k: damaged"}
+    line = status_line({"newest": None, "drill": bad}, sched, now)
+    assert "RESTORE DRILL FAILED 1m00s ago (restore): k: damaged" in line

@@ -150,10 +150,33 @@ def test_decode_into_writes_the_content_in_chunks_and_checks_it(codec: Codec) ->
     blob = codec.encode("k", data)
     got: list[bytes] = []
     digest = hashlib.sha256(data).hexdigest()
-    assert codec.decode_into("k", blob, digest, got.append) == len(data)
+    assert codec.decode_into("k", blob, digest, lambda c: got.append(bytes(c))) == len(data)
     assert b"".join(got) == data and (len(got) > 1 or codec.level is None)
     with pytest.raises(CorruptObjectError, match="k: damaged"):
         codec.decode_into("k", blob, hashlib.sha256(b"other").hexdigest(), lambda c: None)
     broken = blob[:-100] + bytes(100)
     with pytest.raises(CorruptObjectError, match="k: damaged"):
         codec.decode_into("k", broken, digest, lambda c: None)
+
+
+def test_a_restore_trusts_the_frame_checksum_and_hashes_frames_without_one() -> None:
+    import hashlib
+
+    import zstandard
+
+    data = os.urandom(1 << 19) * 3
+    digest = hashlib.sha256(data).digest()
+    codec = Codec(3, None)
+    blob = codec.encode("k", data)
+    assert zstandard.get_frame_parameters(blob[38:]).has_checksum
+    # The frame's own checksum catches damaged content.
+    flipped = blob[:-1] + bytes([blob[-1] ^ 1])
+    with pytest.raises(CorruptObjectError, match="k: damaged"):
+        codec.decode_into("k", flipped, digest.hex(), lambda c: None)
+    # An object from before frames had checksums: its content is hashed.
+    other = hashlib.sha256(b"other").digest()
+    old = blob[:6] + other + zstandard.ZstdCompressor(level=3).compress(data)
+    with pytest.raises(CorruptObjectError, match="checksum mismatch"):
+        codec.decode_into("k", old, other.hex(), lambda c: None)
+    good = blob[:6] + digest + zstandard.ZstdCompressor(level=3).compress(data)
+    assert codec.decode_into("k", good, digest.hex(), lambda c: None) == len(data)

@@ -10,8 +10,10 @@
     expire(store, retention)             retention, planned purely (spofless.backup.plan)
     schedule.staleness(...)              whether a scheduled backup was missed
     run_drill(config, store, ...)        restore drill: RTO per phase and RPO, measured
-    record_drill / latest_drill          its figures as JSON in the state directory
-    run_schedule(config)                 `backup run`: backups on the schedule, then expiry
+    record_drill / record_failed_drill   its figures (or its failure) as JSON in the state dir
+    latest_drill / drill_summary         read back; drill_metrics: as Prometheus gauges
+    run_schedule(config)                 `backup run`: backups and restore drills on the
+                                         schedule, then expiry
     WalRelay(stores, data_dir, owner)    archive/restore commands served by the agent
 
 PostgreSQL's own commands (what the pg agent sets; FILE is the absolute path of
@@ -82,8 +84,12 @@ Failure cases
 - A corrupted object: `backup verify` names it and exits 1; a restore stops
   at it, naming it.
 
-Not yet: drills on a schedule (a drill is `spofless backup drill`; its figures
-are recorded as JSON in the state directory, not yet in /metrics), tablespaces,
+Restore drills run on `schedule.drill` in the scheduler `up` runs, or by hand
+(`spofless backup drill`); every one, good or failed, is recorded in the state
+directory (_drill_record), appended to the drill history by the CLI, and served
+by the PostgreSQL agents at /status and /metrics.
+
+Not yet: tablespaces,
 `restore --as-cluster` for members on other machines than the one it runs on,
 a `.partial` segment of the old timeline is archived under its name but not
 used by restore.
@@ -100,7 +106,18 @@ from spofless.backup._config import (
     postgres_settings,
     restore_command,
 )
-from spofless.backup._drill import DrillResult, latest_drill, record_drill, run_drill
+from spofless.backup._drill import DrillResult, run_drill
+from spofless.backup._drill_record import (
+    DrillSummaryCache,
+    drill_metrics,
+    drill_summary,
+    failed_record,
+    history_document,
+    latest_drill,
+    record_drill,
+    record_failed_drill,
+    write_record,
+)
 from spofless.backup._errors import (
     ArchiveConflictError,
     BackupError,
@@ -108,6 +125,7 @@ from spofless.backup._errors import (
     KeyFileError,
     ObjectNotFoundError,
     RepositoryError,
+    RestoreDrillError,
     SourceError,
     TargetError,
     WrongKeyError,
@@ -131,6 +149,7 @@ __all__ = [
     "Codec",
     "CorruptObjectError",
     "DrillResult",
+    "DrillSummaryCache",
     "FileEntry",
     "FsRepository",
     "KeyFileError",
@@ -140,6 +159,7 @@ __all__ = [
     "Progress",
     "Repository",
     "RepositoryError",
+    "RestoreDrillError",
     "Source",
     "SourceError",
     "Store",
@@ -152,11 +172,16 @@ __all__ = [
     "archive_gap",
     "archive_wal",
     "backup_config",
+    "drill_metrics",
+    "drill_summary",
     "expire",
+    "failed_record",
+    "history_document",
     "latest_drill",
     "load_key",
     "postgres_settings",
     "record_drill",
+    "record_failed_drill",
     "recovery_settings",
     "relay_commands",
     "relay_dir",
@@ -169,4 +194,5 @@ __all__ = [
     "run_schedule",
     "take_backup",
     "verify_backup",
+    "write_record",
 ]

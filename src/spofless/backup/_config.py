@@ -95,8 +95,14 @@ def make_repository(spec: RepositorySpec, base: Path | None = None) -> Repositor
     )
 
 
-def backup_config(topology: Topology, component: str | None = None) -> BackupConfig:
-    """Stores (key loaded, KeyFileError when missing) and sources of one component."""
+def backup_config(
+    topology: Topology, component: str | None = None, *, connect: bool = True
+) -> BackupConfig:
+    """Stores (key loaded, KeyFileError when missing) and sources of one component.
+
+    `connect` False: the sources carry no credentials (they are not connected to:
+    restore, archive-wal, restore-wal, list, verify, expire), which spares loading
+    spofless.security (a fifth of such a command's start-up)."""
     name, spec = backup_component(topology, component)
     key = load_key(spec.encryption.key_file) if spec.encryption else None
     level = spec.compression.level if spec.compression.type == "zstd" else None
@@ -110,7 +116,7 @@ def backup_config(topology: Topology, component: str | None = None) -> BackupCon
             f"{topology.source}: postgres component {name!r} needs `port` to be backed up "
             "(instance i listens on port + i)"
         )
-    params = tuple(sorted(_client_params(topology, name).items()))
+    params = tuple(sorted(_client_params(topology, name).items())) if connect else ()
     sources = tuple(
         Source(
             inst.name,

@@ -6,15 +6,16 @@ archive takes now, with this data. RPO is what a loss of every server at the
 drill's start would have cost: the primary's last commit then (with
 `track_commit_timestamp`, else its clock) minus the last commit the restored
 instance replayed. A drill never touches the running servers beyond one read
-query, and its scratch instance is removed whatever happens.
+query, and its scratch instance is removed whatever happens. A drill that fails
+(no backup, a damaged object, a replay that stops, no answer) raises
+RestoreDrillError naming the phase: a failed drill is a finding, recorded like a
+good one (spofless.backup._drill_record).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
-import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any
 
 from spofless.backup._basebackup import conninfo
 from spofless.backup._config import BackupConfig
+from spofless.backup._errors import BackupError, RestoreDrillError, TargetError
 from spofless.backup._restore import SPOOL, restore
 from spofless.backup._scratch import ScratchInstance
 from spofless.backup._store import Store
@@ -56,6 +58,7 @@ class DrillResult:
     def to_json(self, component: str, repository: str) -> dict[str, Any]:
         return {
             "kind": "restore",
+            "ok": True,
             "component": component,
             "repository": repository,
             "backup": self.label,
@@ -127,33 +130,44 @@ def run_drill(
     *,
     timeout: float = 600.0,
 ) -> DrillResult:
-    """Restore the latest point into a scratch instance, time every phase, measure RPO."""
+    """Restore the latest point into a scratch instance, time every phase, measure RPO.
+
+    Raises RestoreDrillError naming the phase that failed (`restore`: fetching the
+    files or the WAL, e.g. no backup, a damaged object, the repository)."""
     started_at = time.time()
-    reference, is_commit = _primary_reference(config)
-    manifests = store.manifests()
-    version = manifests[-1].pg_version if manifests else "150000"
-    phases: dict[str, float] = {}
-    with ScratchInstance(version, config.os_user, timeout) as scratch:
-        m = restore(
-            store,
-            Target("latest"),
-            scratch.data,
-            restore_command=(
-                restore_command_for(scratch.data / SPOOL) if restore_command_for else None
-            ),
-            parallel=config.spec.parallel,
-            owner=scratch.owner,
-            archive=False,
-            phases=phases,
-        )
-        t = time.monotonic()
-        scratch.start()
-        scratch.wait_promoted()
-        replay = time.monotonic() - t
-        t = time.monotonic()
-        scratch.query("SELECT count(*) FROM pg_class")
-        first_query = time.monotonic() - t
-        last = scratch.query("SELECT extract(epoch from pg_last_xact_replay_timestamp())")
+    phase = "restore"
+    try:
+        reference, is_commit = _primary_reference(config)
+        manifests = store.manifests()
+        if not manifests:
+            raise TargetError(f"{store.name}: no backup of {config.component} to restore")
+        phases: dict[str, float] = {}
+        with ScratchInstance(manifests[-1].pg_version, config.os_user, timeout) as scratch:
+            m = restore(
+                store,
+                Target("latest"),
+                scratch.data,
+                restore_command=(
+                    restore_command_for(scratch.data / SPOOL) if restore_command_for else None
+                ),
+                parallel=config.spec.parallel,
+                owner=scratch.owner,
+                archive=False,
+                phases=phases,
+            )
+            phase = "replay"
+            t = time.monotonic()
+            scratch.start()
+            scratch.wait_promoted()
+            replay = time.monotonic() - t
+            phase = "first_query"
+            t = time.monotonic()
+            if scratch.query("SELECT count(*) FROM pg_class") is None:
+                raise BackupError(f"the restored instance does not answer: {scratch.log_tail()}")
+            first_query = time.monotonic() - t
+            last = scratch.query("SELECT extract(epoch from pg_last_xact_replay_timestamp())")
+    except Exception as exc:  # every failure is the drill's finding, named by its phase
+        raise RestoreDrillError(phase, str(exc) or type(exc).__name__, started_at) from exc
     return DrillResult(
         label=m.label,
         files=phases["files"],
@@ -168,31 +182,3 @@ def run_drill(
         started_at=started_at,
         ended_at=time.time(),
     )
-
-
-def drills_dir(state_dir: Path) -> Path:
-    return state_dir / "drills" / "restore"
-
-
-def record_drill(state_dir: Path, component: str, repository: str, result: DrillResult) -> Path:
-    """Write `result` as JSON under `state_dir` (atomically); returns the file."""
-    stamp = datetime.datetime.fromtimestamp(result.started_at, datetime.UTC)
-    path = drills_dir(state_dir) / f"{component}-{stamp:%Y%m%dT%H%M%S}Z.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result.to_json(component, repository), indent=1) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def latest_drill(state_dir: Path, component: str) -> dict[str, Any] | None:
-    """The newest recorded restore drill of `component`, or None."""
-    found = sorted(drills_dir(state_dir).glob(f"{component}-*Z.json"))
-    for path in reversed(found):
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(doc, dict) and doc.get("component") == component:
-            return doc
-    return None

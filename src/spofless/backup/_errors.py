@@ -8,6 +8,7 @@
         ├── CorruptObjectError       an object fails its checksum or cannot be decoded
         ├── ArchiveConflictError     a WAL file already archived with other content
         ├── TargetError              no backup can serve the restore target
+        ├── RestoreDrillError        a restore drill failed (which phase, why)
         ├── SourceError              the PostgreSQL to copy from cannot be used
         └── ObjectNotFoundError      no object under that key (a WAL file not archived yet)
 
@@ -54,3 +55,13 @@ class SourceError(BackupError):
 
 class ObjectNotFoundError(BackupError):
     """A repository holds no object under the key asked for."""
+
+
+class RestoreDrillError(BackupError):
+    """A restore drill failed in `phase` (restore, replay, first_query)."""
+
+    def __init__(self, phase: str, reason: str, started_at: float) -> None:
+        super().__init__(f"restore drill failed in {phase}: {reason}")
+        self.phase = phase
+        self.reason = reason
+        self.started_at = started_at

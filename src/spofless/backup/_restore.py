@@ -161,9 +161,8 @@ def restore(
         fd = os.open(to / f.path, os.O_WRONLY | os.O_CREAT, 0o600)
         pos = offset
 
-        def write(chunk: bytes) -> None:
+        def write(view: memoryview) -> None:
             nonlocal pos
-            view = memoryview(chunk)
             while view:  # a regular file takes it whole, unless the disk is full
                 done = os.pwrite(fd, view, pos)
                 view, pos = view[done:], pos + done

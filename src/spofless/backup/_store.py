@@ -77,9 +77,12 @@ class Store:
             raise CorruptObjectError(f"{key}: damaged ({len(data)} bytes, not {part.size})")
         return data
 
-    def read_part_into(self, entry: FileEntry, i: int, write: Callable[[bytes], object]) -> int:
-        """Part `i` of a manifest entry decoded chunk by chunk into `write`, checked
-        against its checksum and size (CorruptObjectError after the writes)."""
+    def read_part_into(
+        self, entry: FileEntry, i: int, write: Callable[[memoryview], object]
+    ) -> int:
+        """Part `i` of a manifest entry decoded chunk by chunk into `write` (Codec.decode_into:
+        a view of a reused buffer), checked against its checksum and size
+        (CorruptObjectError after the writes)."""
         part = entry.parts[i]
         key = self.part_key(part.ref, entry.path, i)
         size = self.codec.decode_into(key, self.repo.get(key), part.sha256, write)

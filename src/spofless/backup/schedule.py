@@ -1,13 +1,10 @@
 """Backup schedules in cron syntax, and whether the newest backup is stale. Pure.
 
-    Cron.parse("0 2 * * 1-6")           five fields: minute hour day-of-month month weekday
-    Cron.previous(t) -> datetime        the last time at or before t it fires
+    Cron.parse("0 2 * * 1-6")           spofless.topology's cron (5 fields, or 6 with seconds)
     staleness(schedule, backups, now)   why the backups are behind schedule, or None
     due(schedule, backups, now)         the backup the scheduler should take now, if any
-
-Fields take `*`, numbers, ranges `a-b`, lists `a,b` and steps `*/n`, `a-b/n`;
-weekday 0 and 7 are Sunday. As in cron, when both day-of-month and weekday are
-restricted, a day matching either fires. Times are UTC.
+    drill_due(schedule, last, now)      whether a restore drill is due
+    next_firing(schedule, now)          when the next of its schedules fires
 
 Stale: a scheduled run was missed. The newest backup (of the kind, or of any kind
 for the incremental schedule) started before the last time the schedule fired,
@@ -19,86 +16,15 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 from spofless.backup.plan import BackupInfo
 from spofless.topology._backup import BackupSchedule
+from spofless.topology._cron import Cron
 
-_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
-_NAMES = ("minute", "hour", "day of month", "month", "weekday")
+__all__ = ["Cron", "drill_due", "due", "next_firing", "staleness"]
+
 UTC = datetime.UTC
-
-
-def _field(text: str, lo: int, hi: int, what: str) -> frozenset[int]:
-    out: set[int] = set()
-    for part in text.split(","):
-        base, _, step_s = part.partition("/")
-        step = int(step_s) if step_s else 1
-        if base == "*":
-            a, b = lo, hi
-        elif "-" in base:
-            a_s, b_s = base.split("-", 1)
-            a, b = int(a_s), int(b_s)
-        else:
-            a = b = int(base)
-            if step_s:
-                b = hi
-        if not (lo <= a <= b <= hi) or step < 1:
-            raise ValueError(f"cron {what} {part!r} outside {lo}-{hi}")
-        out.update(range(a, b + 1, step))
-    return frozenset(out)
-
-
-@dataclass(frozen=True)
-class Cron:
-    text: str
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]  # 0 = Sunday
-    any_day: bool
-    any_weekday: bool
-
-    @classmethod
-    def parse(cls, text: str) -> Cron:
-        fields = text.split()
-        if len(fields) != 5:
-            raise ValueError(f"cron {text!r} must have 5 fields (minute hour day month weekday)")
-        try:
-            sets = [
-                _field(f, lo, hi, what)
-                for f, (lo, hi), what in zip(fields, _RANGES, _NAMES, strict=True)
-            ]
-        except ValueError as exc:
-            raise ValueError(f"cron {text!r}: {exc}") from None
-        weekdays = frozenset(d % 7 for d in sets[4])
-        return cls(
-            text, sets[0], sets[1], sets[2], sets[3], weekdays, fields[2] == "*", fields[4] == "*"
-        )
-
-    def _day_matches(self, t: datetime.datetime) -> bool:
-        dom = t.day in self.days
-        dow = (t.isoweekday() % 7) in self.weekdays
-        if self.any_day or self.any_weekday:
-            return dom and dow
-        return dom or dow
-
-    def previous(self, t: datetime.datetime) -> datetime.datetime:
-        """The last time at or before `t` that this schedule fires."""
-        t = t.astimezone(UTC).replace(second=0, microsecond=0)
-        limit = t - datetime.timedelta(days=366 * 5)
-        while t > limit:
-            if t.month not in self.months or not self._day_matches(t):
-                t = t.replace(hour=23, minute=59) - datetime.timedelta(days=1)
-            elif t.hour not in self.hours:
-                t = t.replace(minute=59) - datetime.timedelta(hours=1)
-            elif t.minute not in self.minutes:
-                t -= datetime.timedelta(minutes=1)
-            else:
-                return t
-        raise ValueError(f"cron {self.text!r} never fires")
 
 
 def staleness(
@@ -148,3 +74,20 @@ def due(
         if newest is None or newest < fired:
             return "full" if kind == "full" else "incremental"
     return None
+
+
+def drill_due(schedule: BackupSchedule, last: float | None, now: float) -> bool:
+    """Whether a restore drill is due at `now`: its schedule fired since the last drill
+    started (`last`, epoch; None: never), failed or not. Like `due`, a drill missed while
+    the scheduler was down runs once when it is back, and a first one runs at once."""
+    if schedule.drill is None:
+        return False
+    fired = Cron.parse(schedule.drill).previous(datetime.datetime.fromtimestamp(now, UTC))
+    return last is None or last < fired.timestamp()
+
+
+def next_firing(schedule: BackupSchedule, now: float) -> float | None:
+    """When the next of `schedule`'s crons fires after `now` (epoch), None without any."""
+    at = datetime.datetime.fromtimestamp(now, UTC)
+    crons = (schedule.full, schedule.incremental, schedule.drill)
+    return min((Cron.parse(c).next(at).timestamp() for c in crons if c), default=None)

@@ -41,10 +41,12 @@ _repo = click.option(
 )
 
 
-def _config(file: str, component: str | None) -> Any:
+def _config(file: str, component: str | None, *, connect: bool = False) -> Any:
+    """The component's backup config; `connect` when the command connects to its
+    instances (take, run)."""
     from spofless.backup import backup_config
 
-    return backup_config(topology_of(file), component)
+    return backup_config(topology_of(file), component, connect=connect)
 
 
 def _progress_printer() -> Any:
@@ -71,7 +73,7 @@ def backup() -> None:
       spofless backup verify FILE [--restore]         checksums, WAL, a real restore
       spofless backup expire FILE                     apply the retention
       spofless backup drill FILE                      restore drill: RTO per phase, RPO
-      spofless backup run FILE                        backups on the schedule, then expire
+      spofless backup run FILE                        backups and drills on the schedule
       spofless backup archive-wal FILE --component C %p %f     (archive_command)
       spofless backup restore-wal FILE --component C %f %p     (restore_command)
     """
@@ -93,7 +95,7 @@ def backup_take(file: str, component: str | None, kind: Literal["full", "increme
     from spofless._logging import setup_logging
     from spofless.backup import take_backup
 
-    cfg = _config(file, component)
+    cfg = _config(file, component, connect=True)
     setup_logging(f"{cfg.component} backup")
     m = take_backup(cfg, kind, progress=_progress_printer())
     click.echo(
@@ -211,19 +213,47 @@ def backup_drill(file: str, component: str | None, repo: int, state_dir: str | N
     """Restore the latest point into a scratch instance; print RTO per phase and RPO.
 
     The scratch instance runs on a private socket, never archives, and is removed. The
-    figures are recorded as JSON in STATE_DIR/drills/restore/ (`spofless check` reads the
-    newest for the restore time).
+    figures, or the failure, are recorded as JSON in STATE_DIR/drills/restore/ (`spofless
+    check` reads the newest for the restore time; the agents serve it at /metrics) and in
+    the drill history (`spofless drill history FILE`). Exit 1 when the drill failed.
     """
-    from spofless.backup import record_drill, run_drill
+    import time
+
+    from spofless.backup import (
+        RestoreDrillError,
+        backup_config,
+        failed_record,
+        run_drill,
+        write_record,
+    )
     from spofless.pg import default_state_dir
 
-    cfg = _config(file, component)
+    topology = topology_of(file)
+    cfg = backup_config(topology, component)
     store = _pick(cfg, repo)
-    result = run_drill(cfg, store)
+    where = Path(state_dir) if state_dir else default_state_dir(Path(file))
+    try:
+        result = run_drill(cfg, store)
+    except RestoreDrillError as exc:
+        record = failed_record(cfg.component, store.name, exc, time.time())
+        path = write_record(where, record)
+        _to_history(where, record, topology.name)
+        click.echo(f"RESTORE DRILL FAILED in {exc.phase}: {exc.reason}", err=True)
+        click.echo(f"recorded in {path}", err=True)
+        sys.exit(1)
     for line in result.lines():
         click.echo(line)
-    where = Path(state_dir) if state_dir else default_state_dir(Path(file))
-    click.echo(f"recorded in {record_drill(where, cfg.component, store.name, result)}")
+    record = result.to_json(cfg.component, store.name)
+    click.echo(f"recorded in {write_record(where, record)}")
+    _to_history(where, record, topology.name)
+
+
+def _to_history(state_dir: Path, record: dict[str, Any], topology: str) -> None:
+    """A restore drill's record as a row of `spofless drill history`."""
+    from spofless.backup import history_document
+    from spofless.drill import history
+
+    history.append(state_dir, history_document(record, topology))
 
 
 @backup.command("run")
@@ -244,26 +274,34 @@ def backup_drill(file: str, component: str | None, repo: int, state_dir: str | N
     help="Where the status goes (default: .spofless/<file stem> beside FILE).",
 )
 def backup_run(file: str, component: str | None, index: int | None, state_dir: str | None) -> None:
-    """Take backups on `backup.schedule` and apply the retention, until SIGTERM.
+    """Take backups and restore drills on `backup.schedule`, apply the retention, until
+    SIGTERM.
 
     Run it on the host of the instance backups copy from (`from: replica`: a replica's);
-    `spofless up` runs one beside each instance of a component with a schedule.
+    `spofless up` runs one beside each instance of a component with a schedule. Drills
+    are recorded in the state directory and the drill history, like `backup drill`'s.
     """
     from spofless._logging import setup_logging
     from spofless.backup import run_schedule
     from spofless.backup._scheduler import status_path
     from spofless.pg import default_state_dir
 
-    cfg = _config(file, component)
-    where_from = f"/{index}" if index is not None else ""
-    setup_logging(f"{cfg.component}{where_from} backup")
+    cfg = _config(file, component, connect=True)
+    setup_logging(f"{cfg.component}{'' if index is None else f'/{index}'} backup")
     if index is not None and index >= len(cfg.sources):
         raise click.BadParameter(
             f"{cfg.component} has instances 0..{len(cfg.sources) - 1}", param_hint="--instance"
         )
     where = Path(state_dir) if state_dir else default_state_dir(Path(file))
     status = status_path(where, cfg.component, index) if index is not None else None
-    run_schedule(cfg, instance=index, status_file=status)
+    name = topology_of(file).name
+    run_schedule(
+        cfg,
+        instance=index,
+        status_file=status,
+        state_dir=where,
+        on_drill=lambda record: _to_history(where, record, name),
+    )
 
 
 @backup.command("expire")

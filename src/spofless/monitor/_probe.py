@@ -12,7 +12,8 @@ Per kind:
     postgres       GET /status on its agent's API: the writable leader or a streaming
                    replica is up; a replica that runs but does not stream is
                    `not streaming` (down for the analysis); a member cloning, rewinding
-                   or recovering is `catching up` (down for the analysis, not failed)
+                   or recovering is `catching up` (down for the analysis, not failed);
+                   its component's newest restore drill, when it has backups
     load_balancer  its admin /status (every backend's state: ejections and backends
                    marked down are events), else a connect (spofless.stack's check)
     service        its `health:` check, else a connect
@@ -240,6 +241,8 @@ def _postgres(body: dict[str, Any]) -> Observation:
         "state": state,
         "degraded": bool(body.get("degraded")),
     }
+    if isinstance(body.get("restore_drill"), dict):  # the component has backups
+        facts["restore_drill"] = body["restore_drill"]
     running = bool(body.get("running")) and state != "failed"
     if running and role == "primary" and body.get("leader"):
         return Observation(True, "up", "the writable leader", facts=facts)

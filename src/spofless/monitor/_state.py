@@ -12,7 +12,10 @@ connection makes it down at once. A down PostgreSQL member says why: `not
 streaming` (a replica that runs but does not stream: down for the analysis,
 reported as failed) or `catching up` (cloning, rewinding, recovering: down for
 the analysis, reported as catching up, not as failed). A flapping instance is
-down for the analysis (`_flap`). Pure: observations and times are given.
+down for the analysis (`_flap`). A PostgreSQL member also tells its component's
+newest restore drill: a newer one that failed is an error event
+(`restore_drill_failed`, also the first one this monitor sees), a newer good one
+an info event (`restore_drill`). Pure: observations and times are given.
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ class LiveState:
         self.leaders: dict[str, str | None] = {}
         self.leaderless_since: dict[str, float] = {}
         self.degraded: dict[str, bool] = {}
+        # Per postgres component: when its newest restore drill seen started.
+        self.drills: dict[str, float] = {}
 
     @property
     def complete(self) -> bool:
@@ -209,7 +214,33 @@ class LiveState:
                     now, "synchronous_degraded", comp, "warning" if degraded else "info", text
                 )
             )
+        drill = obs.facts.get("restore_drill")
+        if isinstance(drill, dict) and isinstance(drill.get("at"), int | float):
+            events += self._drill(comp, drill, now)
         return events
+
+    def _drill(self, comp: str, drill: dict[str, Any], now: float) -> list[Event]:
+        """A restore drill newer than the last seen (every member reports the same)."""
+        at, seen = float(drill["at"]), self.drills.get(comp)
+        if seen is not None and at <= seen:
+            return []
+        self.drills[comp] = at
+        if not drill.get("ok"):
+            text = (
+                f"{comp}: RESTORE DRILL FAILED ({drill.get('failed_phase')}): {drill.get('error')}"
+            )
+            return [self._event(now, "restore_drill_failed", comp, "error", text, started_at=at)]
+        if seen is None:
+            return []  # a good drill that ran before this monitor looked: nothing new
+        rpo = drill.get("rpo")
+        text = f"{comp}: restore drill restored in {float(drill.get('rto') or 0):.1f}s, RPO " + (
+            "unknown" if rpo is None else f"{float(rpo):.1f}s"
+        )
+        return [
+            self._event(
+                now, "restore_drill", comp, "info", text, started_at=at, rto=drill.get("rto")
+            )
+        ]
 
     def leaders_seen(self, now: float) -> list[Event]:
         """Failovers and switchovers: a new writable leader of a postgres component, with

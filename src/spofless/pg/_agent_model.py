@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -57,6 +58,10 @@ class AgentSettings(BaseModel):
     peers: Mapping[str, tuple[tuple[str, int], ...]] = Field(default_factory=dict)
     # Each peer cluster's etcd endpoints and key prefix: which of them says it is primary.
     peer_etcd: Mapping[str, tuple[tuple[str, ...], str]] = Field(default_factory=dict)
+    # The state directory where restore drills of `component` are recorded
+    # (spofless.backup): the API serves the newest at /status and /metrics. None:
+    # the component has no backups.
+    backup_state_dir: Path | None = None
 
     @property
     def name(self) -> str:

@@ -254,4 +254,5 @@ def agent_settings(
             for p in topology.cluster_group(component)
             if p != component
         },
+        backup_state_dir=state_dir.resolve() if comp.backup is not None else None,
     )

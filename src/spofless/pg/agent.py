@@ -109,6 +109,7 @@ class Agent:
         self._local_status: MemberStatus = MemberStatus(self.name)
         self._cluster_members: tuple[MemberStatus, ...] = ()
         self.last_decision: Decision | None = None
+        self._drills = _drill_reader(settings)
         self.duties = LeaderDuties(
             self.name,
             self.server,
@@ -509,7 +510,10 @@ class Agent:
             running=self._local_status.running and self.server.running,
             leader=self._local_status.leader and self._may_acknowledge(),
         )
+        drill = self._drills.get() if self._drills is not None else None
         return ApiSnapshot(
+            restore_drill=drill,
+            drill_metrics=tuple(_drill_metrics(drill, self.settings.cluster or "")),
             me=me,
             members=self._cluster_members,
             leader=c.leader.name if c and c.leader else None,
@@ -518,3 +522,20 @@ class Agent:
             degraded=self.duties.degraded and self._may_acknowledge(),
             possibly_lost=tuple(str(r) for r in c.lost) if c else (),
         )
+
+
+def _drill_reader(settings: AgentSettings) -> Any:
+    """What reads the component's newest restore drill for the API; None without backups."""
+    if settings.backup_state_dir is None:
+        return None
+    from spofless.backup import DrillSummaryCache
+
+    return DrillSummaryCache(settings.backup_state_dir, settings.cluster or "")
+
+
+def _drill_metrics(summary: dict[str, Any] | None, component: str) -> list[str]:
+    if summary is None:
+        return []
+    from spofless.backup import drill_metrics
+
+    return drill_metrics(summary, component)

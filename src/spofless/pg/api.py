@@ -11,7 +11,10 @@
     GET /metrics            200, Prometheus text: role, lease, timeline, WAL, lag, and
                             spofless_pg_synchronous_degraded (1 while synchronous mode has
                             fallen back to asynchronous: alert on it), spofless_pg_healthy,
-                            spofless_pg_not_streaming_seconds, spofless_pg_failed
+                            spofless_pg_not_streaming_seconds, spofless_pg_failed; with
+                            backups, the component's newest restore drill
+                            (spofless_backup_restore_drill_failed, _rto_seconds,
+                            _phase_seconds, _rpo_seconds, _last_success_timestamp_seconds)
 
 HEAD works on all of them. A check endpoint's body is this member's JSON either
 way, so a human sees why. `route` is a pure function of the request and the
@@ -113,6 +116,10 @@ class ApiSnapshot:
     degraded: bool = False
     # WAL of degraded terms that the members promoted after them did not hold.
     possibly_lost: tuple[str, ...] = ()
+    # The component's newest restore drill (spofless.backup.drill_summary), and its
+    # Prometheus lines (spofless.backup.drill_metrics); None, () without backups.
+    restore_drill: Mapping[str, Any] | None = None
+    drill_metrics: tuple[str, ...] = ()
 
     def cluster_json(self) -> dict[str, Any]:
         return {
@@ -166,7 +173,9 @@ def route(method: str, target: str, snap: ApiSnapshot) -> Response:
     if url.path == "/cluster":
         return Response(200, snap.cluster_json())
     if url.path in ("/status", "/"):
-        return Response(200, {**body, "degraded": snap.degraded})
+        return Response(
+            200, {**body, "degraded": snap.degraded, "restore_drill": snap.restore_drill}
+        )
     if url.path == "/metrics":
         return Response(200, metrics_text(snap))
     return Response(404, {"error": f"no such endpoint {url.path}"})
@@ -199,7 +208,7 @@ def metrics_text(snap: ApiSnapshot) -> str:
             continue
         out += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
         out.append(f'{name}{{member="{me.name}"}} {int(value)}')
-    return "\n".join(out) + "\n"
+    return "\n".join([*out, *snap.drill_metrics]) + "\n"
 
 
 def render(resp: Response, head_only: bool) -> bytes:

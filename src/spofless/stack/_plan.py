@@ -276,7 +276,8 @@ def _backup_schedulers(
     for cname, comp in topology.components.items():
         if not isinstance(comp, PostgresComponent) or comp.backup is None or cname in not_run:
             continue
-        if comp.backup.schedule.full is None and comp.backup.schedule.incremental is None:
+        sched = comp.backup.schedule
+        if sched.full is None and sched.incremental is None and sched.drill is None:
             continue
         for inst in [i for i in topology.instances[cname] if not chosen or i.host in chosen]:
             argv = (*own_part("backup run", inst, ctx), "--state-dir", str(ctx.state_dir))

@@ -99,7 +99,8 @@ def _with_backup(plan: StackPlan, doc: dict[str, Any], now: float) -> dict[str, 
     if not isinstance(comp, PostgresComponent) or comp.backup is None:
         return doc
     found = read_status(status_path(plan.state_dir, pg, doc["index"]))
-    return {**doc, "backup": status_line(found, comp.backup.schedule, now)}
+    drill = found.get("drill") if found else None
+    return {**doc, "backup": status_line(found, comp.backup.schedule, now), "restore_drill": drill}
 
 
 def _duration(seconds: float | None) -> str:

@@ -4,7 +4,8 @@
       repositories:                      # one or more; each gets every backup and segment
         - {type: fs, path: /var/backups/spofless}
         - {type: s3, bucket: shop-backups, endpoint: https://..., region: eu-west-1, prefix: db/}
-      schedule: {full: "0 2 * * 0", incremental: "0 2 * * 1-6"}   # cron, 5 fields
+      schedule: {full: "0 2 * * 0", incremental: "0 2 * * 1-6", drill: "0 4 * * *"}
+                                         # cron: 5 fields, or 6 with seconds first
       retention: {full: 4, window: 14d}  # keep 4 full backups and all the window needs
       compression: zstd                  # or {type: zstd, level: 3}, or none
       encryption: {key_file: /etc/spofless/backup.key}             # AES-256-GCM
@@ -18,13 +19,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, field_validator
 
+from spofless.topology._cron import check_cron
 from spofless.topology._schema import Duration, Strict
 
-# Five cron fields (minute hour day month weekday): checked for shape here,
-# interpreted by the scheduler.
-Cron = Annotated[str, StringConstraints(pattern=r"^\s*\S+(\s+\S+){4}\s*$", strip_whitespace=True)]
+# A cron line (spofless.topology._cron), parsed when the topology is loaded.
+Cron = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(check_cron)]
 
 
 class FsRepositorySpec(Strict):
@@ -62,6 +63,9 @@ RepositorySpec = Annotated[FsRepositorySpec | S3RepositorySpec, Field(discrimina
 class BackupSchedule(Strict):
     full: Cron | None = None
     incremental: Cron | None = None
+    # A restore drill (spofless.backup._drill): the latest point restored into a scratch
+    # instance, RTO per phase and RPO measured, by the scheduler `up` runs.
+    drill: Cron | None = None
 
 
 class BackupRetention(Strict):
