@@ -89,8 +89,9 @@ def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-async def agent_status(ip: str, api_port: int) -> PgDetails | None:
-    """The agent's view of its member; None when its API does not answer."""
+async def agent_json(ip: str, api_port: int) -> dict[str, Any] | None:
+    """An agent's `/status` JSON (PostgreSQL's or a cache's); None when its API does not
+    answer (within STATUS_TIMEOUT) or answers something else than a JSON object."""
     host = f"[{ip}]" if ":" in ip else ip
     try:
         async with httpx.AsyncClient(timeout=STATUS_TIMEOUT) as client:
@@ -98,13 +99,24 @@ async def agent_status(ip: str, api_port: int) -> PgDetails | None:
             body = resp.json()
     except (httpx.HTTPError, ValueError):
         return None
-    return describe(body) if isinstance(body, dict) else None
+    return body if isinstance(body, dict) else None
+
+
+async def agent_status(ip: str, api_port: int) -> PgDetails | None:
+    """The agent's view of its member; None when its API does not answer."""
+    body = await agent_json(ip, api_port)
+    return describe(body) if body is not None else None
 
 
 def postmaster_pid(data_dir: Path) -> int | None:
     """The pid of the postmaster running on `data_dir`, or None when none runs."""
+    return pid_from_file(data_dir / "postmaster.pid", ("postgres", "postmaster"))
+
+
+def pid_from_file(path: Path, names: tuple[str, ...]) -> int | None:
+    """The pid on the first line of `path` when a live process of one of `names` has it."""
     try:
-        pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        pid = int(path.read_text().split("\n", 1)[0])
     except (OSError, ValueError):
         return None
     try:
@@ -114,7 +126,7 @@ def postmaster_pid(data_dir: Path) -> int | None:
         return None
     # A stale file names a dead pid, or one since reused by another program.
     name, _, rest = stat.partition(" (")[2].rpartition(")")
-    if rest.split()[:1] == ["Z"] or name not in ("postgres", "postmaster"):
+    if rest.split()[:1] == ["Z"] or name not in names:
         return None
     return pid
 
