@@ -14,12 +14,16 @@ for inst in json.load(sys.stdin)["instances"]:
 }
 
 # primary KEYS...: the keys of the PostgreSQL primary in `status --json` ("" when none).
-primary() {
+primary() { primary_of db "$@"; }
+
+# primary_of COMPONENT KEYS...: the keys of COMPONENT's primary (a PostgreSQL cluster or a
+# cache shard) in `status --json` ("" when none).
+primary_of() {
   $SPOFLESS status "$FILE" --json | $PY -c '
 import json, sys
 for inst in json.load(sys.stdin)["instances"]:
-    if inst["component"] == "db" and inst["role"] == "primary":
-        print(*(inst[k] for k in sys.argv[1:]))' "$@"
+    if inst["component"] == sys.argv[1] and inst["role"] == "primary":
+        print(*(inst[k] for k in sys.argv[2:]))' "$@"
 }
 
 # role_of NAME: the role of instance NAME (db/0) in `status --json`.
