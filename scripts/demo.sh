@@ -65,7 +65,7 @@ echo "after 1 s of writes: kill -9 $old's agent (pid $agent) and PostgreSQL (pos
 ready=$(mktemp -u)
 $PY scripts/demo_writes.py "$FILE" --seconds 12 --ready "$ready" &
 writes=$!
-until_ok 20 '[[ -e $ready ]]'
+until_ok 60 '[[ -e $ready ]]' || { echo "the writer did not start writing within 60 s" >&2; exit 1; }
 rm -f "$ready"
 kill -9 "$agent" "$postmaster"
 writes_ok=1
@@ -73,7 +73,8 @@ wait "$writes" || writes_ok=0
 writes=
 
 step "7. Watch it recover: a replica was promoted; the supervisor restarts $old's agent"
-until_ok 20 'now=$(primary name); [[ -n $now && $now != "$old" ]]'
+until_ok 60 'now=$(primary name); [[ -n $now && $now != "$old" ]]' ||
+  { echo "no new PostgreSQL primary within 60 s; see \`spofless logs $FILE db\`" >&2; exit 1; }
 echo "new primary: $now; $old rejoins as its replica (pg_rewind) once its agent is back"
 until_ok 20 '[[ $(role_of "$old") == replica ]]' || true
 $SPOFLESS status "$FILE"
@@ -87,7 +88,7 @@ echo "after 1 s: kill -9 $cold's agent (pid $cagent) and Redis (pid $credis), th
 ready=$(mktemp -u)
 $PY scripts/demo_cache.py "$lb" --records 200 --seconds 12 --ready "$ready" &
 cache=$!
-until_ok 60 '[[ -e $ready ]]'
+until_ok 90 '[[ -e $ready ]]' || { echo "the client did not write its records within 90 s" >&2; exit 1; }
 rm -f "$ready"
 sleep 1
 kill -9 "$cagent" "$credis"
