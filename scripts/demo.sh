@@ -103,6 +103,8 @@ until_ok 30 '[[ $(role_of "$cold") == replica ]]' || true
 $SPOFLESS status "$FILE"
 
 step "10. Prove it again with a drill: kill -9 the new primary under HTTP and SQL traffic"
+# A drill starts only from full redundancy: wait for it (cache-a's old primary resyncing).
+until_ok 120 whole || echo "not back to full redundancy within 120 s: the drill says what is missing"
 drill_ok=1
 $SPOFLESS drill "$FILE" --scenario primary-crash || drill_ok=0
 

@@ -33,6 +33,17 @@ import json, sys
 print(next(i["role"] for i in json.load(sys.stdin)["instances"] if i["name"] == sys.argv[1]))' "$1"
 }
 
+# whole: true when the system is back to full redundancy (every instance up, one primary
+# and its replicas per database and cache shard, an etcd leader): a drill's steady state.
+whole() {
+  $SPOFLESS status "$FILE" --json | $PY -c '
+import json, sys
+from spofless.drill.system import redundancy_problems
+from spofless.topology import load_topology
+docs = json.load(sys.stdin)["instances"]
+sys.exit(1 if redundancy_problems(docs, load_topology(sys.argv[1])) else 0)' "$FILE"
+}
+
 # until_ok SECONDS COMMAND: run COMMAND (in this shell) until it succeeds; 1 after SECONDS.
 until_ok() {
   local end=$((SECONDS + $1))
