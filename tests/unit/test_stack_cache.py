@@ -97,3 +97,26 @@ def test_table_shows_redis_and_its_agent() -> None:
     Console(file=out, width=200).print(status_table({"instances": [doc]}))
     line = next(x for x in out.getvalue().splitlines() if x.startswith("cache-a/0"))
     assert "21 (agent 20)" in line and "primary" in line and "healthy" in line
+
+
+def test_full_redundancy_needs_one_primary_and_replicas_per_shard() -> None:
+    """A drill's steady state (and `make demo`'s wait before its drill) counts a cache
+    shard like a PostgreSQL cluster: one primary, every other member a replica."""
+    from spofless.drill.system import redundancy_problems
+    from spofless.topology import load_topology_text
+
+    topology = load_topology_text(
+        "name: t\nsecurity: {tls: false}\nhosts: {a: {}, b: {}}\ncomponents:\n"
+        "  etcd: {kind: etcd, instances: [a], port: 2379, peer_port: 2380}\n"
+        "  c: {kind: cache, instances: [a, b], port: 6390, api_port: 6490}\nentry: [c]\n"
+    )
+
+    def docs(*roles: str | None) -> list[dict[str, object]]:
+        return [{"name": f"c/{i}", "component": "c", "state": "up", "role": r}
+                for i, r in enumerate(roles)]  # fmt: skip
+
+    assert redundancy_problems(docs("primary", "replica"), topology) == []
+    assert redundancy_problems(docs("replica", "replica"), topology) == ["c has 0 primaries"]
+    assert redundancy_problems(docs("primary", "replica, link down"), topology) == [
+        "c/1 is not a replica (role replica, link down)"
+    ]
