@@ -263,11 +263,11 @@ def _backends(args: argparse.Namespace) -> tuple[Records, CacheTier | None, str]
 
     if args.topology is None:
         raise ValueError("--db and --cache need the topology: --topology FILE or SPOFLESS_TOPOLOGY")
-    records: Records = RecordFile(args.data)
-    where = f"records in {args.data}"
     if args.db is not None:
-        records = record_database(args.topology, args.db, args.db_timeout)
+        records: Records = record_database(args.topology, args.db, args.db_timeout)
         where = f"records in PostgreSQL ({args.db})"
+    else:
+        records, where = RecordFile(args.data), f"records in {args.data}"
     cache = None
     if args.cache is not None:
         cache = cache_tier(args.topology, args.cache)
