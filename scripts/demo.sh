@@ -9,12 +9,14 @@ PY=.venv/bin/python
 FILE=${1:-examples/demo.yaml}
 traffic=
 writes=
+cache=
 
 source scripts/demo_lib.sh
 
 cleanup() {
   if [[ -n $traffic ]]; then kill "$traffic" 2>/dev/null || true; fi
   if [[ -n $writes ]]; then kill "$writes" 2>/dev/null || true; fi
+  if [[ -n $cache ]]; then kill "$cache" 2>/dev/null || true; fi
   $SPOFLESS down "$FILE" >/dev/null 2>&1 || true
 }
 
@@ -63,7 +65,7 @@ echo "after 1 s of writes: kill -9 $old's agent (pid $agent) and PostgreSQL (pos
 ready=$(mktemp -u)
 $PY scripts/demo_writes.py "$FILE" --seconds 12 --ready "$ready" &
 writes=$!
-until_ok 20 '[[ -e $ready ]]'
+until_ok 60 '[[ -e $ready ]]' || { echo "the writer did not start writing within 60 s" >&2; exit 1; }
 rm -f "$ready"
 kill -9 "$agent" "$postmaster"
 writes_ok=1
@@ -71,31 +73,57 @@ wait "$writes" || writes_ok=0
 writes=
 
 step "7. Watch it recover: a replica was promoted; the supervisor restarts $old's agent"
-until_ok 20 'now=$(primary name); [[ -n $now && $now != "$old" ]]'
+until_ok 60 'now=$(primary name); [[ -n $now && $now != "$old" ]]' ||
+  { echo "no new PostgreSQL primary within 60 s; see \`spofless logs $FILE db\`" >&2; exit 1; }
 echo "new primary: $now; $old rejoins as its replica (pg_rewind) once its agent is back"
 until_ok 20 '[[ $(role_of "$old") == replica ]]' || true
 $SPOFLESS status "$FILE"
 
-step "8. Prove it again with a drill: kill -9 the new primary under HTTP and SQL traffic"
+step "8. Break the cache: kill -9 a cache shard's primary while clients use the app"
+until_ok 60 'read -r cold cagent credis <<<"$(primary_of cache-a name agent_pid pid)"; [[ -n $cold ]]' ||
+  { echo "no primary of cache shard cache-a after 60 s; see \`spofless logs $FILE cache-a\`" >&2; exit 1; }
+echo "through lb/0: 200 records written (the app writes each to PostgreSQL, then through to the"
+echo "cache: SET + WAIT 1), then 12 s of writes and cached reads, one every 10 ms;"
+echo "after 1 s: kill -9 $cold's agent (pid $cagent) and Redis (pid $credis), the primary of shard cache-a"
+ready=$(mktemp -u)
+$PY scripts/demo_cache.py "$lb" --records 200 --seconds 12 --ready "$ready" &
+cache=$!
+until_ok 90 '[[ -e $ready ]]' || { echo "the client did not write its records within 90 s" >&2; exit 1; }
+rm -f "$ready"
+sleep 1
+kill -9 "$cagent" "$credis"
+cache_ok=1
+wait "$cache" || cache_ok=0
+cache=
+
+step "9. Watch it recover: the replica was promoted; $cold comes back as its replica"
+until_ok 20 'cnow=$(primary_of cache-a name); [[ -n $cnow && $cnow != "$cold" ]]' || true
+echo "new primary of cache-a: ${cnow:-none yet}; $cold restarted by the supervisor, resyncs from it"
+until_ok 30 '[[ $(role_of "$cold") == replica ]]' || true
+$SPOFLESS status "$FILE"
+
+step "10. Prove it again with a drill: kill -9 the new primary under HTTP and SQL traffic"
+# A drill starts only from full redundancy: wait for it (cache-a's old primary resyncing).
+until_ok 120 whole || echo "not back to full redundancy within 120 s: the drill says what is missing"
 drill_ok=1
 $SPOFLESS drill "$FILE" --scenario primary-crash || drill_ok=0
 
-step "9. Back up the database (WAL archived all along; the base backup copies a replica)"
+step "11. Back up the database (WAL archived all along; the base backup copies a replica)"
 $SPOFLESS backup "$FILE" --full 2>/dev/null
 $SPOFLESS backup list "$FILE"
 
-step "10. Change it without an outage: roll the web tier to a new version under traffic"
+step "12. Change it without an outage: roll the web tier to a new version under traffic"
 echo "web/0..3 replaced one at a time: each drained on every load balancer until its open"
 echo "requests finish, restarted with the new command, readmitted once healthy; 2500 requests meanwhile"
 $PY scripts/demo_traffic.py "$lb" --requests 2500 --interval 0.01 --deadline 90 &
 traffic=$!
 $SPOFLESS rollout "$FILE" --component web --run \
-  "python -m spofless.demo.app --host {host} --port {port} --data {state_dir}/records.jsonl --name web-{index}-v2"
+  "python -m spofless.demo.app --host {host} --port {port} --name web-{index}-v2 --db db --cache cache"
 rollout_ok=1
 wait "$traffic" || rollout_ok=0
 traffic=
 
-step "11. Stop everything"
+step "13. Stop everything"
 $SPOFLESS down "$FILE"
 trap - EXIT
 if [[ $traffic_ok == 0 ]]; then
@@ -112,5 +140,9 @@ if [[ $rollout_ok == 0 ]]; then
 fi
 if [[ $writes_ok == 0 ]]; then
   echo "acknowledged writes were lost in the failover: that is a bug, please report it" >&2
+  exit 1
+fi
+if [[ $cache_ok == 0 ]]; then
+  echo "requests failed or cached keys were lost in the cache failover: that is a bug, please report it" >&2
   exit 1
 fi

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 import redis
 from stack_fixtures import StackRun, free_port_block, stack_run
@@ -90,6 +91,16 @@ def primary_of(api_base: int) -> int | None:
         if s and s["role"] == "primary" and s["leader"] and not s["fenced"]:
             return i
     return None
+
+
+def roles(run: StackRun, component: str) -> dict[str, str | None]:
+    """The role `spofless status` shows of each instance of `component`."""
+    docs = run.status()["instances"]
+    return {d["name"]: d["role"] for d in docs if d["component"] == component}
+
+
+def expected_roles(primary: int) -> dict[str, str | None]:
+    return {f"cache-a/{i}": "primary" if i == primary else "replica" for i in range(3)}
 
 
 def streaming_replica(api_port: int) -> bool:
@@ -176,6 +187,12 @@ def test_kill_a_shard_primary_under_load(cache_stack: tuple[StackRun, dict[str, 
         streaming_replica(ports["b_api"] + i) for i in range(2)), timeout=30)  # fmt: skip
     old = primary_of(ports["a_api"])
     assert old is not None
+    # `status` shows each member's role as its agent says it, and Redis's own pid.
+    wait_for("status: cache-a's roles", lambda: roles(run, "cache-a") ==
+             expected_roles(old), 30)  # fmt: skip
+    shown = run.instance(f"cache-a/{old}")
+    assert shown["health"] == "healthy" and shown["pid"] != shown["agent_pid"]
+    assert psutil.Process(shown["pid"]).name() == "redis-server"
 
     ring = ShardRing(["cache-a", "cache-b"])
     r = redis.Redis(port=ports["lb"], socket_timeout=10, decode_responses=True)
@@ -197,7 +214,7 @@ def test_kill_a_shard_primary_under_load(cache_stack: tuple[StackRun, dict[str, 
 
     with Load(ports["lb"], b_keys) as load:
         wait_for("writes acknowledged", lambda: len(load.acked) >= 200, timeout=30)
-        victim = run.instance(f"cache-a/{old}")["pid"]
+        victim = run.instance(f"cache-a/{old}")["agent_pid"]  # Redis dies with it
         os.kill(victim, signal.SIGKILL)
         killed_at = len(load.acked)
         wait_for("a new primary of cache-a", lambda: primary_of(ports["a_api"]) not in (None, old),
@@ -220,6 +237,8 @@ def test_kill_a_shard_primary_under_load(cache_stack: tuple[StackRun, dict[str, 
     assert load.reads > 0
     status = agent_status(ports["a_api"] + old)
     assert status and status["role"] == "replica" and status["leader_name"] == f"cache-a-{new}"
+    wait_for("status: the roles after the failover", lambda: roles(run, "cache-a") ==
+             expected_roles(new), 30)  # fmt: skip
 
 
 @pytest.mark.parametrize("cache_stack", [", min_replicas_to_write: 1"], indirect=True)
@@ -243,7 +262,7 @@ def test_a_frozen_primary_agent_cannot_take_writes(
     key = next(f"k:{i}" for i in range(100) if ring.shard_of(f"k:{i}".encode()) == "cache-a")
     lb = redis.Redis(port=ports["lb"], socket_timeout=20, decode_responses=True, protocol=2)
     assert lb.set(key, "before")
-    agent = run.instance(f"cache-a/{old}")["pid"]
+    agent = run.instance(f"cache-a/{old}")["agent_pid"]
     os.kill(agent, signal.SIGSTOP)
     try:
         # The frozen agent's API does not answer; one of the others is promoted, and the

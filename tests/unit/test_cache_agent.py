@@ -106,3 +106,27 @@ async def test_a_lost_lease_fences_at_once_and_the_replica_takes_over() -> None:
     assert d.action is Action.FOLLOW and ra.role == "replica" and ra.master == "127.0.0.1:7001"
     await a.shutdown()
     await b.shutdown()
+
+
+async def test_an_unchanged_member_record_is_not_written_again() -> None:
+    """Every loop keeps the member's lease alive, but writes its record (a raft write on
+    every etcd member) only when it changed."""
+    store = MemoryStore()
+    a, fake = agent(store, 0)
+    b, _ = agent(store, 1)
+    await cycles(a, b, n=4)
+    puts: list[str] = []
+    real_put = store.put
+
+    async def counting_put(key: str, value: str, **kw: object) -> object:
+        puts.append(key)
+        return await real_put(key, value, **kw)  # type: ignore[arg-type]
+
+    store.put = counting_put  # type: ignore[method-assign]
+    await cycles(a, b, n=3)
+    assert [k for k in puts if "/members/" in k] == []
+    fake.offset += 100  # it changed: written once
+    await cycles(a, b, n=2)
+    assert [k for k in puts if "/members/" in k] == ["/t/cache/c/members/c-0"]
+    await a.shutdown()
+    await b.shutdown()

@@ -66,10 +66,17 @@ def test_service_command_placeholders_and_ports() -> None:
     )
     assert web1.ports == (("main", 8001),)
     assert web1.address == "127.0.0.2:8001"
-    assert web1.env == {"MODE": "demo"}
+    # What `up` tells every service (no topology file here: text), then its own `env`.
+    assert web1.env == {"SPOFLESS_COMPONENT": "web", "SPOFLESS_INSTANCE": "1", "MODE": "demo"}
     assert web1.log_path == STATE / "logs" / "web-1.log"
     assert web1.health is not None and web1.health.type == "tcp"  # default: main port
     assert web1.cwd == Path("/w")
+
+
+def test_a_service_learns_the_file_spofless_reads() -> None:
+    topology = load_topology_text(TOPOLOGY)
+    p = plan_stack(topology, STATE, (), fake_etcd, cwd=Path("/w"), topology_file=Path("/t.yaml"))
+    assert p.instance("web/0").env["SPOFLESS_TOPOLOGY"] == "/t.yaml"
 
 
 def test_etcd_members_form_one_cluster() -> None:

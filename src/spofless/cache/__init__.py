@@ -30,13 +30,16 @@ replica has it: the promoted replica is the one with the most of the stream.
     CacheSettings, cache_settings(topology, component, index, state_dir)
     CacheAgent(settings, store)              observe -> decide(view) -> act
     decide(view) -> Decision                 the pure rule (spofless.cache.decide)
+    REDIS_PIDFILE                            redis-server's pid, in the member's data dir
 """
 
+from spofless.cache._redis import PIDFILE as REDIS_PIDFILE
 from spofless.cache._settings import CacheSettings, cache_settings, shard_prefix
 from spofless.cache.agent import CacheAgent
 from spofless.cache.decide import Action, Decision, Member, View, decide
 
 __all__ = [
+    "REDIS_PIDFILE",
     "Action",
     "CacheAgent",
     "CacheSettings",

@@ -2,7 +2,9 @@
 
     GET /primary   200 only on the shard's writable primary (holds the lease, not fenced)
     GET /replica   200 on a replica whose link to its primary is up
-    GET /health    200 while Redis answers
+    GET /health    200 while the member does its job: the writable primary, or a replica
+                   whose link to its primary is up (a fenced primary, a replica cut off
+                   from its primary or a Redis that does not answer is not healthy)
     GET /status    200, JSON of this member
 
 One request per connection, every read bounded; `route` is pure.
@@ -59,7 +61,7 @@ def route(path: str, snap: Snapshot) -> int:
     if path == "/replica":
         return 200 if snap.role == "replica" and snap.link_up else 503
     if path == "/health":
-        return 200 if snap.role is not None else 503
+        return 200 if route("/primary", snap) == 200 or route("/replica", snap) == 200 else 503
     if path == "/status":
         return 200
     return 404

@@ -27,6 +27,8 @@ STOP_TIMEOUT = 5.0
 # A running Redis that misses this many observations in a row is taken as hung (and
 # restarted); fewer are a slow moment on a busy machine, not worth a restart.
 MISSED_OBSERVATIONS = 3
+# redis-server writes its pid here (in the member's data directory) when it starts.
+PIDFILE = "redis.pid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,9 @@ def server_argv(s: CacheSettings, replica_of: tuple[str, int] | None) -> list[st
         "--min-replicas-max-lag", "10",
         "--min-replicas-to-write", str(FENCED_MIN_REPLICAS),
         "--logfile", "",
+        # Read by `spofless status` (the pid a fault is aimed at), also while the agent
+        # is frozen; a stale file after kill -9 names a dead pid, which it checks.
+        "--pidfile", str(s.data_dir / PIDFILE),
     ]  # fmt: skip
     if s.maxmemory is not None:
         argv += ["--maxmemory", s.maxmemory, "--maxmemory-policy", "allkeys-lru"]

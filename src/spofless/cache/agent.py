@@ -63,6 +63,7 @@ class CacheAgent:
         self.state = RedisState()
         self.leader: Member | None = None
         self._member_lease = 0
+        self._published: str | None = None  # the member record as last written
         self._last_reason = ""
         self.api = ApiServer(self.snapshot)
         self._tasks: set[asyncio.Task[None]] = set()  # keep fencing tasks referenced
@@ -137,6 +138,9 @@ class CacheAgent:
         )
 
     async def _publish(self) -> None:
+        """Keep the member record alive; write it only when it changed (or its lease is
+        new): an unchanged record written every loop was a raft write (fsync on every
+        etcd member) per agent twice a second, for nothing."""
         key = f"{self.settings.prefix}/members/{self.settings.name}"
         if self._member_lease:
             try:
@@ -144,8 +148,13 @@ class CacheAgent:
             except LeaseNotFound:
                 self._member_lease = 0
         if not self._member_lease:
+            self._published = None
             self._member_lease = (await self.store.grant_lease(self.settings.dcs.ttl)).id
-        await self.store.put(key, member_json(self.me()), lease=self._member_lease)
+        record = member_json(self.me())
+        if record != self._published:
+            self._published = None  # unknown until the put is known to be done
+            await self.store.put(key, record, lease=self._member_lease)
+            self._published = record
 
     async def cycle(self) -> Decision:
         view = await self.observe()

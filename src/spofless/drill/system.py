@@ -77,8 +77,8 @@ class System:
 
 
 def whole(docs: Sequence[Mapping[str, Any]], topology: Topology) -> bool:
-    """Full redundancy: every instance up, each postgres component with one primary and
-    every other member a replica, each etcd with a leader."""
+    """Full redundancy: every instance up, each postgres component and cache shard with one
+    primary and every other member a replica, each etcd with a leader."""
     return not redundancy_problems(docs, topology)
 
 
@@ -95,7 +95,7 @@ def redundancy_problems(docs: Sequence[Mapping[str, Any]], topology: Topology) -
     for comp, members in by_comp.items():
         kind = topology.components[comp].kind if comp in topology.components else ""
         roles = [m.get("role") for m in members]
-        if kind == "postgres":
+        if kind in ("postgres", "cache"):  # a cache shard: one primary, its replicas
             if roles.count("primary") != 1:
                 out.append(f"{comp} has {roles.count('primary')} primaries")
             for m in members:

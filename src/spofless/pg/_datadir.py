@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from spofless._linux import pid_from_file
 from spofless.pg._errors import PgSetupError
 from spofless.pg.rejoin import parse_history
 from spofless.pg.view import DiskPosition, TimelineHistory, optional_lsn
@@ -206,17 +207,4 @@ def read_history(data_dir: Path, timeline: int) -> TimelineHistory:
 
 def postmaster_pid(data_dir: Path) -> int | None:
     """The pid of the postmaster running on `data_dir`, or None when none runs."""
-    try:
-        pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
-    except (OSError, ValueError):
-        return None
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # A stale file names a dead pid, or one since reused by another program.
-    name, _, rest = stat.partition(" (")[2].rpartition(")")
-    if rest.split()[:1] == ["Z"] or name not in ("postgres", "postmaster"):
-        return None
-    return pid
+    return pid_from_file(data_dir / "postmaster.pid", ("postgres", "postmaster"))

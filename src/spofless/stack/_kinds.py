@@ -233,7 +233,18 @@ def _service(
     port = comp.port + inst.index if comp.port is not None else None
     argv = run_argv(topology, inst, ctx.state_dir, comp.run)
     ports: tuple[tuple[str, int], ...] = () if port is None else (("main", port),)
-    return Launch(argv, ports, dict(comp.env))
+    return Launch(argv, ports, {**service_env(inst, ctx), **comp.env})
+
+
+def service_env(inst: Instance, ctx: KindContext) -> dict[str, str]:
+    """What `up` tells a service's command besides its placeholders: which instance it
+    is and the topology file spofless's own parts read (in the lab, the lab's copy, with
+    every host at its lab address), so that it can find what it `needs` (a database's
+    members, a cache's load balancers) the way spofless.client does."""
+    env = {"SPOFLESS_COMPONENT": inst.component, "SPOFLESS_INSTANCE": str(inst.index)}
+    if ctx.topology_file is not None:
+        env["SPOFLESS_TOPOLOGY"] = str(ctx.topology_file)
+    return env
 
 
 def run_argv(topology: Topology, inst: Instance, state_dir: Path, run: str) -> tuple[str, ...]:

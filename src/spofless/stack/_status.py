@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from spofless.pg import format_lsn
+from spofless.stack._cache import CACHE_KEYS
 from spofless.stack._errors import StackError
 from spofless.stack._pg import format_lag
 from spofless.stack._plan import BACKUP_KIND, BACKUP_SUFFIX, StackPlan
@@ -36,6 +37,8 @@ PG_KEYS: dict[str, Any] = {
     "wal_position": None,
     "lag": None,
 }
+# An agent-run instance's own keys (postgres: above; cache: its role's details).
+_AGENT_KEYS = {"postgres": PG_KEYS, "cache": CACHE_KEYS}
 
 
 def status_document(plan: StackPlan) -> dict[str, Any]:
@@ -53,16 +56,14 @@ def status_document(plan: StackPlan) -> dict[str, Any]:
         doc = recorded.get(inst.name)
         if doc is None:
             doc = instance_doc(inst)
-            if inst.kind == "postgres":
-                doc.update(PG_KEYS)
+            doc.update(_AGENT_KEYS.get(inst.kind, {}))
         else:
             doc = dict(doc)
             if not alive and doc["state"] not in ("stopped", "failed"):
                 pgid = doc.get("pgid")
                 if pgid is None or not group_alive(pgid):
                     doc.update(state="stopped", pid=None, health="unknown")
-                    if "agent_pid" in doc:
-                        doc.update(PG_KEYS)
+                    doc.update(_AGENT_KEYS.get(inst.kind, {}))
                 doc["message"] = "supervisor is not running"
         # A postgres instance's `pid` is its postmaster's; the supervised process is the agent.
         running = doc.get("agent_pid", doc["pid"]) is not None and doc["started_at"] is not None

@@ -28,11 +28,11 @@ from spofless.dcs import EtcdTls
 from spofless.health import Detector, Status, run_check
 from spofless.pg import postmaster_pid
 from spofless.security import etcd_client_tls
+from spofless.stack import _cache, _pg
 from spofless.stack import _policy as policy
 from spofless.stack._control import ControlServer, argv_of
 from spofless.stack._errors import StackError, StartError
 from spofless.stack._etcd import member_role, record_scheme
-from spofless.stack._pg import PgDetails, agent_status
 from spofless.stack._plan import InstancePlan, StackPlan, pg_data_dir
 from spofless.stack._process import spawn, stop_groups
 from spofless.stack._rollout_agent import RolloutAgent, rollout_agent
@@ -51,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 # How often a healthy etcd member is asked whether it leads (for `status`).
 ROLE_INTERVAL = 1.0
+# Kinds run by an agent with an API that says the member's role (PostgreSQL, Redis).
+AGENT_KINDS = frozenset({"postgres", "cache"})
 
 Phase = Literal["starting", "running", "stopping", "stopped", "failed"]
 
@@ -98,8 +100,9 @@ class Supervisor:
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._roles: dict[str, str | None] = {}  # etcd members: leader / follower
-        self._pg: dict[str, PgDetails] = {}  # postgres instances, from their agents
-        self._postmasters: dict[str, int | None] = {}
+        # postgres and cache instances: details from their agents, their server's pid
+        self._agents: dict[str, _pg.PgDetails | _cache.CacheDetails] = {}
+        self._servers: dict[str, int | None] = {}
         self._vip_roles: dict[str, str] = {}  # VIP agents and load balancers, from the claim
         # Instances replaced through the control socket run this plan instead of the file's.
         self._overrides: dict[str, InstancePlan] = {}
@@ -328,7 +331,7 @@ class Supervisor:
             if state.state != "up":
                 self._roles.pop(inst.name, None)
             if state.state not in ("starting", "up", "down"):
-                self._forget_pg(inst.name)
+                self._forget_agent(inst.name)
             if state.pid is not None and state.state in ("starting", "up", "down"):
                 if state.pid != watched_pid:  # a new process: judge it afresh
                     detector, watched_pid = Detector(check.fall, check.rise), state.pid
@@ -338,9 +341,9 @@ class Supervisor:
                 if inst.kind == "etcd" and result.ok and time.monotonic() >= next_role:
                     self._roles[inst.name] = await member_role(inst.bind_ip, port, inst.health_tls)
                     next_role = time.monotonic() + ROLE_INTERVAL
-                if inst.kind == "postgres" and time.monotonic() >= next_role:
-                    # Also while PostgreSQL is down: the agent says why (demoting, starting).
-                    await self._observe_pg(inst)
+                if inst.kind in AGENT_KINDS and time.monotonic() >= next_role:
+                    # Also while its server is down: the agent says why (demoting, starting).
+                    await self._observe_agent(inst)
                     next_role = time.monotonic() + ROLE_INTERVAL
                 current = self.states[inst.name]
                 if change is not None and current.pid == watched_pid:
@@ -355,22 +358,31 @@ class Supervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), check.interval)
 
-    async def _observe_pg(self, inst: InstancePlan) -> None:
-        details = await agent_status(inst.bind_ip, inst.health_port)
-        pid = postmaster_pid(pg_data_dir(self.plan.state_dir, inst))
+    async def _observe_agent(self, inst: InstancePlan) -> None:
+        """A postgres or cache instance: its agent's view (role, ...) and its server's pid."""
+        body = await _pg.agent_json(inst.bind_ip, inst.health_port)
+        data_dir = pg_data_dir(self.plan.state_dir, inst)  # the layout both agents use
+        details: _pg.PgDetails | _cache.CacheDetails | None
+        if inst.kind == "postgres":
+            details = _pg.describe(body) if body is not None else None
+            pid = postmaster_pid(data_dir)
+        else:
+            details = _cache.describe(body) if body is not None else None
+            pid = _cache.redis_pid(data_dir)
         if details is None:
-            self._pg.pop(inst.name, None)
-        elif self._pg.get(inst.name) != details:
-            if inst.name in self._pg and details.role != self._pg[inst.name].role:
+            if self._agents.pop(inst.name, None) is not None:
+                self._mark()
+        elif self._agents.get(inst.name) != details:
+            if inst.name in self._agents and details.role != self._agents[inst.name].role:
                 logger.info("%s: now %s", inst.name, details.role or "without a role")
-            self._pg[inst.name] = details
+            self._agents[inst.name] = details
             self._mark()
-        if self._postmasters.get(inst.name) != pid:
-            self._postmasters[inst.name] = pid
+        if self._servers.get(inst.name) != pid:
+            self._servers[inst.name] = pid
             self._mark()
 
-    def _forget_pg(self, name: str) -> None:
-        if self._pg.pop(name, None) is not None or self._postmasters.pop(name, None):
+    def _forget_agent(self, name: str) -> None:
+        if self._agents.pop(name, None) is not None or self._servers.pop(name, None):
             self._mark()
 
     def _vip_components(self) -> dict[str, list[int]]:
@@ -492,14 +504,18 @@ class Supervisor:
             last_exit=s.last_exit,
             message=s.message,
         )
-        if inst.kind == "postgres":
-            # `pid` is PostgreSQL's (what a fault is aimed at); the agent is `agent_pid`.
+        if inst.kind in AGENT_KINDS:
+            # `pid` is PostgreSQL's or Redis's (what a fault is aimed at); the agent is
+            # `agent_pid`; the role and details are what the agent says.
             live = s.state in ("starting", "up", "down")
-            details = self._pg.get(inst.name) if live else None
+            details = self._agents.get(inst.name) if live else None
+            if details is None:
+                empty = _pg.PgDetails(None, None, None, None, None)
+                details = empty if inst.kind == "postgres" else _cache.CacheDetails(None, None)
             doc.update(
-                pid=self._postmasters.get(inst.name) if live else None,
+                pid=self._servers.get(inst.name) if live else None,
                 agent_pid=s.pid,
-                **(details or PgDetails(None, None, None, None, None)).to_json(),
+                **details.to_json(),
             )
         return doc
 
