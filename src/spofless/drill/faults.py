@@ -13,7 +13,9 @@ What each action does, and its undo:
   and acts on it). Undo: SIGCONT of the same pids, children first.
 - resume: SIGCONT of the whole tree. Undo: nothing.
 - switchover: a planned switchover of a postgres component (as `spofless pg
-  switchover`). Undo: nothing (the new primary stays).
+  switchover`), in the background, so that the drill sees it in progress (a `when:
+  db.switchover` fault fires meanwhile). Undo: wait until it is over (a new primary
+  leads, or the request was withdrawn after SWITCHOVER_BOUND); the new primary stays.
 - cut / partition / latency / loss (the lab only, through the lab's fault code):
   cut detaches each element; a partition cuts the first group off (each element of
   it: hosts of a cut zone still see each other, separate cut hosts do not); latency
@@ -33,6 +35,7 @@ import logging
 import os
 import random
 import signal
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +46,8 @@ from spofless.drill.system import System, process_tree
 from spofless.topology._drills import FaultSpec
 
 logger = logging.getLogger(__name__)
+
+SWITCHOVER_BOUND = 30.0  # seconds for a switchover to be done, else it is withdrawn
 
 _ROLE_NAMES = {
     "primary": ("primary",),
@@ -185,11 +190,26 @@ def _switchover(spec: FaultSpec, system: System, description: str) -> Applied:
     from spofless.pg import ops
 
     target = ops.target(system.running, str(spec.target))
-    try:
-        old, new = asyncio.run(ops.switchover(target, None, bound=30.0))
-    except ops.PgOpError as exc:
-        return Applied(spec, description, [str(spec.target)], note=f"not done: {exc}")
-    return Applied(spec, description, [str(spec.target)], note=f"{old} -> {new}")
+    applied = Applied(spec, description, [str(spec.target)])
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            old, new = asyncio.run(ops.switchover(target, None, bound=SWITCHOVER_BOUND))
+            applied.note = f"{old} -> {new}"
+        except Exception as exc:  # PgOpError, etcd unreachable: said in the report
+            applied.note = f"not done: {exc}"
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="drill-switchover", daemon=True).start()
+
+    def wait() -> None:
+        # ops.switchover withdraws its request after its bound: the wait ends by then.
+        done.wait(SWITCHOVER_BOUND + 10)
+
+    applied._undo = wait
+    return applied
 
 
 def _lab_fault(

@@ -25,10 +25,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,8 +38,9 @@ from spofless.drill.datacheck import check_writes
 from spofless.drill.errors import DrillError
 from spofless.drill.faults import Applied, apply_fault, describe
 from spofless.drill.journal import Journal, take_back
-from spofless.drill.measure import Outcome, Snapshot, error_rate_over
+from spofless.drill.measure import Outcome, Seen, Snapshot, error_rate_over
 from spofless.drill.plans import Phase, Plan
+from spofless.drill.signals import Interrupted, held_signals, signals_as_interrupt
 from spofless.drill.system import (
     StatusWatch,
     System,
@@ -70,6 +70,9 @@ class FaultRecord:
     error: str = ""  # it could not be applied (e.g. no instance in that role)
     element: str | None = None  # analysis plan
     predicted: str | None = None
+    when: str | None = None  # fired on this event (`when:`)
+    seen_at: float | None = None  # when the drill saw that event
+    seen: str = ""  # what showed it (`db/1 lags 2.0 MB`)
 
 
 @dataclass
@@ -97,6 +100,7 @@ class DrillResult:
     data: DataVerdict | None = None
     acked_at: dict[int, float] = field(default_factory=dict)  # sql id -> ack time
     data_note: str = ""
+    events: list[tuple[float, Seen]] = field(default_factory=list)  # every event seen
 
     def outcomes(self) -> dict[str, list[Outcome]]:
         return {s.name: s.outcomes() for s in self.streams}
@@ -113,10 +117,6 @@ class Progress:
     active: list[str]
     streams: list[tuple[str, int, int, float]]  # name, requests, errors, recent success rate
     last_event: str
-
-
-class _Interrupted(Exception):
-    pass
 
 
 class _Aborted(Exception):
@@ -146,18 +146,21 @@ def run_drill(
     first_id = ids_from if ids_from is not None else int(started_at) * 10**9
     streams = make_streams(system.running, plan.traffic, t0, first_id)
     _prepare_tables(streams)
-    events: list[tuple[float, str]] = []
+    events: list[tuple[float, Seen]] = []
     events_lock = threading.Lock()
 
-    def on_events(at: float, found: list[str]) -> None:
+    def on_events(at: float, found: list[Seen]) -> None:
         with events_lock:
             events.extend((at, e) for e in found)
 
     faults: list[FaultRecord] = []
     phases: list[PhaseRecord] = []
     applied: list[tuple[Applied, FaultRecord]] = []
-    result = DrillResult(plan, started_at, 0.0, streams, faults, phases, [], taken_back=left)
-    with _signals_as_interrupt(), StatusWatch(system, t0, on_events) as watch:
+    result = DrillResult(
+        plan, started_at, 0.0, streams, faults, phases, [], taken_back=left, events=events
+    )
+    triggers = [t for p in plan.phases for f in p.faults if (t := f.trigger) is not None]
+    with signals_as_interrupt(), StatusWatch(system, t0, on_events, triggers) as watch:
         for s in streams:
             s.start()
         try:
@@ -192,17 +195,17 @@ def run_drill(
                         break
         except _Aborted as exc:
             result.aborted = str(exc)
-        except (KeyboardInterrupt, _Interrupted):
+        except (KeyboardInterrupt, Interrupted):
             _interrupted(result, "")
         finally:
             try:
                 _undo_all(applied, t0)
-            except (KeyboardInterrupt, _Interrupted):  # held while undoing, delivered after
+            except (KeyboardInterrupt, Interrupted):  # held while undoing, delivered after
                 _interrupted(result, "")
             try:
                 # Traffic goes on while the system heals: the recovery is what clients see.
                 _after(system, plan, result)
-            except (KeyboardInterrupt, _Interrupted):
+            except (KeyboardInterrupt, Interrupted):
                 _interrupted(result, "while waiting for the system to be whole again")
                 result.recovered_in = None
                 result.after_problems = ["not known: interrupted before it was whole again"]
@@ -213,10 +216,9 @@ def run_drill(
     result.duration = round(time.monotonic() - t0, 3)
     try:
         check_writes(system, result, streams, first_id)
-    except (KeyboardInterrupt, _Interrupted):
+    except (KeyboardInterrupt, Interrupted):
         _interrupted(result, "while checking the data")
         result.data_note = "data not checked: interrupted"
-    check_writes(system, result, streams, first_id)
     return result
 
 
@@ -265,57 +267,6 @@ def _docs(system: System) -> list[dict[str, Any]]:
     return list(system.document()["instances"])
 
 
-class _SignalGate:
-    """SIGINT and SIGTERM, while a fault is applied or taken back, wait for the end of
-    that step (`held`). A Python handler, not a signal mask: a mask on the main thread
-    lets the kernel hand the signal to another thread (the traffic's, the status
-    watch's), whose handler then interrupts the main thread anyway, or loses it."""
-
-    def __init__(self) -> None:
-        self.depth = 0
-        self.pending = False
-
-    def handler(self, signum: int, frame: object) -> None:
-        if self.depth > 0:
-            self.pending = True  # delivered when the step is done
-            return
-        raise _Interrupted()
-
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        self.depth += 1
-        try:
-            yield
-        finally:
-            self.depth -= 1
-        if self.depth == 0 and self.pending:
-            self.pending = False
-            raise _Interrupted()
-
-
-_GATE = _SignalGate()
-
-
-@contextlib.contextmanager
-def _signals_as_interrupt() -> Iterator[None]:
-    """SIGINT and SIGTERM end the drill (its faults taken back), except while a fault is
-    applied or taken back: then at the end of that step (see _SignalGate)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, _GATE.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _held_signals() -> contextlib.AbstractContextManager[None]:
-    """SIGINT and SIGTERM wait while a fault is applied or taken back (delivered after)."""
-    return _GATE.held()
-
-
 def _prepare_tables(streams: list[Stream]) -> None:
     for s in streams:
         if isinstance(s, SqlStream):
@@ -355,7 +306,7 @@ def _run_phase(
     streams: list[Stream],
     faults: list[FaultRecord],
     applied: list[tuple[Applied, FaultRecord]],
-    events: list[tuple[float, str]],
+    events: list[tuple[float, Seen]],
     events_lock: threading.Lock,
     on_progress: Callable[[Progress], None] | None,
 ) -> None:
@@ -379,17 +330,22 @@ def _run_phase(
         for i, spec in enumerate(triggered):
             if i in fired_events:
                 continue
-            hit = next((at for at, e in new if e == spec.when), None)
+            trigger = spec.trigger
+            assert trigger is not None
+            key = trigger.key
+            hit = next(((at, e) for at, e in new if e.key == key), None)
             if hit is not None:
                 fired_events.add(i)
-                last_event = f"{spec.when} at {hit:.1f}s"
-                _fire(system, journal, spec, rng, phase, now, t0, faults, applied, undo_at)
+                last_event = f"{spec.when} at {hit[0]:.1f}s: {hit[1].detail}"
+                logger.info("event %s at %.1fs (%s)", spec.when, hit[0], hit[1].detail)
+                _fire(system, journal, spec, rng, phase, now, t0, faults, applied, undo_at, hit)
         for a, rec in applied:
             due = undo_at.get(id(a))
             if due is not None and now >= due and a.needs_undo:
-                with _held_signals():
+                with held_signals():
                     a.undo()
                 rec.end = round(time.monotonic() - t0, 4)
+                rec.note = a.note or rec.note
         if plan.abort is not None and faults:
             first = min(f.at for f in faults)
             if now - first >= plan.abort.for_:
@@ -417,6 +373,7 @@ def _fire(
     faults: list[FaultRecord],
     applied: list[tuple[Applied, FaultRecord]],
     undo_at: dict[int, float],
+    seen: tuple[float, Seen] | None = None,
 ) -> None:
     rec = FaultRecord(
         len(faults),
@@ -426,10 +383,13 @@ def _fire(
         round(now, 4),
         element=phase.element,
         predicted=phase.predicted,
+        when=spec.when,
+        seen_at=seen[0] if seen else None,
+        seen=seen[1].detail if seen else "",
     )
     faults.append(rec)
     try:
-        with _held_signals():
+        with held_signals():
             a = apply_fault(spec, system, rng, journal)
             applied.append((a, rec))
     except SpoflessError as exc:  # no instance in that role now, a lab that refused, ...
@@ -447,11 +407,12 @@ def _fire(
 
 def _undo_all(applied: list[tuple[Applied, FaultRecord]], t0: float) -> None:
     """Take back every fault still in place, newest first; Ctrl-C waits until all are."""
-    with _held_signals():
+    with held_signals():
         for a, rec in reversed(applied):
             if a.needs_undo:
                 try:
                     a.undo()
+                    rec.note = a.note or rec.note
                 except Exception as exc:  # the others must still be taken back
                     logger.error("could not take back %s: %s", a.description, exc)
                     rec.note = (rec.note + f"; undo failed: {exc}").strip("; ")
