@@ -2,6 +2,8 @@
 
     run_drill(system, plan, on_progress) -> DrillResult
 
+0. One drill at a time: the system's drill lock (lock.py), else DrillError naming
+   the drill that runs.
 1. Before: the steady state must hold (every instance up, the roles complete, the
    scenario's `min_primaries`), else DrillError naming what does not, and nothing is
    done. A lab fault outside the lab is refused the same way.
@@ -38,6 +40,7 @@ from spofless.drill.datacheck import check_writes
 from spofless.drill.errors import DrillError
 from spofless.drill.faults import Applied, apply_fault, describe
 from spofless.drill.journal import Journal, take_back
+from spofless.drill.lock import drill_lock
 from spofless.drill.measure import Outcome, Seen, Snapshot, error_rate_over
 from spofless.drill.plans import Phase, Plan
 from spofless.drill.signals import Interrupted, held_signals, signals_as_interrupt
@@ -131,7 +134,17 @@ def run_drill(
     ids_from: int | None = None,
 ) -> DrillResult:
     """Run `plan` (see module docstring); DrillError before anything is done when it
-    cannot run."""
+    cannot run, or when another drill runs on this system (lock.py)."""
+    with drill_lock(system, plan.kind):
+        return _run_drill(system, plan, on_progress, ids_from)
+
+
+def _run_drill(
+    system: System,
+    plan: Plan,
+    on_progress: Callable[[Progress], None] | None,
+    ids_from: int | None,
+) -> DrillResult:
     journal = Journal(system.plan.state_dir)
     left = take_back(journal, system.lab)
     if left:
