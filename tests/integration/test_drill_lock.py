@@ -50,9 +50,12 @@ def test_a_second_drill_is_refused_naming_the_first(
 
 
 def test_etcd_not_answering_refuses_the_drill(tmp_path: Path) -> None:
-    with pytest.raises(DrillError, match="cannot take the drill lock"):
-        with DrillLock(tmp_path, "random", key=KEY, endpoints=["http://127.0.0.1:9"]):
-            pass
+    nowhere = ["http://127.0.0.1:9"]
+    with (
+        pytest.raises(DrillError, match="cannot take the drill lock"),
+        DrillLock(tmp_path, "random", key=KEY, endpoints=nowhere),
+    ):
+        pass
     # Nothing held: the next drill here takes the state dir's lock.
     with DrillLock(tmp_path, "random"):
         pass
