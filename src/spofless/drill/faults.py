@@ -116,6 +116,9 @@ class Applied:
     _undo: Callable[[], None] | None = None
     undone: bool = False
     pids: list[int] = field(default_factory=list)
+    # A fault that ends by itself (a switchover done): true once it has; its undo then
+    # returns at once, and the runner takes that as the fault's end.
+    over: Callable[[], bool] | None = None
 
     @property
     def needs_undo(self) -> bool:
@@ -209,6 +212,7 @@ def _switchover(spec: FaultSpec, system: System, description: str) -> Applied:
         done.wait(SWITCHOVER_BOUND + 10)
 
     applied._undo = wait
+    applied.over = done.is_set
     return applied
 
 

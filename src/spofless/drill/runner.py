@@ -354,6 +354,8 @@ def _run_phase(
                 _fire(system, journal, spec, rng, phase, now, t0, faults, applied, undo_at, hit)
         for a, rec in applied:
             due = undo_at.get(id(a))
+            if a.needs_undo and a.over is not None and a.over():
+                due = now  # over by itself: its end is now
             if due is not None and now >= due and a.needs_undo:
                 with held_signals():
                     a.undo()
