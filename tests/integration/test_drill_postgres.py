@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -197,7 +198,15 @@ def test_faults_fire_on_a_switchover_a_backend_marked_down_and_replica_lag(
     pg_stack: StackRun,
 ) -> None:
     run = pg_stack
-    db = [i for i in run.status()["instances"] if i["component"] == "db"]
+
+    def whole() -> list[dict[str, Any]] | None:
+        docs = run.status()["instances"]
+        roles = sorted(str(i["role"]) for i in docs if i["component"] in ("db", "etcd"))
+        up = all(i["state"] == "up" for i in docs)
+        whole = roles == ["None", "None", "leader", "primary", "replica", "replica"]
+        return [i for i in docs if i["component"] == "db"] if up and whole else None
+
+    db = wait_for("full redundancy before the drill", whole, timeout=90)
     (primary,) = [i for i in db if i["role"] == "primary"]
     conninfo = make_conninfo(
         host="127.0.0.1",

@@ -38,12 +38,16 @@ import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from spofless.drill.errors import DrillError
 from spofless.drill.journal import Journal, signal_entry
-from spofless.drill.system import System, process_tree
+from spofless.drill.system import process_tree
+from spofless.topology import Topology
 from spofless.topology._drills import FaultSpec
+
+if TYPE_CHECKING:
+    from spofless.lab import Lab
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +59,21 @@ _ROLE_NAMES = {
     "leader": ("leader",),
     "holder": ("vip-holder",),
 }
+
+
+class Running(Protocol):
+    """What a fault needs of the system it breaks: its instances as `spofless status`
+    documents them (`name`, `component`, `host`, `role`, `pid`, `agent_pid`, `pgid`),
+    the topology as it runs, and its lab (None outside one). spofless.drill.system's
+    System is one; the test suite's PostgreSQL cluster has its own (pg_nemesis.py)."""
+
+    @property
+    def running(self) -> Topology: ...
+
+    @property
+    def lab(self) -> Lab | None: ...
+
+    def document(self) -> dict[str, Any]: ...
 
 
 def describe(spec: FaultSpec) -> str:
@@ -134,7 +153,7 @@ class Applied:
 
 
 def apply_fault(
-    spec: FaultSpec, system: System, rng: random.Random, journal: Journal | None = None
+    spec: FaultSpec, system: Running, rng: random.Random, journal: Journal | None = None
 ) -> Applied:
     """Apply `spec` to the running system now (see module docstring). A fault with an
     undo is written to `journal` before it is applied, struck off once taken back."""
@@ -189,7 +208,7 @@ def _root(doc: Mapping[str, Any]) -> list[int]:
     return [pid] if pid else []
 
 
-def _switchover(spec: FaultSpec, system: System, description: str) -> Applied:
+def _switchover(spec: FaultSpec, system: Running, description: str) -> Applied:
     from spofless.pg import ops
 
     target = ops.target(system.running, str(spec.target))
@@ -217,7 +236,7 @@ def _switchover(spec: FaultSpec, system: System, description: str) -> Applied:
 
 
 def _lab_fault(
-    spec: FaultSpec, system: System, description: str, journal: Journal | None
+    spec: FaultSpec, system: Running, description: str, journal: Journal | None
 ) -> Applied:
     lab = system.lab
     if lab is None:

@@ -58,6 +58,9 @@ logger = logging.getLogger(__name__)
 
 TICK = 0.05  # seconds between two looks at the clock, the events and the abort rule
 START_BOUND = 10.0  # seconds for the traffic to succeed once before the first fault
+# Seconds the steady state may take to show in status before the drill refuses: one
+# status look of a role can miss (an etcd member slow to answer the supervisor).
+STEADY_BOUND = 3.0
 
 
 @dataclass
@@ -236,11 +239,16 @@ def _run_drill(
 
 
 def _refuse(system: System, plan: Plan) -> None:
-    docs = _docs(system)
     ss = plan.steady_state
-    problems = steady_state_problems(
-        docs, system.running, all_up=ss.all_up, min_primaries=ss.min_primaries
-    )
+    deadline = time.monotonic() + STEADY_BOUND
+    while True:
+        docs = _docs(system)
+        problems = steady_state_problems(
+            docs, system.running, all_up=ss.all_up, min_primaries=ss.min_primaries
+        )
+        if not problems or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     if problems:
         raise DrillError(
             "the steady state does not hold, so the drill does not start:\n  "
