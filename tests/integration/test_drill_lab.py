@@ -166,6 +166,7 @@ VIP = "10.77.255.200"
 # members in three regions; hold_time above the default on a loaded machine.
 VIP_TOPOLOGY = f"""\
 name: vipdrill
+security: {{tls: false}}
 regions:
   r1: {{zones: [a]}}
   r2: {{zones: [a]}}
