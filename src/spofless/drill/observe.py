@@ -89,7 +89,7 @@ class Observer:
     async def _main(self) -> None:
         import httpx
 
-        from spofless.monitor import targets
+        from spofless.monitor import Target
         from spofless.pg import ops
 
         stores: dict[str, tuple[str, EtcdStore]] = {}
@@ -97,8 +97,17 @@ class Observer:
             t = ops.target(self.topology, comp)
             with contextlib.suppress(ops.PgOpError):
                 stores[comp] = (t.prefix, t.store())
-        looks = [t for t in targets(self.topology) if t.how == "lb"]
-        lbs = [t for t in looks if t.instance.component in self.lbs]
+        lbs = []
+        for name in self.lbs:
+            lb = self.topology.components[name]
+            admin = getattr(lb, "admin_port", None)
+            if admin is None:
+                continue
+            for inst in self.topology.instances[name]:
+                host = self.topology.hosts.get(inst.host) if inst.host else None
+                ip = (host.address if host is not None else None) or "127.0.0.1"
+                token = getattr(lb, "admin_token", None)
+                lbs.append(Target(inst, "lb", ip, admin + inst.index, token=token))
         async with httpx.AsyncClient(trust_env=False) as client:
             try:
                 while not self._stop.is_set():
