@@ -1,25 +1,33 @@
-"""Applies the drill library's scheduled faults to a PgCluster, for real, and checks
-that the cluster heals back to full redundancy after each one.
+"""Applies the drill's scheduled faults to a PgCluster, for real, and checks that the
+cluster heals back to full redundancy after each one.
 
 Used by tests/integration/test_pg_random_faults.py (short runs) and
-benchmarks/pg_random_faults (long runs): one implementation. A killed agent is
-started again as the stack runner would (after a new primary is up, or at once
-for a replica); every paused process is resumed, also when a wait fails.
+benchmarks/pg_random_faults (long runs). Each fault is what `spofless drill --random`
+does with it, by the same code: the schedule's fault_spec (kill, pause, switchover,
+on the primary, a replica or the etcd leader) applied by spofless.drill.faults to the
+cluster seen as a drill sees a running stack (ClusterView: its members' roles and
+pids). What the stack's supervisor would do is done here: a killed agent or etcd
+member is started again (an agent after a new primary is up, or at once for a
+replica); every paused process is resumed, also when a wait fails.
 """
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
+import random
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from functools import cached_property
+from typing import Any
 
 import httpx
 from pg_cluster import Node, PgCluster
 
 from spofless.drill import FaultKind, ScheduledFault
+from spofless.drill.faults import apply_fault
+from spofless.drill.plans import fault as drill_fault
+from spofless.drill.schedule import fault_spec
+from spofless.lab import Lab
+from spofless.topology import Topology, load_topology
 
 HEAL_BOUND = 45.0  # seconds after a fault is over until every member does its job again
 REJOIN_STATES = ("recovering", "rewinding", "re-cloning", "cloning")
@@ -31,6 +39,61 @@ class FaultOutcome:
     target: str
     note: str
     healed_in: float  # seconds from the end of the fault to full redundancy
+
+
+class ClusterView:
+    """The test cluster as a drill sees a running stack (faults.Running): `db/i` with its
+    role (primary: the writable leader), postmaster pid and agent pid; `etcd/i` with
+    its pid, the raft leader's role `leader`."""
+
+    lab: Lab | None = None
+
+    def __init__(self, cluster: PgCluster) -> None:
+        assert cluster.etcd is not None
+        self.cluster = cluster
+        self.etcd = cluster.etcd
+
+    @cached_property
+    def running(self) -> Topology:
+        return load_topology(self.cluster.file)
+
+    def document(self) -> dict[str, Any]:
+        docs: list[dict[str, Any]] = []
+        for n in self.cluster.nodes:
+            st = n.status() or {}
+            role = st.get("role")
+            if role == "primary" and not st.get("leader"):
+                role = "demoting"
+            docs.append(
+                {
+                    "name": f"db/{n.index}",
+                    "component": "db",
+                    "host": None,
+                    "role": role,
+                    "pid": n.postmaster_pid(),
+                    "agent_pid": n.agent_pid,
+                    "pgid": None,
+                }
+            )
+        leader = self.etcd.leader()
+        for i, name in enumerate(self.etcd.names):
+            docs.append(
+                {
+                    "name": f"etcd/{i}",
+                    "component": "etcd",
+                    "host": None,
+                    "role": "leader" if name == leader else None,
+                    "pid": self.etcd.processes[name].pid,
+                    "pgid": None,
+                }
+            )
+        return {"instances": docs}
+
+    def node(self, instance: str) -> Node:
+        return self.cluster.nodes[int(instance.rpartition("/")[2])]
+
+    def etcd_member(self, instance: str) -> str:
+        return self.etcd.names[int(instance.rpartition("/")[2])]
 
 
 class Nemesis:
@@ -79,56 +142,37 @@ class Nemesis:
     # -- faults ---------------------------------------------------------------------------
 
     def apply(self, fault: ScheduledFault) -> FaultOutcome:
-        c = self.cluster
-        primary = c.primary()
-        assert primary is not None, "a fault needs a primary to start from"
-        replicas = [n for n in c.nodes if n is not primary]
-        replica = replicas[fault.pick % len(replicas)]
+        """The fault as `spofless drill --random` applies it (schedule.fault_spec and
+        faults.apply_fault), then what the stack's supervisor would do, then the wait
+        for full redundancy."""
+        assert self.cluster.primary() is not None, "a fault needs a primary to start from"
+        view = ClusterView(self.cluster)
+        spec = fault_spec(fault, "db", "etcd")
+        applied = apply_fault(spec, view, random.Random(fault.pick))
+        note = applied.note
         k = fault.kind
-        target, note = primary.name, ""
-        if k is FaultKind.NODE_KILL:
-            self._kill_and_restart(primary, wait_failover=True)
-        elif k is FaultKind.POSTMASTER_KILL:
-            primary.signal_postgres(signal.SIGKILL)
-        elif k is FaultKind.NODE_PAUSE:
-            pm = primary.postmaster_pid()
-            assert pm is not None
-            primary.stop_node()
-            try:
-                time.sleep(fault.pause_for)
-            finally:
-                primary.cont_node(pm)
-        elif k is FaultKind.AGENT_PAUSE:
-            primary.signal_agent(signal.SIGSTOP)
-            try:
-                time.sleep(fault.pause_for)
-            finally:
-                primary.signal_agent(signal.SIGCONT)
+        try:
+            if spec.for_:
+                time.sleep(spec.for_)
+        finally:
+            applied.undo()  # SIGCONT of a pause; the end of a switchover
+        note = applied.note or note
+        (target,) = applied.targets
+        if k in (FaultKind.NODE_KILL, FaultKind.REJOIN_KILL):
+            self._restart(view.node(target), wait_failover=True)
+            if k is FaultKind.REJOIN_KILL:
+                note = self._kill_while_rejoining(view, target)
         elif k is FaultKind.REPLICA_KILL:
-            target = replica.name
-            self._kill_and_restart(replica, wait_failover=False)
-        elif k is FaultKind.REJOIN_KILL:
-            self._kill_and_restart(primary, wait_failover=True)
-            note = self._kill_while_rejoining(primary)
-        elif k in (FaultKind.ETCD_LEADER_KILL, FaultKind.ETCD_LEADER_PAUSE):
-            target = self.etcd.leader()
-            if k is FaultKind.ETCD_LEADER_KILL:
-                self.etcd.kill(target)
-                time.sleep(2.0)
-                self.etcd.restart(target)
-            else:
-                self.etcd.pause(target)
-                try:
-                    time.sleep(fault.pause_for)
-                finally:
-                    self.etcd.resume(target)
-        elif k is FaultKind.SWITCHOVER:
-            note = self._switchover()
+            self._restart(view.node(target), wait_failover=False)
+        elif k is FaultKind.ETCD_LEADER_KILL:
+            time.sleep(2.0)
+            self.etcd.restart(view.etcd_member(target))
         healed = self.wait_whole(str(fault))
         return FaultOutcome(fault, target, note, healed)
 
-    def _kill_and_restart(self, node: Node, *, wait_failover: bool) -> None:
-        node.kill_node()
+    def _restart(self, node: Node, *, wait_failover: bool) -> None:
+        """As the supervisor: once the killed agent is gone (after a new primary, when it
+        was the primary), start it again."""
         node.wait_agent_exit()
         if wait_failover:
             self.cluster.wait_new_primary(node, bound=30)
@@ -136,34 +180,22 @@ class Nemesis:
             time.sleep(1.0)  # the stack runner's restart backoff
         node.start()
 
-    def _kill_while_rejoining(self, node: Node, bound: float = 30.0) -> str:
-        """Kill the member again while its agent repairs its data directory."""
+    def _kill_while_rejoining(self, view: ClusterView, target: str, bound: float = 30.0) -> str:
+        """Kill the member again (the drill's kill of that instance) while its agent
+        repairs its data directory."""
+        node = view.node(target)
         deadline = time.monotonic() + bound
         while time.monotonic() < deadline:
             st = node.status()
             state = st.get("state") if st else None
             if state in REJOIN_STATES:
-                node.kill_node()
-                node.wait_agent_exit()
-                node.start()
+                apply_fault(drill_fault(at=0, kill=target), view, random.Random(0))
+                self._restart(node, wait_failover=False)
                 return f"killed while {state}"
             if st is not None and st.get("streaming"):
                 return "rejoined before it could be killed (no repair needed)"
             time.sleep(0.02)
         return "never seen repairing"
-
-    def _switchover(self) -> str:
-        spofless = Path(sys.executable).with_name("spofless")
-        out = subprocess.run(
-            [str(spofless), "pg", "switchover", str(self.cluster.file), "--wait", "30"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        return (
-            (out.stdout or out.stderr).strip().splitlines()[-1] if out.stdout or out.stderr else ""
-        )
 
 
 def caught_up(cluster: PgCluster) -> bool:

@@ -3,7 +3,9 @@
 A scenario cuts a zone, then a region, adds latency, partitions a zone off and drops
 packets on a zone's link, under HTTP traffic from the lab's control
 namespace through the load balancers; every cut is restored at the end. A drill
-interrupted (SIGINT) while a region is cut off leaves no cut in place.
+interrupted (SIGINT) while a region is cut off leaves no cut in place. HTTP through a
+floating VIP rides a crash of the load balancer holding it, and a fault fires on the
+VIP's hand-over.
 
 Needs root and network namespaces (skips with the reason elsewhere).
 """
@@ -160,3 +162,82 @@ def test_the_default_plan_in_the_lab_drills_zones_and_regions(
     assert all(p == m == "up" for p, m, _ in got.values()), got
     assert faults_in_place(lab) == []
     assert out.returncode == 0, out.stderr
+
+
+VIP = "10.77.255.200"
+
+# As test_stack_vip_lab.py: two load balancers sharing a VIP, decided by three etcd
+# members in three regions; hold_time above the default on a loaded machine.
+VIP_TOPOLOGY = f"""\
+name: vipdrill
+security: {{tls: false}}
+regions:
+  r1: {{zones: [a]}}
+  r2: {{zones: [a]}}
+  r3: {{zones: [a]}}
+hosts:
+  lb1: {{zone: r1/a}}
+  lb2: {{zone: r2/a}}
+  app1: {{zone: r1/a}}
+  app2: {{zone: r2/a}}
+  app3: {{zone: r3/a}}
+components:
+  etcd:
+    kind: etcd
+    instances: [app1, app2, app3]
+    min_up: majority
+    port: 2379
+    peer_port: 2400
+  web:
+    kind: service
+    instances: [app1, app2, app3]
+    port: 8000
+    run: python -m spofless.demo.app --host {{host}} --port {{port}} --name web-{{index}}
+    health: {{type: http, path: /healthz}}
+  lb:
+    kind: load_balancer
+    instances: [lb1, lb2]
+    needs: [web, etcd]
+    port: 8080
+    routes: [{{to: web}}]
+    vip: {{address: {VIP}/16, hold_time: 0.6, takeover_margin: 0.1}}
+entry: [lb]
+drills:
+  holder-crash:
+    traffic: [{{http: {{via: vip, to: lb, path: /}}, rate: 20}}]
+    faults:
+      - {{at: 2s, kill: lb, role: holder}}
+      - {{when: lb.vip_handover, stop: web/0}}
+    duration: 14s
+"""
+
+
+@pytest.mark.timeout(300)
+def test_http_through_the_vip_rides_a_holder_crash(tmp_path: Path) -> None:
+    """Traffic through the floating address (`via: vip`, from the lab's control
+    namespace); kill -9 of the load balancer holding it: the VIP moves to the other
+    one, the `lb.vip_handover` fault fires on it, and the clients are served again."""
+    require_lab()
+    with lab_stack_run(VIP_TOPOLOGY, tmp_path, "vipdrill") as (run, lab):
+        up = run.cli("up", "--lab", "--detach", "--wait", "--timeout", "90", timeout=150)
+        assert up.returncode == 0, up.stdout + up.stderr
+        wait_for(
+            "one VIP holder",
+            lambda: any(i["role"] == "vip-holder" for i in run.status()["instances"]),
+            timeout=30,
+        )
+        out = run.cli("drill", "-s", "holder-crash", "--format", "json", timeout=180)
+        doc = json.loads(out.stdout)
+        crash, handover = doc["faults"]
+        print([(f["description"], f["targets"], f["at"], f["seen"]) for f in doc["faults"]])
+        assert crash["applied"] and crash["targets"][0].startswith("lb/")
+        assert handover["when"] == "lb.vip_handover" and handover["targets"] == ["web/0"]
+        assert handover["seen"].startswith(f"the VIP left {crash['targets'][0]}")
+        assert crash["at"] < handover["seen_at"] <= handover["at"]
+        (stream,) = doc["streams"]
+        assert stream["name"].startswith("http-0 GET via vip") and stream["requests"] > 100
+        (window,) = crash["windows"]
+        assert window["recovered"], window  # served through the VIP again after the move
+        assert doc["after"]["whole"] is True, doc["after"]
+        assert faults_in_place(lab) == []
+        assert out.returncode == 0, out.stderr

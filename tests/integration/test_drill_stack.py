@@ -4,7 +4,8 @@
   load balancers, `up --allow-spof`): the default plan freezes every instance and host
   alone under HTTP traffic; the elements the analysis names (web/0, its host h1) fail
   the drill as predicted, the others do not; the report and history say so.
-- Ctrl-C during a pause: the paused process is resumed (never left stopped), exit 130.
+- Ctrl-C during a pause: the paused process is resumed (never left stopped), exit 130;
+  meanwhile a second drill of the same system is refused (exit 2), naming the first.
 - Bad input and a system that is not up: exit 2, nothing broken.
 """
 
@@ -179,6 +180,13 @@ def test_ctrl_c_during_a_pause_resumes_the_process(spof_stack: StackRun) -> None
             lambda: psutil.Process(web["pid"]).status() == psutil.STATUS_STOPPED,
             timeout=30,
         )
+        # A second drill of the same system is refused, names the first, and leaves its
+        # pause alone (it must not take back what the running drill holds).
+        second = drill(run, "-s", "via-dns")
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert f"another drill runs on this system: pid {proc.pid} on host" in second.stderr
+        assert "(scenario:web-pause)" in second.stderr
+        assert psutil.Process(web["pid"]).status() == psutil.STATUS_STOPPED
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=90)
     finally:

@@ -97,10 +97,82 @@ def test_events_from_snapshot_to_snapshot() -> None:
     c = snap(0.2, db_0=("up", "replica", 12), db_1=("up", "primary", 11), lb_0=("up", None, 6))
     events = EventTracker()
     assert events.update(a) == []
-    assert events.update(b) == ["db.down", "lb.restart"]
+    assert [e.key for e in events.update(b)] == ["db.down", "lb.restart"]
     # No primary in b: the failover is seen against the last primary, db/0.
-    assert events.update(c) == ["db.up", "db.restart", "db.role_change"]
+    seen = events.update(c)
+    assert [e.key for e in seen] == ["db.up", "db.restart", "db.role_change"]
+    assert seen[2].detail == "db/0 -> db/1"
     assert events.update(c) == []
+
+
+def pg(
+    at: float, lags: dict[str, int | None], switchovers: frozenset[str] = frozenset()
+) -> Snapshot:
+    views = {
+        n: InstanceView("up", "primary" if lag is None else "replica", 1, 0, lag)
+        for n, lag in lags.items()
+    }
+    return Snapshot(at, views, True, switchovers)
+
+
+def test_replica_lag_fires_when_it_goes_above_each_bound() -> None:
+    events = EventTracker({"db": [1024, 1 << 20]})
+    keys = lambda snap: [e.key for e in events.update(snap)]  # noqa: E731
+    assert keys(pg(0.0, {"db/0": None, "db/1": 0, "db/2": 10})) == []
+    got = events.update(pg(0.1, {"db/0": None, "db/1": 0, "db/2": 2048}))
+    assert [(e.key, e.detail) for e in got] == [("db.replica_lag>1024", "db/2 lags 2.0 kB")]
+    assert keys(pg(0.2, {"db/0": None, "db/1": 5000, "db/2": 2048})) == []  # still above
+    assert keys(pg(0.3, {"db/0": None, "db/1": 3 << 20, "db/2": 0})) == ["db.replica_lag>1048576"]
+    assert keys(pg(0.4, {"db/0": None, "db/1": 0, "db/2": 0})) == []
+    assert keys(pg(0.5, {"db/0": None, "db/1": 0, "db/2": 4096})) == ["db.replica_lag>1024"]
+    # Above the bound from the first look on: seen at once.
+    first = EventTracker({"db": [1024]})
+    assert [e.key for e in first.update(pg(0.0, {"db/0": None, "db/1": 9999}))] == [
+        "db.replica_lag>1024"
+    ]
+
+
+def test_a_switchover_request_appearing_is_an_event() -> None:
+    events = EventTracker()
+    lags: dict[str, int | None] = {"db/0": None, "db/1": 0}
+    assert events.update(pg(0.0, lags)) == []
+    (e,) = events.update(pg(0.1, lags, frozenset({"db"})))
+    assert (e.key, e.detail) == ("db.switchover", "a switchover of db requested")
+    assert events.update(pg(0.2, lags, frozenset({"db"}))) == []  # in progress: once
+    assert events.update(pg(0.3, lags)) == []
+
+
+def test_the_vip_leaving_its_holder_is_a_handover() -> None:
+    def lb(at: float, holder: str | None) -> Snapshot:
+        views = {
+            n: InstanceView("up", "vip-holder" if n == holder else None, 1, 0)
+            for n in ("lb/0", "lb/1")
+        }
+        return Snapshot(at, views, True)
+
+    events = EventTracker()
+    assert events.update(lb(0.0, "lb/0")) == []
+    assert events.update(lb(0.1, "lb/0")) == []
+    (e,) = events.update(lb(0.2, None))  # released; nobody holds it yet
+    assert (e.key, e.detail) == ("lb.vip_handover", "the VIP left lb/0: none holds it yet")
+    got = {x.key: x.detail for x in events.update(lb(0.3, "lb/1"))}
+    assert "lb.vip_handover" not in got  # the same hand-over, completed
+    assert got["lb.role_change"] == "lb/0 -> lb/1"
+    (e,) = [x for x in events.update(lb(0.4, "lb/0")) if x.key == "lb.vip_handover"]
+    assert e.detail == "the VIP left lb/1: lb/0 holds it"
+
+
+def test_a_load_balancer_marking_a_backend_down_is_an_event() -> None:
+    def lb(at: float, **states: str) -> Snapshot:
+        backends = {"lb/0": {"web/0": "up", **{k.replace("_", "/"): v for k, v in states.items()}}}
+        return Snapshot(at, {"lb/0": InstanceView("up", None, 1, 0)}, True, frozenset(), backends)
+
+    events = EventTracker()
+    assert events.update(lb(0.0, web_1="up", web_2="down")) == []
+    assert events.update(lb(0.1, web_1="up", web_2="up")) == []  # coming up is not it
+    (e,) = events.update(lb(0.2, web_1="ejected", web_2="up"))
+    assert (e.key, e.detail) == ("lb.backend_down", "lb/0 marked web/1 ejected")
+    assert events.update(lb(0.3, web_1="ejected", web_2="up")) == []
 
 
 def test_rpo_in_writes_and_seconds() -> None:

@@ -73,7 +73,7 @@ def test_the_json_document_and_its_figures() -> None:
     assert list(doc) == [
         "version", "topology", "file", "plan", "seed", "started_at", "duration", "ok",
         "aborted", "summary", "assertions", "streams", "faults", "data", "data_note",
-        "after", "notes", "timeline",
+        "after", "notes", "timeline", "events",
     ]  # fmt: skip
     (f,) = doc["faults"]
     assert f["errors"] == 30 and f["measured"] == "down" and f["predicted"] == "down"
@@ -125,3 +125,25 @@ def test_a_request_ending_as_the_drill_ends_counts_for_the_last_fault() -> None:
     r.streams[0].outs.append(Outcome(9.0, r.duration + 0.0004, False))  # type: ignore[attr-defined]
     (f,) = report_document(r, "t", "t.yaml", [])["faults"]
     assert f["errors"] == 31
+
+
+def test_a_fault_fired_on_an_event_says_which_and_when_it_was_seen() -> None:
+    from spofless.drill.measure import Seen
+    from spofless.drill.report import render_text
+
+    res = result(analysis=False)
+    rec = res.faults[0]
+    rec.when, rec.seen_at, rec.seen = "db.replica_lag > 1MB", 2.9, "db/2 lags 1.5 MB"
+    res.events.append((2.9, Seen("db.replica_lag>1048576", "db/2 lags 1.5 MB")))
+    doc = report_document(res, "t", "t.yaml", [])
+    (f,) = doc["faults"]
+    assert (f["when"], f["seen_at"], f["seen"]) == ("db.replica_lag > 1MB", 2.9, "db/2 lags 1.5 MB")
+    assert doc["events"] == [
+        {"t": 2.9, "event": "db.replica_lag>1048576", "detail": "db/2 lags 1.5 MB"}
+    ]
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(render_text(doc))
+    assert "on db.replica_lag > 1MB at 2.9s (db/2 lags 1.5 MB)" in console.export_text()
+    assert "fired on db.replica_lag &gt; 1MB seen at 2.9s" in render_junit(doc)

@@ -9,23 +9,23 @@ import signal
 
 import pytest
 
-from spofless.drill.runner import _Interrupted, _SignalGate, _signals_as_interrupt
+from spofless.drill.signals import Interrupted, SignalGate, signals_as_interrupt
 
 
 def test_a_signal_during_a_step_is_delivered_when_the_step_ends() -> None:
-    gate = _SignalGate()
+    gate = SignalGate()
     done = []
-    with pytest.raises(_Interrupted), gate.held():
+    with pytest.raises(Interrupted), gate.held():
         gate.handler(signal.SIGINT, None)  # arrives mid-step: not raised here
         done.append("the step finished")
     assert done == ["the step finished"]
-    with pytest.raises(_Interrupted):
+    with pytest.raises(Interrupted):
         gate.handler(signal.SIGTERM, None)  # outside a step: at once
 
 
 def test_nested_steps_deliver_once_at_the_outermost_end() -> None:
-    gate = _SignalGate()
-    with pytest.raises(_Interrupted):
+    gate = SignalGate()
+    with pytest.raises(Interrupted):
         with gate.held(), gate.held():
             gate.handler(signal.SIGINT, None)
             # the inner step ended: still held
@@ -33,10 +33,10 @@ def test_nested_steps_deliver_once_at_the_outermost_end() -> None:
 
 
 def test_a_real_sigint_is_held_by_the_installed_handler() -> None:
-    from spofless.drill.runner import _held_signals
+    from spofless.drill.signals import held_signals
 
-    with _signals_as_interrupt():
-        with pytest.raises(_Interrupted), _held_signals():
+    with signals_as_interrupt():
+        with pytest.raises(Interrupted), held_signals():
             os.kill(os.getpid(), signal.SIGINT)
             survived = True
         assert survived

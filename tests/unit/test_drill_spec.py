@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from spofless.topology import TopologyError, load_topology_text
-from spofless.topology._drills import drill_problems, drills_of, parse_seconds
+from spofless.topology._drills import (
+    Trigger,
+    drill_problems,
+    drills_of,
+    parse_seconds,
+    parse_when,
+)
 
 BASE = """\
 name: t
@@ -117,3 +123,50 @@ def test_durations() -> None:
     assert parse_seconds(3) == 3
     with pytest.raises(ValueError):
         parse_seconds("3 days")
+
+
+def test_when_names_an_event_or_a_lag_bound() -> None:
+    assert parse_when("db.role_change") == Trigger("db", "role_change")
+    assert parse_when("db-ro.switchover").key == "db-ro.switchover"
+    assert parse_when("db.replica_lag > 1MB") == Trigger("db", "replica_lag", 1 << 20)
+    assert parse_when("db.replica_lag>512kB").key == "db.replica_lag>524288"
+    assert parse_when(" db.replica_lag > 4096 ").bound == 4096
+    assert parse_when("lb.backend_down") == Trigger("lb", "backend_down")
+    for bad in ("db.replica_lag", "db.replica_lag < 1MB", "db.replica_lag > 1 parsec", "db"):
+        with pytest.raises(ValueError, match="replica_lag > <size>"):
+            parse_when(bad)
+
+
+def test_events_on_the_wrong_kind_of_component_are_reported_where_written() -> None:
+    with pytest.raises(TopologyError) as shape:
+        topo(
+            """\
+  events:
+    faults:
+      - {when: "db.replica_lag > lots", kill: db/0}
+"""
+        )
+    (problem,) = shape.value.problems
+    assert str(problem).startswith("t.yaml:16:") and "replica_lag > <size>" in str(problem)
+    with pytest.raises(TopologyError) as raised:
+        topo(
+            """\
+  events:
+    faults:
+      - {when: "web.replica_lag > 1MB", kill: db/0}
+      - {when: db.backend_down, kill: db/0}
+      - {when: lb.backend_down, kill: db/0}
+      - {when: lb.vip_handover, kill: db/0}
+      - {when: etcd.switchover, kill: db/0}
+      - {when: "db.replica_lag > 64kB", kill: db/0}
+      - {when: db.switchover, kill: db/0}
+"""
+        )
+    found = [str(p) for p in raised.value.problems]
+    assert len(found) == 5, found
+    assert found[0].startswith("t.yaml:16:") and "drills.events.faults[0].when" in found[0]
+    assert "replica_lag is an event of a postgres component; web is a service" in found[0]
+    assert "backend_down is an event of a load_balancer component; db is a postgres" in found[1]
+    assert "t.yaml:18:" in found[2] and "lb has no `admin_port`" in found[2]
+    assert "lb has no `vip:`" in found[3]
+    assert "switchover is an event of a postgres component; etcd is a etcd" in found[4]

@@ -13,7 +13,9 @@ What each action does, and its undo:
   and acts on it). Undo: SIGCONT of the same pids, children first.
 - resume: SIGCONT of the whole tree. Undo: nothing.
 - switchover: a planned switchover of a postgres component (as `spofless pg
-  switchover`). Undo: nothing (the new primary stays).
+  switchover`), in the background, so that the drill sees it in progress (a `when:
+  db.switchover` fault fires meanwhile). Undo: wait until it is over (a new primary
+  leads, or the request was withdrawn after SWITCHOVER_BOUND); the new primary stays.
 - cut / partition / latency / loss (the lab only, through the lab's fault code):
   cut detaches each element; a partition cuts the first group off (each element of
   it: hosts of a cut zone still see each other, separate cut hosts do not); latency
@@ -33,16 +35,23 @@ import logging
 import os
 import random
 import signal
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from spofless.drill.errors import DrillError
 from spofless.drill.journal import Journal, signal_entry
-from spofless.drill.system import System, process_tree
+from spofless.drill.system import process_tree
+from spofless.topology import Topology
 from spofless.topology._drills import FaultSpec
 
+if TYPE_CHECKING:
+    from spofless.lab import Lab
+
 logger = logging.getLogger(__name__)
+
+SWITCHOVER_BOUND = 30.0  # seconds for a switchover to be done, else it is withdrawn
 
 _ROLE_NAMES = {
     "primary": ("primary",),
@@ -50,6 +59,21 @@ _ROLE_NAMES = {
     "leader": ("leader",),
     "holder": ("vip-holder",),
 }
+
+
+class Running(Protocol):
+    """What a fault needs of the system it breaks: its instances as `spofless status`
+    documents them (`name`, `component`, `host`, `role`, `pid`, `agent_pid`, `pgid`),
+    the topology as it runs, and its lab (None outside one). spofless.drill.system's
+    System is one; the test suite's PostgreSQL cluster has its own (pg_nemesis.py)."""
+
+    @property
+    def running(self) -> Topology: ...
+
+    @property
+    def lab(self) -> Lab | None: ...
+
+    def document(self) -> dict[str, Any]: ...
 
 
 def describe(spec: FaultSpec) -> str:
@@ -111,6 +135,9 @@ class Applied:
     _undo: Callable[[], None] | None = None
     undone: bool = False
     pids: list[int] = field(default_factory=list)
+    # A fault that ends by itself (a switchover done): true once it has; its undo then
+    # returns at once, and the runner takes that as the fault's end.
+    over: Callable[[], bool] | None = None
 
     @property
     def needs_undo(self) -> bool:
@@ -126,7 +153,7 @@ class Applied:
 
 
 def apply_fault(
-    spec: FaultSpec, system: System, rng: random.Random, journal: Journal | None = None
+    spec: FaultSpec, system: Running, rng: random.Random, journal: Journal | None = None
 ) -> Applied:
     """Apply `spec` to the running system now (see module docstring). A fault with an
     undo is written to `journal` before it is applied, struck off once taken back."""
@@ -181,19 +208,35 @@ def _root(doc: Mapping[str, Any]) -> list[int]:
     return [pid] if pid else []
 
 
-def _switchover(spec: FaultSpec, system: System, description: str) -> Applied:
+def _switchover(spec: FaultSpec, system: Running, description: str) -> Applied:
     from spofless.pg import ops
 
     target = ops.target(system.running, str(spec.target))
-    try:
-        old, new = asyncio.run(ops.switchover(target, None, bound=30.0))
-    except ops.PgOpError as exc:
-        return Applied(spec, description, [str(spec.target)], note=f"not done: {exc}")
-    return Applied(spec, description, [str(spec.target)], note=f"{old} -> {new}")
+    applied = Applied(spec, description, [str(spec.target)])
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            old, new = asyncio.run(ops.switchover(target, None, bound=SWITCHOVER_BOUND))
+            applied.note = f"{old} -> {new}"
+        except Exception as exc:  # PgOpError, etcd unreachable: said in the report
+            applied.note = f"not done: {exc}"
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="drill-switchover", daemon=True).start()
+
+    def wait() -> None:
+        # ops.switchover withdraws its request after its bound: the wait ends by then.
+        done.wait(SWITCHOVER_BOUND + 10)
+
+    applied._undo = wait
+    applied.over = done.is_set
+    return applied
 
 
 def _lab_fault(
-    spec: FaultSpec, system: System, description: str, journal: Journal | None
+    spec: FaultSpec, system: Running, description: str, journal: Journal | None
 ) -> Applied:
     lab = system.lab
     if lab is None:

@@ -113,6 +113,7 @@ class InstanceView:
     role: str | None
     pid: int | None
     restarts: int
+    lag: int | None = None  # a PostgreSQL replica's bytes behind its primary
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,10 @@ class Snapshot:
     at: float
     instances: Mapping[str, InstanceView]  # "db/0" -> what status said
     whole: bool  # full redundancy (see spofless.drill.system.whole)
+    # What the parts' own APIs said besides status (spofless.drill.observe), when the
+    # drill waits for an event that needs it:
+    switchovers: frozenset[str] = frozenset()  # postgres components with one requested
+    backends: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # lb/0 -> state
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,21 +189,41 @@ def _first_change(base: Snapshot, now: Snapshot, targets: Sequence[str]) -> str:
     return ""
 
 
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """An event, as `when:` names it (`db.role_change`, `db.replica_lag>1048576`), and
+    what showed it."""
+
+    key: str
+    detail: str
+
+
 class EventTracker:
     """What happened from one snapshot to the next, as `<component>.<event>`:
 
     - `role_change`: the instance holding a component's primary, leader or VIP role is
       another one than the last that held it (a failover seen through a gap in which
       none held it counts: the old primary is down before the new one is promoted);
-    - `down`: an instance left `up`; `up`: one came back; `restart`: a new process.
+    - `down`: an instance left `up`; `up`: one came back; `restart`: a new process;
+    - `switchover`: a switchover of a postgres component was requested (its etcd key
+      appeared; it is in progress until the new primary leads);
+    - `vip_handover`: the load balancer instance last seen holding the VIP holds it no
+      more (it released it, lost it, or another took it);
+    - `backend_down`: an instance of a load balancer marks a backend that was up as
+      not up (down, ejected, drained or disabled);
+    - `replica_lag>N`, for each bound N in `lag_bounds[component]`: a replica of the
+      component lags more than N bytes, and did not at the snapshot before (or there
+      was none).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, lag_bounds: Mapping[str, Sequence[int]] | None = None) -> None:
         self._prev: Snapshot | None = None
         self._holders: dict[str, str] = {}  # component -> the last instance seen leading
+        self._vip: dict[str, str] = {}  # load balancer -> the instance seen holding the VIP
+        self._lag_bounds = dict(lag_bounds or {})
 
-    def update(self, snap: Snapshot) -> list[str]:
-        out: dict[str, None] = {}
+    def update(self, snap: Snapshot) -> list[Seen]:
+        out: dict[str, str] = {}
         prev = self._prev
         if prev is not None:
             for name, new in snap.instances.items():
@@ -207,20 +232,76 @@ class EventTracker:
                     continue
                 comp = name.rpartition("/")[0]
                 if old.state == "up" and new.state != "up":
-                    out[f"{comp}.down"] = None
+                    out.setdefault(f"{comp}.down", f"{name} {new.state}")
                 if old.state != "up" and new.state == "up":
-                    out[f"{comp}.up"] = None
+                    out.setdefault(f"{comp}.up", f"{name} up")
                 if (old.pid, old.restarts) != (new.pid, new.restarts) and new.pid is not None:
-                    out[f"{comp}.restart"] = None
+                    out.setdefault(f"{comp}.restart", f"{name} restarted")
+            for comp in sorted(snap.switchovers - prev.switchovers):
+                out[f"{comp}.switchover"] = f"a switchover of {comp} requested"
+            for lb, states in snap.backends.items():
+                before = prev.backends.get(lb, {})
+                for backend, state in sorted(states.items()):
+                    if before.get(backend) == "up" and state != "up":
+                        comp = lb.rpartition("/")[0]
+                        out.setdefault(f"{comp}.backend_down", f"{lb} marked {backend} {state}")
         for comp, holder in _holders(snap).items():
             if holder is None:
                 continue
             last = self._holders.get(comp)
             if last is not None and last != holder:
-                out[f"{comp}.role_change"] = None
+                out[f"{comp}.role_change"] = f"{last} -> {holder}"
             self._holders[comp] = holder
+        for comp, holder in _vip_holders(snap).items():
+            last = self._vip.get(comp)  # "": it left its holder, none took it yet
+            if last and last != holder:
+                now = f"{holder} holds it" if holder else "none holds it yet"
+                out[f"{comp}.vip_handover"] = f"the VIP left {last}: {now}"
+            if holder is not None:
+                self._vip[comp] = holder
+            elif last:
+                self._vip[comp] = ""  # one hand-over, however many looks it takes
+        for comp, bounds in self._lag_bounds.items():
+            worst = _worst_lag(snap, comp)
+            lagged = _worst_lag(prev, comp) if prev is not None else None
+            for bound in bounds:
+                was_above = lagged is not None and lagged[1] > bound
+                if worst is not None and worst[1] > bound and not was_above:
+                    out[f"{comp}.replica_lag>{bound}"] = f"{worst[0]} lags {_bytes(worst[1])}"
         self._prev = snap
-        return list(out)
+        return [Seen(k, d) for k, d in out.items()]
+
+
+def _vip_holders(s: Snapshot) -> dict[str, str | None]:
+    """Each load balancer component whose instances show a VIP role: who holds it."""
+    held: dict[str, str | None] = {}
+    for name, v in s.instances.items():
+        comp = name.rpartition("/")[0]
+        if v.role == "vip-holder":
+            held[comp] = name
+    # A component seen holding before and now without a holder: listed with None.
+    for name in s.instances:
+        comp = name.rpartition("/")[0]
+        held.setdefault(comp, None)
+    return held
+
+
+def _worst_lag(s: Snapshot, comp: str) -> tuple[str, int] | None:
+    lags = [
+        (n, v.lag)
+        for n, v in s.instances.items()
+        if n.rpartition("/")[0] == comp
+        and (v.role or "").startswith("replica")
+        and v.lag is not None
+    ]
+    return max(lags, key=lambda x: x[1]) if lags else None
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
 
 
 _LEADING = ("primary", "leader", "holder", "vip-holder")

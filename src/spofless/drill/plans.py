@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from spofless.drill.errors import DrillError
-from spofless.drill.schedule import FaultKind, draw_schedule
+from spofless.drill.schedule import FaultKind, draw_schedule, fault_spec
 from spofless.topology import Topology
 from spofless.topology._drills import (
     AbortSpec,
@@ -234,36 +234,14 @@ def random_plan(topology: Topology, seed: int, count: int) -> Plan:
     phases = []
     for f in draw_schedule(seed, count, kinds):
         rng = random.Random(f.pick)
-        spec = _random_fault(
-            f.kind, rng.choice(pg) if pg else "", rng.choice(etcd) if etcd else "", f.pause_for
+        spec = fault_spec(
+            f, rng.choice(pg) if pg else "", rng.choice(etcd) if etcd else "", at=PHASE_LEAD
         )
         hold = f.pause_for
         phases.append(
             Phase(f"#{f.index} {f.kind}", (spec,), PHASE_LEAD + hold + SETTLE_AFTER, seed=f.pick)
         )
     return Plan("random", tuple(phases), default_traffic(topology), SteadyState(), None, {}, seed)
-
-
-def _random_fault(kind: FaultKind, pg: str, etcd: str, pause_for: float) -> FaultSpec:
-    at = {"at": PHASE_LEAD}
-    held = {"for": pause_for}
-    if kind is FaultKind.NODE_KILL:
-        return fault(**at, kill=pg, role="primary")
-    if kind is FaultKind.POSTMASTER_KILL:
-        return fault(**at, kill=pg, role="primary", process="postmaster")
-    if kind is FaultKind.NODE_PAUSE:
-        return fault(**at, **held, pause=pg, role="primary")
-    if kind is FaultKind.AGENT_PAUSE:
-        return fault(**at, **held, pause=pg, role="primary", process="agent")
-    if kind is FaultKind.REPLICA_KILL:
-        return fault(**at, kill=pg, role="replica")
-    if kind is FaultKind.ETCD_LEADER_KILL:
-        return fault(**at, kill=etcd, role="leader")
-    if kind is FaultKind.ETCD_LEADER_PAUSE:
-        return fault(**at, **held, pause=etcd, role="leader")
-    if kind is FaultKind.SWITCHOVER:
-        return fault(**at, switchover=pg)
-    raise DrillError(f"fault kind {kind} is not drilled on a stack")
 
 
 def default_traffic(topology: Topology) -> tuple[TrafficSpec, ...]:

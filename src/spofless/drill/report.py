@@ -89,6 +89,9 @@ def report_document(
                 "element": rec.element,
                 "predicted": rec.predicted,
                 "measured": measured,
+                "when": rec.when,
+                "seen_at": rec.seen_at,
+                "seen": rec.seen or None,
             }
         )
     streams: list[dict[str, Any]] = []
@@ -177,6 +180,7 @@ def report_document(
         },
         "notes": [*result.taken_back, *plan.notes],
         "timeline": {name: timeline(outs) for name, outs in outcomes.items()},
+        "events": [{"t": at, "event": e.key, "detail": e.detail} for at, e in result.events],
     }
 
 
@@ -241,6 +245,9 @@ def render_text(doc: dict[str, Any]) -> RenderableType:
                 Text(f["measured"] or "-", style="green" if agree else "bold red"),
             ]
         note = f["error"] or f["note"] or (f"seen: {f['detected_as']}" if f["detected_as"] else "")
+        if f.get("when"):
+            on = f"on {f['when']} at {f['seen_at']:.1f}s ({f['seen']})"
+            note = f"{on}; {note}" if note else on
         row += [
             str(f["errors"]),
             _s(f["rto"]) if f["applied"] else "-",
@@ -329,6 +336,8 @@ def render_junit(doc: dict[str, Any]) -> str:
         out.text = (
             f"errors {f['errors']} outage {f['rto']}s detect {f['detect']} recover {f['recover']}"
         )
+        if f.get("when"):
+            out.text += f"; fired on {f['when']} seen at {f['seen_at']}s: {f['seen']}"
     for a in doc["assertions"]:
         case = ET.SubElement(suite, "testcase", classname="drill.assert", name=a["assertion"])
         if not a["holds"]:

@@ -2,6 +2,8 @@
 
     run_drill(system, plan, on_progress) -> DrillResult
 
+0. One drill at a time: the system's drill lock (lock.py), else DrillError naming
+   the drill that runs.
 1. Before: the steady state must hold (every instance up, the roles complete, the
    scenario's `min_primaries`), else DrillError naming what does not, and nothing is
    done. A lab fault outside the lab is refused the same way.
@@ -25,10 +27,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,8 +40,10 @@ from spofless.drill.datacheck import check_writes
 from spofless.drill.errors import DrillError
 from spofless.drill.faults import Applied, apply_fault, describe
 from spofless.drill.journal import Journal, take_back
-from spofless.drill.measure import Outcome, Snapshot, error_rate_over
+from spofless.drill.lock import drill_lock
+from spofless.drill.measure import Outcome, Seen, Snapshot, error_rate_over
 from spofless.drill.plans import Phase, Plan
+from spofless.drill.signals import Interrupted, held_signals, signals_as_interrupt
 from spofless.drill.system import (
     StatusWatch,
     System,
@@ -55,6 +58,9 @@ logger = logging.getLogger(__name__)
 
 TICK = 0.05  # seconds between two looks at the clock, the events and the abort rule
 START_BOUND = 10.0  # seconds for the traffic to succeed once before the first fault
+# Seconds the steady state may take to show in status before the drill refuses: one
+# status look of a role can miss (an etcd member slow to answer the supervisor).
+STEADY_BOUND = 3.0
 
 
 @dataclass
@@ -70,6 +76,9 @@ class FaultRecord:
     error: str = ""  # it could not be applied (e.g. no instance in that role)
     element: str | None = None  # analysis plan
     predicted: str | None = None
+    when: str | None = None  # fired on this event (`when:`)
+    seen_at: float | None = None  # when the drill saw that event
+    seen: str = ""  # what showed it (`db/1 lags 2.0 MB`)
 
 
 @dataclass
@@ -97,6 +106,7 @@ class DrillResult:
     data: DataVerdict | None = None
     acked_at: dict[int, float] = field(default_factory=dict)  # sql id -> ack time
     data_note: str = ""
+    events: list[tuple[float, Seen]] = field(default_factory=list)  # every event seen
 
     def outcomes(self) -> dict[str, list[Outcome]]:
         return {s.name: s.outcomes() for s in self.streams}
@@ -115,10 +125,6 @@ class Progress:
     last_event: str
 
 
-class _Interrupted(Exception):
-    pass
-
-
 class _Aborted(Exception):
     pass
 
@@ -131,7 +137,17 @@ def run_drill(
     ids_from: int | None = None,
 ) -> DrillResult:
     """Run `plan` (see module docstring); DrillError before anything is done when it
-    cannot run."""
+    cannot run, or when another drill runs on this system (lock.py)."""
+    with drill_lock(system, plan.kind):
+        return _run_drill(system, plan, on_progress, ids_from)
+
+
+def _run_drill(
+    system: System,
+    plan: Plan,
+    on_progress: Callable[[Progress], None] | None,
+    ids_from: int | None,
+) -> DrillResult:
     journal = Journal(system.plan.state_dir)
     left = take_back(journal, system.lab)
     if left:
@@ -146,18 +162,21 @@ def run_drill(
     first_id = ids_from if ids_from is not None else int(started_at) * 10**9
     streams = make_streams(system.running, plan.traffic, t0, first_id)
     _prepare_tables(streams)
-    events: list[tuple[float, str]] = []
+    events: list[tuple[float, Seen]] = []
     events_lock = threading.Lock()
 
-    def on_events(at: float, found: list[str]) -> None:
+    def on_events(at: float, found: list[Seen]) -> None:
         with events_lock:
             events.extend((at, e) for e in found)
 
     faults: list[FaultRecord] = []
     phases: list[PhaseRecord] = []
     applied: list[tuple[Applied, FaultRecord]] = []
-    result = DrillResult(plan, started_at, 0.0, streams, faults, phases, [], taken_back=left)
-    with _signals_as_interrupt(), StatusWatch(system, t0, on_events) as watch:
+    result = DrillResult(
+        plan, started_at, 0.0, streams, faults, phases, [], taken_back=left, events=events
+    )
+    triggers = [t for p in plan.phases for f in p.faults if (t := f.trigger) is not None]
+    with signals_as_interrupt(), StatusWatch(system, t0, on_events, triggers) as watch:
         for s in streams:
             s.start()
         try:
@@ -192,17 +211,17 @@ def run_drill(
                         break
         except _Aborted as exc:
             result.aborted = str(exc)
-        except (KeyboardInterrupt, _Interrupted):
+        except (KeyboardInterrupt, Interrupted):
             _interrupted(result, "")
         finally:
             try:
                 _undo_all(applied, t0)
-            except (KeyboardInterrupt, _Interrupted):  # held while undoing, delivered after
+            except (KeyboardInterrupt, Interrupted):  # held while undoing, delivered after
                 _interrupted(result, "")
             try:
                 # Traffic goes on while the system heals: the recovery is what clients see.
                 _after(system, plan, result)
-            except (KeyboardInterrupt, _Interrupted):
+            except (KeyboardInterrupt, Interrupted):
                 _interrupted(result, "while waiting for the system to be whole again")
                 result.recovered_in = None
                 result.after_problems = ["not known: interrupted before it was whole again"]
@@ -213,19 +232,23 @@ def run_drill(
     result.duration = round(time.monotonic() - t0, 3)
     try:
         check_writes(system, result, streams, first_id)
-    except (KeyboardInterrupt, _Interrupted):
+    except (KeyboardInterrupt, Interrupted):
         _interrupted(result, "while checking the data")
         result.data_note = "data not checked: interrupted"
-    check_writes(system, result, streams, first_id)
     return result
 
 
 def _refuse(system: System, plan: Plan) -> None:
-    docs = _docs(system)
     ss = plan.steady_state
-    problems = steady_state_problems(
-        docs, system.running, all_up=ss.all_up, min_primaries=ss.min_primaries
-    )
+    deadline = time.monotonic() + STEADY_BOUND
+    while True:
+        docs = _docs(system)
+        problems = steady_state_problems(
+            docs, system.running, all_up=ss.all_up, min_primaries=ss.min_primaries
+        )
+        if not problems or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     if problems:
         raise DrillError(
             "the steady state does not hold, so the drill does not start:\n  "
@@ -263,57 +286,6 @@ def _not_run(spec: FaultSpec, docs: list[dict[str, Any]]) -> str:
 
 def _docs(system: System) -> list[dict[str, Any]]:
     return list(system.document()["instances"])
-
-
-class _SignalGate:
-    """SIGINT and SIGTERM, while a fault is applied or taken back, wait for the end of
-    that step (`held`). A Python handler, not a signal mask: a mask on the main thread
-    lets the kernel hand the signal to another thread (the traffic's, the status
-    watch's), whose handler then interrupts the main thread anyway, or loses it."""
-
-    def __init__(self) -> None:
-        self.depth = 0
-        self.pending = False
-
-    def handler(self, signum: int, frame: object) -> None:
-        if self.depth > 0:
-            self.pending = True  # delivered when the step is done
-            return
-        raise _Interrupted()
-
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        self.depth += 1
-        try:
-            yield
-        finally:
-            self.depth -= 1
-        if self.depth == 0 and self.pending:
-            self.pending = False
-            raise _Interrupted()
-
-
-_GATE = _SignalGate()
-
-
-@contextlib.contextmanager
-def _signals_as_interrupt() -> Iterator[None]:
-    """SIGINT and SIGTERM end the drill (its faults taken back), except while a fault is
-    applied or taken back: then at the end of that step (see _SignalGate)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, _GATE.handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _held_signals() -> contextlib.AbstractContextManager[None]:
-    """SIGINT and SIGTERM wait while a fault is applied or taken back (delivered after)."""
-    return _GATE.held()
 
 
 def _prepare_tables(streams: list[Stream]) -> None:
@@ -355,7 +327,7 @@ def _run_phase(
     streams: list[Stream],
     faults: list[FaultRecord],
     applied: list[tuple[Applied, FaultRecord]],
-    events: list[tuple[float, str]],
+    events: list[tuple[float, Seen]],
     events_lock: threading.Lock,
     on_progress: Callable[[Progress], None] | None,
 ) -> None:
@@ -379,17 +351,24 @@ def _run_phase(
         for i, spec in enumerate(triggered):
             if i in fired_events:
                 continue
-            hit = next((at for at, e in new if e == spec.when), None)
+            trigger = spec.trigger
+            assert trigger is not None
+            key = trigger.key
+            hit = next(((at, e) for at, e in new if e.key == key), None)
             if hit is not None:
                 fired_events.add(i)
-                last_event = f"{spec.when} at {hit:.1f}s"
-                _fire(system, journal, spec, rng, phase, now, t0, faults, applied, undo_at)
+                last_event = f"{spec.when} at {hit[0]:.1f}s: {hit[1].detail}"
+                logger.info("event %s at %.1fs (%s)", spec.when, hit[0], hit[1].detail)
+                _fire(system, journal, spec, rng, phase, now, t0, faults, applied, undo_at, hit)
         for a, rec in applied:
             due = undo_at.get(id(a))
+            if a.needs_undo and a.over is not None and a.over():
+                due = now  # over by itself: its end is now
             if due is not None and now >= due and a.needs_undo:
-                with _held_signals():
+                with held_signals():
                     a.undo()
                 rec.end = round(time.monotonic() - t0, 4)
+                rec.note = a.note or rec.note
         if plan.abort is not None and faults:
             first = min(f.at for f in faults)
             if now - first >= plan.abort.for_:
@@ -417,6 +396,7 @@ def _fire(
     faults: list[FaultRecord],
     applied: list[tuple[Applied, FaultRecord]],
     undo_at: dict[int, float],
+    seen: tuple[float, Seen] | None = None,
 ) -> None:
     rec = FaultRecord(
         len(faults),
@@ -426,10 +406,13 @@ def _fire(
         round(now, 4),
         element=phase.element,
         predicted=phase.predicted,
+        when=spec.when,
+        seen_at=seen[0] if seen else None,
+        seen=seen[1].detail if seen else "",
     )
     faults.append(rec)
     try:
-        with _held_signals():
+        with held_signals():
             a = apply_fault(spec, system, rng, journal)
             applied.append((a, rec))
     except SpoflessError as exc:  # no instance in that role now, a lab that refused, ...
@@ -447,11 +430,12 @@ def _fire(
 
 def _undo_all(applied: list[tuple[Applied, FaultRecord]], t0: float) -> None:
     """Take back every fault still in place, newest first; Ctrl-C waits until all are."""
-    with _held_signals():
+    with held_signals():
         for a, rec in reversed(applied):
             if a.needs_undo:
                 try:
                     a.undo()
+                    rec.note = a.note or rec.note
                 except Exception as exc:  # the others must still be taken back
                     logger.error("could not take back %s: %s", a.description, exc)
                     rec.note = (rec.note + f"; undo failed: {exc}").strip("; ")

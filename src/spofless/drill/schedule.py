@@ -1,9 +1,15 @@
 """A seeded fault schedule: the same seed and settings give the same faults, always.
 
+    draw_schedule(seed, count, kinds) -> [ScheduledFault]
+    fault_spec(fault, pg, etcd) -> FaultSpec     what the fault does, as a drill fault
+
 Each fault names its kind and, for pauses, how long the paused processes stay
 frozen. Faults are applied one after another, each after the system is whole
 again, so a failure is attributable to one fault and replayable from the seed
-(printed by whoever runs it).
+(printed by whoever runs it). `spofless drill --random` and the test suite's
+randomized PostgreSQL sequences (tests/integration/pg_nemesis.py) draw the same
+schedule and apply each fault as the same drill fault (faults.apply_fault): one
+implementation.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+
+from spofless.topology._drills import FaultSpec
 
 
 class FaultKind(StrEnum):
@@ -64,3 +72,30 @@ def draw_schedule(
         pause = round(rng.uniform(*pause_range), 1) if kind in _PAUSES else 0.0
         out.append(ScheduledFault(i, kind, pause, rng.randrange(1 << 16)))
     return out
+
+
+def fault_spec(fault: ScheduledFault, pg: str, etcd: str, *, at: float = 0.0) -> FaultSpec:
+    """The drill fault a scheduled fault is, on postgres component `pg` and etcd
+    component `etcd`, applied `at` seconds into its phase. A rejoin kill is a node kill
+    here: killing the member again while it is repaired needs someone following it
+    (the test suite's nemesis does)."""
+    kind = fault.kind
+    fields: dict[str, object] = {"at": at}
+    held = {"for": fault.pause_for}
+    if kind in (FaultKind.NODE_KILL, FaultKind.REJOIN_KILL):
+        fields.update(kill=pg, role="primary")
+    elif kind is FaultKind.POSTMASTER_KILL:
+        fields.update(kill=pg, role="primary", process="postmaster")
+    elif kind is FaultKind.NODE_PAUSE:
+        fields.update(held, pause=pg, role="primary")
+    elif kind is FaultKind.AGENT_PAUSE:
+        fields.update(held, pause=pg, role="primary", process="agent")
+    elif kind is FaultKind.REPLICA_KILL:
+        fields.update(kill=pg, role="replica")
+    elif kind is FaultKind.ETCD_LEADER_KILL:
+        fields.update(kill=etcd, role="leader")
+    elif kind is FaultKind.ETCD_LEADER_PAUSE:
+        fields.update(held, pause=etcd, role="leader")
+    else:
+        fields.update(switchover=pg)
+    return FaultSpec.model_validate(fields)

@@ -5,7 +5,8 @@
 - `snapshot()`: every instance's state, role, pid and restarts, and whether the
   system is whole (full redundancy, `whole`).
 - `StatusWatch`: a thread taking a snapshot every 0.1 s, for time to detect and
-  recover and for `when:` events (measure.EventTracker).
+  recover and for `when:` events (measure.EventTracker; with observe.Observer for
+  the events status does not show).
 - `steady_state_problems`: what keeps the steady state from holding, naming the
   instance.
 - `process_tree`: the pids of an instance's whole process tree (its supervised
@@ -27,10 +28,12 @@ from typing import Any
 import psutil
 
 from spofless.drill.errors import DrillError
-from spofless.drill.measure import EventTracker, InstanceView, Snapshot
+from spofless.drill.measure import EventTracker, InstanceView, Seen, Snapshot
+from spofless.drill.observe import Facts, Observer, needs_observer
 from spofless.lab import Lab
 from spofless.stack import StackPlan, running_plan, status
 from spofless.topology import Topology
+from spofless.topology._drills import Trigger
 
 logger = logging.getLogger(__name__)
 
@@ -67,13 +70,23 @@ class System:
     def instances(self) -> dict[str, dict[str, Any]]:
         return {i["name"]: i for i in self.document()["instances"]}
 
-    def snapshot(self, t0: float) -> Snapshot:
+    def snapshot(self, t0: float, facts: Facts | None = None) -> Snapshot:
+        """Status now, with what the parts' own APIs said (`facts`, see observe.py)."""
         docs = self.document()["instances"]
         views = {
-            d["name"]: InstanceView(d["state"], d.get("role"), d.get("pid"), d.get("restarts", 0))
+            d["name"]: InstanceView(
+                d["state"], d.get("role"), d.get("pid"), d.get("restarts", 0), d.get("lag")
+            )
             for d in docs
         }
-        return Snapshot(round(time.monotonic() - t0, 4), views, whole(docs, self.running))
+        facts = facts or Facts()
+        return Snapshot(
+            round(time.monotonic() - t0, 4),
+            views,
+            whole(docs, self.running),
+            facts.switchovers,
+            facts.backends,
+        )
 
 
 def whole(docs: Sequence[Mapping[str, Any]], topology: Topology) -> bool:
@@ -127,21 +140,34 @@ def steady_state_problems(
 
 class StatusWatch:
     """Snapshots of the system every WATCH_INTERVAL in a thread; `on_events` gets the
-    events between two snapshots (see measure.EventTracker)."""
+    events between two snapshots (see measure.EventTracker). With `triggers` that need
+    more than status (a switchover, a backend marked down), an Observer looks at the
+    parts' own APIs too."""
 
     def __init__(
-        self, system: System, t0: float, on_events: Callable[[float, list[str]], None]
+        self,
+        system: System,
+        t0: float,
+        on_events: Callable[[float, list[Seen]], None],
+        triggers: Sequence[Trigger] = (),
     ) -> None:
         self.system = system
         self.t0 = t0
         self.snapshots: list[Snapshot] = []
         self._on_events = on_events
-        self._events = EventTracker()
+        bounds: dict[str, list[int]] = {}
+        for t in triggers:
+            if t.bound is not None:
+                bounds.setdefault(t.component, []).append(t.bound)
+        self._events = EventTracker(bounds)
+        self._observer = Observer(system.running, triggers) if needs_observer(triggers) else None
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="status-watch", daemon=True)
 
     def __enter__(self) -> StatusWatch:
+        if self._observer is not None:
+            self._observer.__enter__()
         self._take()
         self._thread.start()
         return self
@@ -149,6 +175,8 @@ class StatusWatch:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(10)
+        if self._observer is not None:
+            self._observer.__exit__()
 
     def latest(self) -> Snapshot | None:
         with self._lock:
@@ -160,7 +188,8 @@ class StatusWatch:
 
     def _take(self) -> None:
         try:
-            snap = self.system.snapshot(self.t0)
+            facts = self._observer.latest() if self._observer is not None else None
+            snap = self.system.snapshot(self.t0, facts)
         except Exception as exc:  # a state file being replaced; the next one will do
             logger.debug("status snapshot failed: %s", exc)
             return

@@ -103,8 +103,9 @@ class FileLock:
         self.path = path
         self._fd: int | None = None
 
-    def acquire(self) -> bool:
-        """Take the lock without waiting; False when another process holds it."""
+    def acquire(self, details: str = "") -> bool:
+        """Take the lock without waiting; False when another process holds it. The file
+        then holds this process's pid on its first line, `details` after it."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -112,7 +113,7 @@ class FileLock:
             os.close(fd)
             return False
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        os.write(fd, f"{os.getpid()}\n{details}".encode())
         self._fd = fd
         return True
 

@@ -11,6 +11,7 @@
           - {at: 2s, kill: db, role: primary}                    # SIGKILL of its process tree
           - {at: 2s, pause: etcd, role: leader, for: 5s}         # SIGSTOP, SIGCONT after 5 s
           - {when: db.role_change, kill: lb/1}                   # fired by what status reports
+          - {when: "db.replica_lag > 1MB", kill: db, role: primary}  # a replica behind
           - {at: 4s, cut: zone:eu/a, for: 3s}                    # lab only
         duration: 15s                                            # default: last fault + 5 s
         abort: {error_rate: 0.5, for: 10s}                       # stop and undo every fault
@@ -23,6 +24,15 @@ drill's seed), or a host (`host:node-1`: every instance placed on it). `process`
 a PostgreSQL instance's tree to its `agent` or its `postmaster`. Lab faults take
 elements (`host:h`, `zone:r/z`, `region:r`); a partition two groups of them.
 
+`when:` names an event the system itself reports (see `parse_when`): `<component>.<event>`
+with event `role_change`, `down`, `up`, `restart` (any component), `switchover` (a
+postgres component: a switchover requested and not yet done), `vip_handover` (a load
+balancer with `vip:`: the instance holding the address stops holding it),
+`backend_down` (a load balancer with `admin_port`: one of its instances marks a
+backend down), or `<postgres>.replica_lag > <size>` (a replica's lag, in bytes behind
+the primary, goes above the bound; size `512kB`, `1MB`, `1GB`, 1024-based as in
+PostgreSQL, or bytes).
+
 This module checks shapes (pydantic, like the rest of the file) and, in
 `drill_problems`, what the names refer to, with the file:line of each mistake.
 """
@@ -31,6 +41,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -67,9 +78,60 @@ PROCESS_ACTIONS = ("kill", "stop", "pause", "resume")
 LAB_ACTIONS = ("cut", "partition", "latency", "loss")
 ACTIONS = (*PROCESS_ACTIONS, "switchover", *LAB_ACTIONS)
 ROLES = ("primary", "replica", "leader", "holder")
-# Events a `when:` waits for, from what `spofless status` reports of a component.
-EVENTS = ("role_change", "down", "restart", "up")
-_WHEN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.\-]*)\.(" + "|".join(EVENTS) + r")$")
+# Events a `when:` waits for, from what the system reports of a component (its status,
+# its agents' and load balancers' APIs, its etcd keys); the kinds each applies to.
+EVENTS = (
+    "role_change",
+    "down",
+    "restart",
+    "up",
+    "switchover",
+    "vip_handover",
+    "backend_down",
+    "replica_lag",
+)
+_EVENT_KINDS = {
+    "switchover": "postgres",
+    "replica_lag": "postgres",
+    "vip_handover": "load_balancer",
+    "backend_down": "load_balancer",
+}
+_COMPONENT = r"([A-Za-z0-9][A-Za-z0-9_.\-]*?)"
+_WHEN = re.compile(r"^" + _COMPONENT + r"\.(" + "|".join(EVENTS[:-1]) + r")$")
+_LAG = re.compile(r"^" + _COMPONENT + r"\.replica_lag\s*>\s*(\d+(?:\.\d+)?)\s*(B|kB|KB|MB|GB)?$")
+_SIZE = {None: 1, "B": 1, "kB": 1024, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """What a `when:` waits for: an event of a component, with a bound for replica_lag."""
+
+    component: str
+    event: str
+    bound: int | None = None  # replica_lag: bytes
+
+    @property
+    def key(self) -> str:
+        """The event's name as the drill's event tracker reports it (`db.replica_lag>1024`)."""
+        return f"{self.component}.{self.event}" + (
+            f">{self.bound}" if self.bound is not None else ""
+        )
+
+
+def parse_when(text: str) -> Trigger:
+    """`db.role_change`, `lb.backend_down`, `db.replica_lag > 1MB` -> Trigger; ValueError
+    with the accepted forms otherwise."""
+    m = _LAG.match(text.strip())
+    if m:
+        return Trigger(m.group(1), "replica_lag", int(float(m.group(2)) * _SIZE[m.group(3)]))
+    m = _WHEN.match(text.strip())
+    if m:
+        return Trigger(m.group(1), m.group(2))
+    raise ValueError(
+        f"when: {text!r} is not <component>.<event>, event one of "
+        + ", ".join(EVENTS[:-1])
+        + ", or <component>.replica_lag > <size> (e.g. 1MB)"
+    )
 
 
 class HttpTarget(Strict):
@@ -172,10 +234,8 @@ class FaultSpec(Strict):
             )
         if (self.at is None) == (self.when is None):
             raise ValueError("a fault has either `at:` (a time) or `when:` (an event)")
-        if self.when is not None and not _WHEN.match(self.when):
-            raise ValueError(
-                f"when: {self.when!r} is not <component>.<event>, event one of " + ", ".join(EVENTS)
-            )
+        if self.when is not None:
+            parse_when(self.when)
         if self.partition is not None and (len(self.partition) != 2 or not all(self.partition)):
             raise ValueError("partition: two non-empty groups of elements, [[a, ...], [b, ...]]")
         if self.role is not None and self.action not in (*PROCESS_ACTIONS,):
@@ -190,6 +250,10 @@ class FaultSpec(Strict):
     def target(self) -> str | list[str] | list[list[str]]:
         value: str | list[str] | list[list[str]] = getattr(self, self.action)
         return value
+
+    @property
+    def trigger(self) -> Trigger | None:
+        return parse_when(self.when) if self.when is not None else None
 
     @property
     def lab_only(self) -> bool:
@@ -308,9 +372,9 @@ def _check_fault(
 ) -> None:
     action = f.action
     if f.when is not None:
-        m = _WHEN.match(f.when)
-        if m and m.group(1) not in topology.components:
-            report((*loc, "when"), f"unknown component {m.group(1)!r}")
+        problem = _trigger_problem(topology, parse_when(f.when))
+        if problem:
+            report((*loc, "when"), problem)
     if action in PROCESS_ACTIONS:
         target = str(f.target)
         problem = _process_target_problem(topology, target, f.role)
@@ -335,6 +399,22 @@ def _check_fault(
                 )
                 if problem:
                     report((*loc, action), problem)
+
+
+def _trigger_problem(topology: Topology, t: Trigger) -> str | None:
+    comp = topology.components.get(t.component)
+    if comp is None:
+        return f"unknown component {t.component!r}"
+    kind = _EVENT_KINDS.get(t.event)
+    if kind is not None and comp.kind != kind:
+        return f"{t.event} is an event of a {kind} component; {t.component} is a {comp.kind}"
+    if t.event == "vip_handover" and getattr(comp, "vip", None) is None:
+        return f"{t.component} has no `vip:`: no hand-over to wait for"
+    if t.event == "backend_down" and getattr(comp, "admin_port", None) is None:
+        return (
+            f"{t.component} has no `admin_port`: its backends' states are read from its admin API"
+        )
+    return None
 
 
 def _process_target_problem(topology: Topology, target: str, role: str | None) -> str | None:
