@@ -9,9 +9,9 @@ the drill's outage agrees within 0.5 s with an independent writer run by the tes
 State-triggered faults on the same stack: a switchover in progress (its etcd key), a
 load balancer marking the old primary's backend down (its admin API) and a replica
 lagging more than 1 MB (status; the test freezes a replica's WAL receiver and writes
-3 MB) each fire their fault once, recorded with when the drill saw the event (a stack
-of its own: after the primary-crash test's random schedule, one look at its status
-could not be relied on to be whole).
+3 MB) each fire their fault once, recorded with when the drill saw the event. On a
+stack of its own: run after the primary-crash test on a shared stack, it once waited
+90 s for full redundancy in vain (cause not found; the stack was gone).
 """
 
 from __future__ import annotations
