@@ -41,11 +41,11 @@ format: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
-# Two workers: most integration tests wait on processes, not the CPU. The lab tests
-# are one group, one at a time (tests/integration/conftest.py). TEST_WORKERS=0: one process.
+# Two workers: most integration tests wait on processes, not the CPU; each test file
+# runs whole on one worker, in order. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: $(STAMP) system-deps lint docs
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build/site

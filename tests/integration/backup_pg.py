@@ -132,11 +132,14 @@ class Env:
             return cur.fetchall() if cur.description else []
 
     def spofless(
-        self, *args: str, topology: Path | None = None
+        self, *args: str, topology: Path | None = None, tmpdir: Path | None = None
     ) -> subprocess.CompletedProcess[str]:
+        """Run spofless; `tmpdir`: its TMPDIR (where a scratch instance goes)."""
         argv = [sys.executable, "-m", "spofless", *args[:1], *args[1:]]
         argv = [a if a != "FILE" else str(topology or self.topology) for a in argv]
         env = dict(os.environ, **S3_ENV)
+        if tmpdir is not None:
+            env["TMPDIR"] = str(tmpdir)
         return subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
 
     def switch_and_wait_archived(self, port: int | None = None) -> str:

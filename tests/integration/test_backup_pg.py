@@ -14,10 +14,8 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from backup_pg import (
@@ -128,7 +126,11 @@ def test_target_time_before_the_oldest_backup_is_refused(env: Env) -> None:
 def test_restore_drill_measures_rto_per_phase_and_rpo(env: Env) -> None:
     env.sql("INSERT INTO marks VALUES ('drill')")
     env.switch_and_wait_archived()
-    out = env.spofless("backup", "drill", "FILE")
+    # A TMPDIR of its own: the check below must not see another test's scratch instance.
+    scratch = env.base / "drill-tmp"
+    scratch.mkdir(mode=0o755)
+    scratch.chmod(0o755)
+    out = env.spofless("backup", "drill", "FILE", tmpdir=scratch)
     assert out.returncode == 0, out.stdout + out.stderr
     lines = {line.split()[0]: line for line in out.stdout.splitlines()[1:]}
     assert set(lines) >= {"fetch", "replay", "first", "RTO", "RPO"}
@@ -138,7 +140,7 @@ def test_restore_drill_measures_rto_per_phase_and_rpo(env: Env) -> None:
     # last archived commit, well under a minute here.
     rpo = float(lines["RPO"].split()[1])
     assert 0 <= rpo < 60
-    assert not list(Path(tempfile.gettempdir()).glob("spofless-scratch-*"))
+    assert not list(scratch.glob("spofless-scratch-*")), "the scratch instance was left"
 
 
 def test_verify_and_verify_restore(env: Env) -> None:
