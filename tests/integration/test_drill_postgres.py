@@ -223,12 +223,20 @@ def test_faults_fire_on_a_switchover_a_backend_marked_down_and_replica_lag(
         connect_timeout=5,
         **client_params(load_topology(run.topology), "db"),
     )
-    sync = httpx.get(f"http://127.0.0.1:{primary['ports']['api']}/cluster", timeout=2).json()
-    (laggard,) = [
-        i
-        for i in db
-        if i["role"] == "replica" and i["name"].replace("/", "-") not in sync["synchronous"]
-    ]
+
+    def asynchronous() -> list[dict[str, Any]] | None:
+        """The replicas not chosen as synchronous standbys, once exactly one is."""
+        url = f"http://127.0.0.1:{primary['ports']['api']}/cluster"
+        sync = httpx.get(url, timeout=2).json()
+        out = [
+            i
+            for i in db
+            if i["role"] == "replica" and i["name"].replace("/", "-") not in sync["synchronous"]
+        ]
+        return out if len(out) == 1 else None
+
+    # Just after a failover the primary may not have chosen its synchronous standby yet.
+    (laggard,) = wait_for("one synchronous and one asynchronous replica", asynchronous, 60)
     argv = [SPOFLESS, "drill", str(run.topology), "-s", "events", "--format", "json"]
     proc = subprocess.Popen(
         [*argv, "--state-dir", str(run.state_dir)],
