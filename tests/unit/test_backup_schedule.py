@@ -59,6 +59,13 @@ def test_staleness_counts_a_missed_run_not_a_running_one() -> None:
     assert staleness(sched, [_b("full", "2026-11-29 02:00")], just_due) is None
     assert "never" in (staleness(sched, [], now) or "")
     assert staleness(BackupSchedule(), [], now) is None
+    # A schedule every 15 s: a run late by minutes (a restore drill in the way) is not
+    # missed; nothing started for over an hour is.
+    every = BackupSchedule(incremental="*/15 * * * * *")
+    started = [_b("full", "2026-12-02 02:00")]
+    assert staleness(every, started, t("2026-12-02 02:05").timestamp()) is None
+    late = staleness(every, started, t("2026-12-02 03:00").timestamp() + 16) or ""
+    assert "incremental backup due at 2026-12-02 02:00" in late
 
 
 def test_due_takes_a_missed_run_once_and_full_wins() -> None:

@@ -19,6 +19,7 @@ from spofless.drill.measure import (
     detect_and_recover,
     error_rate_over,
     outage_window,
+    outage_window_through,
     rpo,
 )
 from spofless.drill.plans import analysis_plan, fault, only_elements, random_plan, scenario_plan
@@ -56,6 +57,19 @@ def test_a_stall_without_errors_counts_only_past_the_slow_bound() -> None:
 
 def test_faults_after_the_period_do_not_count() -> None:
     w = outage_window(stream("....x....xx"), fault_at=0.35, until=0.8, slow=0.5)
+    assert w.errors == 1 and w.outage == pytest.approx(0.2)
+
+
+def test_a_fault_inside_an_outage_does_not_cut_it_short() -> None:
+    # A crash at 0.35; a `when:` fault at 0.45 fires on the hand-over it caused; the
+    # stream fails until 0.8: the crash's window carries on to the first success.
+    outs = stream("....xxxxx....")
+    w = outage_window_through(outs, fault_at=0.35, bounds=[0.45, 5.0], slow=0.5)
+    assert w.recovered and w.errors == 5
+    assert w.first_ok_after == pytest.approx(0.91) and w.outage == pytest.approx(0.6)
+    # Recovered before the next fault: its period ends there, as before.
+    outs = stream("....x....xx..")
+    w = outage_window_through(outs, fault_at=0.35, bounds=[0.8, 5.0], slow=0.5)
     assert w.errors == 1 and w.outage == pytest.approx(0.2)
 
 

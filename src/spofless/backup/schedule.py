@@ -7,9 +7,11 @@
     next_firing(schedule, now)          when the next of its schedules fires
 
 Stale: a scheduled run was missed. The newest backup (of the kind, or of any kind
-for the incremental schedule) started before the last time the schedule fired,
-and that was `grace` (an hour) ago or more; within the grace the run may still be
-starting or running, so only the run before it counts.
+for the incremental schedule) started before the last time the schedule fired
+`grace` (an hour) ago or more. A run may start late by up to the grace (the one
+before still running, a restore drill in the way) and not be missed; for a daily
+schedule that is "the run before the one due within the hour", and a schedule
+every few seconds is stale once nothing has started for an hour.
 """
 
 from __future__ import annotations
@@ -35,10 +37,7 @@ def staleness(
     for kind, text in (("full", schedule.full), ("incremental", schedule.incremental)):
         if text is None:
             continue
-        cron = Cron.parse(text)
-        due = cron.previous(at)
-        if now - due.timestamp() < grace:
-            due = cron.previous(due - datetime.timedelta(minutes=1))
+        due = Cron.parse(text).previous(at - datetime.timedelta(seconds=grace))
         pool = [b for b in backups if kind == "incremental" or b.kind == "full"]
         newest = max((b.start_time for b in pool), default=None)
         if newest is None or newest < due.timestamp():

@@ -6,7 +6,8 @@ Times are seconds since the drill started (time.monotonic() minus the start).
   ended, and whether it succeeded.
 - The outage window of a fault on a stream (`outage_window`): from the last
   success before the first failure after the fault, to the first success after
-  the last failure in the fault's period (until the next fault, or the end). A
+  the last failure in the fault's period (until the next fault, or the end; on
+  past the next fault while the stream has not recovered yet). A
   period without failures can still hold an outage as clients feel it, a stall:
   the longest gap between two successes, counted when it exceeds `slow`. A stream
   that never succeeds again has an outage to the end of the period and
@@ -94,6 +95,22 @@ def outage_window(
         True,
         max_latency,
     )
+
+
+def outage_window_through(
+    outcomes: Sequence[Outcome], fault_at: float, bounds: Sequence[float], slow: float
+) -> Window:
+    """The window of a fault at `fault_at` whose period ends at the first of `bounds`
+    (the later faults' times, then the end), carried on past each bound while the
+    stream has not recovered: a fault that starts in the middle of an outage (one a
+    `when:` event fired on, 50 ms after the crash) does not cut the earlier fault's
+    outage short."""
+    win = outage_window(outcomes, fault_at, bounds[0], slow)
+    for until in bounds[1:]:
+        if win.recovered:
+            break
+        win = outage_window(outcomes, fault_at, until, slow)
+    return win
 
 
 def error_rate_over(outcomes: Sequence[Outcome], now: float, span: float) -> tuple[float, int]:

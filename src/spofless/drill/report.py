@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from spofless.drill.assertions import Assertion
-from spofless.drill.measure import Outcome, detect_and_recover, outage_window, rpo
+from spofless.drill.measure import Outcome, detect_and_recover, outage_window_through, rpo
 from spofless.drill.runner import DrillResult
 from spofless.drill.traffic import SqlStream
 
@@ -36,13 +36,13 @@ def report_document(
     horizon = max([result.duration, *(o.end for outs in outcomes.values() for o in outs)]) + 1e-3
     faults: list[dict[str, Any]] = []
     for rec in result.faults:
-        later = [f.at for f in applied if f.at > rec.at]
-        until = min(later) if later else horizon
+        later = sorted(f.at for f in applied if f.at > rec.at)
+        until = later[0] if later else horizon
         windows: list[dict[str, Any]] = []
         if not rec.error:
             for name, outs in outcomes.items():
                 slow = max(3.0 / rates[name], 0.5)
-                win = outage_window(outs, rec.at, until, slow)
+                win = outage_window_through(outs, rec.at, [*later, horizon], slow)
                 windows.append(
                     {
                         "stream": name,

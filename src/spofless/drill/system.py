@@ -175,6 +175,9 @@ class StatusWatch:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(10)
+        # One last look: the drill ends as soon as it saw the system whole, maybe before
+        # the thread's next snapshot did, and a recovery is read from the snapshots.
+        self._take()
         if self._observer is not None:
             self._observer.__exit__()
 
