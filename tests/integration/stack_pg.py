@@ -23,7 +23,7 @@ from spofless.security import client_params
 from spofless.topology import load_topology
 
 EXAMPLE = REPO / "examples" / "postgres-ha.yaml"
-BASES = {"pg": 54320, "api": 58008, "etcd": 23790, "peer": 23800}
+BASES = {"pg": 25432, "api": 28008, "etcd": 23790, "peer": 23800}
 
 
 def postgres_topology(dest: Path) -> tuple[Path, list[int]]:

@@ -212,10 +212,6 @@ drills:
 """
 
 
-@pytest.mark.skip(
-    reason="not yet reliable: the crash window sometimes holds a single failed request "
-    "(issue 13, via: vip, stays open until it passes)"
-)
 @pytest.mark.timeout(300)
 def test_http_through_the_vip_rides_a_holder_crash(tmp_path: Path) -> None:
     """Traffic through the floating address (`via: vip`, from the lab's control

@@ -18,7 +18,7 @@ def test_agent_with_etcd_down_waits_and_says_why(tmp_path: Path) -> None:
     etcd, pg, api = port_block(3), port_block(3), port_block(3)
     text = (REPO / "examples" / "postgres-ha.yaml").read_text()
     text = text.replace("23790", str(etcd)).replace("23800", str(port_block(3)))
-    text = text.replace("54320", str(pg)).replace("58008", str(api))
+    text = text.replace("25432", str(pg)).replace("28008", str(api))
     topo = tmp_path / "pg.yaml"
     topo.write_text(text)
     state = tmp_path / "state"

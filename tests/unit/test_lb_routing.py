@@ -197,4 +197,4 @@ def test_the_routed_example_has_no_spof_and_two_endpoints() -> None:
     ro = lb_settings(topology, "db-ro", 0)
     assert rw.routes[0].health.path == "/primary" and not rw.routes[0].fail_open
     assert ro.routes[0].health.path == "/replica?lag=16MB" and ro.routes[0].fail_open
-    assert [b.check_port for b in rw.routes[0].backends] == [58018, 58019, 58020]
+    assert [b.check_port for b in rw.routes[0].backends] == [28018, 28019, 28020]

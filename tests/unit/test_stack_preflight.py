@@ -84,3 +84,24 @@ def test_an_etcd_data_directory_made_over_http_is_refused_once_tls_is_on(tmp_pat
         _check_etcd_scheme(inst)
     plain = dataclasses.replace(inst, argv=("etcd", "--listen-peer-urls=http://127.0.0.1:2380"))
     _check_etcd_scheme(plain)
+
+
+def test_ports_in_the_ephemeral_range_are_named_with_a_fix(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from spofless.stack._preflight import ephemeral_port_warning
+
+    span, reserved = tmp_path / "range", tmp_path / "reserved"
+    span.write_text("32768\t60999\n")
+    reserved.write_text("58010\n")
+    insts = [
+        SimpleNamespace(component="db", ports=(("main", 54320 + i), ("api", 58008 + i)))
+        for i in range(3)
+    ]
+    warning = ephemeral_port_warning(insts, span, reserved) or ""  # type: ignore[arg-type]
+    assert "ephemeral port range 32768-60999" in warning
+    assert "db's main port 54320-54322" in warning and "db's api port 58008-58009." in warning
+    assert "ip_local_reserved_ports=54320-54322,58008-58009" in warning
+    low = [SimpleNamespace(component="web", ports=(("main", 18080),))]
+    assert ephemeral_port_warning(low, span, reserved) is None  # type: ignore[arg-type]
+    assert ephemeral_port_warning(insts, tmp_path / "absent", reserved) is None  # type: ignore[arg-type]

@@ -38,7 +38,12 @@ from spofless.stack._lab import (
     write_lab_topology,
 )
 from spofless.stack._plan import StackPlan, plan_stack
-from spofless.stack._preflight import check_commands, check_spof, preflight
+from spofless.stack._preflight import (
+    check_commands,
+    check_spof,
+    ephemeral_port_warning,
+    preflight,
+)
 from spofless.stack._state import (
     default_state_dir,
     ensure_writable,
@@ -187,6 +192,9 @@ def _up(
     if warning is not None:
         echo("warning: running a topology with a single point of failure (--allow-spof):")
         echo(warning.rstrip())
+    ports = ephemeral_port_warning(plan.instances)
+    if ports is not None:
+        echo(f"warning: {ports}")
     ensure_writable(plan.state_dir)
     with contextlib.suppress(FileNotFoundError):
         state_path(plan.state_dir).unlink()

@@ -273,6 +273,68 @@ def port_owner(port: int) -> str:
     return ", ".join(names)
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+RESERVED_PORTS = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
+
+
+def ephemeral_port_warning(
+    instances: Iterable[InstancePlan],
+    range_file: Path = EPHEMERAL_RANGE,
+    reserved_file: Path = RESERVED_PORTS,
+) -> str | None:
+    """A warning when listening ports lie in this machine's ephemeral port range, where
+    the kernel picks the local port of outgoing connections: one of them may hold the
+    port while its instance restarts, and the instance then cannot listen (an etcd
+    member killed by a drill could not come back). None when no port is at risk."""
+    try:
+        low, high = (int(x) for x in range_file.read_text().split())
+        reserved = _port_set(reserved_file.read_text() if reserved_file.exists() else "")
+    except (OSError, ValueError):
+        return None
+    at_risk: dict[str, list[int]] = {}
+    for inst in instances:
+        for what, port in inst.ports:
+            if low <= port <= high and port not in reserved:
+                at_risk.setdefault(f"{inst.component}'s {what} port", []).append(port)
+    if not at_risk:
+        return None
+    spans = {what: _spans(ports) for what, ports in at_risk.items()}
+    return (
+        "ports in this machine's ephemeral port range "
+        f"{low}-{high} (net.ipv4.ip_local_port_range): "
+        + "; ".join(f"{what} {span}" for what, span in spans.items())
+        + ". An outgoing connection may hold one while its instance restarts, which then "
+        f"cannot listen: use ports below {low}, or reserve these: sysctl -w "
+        "net.ipv4.ip_local_reserved_ports=" + ",".join(spans.values())
+    )
+
+
+def _port_set(text: str) -> set[int]:
+    """`8080,9000-9100` -> the ports it names."""
+    out: set[int] = set()
+    for part in text.strip().split(","):
+        if not part.strip():
+            continue
+        a, _, b = part.strip().partition("-")
+        out.update(range(int(a), int(b or a) + 1))
+    return out
+
+
+def _spans(ports: list[int]) -> str:
+    """[5, 6, 7, 9] -> "5-7,9"."""
+    out: list[str] = []
+    ordered = sorted(set(ports))
+    start = prev = ordered[0]
+    for p in [*ordered[1:], None]:
+        if p is not None and p == prev + 1:
+            prev = p
+            continue
+        out.append(str(start) if start == prev else f"{start}-{prev}")
+        if p is not None:
+            start = prev = p
+    return ",".join(out)
+
+
 def preflight(plan: StackPlan, allow_spof: bool) -> str | None:
     """Everything `up` checks before starting; returns SPOF findings allowed by --allow-spof."""
     warning = check_spof(plan.topology, allow_spof)
