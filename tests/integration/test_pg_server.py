@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -234,3 +235,60 @@ async def test_crash_recovery_then_rewind_is_safe_to_run_twice(
 async def _streams(primary: PostgresServer, name: str) -> bool:
     st = await primary.status()
     return any(r.name == name and r.state == "streaming" for r in st.replication)
+
+
+async def test_a_killed_postmasters_leftovers_are_killed_before_the_next_start(
+    pg_base_dir: Path,
+) -> None:
+    """kill -9 of the postmaster while its archiver waits on `archive_command`: the
+    archiver (its own session) and the command outlive it and keep the old shared memory
+    attached. The next start kills them first, and starts."""
+    from free_ports import free_port
+
+    from spofless.pg._datadir import leftovers
+
+    server = PostgresServer(
+        ServerSettings(
+            name="arch",
+            data_dir=pg_base_dir / "arch",
+            port=free_port(),
+            start_timeout=30,
+            parameters={"archive_mode": "on", "archive_command": "sleep 120"},
+        )
+    )
+    left: list[int] = []
+    try:
+        await server.initdb()
+        await server.start(standby=False)
+        await server.query("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
+        await server.query("SELECT pg_switch_wal()")
+
+        def waiting() -> list[int]:
+            return [p.pid for p in leftovers(server.data_dir) if p.name() == "sleep"]
+
+        deadline = time.monotonic() + 30
+        while not waiting():
+            assert time.monotonic() < deadline, "the archiver never ran its command"
+            await asyncio.sleep(0.1)
+        pid = server.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        await eventually(_stopped(server), "the postmaster reaped")
+        left = [p.pid for p in leftovers(server.data_dir)]
+        assert waiting() and len(left) >= 2, left  # the archiver and its sleep at least
+        await server.start(standby=False)
+        assert not any(alive(p) for p in left)
+        assert (await server.query("SELECT count(*) FROM t"))[0][0] == 1
+    finally:
+        with contextlib.suppress(Exception):
+            await server.stop("immediate")
+        for p in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+
+
+def _stopped(server: PostgresServer) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return not server.running
+
+    return check

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from spofless._linux import pid_from_file
 from spofless.pg._errors import PgSetupError
 from spofless.pg.rejoin import parse_history
@@ -208,3 +210,27 @@ def read_history(data_dir: Path, timeline: int) -> TimelineHistory:
 def postmaster_pid(data_dir: Path) -> int | None:
     """The pid of the postmaster running on `data_dir`, or None when none runs."""
     return pid_from_file(data_dir / "postmaster.pid", ("postgres", "postmaster"))
+
+
+def leftovers(data_dir: Path) -> list[psutil.Process]:
+    """Processes a killed postmaster left running on `data_dir`: its children (each in a
+    session of its own, so they outlive it) and what they run (an archiver waiting on its
+    `archive_command`). They keep the old shared memory attached, and a new postmaster
+    refuses to start until they are gone. Call only when no postmaster runs on it: a
+    process of the data directory's owner whose working directory is the data directory."""
+    try:
+        owner = data_dir.stat().st_uid
+        target = str(data_dir.resolve())
+    except OSError:
+        return []
+    out = []
+    for proc in psutil.process_iter(["uids"]):
+        try:
+            uids = proc.info["uids"]
+            if uids is None or uids.real != owner or proc.pid == os.getpid():
+                continue
+            if proc.cwd() == target:
+                out.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return out
