@@ -2,6 +2,20 @@
 
 A value that does not parse (an operator's typo in `config`, a half-written key)
 is skipped with a warning naming the key, never a crash of the agent's loop.
+
+Keys under the cluster prefix P (all JSON except the leader key):
+
+    P/leader            the member name; the election key (fencing token = create revision)
+    P/initialize        the system identifier of the bootstrapped cluster
+    P/members/<name>    each member's published MemberStatus, on the member's own lease
+    P/optime            the leader's last WAL position (fenced write)
+    P/sync              the leader's SyncState (fenced write)
+    P/config            {"paused": bool}
+    P/switchover        {"leader": name|null, "candidate": name|null}: an operator's request
+    P/standby           {"of": cluster|null, "epoch": n}: which cluster this one copies
+                        (`spofless pg promote-region`); absent: the topology's standby_of
+    P/demoted           {"member", "lsn", "timeline"}: where the last primary's WAL ended
+                        when its cluster was made a standby (spofless.pg._standby)
 """
 
 from __future__ import annotations

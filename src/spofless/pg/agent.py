@@ -1,18 +1,6 @@
 """The PostgreSQL HA agent: observe (etcd + local PostgreSQL) -> decide -> act, in a loop.
 
-Keys under the cluster prefix P (all JSON except the leader key):
-
-    P/leader            the member name; the election key (fencing token = create revision)
-    P/initialize        the system identifier of the bootstrapped cluster
-    P/members/<name>    each member's published MemberStatus, on the member's own lease
-    P/optime            the leader's last WAL position (fenced write)
-    P/sync              the leader's SyncState (fenced write)
-    P/config            {"paused": bool}
-    P/switchover        {"leader": name|null, "candidate": name|null}: an operator's request
-    P/standby           {"of": cluster|null, "epoch": n}: which cluster this one copies
-                        (`spofless pg promote-region`); absent: the topology's standby_of
-    P/demoted           {"member", "lsn", "timeline"}: where the last primary's WAL ended
-                        when its cluster was made a standby (spofless.pg._standby)
+The cluster's keys in etcd are listed in spofless.pg._keys.
 
 Each loop logs one line naming the instance. Long actions run as one task;
 the leader lease keeps renewing on its own task meanwhile, and losing it stops
@@ -41,6 +29,7 @@ from spofless.dcs import (
     campaign,
 )
 from spofless.pg._agent_model import LONG_ACTIONS, AgentSettings, member_status
+from spofless.pg._drill_status import drill_metrics, drill_reader
 from spofless.pg._errors import PgCommandError
 from spofless.pg._handover import hand_over
 from spofless.pg._keys import parse_cluster
@@ -109,7 +98,7 @@ class Agent:
         self._local_status: MemberStatus = MemberStatus(self.name)
         self._cluster_members: tuple[MemberStatus, ...] = ()
         self.last_decision: Decision | None = None
-        self._drills = _drill_reader(settings)
+        self._drills = drill_reader(settings)
         self.duties = LeaderDuties(
             self.name,
             self.server,
@@ -513,7 +502,7 @@ class Agent:
         drill = self._drills.get() if self._drills is not None else None
         return ApiSnapshot(
             restore_drill=drill,
-            drill_metrics=tuple(_drill_metrics(drill, self.settings.cluster or "")),
+            drill_metrics=tuple(drill_metrics(drill, self.settings.cluster or "")),
             me=me,
             members=self._cluster_members,
             leader=c.leader.name if c and c.leader else None,
@@ -522,20 +511,3 @@ class Agent:
             degraded=self.duties.degraded and self._may_acknowledge(),
             possibly_lost=tuple(str(r) for r in c.lost) if c else (),
         )
-
-
-def _drill_reader(settings: AgentSettings) -> Any:
-    """What reads the component's newest restore drill for the API; None without backups."""
-    if settings.backup_state_dir is None:
-        return None
-    from spofless.backup import DrillSummaryCache
-
-    return DrillSummaryCache(settings.backup_state_dir, settings.cluster or "")
-
-
-def _drill_metrics(summary: dict[str, Any] | None, component: str) -> list[str]:
-    if summary is None:
-        return []
-    from spofless.backup import drill_metrics
-
-    return drill_metrics(summary, component)
