@@ -85,6 +85,50 @@ def check_standby_clusters(
             )
 
 
+def check_vip_regions(
+    hosts: Mapping[str, Host],
+    components: Mapping[str, Component],
+    instances: Mapping[str, Sequence[Instance]],
+    regions: Collection[str],
+    report: Report,
+) -> None:
+    """A load balancer with `vip: {addresses: ...}` names known regions, each with at least
+    one of its instances, and every instance is on a host in one of them (an instance
+    elsewhere would have no address to hold)."""
+    for cname, comp in components.items():
+        if not isinstance(comp, LoadBalancerComponent) or comp.vip is None:
+            continue
+        if comp.vip.addresses is None:
+            continue
+        where: Loc = ("components", cname, "vip", "addresses")
+        placed: dict[str | None, list[str]] = {}
+        for inst in instances.get(cname, ()):
+            host = hosts.get(inst.host) if inst.host is not None else None
+            placed.setdefault(host.region if host is not None else None, []).append(inst.name)
+        for region in comp.vip.addresses:
+            if region not in regions:
+                hint = suggest(region, regions) if regions else " (the file defines no regions)"
+                report((*where, region), f"unknown region '{region}'{hint}")
+            elif region not in placed:
+                report(
+                    (*where, region),
+                    f"no instance of {cname} is in region {region}: nobody would hold its address",
+                )
+        for placed_in, names in placed.items():
+            if placed_in is None:
+                report(
+                    ("components", cname, "instances"),
+                    f"{', '.join(names)}: per-region addresses need each instance on a host "
+                    "in a region (host: {zone: <region>/<zone>})",
+                )
+            elif placed_in not in comp.vip.addresses:
+                report(
+                    where,
+                    f"{', '.join(names)} in region {placed_in} would hold no address: "
+                    f"give {placed_in} one",
+                )
+
+
 def check_lb_routes(components: Mapping[str, Component], report: Report) -> None:
     """A route's `backup` names instances of its target, and leaves it a primary.
 

@@ -25,6 +25,7 @@ from spofless.topology._checks import (
     check_ports,
     check_references,
     check_standby_clusters,
+    check_vip_regions,
     shared_address_warnings,
     unreached_warnings,
 )
@@ -212,6 +213,7 @@ class _Resolver:
         check_cycles(components, self.problem)
         check_lb_routes(components, self.problem)
         check_ports(hosts, components, instances, self.problem)
+        check_vip_regions(hosts, components, instances, top.regions, self.problem)
         self.fail_if_problems()
 
         topology = Topology(
