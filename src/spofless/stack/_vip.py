@@ -139,7 +139,9 @@ async def read_claim(
     from spofless.dcs import DCSSettings, EtcdStore
     from spofless.vip import Claim
 
-    settings = DCSSettings(request_timeout=0.5, retry_timeout=1.0, tls=tls)
+    # Bounds for a loaded etcd (status reads once a second; a read that times out shows
+    # nobody holding): a second per member, 1.5 in all.
+    settings = DCSSettings(request_timeout=1.0, retry_timeout=1.5, tls=tls)
     store = EtcdStore(list(endpoints), settings)
     try:
         # One read: the key itself and the region keys below it (`<key>/<region>`).
