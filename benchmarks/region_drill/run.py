@@ -73,8 +73,8 @@ lab:
     zone: {{latency_ms: 0}}
     region: {{latency_ms: {latency}}}
 components:
-  etcd_us: {{kind: etcd, instances: [us1], port: 2379, peer_port: 2380}}
-  etcd_eu: {{kind: etcd, instances: [eu1], port: 2379, peer_port: 2380}}
+  etcd_us: {{kind: etcd, instances: [us1], port: 2379, peer_port: 2390}}
+  etcd_eu: {{kind: etcd, instances: [eu1], port: 2479, peer_port: 2490}}
   db:
     kind: postgres
     instances: [us1, us2]
@@ -164,16 +164,23 @@ class Drill:
         return out, time.time() - start
 
 
-def gap_around(acks: list[list[float]], t: float, bound: float = 120) -> float:
-    """The longest gap between two consecutive acknowledgements in [t - 1, t + bound]."""
-    times = [a[2] for a in acks if t - 1 <= a[2] <= t + bound]
-    before = [a[2] for a in acks if a[2] < t - 1]
-    if before:
-        times.insert(0, before[-1])
-    return max((b - a for a, b in itertools.pairwise(times)), default=float("nan"))
+def gap_within(acks: list[list[float]], start: float, end: float) -> float:
+    """The longest time without an acknowledgement between `start` and `end` (from the
+    last one before `start`, to the first one after `end` when none came in between)."""
+    times = [a[2] for a in acks]
+    inside = [x for x in times if start <= x <= end]
+    before = [x for x in times if x < start][-1:]
+    after = [x for x in times if x > end][:1]
+    points = before + inside + (after if not inside else [])
+    if len(points) < 2:
+        return float("nan")
+    gaps = [b - a for a, b in itertools.pairwise(points)]
+    if inside and after:
+        gaps.append(min(after[0], end) - inside[-1])
+    return max(gaps)
 
 
-def run_drill(drill: Drill, cut_for: float) -> dict[str, Any]:
+def run_drill(drill: Drill, cut_for: float, latency: float) -> dict[str, Any]:
     up = cli(
         "up", str(drill.file), "--state-dir", str(drill.state), "--lab", "--detach", "--wait",
         "--allow-spof", "--timeout", "300", timeout=450,
@@ -198,35 +205,35 @@ def run_drill(drill: Drill, cut_for: float) -> dict[str, Any]:
             ready,
         )
     figures: dict[str, Any] = {}
+    t: dict[str, float] = {}  # wall-clock times of the drill's steps
     try:
         for region, (_proc, ready) in writers.items():
             wait(f"the {region} writer acknowledged", ready.exists, 120)
         time.sleep(5)
-        cut_at = time.time()
+        t["cut"] = time.time()
         subprocess.run(
             [SPOFLESS, "lab", "fault", str(drill.file), "cut", "region:us"],
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
-        refused, _ = drill.promote("eu")
+        t["cut_done"] = time.time()  # the cut took effect between the two
+        refused, took = drill.promote("eu")
         figures["refused_without_force"] = refused.returncode == 2 and "--force" in refused.stderr
+        figures["refused_command_s"] = took
         forced, took = drill.promote("eu", "--force")
         if forced.returncode != 0:
             raise RuntimeError(f"promote-region --force: {forced.stdout}{forced.stderr}")
+        t["promoted"] = time.time()
         figures["promote_output"] = forced.stdout.strip().splitlines()
         figures["promote_command_s"] = took
-        figures["eu_writable_s"] = (
-            wait("eu writable", lambda: (drill.rw("eu1") or drill.rw("eu2")) and time.time(), 120)
-            - cut_at
-        )
-        time.sleep(max(0.0, cut_at + cut_for - time.time()))
-        healed_at = time.time()
+        time.sleep(max(0.0, t["cut_done"] + cut_for - time.time()))
+        t["heal"] = time.time()
         subprocess.run(
             [SPOFLESS, "lab", "fault", str(drill.file), "restore"], capture_output=True, timeout=60
         )
         wait("us streaming from eu (rewound)", lambda: drill.streaming(["us1", "us2"]), 300)
-        figures["us_rejoined_s"] = time.time() - healed_at
+        figures["us_rejoined_after_heal_s"] = time.time() - t["heal"]
         time.sleep(5)
-        failback_at = time.time()
+        t["failback"] = time.time()
         back, took = drill.promote("us")
         if back.returncode != 0:
             raise RuntimeError(f"promote-region --region us: {back.stdout}{back.stderr}")
@@ -234,6 +241,7 @@ def run_drill(drill: Drill, cut_for: float) -> dict[str, Any]:
         figures["failback_command_s"] = took
         wait("eu streaming from us again", lambda: drill.streaming(["eu1", "eu2"]), 300)
         time.sleep(5)
+        t["end"] = time.time()
     finally:
         drill.stop_file.touch()
         reports = {}
@@ -248,34 +256,61 @@ def run_drill(drill: Drill, cut_for: float) -> dict[str, Any]:
             reports[region] = json.loads(out)
     final = next(h for h in ("us1", "us2") if drill.rw(h))
     held = set(drill.client("appus", "--ids", drill.one(final)))
-    figures.update(tally(reports, held, cut_at, healed_at, failback_at))
+    keep = os.environ.get("SPOFLESS_KEEP_LOGS")
+    if keep:
+        raw = {"times": t, "reports": reports, "held": sorted(held)}
+        (Path(keep) / "regiondrill-raw.json").write_text(json.dumps(raw))
+    figures.update(tally(reports, held, t, latency))
     return figures
 
 
 def tally(
-    reports: dict[str, Any], held: set[int], cut_at: float, healed_at: float, failback_at: float
+    reports: dict[str, Any], held: set[int], t: dict[str, float], latency: float
 ) -> dict[str, Any]:
+    """The figures from the writers' acknowledgements ([id, port, wall time]) and the ids
+    the final primary holds.
+
+    A lost write is acknowledged and missing from the final primary. The cut's instant
+    is known from the data: it fell after the last write us acknowledged that eu holds
+    (its WAL had reached eu) and before the first one that is lost. What a region loss
+    at that instant costs (the RPO) is the lost writes acknowledged up to one crossing
+    (`latency`) after that last kept one (their WAL could have been in flight), and the
+    window between the two acknowledgements bounds it in seconds. Every later lost write
+    was acknowledged by the isolated, unfenced old primary (lost when it is rewound).
+    """
     out: dict[str, Any] = {}
     acks = sorted((a for r in reports.values() for a in r["acks"]), key=lambda a: a[2])
     lost = [a for a in acks if a[0] not in held]
-    lag_lost = [a for a in lost if a[2] <= cut_at]
-    split_lost = [a for a in lost if cut_at < a[2] <= healed_at and a[1] < EU_PORT]
-    other_lost = [a for a in lost if a not in lag_lost and a not in split_lost]
-    first_eu = next((a[2] for a in acks if a[2] > cut_at and a[1] >= EU_PORT), float("nan"))
+    by_us = [a for a in acks if a[1] < EU_PORT and t["cut"] <= a[2] < t["failback"]]
+    kept_us = [a for a in by_us if a[0] in held]
+    lost_us = [a for a in by_us if a[0] not in held]
     out["acknowledged"] = len(acks)
-    out["lost_before_cut"] = len(lag_lost)
-    out["rpo_before_cut_s"] = (cut_at - lag_lost[0][2]) if lag_lost else 0.0
-    out["lost_isolated_region"] = len(split_lost)
-    out["isolated_region_acked_for_s"] = (
-        (split_lost[-1][2] - split_lost[0][2]) if split_lost else 0.0
+    out["lost"] = len(lost)
+    out["lost_acked_by_eu"] = sum(1 for a in lost if a[1] >= EU_PORT)  # must be 0
+    out["lost_from_failback"] = sum(1 for a in lost if a[2] >= t["failback"])  # must be 0
+    out["cut_command_s"] = t["cut_done"] - t["cut"]
+    if kept_us and lost_us:
+        last_kept, first_lost = kept_us[-1][2], lost_us[0][2]
+        at_cut = [a for a in lost_us if a[2] <= last_kept + latency / 1000]
+        out["cut_effective_after_s"] = last_kept - t["cut"]
+        out["rpo_writes"] = len(at_cut)
+        out["rpo_s_at_most"] = first_lost - last_kept
+        out["kept_after_a_lost_one"] = sum(1 for a in kept_us if a[2] > first_lost)  # 0
+        isolated = lost_us[len(at_cut) :]
+        out["lost_isolated_region"] = len(isolated)
+        if isolated:
+            out["isolated_region_acked_for_s"] = isolated[-1][2] - isolated[0][2]
+            out["isolated_region_acked_until_heal_plus_s"] = isolated[-1][2] - t["heal"]
+    first_eu = next((a[2] for a in acks if a[2] > t["cut"] and a[1] >= EU_PORT), None)
+    out["writes_resumed_in_eu_after_cut_s"] = (
+        first_eu - t["cut"] if first_eu is not None else float("nan")
     )
-    out["lost_other"] = len(other_lost)
-    out["writes_resumed_in_eu_s"] = first_eu - cut_at
+    out["promoted_after_cut_s"] = t["promoted"] - t["cut"]
     for region, r in reports.items():
         mine = r["acks"]
-        out[f"{region}_outage_at_cut_s"] = gap_around(mine, cut_at)
-        out[f"{region}_outage_at_heal_s"] = gap_around(mine, healed_at)
-        out[f"{region}_outage_at_failback_s"] = gap_around(mine, failback_at, bound=30)
+        out[f"{region}_writer_outage_cut_s"] = gap_within(mine, t["cut"], t["heal"])
+        out[f"{region}_writer_outage_heal_s"] = gap_within(mine, t["heal"], t["failback"])
+        out[f"{region}_writer_outage_failback_s"] = gap_within(mine, t["failback"], t["end"])
     return out
 
 
@@ -291,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     base.chmod(0o755)
     drill = Drill(base, args.latency)
     try:
-        figures = run_drill(drill, args.cut_for)
+        figures = run_drill(drill, args.cut_for, args.latency)
     finally:
         keep = os.environ.get("SPOFLESS_KEEP_LOGS")
         if keep and (drill.state / "logs").exists():
@@ -302,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([SPOFLESS, "lab", "down", str(drill.file)], capture_output=True, timeout=120)
         shutil.rmtree(base, ignore_errors=True)
     print(json.dumps(figures, indent=1))
-    return 0 if figures["lost_other"] == 0 and figures["refused_without_force"] else 1
+    ok = figures["lost_acked_by_eu"] == figures["lost_from_failback"] == 0
+    ok = ok and figures["refused_without_force"]
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
