@@ -144,3 +144,11 @@ def test_a_record_with_addresses_for_per_region_vips_is_refused(tmp_path: Path) 
     )
     with pytest.raises(CannotRunError, match="drop `addresses`"):
         dns_settings(load_topology_text(text, "geo.yaml"), "dns", 0)
+
+
+def test_drill_traffic_via_vip_tries_every_region_address_in_order() -> None:
+    from spofless.drill.traffic import http_addresses
+    from spofless.topology._drills import HttpTarget
+
+    got = http_addresses(topology(), HttpTarget(via="vip", to="lb"))()
+    assert list(got) == ["10.0.255.1:8080", "10.0.255.2:8080"]
