@@ -84,9 +84,13 @@ def test_the_single_address_form_is_unchanged() -> None:
     assert (str(s.address), s.key) == ("10.0.255.9/16", "/spofless/geo/vip/lb")
 
 
-def test_one_instance_in_a_region_is_allowed() -> None:
+def test_one_instance_in_a_region_is_allowed_with_a_warning() -> None:
     t = topology("e1, e2, u1")
     assert str(vip_settings(t, "lb", 2).address) == "10.0.255.2/16"
+    (w,) = [w for w in t.warnings if "vip" in w.field]
+    assert w.field == "components.lb.vip.addresses.us" and w.line > 0
+    assert "lb/2 is the only instance in region us" in w.message
+    assert not [w for w in topology().warnings if "vip" in w.field]
 
 
 @pytest.mark.parametrize(

@@ -342,3 +342,35 @@ def _machine(address: str) -> str:
     except ValueError:
         pass
     return address
+
+
+def lone_region_vip_warnings(
+    hosts: Mapping[str, Host],
+    components: Mapping[str, Component],
+    instances: Mapping[str, Sequence[Instance]],
+) -> list[tuple[Loc, str]]:
+    """A region of a per-region VIP (`vip.addresses`) with one load balancer instance: its
+    address cannot float; its clients move to another region's only through DNS."""
+    out: list[tuple[Loc, str]] = []
+    for cname, comp in components.items():
+        if not isinstance(comp, LoadBalancerComponent) or comp.vip is None:
+            continue
+        if comp.vip.addresses is None:
+            continue
+        for region in comp.vip.addresses:
+            there = [
+                i.name
+                for i in instances.get(cname, ())
+                if i.host is not None and i.host in hosts and hosts[i.host].region == region
+            ]
+            if len(there) == 1:
+                out.append(
+                    (
+                        ("components", cname, "vip", "addresses", region),
+                        f"{there[0]} is the only instance in region {region}: {region}'s "
+                        f"address cannot float, and when {there[0]} fails {region}'s clients "
+                        "reach another region's only through DNS (after its ttl); add an "
+                        f"instance in {region} for a hand-over in under a second",
+                    )
+                )
+    return out

@@ -26,6 +26,7 @@ from spofless.topology._checks import (
     check_references,
     check_standby_clusters,
     check_vip_regions,
+    lone_region_vip_warnings,
     shared_address_warnings,
     unreached_warnings,
 )
@@ -242,6 +243,7 @@ class _Resolver:
                 components, required, top.entry, topology.dependency_order(standbys)
             ),
             *shared_address_warnings(data, hosts, components, instances, required),
+            *lone_region_vip_warnings(hosts, components, instances),
         ]
         warnings = []
         for loc, text in found:
