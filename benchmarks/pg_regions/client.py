@@ -2,8 +2,13 @@
 
 client.py --create CONNINFO          create table t
 client.py --latency CONNINFO N       N single-row commits; their latencies (ms), JSON
-client.py --write CONNINFO SECONDS   the drill library's writer; its report, JSON
+client.py --write CONNINFO SECONDS [READY [FIRST_ID [STOP]]]
+                                     the drill library's writer for at most SECONDS (until
+                                     the file STOP exists); its report, JSON
 client.py --ids CONNINFO             the ids the server holds in t, JSON
+client.py --streaming CONNINFO       whether the server's WAL receiver streams, JSON
+
+benchmarks/region_drill runs it too.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import psycopg
 
@@ -34,13 +40,17 @@ def main() -> None:
         print(json.dumps(out))
     elif what == "--write":
         ready = sys.argv[4] if len(sys.argv) > 4 else None
-        with SqlWriter(conninfo, first_id=1) as writer:
-            end = time.monotonic() + float(sys.argv[3])
+        first_id = int(sys.argv[5]) if len(sys.argv) > 5 else 1
+        stop = Path(sys.argv[6]) if len(sys.argv) > 6 else None
+        seconds = float(sys.argv[3])
+        with SqlWriter(conninfo, first_id=first_id, run_bound=seconds + 10) as writer:
+            end = time.monotonic() + seconds
             while ready and writer.acks_since(0) < 10 and time.monotonic() < end:
                 time.sleep(0.05)
             if ready:
                 open(ready, "w").close()  # 10 writes acknowledged: the fault may come
-            time.sleep(max(0.0, end - time.monotonic()))
+            while time.monotonic() < end and not (stop and stop.exists()):
+                time.sleep(0.1)
         r = writer.report
         # Wall-clock times: the benchmark compares them with the time of its cut.
         offset = time.time() - time.monotonic()
@@ -51,12 +61,17 @@ def main() -> None:
                     "attempted": r.attempted,
                     "uncertain": r.uncertain,
                     "acks_at": [a.at + offset for a in r.acks],
+                    "acks": [[a.id, a.port, a.at + offset] for a in r.acks],
                 }
             )
         )
     elif what == "--ids":
         with psycopg.connect(conninfo, autocommit=True) as conn:
             print(json.dumps([int(r[0]) for r in conn.execute("SELECT id FROM t").fetchall()]))
+    elif what == "--streaming":
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            row = conn.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()
+            print(json.dumps(row is not None and row[0] == "streaming"))
     else:
         sys.exit(f"unknown {what}")
 

@@ -176,6 +176,23 @@ def test_the_vip_leaving_its_holder_is_a_handover() -> None:
     assert e.detail == "the VIP left lb/1: lb/0 holds it"
 
 
+def test_with_one_vip_per_region_each_region_holder_leaving_is_a_handover() -> None:
+    def lb(at: float, *holders: str) -> Snapshot:
+        views = {
+            n: InstanceView("up", "vip-holder" if n in holders else None, 1, 0)
+            for n in ("lb/0", "lb/1", "lb/2")
+        }
+        return Snapshot(at, views, True)
+
+    events = EventTracker()
+    assert events.update(lb(0.0, "lb/0", "lb/2")) == []
+    assert events.update(lb(0.1, "lb/0", "lb/2")) == []  # two holders: no flapping
+    (e,) = [x for x in events.update(lb(0.2, "lb/2")) if x.key == "lb.vip_handover"]
+    assert e.detail == "the VIP left lb/0: lb/2 holds it"
+    got = {x.key for x in events.update(lb(0.3, "lb/1", "lb/2"))}
+    assert "lb.vip_handover" not in got  # the same hand-over, completed
+
+
 def test_a_load_balancer_marking_a_backend_down_is_an_event() -> None:
     def lb(at: float, **states: str) -> Snapshot:
         backends = {"lb/0": {"web/0": "up", **{k.replace("_", "/"): v for k, v in states.items()}}}

@@ -53,10 +53,10 @@ def vip(file: str, component: str, instance: int) -> None:
     \b
       spofless vip shop.yaml --component lb --instance 0
 
-    Exactly one instance holds `vip.address`, elected through etcd, announced with
-    gratuitous ARP, and given up as soon as this instance's load balancer fails its
-    check or the claim cannot be renewed. SIGTERM or SIGINT removes the address and
-    hands it over at once.
+    Exactly one instance holds `vip.address` (with `vip.addresses`: one instance per
+    region holds its region's), elected through etcd, announced with gratuitous ARP,
+    and given up as soon as this instance's load balancer fails its check or the claim
+    cannot be renewed. SIGTERM or SIGINT removes the address and hands it over at once.
     """
     from spofless.vip import run_vip, vip_settings
 

@@ -13,7 +13,8 @@ What a query gets, in order:
 - A/AAAA of a service name: the addresses of the instances of its component
   whose health check passes, with the zone's TTL: those in the client's region
   when any of them passes, else those that pass anywhere, else every instance
-  (fail open: a DNS that answers nothing takes the service down itself);
+  (fail open: a DNS that answers nothing takes the service down itself); for a
+  load balancer with one VIP per region, the members are those VIPs, one per region;
 - SOA and NS at the apex, A/AAAA of the in-zone name servers.
 
 The client's region is found from the EDNS client subnet when the query carries

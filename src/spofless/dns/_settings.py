@@ -20,6 +20,7 @@ from spofless.topology import (
     DnsRateLimit,
     DnsRecordSpec,
     HealthCheck,
+    LoadBalancerComponent,
     Problem,
     RuntimeComponent,
     Topology,
@@ -79,6 +80,25 @@ class DnsSettings(_Frozen):
     # Beyond this many open TCP connections new ones are closed at once.
     max_tcp_connections: Annotated[int, Field(ge=1)] = 256
     soa_serial: int = 1
+
+
+def vip_members(lb: str, addresses: dict[str, str], port: int) -> tuple[Member, ...]:
+    """One member per region of a load balancer with per-region VIPs: the region's VIP,
+    checked through the VIP itself. A region whose every load balancer is down has no
+    holder, its check fails, and its clients are answered with another region's VIP."""
+    out = []
+    for region, cidr in addresses.items():
+        ip = ipaddress.IPv4Interface(cidr).ip
+        out.append(
+            Member(
+                name=f"{lb}-vip/{region}",
+                address=ip,
+                region=region,
+                check_host=str(ip),
+                check_port=port,
+            )
+        )
+    return tuple(out)
 
 
 def dns_settings(
@@ -184,6 +204,21 @@ class _Builder:
                 *where,
             )
             return None
+        vip = target.vip if isinstance(target, LoadBalancerComponent) else None
+        if vip is not None and vip.addresses is not None:
+            if rec.addresses is not None:
+                self.problem(
+                    f"'{rec.component}' has per-region VIPs, which the name answers with: "
+                    "drop `addresses`",
+                    *where,
+                    "addresses",
+                )
+                return None
+            return Pool(
+                component=rec.component,
+                health=target.health or HealthCheck(),
+                members=vip_members(rec.component, vip.addresses, target.port),
+            )
         instances = topo.instances[rec.component]
         if rec.addresses is not None and len(rec.addresses) != len(instances):
             self.problem(

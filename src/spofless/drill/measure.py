@@ -225,7 +225,8 @@ class EventTracker:
     - `switchover`: a switchover of a postgres component was requested (its etcd key
       appeared; it is in progress until the new primary leads);
     - `vip_handover`: the load balancer instance last seen holding the VIP holds it no
-      more (it released it, lost it, or another took it);
+      more (it released it, lost it, or another took it); with one VIP per region,
+      any region's holder;
     - `backend_down`: an instance of a load balancer marks a backend that was up as
       not up (down, ejected, drained or disabled);
     - `replica_lag>N`, for each bound N in `lag_bounds[component]`: a replica of the
@@ -236,7 +237,8 @@ class EventTracker:
     def __init__(self, lag_bounds: Mapping[str, Sequence[int]] | None = None) -> None:
         self._prev: Snapshot | None = None
         self._holders: dict[str, str] = {}  # component -> the last instance seen leading
-        self._vip: dict[str, str] = {}  # load balancer -> the instance seen holding the VIP
+        # load balancer -> the instances seen holding its VIP (one per region at most)
+        self._vip: dict[str, frozenset[str]] = {}
         self._lag_bounds = dict(lag_bounds or {})
 
     def update(self, snap: Snapshot) -> list[Seen]:
@@ -269,15 +271,14 @@ class EventTracker:
             if last is not None and last != holder:
                 out[f"{comp}.role_change"] = f"{last} -> {holder}"
             self._holders[comp] = holder
-        for comp, holder in _vip_holders(snap).items():
-            last = self._vip.get(comp)  # "": it left its holder, none took it yet
-            if last and last != holder:
-                now = f"{holder} holds it" if holder else "none holds it yet"
-                out[f"{comp}.vip_handover"] = f"the VIP left {last}: {now}"
-            if holder is not None:
-                self._vip[comp] = holder
-            elif last:
-                self._vip[comp] = ""  # one hand-over, however many looks it takes
+        for comp, holders in _vip_holders(snap).items():
+            # Empty: they left, none took it yet. With one VIP per region, one holder each.
+            seen = self._vip.get(comp, frozenset())
+            if left := seen - holders:
+                now = f"{', '.join(sorted(holders))} holds it" if holders else "none holds it yet"
+                out[f"{comp}.vip_handover"] = f"the VIP left {', '.join(sorted(left))}: {now}"
+            # One hand-over, however many looks it takes: only the holders seen are kept.
+            self._vip[comp] = holders
         for comp, bounds in self._lag_bounds.items():
             worst = _worst_lag(snap, comp)
             lagged = _worst_lag(prev, comp) if prev is not None else None
@@ -289,18 +290,16 @@ class EventTracker:
         return [Seen(k, d) for k, d in out.items()]
 
 
-def _vip_holders(s: Snapshot) -> dict[str, str | None]:
-    """Each load balancer component whose instances show a VIP role: who holds it."""
-    held: dict[str, str | None] = {}
+def _vip_holders(s: Snapshot) -> dict[str, frozenset[str]]:
+    """Each component: the instances holding its VIP (with one VIP per region, one per
+    region); empty for the others, so that a holder seen before is missed."""
+    held: dict[str, set[str]] = {}
     for name, v in s.instances.items():
         comp = name.rpartition("/")[0]
+        held.setdefault(comp, set())
         if v.role == "vip-holder":
-            held[comp] = name
-    # A component seen holding before and now without a holder: listed with None.
-    for name in s.instances:
-        comp = name.rpartition("/")[0]
-        held.setdefault(comp, None)
-    return held
+            held[comp].add(name)
+    return {comp: frozenset(names) for comp, names in held.items()}
 
 
 def _worst_lag(s: Snapshot, comp: str) -> tuple[str, int] | None:

@@ -209,7 +209,9 @@ def http_addresses(topology: Topology, target: HttpTarget) -> Callable[[], Seque
         port = getattr(comp, "port", None)
         if vip is None or port is None:
             raise DrillError(f"{target.to} has no vip or no port")
-        address = [f"{str(vip.address).split('/')[0]}:{port}"]
+        # Per-region addresses: every region's, tried in the order written.
+        cidrs = [vip.address] if vip.addresses is None else list(vip.addresses.values())
+        address = [f"{str(c).split('/')[0]}:{port}" for c in cidrs]
         return lambda: address
     return _dns_resolver(topology, target)
 

@@ -227,7 +227,8 @@ def _vip_agents(
             skipped.append(
                 Skipped(
                     agent_component(cname),
-                    f"the floating address {comp.vip.address} of {cname} needs the lab "
+                    f"the floating address {comp.vip.address or comp.vip.addresses} of "
+                    f"{cname} needs the lab "
                     "(`up --lab`, Linux, root: each host its own network); "
                     f"{cname} runs without it",
                 )

@@ -2,7 +2,7 @@
 
     vip_instances(topology, lb, instances, ...)   the agents to plan, or why they are skipped
     vip_roles(claim, agents)                      who holds the address, from the claim (pure)
-    read_claim(key, endpoints, tls)               the claim in etcd, for `status`
+    read_claim(key, endpoints, tls)               the claims in etcd, for `status`
 
 A load balancer component with `vip:` gets one more supervised instance per
 load balancer instance, named `<lb>-vip/<i>`, running `spofless vip FILE
@@ -11,7 +11,9 @@ lab (`up --lab`): an address that floats between hosts needs hosts with their ow
 network; on one machine's loopback the agents would fight over one interface.
 Who holds the address is etcd's claim (spofless.vip), read once a second: its
 agent shows `holder`, the others `standby`, and the holding load balancer
-instance shows `vip-holder`.
+instance shows `vip-holder`. With per-region addresses (`vip: {addresses:
+...}`) each region has its own claim, below the component's key, and one
+holder.
 """
 
 from __future__ import annotations
@@ -75,18 +77,24 @@ def vip_agents(topology: Topology, lb: str, instances: Sequence[Instance]) -> li
     comp = topology.components[lb]
     assert isinstance(comp, LoadBalancerComponent) and comp.vip is not None
     assert comp.port is not None
-    ip = ipaddress.IPv4Interface(comp.vip.address).ip
     etcd = deciding_etcd(topology, lb)
-    return [
-        VipAgentSpec(
-            lb=inst,
-            component=agent_component(lb),
-            address=f"{ip}:{comp.port}",
-            needs=(etcd,) if etcd is not None else (),
-            key=vip_claim_key(topology, lb),
+    out = []
+    for inst in instances:
+        # Per region: the address of the instance's region (the topology checks that
+        # every instance has one).
+        region = topology.hosts[inst.host].region if inst.host is not None else None
+        cidr = comp.vip.address_in(region)
+        assert cidr is not None
+        out.append(
+            VipAgentSpec(
+                lb=inst,
+                component=agent_component(lb),
+                address=f"{ipaddress.IPv4Interface(cidr).ip}:{comp.port}",
+                needs=(etcd,) if etcd is not None else (),
+                key=vip_claim_key(topology, lb, region if comp.vip.per_region else None),
+            )
         )
-        for inst in instances
-    ]
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +105,21 @@ class ClaimView:
     state: str  # pending, holding, released
 
 
-def vip_roles(claim: ClaimView | None, lb: str, indexes: Sequence[int]) -> dict[str, str]:
-    """Roles for the agents `<lb>-vip/<i>` and the load balancer instances `<lb>/<i>`."""
+def vip_roles(
+    claims: ClaimView | Sequence[ClaimView] | None, lb: str, indexes: Sequence[int]
+) -> dict[str, str]:
+    """Roles for the agents `<lb>-vip/<i>` and the load balancer instances `<lb>/<i>`,
+    from the claim, or from each region's claim with per-region addresses."""
+    if claims is None:
+        claims = ()
+    elif isinstance(claims, ClaimView):
+        claims = (claims,)
+    by_instance = {c.instance: c for c in claims}
     roles: dict[str, str] = {}
     for i in indexes:
-        mine = claim is not None and claim.instance == f"{lb}/{i}"
+        claim = by_instance.get(f"{lb}/{i}")
         agent = f"{agent_component(lb)}/{i}"
-        if not mine or claim is None:
+        if claim is None:
             roles[agent] = "standby"
         elif claim.state == "holding":
             roles[agent] = "holder"
@@ -115,20 +131,26 @@ def vip_roles(claim: ClaimView | None, lb: str, indexes: Sequence[int]) -> dict[
 
 async def read_claim(
     key: str, endpoints: Sequence[str], tls: EtcdTls | None = None
-) -> ClaimView | None:
-    """The claim in etcd (`tls`: the client certificate members with TLS require); None
-    when there is none. Raises DCSError when etcd does not answer, OSError when a
-    certificate file cannot be read."""
+) -> tuple[ClaimView, ...]:
+    """The claims in etcd (`tls`: the client certificate members with TLS require): the
+    one at `key`, or with per-region addresses each region's below it; () when there is
+    none. Raises DCSError when etcd does not answer, OSError when a certificate file
+    cannot be read."""
     from spofless.dcs import DCSSettings, EtcdStore
     from spofless.vip import Claim
 
-    settings = DCSSettings(request_timeout=0.5, retry_timeout=1.0, tls=tls)
+    # Bounds for a loaded etcd (status reads once a second; a read that times out shows
+    # nobody holding): a second per member, 1.5 in all.
+    settings = DCSSettings(request_timeout=1.0, retry_timeout=1.5, tls=tls)
     store = EtcdStore(list(endpoints), settings)
     try:
-        kv = await store.get(key)
+        # One read: the key itself and the region keys below it (`<key>/<region>`).
+        found = await store.range(key, prefix=True)
     finally:
         await store.close()
-    if kv is None:
-        return None
-    claim = Claim.decode(kv.value, kv.create_revision, kv.mod_revision)
-    return ClaimView(claim.instance, claim.state)
+    out = []
+    for kv in found.kvs:
+        if kv.key == key or kv.key.startswith(key + "/"):
+            claim = Claim.decode(kv.value, kv.create_revision, kv.mod_revision)
+            out.append(ClaimView(claim.instance, claim.state))
+    return tuple(out)

@@ -85,6 +85,50 @@ def check_standby_clusters(
             )
 
 
+def check_vip_regions(
+    hosts: Mapping[str, Host],
+    components: Mapping[str, Component],
+    instances: Mapping[str, Sequence[Instance]],
+    regions: Collection[str],
+    report: Report,
+) -> None:
+    """A load balancer with `vip: {addresses: ...}` names known regions, each with at least
+    one of its instances, and every instance is on a host in one of them (an instance
+    elsewhere would have no address to hold)."""
+    for cname, comp in components.items():
+        if not isinstance(comp, LoadBalancerComponent) or comp.vip is None:
+            continue
+        if comp.vip.addresses is None:
+            continue
+        where: Loc = ("components", cname, "vip", "addresses")
+        placed: dict[str | None, list[str]] = {}
+        for inst in instances.get(cname, ()):
+            host = hosts.get(inst.host) if inst.host is not None else None
+            placed.setdefault(host.region if host is not None else None, []).append(inst.name)
+        for region in comp.vip.addresses:
+            if region not in regions:
+                hint = suggest(region, regions) if regions else " (the file defines no regions)"
+                report((*where, region), f"unknown region '{region}'{hint}")
+            elif region not in placed:
+                report(
+                    (*where, region),
+                    f"no instance of {cname} is in region {region}: nobody would hold its address",
+                )
+        for placed_in, names in placed.items():
+            if placed_in is None:
+                report(
+                    ("components", cname, "instances"),
+                    f"{', '.join(names)}: per-region addresses need each instance on a host "
+                    "in a region (host: {zone: <region>/<zone>})",
+                )
+            elif placed_in not in comp.vip.addresses:
+                report(
+                    where,
+                    f"{', '.join(names)} in region {placed_in} would hold no address: "
+                    f"give {placed_in} one",
+                )
+
+
 def check_lb_routes(components: Mapping[str, Component], report: Report) -> None:
     """A route's `backup` names instances of its target, and leaves it a primary.
 
@@ -298,3 +342,35 @@ def _machine(address: str) -> str:
     except ValueError:
         pass
     return address
+
+
+def lone_region_vip_warnings(
+    hosts: Mapping[str, Host],
+    components: Mapping[str, Component],
+    instances: Mapping[str, Sequence[Instance]],
+) -> list[tuple[Loc, str]]:
+    """A region of a per-region VIP (`vip.addresses`) with one load balancer instance: its
+    address cannot float; its clients move to another region's only through DNS."""
+    out: list[tuple[Loc, str]] = []
+    for cname, comp in components.items():
+        if not isinstance(comp, LoadBalancerComponent) or comp.vip is None:
+            continue
+        if comp.vip.addresses is None:
+            continue
+        for region in comp.vip.addresses:
+            there = [
+                i.name
+                for i in instances.get(cname, ())
+                if i.host is not None and i.host in hosts and hosts[i.host].region == region
+            ]
+            if len(there) == 1:
+                out.append(
+                    (
+                        ("components", cname, "vip", "addresses", region),
+                        f"{there[0]} is the only instance in region {region}: {region}'s "
+                        f"address cannot float, and when {there[0]} fails {region}'s clients "
+                        "reach another region's only through DNS (after its ttl); add an "
+                        f"instance in {region} for a hand-over in under a second",
+                    )
+                )
+    return out

@@ -138,7 +138,8 @@ class HttpTarget(Strict):
     """Where HTTP requests go: `via: lb` (every instance of load balancer `to`, tried in
     turn as a client with several addresses does), `via: dns` (name `name` asked of the
     DNS component `to`, or of the only one), `via: vip` (load balancer `to`'s floating
-    address), `via: address` (`address: ip:port`)."""
+    address; with one per region, each region's in turn), `via: address` (`address:
+    ip:port`)."""
 
     via: Literal["lb", "dns", "vip", "address"] = "lb"
     to: str | None = None

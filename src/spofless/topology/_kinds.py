@@ -7,6 +7,7 @@ validates a component, `AnalysisOnlyComponent` for every kind not listed.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
@@ -135,8 +136,6 @@ class PostgresComponent(RuntimeComponent):
     @field_validator("allow")
     @classmethod
     def _networks(cls, v: list[str]) -> list[str]:
-        import ipaddress
-
         for net in v:
             try:
                 ipaddress.ip_network(net, strict=False)
@@ -316,10 +315,14 @@ class LbOptions(Strict):
 
 class VipSpec(Strict):
     """`vip:` on a load balancer: one floating IPv4 address, held by exactly one of its
-    instances at a time, elected through etcd (spofless.vip has the hand-over rule).
-    Times are seconds."""
+    instances at a time, elected through etcd (spofless.vip has the hand-over rule);
+    or, with `addresses`, one address per region, each held by one of that region's
+    instances, elected among them. Times are seconds."""
 
-    address: str  # IPv4, with a prefix length or /32; e.g. 10.77.255.1/16
+    address: str | None = None  # IPv4, with a prefix length or /32; e.g. 10.77.255.1/16
+    # Instead of `address`: region -> its own address, floating between the instances
+    # in that region only (a DNS record naming the load balancer answers with them).
+    addresses: dict[Name, str] | None = None
     # The interface that gets the address; auto: the one whose network contains it.
     interface: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:@\-]{1,15}$")] = "auto"
     dcs: Name | None = None  # the etcd component that decides; None: the topology's only one
@@ -344,16 +347,45 @@ class VipSpec(Strict):
 
     @field_validator("address")
     @classmethod
-    def _ipv4_interface(cls, v: str) -> str:
-        import ipaddress
+    def _ipv4_interface(cls, v: str | None) -> str | None:
+        return None if v is None else _floating_ipv4(v)
 
-        try:
-            iface = ipaddress.IPv4Interface(v)
-        except ValueError as exc:
-            raise ValueError(f"address must be IPv4 such as 10.77.255.1/16: {exc}") from None
-        if iface.ip.is_loopback or iface.ip.is_multicast or iface.ip.is_unspecified:
-            raise ValueError(f"address {iface.ip} cannot float between hosts")
+    @field_validator("addresses")
+    @classmethod
+    def _ipv4_interfaces(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        if v is None:
+            return None
+        if not v:
+            raise ValueError("give at least one region's address, e.g. {eu: 10.77.255.1/16}")
+        for region, address in v.items():
+            try:
+                _floating_ipv4(address)
+            except ValueError as exc:
+                raise ValueError(f"{region}: {exc}") from None
+        seen = [str(ipaddress.IPv4Interface(a).ip) for a in v.values()]
+        if len(set(seen)) != len(seen):
+            raise ValueError(f"two regions have the same address: {', '.join(seen)}")
         return v
+
+    @model_validator(mode="after")
+    def _one_form(self) -> VipSpec:
+        if (self.address is None) == (self.addresses is None):
+            raise ValueError(
+                "give either `address` (one address for every instance) or `addresses` "
+                "(one per region), not both nor neither"
+            )
+        return self
+
+    @property
+    def per_region(self) -> bool:
+        return self.addresses is not None
+
+    def address_in(self, region: str | None) -> str | None:
+        """The address the instances in `region` float (with its prefix length): the one
+        address, or that region's; None when the region has none."""
+        if self.addresses is None:
+            return self.address
+        return self.addresses.get(region) if region is not None else None
 
     @model_validator(mode="after")
     def _timing(self) -> VipSpec:
@@ -369,6 +401,16 @@ class VipSpec(Strict):
                 f"must be under lease_ttl ({self.lease_ttl}s): lower hold_time"
             )
         return self
+
+
+def _floating_ipv4(v: str) -> str:
+    try:
+        iface = ipaddress.IPv4Interface(v)
+    except ValueError as exc:
+        raise ValueError(f"address must be IPv4 such as 10.77.255.1/16: {exc}") from None
+    if iface.ip.is_loopback or iface.ip.is_multicast or iface.ip.is_unspecified:
+        raise ValueError(f"address {iface.ip} cannot float between hosts")
+    return v
 
 
 class LoadBalancerComponent(RuntimeComponent):
@@ -394,7 +436,9 @@ class LoadBalancerComponent(RuntimeComponent):
                 "`backup` and `slow_start` belong to routes in mode http or tcp; in mode redis "
                 "each shard's agents say which instance is its primary"
             )
-        if self.vip is not None and self.instance_count < 2:
+        # Per region, a region may have one instance (its clients fall back to another
+        # region's address through DNS); the topology checks place them.
+        if self.vip is not None and not self.vip.per_region and self.instance_count < 2:
             raise ValueError(
                 "a vip needs at least 2 load balancer instances to float between "
                 f"(this one has {self.instance_count})"

@@ -25,6 +25,8 @@ from spofless.topology._checks import (
     check_ports,
     check_references,
     check_standby_clusters,
+    check_vip_regions,
+    lone_region_vip_warnings,
     shared_address_warnings,
     unreached_warnings,
 )
@@ -212,6 +214,7 @@ class _Resolver:
         check_cycles(components, self.problem)
         check_lb_routes(components, self.problem)
         check_ports(hosts, components, instances, self.problem)
+        check_vip_regions(hosts, components, instances, top.regions, self.problem)
         self.fail_if_problems()
 
         topology = Topology(
@@ -240,6 +243,7 @@ class _Resolver:
                 components, required, top.entry, topology.dependency_order(standbys)
             ),
             *shared_address_warnings(data, hosts, components, instances, required),
+            *lone_region_vip_warnings(hosts, components, instances),
         ]
         warnings = []
         for loc, text in found:

@@ -7,7 +7,7 @@
     etcd_component(topology, name, ...)   the etcd component named, or the only one
     etcd_client_urls(topology, etcd)      `https://ip:port` of each member (http without TLS)
     tls_on(topology)                      whether `security: {tls: ...}` is on (the default)
-    vip_claim_key(topology, lb)           the etcd key of a load balancer's VIP claim
+    vip_claim_key(topology, lb, region)   the etcd key of a load balancer's VIP claim
 
 The load balancer, DNS server, VIP agent, PostgreSQL agent and the stack use
 these, so a message about the same mistake reads the same whichever part finds it.
@@ -110,9 +110,11 @@ def etcd_client_urls(topology: Topology, etcd: str) -> tuple[str, ...]:
     return tuple(urls)
 
 
-def vip_claim_key(topology: Topology, lb: str) -> str:
-    """The etcd key under which the VIP agents of load balancer `lb` claim its address."""
-    return f"/spofless/{topology.name}/vip/{lb}"
+def vip_claim_key(topology: Topology, lb: str, region: str | None = None) -> str:
+    """The etcd key under which the VIP agents of load balancer `lb` claim its address;
+    with per-region addresses, the agents in `region` claim theirs one level below."""
+    base = f"/spofless/{topology.name}/vip/{lb}"
+    return base if region is None else f"{base}/{region}"
 
 
 def _kind_name(kind: type[Component]) -> str:

@@ -18,6 +18,13 @@ standby left). Its value names the instance and a state: `pending` (elected,
 address not yet added), `holding`, `released` (address removed, for good under
 this claim). Its create revision is the fencing token.
 
+With one address per region (`vip: {addresses: {region: address}}`) each region is
+one such election of its own: the instances in region R claim
+`/spofless/<topology>/vip/<component>/R` for R's address, and everything below holds
+within each region. A region whose instances are all down, or cut from etcd's
+majority, has no holder; DNS then answers its clients with another region's address
+(spofless.dns).
+
 The rule
 --------
 1. A holder is entitled to the address until `s + hold_time`, where `s` is when

@@ -29,7 +29,8 @@ class VipSettings(BaseModel):
 
     instance: str  # "<component>/<index>", also the claim's name
     spec: VipSpec
-    key: str  # the etcd key of the claim
+    cidr: str  # the address this agent floats, with its prefix: the one, or its region's
+    key: str  # the etcd key of the claim (per region with per-region addresses)
     endpoints: tuple[str, ...]  # etcd client URLs
     etcd_tls: EtcdTls | None = None  # with TLS: the CA and the certificate etcd requires
     lb_host: str  # where this instance's load balancer answers its check
@@ -37,7 +38,7 @@ class VipSettings(BaseModel):
 
     @property
     def address(self) -> ipaddress.IPv4Interface:
-        return ipaddress.IPv4Interface(self.spec.address)
+        return ipaddress.IPv4Interface(self.cidr)
 
     def dcs_settings(self) -> DCSSettings:
         """The lease under the claim: renewed well within lease_ttl; requests bounded by
@@ -60,11 +61,20 @@ def vip_settings(topology: Topology, component: str, index: int) -> VipSettings:
     if comp.vip is None:
         raise CannotRunError(f"{at}: {component} has no `vip:`")
     me = instance_at(topology, component, index)
-    hosts = [i.host for i in topology.instances[component]]
-    if None in hosts or len(set(hosts)) != len(hosts):
+    region = topology.hosts[me.host].region if me.host is not None else None
+    cidr = comp.vip.address_in(region)
+    if cidr is None:
+        raise CannotRunError(f"{at}: {me.name} is in no region of `vip.addresses`")
+    # Per region, the address floats between that region's instances only.
+    peers = [
+        i.host
+        for i in topology.instances[component]
+        if not comp.vip.per_region or (i.host and topology.hosts[i.host].region == region)
+    ]
+    if None in peers or len(set(peers)) != len(peers):
         raise CannotRunError(
             f"{at}: the instances of {component} float one address between hosts: "
-            f"place each on a different host (instances: {hosts})"
+            f"place each on a different host (instances: {peers})"
         )
     address = topology.address_of(me)
     if address is None:
@@ -78,7 +88,8 @@ def vip_settings(topology: Topology, component: str, index: int) -> VipSettings:
     return VipSettings(
         instance=me.name,
         spec=comp.vip,
-        key=vip_claim_key(topology, component),
+        cidr=cidr,
+        key=vip_claim_key(topology, component, region if comp.vip.per_region else None),
         endpoints=etcd_client_urls(topology, etcd),
         etcd_tls=etcd_tls,
         lb_host=host,
