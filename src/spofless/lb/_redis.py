@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from spofless.health import connect_failure
@@ -34,12 +35,11 @@ from spofless.lb._resp import (
     READS,
     TWO_KEYS,
     UNSUPPORTED,
-    ProtocolError,
+    CommandReader,
     ShardRing,
     command_keys,
     is_retry_safe,
-    parse_command,
-    reply_end,
+    reply_ends,
 )
 
 if TYPE_CHECKING:
@@ -116,10 +116,11 @@ class Shards:
             shard = spec.shard or spec.name
             (self.replica if spec.reads else self.primary)[shard] = route
         self.ring = ShardRing(list(self.primary))
-        self.single = next(iter(self.primary)) if len(self.primary) == 1 else None
-
-    def shard_of(self, key: bytes) -> str:
-        return self.single or self.ring.shard_of(key)
+        single = next(iter(self.primary)) if len(self.primary) == 1 else None
+        # The shard a key lives on (bound once: called for every command).
+        self.shard_of: Callable[[bytes], str] = (
+            self.ring.shard_of if single is None else lambda key: single
+        )
 
 
 def _shards(bal: Balancer) -> Shards:
@@ -133,7 +134,9 @@ def _shards(bal: Balancer) -> Shards:
 class Command:
     __slots__ = ("args", "attempts", "deadline", "name", "raw", "read", "reply", "shard")
 
-    def __init__(self, name: bytes, args: list[bytes], raw: bytes, shard: str | None) -> None:
+    def __init__(
+        self, name: bytes, args: list[bytes], raw: bytes, shard: str | None, deadline: float
+    ) -> None:
         self.name = name
         self.args = args
         self.raw = raw
@@ -141,7 +144,7 @@ class Command:
         self.read = name in READS
         self.reply: bytes | None = None
         self.attempts = 0
-        self.deadline = 0.0
+        self.deadline = deadline
 
 
 def _error(text: str) -> bytes:
@@ -156,7 +159,7 @@ class RedisClient(asyncio.Protocol):
         self.shards = _shards(bal)
         self.loop = bal.loop or asyncio.get_event_loop()
         self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
+        self.reader = CommandReader()
         self.pending: deque[Command] = deque()  # in the client's order, replies pending
         self.ups: dict[str, RedisUpstream] = {}  # by backend name
         self.last_shard: str | None = None
@@ -190,49 +193,51 @@ class RedisClient(asyncio.Protocol):
         now = self.loop.time()
         self.deadline = now + self.bal.options.client_idle_timeout
         self.cmd_deadline = now + self.bal.options.response_timeout
-        if self.buf:
-            self.buf += data
-            chunk = bytes(self.buf)
-        else:
-            chunk = data
-        pos = 0
-        # One backend choice per shard for the whole chunk (its commands share it).
+        reader = self.reader
+        pending = self.pending
+        shard_of = self.shards.shard_of
+        deadline = self.cmd_deadline
+        # One backend choice per shard for the whole read (its commands share it).
         batch: dict[tuple[str, bool], RedisUpstream] = {}
-        try:
-            while not self.closing:
-                parsed = parse_command(chunk, pos)
-                if parsed is None:
-                    break
-                args, end = parsed
-                raw = chunk[pos:end]
-                pos = end
-                if args:
-                    self._command(args, raw, batch)
-        except ProtocolError as exc:
-            self._answer_local(_error(f"ERR Protocol error: {exc}"))
+        for args, raw in reader.feed(data):
+            if self.closing:
+                break
+            name = _UPPER.get(args[0]) or args[0].upper()
+            if name in _SINGLE_KEY and len(args) >= 2:
+                # The common case (GET, SET, INCR, HSET, ...): one key, the first argument.
+                shard = shard_of(args[1])
+                self.last_shard = shard
+                cmd = Command(name, args, raw, shard, deadline)
+                pending.append(cmd)
+                up = batch.get((shard, cmd.read))
+                if up is not None and not up.dead:
+                    up.unsent.append(cmd)
+                    up.out.append(raw)
+                    continue
+                up = self._send(cmd)
+                if up is not None:
+                    batch[(shard, cmd.read)] = up
+            else:
+                self._command(name, args, raw, batch)
+        if reader.error is not None and not self.closing:
+            self._answer_local(_error(f"ERR Protocol error: {reader.error}"))
             self.closing = True
-        self.buf = bytearray(chunk[pos:]) if pos < len(chunk) else bytearray()
         for up in batch.values():
             up.flush()
         self.flush()
 
     def _command(
-        self, args: list[bytes], raw: bytes, batch: dict[tuple[str, bool], RedisUpstream]
+        self,
+        name: bytes,
+        args: list[bytes],
+        raw: bytes,
+        batch: dict[tuple[str, bool], RedisUpstream],
     ) -> None:
-        name = _UPPER.get(args[0]) or args[0].upper()
-        if name in _SINGLE_KEY and len(args) >= 2:
-            # The common case (GET, SET, INCR, HSET, ...): one key, the first argument.
-            shard = self.shards.shard_of(args[1])
-            self.last_shard = shard
-            cmd = Command(name, args, raw, shard)
-        else:
-            found = self._route_other(name, args, raw)
-            if found is None:
-                return
-            cmd = found
-            shard = cast(str, cmd.shard)
+        cmd = self._route_other(name, args, raw)
+        if cmd is None:
+            return
+        shard = cast(str, cmd.shard)
         self.pending.append(cmd)
-        cmd.deadline = self.cmd_deadline
         up = batch.get((shard, cmd.read))
         if up is not None and not up.dead:
             up.queue(cmd)
@@ -256,7 +261,7 @@ class RedisClient(asyncio.Protocol):
             if self.last_shard is None:
                 self._answer_local(b":0\r\n")  # nothing written on this connection yet
                 return None
-            return Command(name, args, raw, self.last_shard)
+            return Command(name, args, raw, self.last_shard, self.cmd_deadline)
         keys = command_keys(name, args)
         if not keys:
             self._answer_local(
@@ -274,7 +279,7 @@ class RedisClient(asyncio.Protocol):
                 )
                 return None
         self.last_shard = shard
-        return Command(name, args, raw, shard)
+        return Command(name, args, raw, shard, self.cmd_deadline)
 
     def _local(self, name: bytes, args: list[bytes]) -> None:
         if name == b"PING":
@@ -304,7 +309,7 @@ class RedisClient(asyncio.Protocol):
             self._answer_local(_error(f"ERR wrong number of arguments for '{name.decode()}'"))
 
     def _answer_local(self, reply: bytes) -> None:
-        cmd = Command(b"", [], b"", None)
+        cmd = Command(b"", [], b"", None, 0.0)
         cmd.reply = reply
         self.pending.append(cmd)
 
@@ -439,18 +444,9 @@ class RedisUpstream(asyncio.Protocol):
             chunk = data
         inflight = self.inflight
         client = self.client
-        pos = 0
-        ends: list[int] = []
-        refused = False
-        todo = len(inflight)
-        while len(ends) < todo:
-            end = reply_end(chunk, pos)
-            if end < 0:
-                break
-            if chunk[pos] == 0x2D and chunk.startswith(_NOT_RUN, pos):  # '-'
-                refused = True
-            ends.append(end)
-            pos = end
+        ends, errors = reply_ends(chunk, 0, len(inflight))
+        pos = ends[-1] if ends else 0
+        refused = errors and any(chunk.startswith(_NOT_RUN, start) for start in [0, *ends[:-1]])
         self.buf = bytearray(chunk[pos:]) if pos < len(chunk) else bytearray()
         n = len(ends)
         if not n:
@@ -473,6 +469,12 @@ class RedisUpstream(asyncio.Protocol):
                 client.flush()
             return
         start = 0
+        if not refused:
+            for end in ends:
+                inflight.popleft().reply = chunk[start:end]
+                start = end
+            client.flush()
+            return
         for end in ends:
             cmd = inflight.popleft()
             reply = chunk[start:end]
