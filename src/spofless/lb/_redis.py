@@ -5,11 +5,21 @@ and the shard's exclusive route (checked through its agents' `/primary`) names
 its current primary. With `read_from: replica`, read commands go to the shard's
 replica route (`/replica`), or to the primary when no replica is up.
 
-Per client connection: commands are parsed as they come (pipelining: any number
-in flight), each is written to one upstream connection of this client (one per
-backend), and replies go back in the client's order. A multi-key command whose
-keys are on different shards gets `-CROSSSLOT`; WAIT goes to the shard of the
-client's last keyed command (so `SET k v` then `WAIT 1 100` asks k's primary).
+Per client connection: commands are parsed in bulk as they come (pipelining: any
+number in flight; `_resp.CommandReader`), each is queued on the worker's one
+connection to its backend, shared by all clients (`_redis_upstream`), and replies
+go back in the client's order. A multi-key command whose keys are on different
+shards gets `-CROSSSLOT`.
+
+WAIT counts the replicas that have every write of the connection it runs on, so
+it goes on the connection that took the client's last keyed command, right
+behind it (so `SET k v` then `WAIT 1 100` asks k's primary about that SET). The
+first one runs on the shared connection with its timeout cut to
+`SHARED_WAIT_MAX_MS` (a WAIT blocks its connection in Redis); the client's later
+commands are held until it answers (none may run before a command written ahead
+of it), then go on connections of the client's own. A WAIT whose write went again
+on another connection, or whose connection is gone, answers 0: whether a replica
+has the write is not known.
 
 Failover: a command refused by a fenced or demoted primary (`-READONLY`,
 `-NOREPLICAS`: it did not run) is sent again once the shard has a primary, as is
@@ -103,6 +113,10 @@ _UPPER = {name.lower(): name for name in _SINGLE_KEY} | {name: name for name in 
 # its timeout is cut to this many milliseconds, for the other clients behind it.
 SHARED_WAIT_MAX_MS = 250
 _WAIT_ZERO = b":0\r\n"
+# The shards of recent keys, kept per worker: a dict lookup instead of hashing and a
+# search of the ring. Bounded: emptied when full, and only keys this short are kept.
+SHARD_CACHE_SIZE = 65536
+SHARD_CACHE_KEY_MAX = 64
 
 
 class Shards:
@@ -118,9 +132,23 @@ class Shards:
         self.shared: dict[str, RedisUpstream] = {}  # by backend name, for every client
         self.ring = ShardRing(list(self.primary))
         single = next(iter(self.primary)) if len(self.primary) == 1 else None
-        # The shard a key lives on (bound once: called for every command).
+        ring_shard_of = self.ring.shard_of
+        cache: dict[bytes, str] = {}
+        self.cache = cache  # read first in the hot path (a miss calls shard_of)
+
+        def cached_shard_of(key: bytes) -> str:
+            shard = cache.get(key)
+            if shard is None:
+                shard = ring_shard_of(key)
+                if len(key) <= SHARD_CACHE_KEY_MAX:
+                    if len(cache) >= SHARD_CACHE_SIZE:
+                        cache.clear()
+                    cache[key] = shard
+            return shard
+
+        # The shard a key lives on (called for every command).
         self.shard_of: Callable[[bytes], str] = (
-            self.ring.shard_of if single is None else lambda key: single
+            cached_shard_of if single is None else lambda key: single
         )
 
 
@@ -182,6 +210,7 @@ class RedisClient(asyncio.Protocol):
         reader = self.reader
         pending = self.pending
         shard_of = self.shards.shard_of
+        cached = self.shards.cache.get
         deadline = self.cmd_deadline
         # One backend choice per shard for the whole read (its commands share it).
         batch: dict[tuple[str, bool], RedisUpstream] = {}
@@ -191,7 +220,8 @@ class RedisClient(asyncio.Protocol):
             name = _UPPER.get(args[0]) or args[0].upper()
             if name in _SINGLE_KEY and len(args) >= 2:
                 # The common case (GET, SET, INCR, HSET, ...): one key, the first argument.
-                shard = shard_of(args[1])
+                key = args[1]
+                shard = cached(key) or shard_of(key)
                 cmd = Command(self, name, args, raw, shard, deadline)
                 self.last_cmd = cmd
                 pending.append(cmd)
