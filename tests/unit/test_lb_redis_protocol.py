@@ -178,3 +178,16 @@ async def test_wait_follows_the_write_on_its_connection(no_connect: None) -> Non
     assert bytes(t.out).endswith(b"+OK\r\n:1\r\n:0\r\n")
     c.connection_lost(None)
     assert not ts.closed
+
+
+async def test_the_shard_cache_agrees_with_the_ring_and_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_redis, "SHARD_CACHE_SIZE", 100)
+    c, _ = await client()
+    ring = ShardRing(["a", "b"])
+    keys = [f"key:{i}".encode() for i in range(1000)] + [b"{tag}" + b"x" * 100]
+    for _ in range(2):
+        assert [c.shards.shard_of(k) for k in keys] == [ring.shard_of(k) for k in keys]
+        assert 0 < len(c.shards.cache) <= 100
+    c.connection_lost(None)
