@@ -75,6 +75,10 @@ def test_replies_are_framed_in_bulk() -> None:
     assert ends == [5, 14, 19, 23, 31, 39] and errors
     assert reply_ends(data, 0, 3) == ([5, 14, 19], False)
     assert reply_ends(b"$3\r\nab", 0, 5) == ([], False)
+    oks = b"+OK\r\n" * 4 + b"+OK\r"
+    assert reply_ends(oks, 0, 9) == ([5, 10, 15, 20], False)
+    assert reply_ends(oks, 5, 2) == ([10, 15], False)
+    assert reply_ends(b"+OK\r\n+OK\r\n-ERR\r\n", 0, 3) == ([5, 10, 16], True)
 
 
 @pytest.mark.parametrize(

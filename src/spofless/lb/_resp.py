@@ -230,14 +230,20 @@ def reply_end(buf: bytes | bytearray, pos: int) -> int:
     return p if p <= n else -1
 
 
+_OK = b"+OK\r\n"
+
+
 def reply_ends(buf: bytes, pos: int, limit: int) -> tuple[list[int], bool]:
     """Where each of the (at most `limit`) complete replies from `pos` ends, and
     whether any of them is an error. Bulk strings and one-line replies, nearly all
     of a cache's traffic, are framed here; the others by `reply_end`."""
+    n = len(buf)
+    run = min(limit, (n - pos) // 5)
+    if run > 1 and buf.startswith(_OK, pos) and buf[pos : pos + 5 * run] == _OK * run:
+        return list(range(pos + 5, pos + 5 * run + 1, 5)), False  # writes' replies, at once
     ends: list[int] = []
     errors = False
     find = buf.find
-    n = len(buf)
     while pos < n and len(ends) < limit:
         t = buf[pos]
         if t == 0x24:  # '$'
