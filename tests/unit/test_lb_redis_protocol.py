@@ -191,3 +191,25 @@ async def test_the_shard_cache_agrees_with_the_ring_and_stays_bounded(
         assert [c.shards.shard_of(k) for k in keys] == [ring.shard_of(k) for k in keys]
         assert 0 < len(c.shards.cache) <= 100
     c.connection_lost(None)
+
+
+async def test_commands_held_behind_a_first_wait_go_when_its_connection_is_lost(
+    no_connect: None,
+) -> None:
+    c, t = await client()
+    k = key_on("a", "x")
+    c.data_received(cmd(b"INCR", k) + cmd(b"WAIT", b"1", b"0") + cmd(b"GET", k))
+    await asyncio.sleep(0)
+    shared = c.shards.shared["a/0"]
+    assert isinstance(shared.transport, FakeTransport)
+    assert bytes(shared.transport.out).endswith(cmd(b"WAIT", b"1", b"250"))  # 0: for ever
+    shared.connection_lost(ConnectionResetError())
+    # The INCR may have run, and the WAIT: said so (neither is sent again); the GET goes on.
+    assert bytes(t.out).count(b"may or may not have run") == 2
+    await asyncio.sleep(0)
+    own, to = upstream(c, "a")
+    assert own.owner is c and bytes(to.out) == cmd(b"GET", k)
+    own.data_received(b"$-1\r\n")
+    assert bytes(t.out).endswith(b"$-1\r\n")
+    c.connection_lost(None)
+    assert to.closed
