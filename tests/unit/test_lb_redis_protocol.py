@@ -110,6 +110,7 @@ async def test_a_refused_write_is_sent_again_and_a_lost_one_only_when_harmless(
     # The connection breaks with an INCR and a GET in flight: the GET is sent again,
     # the INCR (which may have run) is answered with an error saying so.
     c.data_received(cmd(b"INCR", k) + cmd(b"GET", k))
+    await asyncio.sleep(0)  # written at the end of the loop's turn
     up.connection_lost(ConnectionResetError())
     await asyncio.sleep(_redis.RETRY_PAUSE * 2)
     up2, tu2 = upstream(c, "a")
@@ -117,3 +118,98 @@ async def test_a_refused_write_is_sent_again_and_a_lost_one_only_when_harmless(
     up2.data_received(b"$1\r\n1\r\n")
     assert bytes(t.out).endswith(b"may or may not have run\r\n$1\r\n1\r\n")
     c.connection_lost(None)
+
+
+async def test_clients_share_one_connection_per_backend(no_connect: None) -> None:
+    c1, t1 = await client()
+    c2 = _redis.RedisClient(c1.bal)
+    t2 = FakeTransport()
+    c2.connection_made(t2)  # type: ignore[arg-type]
+    k1, k2 = key_on("a", "x"), key_on("a", "y")
+    c1.data_received(cmd(b"GET", k1))
+    c2.data_received(cmd(b"GET", k2) + cmd(b"PING"))
+    await asyncio.sleep(0)  # one write for both clients, at the end of the loop's turn
+    assert c1.ups is c2.ups and list(c1.ups) == ["a/0"]
+    up, tu = upstream(c1, "a")
+    assert bytes(tu.out) == cmd(b"GET", k1) + cmd(b"GET", k2)
+    up.data_received(b"$2\r\nv1\r\n$2\r\nv2\r\n")
+    assert bytes(t1.out) == b"$2\r\nv1\r\n"
+    assert bytes(t2.out) == b"$2\r\nv2\r\n+PONG\r\n"
+    # A client that leaves does not close the shared connection; a reply for it is dropped.
+    c1.data_received(cmd(b"GET", k1))
+    await asyncio.sleep(0)
+    c1.connection_lost(None)
+    assert not tu.closed
+    up.data_received(b"$2\r\nv1\r\n")
+    c2.data_received(cmd(b"GET", k2))
+    await asyncio.sleep(0)
+    up.data_received(b"$2\r\nv3\r\n")
+    assert bytes(t2.out).endswith(b"+PONG\r\n$2\r\nv3\r\n")
+    c2.connection_lost(None)
+
+
+async def test_wait_follows_the_write_on_its_connection(no_connect: None) -> None:
+    c, t = await client()
+    k = key_on("a", "x")
+    c.data_received(cmd(b"SET", k, b"1") + cmd(b"WAIT", b"1", b"1000") + cmd(b"GET", k))
+    await asyncio.sleep(0)
+    shared = c.shards.shared["a/0"]
+    ts = shared.transport
+    assert isinstance(ts, FakeTransport)
+    # The first WAIT goes on the shared connection, behind the write, its timeout cut so
+    # that it holds the other clients up briefly; the GET waits for its answer.
+    assert bytes(ts.out) == cmd(b"SET", k, b"1") + cmd(b"WAIT", b"1", b"250")
+    shared.data_received(b"+OK\r\n:1\r\n")
+    assert bytes(t.out) == b"+OK\r\n:1\r\n"
+    await asyncio.sleep(0)
+    # From then on the client has connections of its own, and WAIT goes there uncut.
+    own, to = upstream(c, "a")
+    assert own is not shared and own.owner is c and bytes(to.out) == cmd(b"GET", k)
+    own.data_received(b"$1\r\n1\r\n")
+    c.data_received(cmd(b"SET", k, b"2") + cmd(b"WAIT", b"1", b"1000"))
+    await asyncio.sleep(0)
+    assert bytes(to.out).endswith(cmd(b"SET", k, b"2") + cmd(b"WAIT", b"1", b"1000"))
+    own.data_received(b"+OK\r\n:1\r\n")
+    assert bytes(t.out) == b"+OK\r\n:1\r\n$1\r\n1\r\n+OK\r\n:1\r\n"
+    # The connection that took the write is lost: WAIT cannot count it and answers 0
+    # (another connection's WAIT would count that connection's writes).
+    own.connection_lost(ConnectionResetError())
+    c.data_received(cmd(b"WAIT", b"1", b"1000"))
+    assert bytes(t.out).endswith(b"+OK\r\n:1\r\n:0\r\n")
+    c.connection_lost(None)
+    assert not ts.closed
+
+
+async def test_the_shard_cache_agrees_with_the_ring_and_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_redis, "SHARD_CACHE_SIZE", 100)
+    c, _ = await client()
+    ring = ShardRing(["a", "b"])
+    keys = [f"key:{i}".encode() for i in range(1000)] + [b"{tag}" + b"x" * 100]
+    for _ in range(2):
+        assert [c.shards.shard_of(k) for k in keys] == [ring.shard_of(k) for k in keys]
+        assert 0 < len(c.shards.cache) <= 100
+    c.connection_lost(None)
+
+
+async def test_commands_held_behind_a_first_wait_go_when_its_connection_is_lost(
+    no_connect: None,
+) -> None:
+    c, t = await client()
+    k = key_on("a", "x")
+    c.data_received(cmd(b"INCR", k) + cmd(b"WAIT", b"1", b"0") + cmd(b"GET", k))
+    await asyncio.sleep(0)
+    shared = c.shards.shared["a/0"]
+    assert isinstance(shared.transport, FakeTransport)
+    assert bytes(shared.transport.out).endswith(cmd(b"WAIT", b"1", b"250"))  # 0: for ever
+    shared.connection_lost(ConnectionResetError())
+    # The INCR may have run, and the WAIT: said so (neither is sent again); the GET goes on.
+    assert bytes(t.out).count(b"may or may not have run") == 2
+    await asyncio.sleep(0)
+    own, to = upstream(c, "a")
+    assert own.owner is c and bytes(to.out) == cmd(b"GET", k)
+    own.data_received(b"$-1\r\n")
+    assert bytes(t.out).endswith(b"$-1\r\n")
+    c.connection_lost(None)
+    assert to.closed

@@ -5,13 +5,16 @@ from __future__ import annotations
 import pytest
 
 from spofless.lb._resp import (
+    CommandReader,
     ProtocolError,
     ShardRing,
     command_keys,
+    encode_command,
     hash_slot_key,
     is_retry_safe,
     parse_command,
     reply_end,
+    reply_ends,
 )
 
 
@@ -25,6 +28,57 @@ def test_commands_are_parsed_whole_or_not_at_all() -> None:
     assert parse_command(b"GET k\r\n", 0) == ([b"GET", b"k"], 7)  # inline
     with pytest.raises(ProtocolError):
         parse_command(b"*1\r\n:3\r\n", 0)
+
+
+def cmd(*args: bytes) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+def test_commands_are_read_in_bulk_whatever_the_cuts() -> None:
+    stream = cmd(b"SET", b"k", b"v\r\n1") + cmd(b"GET", b"k") + b"*0\r\n" + cmd(b"MGET", b"a", b"b")
+    want = [[b"SET", b"k", b"v\r\n1"], [b"GET", b"k"], [b"MGET", b"a", b"b"]]
+    for size in (1, 2, 3, 7, len(stream)):
+        r = CommandReader()
+        got = []
+        for i in range(0, len(stream), size):
+            got += r.feed(stream[i : i + size])
+        assert [args for args, _ in got] == want and r.error is None
+        assert [raw for _, raw in got] == [encode_command(a) for a in want]
+    assert encode_command([b"SET", b"k", b"v\r\n1"]) == cmd(b"SET", b"k", b"v\r\n1")
+    assert encode_command([b"DEL", b"a", b"b", b"c"]) == cmd(b"DEL", b"a", b"b", b"c")
+
+
+def test_inline_commands_mix_with_arrays() -> None:
+    r = CommandReader()
+    got = r.feed(b"PING\r\n" + cmd(b"GET", b"k") + b"ECHO hi\r\n" + cmd(b"GET", b"x"))
+    got += r.feed(b"QUIT\r\n")
+    assert [args for args, _ in got] == [
+        [b"PING"], [b"GET", b"k"], [b"ECHO", b"hi"], [b"GET", b"x"], [b"QUIT"]
+    ]  # fmt: skip
+    assert got[0][1] == b"PING\r\n" and r.error is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"*1\r\n:3\r\n", b"*2\r\n$3\r\nGET\r\n*1\r\n$1\r\nk\r\n", b"*1\r\n$x\r\n", b"*1\r\n-ERR\r\n"],
+)  # fmt: skip
+def test_what_is_not_a_command_stops_the_reader_after_the_good_ones(bad: bytes) -> None:
+    r = CommandReader()
+    got = r.feed(cmd(b"GET", b"k") + bad + cmd(b"GET", b"j"))
+    assert [args for args, _ in got] == [[b"GET", b"k"]]
+    assert r.error and r.feed(cmd(b"GET", b"k")) == []
+
+
+def test_replies_are_framed_in_bulk() -> None:
+    data = b"+OK\r\n$3\r\nabc\r\n$-1\r\n:5\r\n*1\r\n:1\r\n-ERR x\r\n$4\r\nab"
+    ends, errors = reply_ends(data, 0, 100)
+    assert ends == [5, 14, 19, 23, 31, 39] and errors
+    assert reply_ends(data, 0, 3) == ([5, 14, 19], False)
+    assert reply_ends(b"$3\r\nab", 0, 5) == ([], False)
+    oks = b"+OK\r\n" * 4 + b"+OK\r"
+    assert reply_ends(oks, 0, 9) == ([5, 10, 15, 20], False)
+    assert reply_ends(oks, 5, 2) == ([10, 15], False)
+    assert reply_ends(b"+OK\r\n+OK\r\n-ERR\r\n", 0, 3) == ([5, 10, 16], True)
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,21 @@ and the shard's exclusive route (checked through its agents' `/primary`) names
 its current primary. With `read_from: replica`, read commands go to the shard's
 replica route (`/replica`), or to the primary when no replica is up.
 
-Per client connection: commands are parsed as they come (pipelining: any number
-in flight), each is written to one upstream connection of this client (one per
-backend), and replies go back in the client's order. A multi-key command whose
-keys are on different shards gets `-CROSSSLOT`; WAIT goes to the shard of the
-client's last keyed command (so `SET k v` then `WAIT 1 100` asks k's primary).
+Per client connection: commands are parsed in bulk as they come (pipelining: any
+number in flight; `_resp.CommandReader`), each is queued on the worker's one
+connection to its backend, shared by all clients (`_redis_upstream`), and replies
+go back in the client's order. A multi-key command whose keys are on different
+shards gets `-CROSSSLOT`.
+
+WAIT counts the replicas that have every write of the connection it runs on, so
+it goes on the connection that took the client's last keyed command, right
+behind it (so `SET k v` then `WAIT 1 100` asks k's primary about that SET). The
+first one runs on the shared connection with its timeout cut to
+`SHARED_WAIT_MAX_MS` (a WAIT blocks its connection in Redis); the client's later
+commands are held until it answers (none may run before a command written ahead
+of it), then go on connections of the client's own. A WAIT whose write went again
+on another connection, or whose connection is gone, answers 0: whether a replica
+has the write is not known.
 
 Failover: a command refused by a fenced or demoted primary (`-READONLY`,
 `-NOREPLICAS`: it did not run) is sent again once the shard has a primary, as is
@@ -24,9 +34,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
-from spofless.health import connect_failure
+from spofless.lb._redis_upstream import Command, RedisUpstream, error_reply
 from spofless.lb._resp import (
     ALL_KEYS,
     LOCAL,
@@ -34,21 +45,20 @@ from spofless.lb._resp import (
     READS,
     TWO_KEYS,
     UNSUPPORTED,
-    ProtocolError,
+    CommandReader,
     ShardRing,
     command_keys,
-    is_retry_safe,
-    parse_command,
-    reply_end,
+    encode_command,
 )
 
 if TYPE_CHECKING:
-    from spofless.lb._backend import Backend
     from spofless.lb._balancer import Balancer, Route
+
+__all__ = ["RETRY_PAUSE", "RedisClient", "RedisUpstream", "Shards"]
 
 logger = logging.getLogger(__name__)
 
-RETRY_PAUSE = 0.05
+RETRY_PAUSE = 0.05  # seconds between looks for a shard's new primary
 # Commands whose one key is their first argument, as clients spell them (the hot path).
 _SINGLE_KEY = (
     READS.union(
@@ -98,11 +108,15 @@ _SINGLE_KEY = (
     - TWO_KEYS
     - PAIRS
 )
-_UPPER = {name.lower(): name for name in _SINGLE_KEY} | {
-    name: name for name in _SINGLE_KEY
-}  # seconds between looks for a shard's new primary
-# Replies from a refusing primary: the command did not run, so sending it again is safe.
-_NOT_RUN = (b"-READONLY", b"-NOREPLICAS", b"-LOADING", b"-MASTERDOWN")
+_UPPER = {name.lower(): name for name in _SINGLE_KEY} | {name: name for name in _SINGLE_KEY}
+# A client's first WAIT runs on the shared connection (the one its writes went on):
+# its timeout is cut to this many milliseconds, for the other clients behind it.
+SHARED_WAIT_MAX_MS = 250
+_WAIT_ZERO = b":0\r\n"
+# The shards of recent keys, kept per worker: a dict lookup instead of hashing and a
+# search of the ring. Bounded: emptied when full, and only keys this short are kept.
+SHARD_CACHE_SIZE = 65536
+SHARD_CACHE_KEY_MAX = 64
 
 
 class Shards:
@@ -115,11 +129,27 @@ class Shards:
             spec = route.spec
             shard = spec.shard or spec.name
             (self.replica if spec.reads else self.primary)[shard] = route
+        self.shared: dict[str, RedisUpstream] = {}  # by backend name, for every client
         self.ring = ShardRing(list(self.primary))
-        self.single = next(iter(self.primary)) if len(self.primary) == 1 else None
+        single = next(iter(self.primary)) if len(self.primary) == 1 else None
+        ring_shard_of = self.ring.shard_of
+        cache: dict[bytes, str] = {}
+        self.cache = cache  # read first in the hot path (a miss calls shard_of)
 
-    def shard_of(self, key: bytes) -> str:
-        return self.single or self.ring.shard_of(key)
+        def cached_shard_of(key: bytes) -> str:
+            shard = cache.get(key)
+            if shard is None:
+                shard = ring_shard_of(key)
+                if len(key) <= SHARD_CACHE_KEY_MAX:
+                    if len(cache) >= SHARD_CACHE_SIZE:
+                        cache.clear()
+                    cache[key] = shard
+            return shard
+
+        # The shard a key lives on (called for every command).
+        self.shard_of: Callable[[bytes], str] = (
+            cached_shard_of if single is None else lambda key: single
+        )
 
 
 def _shards(bal: Balancer) -> Shards:
@@ -130,24 +160,6 @@ def _shards(bal: Balancer) -> Shards:
     return cast(Shards, shards)
 
 
-class Command:
-    __slots__ = ("args", "attempts", "deadline", "name", "raw", "read", "reply", "shard")
-
-    def __init__(self, name: bytes, args: list[bytes], raw: bytes, shard: str | None) -> None:
-        self.name = name
-        self.args = args
-        self.raw = raw
-        self.shard = shard
-        self.read = name in READS
-        self.reply: bytes | None = None
-        self.attempts = 0
-        self.deadline = 0.0
-
-
-def _error(text: str) -> bytes:
-    return b"-" + text.replace("\r", " ").replace("\n", " ").encode() + b"\r\n"
-
-
 class RedisClient(asyncio.Protocol):
     """One client connection in redis mode."""
 
@@ -156,10 +168,14 @@ class RedisClient(asyncio.Protocol):
         self.shards = _shards(bal)
         self.loop = bal.loop or asyncio.get_event_loop()
         self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
+        self.reader = CommandReader()
         self.pending: deque[Command] = deque()  # in the client's order, replies pending
-        self.ups: dict[str, RedisUpstream] = {}  # by backend name
-        self.last_shard: str | None = None
+        # Connections to the backends, by name: the worker's shared ones, or after
+        # the client's first WAIT its own (see _redis_upstream).
+        self.ups: dict[str, RedisUpstream] = self.shards.shared
+        self.last_cmd: Command | None = None  # the last keyed command: WAIT follows it
+        self.first_wait: Command | None = None  # while it runs, later commands are held
+        self.held: list[Command] = []
         self.closed = False
         self.closing = False  # QUIT: close once the replies before it are sent
         self.deadline = 0.0
@@ -181,58 +197,71 @@ class RedisClient(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.bal.timed.discard(self)
-        for up in list(self.ups.values()):
-            up.close()
-        self.ups.clear()
+        if self.ups is not self.shards.shared:
+            for up in list(self.ups.values()):
+                up.close()
         self.pending.clear()
+        self.held.clear()
 
     def data_received(self, data: bytes) -> None:
         now = self.loop.time()
         self.deadline = now + self.bal.options.client_idle_timeout
         self.cmd_deadline = now + self.bal.options.response_timeout
-        if self.buf:
-            self.buf += data
-            chunk = bytes(self.buf)
-        else:
-            chunk = data
-        pos = 0
-        # One backend choice per shard for the whole chunk (its commands share it).
+        reader = self.reader
+        pending = self.pending
+        shard_of = self.shards.shard_of
+        cached = self.shards.cache.get
+        deadline = self.cmd_deadline
+        # One backend choice per shard for the whole read (its commands share it).
         batch: dict[tuple[str, bool], RedisUpstream] = {}
-        try:
-            while not self.closing:
-                parsed = parse_command(chunk, pos)
-                if parsed is None:
-                    break
-                args, end = parsed
-                raw = chunk[pos:end]
-                pos = end
-                if args:
-                    self._command(args, raw, batch)
-        except ProtocolError as exc:
-            self._answer_local(_error(f"ERR Protocol error: {exc}"))
+        for args, raw in reader.feed(data):
+            if self.closing:
+                break
+            name = _UPPER.get(args[0]) or args[0].upper()
+            if name in _SINGLE_KEY and len(args) >= 2:
+                # The common case (GET, SET, INCR, HSET, ...): one key, the first argument.
+                key = args[1]
+                shard = cached(key) or shard_of(key)
+                cmd = Command(self, name, args, raw, shard, deadline)
+                self.last_cmd = cmd
+                pending.append(cmd)
+                if self.first_wait is not None:
+                    self.held.append(cmd)
+                    continue
+                up = batch.get((shard, cmd.read))
+                if up is not None and not up.dead:
+                    cmd.up = up
+                    up.unsent.append(cmd)
+                    up.out.append(raw)  # its write is scheduled (by _send's queue)
+                    continue
+                up = self._send(cmd)
+                if up is not None:
+                    batch[(shard, cmd.read)] = up
+            else:
+                self._command(name, args, raw, batch)
+        if reader.error is not None and not self.closing:
+            self._answer_local(error_reply(f"ERR Protocol error: {reader.error}"))
             self.closing = True
-        self.buf = bytearray(chunk[pos:]) if pos < len(chunk) else bytearray()
-        for up in batch.values():
-            up.flush()
         self.flush()
 
     def _command(
-        self, args: list[bytes], raw: bytes, batch: dict[tuple[str, bool], RedisUpstream]
+        self,
+        name: bytes,
+        args: list[bytes],
+        raw: bytes,
+        batch: dict[tuple[str, bool], RedisUpstream],
     ) -> None:
-        name = _UPPER.get(args[0]) or args[0].upper()
-        if name in _SINGLE_KEY and len(args) >= 2:
-            # The common case (GET, SET, INCR, HSET, ...): one key, the first argument.
-            shard = self.shards.shard_of(args[1])
-            self.last_shard = shard
-            cmd = Command(name, args, raw, shard)
-        else:
-            found = self._route_other(name, args, raw)
-            if found is None:
-                return
-            cmd = found
-            shard = cast(str, cmd.shard)
+        cmd = self._route_other(name, args, raw)
+        if cmd is None:
+            return
+        shard = cast(str, cmd.shard)
         self.pending.append(cmd)
-        cmd.deadline = self.cmd_deadline
+        if self.first_wait is not None:
+            self.held.append(cmd)
+            return
+        if cmd.name == b"WAIT":
+            self._send_wait(cmd)
+            return
         up = batch.get((shard, cmd.read))
         if up is not None and not up.dead:
             up.queue(cmd)
@@ -249,32 +278,36 @@ class RedisClient(asyncio.Protocol):
             return None
         if name in UNSUPPORTED:
             self._answer_local(
-                _error(f"ERR {name.decode()} is not supported through a sharding proxy")
+                error_reply(f"ERR {name.decode()} is not supported through a sharding proxy")
             )
             return None
         if name == b"WAIT":
-            if self.last_shard is None:
-                self._answer_local(b":0\r\n")  # nothing written on this connection yet
+            last = self.last_cmd
+            if last is None:
+                self._answer_local(_WAIT_ZERO)  # nothing written on this connection yet
                 return None
-            return Command(name, args, raw, self.last_shard)
+            cmd = Command(self, name, args, raw, last.shard, self.cmd_deadline)
+            cmd.after = last
+            return cmd
         keys = command_keys(name, args)
         if not keys:
             self._answer_local(
-                _error(f"ERR {name.decode()} has no key: a sharding proxy cannot route it")
+                error_reply(f"ERR {name.decode()} has no key: a sharding proxy cannot route it")
             )
             return None
         shard = self.shards.shard_of(keys[0])
         for key in keys[1:]:
             if self.shards.shard_of(key) != shard:
                 self._answer_local(
-                    _error(
+                    error_reply(
                         f"CROSSSLOT Keys in request don't hash to the same shard "
                         f"({name.decode()}); put them under one hash tag, like {{user1}}.a"
                     )
                 )
                 return None
-        self.last_shard = shard
-        return Command(name, args, raw, shard)
+        cmd = Command(self, name, args, raw, shard, self.cmd_deadline)
+        self.last_cmd = cmd
+        return cmd
 
     def _local(self, name: bytes, args: list[bytes]) -> None:
         if name == b"PING":
@@ -283,12 +316,12 @@ class RedisClient(asyncio.Protocol):
             self._answer_local(_bulk(args[1]))
         elif name == b"SELECT":
             ok = len(args) == 2 and args[1] == b"0"
-            self._answer_local(b"+OK\r\n" if ok else _error("ERR only database 0 is sharded"))
+            self._answer_local(b"+OK\r\n" if ok else error_reply("ERR only database 0 is sharded"))
         elif name == b"HELLO":
             # RESP2 only: replies are passed on as the shards send them. A client asking
             # for RESP3 gets NOPROTO and falls back (redis-py, Jedis, go-redis do).
             if len(args) > 1 and args[1] != b"2":
-                self._answer_local(_error("NOPROTO this proxy speaks RESP2 only"))
+                self._answer_local(error_reply("NOPROTO this proxy speaks RESP2 only"))
             else:
                 self._answer_local(_HELLO)
         elif name == b"CLIENT":
@@ -296,15 +329,17 @@ class RedisClient(asyncio.Protocol):
             if sub in (b"SETNAME", b"SETINFO"):
                 self._answer_local(b"+OK\r\n")  # per connection, kept by no shard
             else:
-                self._answer_local(_error("ERR CLIENT is not supported through a sharding proxy"))
+                self._answer_local(
+                    error_reply("ERR CLIENT is not supported through a sharding proxy")
+                )
         elif name == b"QUIT":
             self._answer_local(b"+OK\r\n")
             self.closing = True
         else:
-            self._answer_local(_error(f"ERR wrong number of arguments for '{name.decode()}'"))
+            self._answer_local(error_reply(f"ERR wrong number of arguments for '{name.decode()}'"))
 
     def _answer_local(self, reply: bytes) -> None:
-        cmd = Command(b"", [], b"", None)
+        cmd = Command(self, b"", [], b"", None, 0.0)
         cmd.reply = reply
         self.pending.append(cmd)
 
@@ -313,11 +348,61 @@ class RedisClient(asyncio.Protocol):
         pending = self.pending
         out: list[bytes] = []
         while pending and pending[0].reply is not None:
-            out.append(cast(bytes, pending.popleft().reply))
+            cmd = pending.popleft()
+            after = cmd.after
+            if after is not None and after.up is not cmd.up:
+                # The write WAIT follows went again on another connection (refused by
+                # a fenced primary, or its connection lost): this WAIT did not count it.
+                out.append(_WAIT_ZERO)
+            else:
+                out.append(cast(bytes, cmd.reply))
         if out and self.transport is not None and not self.closed:
             self.transport.write(b"".join(out))
+        if self.first_wait is not None and self.first_wait.reply is not None:
+            self._release()
         if self.closing and not pending and self.transport is not None:
             self.transport.close()
+
+    def write(self, data: bytes) -> None:
+        """Send replies that the caller took off `pending` itself."""
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    # -- WAIT ------------------------------------------------------------------
+
+    def _send_wait(self, cmd: Command) -> None:
+        """WAIT goes on the connection that took the write before it, just after it
+        (WAIT counts the replicas that have every write of its connection)."""
+        up = cast(Command, cmd.after).up
+        if up is None or up.dead:
+            # The write waits for a primary, or the connection that took it is gone:
+            # whether a replica has it is not known.
+            cmd.reply = _WAIT_ZERO
+            return
+        if up.owner is None:
+            # The first WAIT: on the shared connection, its timeout cut so that it holds
+            # the other clients up briefly; this client's later commands wait for its
+            # answer (so that none runs before a command written ahead of the WAIT),
+            # then go on connections of its own.
+            cmd.raw = _cut_wait(cmd.args)
+            self.first_wait = cmd
+            if self.ups is self.shards.shared:
+                self.ups = {}
+        up.queue(cmd)
+
+    def _release(self) -> None:
+        """The first WAIT is answered: send what came behind it, on the client's own
+        connections."""
+        self.first_wait = None
+        held, self.held = self.held, []
+        for cmd in held:
+            if self.first_wait is not None:  # another WAIT on a shared connection
+                self.held.append(cmd)
+            elif cmd.reply is None:
+                if cmd.name == b"WAIT":
+                    self._send_wait(cmd)
+                else:
+                    self._send(cmd)
 
     # -- backend side ----------------------------------------------------------
 
@@ -339,14 +424,14 @@ class RedisClient(asyncio.Protocol):
             return None
         up = self.ups.get(b.name)
         if up is None or up.dead:
-            up = RedisUpstream(self, b)
-            self.ups[b.name] = up
+            own = self.ups is not self.shards.shared
+            up = RedisUpstream(self.bal, b, self.ups, self if own else None)
         up.queue(cmd)
         return up
 
     def _wait(self, cmd: Command) -> None:
         if self.loop.time() >= cmd.deadline:
-            cmd.reply = _error(f"CLUSTERDOWN shard {cmd.shard} has no primary")
+            cmd.reply = error_reply(f"CLUSTERDOWN shard {cmd.shard} has no primary")
             self.flush()
             return
         self.loop.call_later(RETRY_PAUSE, self._resend, cmd)
@@ -354,15 +439,17 @@ class RedisClient(asyncio.Protocol):
     def _resend(self, cmd: Command) -> None:
         if self.closed or cmd.reply is not None:
             return
-        up = self._send(cmd)
-        if up is not None:
-            up.flush()
+        self._send(cmd)
 
     def retry(self, cmd: Command, why: str) -> None:
         """Send `cmd` again (its upstream failed); the caller decided it is safe."""
+        if cmd.name == b"WAIT":
+            # Never sent again: on another connection it would not count the write.
+            cmd.reply = _WAIT_ZERO
+            return
         cmd.attempts += 1
         if self.loop.time() >= cmd.deadline or self.closed:
-            cmd.reply = _error(f"ERR spofless: {why}")
+            cmd.reply = error_reply(f"ERR spofless: {why}")
             self.flush()
             return
         self.loop.call_later(RETRY_PAUSE, self._resend, cmd)
@@ -379,144 +466,13 @@ def _bulk(data: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
-class RedisUpstream(asyncio.Protocol):
-    """One client's connection to one Redis backend: commands written in order, replies
-    matched to them in order (Redis answers each connection in order)."""
-
-    def __init__(self, client: RedisClient, b: Backend) -> None:
-        self.client = client
-        self.backend = b
-        self.transport: asyncio.Transport | None = None
-        self.out: list[bytes] = []  # written once the connection is open / at flush
-        self.unsent: deque[Command] = deque()
-        self.inflight: deque[Command] = deque()
-        self.buf = bytearray()
-        self.dead = False
-        b.begin()
-        client.loop.create_task(self._open())
-
-    async def _open(self) -> None:
-        b = self.backend
-        bal = self.client.bal
-        try:
-            async with asyncio.timeout(bal.options.connect_timeout):
-                await self.client.loop.create_connection(lambda: self, b.host, b.port)
-        except OSError as exc:
-            b.connect_failures += 1
-            detail, definite = connect_failure(exc)
-            if definite:
-                bal.mark_down_locally(b, f"connect: {detail}")
-            else:
-                bal.passive_failure(b, "connect failed")
-            self._fail("cannot connect", sent_ok=True)
-            return
-        if self.client.closed:
-            self.close()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.backend.inflight.add(self)
-        self.backend.consecutive_failures = 0
-        self.flush()
-
-    def queue(self, cmd: Command) -> None:
-        self.unsent.append(cmd)
-        self.out.append(cmd.raw)
-
-    def flush(self) -> None:
-        if self.transport is None or not self.out:
-            return
-        self.transport.write(b"".join(self.out))
-        self.out = []
-        self.inflight.extend(self.unsent)
-        self.unsent.clear()
-
-    def data_received(self, data: bytes) -> None:
-        if self.buf:
-            self.buf += data
-            chunk = bytes(self.buf)
-        else:
-            chunk = data
-        inflight = self.inflight
-        client = self.client
-        pos = 0
-        ends: list[int] = []
-        refused = False
-        todo = len(inflight)
-        while len(ends) < todo:
-            end = reply_end(chunk, pos)
-            if end < 0:
-                break
-            if chunk[pos] == 0x2D and chunk.startswith(_NOT_RUN, pos):  # '-'
-                refused = True
-            ends.append(end)
-            pos = end
-        self.buf = bytearray(chunk[pos:]) if pos < len(chunk) else bytearray()
-        n = len(ends)
-        if not n:
-            return
-        pending = client.pending
-        if (
-            not refused
-            and len(pending) >= n
-            and pending[0] is inflight[0]
-            and all(pending[i] is inflight[i] for i in range(1, n))
-        ):
-            # The common case: these replies are the next the client waits for, in
-            # order: pass them on in one write, without cutting them apart.
-            for _ in range(n):
-                inflight.popleft()
-                pending.popleft()
-            if client.transport is not None and not client.closed:
-                client.transport.write(chunk if pos == len(chunk) else chunk[:pos])
-            if pending and pending[0].reply is not None:
-                client.flush()
-            return
-        start = 0
-        for end in ends:
-            cmd = inflight.popleft()
-            reply = chunk[start:end]
-            start = end
-            if reply[:1] == b"-" and reply.startswith(_NOT_RUN):
-                # A fenced or demoted primary refused it: it did not run. Send it again
-                # once the shard has a new primary (the health check finds it).
-                client.bal.passive_failure(self.backend, reply[1:40].decode("latin-1"))
-                client.retry(cmd, reply[1:-2].decode("latin-1"))
-                continue
-            cmd.reply = reply
-        client.flush()
-
-    def abandon(self) -> None:
-        """The backend left rotation (down, ejected): retry elsewhere what can be."""
-        self.close()
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()  # connection_lost does the rest
-        else:
-            self._fail("closed", sent_ok=False)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._fail("connection to the shard's primary lost", sent_ok=False)
-
-    def _fail(self, why: str, *, sent_ok: bool) -> None:
-        """The connection is gone: unsent commands go again; sent ones only when safe."""
-        if self.dead:
-            return
-        self.dead = True
-        self.backend.inflight.discard(self)
-        self.backend.finish(None)
-        client = self.client
-        if client.ups.get(self.backend.name) is self:
-            del client.ups[self.backend.name]
-        inflight, unsent = list(self.inflight), list(self.unsent)
-        self.inflight.clear()
-        self.unsent.clear()
-        for cmd in inflight:
-            if sent_ok or is_retry_safe(cmd.name, cmd.args):
-                client.retry(cmd, why)
-            else:
-                cmd.reply = _error(f"ERR spofless: {why}; the command may or may not have run")
-        for cmd in unsent:
-            client.retry(cmd, why)
-        client.flush()
+def _cut_wait(args: list[bytes]) -> bytes:
+    """WAIT with its timeout cut to SHARED_WAIT_MAX_MS (0, for ever, too)."""
+    try:
+        ms = int(args[2]) if len(args) == 3 else -1
+    except ValueError:
+        ms = -1
+    if ms < 0:  # malformed: Redis answers with an error at once
+        return encode_command(args)
+    cut = SHARED_WAIT_MAX_MS if ms == 0 else min(ms, SHARED_WAIT_MAX_MS)
+    return encode_command([args[0], args[1], b"%d" % cut])

@@ -1,6 +1,9 @@
 """RESP (the Redis protocol) for the load balancer's redis mode: pure parsing and routing.
 
+    CommandReader().feed(data) -> [args, ...]         client commands, in bulk (hiredis)
     parse_command(buf, pos) -> (args, end) | None    one client command (array or inline)
+    encode_command(args) -> bytes                     a command as a server reads it
+    reply_ends(buf, pos, limit) -> (ends, errors)     where the next server replies end
     reply_end(buf, pos) -> end | -1                   where one server reply ends
     command_keys(args) -> keys | None                 the keys a command touches; None: keyless
     ShardRing(names).shard_of(key)                    consistent hashing over shard names
@@ -13,10 +16,12 @@ No I/O here; `_redis` drives it.
 
 from __future__ import annotations
 
-import bisect
 import hashlib
-import zlib
+from bisect import bisect_left
 from collections.abc import Sequence
+from zlib import crc32
+
+import hiredis
 
 
 class ProtocolError(ValueError):
@@ -88,6 +93,113 @@ def parse_command(buf: bytes | bytearray, pos: int) -> tuple[list[bytes], int] |
     return args, p
 
 
+class CommandReader:
+    """A client connection's commands, parsed in bulk as its bytes come.
+
+    RESP arrays of bulk strings (what client libraries send) are parsed by
+    hiredis's reader, in C, and encoded again for the server (`encode_command`);
+    inline commands (`PING\\r\\n` typed in telnet) by `parse_command`, their bytes
+    passed on as they came. `feed` returns the complete commands as (args, raw)
+    pairs (args never empty) and switches to `parse_command` when a command that
+    starts right where the stream is does not start with `*`. It knows where
+    the stream is by the encoded length of what hiredis returned (a client that
+    pads its lengths, `$03`, is never known to be there: it stays on hiredis).
+
+    An inline command behind arrays in one read makes hiredis fail: that read is
+    parsed again by `parse_command`, skipping the commands hiredis returned.
+    After a protocol error, `feed` returns the commands before it, sets `error`
+    and takes nothing more. (hiredis takes a simple string, `+x`, for a bulk
+    string: such a command is passed on as if it had been sent as one.)
+    """
+
+    def __init__(self) -> None:
+        self._hiredis = hiredis.Reader()
+        self._pending = 0  # bytes hiredis has that are not (encoded) commands returned
+        self._inline = b""  # bytes not yet parsed, when on parse_command
+        self.error: str | None = None
+
+    def feed(self, data: bytes) -> list[tuple[list[bytes], bytes]]:
+        if self.error is not None:
+            return []
+        if self._inline or (not self._pending and data[:1] != b"*"):
+            return self._parse_python(self._inline + data if self._inline else data)
+        fresh = not self._pending  # `data` starts a command
+        reader = self._hiredis
+        reader.feed(data)
+        pending = self._pending + len(data)
+        out: list[tuple[list[bytes], bytes]] = []
+        count = 0
+        gets = reader.gets
+        try:
+            while (args := gets()) is not False:
+                # Only arrays of bulk strings are commands (encoding refuses other items).
+                if type(args) is not list or len(args) > MAX_ARGS:
+                    raise ProtocolError("expected an array of bulk strings")
+                raw = encode_command(args)
+                count += 1
+                pending -= len(raw)
+                if args:  # `*0`: nothing to do, as Redis does
+                    out.append((args, raw))
+        except (hiredis.ProtocolError, ProtocolError, TypeError, MemoryError) as exc:
+            self._hiredis = hiredis.Reader()
+            self._pending = 0
+            if not fresh:  # where the failing command starts is not known
+                self.error = str(exc)
+                return out
+            # Parse the read again in Python, which takes inline commands and names
+            # what is wrong otherwise.
+            pos = 0
+            try:
+                for _ in range(count):
+                    parsed = parse_command(data, pos)
+                    assert parsed is not None  # hiredis returned it whole
+                    pos = parsed[1]
+            except ProtocolError as exc2:
+                self.error = str(exc2)
+                return out
+            out.extend(self._parse_python(data[pos:]))
+            return out
+        self._pending = pending
+        return out
+
+    def _parse_python(self, buf: bytes) -> list[tuple[list[bytes], bytes]]:
+        out: list[tuple[list[bytes], bytes]] = []
+        pos = 0
+        n = len(buf)
+        self._inline = b""
+        try:
+            while pos < n:
+                if buf[pos] == 0x2A and out:  # '*' behind inline commands: back to hiredis
+                    out.extend(self.feed(buf[pos:]))
+                    return out
+                parsed = parse_command(buf, pos)
+                if parsed is None:
+                    break
+                args, end = parsed
+                if args:
+                    out.append((args, buf[pos:end]))
+                pos = end
+        except ProtocolError as exc:
+            self.error = str(exc)
+            return out
+        self._inline = buf[pos:]
+        return out
+
+
+def encode_command(args: Sequence[bytes]) -> bytes:
+    """`args` as a RESP array of bulk strings (the common shapes written out)."""
+    n = len(args)
+    if n == 2:
+        a, b = args
+        return b"*2\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(a), a, len(b), b)
+    if n == 3:
+        a, b, c = args
+        return b"*3\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+            len(a), a, len(b), b, len(c), c
+        )  # fmt: skip
+    return b"*%d\r\n" % n + b"".join([b"$%d\r\n%b\r\n" % (len(a), a) for a in args])
+
+
 _AGGREGATE = {0x2A: 1, 0x7E: 1, 0x3E: 1, 0x25: 2, 0x7C: 2}  # * ~ > : items; % | : pairs
 _BLOB = frozenset(b"$=!")  # bulk string, verbatim string, blob error
 
@@ -116,6 +228,45 @@ def reply_end(buf: bytes | bytearray, pos: int) -> int:
         else:  # + - : _ # , ( : one line
             p = end + 2
     return p if p <= n else -1
+
+
+_OK = b"+OK\r\n"
+
+
+def reply_ends(buf: bytes, pos: int, limit: int) -> tuple[list[int], bool]:
+    """Where each of the (at most `limit`) complete replies from `pos` ends, and
+    whether any of them is an error. Bulk strings and one-line replies, nearly all
+    of a cache's traffic, are framed here; the others by `reply_end`."""
+    n = len(buf)
+    run = min(limit, (n - pos) // 5)
+    if run > 1 and buf.startswith(_OK, pos) and buf[pos : pos + 5 * run] == _OK * run:
+        return list(range(pos + 5, pos + 5 * run + 1, 5)), False  # writes' replies, at once
+    ends: list[int] = []
+    errors = False
+    find = buf.find
+    while pos < n and len(ends) < limit:
+        t = buf[pos]
+        if t == 0x24:  # '$'
+            nl = find(b"\r\n", pos)
+            if nl < 0:
+                break
+            size = int(buf[pos + 1 : nl])
+            end = nl + 4 + size if size >= 0 else nl + 2
+            if end > n:
+                break
+        elif t == 0x2B or t == 0x3A:  # '+' ':'
+            nl = find(b"\r\n", pos)
+            if nl < 0:
+                break
+            end = nl + 2
+        else:
+            errors = errors or t == 0x2D  # '-'
+            end = reply_end(buf, pos)
+            if end < 0:
+                break
+        ends.append(end)
+        pos = end
+    return ends, errors
 
 
 # Commands spofless answers itself, and those it refuses (they need one server for the
@@ -209,6 +360,7 @@ class ShardRing:
         self._names = [n for _, n in ring]
 
     def shard_of(self, key: bytes) -> str:
-        h = zlib.crc32(hash_slot_key(key))
-        i = bisect.bisect_left(self._hashes, h)
-        return self._names[i if i < len(self._names) else 0]
+        h = crc32(hash_slot_key(key) if b"{" in key else key)
+        i = bisect_left(self._hashes, h)
+        names = self._names
+        return names[i] if i < len(names) else names[0]
