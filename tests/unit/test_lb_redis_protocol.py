@@ -120,6 +120,30 @@ async def test_a_refused_write_is_sent_again_and_a_lost_one_only_when_harmless(
     c.connection_lost(None)
 
 
+async def test_a_write_sent_again_is_not_overtaken_by_the_clients_next_one(
+    no_connect: None,
+) -> None:
+    c, t = await client()
+    k, other = key_on("a", "x"), key_on("b", "y")
+    c.data_received(cmd(b"SET", k, b"1"))
+    await asyncio.sleep(0)
+    up, tu = upstream(c, "a")
+    up.data_received(b"-READONLY You can't write against a read only replica.\r\n")
+    # While SET k 1 waits to go again, the client sends SET k 2, and a GET on shard b.
+    c.data_received(cmd(b"SET", k, b"2") + cmd(b"GET", other))
+    await asyncio.sleep(0)
+    assert bytes(tu.out) == cmd(b"SET", k, b"1")  # SET k 2 held behind SET k 1
+    up_b, tb = upstream(c, "b")
+    assert bytes(tb.out) == cmd(b"GET", other)  # the other shard is not held
+    await asyncio.sleep(_redis.RETRY_PAUSE * 2)
+    assert bytes(tu.out) == cmd(b"SET", k, b"1") * 2 + cmd(b"SET", k, b"2")
+    up.data_received(b"+OK\r\n+OK\r\n")
+    up_b.data_received(b"$-1\r\n")
+    assert bytes(t.out) == b"+OK\r\n+OK\r\n$-1\r\n"
+    assert c.stalled == {}
+    c.connection_lost(None)
+
+
 async def test_clients_share_one_connection_per_backend(no_connect: None) -> None:
     c1, t1 = await client()
     c2 = _redis.RedisClient(c1.bal)

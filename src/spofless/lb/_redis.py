@@ -176,6 +176,9 @@ class RedisClient(asyncio.Protocol):
         self.last_cmd: Command | None = None  # the last keyed command: WAIT follows it
         self.first_wait: Command | None = None  # while it runs, later commands are held
         self.held: list[Command] = []
+        # Per shard, the commands waiting for it to take them (no primary, or sent again
+        # after a failover), in the client's order; later ones to that shard queue behind.
+        self.stalled: dict[str, deque[Command]] = {}
         self.closed = False
         self.closing = False  # QUIT: close once the replies before it are sent
         self.deadline = 0.0
@@ -202,6 +205,7 @@ class RedisClient(asyncio.Protocol):
                 up.close()
         self.pending.clear()
         self.held.clear()
+        self.stalled.clear()
 
     def data_received(self, data: bytes) -> None:
         now = self.loop.time()
@@ -416,11 +420,20 @@ class RedisClient(asyncio.Protocol):
         return shards.primary[cmd.shard]
 
     def _send(self, cmd: Command) -> RedisUpstream | None:
-        """Queue `cmd` on an upstream of its shard, or wait for the shard to get one."""
-        route = self._route(cmd)
-        b = self.bal.choose(route, None, None)
+        """Queue `cmd` on an upstream of its shard, or wait for the shard to get one.
+        Behind a command of this client that waits on the same shard, it waits too."""
+        if cmd.shard in self.stalled:
+            self._stall(cmd)
+            return None
+        up = self._queue(cmd)
+        if up is None:
+            self._stall(cmd)
+        return up
+
+    def _queue(self, cmd: Command) -> RedisUpstream | None:
+        """Queue `cmd` on an upstream of its shard now; None when it has none."""
+        b = self.bal.choose(self._route(cmd), None, None)
         if b is None:
-            self._wait(cmd)
             return None
         up = self.ups.get(b.name)
         if up is None or up.dead:
@@ -429,17 +442,46 @@ class RedisClient(asyncio.Protocol):
         up.queue(cmd)
         return up
 
-    def _wait(self, cmd: Command) -> None:
-        if self.loop.time() >= cmd.deadline:
-            cmd.reply = error_reply(f"CLUSTERDOWN shard {cmd.shard} has no primary")
-            self.flush()
-            return
-        self.loop.call_later(RETRY_PAUSE, self._resend, cmd)
+    def _stall(self, cmd: Command) -> None:
+        """Hold `cmd` until its shard can take it, after this client's earlier commands
+        to that shard: a write sent again after a failover must not be overtaken by the
+        client's next one to the same key (SET k 1, SET k 2 must end with 2)."""
+        shard = cast(str, cmd.shard)
+        held = self.stalled.get(shard)
+        if held is None:
+            held = self.stalled[shard] = deque()
+            self.loop.call_later(RETRY_PAUSE, self._drain, shard)
+        held.append(cmd)
 
-    def _resend(self, cmd: Command) -> None:
-        if self.closed or cmd.reply is not None:
+    def _drain(self, shard: str) -> None:
+        """Send the held commands of `shard` in order, as far as it has an upstream;
+        those past their deadline get an error; look again later for the rest."""
+        held = self.stalled.get(shard)
+        if held is None:
             return
-        self._send(cmd)
+        if self.closed:
+            del self.stalled[shard]
+            return
+        now = self.loop.time()
+        while held:
+            cmd = held[0]
+            if cmd.reply is None:
+                if cmd.name == b"WAIT":
+                    cmd.reply = _WAIT_ZERO  # its write went again: not counted
+                elif now >= cmd.deadline:
+                    cmd.reply = error_reply(
+                        f"ERR spofless: {cmd.why}"
+                        if cmd.why
+                        else f"CLUSTERDOWN shard {shard} has no primary"
+                    )
+                elif self._queue(cmd) is None:
+                    break
+            held.popleft()
+        if held:
+            self.loop.call_later(RETRY_PAUSE, self._drain, shard)
+        else:
+            del self.stalled[shard]
+        self.flush()
 
     def retry(self, cmd: Command, why: str) -> None:
         """Send `cmd` again (its upstream failed); the caller decided it is safe."""
@@ -448,11 +490,12 @@ class RedisClient(asyncio.Protocol):
             cmd.reply = _WAIT_ZERO
             return
         cmd.attempts += 1
+        cmd.why = why
         if self.loop.time() >= cmd.deadline or self.closed:
             cmd.reply = error_reply(f"ERR spofless: {why}")
             self.flush()
             return
-        self.loop.call_later(RETRY_PAUSE, self._resend, cmd)
+        self._stall(cmd)
 
 
 _HELLO = (

@@ -47,6 +47,7 @@ class Command:
         "reply",
         "shard",
         "up",
+        "why",
     )
 
     def __init__(
@@ -69,6 +70,7 @@ class Command:
         self.deadline = deadline
         self.up: RedisUpstream | None = None  # the connection it was last queued on
         self.after: Command | None = None  # WAIT: the keyed command it follows
+        self.why = ""  # why it was sent again (its error when it cannot be)
 
 
 def error_reply(text: str) -> bytes:
