@@ -99,6 +99,19 @@ class Coordination(abc.ABC):
         another state dir); its new pid and the command it ran before. StackError or
         RolloutError when it refuses or does not answer within `bound`."""
 
+    @abc.abstractmethod
+    async def surge(
+        self, name: str, host: str | None, run: str | None, bound: float
+    ) -> tuple[int, str]:
+        """Have the supervisor running `host` start temporary instance `name` (running
+        `run`, None: the component's command) for this rollout; its pid and address.
+        StackError or RolloutError when it refuses or does not answer within `bound`."""
+
+    @abc.abstractmethod
+    async def unsurge(self, name: str, bound: float) -> None:
+        """Have its supervisor remove temporary instance `name` (out of the load
+        balancers, drained first, then stopped). Errors as `surge`."""
+
     def on_stop(self, stop: Callable[[str], None]) -> None:  # noqa: B027 (optional)
         """Call `stop(why)` when the rollout must stop (its lock lost, `--abort`)."""
 
@@ -205,6 +218,16 @@ class LocalCoordination(Coordination):
         req = {"op": "replace", "instance": name, "argv": None if argv is None else list(argv)}
         answer = await request(self.state_dir, req, bound)
         return int(answer["pid"]), tuple(answer["previous_argv"])
+
+    async def surge(
+        self, name: str, host: str | None, run: str | None, bound: float
+    ) -> tuple[int, str]:
+        req = {"op": "surge", "instance": name, "host": host, "run": run}
+        answer = await request(self.state_dir, req, bound)
+        return int(answer["pid"]), str(answer["address"])
+
+    async def unsurge(self, name: str, bound: float) -> None:
+        await request(self.state_dir, {"op": "unsurge", "instance": name}, bound)
 
     def _held(self) -> bool:
         return lock_held(self.state_dir / "rollout.lock")
@@ -359,6 +382,31 @@ class EtcdCoordination(Coordination):
     ) -> tuple[int, tuple[str, ...]]:
         assert self._lead is not None
         req = ReplaceRequest.new(name, argv, self._lead.fencing_token, run)
+        result = await self._ask(req, bound)
+        assert result.pid is not None
+        return result.pid, result.previous_argv
+
+    async def surge(
+        self, name: str, host: str | None, run: str | None, bound: float
+    ) -> tuple[int, str]:
+        assert self._lead is not None
+        req = ReplaceRequest.new(name, None, self._lead.fencing_token, run, "surge", host)
+        result = await self._ask(req, bound)
+        assert result.pid is not None
+        if result.address is None:
+            raise RolloutError(f"{name}: its supervisor did not say where it listens")
+        return result.pid, result.address
+
+    async def unsurge(self, name: str, bound: float) -> None:
+        assert self._lead is not None
+        await self._ask(
+            ReplaceRequest.new(name, None, self._lead.fencing_token, op="unsurge"), bound
+        )
+
+    async def _ask(self, req: ReplaceRequest, bound: float) -> ReplaceResult:
+        """Write request `req` and wait for its result (RolloutError: refused, no answer)."""
+        assert self._lead is not None
+        name = req.instance
         try:
             ok = await self.store.txn(
                 [self._lead.fence()],
@@ -377,13 +425,14 @@ class EtcdCoordination(Coordination):
                     )
                     if not result.ok or result.pid is None:
                         raise RolloutError(f"{name}: the supervisor refused: {result.error}")
-                    return result.pid, result.previous_argv
+                    return result
                 await asyncio.sleep(POLL)
         except DCSError as exc:
             raise self._unreachable(exc) from None
+        where = f"on host {req.host}" if req.op == "surge" and req.host else "that runs it"
         raise RolloutError(
-            f"{name}: no supervisor answered the request to replace it within {bound:g}s "
-            "(is the supervisor that runs it alive and connected to etcd?)"
+            f"{name}: no supervisor answered the request to {req.op} it within {bound:g}s "
+            f"(is the supervisor {where} alive and connected to etcd?)"
         )
 
     def on_stop(self, stop: Callable[[str], None]) -> None:

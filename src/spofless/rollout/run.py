@@ -18,6 +18,16 @@ a sleep:
 
 For PostgreSQL the primary moves last, after a switchover to a streaming
 replica (spofless.pg.ops), whose write pause is measured.
+
+With `--surge N` (kind service, Kubernetes' maxSurge), N temporary instances
+start first (spofless.stack._surge: on a free port of the host where the
+component runs least, running the new command): each must pass its health check
+`rise` times, is added to every load balancer in front of the component and must
+be seen up by each of them, and its responses are watched like a readmitted
+instance's. Only then are the others replaced, one at a time, with redundancy
+kept; the temporary ones are drained and removed last. Whatever ends the rollout
+early, they are removed too: by the rollout on its way out, or, when it cannot
+(killed, its lock lost), by their supervisor once it sees the rollout gone.
 """
 
 from __future__ import annotations
@@ -38,13 +48,24 @@ from spofless.rollout.plan import RolloutPlan, Step, plan_rollout
 from spofless.stack._coord import RolloutRecord
 from spofless.stack._errors import StackError
 from spofless.stack._kinds import run_argv
-from spofless.stack._lb_admin import Drain, LbAdmin, admins_routing_to, drain, enable, errors_of
+from spofless.stack._lb_admin import (
+    Drain,
+    LbAdmin,
+    add_backend,
+    admins_routing_to,
+    drain,
+    enable,
+    errors_of,
+    wait_serving,
+)
 from spofless.topology import ServiceComponent, Topology, instance_at
 
 __all__ = ["Prepared", "RolloutOptions", "RolloutResult", "StepResult", "prepare", "rollout"]
 
 POLL = 0.1
 REPLACE_BOUND = 60.0  # the supervisor's answer: a stop (grace, then SIGKILL) and a start
+# The supervisor's answer to a removal: the load balancers' drain (bounded by 60 s), a stop.
+UNSURGE_BOUND = 90.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +83,10 @@ class RolloutOptions:
 @dataclass(slots=True)
 class StepResult:
     instance: str
-    action: str  # replace | switchover
-    outcome: str  # replaced | rolled back | stopped | switched over
+    action: str  # replace | switchover | handover | surge | unsurge
+    outcome: (
+        str  # replaced | rolled back | stopped | switched over | handed over | started | removed
+    )
     seconds: float
     drain_seconds: float | None = None
     cut: int = 0  # requests open at the drain timeout
@@ -181,15 +204,6 @@ async def rollout(
     failure, Ctrl-C, SIGTERM, `--abort`, its lock lost), every instance it drained is
     put back in rotation before it returns; one left drained by a rollout that was
     killed is put back before this one starts (with etcd: by the supervisors, at once)."""
-    surges = [s.instance for s in p.plan.steps if s.action == "surge"]
-    if surges:
-        lbs = ", ".join(a.name for a in p.admins) or "the load balancers"
-        raise RolloutError(
-            f"--surge: {', '.join(surges)} would have to be added to {lbs} through their "
-            "admin API, which cannot add a backend yet: the surge is planned (--dry-run "
-            "shows it) but not carried out; nothing was changed (--allow-spof rolls "
-            "without it)"
-        )
     result = RolloutResult(p.component, p.plan)
     record = RolloutRecord(os.getpid(), p.component, time.time(), len(p.plan.steps))
     await p.coord.begin(record, say)
@@ -216,6 +230,7 @@ async def rollout(
                     await enable(client, list(p.admins), name)
                     record.drained.remove(name)
                     say(f"{name}: back in rotation")
+                await _remove_surge(p, record, say)
                 if not record.finished:
                     record.phase = "done" if result.ok else "failed"
     finally:
@@ -242,6 +257,10 @@ async def _steps(
                 r = await _switchover(p, step)
             elif step.action == "handover":
                 r = await _handover(p, step, opts)
+            elif step.action == "surge":
+                r = await _surge(p, step, opts, client, record)
+            elif step.action == "unsurge":
+                r = await _unsurge(p, step, record)
             else:
                 r = await _replace(p, step, opts, client, record, say)
         except (RolloutError, StackError) as exc:
@@ -250,7 +269,7 @@ async def _steps(
             return
         result.steps.append(r)
         say(f"{r.instance}: {r.outcome} in {r.seconds:.1f}s" + _extra(r))
-        if r.outcome not in ("replaced", "switched over", "handed over"):
+        if r.outcome not in ("replaced", "switched over", "handed over", "started", "removed"):
             result.error = f"{r.instance}: {r.outcome}: {r.detail}"
             return
 
@@ -321,6 +340,65 @@ async def _replace(
             r.outcome = "stopped"
     r.seconds = time.monotonic() - start
     return r
+
+
+async def _surge(
+    p: Prepared,
+    step: Step,
+    opts: RolloutOptions,
+    client: httpx.AsyncClient,
+    record: RolloutRecord,
+) -> StepResult:
+    """Start temporary instance `step.instance`, healthy `rise` times, then in every load
+    balancer in front of the component and up there, its responses watched."""
+    start = time.monotonic()
+    name = step.instance
+    record.surge.append(name)  # recorded before: a kill midway must not lose it
+    record.phase = "surging"
+    await p.coord.save(record)
+    pid, address = await p.coord.surge(name, step.host, opts.run, REPLACE_BOUND)
+    r = StepResult(name, "surge", "started", 0.0, pid=pid, detail=f"temporary, on {address}")
+    why = await _wait_whole(p, name, pid, opts.health_timeout)
+    admins = list(p.admins)
+    if why is None and admins:
+        try:
+            await add_backend(client, admins, p.component, name, address)
+        except httpx.HTTPError as exc:
+            raise RolloutError(f"{name}: a load balancer did not take it: {exc}") from None
+        why = await wait_serving(client, admins, name, opts.health_timeout)
+        if why is None:
+            r.failed_responses = await _watch(client, admins, name, (0, 0), opts.watch)
+            if r.failed_responses:
+                why = f"{r.failed_responses} failed responses once it served"
+    if why is not None:
+        r.outcome, r.detail = "stopped", why
+    r.seconds = time.monotonic() - start
+    return r
+
+
+async def _unsurge(p: Prepared, step: Step, record: RolloutRecord) -> StepResult:
+    """Remove temporary instance `step.instance`: its supervisor has the load balancers
+    drain and drop it, then stops it."""
+    start = time.monotonic()
+    await p.coord.unsurge(step.instance, UNSURGE_BOUND)
+    if step.instance in record.surge:
+        record.surge.remove(step.instance)
+        await p.coord.save(record)
+    return StepResult(step.instance, "unsurge", "removed", time.monotonic() - start)
+
+
+async def _remove_surge(p: Prepared, record: RolloutRecord, say: Callable[[str], None]) -> None:
+    """On the way out: remove the temporary instances still there. One that cannot be
+    (its lock lost, its supervisor silent) is removed by its supervisor once it sees
+    this rollout gone."""
+    for name in list(record.surge):
+        try:
+            await p.coord.unsurge(name, UNSURGE_BOUND)
+        except (RolloutError, StackError) as exc:
+            say(f"{name}: not removed ({exc}); its supervisor removes it once this rollout ends")
+            continue
+        record.surge.remove(name)
+        say(f"{name}: temporary instance removed")
 
 
 async def _undrained(p: Prepared, record: RolloutRecord, name: str) -> None:
