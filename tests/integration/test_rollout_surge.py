@@ -123,10 +123,11 @@ def test_surge_keeps_redundancy_under_load_and_leaves_nothing_behind(
     seen_temporary: list[str] = []
     with Load(lb) as load:
         wait_for("traffic flows", lambda: len(load.answers) > 20, 30)
-        argv = ["rollout", "--component", "web", "--run", V2, "--surge", "1", "--json"]
         spofless = str(Path(sys.executable).parent / "spofless")
+        where = [str(run.topology), "--state-dir", str(run.state_dir)]
+        what = ["--component", "web", "--run", V2, "--surge", "1", "--json"]
         driver = subprocess.Popen(
-            [spofless, *argv[:1], str(run.topology), "--state-dir", str(run.state_dir)] + argv[1:],
+            [spofless, "rollout", *where, *what],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

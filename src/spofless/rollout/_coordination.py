@@ -47,6 +47,7 @@ from spofless.security import etcd_client_tls
 from spofless.stack._control import request
 from spofless.stack._coord import (
     LOCK_TTL,
+    PUBLISH_TTL,
     ReplaceRequest,
     ReplaceResult,
     RolloutKeys,
@@ -59,6 +60,10 @@ from spofless.topology import Topology
 __all__ = ["Coordination", "EtcdCoordination", "LocalCoordination", "coordination_for"]
 
 POLL = 0.1
+# How long a rollout waits for the supervisors to be published in etcd: one publishes at
+# once when its stack runs (`up --wait` may return just before), and again within its
+# lease's ttl after a lapse (etcd slow, the machine loaded).
+PUBLISH_WAIT = float(PUBLISH_TTL)
 Say = Callable[[str], None]
 
 
@@ -277,28 +282,39 @@ class EtcdCoordination(Coordination):
                 docs.append(json.loads(kv.value))
         return docs
 
+    async def _published(
+        self, ready: Callable[[list[dict[str, Any]]], bool]
+    ) -> list[dict[str, Any]]:
+        """The supervisors' documents once `ready` holds for them, or as they are after
+        PUBLISH_WAIT seconds (a supervisor just started publishes within that)."""
+        deadline = time.monotonic() + PUBLISH_WAIT
+        while True:
+            docs = await self._supervisors()
+            if ready(docs) or time.monotonic() >= deadline:
+                return docs
+            await asyncio.sleep(2 * POLL)
+
     async def instances(self, strict: bool = True) -> list[dict[str, Any]]:
-        docs = await self._supervisors()
+        docs = await (self._published(bool) if strict else self._supervisors())
         if not docs and strict:
             raise RolloutError(
-                f"no supervisor of {self.topology.name} is published in etcd: "
-                "start the stack with `spofless up` first"
+                f"no supervisor of {self.topology.name} is published in etcd (waited "
+                f"{PUBLISH_WAIT:g}s): start the stack with `spofless up` first"
             )
-        seen: dict[str, dict[str, Any]] = {}
-        for doc in docs:
-            for inst in doc.get("instances", []):
-                seen.setdefault(inst["name"], {**inst, "supervisor": doc.get("supervisor")})
-        return list(seen.values())
+        return _instances_of(docs)
 
     async def not_running(self, component: str) -> str | None:
-        running = {i["name"] for i in await self.instances()}
+        names = {i.name for i in self.topology.instances[component]}
+        docs = await self._published(lambda d: names <= {i["name"] for i in _instances_of(d)})
+        running = {i["name"] for i in _instances_of(docs)}
         missing = [i for i in self.topology.instances[component] if i.name not in running]
         if not missing:
             return None
         where = ", ".join(f"{i.name} (host {i.host})" if i.host else i.name for i in missing)
         return (
-            f"{where}: no live supervisor runs it (none publishes it in etcd); a rollout "
-            "waits until every instance runs: start it with `spofless up FILE --host HOST`"
+            f"{where}: no live supervisor runs it (none publishes it in etcd within "
+            f"{PUBLISH_WAIT:g}s); a rollout waits until every instance runs: start it with "
+            "`spofless up FILE --host HOST`"
         )
 
     async def _read(self) -> tuple[RolloutRecord | None, bool]:
@@ -491,3 +507,13 @@ class EtcdCoordination(Coordination):
             await self._lead.resign()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.store.close(), 2.0)
+
+
+def _instances_of(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every instance the supervisors' documents list (the first listing wins), each
+    with the supervisor that runs it."""
+    seen: dict[str, dict[str, Any]] = {}
+    for doc in docs:
+        for inst in doc.get("instances", []):
+            seen.setdefault(inst["name"], {**inst, "supervisor": doc.get("supervisor")})
+    return list(seen.values())

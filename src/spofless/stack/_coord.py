@@ -49,6 +49,10 @@ happens:
   (the request's token) is no longer the lock held: its driver is gone. The
   supervisor that aborts an orphaned rollout also asks the load balancers to remove
   the rollout's temporary instances, should their own supervisor be gone too.
+- **A supervisor just started** (`up --wait` returns once its instances are healthy,
+  maybe just before its first publication), or its lease lapsed a moment (etcd slow):
+  a rollout waits up to PUBLISH_TTL for every instance of its component to be
+  published before it says that none runs.
 - **A supervisor dies**: its key goes with its lease. A rollout refuses to start
   while an instance of the component runs under no live supervisor, and the
   answer to a request is awaited for a bound only.
