@@ -36,27 +36,26 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 
 from spofless.rollout._coordination import Coordination
 from spofless.rollout._errors import RolloutError
-from spofless.rollout.plan import RolloutPlan, Step, plan_rollout
+from spofless.rollout._gates import wait_whole, watch_failures
+from spofless.rollout._surge import remove_surge, surge, unsurge
+from spofless.rollout._types import Prepared, RolloutOptions, RolloutResult, StepResult
+from spofless.rollout.plan import Step, plan_rollout
 from spofless.stack._coord import RolloutRecord
 from spofless.stack._errors import StackError
 from spofless.stack._kinds import run_argv
 from spofless.stack._lb_admin import (
     Drain,
-    LbAdmin,
-    add_backend,
     admins_routing_to,
     drain,
     enable,
     errors_of,
-    wait_serving,
 )
 from spofless.topology import ServiceComponent, Topology, instance_at
 
@@ -64,80 +63,6 @@ __all__ = ["Prepared", "RolloutOptions", "RolloutResult", "StepResult", "prepare
 
 POLL = 0.1
 REPLACE_BOUND = 60.0  # the supervisor's answer: a stop (grace, then SIGKILL) and a start
-# The supervisor's answer to a removal: the load balancers' drain (bounded by 60 s), a stop.
-UNSURGE_BOUND = 90.0
-
-
-@dataclass(frozen=True, slots=True)
-class RolloutOptions:
-    run: str | None = None  # kind service: the new `run:` command ({port} ... expanded)
-    allow_spof: bool = False
-    surge: int = 0  # kind service: temporary instances started first, removed last
-    drain_timeout: float = 30.0
-    health_timeout: float = 60.0
-    watch: float = 2.0  # seconds of counters watched after readmission
-    pause_between: float = 0.0
-    on_failure: Literal["rollback", "pause"] = "rollback"
-
-
-@dataclass(slots=True)
-class StepResult:
-    instance: str
-    action: str  # replace | switchover | handover | surge | unsurge
-    outcome: (
-        str  # replaced | rolled back | stopped | switched over | handed over | started | removed
-    )
-    seconds: float
-    drain_seconds: float | None = None
-    cut: int = 0  # requests open at the drain timeout
-    failed_responses: int = 0  # seen in the watch window
-    pid: int | None = None
-    detail: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "instance": self.instance,
-            "action": self.action,
-            "outcome": self.outcome,
-            "seconds": round(self.seconds, 3),
-            "drain_seconds": None if self.drain_seconds is None else round(self.drain_seconds, 3),
-            "cut": self.cut,
-            "failed_responses": self.failed_responses,
-            "pid": self.pid,
-            "detail": self.detail,
-        }
-
-
-@dataclass(slots=True)
-class RolloutResult:
-    component: str
-    plan: RolloutPlan
-    steps: list[StepResult] = field(default_factory=list)
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "component": self.component,
-            "ok": self.ok,
-            "error": self.error,
-            "steps": [s.to_json() for s in self.steps],
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """What a rollout works on, checked before anything moves."""
-
-    topology: Topology
-    state_dir: Path  # where `up` ran (the state dir a --run command may name)
-    coord: Coordination
-    component: str
-    plan: RolloutPlan
-    admins: tuple[LbAdmin, ...]
 
 
 async def prepare(
@@ -230,7 +155,7 @@ async def rollout(
                     await enable(client, list(p.admins), name)
                     record.drained.remove(name)
                     say(f"{name}: back in rotation")
-                await _remove_surge(p, record, say)
+                await remove_surge(p, record, say)
                 if not record.finished:
                     record.phase = "done" if result.ok else "failed"
     finally:
@@ -258,9 +183,9 @@ async def _steps(
             elif step.action == "handover":
                 r = await _handover(p, step, opts)
             elif step.action == "surge":
-                r = await _surge(p, step, opts, client, record)
+                r = await surge(p, step, opts, client, record)
             elif step.action == "unsurge":
-                r = await _unsurge(p, step, record)
+                r = await unsurge(p, step, record)
             else:
                 r = await _replace(p, step, opts, client, record, say)
         except (RolloutError, StackError) as exc:
@@ -316,12 +241,12 @@ async def _replace(
     r = StepResult(name, "replace", "replaced", 0.0, pid=pid)
     if d is not None:
         r.drain_seconds, r.cut = d.seconds, d.cut
-    why = await _wait_whole(p, name, pid, opts.health_timeout)
+    why = await wait_whole(p, name, pid, opts.health_timeout)
     if why is None:
         before = await errors_of(client, admins, name)
         await enable(client, admins, name)
         await _undrained(p, record, name)
-        r.failed_responses = await _watch(client, admins, name, before, opts.watch)
+        r.failed_responses = await watch_failures(client, admins, name, before, opts.watch)
         if r.failed_responses:
             why = f"{r.failed_responses} failed responses after it was readmitted"
     if why is not None:
@@ -331,7 +256,7 @@ async def _replace(
             if admins:
                 await drain(client, admins, name, opts.drain_timeout)
             back_pid, _ = await p.coord.replace(name, previous, REPLACE_BOUND)
-            back = await _wait_whole(p, name, back_pid, opts.health_timeout)
+            back = await wait_whole(p, name, back_pid, opts.health_timeout)
             await enable(client, admins, name)
             await _undrained(p, record, name)
             r.outcome = "rolled back" if back is None else "rollback failed"
@@ -342,114 +267,11 @@ async def _replace(
     return r
 
 
-async def _surge(
-    p: Prepared,
-    step: Step,
-    opts: RolloutOptions,
-    client: httpx.AsyncClient,
-    record: RolloutRecord,
-) -> StepResult:
-    """Start temporary instance `step.instance`, healthy `rise` times, then in every load
-    balancer in front of the component and up there, its responses watched."""
-    start = time.monotonic()
-    name = step.instance
-    record.surge.append(name)  # recorded before: a kill midway must not lose it
-    record.phase = "surging"
-    await p.coord.save(record)
-    pid, address = await p.coord.surge(name, step.host, opts.run, REPLACE_BOUND)
-    r = StepResult(name, "surge", "started", 0.0, pid=pid, detail=f"temporary, on {address}")
-    why = await _wait_whole(p, name, pid, opts.health_timeout)
-    admins = list(p.admins)
-    if why is None and admins:
-        try:
-            await add_backend(client, admins, p.component, name, address)
-        except httpx.HTTPError as exc:
-            raise RolloutError(f"{name}: a load balancer did not take it: {exc}") from None
-        why = await wait_serving(client, admins, name, opts.health_timeout)
-        if why is None:
-            r.failed_responses = await _watch(client, admins, name, (0, 0), opts.watch)
-            if r.failed_responses:
-                why = f"{r.failed_responses} failed responses once it served"
-    if why is not None:
-        r.outcome, r.detail = "stopped", why
-    r.seconds = time.monotonic() - start
-    return r
-
-
-async def _unsurge(p: Prepared, step: Step, record: RolloutRecord) -> StepResult:
-    """Remove temporary instance `step.instance`: its supervisor has the load balancers
-    drain and drop it, then stops it."""
-    start = time.monotonic()
-    await p.coord.unsurge(step.instance, UNSURGE_BOUND)
-    if step.instance in record.surge:
-        record.surge.remove(step.instance)
-        await p.coord.save(record)
-    return StepResult(step.instance, "unsurge", "removed", time.monotonic() - start)
-
-
-async def _remove_surge(p: Prepared, record: RolloutRecord, say: Callable[[str], None]) -> None:
-    """On the way out: remove the temporary instances still there. One that cannot be
-    (its lock lost, its supervisor silent) is removed by its supervisor once it sees
-    this rollout gone."""
-    for name in list(record.surge):
-        try:
-            await p.coord.unsurge(name, UNSURGE_BOUND)
-        except (RolloutError, StackError) as exc:
-            say(f"{name}: not removed ({exc}); its supervisor removes it once this rollout ends")
-            continue
-        record.surge.remove(name)
-        say(f"{name}: temporary instance removed")
-
-
 async def _undrained(p: Prepared, record: RolloutRecord, name: str) -> None:
     if name in record.drained:
         record.drained.remove(name)
         record.phase = "readmitted"
         await p.coord.save(record)
-
-
-async def _watch(
-    client: httpx.AsyncClient,
-    admins: list[LbAdmin],
-    name: str,
-    before: tuple[int, int],
-    seconds: float,
-) -> int:
-    """Failed responses from `name` in the `seconds` after readmission (0: none)."""
-    if not admins or seconds <= 0:
-        return 0
-    deadline = time.monotonic() + seconds
-    failed = 0
-    while time.monotonic() < deadline:
-        await asyncio.sleep(min(0.25, seconds))
-        _, now_failed = await errors_of(client, admins, name)
-        failed = max(0, now_failed - before[1])
-        if failed:
-            break
-    return failed
-
-
-async def _wait_whole(p: Prepared, name: str, pid: int, bound: float) -> str | None:
-    """Wait until instance `name` runs process `pid` and does its job (health check
-    passed `rise` times; a PostgreSQL member: primary or streaming replica again).
-    None when it does; why not, after `bound` seconds or when it failed."""
-    deadline = time.monotonic() + bound
-    last = "no state yet"
-    while time.monotonic() < deadline:
-        inst = next(
-            (i for i in await p.coord.instances(strict=False) if i.get("name") == name), None
-        )
-        if inst is not None:
-            own = inst.get("agent_pid", inst.get("pid"))
-            last = f"{inst.get('state')} (health {inst.get('health')})"
-            if inst.get("state") == "failed":
-                return f"it failed: {inst.get('message') or inst.get('last_exit')}"
-            if own == pid and inst.get("state") == "up":
-                if inst.get("kind") != "postgres" or inst.get("role") in ("primary", "replica"):
-                    return None
-                last = f"up but {inst.get('role') or 'without a role'}: {inst.get('reason')}"
-        await asyncio.sleep(POLL)
-    return f"not healthy within {bound:g}s: {last}"
 
 
 async def _switchover(p: Prepared, step: Step) -> StepResult:
