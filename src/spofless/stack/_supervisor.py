@@ -24,18 +24,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from spofless.health import Detector, Status, run_check
-from spofless.pg import postmaster_pid
-from spofless.stack import _cache, _pg
 from spofless.stack import _policy as policy
 from spofless.stack._control import ControlServer, argv_of
 from spofless.stack._errors import StackError, StartError
 from spofless.stack._etcd import member_role, record_scheme
-from spofless.stack._plan import InstancePlan, StackPlan, pg_data_dir
+from spofless.stack._plan import InstancePlan, StackPlan
 from spofless.stack._process import spawn, stop_groups
+from spofless.stack._roles import Roles
 from spofless.stack._rollout_agent import RolloutAgent, rollout_agent
 from spofless.stack._state import SupervisorLock, instance_doc, write_state
 from spofless.stack._surge import Temporaries
-from spofless.stack._vip import follow_claim, of_vip, vip_components
+from spofless.stack._vip import follow_claim, vip_components
 from spofless.stack._waits import DependencyWait, client_context, dependency_waits
 
 logger = logging.getLogger(__name__)
@@ -78,11 +77,7 @@ class Supervisor:
         self._stop = asyncio.Event()
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._roles: dict[str, str | None] = {}  # etcd members: leader / follower
-        # postgres and cache instances: details from their agents, their server's pid
-        self._agents: dict[str, _pg.PgDetails | _cache.CacheDetails] = {}
-        self._servers: dict[str, int | None] = {}
-        self._vip_roles: dict[str, str] = {}  # VIP agents and load balancers, from the claim
+        self.roles = Roles(plan.state_dir, self._mark)  # what each instance's role is
         # Instances replaced through the control socket run this plan instead of the file's.
         self._overrides: dict[str, InstancePlan] = {}
         # An instance being replaced: set when its new process runs (or failed to start).
@@ -127,7 +122,7 @@ class Supervisor:
                 else:  # one machine: the state dir's rollout lock says whether it runs
                     self._tasks.append(asyncio.create_task(self.temporaries.reap_local()))
                 for lb, indexes in vip_components(self.plan.instances).items():
-                    follow = follow_claim(self.plan.topology, lb, indexes, self._vip_seen)
+                    follow = follow_claim(self.plan.topology, lb, indexes, self.roles.vip_seen)
                     self._tasks.append(asyncio.create_task(follow))
                 await self._stop.wait()
         finally:
@@ -365,9 +360,9 @@ class Supervisor:
         while not self._stop.is_set():
             state = self.states[inst.name]
             if state.state != "up":
-                self._roles.pop(inst.name, None)
+                self.roles.members.pop(inst.name, None)
             if state.state not in ("starting", "up", "down"):
-                self._forget_agent(inst.name)
+                self.roles.forget_agent(inst.name)
             if state.pid is not None and state.state in ("starting", "up", "down"):
                 if state.pid != watched_pid:  # a new process: judge it afresh
                     detector, watched_pid = Detector(check.fall, check.rise), state.pid
@@ -375,11 +370,12 @@ class Supervisor:
                 result = await run_check(check, inst.bind_ip, port, tls=context)
                 change = detector.observe(result.ok, definite=result.definite, detail=result.detail)
                 if inst.kind == "etcd" and result.ok and time.monotonic() >= next_role:
-                    self._roles[inst.name] = await member_role(inst.bind_ip, port, inst.health_tls)
+                    role = await member_role(inst.bind_ip, port, inst.health_tls)
+                    self.roles.members[inst.name] = role
                     next_role = time.monotonic() + ROLE_INTERVAL
                 if inst.kind in AGENT_KINDS and time.monotonic() >= next_role:
                     # Also while its server is down: the agent says why (demoting, starting).
-                    await self._observe_agent(inst)
+                    await self.roles.observe_agent(inst)
                     next_role = time.monotonic() + ROLE_INTERVAL
                 current = self.states[inst.name]
                 if change is not None and current.pid == watched_pid:
@@ -394,50 +390,13 @@ class Supervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), check.interval)
 
-    async def _observe_agent(self, inst: InstancePlan) -> None:
-        """A postgres or cache instance: its agent's view (role, ...) and its server's pid."""
-        body = await _pg.agent_json(inst.bind_ip, inst.health_port)
-        data_dir = pg_data_dir(self.plan.state_dir, inst)  # the layout both agents use
-        details: _pg.PgDetails | _cache.CacheDetails | None
-        if inst.kind == "postgres":
-            details = _pg.describe(body) if body is not None else None
-            pid = postmaster_pid(data_dir)
-        else:
-            details = _cache.describe(body) if body is not None else None
-            pid = _cache.redis_pid(data_dir)
-        if details is None:
-            if self._agents.pop(inst.name, None) is not None:
-                self._mark()
-        elif self._agents.get(inst.name) != details:
-            if inst.name in self._agents and details.role != self._agents[inst.name].role:
-                logger.info("%s: now %s", inst.name, details.role or "without a role")
-            self._agents[inst.name] = details
-            self._mark()
-        if self._servers.get(inst.name) != pid:
-            self._servers[inst.name] = pid
-            self._mark()
-
-    def _forget_agent(self, name: str) -> None:
-        if self._agents.pop(name, None) is not None or self._servers.pop(name, None):
-            self._mark()
-
-    def _vip_seen(self, lb: str, roles: dict[str, str]) -> None:
-        """The roles of `lb`'s instances and VIP agents, from its claim (`follow_claim`)."""
-        others = {n: r for n, r in self._vip_roles.items() if not of_vip(n, lb)}
-        new = {**others, **roles}
-        if new != self._vip_roles:
-            holder = [n for n, r in roles.items() if r == "vip-holder"]
-            logger.info("%s: the floating address is held by %s", lb, holder or "nobody")
-            self._vip_roles = new
-            self._mark()
-
     async def _stop_all(self) -> None:
         self._stop.set()
         if self._pgids:
             logger.info("stopping %d process groups", len(self._pgids))
         # An etcd leader that stops hands leadership to a connected peer and waits for it
         # (seconds) when that peer is stopping too; alone, it stops at once. So: last.
-        leaders = {n for n, r in self._roles.items() if r == "leader"}
+        leaders = self.roles.leaders()
         killed: list[int] = []
         for wave in [list(self._extra), *self.plan.stop_waves(leaders)]:
             pgids = [self._pgids[n] for n in wave if n in self._pgids]
@@ -512,25 +471,13 @@ class Supervisor:
             pid=s.pid,
             pgid=self._pgids.get(inst.name),
             health=s.health if inst.health is not None else "none",
-            role=(self._roles.get(inst.name) or self._vip_roles.get(inst.name))
-            if s.state in ("up", "down")
-            else None,
+            role=self.roles.role(inst.name) if s.state in ("up", "down") else None,
             started_at=s.started_at,
             restarts=s.restarts,
             last_exit=s.last_exit,
             message=s.message,
         )
         if inst.kind in AGENT_KINDS:
-            # `pid` is PostgreSQL's or Redis's (what a fault is aimed at); the agent is
-            # `agent_pid`; the role and details are what the agent says.
             live = s.state in ("starting", "up", "down")
-            details = self._agents.get(inst.name) if live else None
-            if details is None:
-                empty = _pg.PgDetails(None, None, None, None, None)
-                details = empty if inst.kind == "postgres" else _cache.CacheDetails(None, None)
-            doc.update(
-                pid=self._servers.get(inst.name) if live else None,
-                agent_pid=s.pid,
-                **details.to_json(),
-            )
+            doc.update(self.roles.agent_doc(inst, live, s.pid))
         return doc
