@@ -14,6 +14,7 @@ Backends added or removed through the admin API survive a reload (`_changes`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -459,6 +460,8 @@ class Controller:
         for m in self.monitors:
             await m.stop()
         self.base = new
+        with contextlib.suppress(ValueError):  # a change made while the checks stopped
+            overlaid = self._overlay(new)
         self.settings = overlaid
         self._setup(overlaid)
         for m in self.monitors:

@@ -287,7 +287,10 @@ class Supervisor:
         return self._procs[inst.name].pid
 
     async def drop_instance(self, name: str) -> None:
-        """Stop instance `name` added by `add_instance` and forget it."""
+        """Stop instance `name` added by `add_instance` and forget it (the stack stopping
+        stops it with the rest)."""
+        if self._stop.is_set():
+            return
         for task in (self._supervisors.get(name), self._checks.get(name)):
             if task is not None:
                 task.cancel()
@@ -403,7 +406,7 @@ class Supervisor:
             killed += await stop_groups(pgids, self.settings.stop_grace)
         for pgid in killed:
             logger.warning("process group %d did not stop on SIGTERM; killed", pgid)
-        for name, proc in self._procs.items():
+        for name, proc in list(self._procs.items()):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), 5.0)
             how = policy.describe_exit(proc.returncode) if proc.returncode is not None else None

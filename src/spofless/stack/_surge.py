@@ -28,7 +28,6 @@ The rule: a temporary instance lives only while the rollout that started it runs
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -201,8 +200,10 @@ class Temporaries:
         while True:
             await asyncio.sleep(REAP_EVERY)
             if self.running and not lock_held(lock):
-                with contextlib.suppress(StackError):
+                try:
                     await self.reap(-1)
+                except Exception:  # a bug here must not end the reaping for good
+                    logger.exception("temporary instances: removing them failed")
 
     async def control(self, req: dict[str, Any]) -> dict[str, Any]:
         """The control socket's `surge` and `unsurge` (spofless.stack._control)."""
