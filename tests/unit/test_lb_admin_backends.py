@@ -11,8 +11,10 @@ from prometheus_client import CollectorRegistry
 
 from spofless.lb import settings_from_flags
 from spofless.lb._admin import _route
+from spofless.lb._balancer import Balancer
 from spofless.lb._changes import overlay
 from spofless.lb._controller import Controller
+from spofless.lb._messages import BackendState
 from spofless.lb._settings import BackendSpec, LbSettings
 
 TOKEN = "t0ken"
@@ -150,3 +152,37 @@ def test_runtime_changes_are_applied_over_new_settings() -> None:
     assert kept.backends()["127.0.0.1:9000"].weight == 1
     with pytest.raises(ValueError, match="at least 1 item"):
         overlay(base, {}, {"127.0.0.1:9000", "127.0.0.1:9001"})
+
+
+def _state(status: str, admin: str = "enabled") -> BackendState:
+    return BackendState(status=status, since=1.0, admin=admin, ejected=False, up_since=None)
+
+
+def test_a_worker_takes_new_routes_in_place() -> None:
+    """A worker's balancer keeps each backend it has (state, counters), starts a new one
+    from the view that came with the routes, and drops a removed one's pooled connections."""
+    base = _settings("127.0.0.1:9000", "127.0.0.1:9001")
+    bal = Balancer(base)
+    bal.apply_view({n: _state("up") for n in base.backends()})
+    kept = bal.backends["127.0.0.1:9000"]
+    kept.requests = 7
+    gone = bal.backends["127.0.0.1:9001"]
+    pooled = _Closable()
+    gone.idle = [pooled]  # type: ignore[list-item]
+    spec = BackendSpec(name="web/2", host="127.0.0.1", port=9002)
+    new = overlay(base, {"web/2": ("default", spec)}, {"127.0.0.1:9001"})
+    bal.update_routes(new, {"127.0.0.1:9000": _state("up"), "web/2": _state("down")})
+    assert bal.backends["127.0.0.1:9000"] is kept and kept.requests == 7
+    assert set(bal.backends) == {"127.0.0.1:9000", "web/2"}
+    assert bal.backends["web/2"].status == "down"  # not served before its check passes
+    assert [b.name for b in bal.routes[0].live] == ["127.0.0.1:9000"]
+    assert pooled.closed and gone.idle == []
+    bal.apply_view({"web/2": _state("up")})
+    assert {b.name for b in bal.routes[0].live} == {"127.0.0.1:9000", "web/2"}
+
+
+class _Closable:
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True

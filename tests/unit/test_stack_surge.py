@@ -80,3 +80,21 @@ def test_a_free_port_is_free() -> None:
     port = free_port("127.0.0.1")
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # nothing holds it
+
+
+def test_status_shows_a_temporary_instance_as_surge() -> None:
+    import io
+
+    from rich.console import Console
+
+    from spofless.stack._status import status_table
+
+    doc = {
+        "component": "web", "index": 2, "host": "h3", "pid": 40, "ports": {"main": 41234},
+        "address": "127.0.0.1:41234", "state": "up", "health": "healthy", "role": None,
+        "uptime": 2.0, "restarts": 0, "message": None, "last_exit": None, "temporary": True,
+    }  # fmt: skip
+    out = io.StringIO()
+    Console(file=out, width=200).print(status_table({"instances": [doc]}))
+    line = next(x for x in out.getvalue().splitlines() if x.startswith("web/2"))
+    assert line.startswith("web/2 (surge)") and "temporary: started by" in line
