@@ -5,8 +5,9 @@ the rollout is refused (exit 2) and nothing changes. With `--surge 1` a temporar
 instance runs the new command first, is added to the load balancer once healthy,
 the two are replaced one at a time under steady load with no failed request, and the
 temporary instance is drained and removed: not in `status`, not in the load balancer,
-no process left. A rollout killed while its temporary instance runs leaves nothing
-behind either: the supervisor removes it once the rollout's lock is gone.
+no process left. A rollout aborted (`--abort`) or killed while its temporary
+instance runs leaves nothing behind either: the rollout removes it on its way out,
+or, killed, the supervisor does once the rollout's lock is gone.
 """
 
 from __future__ import annotations
@@ -162,14 +163,34 @@ def test_surge_keeps_redundancy_under_load_and_leaves_nothing_behind(
     wait_for("the stack whole after the rollout", lambda: _whole(run), 60)
 
 
-def test_a_killed_rollout_leaves_no_temporary_instance(
+def test_an_aborted_or_killed_rollout_leaves_no_temporary_instance(
     surgestack: tuple[StackRun, int, int],
 ) -> None:
-    """SIGKILL of the rollout while its temporary instance runs: the supervisor sees the
-    rollout's lock released and removes it (load balancers first, then the process)."""
+    """`--abort` while the temporary instance runs: the rollout removes it on its way
+    out. SIGKILL of the rollout: the supervisor sees the rollout's lock released and
+    removes it (load balancers first, then the process)."""
     run, _, admin = surgestack
     spofless = str(Path(sys.executable).parent / "spofless")
     argv = [spofless, "rollout", str(run.topology), "--state-dir", str(run.state_dir)]
+    aborted = subprocess.Popen(
+        [*argv, "--component", "web", "--run", NEVER_HEALTHY, "--surge", "1", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for("web/2 started", lambda: "web/2" in _recorded(run), 60, step=0.1)
+        first = _recorded(run)["web/2"]["pid"]
+        abort = run.cli("rollout", "--abort")
+        assert abort.returncode == 0, abort.stdout + abort.stderr
+        out, _ = aborted.communicate(timeout=60)
+    finally:
+        if aborted.poll() is None:
+            aborted.kill()
+            aborted.wait(10)
+    assert aborted.returncode == 1 and json.loads(out)["error"] == "aborted", out
+    assert "web/2" not in _recorded(run) and not Path(f"/proc/{first}").exists()
+    assert "web/2" not in _lb_backends(admin)
     # A new command that never passes its check: the rollout waits on web/2.
     driver = subprocess.Popen(
         [*argv, "--component", "web", "--run", NEVER_HEALTHY, "--surge", "1"],
