@@ -35,7 +35,7 @@ from spofless.stack._coord import (
     RolloutRecord,
 )
 from spofless.stack._errors import StackError
-from spofless.stack._rollout_agent import coordination_store, readmit
+from spofless.stack._rollout_agent import coordination_store, readmit, unsurge_lbs
 from spofless.stack._state import FileLock, lock_held, read_state_quiet, supervisor_alive
 from spofless.topology import Topology
 
@@ -180,6 +180,9 @@ class LocalCoordination(Coordination):
             return []
         async with httpx.AsyncClient(timeout=2.0) as client:
             missed = await readmit(self.topology, previous, client)
+            # Its supervisor removes them from the load balancers too; this is for when
+            # that supervisor was restarted since (its new self does not know them).
+            await unsurge_lbs(self.topology, previous, client)
         for name, lbs in missed.items():
             say(
                 f"{name}: left drained by rollout pid {previous.pid}; back in rotation"
