@@ -98,3 +98,48 @@ def test_status_shows_a_temporary_instance_as_surge() -> None:
     Console(file=out, width=200).print(status_table({"instances": [doc]}))
     line = next(x for x in out.getvalue().splitlines() if x.startswith("web/2"))
     assert line.startswith("web/2 (surge)") and "temporary: started by" in line
+
+
+def test_temporaries_start_check_their_input_and_go_with_their_rollout(tmp_path: Path) -> None:
+    """The supervisor's side, with its start and stop recorded: a bad request changes
+    nothing; those started under a lock that is no longer held are removed."""
+    import asyncio
+
+    from spofless.stack._plan import InstancePlan
+    from spofless.stack._surge import Temporaries
+
+    started: list[InstancePlan] = []
+    stopped: list[str] = []
+
+    async def start(inst: InstancePlan) -> int:
+        started.append(inst)
+        return 4000 + len(started)
+
+    async def stop(name: str) -> None:
+        stopped.append(name)
+
+    temps = Temporaries(_plan(tmp_path), start, stop)
+
+    async def run() -> None:
+        for bad, says in (
+            ({"op": "surge"}, "give `instance`"),
+            ({"op": "surge", "instance": "web/2", "host": 3}, "strings or null"),
+            ({"op": "surge", "instance": "web/1", "host": "h3"}, "numbered after"),
+        ):
+            with pytest.raises(StackError, match=says):
+                await temps.control(bad)
+        assert started == [] and temps.tokens() == {}
+        answer = await temps.control({"op": "surge", "instance": "web/2", "host": "h3"})
+        assert answer["ok"] and answer["pid"] == 4001
+        assert answer["address"].startswith("127.0.0.1:")
+        with pytest.raises(StackError, match="runs here already"):
+            await temps.surge("web/2", "h3", None, 0)
+        await temps.surge("web/3", "h3", None, 41)
+        assert temps.tokens() == {"web/2": 0, "web/3": 41}
+        await temps.reap(41)  # the rollout holding lock 41 runs; web/2's has ended
+        assert stopped == ["web/2"] and temps.tokens() == {"web/3": 41}
+        assert (await temps.control({"op": "unsurge", "instance": "web/3"}))["ok"]
+        assert (await temps.control({"op": "unsurge", "instance": "web/3"}))["ok"]  # gone
+        assert stopped == ["web/2", "web/3"] and temps.tokens() == {}
+
+    asyncio.run(run())
