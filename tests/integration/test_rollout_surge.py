@@ -216,3 +216,55 @@ def test_an_aborted_or_killed_rollout_leaves_no_temporary_instance(
     again = run.cli("rollout", "--component", "web", "--surge", "1", "--json", timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
     assert _temporaries(run) == [] and "web/2" not in _lb_backends(admin)
+
+
+def test_a_load_balancer_restarted_meanwhile_gets_the_temporary_instance_again(
+    surgestack: tuple[StackRun, int, int],
+) -> None:
+    """kill -9 of a load balancer once the temporary instance serves: its supervisor
+    restarts it from its file, without web/2; before taking web/0 out, the rollout
+    adds web/2 to it again and waits until it is up there."""
+    import signal
+
+    run, _, admin = surgestack
+    spofless = str(Path(sys.executable).parent / "spofless")
+    argv = [spofless, "rollout", str(run.topology), "--state-dir", str(run.state_dir)]
+    driver = subprocess.Popen(
+        [*argv, "--component", "web", "--run", V2, "--surge", "1", "--pause-between", "10"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def web2_up_on_lb0() -> bool:
+            conn = http.client.HTTPConnection("127.0.0.1", admin, timeout=5)
+            try:
+                conn.request("GET", "/status")
+                backends = json.loads(conn.getresponse().read())["backends"]
+                return bool(backends.get("web/2", {}).get("status") == "up")
+            finally:
+                conn.close()
+
+        wait_for("web/2 up on lb/0", web2_up_on_lb0, 60, step=0.1)
+        old = _recorded(run)["lb/0"]
+        os.killpg(old["pgid"], signal.SIGKILL)
+        wait_for(
+            "lb/0 restarted",
+            lambda: (
+                _recorded(run)["lb/0"]["pid"] != old["pid"]
+                and _recorded(run)["lb/0"]["state"] == "up"
+            ),
+            30,
+            step=0.1,
+        )
+        out, err = driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait(10)
+    assert driver.returncode == 0, out + err
+    assert "lb/0 no longer has web/2 (restarted?): adding it again" in out, out
+    assert "rollout of web done" in out
+    assert _temporaries(run) == [] and "web/2" not in _lb_backends(admin)
+    wait_for("the stack whole", lambda: _whole(run), 60)

@@ -14,9 +14,9 @@ from spofless.rollout._types import Prepared, RolloutOptions, StepResult
 from spofless.rollout.plan import Step
 from spofless.stack._coord import RolloutRecord
 from spofless.stack._errors import StackError
-from spofless.stack._lb_admin import add_backend, wait_serving
+from spofless.stack._lb_admin import LbAdminError, add_backend, wait_serving
 
-__all__ = ["remove_surge", "surge", "unsurge"]
+__all__ = ["keep_served", "remove_surge", "surge", "unsurge"]
 
 START_BOUND = 60.0  # the supervisor's answer: a start
 # The supervisor's answer to a removal: the load balancers' drain (bounded by 60 s), a stop.
@@ -29,9 +29,11 @@ async def surge(
     opts: RolloutOptions,
     client: httpx.AsyncClient,
     record: RolloutRecord,
+    served: dict[str, str],
 ) -> StepResult:
     """Start temporary instance `step.instance`, healthy `rise` times, then in every load
-    balancer in front of the component and up there, its responses watched."""
+    balancer in front of the component and up there, its responses watched; `served`
+    gets its address once it serves."""
     start = time.monotonic()
     name = step.instance
     record.surge.append(name)  # recorded before: a kill midway must not lose it
@@ -48,6 +50,7 @@ async def surge(
             raise RolloutError(f"{name}: a load balancer did not take it: {exc}") from None
         why = await wait_serving(client, admins, name, opts.health_timeout)
         if why is None:
+            served[name] = address
             r.failed_responses = await watch_failures(client, admins, name, (0, 0), opts.watch)
             if r.failed_responses:
                 why = f"{r.failed_responses} failed responses once it served"
@@ -80,3 +83,32 @@ async def remove_surge(p: Prepared, record: RolloutRecord, say: Callable[[str], 
             continue
         record.surge.remove(name)
         say(f"{name}: temporary instance removed")
+
+
+async def keep_served(
+    p: Prepared,
+    client: httpx.AsyncClient,
+    served: dict[str, str],
+    bound: float,
+    say: Callable[[str], None],
+) -> None:
+    """Before an instance is taken out: every load balancer still has the temporary
+    instances `served` (name -> address). One restarted since starts from its file,
+    without them: they are added to it again and must be up there first. RolloutError
+    when that cannot be (the redundancy the step counts on is not there)."""
+    for a in p.admins:
+        try:
+            have = (await a.status(client))["backends"]
+        except (httpx.HTTPError, LbAdminError):
+            continue  # not answering: not serving either; its drain will say so
+        for name, address in served.items():
+            if name in have:
+                continue
+            say(f"{a.name} no longer has {name} (restarted?): adding it again")
+            try:
+                await add_backend(client, [a], p.component, name, address)
+            except (httpx.HTTPError, LbAdminError) as exc:
+                raise RolloutError(f"{name}: {a.name} did not take it again: {exc}") from None
+            why = await wait_serving(client, [a], name, bound)
+            if why is not None:
+                raise RolloutError(why)

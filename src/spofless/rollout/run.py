@@ -25,7 +25,8 @@ component runs least, running the new command): each must pass its health check
 `rise` times, is added to every load balancer in front of the component and must
 be seen up by each of them, and its responses are watched like a readmitted
 instance's. Only then are the others replaced, one at a time, with redundancy
-kept; the temporary ones are drained and removed last. Whatever ends the rollout
+kept (before each, a load balancer restarted meanwhile, which starts from its
+file, gets the temporary ones again); they are drained and removed last. Whatever ends the rollout
 early, they are removed too: by the rollout on its way out, or, when it cannot
 (killed, its lock lost), by their supervisor once it sees the rollout gone.
 """
@@ -44,7 +45,7 @@ import httpx
 from spofless.rollout._coordination import Coordination
 from spofless.rollout._errors import RolloutError
 from spofless.rollout._gates import wait_whole, watch_failures
-from spofless.rollout._surge import remove_surge, surge, unsurge
+from spofless.rollout._surge import keep_served, remove_surge, surge, unsurge
 from spofless.rollout._types import Prepared, RolloutOptions, RolloutResult, StepResult
 from spofless.rollout.plan import Step, plan_rollout
 from spofless.stack._coord import RolloutRecord
@@ -171,6 +172,7 @@ async def _steps(
     result: RolloutResult,
     say: Callable[[str], None],
 ) -> None:
+    served: dict[str, str] = {}  # the temporary instances serving, and their addresses
     for i, step in enumerate(p.plan.steps):
         if i and opts.pause_between and step.action == "replace":
             await asyncio.sleep(opts.pause_between)
@@ -183,10 +185,12 @@ async def _steps(
             elif step.action == "handover":
                 r = await _handover(p, step, opts)
             elif step.action == "surge":
-                r = await surge(p, step, opts, client, record)
+                r = await surge(p, step, opts, client, record, served)
             elif step.action == "unsurge":
+                served.pop(step.instance, None)
                 r = await unsurge(p, step, record)
             else:
+                await keep_served(p, client, served, opts.health_timeout, say)
                 r = await _replace(p, step, opts, client, record, say)
         except (RolloutError, StackError) as exc:
             result.error = str(exc)
