@@ -4,6 +4,10 @@ against HAProxy driven through its runtime API as users script it today.
 Run from the repository root (installs haproxy with apt-get when missing):
 
     .venv/bin/python benchmarks/rollout/run.py [--rate 30] [--work-ms 200] [--sleep 0.1] [--reps 1]
+        [--web 4] [--surge N]
+
+`--web 2 --surge 1` also rolls two instances with a temporary third (`rollout
+--surge 1`) beside the same rollout without it (`--allow-spof`).
 
 The web instances are `app.py` here: every request takes `--work-ms` (200 ms)
 and SIGTERM ends the process at once, as an application without a graceful
@@ -51,10 +55,7 @@ CLIENTS = 8
 TOPOLOGY = """\
 name: rollbench
 hosts:
-  h1: {{}}
-  h2: {{}}
-  h3: {{}}
-  h4: {{}}
+{hosts}
 components:
   lb:
     kind: load_balancer
@@ -65,12 +66,21 @@ components:
     routes: [{{to: web, health: {{type: http, path: /healthz, interval: 0.2, rise: 2, fall: 2}}}}]
   web:
     kind: service
-    instances: [h1, h2, h3, h4]
+    instances: [{web_hosts}]
     port: {web}
     run: {python} {app} --port {{port}} --name web-{{index}} --work-ms {work_ms}
     health: {{type: http, path: /healthz, interval: 0.2, rise: 2, fall: 2}}
 entry: [lb]
 """
+
+
+def topology(instances: int, **ports: object) -> str:
+    """The benchmark's topology: `instances` web instances on hosts h1..hN, one spare host
+    (where `--surge` puts its temporary instance)."""
+    hosts = "\n".join(f"  h{i}: {{}}" for i in range(1, instances + 2))
+    web_hosts = ", ".join(f"h{i}" for i in range(1, instances + 1))
+    return TOPOLOGY.format(hosts=hosts, web_hosts=web_hosts, **ports)
+
 
 HAPROXY = """\
 global
@@ -202,16 +212,17 @@ class Outcome:
     seconds: float
 
 
-def spofless_run(tmp: Path, rate: float, steady: float, work_ms: float) -> Outcome:
+def spofless_run(tmp: Path, rate: float, steady: float, work_ms: float, surge: int = 0) -> Outcome:
     avoid: set[int] = set()
     web, lb, admin = free_block(WEB, avoid), free_block(1, avoid), free_block(1, avoid)
     file = tmp / "rollbench.yaml"
     file.write_text(
-        TOPOLOGY.format(
-            lb=lb, admin=admin, web=web, python=sys.executable, app=APP, work_ms=work_ms
-        )
+        topology(WEB, lb=lb, admin=admin, web=web, python=sys.executable, app=APP, work_ms=work_ms)
     )
+    # Two instances: each step leaves the other alone unless a temporary one stands in.
+    how = ["--surge", str(surge)] if surge else (["--allow-spof"] if WEB < 3 else [])
     state = ["--state-dir", str(tmp / "state")]
+    rollout = [SPOFLESS, "rollout", str(file), *state, "--component", "web", *how]
     up = subprocess.run(
         [
             SPOFLESS,
@@ -236,7 +247,7 @@ def spofless_run(tmp: Path, rate: float, steady: float, work_ms: float) -> Outco
             time.sleep(steady)
             start = time.monotonic()
             r = subprocess.run(
-                [SPOFLESS, "rollout", str(file), *state, "--component", "web", "--watch", "0.5"],
+                [*rollout, "--watch", "0.5"],
                 capture_output=True,
                 text=True,
                 timeout=300,
@@ -250,7 +261,8 @@ def spofless_run(tmp: Path, rate: float, steady: float, work_ms: float) -> Outco
         subprocess.run([SPOFLESS, "down", str(file), *state], capture_output=True, timeout=120)
     _, _, steady_p99 = load.window(start - steady + 0.5, start)
     n, failed, p99 = load.window(start, end)
-    return Outcome("spofless rollout", steady_p99, n, failed, p99, end - start)
+    name = "spofless rollout" + (f" --surge {surge}" if surge else " --allow-spof" * (WEB < 3))
+    return Outcome(name, steady_p99, n, failed, p99, end - start)
 
 
 def _admin(sock: Path, command: str) -> str:
@@ -337,12 +349,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--steady", type=float, default=3.0, help="seconds of load before the restart")
     ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--web", type=int, default=4, help="web instances")
+    ap.add_argument(
+        "--surge",
+        type=int,
+        default=0,
+        help="also run `spofless rollout --surge N` (a temporary instance on a spare host)",
+    )
     args = ap.parse_args(argv)
+    global WEB
+    WEB = args.web
     ensure_haproxy()
     rows: list[Outcome] = []
     for _ in range(args.reps):
         with tempfile.TemporaryDirectory(prefix="spofless-rollbench-") as d:
             rows.append(spofless_run(Path(d), args.rate, args.steady, args.work_ms))
+        if args.surge:
+            with tempfile.TemporaryDirectory(prefix="spofless-rollbench-") as d:
+                rows.append(spofless_run(Path(d), args.rate, args.steady, args.work_ms, args.surge))
         with tempfile.TemporaryDirectory(prefix="spofless-rollbench-") as d:
             rows.append(haproxy_run(Path(d), args.rate, args.steady, args.sleep, args.work_ms))
     print(

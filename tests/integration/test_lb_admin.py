@@ -7,9 +7,11 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lb_fixtures import (
+    Load,
     backend_state,
     get,
     processes,
@@ -144,3 +146,71 @@ def test_a_drain_is_complete_when_every_worker_reports_after_it(tmp_path: Path) 
     assert code == 200 and seq >= 1
     assert in_flight_after >= 1  # the open request is still counted after the drain
     assert [code for code, _ in slow] == [200, 200]  # and it finished
+
+
+def test_a_backend_added_and_removed_at_runtime_under_load(tmp_path: Path) -> None:
+    """Added through the admin API: it serves once healthy, a reload (SIGHUP) keeps it
+    (and a drain), a removal drains it first; no request fails on the way."""
+    import json
+    import signal
+
+    from lb_fixtures import free_port, start_lb_file
+
+    topology = (
+        "name: runtime\nhosts: {{h: {{}}}}\nentry: [lb]\ncomponents:\n"
+        "  lb: {{kind: load_balancer, instances: [h], port: {lb}, admin_port: {admin},\n"
+        "        workers: 2, routes: [{{to: a}}]}}\n"
+        "  a: {{kind: service, instances: [h], port: {a}}}\n"
+    )
+    with processes() as procs:
+        a, extra = start_backend(procs, "a"), start_backend(procs, "x")
+        lb, admin = free_port(), free_port()
+        file = tmp_path / "t.yaml"
+        file.write_text(topology.format(lb=lb, admin=admin, a=a))
+        start_lb_file(procs, file, lb, admin, log=tmp_path / "lb.log")
+        controller = procs[-1]
+        wait_for("a serves", lambda: get(lb)[1] == b"a", 10, step=0.01)
+        body = json.dumps({"name": "a/9", "host": "127.0.0.1", "port": extra}).encode()
+
+        def status() -> dict[str, Any]:
+            return json.loads(get(admin, "/status")[1])  # type: ignore[no-any-return]
+
+        with Load(lb) as load:
+            time.sleep(0.3)
+            added = _post_body(admin, "/routes/a/backends", body)
+            wait_for("x serves", lambda: load.bodies.get(b"x", 0) > 20, 15, step=0.05)
+            assert status()["backends"]["a/9"]["added"] is True
+            # A reload keeps it, and its admin state.
+            assert get(admin, "/backends/a%2F9/drain", method="POST")[0] == 200
+            controller.send_signal(signal.SIGHUP)
+            wait_for("the reload done", lambda: _reloaded(tmp_path / "lb.log"), 15, step=0.05)
+            after_reload = status()["backends"]["a/9"]
+            assert get(admin, "/backends/a%2F9/enable", method="POST")[0] == 200
+            seen = load.bodies.get(b"x", 0)
+            wait_for("x serves again", lambda: load.bodies.get(b"x", 0) > seen + 20, 15, 0.05)
+            removing = get(admin, "/backends/a%2F9/remove", method="POST")
+            wait_for("a/9 gone", lambda: "a/9" not in status()["backends"], 15, step=0.05)
+            served = load.bodies.get(b"x", 0)
+            time.sleep(0.5)
+        still = load.bodies.get(b"x", 0)
+    assert added[0] == 200, added
+    assert (after_reload["added"], after_reload["admin"]) == (True, "drain")
+    assert removing[0] == 202 and json.loads(removing[1])["removing"] is True
+    assert still == served  # nothing is sent to it once removed
+    assert load.errors == [], (tmp_path / "lb.log").read_text()[-3000:]
+
+
+def _reloaded(log: Path) -> bool:
+    return "reloaded;" in log.read_text()
+
+
+def _post_body(port: int, path: str, body: bytes) -> tuple[int, bytes]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()

@@ -222,3 +222,61 @@ def test_a_rollout_across_two_supervisors_one_instance_at_a_time_and_a_killed_dr
     wait_for("whole again", lambda: _whole(a, b), 60)
     assert all(s == "enabled" for p in (admin, admin + 1) for s in _admin(p).values())
     assert "done" in a.cli("rollout", "--status").stdout
+
+
+def test_a_surge_through_etcd_runs_where_its_host_is_and_a_dead_driver_leaves_none(
+    two: tuple[StackRun, StackRun, int, int],
+) -> None:
+    """A rollout next to b with --surge 1: web/4 goes to node-3, where web runs least,
+    so a's supervisor starts it at the request through etcd; no request fails and
+    nothing temporary is left. A driver killed while its web/4 runs: a's supervisor
+    removes it once the rollout's lock has expired."""
+    a, b, lb, admin = two
+    _up(a, "node-1", "node-3")
+    _up(b, "node-2")
+    wait_for("both supervisors whole", lambda: _whole(a, b), 60)
+
+    def temporary(run: StackRun) -> list[dict[str, Any]]:
+        return [i for i in _state(run) if i.get("temporary")]
+
+    with Load(lb) as load:
+        wait_for("traffic flows", lambda: len(load.answers) > 20, 30)
+        done = b.cli(
+            "rollout", "--component", "web", "--run", V2, "--surge", "1", "--json", timeout=300
+        )
+        seen = len(load.answers)
+        wait_for("more traffic", lambda: len(load.answers) > seen + 40, 30)
+    assert done.returncode == 0, done.stdout + done.stderr
+    steps = json.loads(done.stdout)["steps"]
+    assert [(s["instance"], s["outcome"]) for s in steps] == [
+        ("web/4", "started"),
+        *[(n, "replaced") for n in WEB],
+        ("web/4", "removed"),
+    ]
+    assert load.failures == []
+    assert "web-4-v2" in load.answers
+    assert temporary(a) == temporary(b) == []
+    assert all("web/4" not in _admin(p) for p in (admin, admin + 1))
+    wait_for("whole after the rollout", lambda: _whole(a, b), 60)
+
+    argv = [SPOFLESS, "rollout", str(b.topology), "--state-dir", str(b.state_dir)]
+    driver = subprocess.Popen(
+        [*argv, "--component", "web", "--run", NEVER_HEALTHY, "--surge", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for("web/4 started on a", lambda: len(temporary(a)) == 1, 60, step=0.1)
+        pid = temporary(a)[0]["pid"]
+        driver.kill()
+        driver.wait(10)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait(10)
+    wait_for("web/4 removed by a's supervisor", lambda: temporary(a) == [], 60, step=0.2)
+    assert not Path(f"/proc/{pid}").exists()
+    assert all("web/4" not in _admin(p) for p in (admin, admin + 1))
+    status = b.cli("rollout", "--status").stdout
+    assert "aborted" in status, status
+    wait_for("whole again", lambda: _whole(a, b), 60)

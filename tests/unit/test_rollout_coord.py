@@ -70,3 +70,33 @@ def test_records_requests_and_results_round_trip_and_refuse_garbage() -> None:
     assert ReplaceResult.from_json(res.to_json()) == res
     assert ReplaceResult.from_json("[]") is None
     assert "m1 pid 7" in record.describe(True)
+
+
+def test_a_surge_request_goes_to_the_supervisor_of_its_host() -> None:
+    req = ReplaceRequest.new("web/4", None, 40, "app {port}", op="surge", host="h3")
+    assert decide(_view(requests=(req,), hosts=frozenset({"h3"}))).carry_out == (req,)
+    assert decide(_view(requests=(req,), hosts=frozenset({"h1", "h2"}))).carry_out == ()
+    assert decide(_view(requests=(req,), hosts=None)).carry_out == (req,)  # runs every host
+    d = decide(_view(requests=(req,), hosts=frozenset({"h3"}), lock_token=55))
+    assert d.carry_out == ()  # its rollout is gone
+    # Its removal goes to the supervisor that runs it.
+    out = ReplaceRequest.new("web/4", None, 40, op="unsurge")
+    assert decide(_view(requests=(out,), mine=frozenset({"web/4"}))).carry_out == (out,)
+    assert decide(_view(requests=(out,), mine=frozenset({"web/0"}))).carry_out == ()
+
+
+def test_temporary_instances_of_a_rollout_that_ended_are_removed() -> None:
+    mine = {"web/4": 40, "web/5": 31}
+    d = decide(_view(temporaries=mine, lock_token=40))
+    assert d.reap == ("web/5",) and "remove web/5" in d.reason
+    assert decide(_view(temporaries=mine, lock_token=0)).reap == ("web/4", "web/5")
+    assert decide(_view(temporaries={}, lock_token=0, record=None)).reap == ()
+
+
+def test_surge_requests_and_results_round_trip() -> None:
+    req = ReplaceRequest.new("web/4", None, 9, "a {port}", op="surge", host="h3")
+    assert ReplaceRequest.from_json(req.to_json()) == req
+    bad = req.to_json().replace('"surge"', '"explode"')
+    assert ReplaceRequest.from_json(bad) is None
+    res = ReplaceResult("x", True, 12, supervisor="s", address="10.0.0.3:41234")
+    assert ReplaceResult.from_json(res.to_json()) == res

@@ -109,7 +109,11 @@ def lb(
       spofless lb shop.yaml --component lb --instance 0
       spofless lb --listen 127.0.0.1:8080 --backend 127.0.0.1:9001 --backend 127.0.0.1:9002
 
-    SIGHUP reloads (FILE mode re-reads the file), SIGTERM stops gracefully.
+    SIGHUP reloads (FILE mode re-reads the file), SIGTERM stops gracefully. The admin
+    API (--admin, or the component's `admin_port:`) serves /status and /metrics, drains,
+    disables and enables backends, and adds backends to a route and removes them
+    (drained first) at runtime; those changes and the drains survive a SIGHUP reload
+    (docs/load-balancer.md).
     """
     from pydantic import ValidationError
 

@@ -41,10 +41,10 @@ from spofless.cli._root import main, topology_of
     type=click.IntRange(0, 16),
     default=0,
     show_default=True,
-    help="Kind service: start this many temporary instances first (on free ports, added to "
-    "the load balancers once healthy) and remove them last, so that no step takes "
-    "redundancy away. Planned and shown by --dry-run; running it needs a load balancer "
-    "admin API that can add a backend (not yet).",
+    help="Kind service (Kubernetes' maxSurge): start this many temporary instances first, "
+    "running the new command on free ports, added to the load balancers once healthy; "
+    "then replace the others with redundancy kept; drain and remove the temporary ones "
+    "last (also when the rollout fails or dies). `status` shows them as (surge).",
 )
 @click.option(
     "--drain-timeout",
@@ -120,7 +120,8 @@ def rollout(
     once its health check passes, and watched; one that fails is rolled back and the
     rollout stops with the others untouched. PostgreSQL: replicas first, then a
     switchover, then the old primary. A step that would leave a single point of failure
-    is refused before anything moves (--allow-spof to accept it).
+    is refused before anything moves (--surge 1 to keep redundancy with a temporary
+    instance, or --allow-spof to accept it).
 
     With an etcd component in FILE, the instances may run under supervisors on several
     machines (`up --host`): the lock, the record and each replacement go through etcd,

@@ -46,7 +46,8 @@ OnChange = Callable[[str, Transition], None]
 
 
 class HealthMonitor:
-    """Active checks plus passive observations for a fixed set of targets."""
+    """Active checks plus passive observations for a set of targets (`add`/`remove`
+    change it while it runs: a load balancer's backends added through its admin API)."""
 
     def __init__(
         self,
@@ -64,22 +65,48 @@ class HealthMonitor:
         self._since = dict.fromkeys(self.targets, now)
         self._last: dict[str, CheckResult | None] = dict.fromkeys(self.targets)
         self._last_at: dict[str, float | None] = dict.fromkeys(self.targets)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._started = False
 
     def start(self) -> None:
         """Start checking every target (needs a running event loop)."""
-        if self._tasks:
+        if self._started:
             return
+        self._started = True
         for name in self.targets:
-            task = asyncio.create_task(self._run(name), name=f"health:{name}")
-            self._tasks.append(task)
+            self._start(name)
+
+    def _start(self, name: str) -> None:
+        self._tasks[name] = asyncio.create_task(self._run(name), name=f"health:{name}")
 
     async def stop(self) -> None:
         """Stop every check and wait for them to end."""
-        tasks, self._tasks = self._tasks, []
+        tasks, self._tasks = list(self._tasks.values()), {}
+        self._started = False
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def add(self, target: Target, initial: Status = Status.UNKNOWN) -> None:
+        """Check `target` too, from status `initial` (checked at once when running).
+        ValueError when a target of that name is checked already."""
+        if target.name in self.targets:
+            raise ValueError(f"{target.name} is checked already")
+        self.targets[target.name] = target
+        self._detectors[target.name] = Detector(self.spec.fall, self.spec.rise, initial=initial)
+        self._since[target.name] = time.time()
+        self._last[target.name] = None
+        self._last_at[target.name] = None
+        if self._started:
+            self._start(target.name)
+
+    def remove(self, name: str) -> None:
+        """Stop checking target `name` (its check is cancelled; nothing if unknown)."""
+        task = self._tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+        for d in (self.targets, self._detectors, self._since, self._last, self._last_at):
+            d.pop(name, None)
 
     def status(self, name: str) -> Status:
         return self._detectors[name].status

@@ -1,16 +1,30 @@
-"""The admin API, on its own listener: status, drain/disable/enable, Prometheus metrics.
+"""The admin API, on its own listener: status, drain/disable/enable, backends added and
+removed at runtime, Prometheus metrics.
 
     GET  /status                        JSON: every backend's state and counters, and
                                         each route's serving backends (on its backups?)
     POST /backends/<name>/drain         no new requests, open ones finish
     POST /backends/<name>/disable       out of rotation
     POST /backends/<name>/enable        back in rotation
+    POST /routes/<route>/backends       add a backend to a route; a JSON body:
+                                        {"name", "host", "port", "weight"?, "check_port"?}
+    POST /backends/<name>/remove        drain it, then remove it from every route
     GET  /metrics                       Prometheus text format
 
 A POST answers {"backend", "admin", "view_seq"}: the change is the view numbered
 `view_seq`; once /status's `workers_view_seq` reaches it, every worker applied it
 and the counters /status shows were taken after it (a drain is complete when the
 backend's `active` is then 0: `spofless rollout` waits for exactly that).
+
+An added backend starts down and serves once its route's health check passed `rise`
+times (/status: `"added": true`, then `"status": "up"`), ramping up over the route's
+slow start. A removal answers 202 at once: the backend is drained (`"removing":
+true`) and leaves /status once no request to it is open, or after `drain_timeout`.
+Both survive a reload (SIGHUP), as the admin states do; a restart starts from the
+file. Bad input gets a 4xx naming what is wrong and changes nothing: 400 for a body
+that is not such an object, 404 for an unknown route or backend, 409 for a name in
+use, the last primary of a route, a route sending to one primary (`role: primary`)
+or mode redis, 413 for a body over 16 KiB.
 
 With an admin token set, every request needs `Authorization: Bearer <token>`;
 a token is required when the API listens on anything but loopback.
@@ -35,16 +49,20 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
+from pydantic import ValidationError
 
 from spofless.lb._backend import LATENCY_BUCKETS
+from spofless.lb._changes import Refused
 from spofless.lb._handover import route_keys
 from spofless.lb._messages import BackendStats
 from spofless.lb._policy import slow_start_factor
+from spofless.lb._settings import BackendSpec
 
 if TYPE_CHECKING:
     from spofless.lb._controller import Controller
 
 _MAX_HEAD = 16384
+_MAX_BODY = 16384
 
 
 async def start_admin(ctl: Controller) -> asyncio.AbstractServer:
@@ -55,7 +73,14 @@ async def start_admin(ctl: Controller) -> asyncio.AbstractServer:
         try:
             async with asyncio.timeout(10):
                 head = await reader.readuntil(b"\r\n\r\n")
-            status, ctype, body = _route(ctl, registry, head)
+                length = _content_length(head)
+                payload = await reader.readexactly(length) if 0 < length <= _MAX_BODY else b""
+            if length > _MAX_BODY:
+                status, ctype, body = 413, "text/plain", b"body over 16 KiB\n"
+            elif length < 0:
+                status, ctype, body = 400, "text/plain", b"bad Content-Length\n"
+            else:
+                status, ctype, body = _route(ctl, registry, head, payload)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
             status, ctype, body = 400, "text/plain", b"bad request\n"
         except ConnectionError:
@@ -77,7 +102,19 @@ async def start_admin(ctl: Controller) -> asyncio.AbstractServer:
     )
 
 
-def _route(ctl: Controller, registry: CollectorRegistry, head: bytes) -> tuple[int, str, bytes]:
+def _content_length(head: bytes) -> int:
+    """The request's Content-Length (0 without one), -1 when it is not a number."""
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            value = value.strip()
+            return int(value) if value.isdigit() else -1
+    return 0
+
+
+def _route(
+    ctl: Controller, registry: CollectorRegistry, head: bytes, payload: bytes = b""
+) -> tuple[int, str, bytes]:
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split()
     if len(parts) != 3:
@@ -100,18 +137,66 @@ def _route(ctl: Controller, registry: CollectorRegistry, head: bytes) -> tuple[i
     if method == "GET" and path == "/metrics":
         return 200, "text/plain; version=0.0.4", generate_latest(registry)
     seg = path.strip("/").split("/")
+    if len(seg) == 3 and seg[0] == "routes" and seg[2] == "backends":
+        if method != "POST":
+            return 405, "text/plain", b"use POST\n"
+        return _add(ctl, unquote(seg[1]), payload)
+    if len(seg) == 3 and seg[0] == "backends" and seg[2] == "remove":
+        if method != "POST":
+            return 405, "text/plain", b"use POST\n"
+        name = unquote(seg[1])
+        try:
+            ctl.remove_backend(name)
+        except Refused as exc:
+            return exc.status, "text/plain", f"{exc}\n".encode()
+        answer = {"backend": name, "admin": "drain", "removing": True, "view_seq": ctl.view_seq}
+        return 202, "application/json", json.dumps(answer).encode()
     if len(seg) == 3 and seg[0] == "backends" and seg[2] in ("drain", "disable", "enable"):
         if method != "POST":
             return 405, "text/plain", b"use POST\n"
         name = unquote(seg[1])
         if name not in ctl.views:
             return 404, "text/plain", f"no backend {name!r}\n".encode()
+        if name in ctl.removing:
+            return 409, "text/plain", f"{name} is being removed\n".encode()
         ctl.set_admin(name, "enabled" if seg[2] == "enable" else seg[2])
         # The view carrying the change: once `workers_view_seq` in /status reaches it,
         # every worker has it, and the counters there were taken after it.
         answer = {"backend": name, "admin": ctl.views[name].admin, "view_seq": ctl.view_seq}
         return 200, "application/json", json.dumps(answer).encode()
     return 404, "text/plain", b"not found\n"
+
+
+_ADD_FIELDS = ("name", "host", "port", "weight", "check_port")
+
+
+def _add(ctl: Controller, route: str, payload: bytes) -> tuple[int, str, bytes]:
+    """POST /routes/<route>/backends: the body checked, then `Controller.add_backend`."""
+    try:
+        body = json.loads(payload or b"null")
+    except ValueError as exc:
+        return 400, "text/plain", f"the body is not JSON: {exc}\n".encode()
+    if not isinstance(body, dict):
+        fields = ", ".join(_ADD_FIELDS)
+        return 400, "text/plain", f"send a JSON object with {fields}\n".encode()
+    unknown = sorted(set(body) - set(_ADD_FIELDS))
+    if unknown:
+        return 400, "text/plain", f"unknown field(s) {', '.join(unknown)}\n".encode()
+    try:
+        spec = BackendSpec.model_validate(body, strict=True)
+    except ValidationError as exc:
+        lines = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        return 400, "text/plain", f"{lines}\n".encode()
+    if not spec.name.strip() or not spec.host.strip():
+        return 400, "text/plain", b"name and host must not be empty\n"
+    try:
+        ctl.add_backend(route, spec)
+    except Refused as exc:
+        return exc.status, "text/plain", f"{exc}\n".encode()
+    answer = {"route": route, "backend": spec.name, "admin": "enabled", "view_seq": ctl.view_seq}
+    return 200, "application/json", json.dumps(answer).encode()
 
 
 def status(ctl: Controller) -> dict[str, Any]:
@@ -132,6 +217,8 @@ def status(ctl: Controller) -> dict[str, Any]:
             "ejected": view.ejected_until > now,
             "ejections": view.ejections,
             "backup": spec.backup,
+            "added": name in ctl.added,  # through the admin API
+            "removing": name in ctl.removing,
             "weight": spec.weight,
             # Its weight now, slow start applied (whether it is eligible or not).
             "weight_now": round(

@@ -92,25 +92,52 @@ class Balancer:
             name: Backend(spec, self.queue, self._slot_freed)
             for name, spec in settings.backends().items()
         }
-        self.routes = [
-            Route(
-                r,
-                [self.backends[b.name] for b in r.backends],
-                make_algorithm(self.options.algorithm, hash_balance=self.options.hash_balance),
-            )
-            for r in settings.routes
-        ]
-        for route in self.routes:
-            for b in route.backends:
-                b.need_up = b.need_up or not route.fail_open
-                b.slow_start = settings.slow_start_of(route.spec)
-        self.single_route = len(self.routes) == 1 and self.routes[0].spec.host is None
+        self.routes: list[Route] = []
+        self._build_routes(settings)
         self.budget = RetryBudget(self.options.retry_budget)
         self.timed: set[Timed] = set()  # connections with deadlines (clients and upstreams)
         self.draining = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self.refresh_weights(clock())  # a route without fail-open starts with none live
+
+    def _build_routes(self, settings: LbSettings) -> None:
+        """The routes of `settings` over `self.backends`; a route keeps its algorithm
+        (its rotation) when it stays at its place."""
+        algorithms = [r.algorithm for r in self.routes]
+        self.routes = [
+            Route(
+                r,
+                [self.backends[b.name] for b in r.backends],
+                algorithms[i]
+                if i < len(algorithms)
+                else make_algorithm(self.options.algorithm, hash_balance=self.options.hash_balance),
+            )
+            for i, r in enumerate(settings.routes)
+        ]
+        for route in self.routes:
+            for b in route.backends:
+                b.need_up = b.need_up or not route.fail_open
+                b.slow_start = settings.slow_start_of(route.spec)
+        self.single_route = len(self.routes) == 1 and self.routes[0].spec.host is None
+
+    def update_routes(self, settings: LbSettings, view: dict[str, BackendState]) -> None:
+        """Backends added or removed at runtime (the admin API): those kept keep their
+        state and counters, a new one starts from `view`, a removed one (drained by
+        then) closes its pooled connections. Requests in flight keep what they hold."""
+        self.settings = settings
+        old = self.backends
+        self.backends = {
+            name: old.get(name) or Backend(spec, self.queue, self._slot_freed)
+            for name, spec in settings.backends().items()
+        }
+        for name, b in old.items():
+            if name not in self.backends:
+                idle, b.idle = b.idle, []
+                for up in idle:
+                    up.close()
+        self._build_routes(settings)
+        self.apply_view(view)
 
     # -- lifecycle ----------------------------------------------------------
 

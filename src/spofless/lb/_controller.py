@@ -7,11 +7,14 @@ workers, and pushes the resulting view to every worker the moment it changes
 milliseconds). It also serves the admin API, restarts a worker that dies,
 reloads on SIGHUP (new workers on the same sockets, old ones drain) and stops
 gracefully on SIGTERM/SIGINT.
+
+Backends added or removed through the admin API survive a reload (`_changes`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from spofless.health import HealthMonitor, Status, Target, Transition
+from spofless.lb._changes import Refused, overlay
 from spofless.lb._channel import LineChannel
 from spofless.lb._handover import RouteTier, follow, route_keys
 from spofless.lb._messages import (
@@ -34,6 +38,7 @@ from spofless.lb._messages import (
     Message,
     Observation,
     Ready,
+    Routes,
     Settings,
     Stats,
     Stop,
@@ -42,7 +47,7 @@ from spofless.lb._messages import (
     worker_view,
 )
 from spofless.lb._policy import OutlierPolicy
-from spofless.lb._settings import LbSettings
+from spofless.lb._settings import BackendSpec, LbSettings
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +83,12 @@ class Controller:
     def __init__(
         self, settings: LbSettings, reload: Callable[[], LbSettings] | None = None
     ) -> None:
-        self.settings = settings
+        self.base = settings  # as read from the file or flags, without the runtime changes
+        self.settings = settings  # what runs: `base` with `added` and `removed` applied
+        # Changes through the admin API, applied again over every reload:
+        self.added: dict[str, tuple[str, BackendSpec]] = {}  # name -> (route key, spec)
+        self.removed: set[str] = set()
+        self.removing: dict[str, asyncio.Task[None]] = {}  # drained, then removed
         self._reload = reload
         self.sockets: list[socket.socket] = []
         self.workers: list[Worker] = []
@@ -182,6 +192,106 @@ class Controller:
         self.views[name] = merge(self.views[name], AdminChange(state), time.time(), self.outliers)
         logger.info("%s: %s set to %s", self.settings.instance, name, state)
         self.broadcast()
+
+    # -- backends added and removed at runtime ---------------------------------
+
+    def _overlay(self, base: LbSettings) -> LbSettings:
+        return overlay(base, self.added, self.removed)
+
+    def add_backend(self, key: str, spec: BackendSpec) -> None:
+        """Add `spec` to route `key`: health-checked from down (it serves once its check
+        passed `rise` times, then ramps up over the route's slow start). Refused (404,
+        409) for an unknown route, a name in use, a route that sends to one primary, or
+        mode redis (a shard's routes follow its agents)."""
+        s = self.settings
+        keys = route_keys(s.routes)
+        if s.mode == "redis":
+            raise Refused(409, "in mode redis a shard's routes follow its agents: none is added")
+        if key not in keys:
+            raise Refused(404, f"no route {key!r}; routes: {', '.join(keys)}")
+        route = s.routes[keys.index(key)]
+        if route.exclusive:
+            raise Refused(
+                409,
+                f"route {key} sends to one primary, chosen by its health checks: "
+                "no backend is added to it",
+            )
+        if spec.name in self.views:
+            raise Refused(409, f"a backend named {spec.name!r} exists already")
+        self.added[spec.name] = (key, spec)
+        self.removed.discard(spec.name)
+        try:
+            new = self._overlay(self.base)
+        except ValueError as exc:
+            del self.added[spec.name]
+            raise Refused(400, str(exc)) from None
+        self.settings = new
+        self.views[spec.name] = BackendView()
+        monitor = self._monitor_of(route.backends[0].name)
+        assert monitor is not None  # every route's backends are checked
+        target = Target(spec.name, spec.host, spec.check_port or spec.port)
+        monitor.add(target, initial=Status.DOWN)
+        logger.info(
+            "%s: %s added to route %s (%s:%d); it serves once healthy",
+            s.instance,
+            spec.name,
+            key,
+            spec.host,
+            spec.port,
+        )
+        self._send_routes()
+
+    def remove_backend(self, name: str) -> None:
+        """Drain backend `name`, then remove it from every route once no worker sends it
+        anything (or after `drain_timeout`). Refused (404, 409) for an unknown backend or
+        the last primary of a route."""
+        if name not in self.views:
+            raise Refused(404, f"no backend {name!r}")
+        if name in self.removing:
+            return
+        leaving = self.removed | set(self.removing) | {name}  # it leaves once drained
+        try:
+            overlay(self.base, self.added, leaving)
+        except ValueError as exc:
+            raise Refused(409, f"{name} cannot be removed: {exc}") from None
+        self.set_admin(name, "drain")
+        task = asyncio.get_running_loop().create_task(self._remove_drained(name, self.view_seq))
+        self.removing[name] = task
+
+    async def _remove_drained(self, name: str, seq: int) -> None:
+        deadline = time.monotonic() + self.settings.options.drain_timeout
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            applied = all(w.view_seq >= seq for w in self.workers)
+            if applied and self.totals().get(name, BackendStats()).active == 0:
+                break
+        else:
+            logger.warning(
+                "%s: %s still had requests open after %gs; removed anyway",
+                self.settings.instance,
+                name,
+                self.settings.options.drain_timeout,
+            )
+        self.removed.add(name)
+        self.added.pop(name, None)
+        self.settings = self._overlay(self.base)
+        monitor = self._monitor_of(name)
+        if monitor is not None:
+            monitor.remove(name)
+        self.views.pop(name, None)
+        self.retired_stats.pop(name, None)
+        del self.removing[name]
+        logger.info("%s: %s removed", self.settings.instance, name)
+        self._send_routes()
+
+    def _send_routes(self) -> None:
+        """Tell every running worker the routes changed, with the view that goes with them."""
+        self.view_seq += 1
+        msg = Routes(self.settings.model_dump(mode="json"), self.view_message(), self.view_seq)
+        self._follow_routes(msg.view)
+        self.spawned = [w for w in self.spawned if w.proc.poll() is None]
+        for w in self.spawned:
+            w.chan.send(msg)
 
     # -- workers ----------------------------------------------------------------
 
@@ -334,10 +444,26 @@ class Controller:
                 refusal,
             )
             return
+        # What the file now names is the file's; the other runtime changes stay.
+        named = new.backends()
+        self.added = {n: a for n, a in self.added.items() if n not in named}
+        try:
+            overlaid = self._overlay(new)
+        except ValueError as exc:
+            logger.error(
+                "%s: reload refused, keeping the running settings: with the backends "
+                "removed through the admin API: %s",
+                self.settings.instance,
+                exc,
+            )
+            return
         for m in self.monitors:
             await m.stop()
-        self.settings = new
-        self._setup(new)
+        self.base = new
+        with contextlib.suppress(ValueError):  # a change made while the checks stopped
+            overlaid = self._overlay(new)
+        self.settings = overlaid
+        self._setup(overlaid)
         for m in self.monitors:
             m.start()
         old = self.workers

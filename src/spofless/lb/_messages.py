@@ -3,7 +3,8 @@
 One dataclass per message; `encode`/`decode` turn them into the JSON objects
 `_channel.LineChannel` carries, one per line:
 
-    controller -> worker   Settings (first), View (on every change), Stop
+    controller -> worker   Settings (first), View (on every change), Routes (a backend
+                           added or removed through the admin API), Stop
     worker -> controller   Ready, Stats (twice a second), Observation, Ejection
 
 `BackendView` is the controller's verdict on one backend and `merge` the pure
@@ -168,6 +169,17 @@ class View:
 
 
 @dataclass(frozen=True, slots=True)
+class Routes:
+    """The routes changed at runtime (a backend added or removed through the admin API):
+    the whole settings, the worker keeps its state for the backends it already has, and
+    the view that goes with them (a new backend never serves before its view says so)."""
+
+    settings: dict[str, Any]  # LbSettings.model_dump(mode="json")
+    view: dict[str, BackendState]
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Stop:
     pass
 
@@ -184,11 +196,12 @@ class Stats:
     view_seq: int = 0  # the last View this worker had applied when it counted
 
 
-Message = Settings | View | Stop | Ready | Stats | Observation | Ejection
+Message = Settings | View | Routes | Stop | Ready | Stats | Observation | Ejection
 
 _KINDS: dict[str, type[Any]] = {
     "settings": Settings,
     "view": View,
+    "routes": Routes,
     "stop": Stop,
     "ready": Ready,
     "stats": Stats,

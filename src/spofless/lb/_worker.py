@@ -21,7 +21,16 @@ from spofless._logging import setup_logging
 from spofless.lb._balancer import Balancer
 from spofless.lb._channel import LineChannel
 from spofless.lb._http import ClientConn
-from spofless.lb._messages import BackendState, Message, Ready, Settings, Stats, Stop, View
+from spofless.lb._messages import (
+    BackendState,
+    Message,
+    Ready,
+    Routes,
+    Settings,
+    Stats,
+    Stop,
+    View,
+)
 from spofless.lb._redis import RedisClient
 from spofless.lb._settings import LbSettings
 from spofless.lb._tcp import TcpClient
@@ -40,6 +49,7 @@ async def serve(listen: socket.socket, chan_sock: socket.socket) -> None:
     # Views that came before the balancer existed; the last wins.
     early: list[dict[str, BackendState]] = []
     seq = 0  # the last view applied (or kept for the balancer to apply first)
+    late_routes: list[Routes] = []  # routes changed before the balancer existed
 
     def on_message(msg: Message) -> None:
         nonlocal seq
@@ -52,6 +62,13 @@ async def serve(listen: socket.socket, chan_sock: socket.socket) -> None:
                 bal.apply_view(msg.view)
             else:
                 early[:] = [msg.view]
+        elif isinstance(msg, Routes):
+            seq = msg.seq
+            if bal is not None:
+                bal.update_routes(LbSettings.model_validate(msg.settings), msg.view)
+            else:  # still starting: its balancer is built from the routes of now
+                late_routes[:] = [msg]
+                early[:] = [msg.view]
         elif isinstance(msg, Stop):
             stop.set()
 
@@ -60,7 +77,8 @@ async def serve(listen: socket.socket, chan_sock: socket.socket) -> None:
     )
     async with asyncio.timeout(30):
         msg = await first
-    bal = Balancer(LbSettings.model_validate(msg.settings), report=chan.send)
+    first_settings = late_routes[-1].settings if late_routes else msg.settings
+    bal = Balancer(LbSettings.model_validate(first_settings), report=chan.send)
     setup_logging(f"{bal.settings.instance} worker {os.getpid()}")
     bal.start(loop)
     bal.apply_view(early[-1] if early else msg.view)

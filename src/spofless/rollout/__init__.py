@@ -10,7 +10,8 @@ balancer in front of it, has the supervisor replace it, waits until it does its
 job again, readmits it and watches its responses (spofless.rollout.run). With
 etcd in the topology, the instances may run under supervisors on several
 machines: the lock, the record and the requests to replace an instance go through
-etcd (spofless.rollout._coordination, spofless.stack._coord).
+etcd (spofless.rollout._coordination and ._etcd, spofless.stack._coord). With
+`--surge N`, temporary instances start first and go last (spofless.rollout._surge).
 """
 
 from spofless.rollout._coordination import Coordination, coordination_for

@@ -18,6 +18,17 @@ a sleep:
 
 For PostgreSQL the primary moves last, after a switchover to a streaming
 replica (spofless.pg.ops), whose write pause is measured.
+
+With `--surge N` (kind service, Kubernetes' maxSurge), N temporary instances
+start first (spofless.stack._surge: on a free port of the host where the
+component runs least, running the new command): each must pass its health check
+`rise` times, is added to every load balancer in front of the component and must
+be seen up by each of them, and its responses are watched like a readmitted
+instance's. Only then are the others replaced, one at a time, with redundancy
+kept (before each, a load balancer restarted meanwhile, which starts from its
+file, gets the temporary ones again); they are drained and removed last. Whatever ends the rollout
+early, they are removed too: by the rollout on its way out, or, when it cannot
+(killed, its lock lost), by their supervisor once it sees the rollout gone.
 """
 
 from __future__ import annotations
@@ -26,95 +37,33 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 
 from spofless.rollout._coordination import Coordination
 from spofless.rollout._errors import RolloutError
-from spofless.rollout.plan import RolloutPlan, Step, plan_rollout
+from spofless.rollout._gates import wait_whole, watch_failures
+from spofless.rollout._surge import keep_served, remove_surge, surge, unsurge
+from spofless.rollout._types import Prepared, RolloutOptions, RolloutResult, StepResult
+from spofless.rollout.plan import Step, plan_rollout
 from spofless.stack._coord import RolloutRecord
 from spofless.stack._errors import StackError
 from spofless.stack._kinds import run_argv
-from spofless.stack._lb_admin import Drain, LbAdmin, admins_routing_to, drain, enable, errors_of
+from spofless.stack._lb_admin import (
+    Drain,
+    admins_routing_to,
+    drain,
+    enable,
+    errors_of,
+)
 from spofless.topology import ServiceComponent, Topology, instance_at
 
 __all__ = ["Prepared", "RolloutOptions", "RolloutResult", "StepResult", "prepare", "rollout"]
 
 POLL = 0.1
 REPLACE_BOUND = 60.0  # the supervisor's answer: a stop (grace, then SIGKILL) and a start
-
-
-@dataclass(frozen=True, slots=True)
-class RolloutOptions:
-    run: str | None = None  # kind service: the new `run:` command ({port} ... expanded)
-    allow_spof: bool = False
-    surge: int = 0  # kind service: temporary instances started first, removed last
-    drain_timeout: float = 30.0
-    health_timeout: float = 60.0
-    watch: float = 2.0  # seconds of counters watched after readmission
-    pause_between: float = 0.0
-    on_failure: Literal["rollback", "pause"] = "rollback"
-
-
-@dataclass(slots=True)
-class StepResult:
-    instance: str
-    action: str  # replace | switchover
-    outcome: str  # replaced | rolled back | stopped | switched over
-    seconds: float
-    drain_seconds: float | None = None
-    cut: int = 0  # requests open at the drain timeout
-    failed_responses: int = 0  # seen in the watch window
-    pid: int | None = None
-    detail: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "instance": self.instance,
-            "action": self.action,
-            "outcome": self.outcome,
-            "seconds": round(self.seconds, 3),
-            "drain_seconds": None if self.drain_seconds is None else round(self.drain_seconds, 3),
-            "cut": self.cut,
-            "failed_responses": self.failed_responses,
-            "pid": self.pid,
-            "detail": self.detail,
-        }
-
-
-@dataclass(slots=True)
-class RolloutResult:
-    component: str
-    plan: RolloutPlan
-    steps: list[StepResult] = field(default_factory=list)
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "component": self.component,
-            "ok": self.ok,
-            "error": self.error,
-            "steps": [s.to_json() for s in self.steps],
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """What a rollout works on, checked before anything moves."""
-
-    topology: Topology
-    state_dir: Path  # where `up` ran (the state dir a --run command may name)
-    coord: Coordination
-    component: str
-    plan: RolloutPlan
-    admins: tuple[LbAdmin, ...]
 
 
 async def prepare(
@@ -181,15 +130,6 @@ async def rollout(
     failure, Ctrl-C, SIGTERM, `--abort`, its lock lost), every instance it drained is
     put back in rotation before it returns; one left drained by a rollout that was
     killed is put back before this one starts (with etcd: by the supervisors, at once)."""
-    surges = [s.instance for s in p.plan.steps if s.action == "surge"]
-    if surges:
-        lbs = ", ".join(a.name for a in p.admins) or "the load balancers"
-        raise RolloutError(
-            f"--surge: {', '.join(surges)} would have to be added to {lbs} through their "
-            "admin API, which cannot add a backend yet: the surge is planned (--dry-run "
-            "shows it) but not carried out; nothing was changed (--allow-spof rolls "
-            "without it)"
-        )
     result = RolloutResult(p.component, p.plan)
     record = RolloutRecord(os.getpid(), p.component, time.time(), len(p.plan.steps))
     await p.coord.begin(record, say)
@@ -216,6 +156,7 @@ async def rollout(
                     await enable(client, list(p.admins), name)
                     record.drained.remove(name)
                     say(f"{name}: back in rotation")
+                await remove_surge(p, record, say)
                 if not record.finished:
                     record.phase = "done" if result.ok else "failed"
     finally:
@@ -231,6 +172,7 @@ async def _steps(
     result: RolloutResult,
     say: Callable[[str], None],
 ) -> None:
+    served: dict[str, str] = {}  # the temporary instances serving, and their addresses
     for i, step in enumerate(p.plan.steps):
         if i and opts.pause_between and step.action == "replace":
             await asyncio.sleep(opts.pause_between)
@@ -242,7 +184,13 @@ async def _steps(
                 r = await _switchover(p, step)
             elif step.action == "handover":
                 r = await _handover(p, step, opts)
+            elif step.action == "surge":
+                r = await surge(p, step, opts, client, record, served)
+            elif step.action == "unsurge":
+                served.pop(step.instance, None)
+                r = await unsurge(p, step, record)
             else:
+                await keep_served(p, client, served, opts.health_timeout, say)
                 r = await _replace(p, step, opts, client, record, say)
         except (RolloutError, StackError) as exc:
             result.error = str(exc)
@@ -250,7 +198,7 @@ async def _steps(
             return
         result.steps.append(r)
         say(f"{r.instance}: {r.outcome} in {r.seconds:.1f}s" + _extra(r))
-        if r.outcome not in ("replaced", "switched over", "handed over"):
+        if r.outcome not in ("replaced", "switched over", "handed over", "started", "removed"):
             result.error = f"{r.instance}: {r.outcome}: {r.detail}"
             return
 
@@ -297,12 +245,12 @@ async def _replace(
     r = StepResult(name, "replace", "replaced", 0.0, pid=pid)
     if d is not None:
         r.drain_seconds, r.cut = d.seconds, d.cut
-    why = await _wait_whole(p, name, pid, opts.health_timeout)
+    why = await wait_whole(p, name, pid, opts.health_timeout)
     if why is None:
         before = await errors_of(client, admins, name)
         await enable(client, admins, name)
         await _undrained(p, record, name)
-        r.failed_responses = await _watch(client, admins, name, before, opts.watch)
+        r.failed_responses = await watch_failures(client, admins, name, before, opts.watch)
         if r.failed_responses:
             why = f"{r.failed_responses} failed responses after it was readmitted"
     if why is not None:
@@ -312,7 +260,7 @@ async def _replace(
             if admins:
                 await drain(client, admins, name, opts.drain_timeout)
             back_pid, _ = await p.coord.replace(name, previous, REPLACE_BOUND)
-            back = await _wait_whole(p, name, back_pid, opts.health_timeout)
+            back = await wait_whole(p, name, back_pid, opts.health_timeout)
             await enable(client, admins, name)
             await _undrained(p, record, name)
             r.outcome = "rolled back" if back is None else "rollback failed"
@@ -328,50 +276,6 @@ async def _undrained(p: Prepared, record: RolloutRecord, name: str) -> None:
         record.drained.remove(name)
         record.phase = "readmitted"
         await p.coord.save(record)
-
-
-async def _watch(
-    client: httpx.AsyncClient,
-    admins: list[LbAdmin],
-    name: str,
-    before: tuple[int, int],
-    seconds: float,
-) -> int:
-    """Failed responses from `name` in the `seconds` after readmission (0: none)."""
-    if not admins or seconds <= 0:
-        return 0
-    deadline = time.monotonic() + seconds
-    failed = 0
-    while time.monotonic() < deadline:
-        await asyncio.sleep(min(0.25, seconds))
-        _, now_failed = await errors_of(client, admins, name)
-        failed = max(0, now_failed - before[1])
-        if failed:
-            break
-    return failed
-
-
-async def _wait_whole(p: Prepared, name: str, pid: int, bound: float) -> str | None:
-    """Wait until instance `name` runs process `pid` and does its job (health check
-    passed `rise` times; a PostgreSQL member: primary or streaming replica again).
-    None when it does; why not, after `bound` seconds or when it failed."""
-    deadline = time.monotonic() + bound
-    last = "no state yet"
-    while time.monotonic() < deadline:
-        inst = next(
-            (i for i in await p.coord.instances(strict=False) if i.get("name") == name), None
-        )
-        if inst is not None:
-            own = inst.get("agent_pid", inst.get("pid"))
-            last = f"{inst.get('state')} (health {inst.get('health')})"
-            if inst.get("state") == "failed":
-                return f"it failed: {inst.get('message') or inst.get('last_exit')}"
-            if own == pid and inst.get("state") == "up":
-                if inst.get("kind") != "postgres" or inst.get("role") in ("primary", "replica"):
-                    return None
-                last = f"up but {inst.get('role') or 'without a role'}: {inst.get('reason')}"
-        await asyncio.sleep(POLL)
-    return f"not healthy within {bound:g}s: {last}"
 
 
 async def _switchover(p: Prepared, step: Step) -> StepResult:

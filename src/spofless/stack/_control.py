@@ -11,6 +11,12 @@ One JSON request per connection, one JSON answer:
         judged afresh and shows in the state file (`starting`, then `up`).
     {"op": "commands"}
         {"ok": true, "commands": {"web/0": [...], ...}}: what each instance runs.
+    {"op": "surge", "instance": "web/2", "host": "h3", "run": "app --port {port}"}
+        start a temporary instance of a service on a free port of `host` (`run`
+        null: the component's command); {"ok": true, "pid": N, "address": "ip:port"}.
+        It lives while the state dir's rollout lock is held (spofless.stack._surge).
+    {"op": "unsurge", "instance": "web/2"}
+        remove it from the load balancers (drained first), stop it; {"ok": true}.
 
 An error is {"ok": false, "error": "..."}; a malformed request never stops the
 supervisor. `spofless rollout` is the client (spofless.rollout).

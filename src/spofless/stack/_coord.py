@@ -42,6 +42,17 @@ happens:
   returns the system to every instance in rotation at once; an instance the dead
   driver left half-replaced is not doing its job, so the next rollout (the same
   command, run again) replaces it first.
+- **Temporary instances** (`rollout --surge`, rules: spofless.stack._surge): the
+  driver asks for one with a request of op `surge` naming its host; the supervisor
+  that runs that host starts it and answers with its pid and address. It removes it
+  on a request of op `unsurge`, and by itself once the lock it was started under
+  (the request's token) is no longer the lock held: its driver is gone. The
+  supervisor that aborts an orphaned rollout also asks the load balancers to remove
+  the rollout's temporary instances, should their own supervisor be gone too.
+- **A supervisor just started** (`up --wait` returns once its instances are healthy,
+  maybe just before its first publication), or its lease lapsed a moment (etcd slow):
+  a rollout waits up to PUBLISH_TTL for every instance of its component to be
+  published before it says that none runs.
 - **A supervisor dies**: its key goes with its lease. A rollout refuses to start
   while an instance of the component runs under no live supervisor, and the
   answer to a request is awaited for a bound only.
@@ -184,12 +195,21 @@ class ReplaceRequest:
     # `rollout --run`'s command before expansion: the supervisor expands {state_dir}
     # (and the rest) for itself, as it does `run:` (argv is the driver's expansion).
     run: str | None = None
+    # replace | surge (start temporary instance `instance` on `host`) | unsurge (remove it)
+    op: str = "replace"
+    host: str | None = None
 
     @classmethod
     def new(
-        cls, instance: str, argv: tuple[str, ...] | None, token: int, run: str | None = None
+        cls,
+        instance: str,
+        argv: tuple[str, ...] | None,
+        token: int,
+        run: str | None = None,
+        op: str = "replace",
+        host: str | None = None,
     ) -> ReplaceRequest:
-        return cls(uuid.uuid4().hex, instance, argv, token, run)
+        return cls(uuid.uuid4().hex, instance, argv, token, run, op, host)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -199,6 +219,8 @@ class ReplaceRequest:
                 "argv": self.argv,
                 "token": self.token,
                 "run": self.run,
+                "op": self.op,
+                "host": self.host,
             }
         )
 
@@ -211,12 +233,17 @@ class ReplaceRequest:
                 isinstance(argv, list) and argv and all(isinstance(w, str) and w for w in argv)
             ):
                 return None
+            op = d.get("op", "replace")
+            if op not in ("replace", "surge", "unsurge"):
+                return None
             return cls(
                 str(d["id"]),
                 str(d["instance"]),
                 None if argv is None else tuple(argv),
                 int(d["token"]),
                 d.get("run") if isinstance(d.get("run"), str) else None,
+                op,
+                d.get("host") if isinstance(d.get("host"), str) else None,
             )
         except (ValueError, TypeError, KeyError):
             return None
@@ -233,6 +260,7 @@ class ReplaceResult:
     previous_argv: tuple[str, ...] = ()
     error: str | None = None
     supervisor: str = ""
+    address: str | None = None  # surge: where the temporary instance listens
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -250,6 +278,7 @@ class ReplaceResult:
                 tuple(str(w) for w in d.get("previous_argv") or ()),
                 d.get("error"),
                 str(d.get("supervisor", "")),
+                d.get("address") if isinstance(d.get("address"), str) else None,
             )
         except (ValueError, TypeError, KeyError):
             return None
@@ -281,6 +310,8 @@ class AgentView:
     requests: tuple[ReplaceRequest, ...]
     results: Mapping[str, str]  # instance -> the id of the result written for it
     done: frozenset[str] = frozenset()  # request ids this supervisor carried out
+    hosts: frozenset[str] | None = None  # the hosts it runs; None: every host
+    temporaries: Mapping[str, int] = field(default_factory=dict)  # name -> its lock token
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,26 +319,34 @@ class AgentDecision:
     carry_out: tuple[ReplaceRequest, ...]
     abort: bool  # the record's driver is gone: readmit what it drained, mark it aborted
     reason: str
+    reap: tuple[str, ...] = ()  # temporary instances whose rollout has ended: remove them
 
 
 def decide(view: AgentView) -> AgentDecision:
     """What a supervisor does about the rollout keys (rules in the module docstring)."""
+
+    def mine(r: ReplaceRequest) -> bool:
+        if r.op == "surge":  # a new instance: the supervisor of its host starts it
+            return view.hosts is None or (r.host is not None and r.host in view.hosts)
+        return r.instance in view.mine
+
     todo = tuple(
         r
         for r in view.requests
-        if r.instance in view.mine
+        if mine(r)
         and r.id not in view.done
         and view.results.get(r.instance) != r.id
         and r.token == view.lock_token
         and r.token != 0
     )
-    stale = [
-        r.instance for r in view.requests if r.instance in view.mine and r.token != view.lock_token
-    ]
+    stale = [r.instance for r in view.requests if mine(r) and r.token != view.lock_token]
+    reap = tuple(n for n, token in view.temporaries.items() if token != view.lock_token)
     abort = view.lock_token == 0 and view.record is not None and not view.record.finished
     parts = []
     if todo:
-        parts.append("replace " + ", ".join(r.instance for r in todo))
+        parts.append(", ".join(f"{r.op} {r.instance}" for r in todo))
+    if reap:
+        parts.append(f"remove {', '.join(reap)}: the rollout that started them has ended")
     if abort:
         assert view.record is not None
         drained = ", ".join(view.record.drained) or "nothing"
@@ -317,4 +356,4 @@ def decide(view: AgentView) -> AgentDecision:
         )
     if stale:
         parts.append(f"ignore the requests of a rollout that ended ({', '.join(stale)})")
-    return AgentDecision(todo, abort, "; ".join(parts) or "nothing to do")
+    return AgentDecision(todo, abort, "; ".join(parts) or "nothing to do", reap)

@@ -247,15 +247,20 @@ def service_env(inst: Instance, ctx: KindContext) -> dict[str, str]:
     return env
 
 
-def run_argv(topology: Topology, inst: Instance, state_dir: Path, run: str) -> tuple[str, ...]:
+def run_argv(
+    topology: Topology, inst: Instance, state_dir: Path, run: str, port: int | None = None
+) -> tuple[str, ...]:
     """A service's `run:` command for one instance: {port} {host} {index} {state_dir}
-    replaced (`spofless rollout --run` expands its command the same way).
+    replaced (`spofless rollout --run` expands its command the same way). {port} is
+    `port` when given (a temporary instance's), else the component's port + index.
 
     ValueError for a placeholder other than those four, or an unbalanced quote."""
     comp = topology.components[inst.component]
-    port = getattr(comp, "port", None)
+    base = getattr(comp, "port", None)
+    if port is None and base is not None:
+        port = base + inst.index
     values = {
-        "port": "" if port is None else str(port + inst.index),
+        "port": "" if port is None else str(port),
         "host": host_ip(topology, inst),
         "index": str(inst.index),
         "state_dir": str(state_dir),

@@ -10,6 +10,11 @@ balancer has applied the drain (`workers_view_seq` in /status reaches the
 drain's `view_seq`) and the backend's `active` count, taken after it, is 0.
 No fixed sleep. Readmission is `enable`: the load balancer then ramps the
 instance's share up over its route's `slow_start`, as for any backend back up.
+
+A temporary instance (`rollout --surge`) is added to every route to its component
+(`add_backend`; it serves once the load balancer's own check passed `rise` times:
+`wait_serving`) and removed at the end (`remove_backend`: the load balancer drains
+it first; done when it has left /status).
 """
 
 from __future__ import annotations
@@ -25,7 +30,18 @@ import httpx
 from spofless.stack._errors import StackError
 from spofless.topology import LoadBalancerComponent, Topology
 
-__all__ = ["Drain", "LbAdmin", "LbAdminError", "admins_routing_to", "drain", "enable", "errors_of"]
+__all__ = [
+    "Drain",
+    "LbAdmin",
+    "LbAdminError",
+    "add_backend",
+    "admins_routing_to",
+    "drain",
+    "enable",
+    "errors_of",
+    "remove_backend",
+    "wait_serving",
+]
 
 POLL = 0.05
 
@@ -55,6 +71,18 @@ class LbAdmin:
                 f"{self.name}: {action} {backend} answered {r.status_code}: {r.text.strip()[:200]}"
             )
         return int(r.json().get("view_seq", 0))
+
+    async def send(
+        self, client: httpx.AsyncClient, path: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """POST `path` (a JSON `body`); the answer. LbAdminError for anything but 2xx."""
+        r = await client.post(f"{self.url}{path}", headers=self._headers(), json=body)
+        if not 200 <= r.status_code < 300:
+            raise LbAdminError(
+                f"{self.name}: POST {path} answered {r.status_code}: {r.text.strip()[:200]}"
+            )
+        answer: dict[str, Any] = r.json()
+        return answer
 
     async def status(self, client: httpx.AsyncClient) -> dict[str, Any]:
         r = await client.get(f"{self.url}/status", headers=self._headers())
@@ -156,3 +184,76 @@ async def errors_of(
         requests += int(b.get("requests", 0))
         failed += int(responses[0]) + int(responses[5]) + int(b.get("connect_failures", 0))
     return requests, failed
+
+
+async def add_backend(
+    client: httpx.AsyncClient, admins: list[LbAdmin], component: str, name: str, address: str
+) -> None:
+    """Add backend `name` at `address` (host:port) to every route to `component` of every
+    load balancer in `admins`. LbAdminError (or httpx.HTTPError) when one refuses."""
+    host, _, port = address.rpartition(":")
+    body = {"name": name, "host": host.strip("[]"), "port": int(port)}
+    for a in admins:
+        routes = (await a.status(client)).get("routes", {})
+        keys = [k for k in routes if k == component or k.startswith(component + "#")]
+        if not keys:
+            raise LbAdminError(f"{a.name}: no route to {component} in its /status")
+        for key in keys:
+            await a.send(client, f"/routes/{quote(key, safe='')}/backends", body)
+
+
+async def wait_serving(
+    client: httpx.AsyncClient, admins: list[LbAdmin], name: str, bound: float
+) -> str | None:
+    """Wait until every load balancer in `admins` sees backend `name` up (its own check
+    passed `rise` times); None then, else why not after `bound` seconds."""
+    deadline = time.monotonic() + bound
+    waiting = {a.name: "no answer yet" for a in admins}
+    while waiting and time.monotonic() < deadline:
+        for a in admins:
+            if a.name not in waiting:
+                continue
+            try:
+                b = (await a.status(client))["backends"].get(name)
+            except (httpx.HTTPError, LbAdminError) as exc:
+                waiting[a.name] = f"no answer ({exc})"
+                continue
+            if b is not None and b.get("status") == "up":
+                del waiting[a.name]
+            else:
+                waiting[a.name] = "absent" if b is None else f"{b.get('status')}"
+        if waiting:
+            await asyncio.sleep(POLL)
+    if not waiting:
+        return None
+    each = ", ".join(f"{lb}: {why}" for lb, why in waiting.items())
+    return f"{name} not up on every load balancer within {bound:g}s ({each})"
+
+
+async def remove_backend(
+    client: httpx.AsyncClient, admins: list[LbAdmin], name: str, bound: float
+) -> list[str]:
+    """Remove backend `name` from every load balancer in `admins` (each drains it first)
+    and wait until it has left them all; the load balancers that did not answer or still
+    had it after `bound` seconds (none has it after a restart: it starts from its file)."""
+    pending: list[LbAdmin] = []
+    missed: list[str] = []
+    for a in admins:
+        try:
+            await a.send(client, f"/backends/{quote(name, safe='')}/remove")
+            pending.append(a)
+        except LbAdminError as exc:
+            if " answered 404" not in str(exc):  # 404: it has none (any more)
+                missed.append(a.name)
+        except httpx.HTTPError:
+            missed.append(a.name)
+    deadline = time.monotonic() + bound
+    while pending and time.monotonic() < deadline:
+        await asyncio.sleep(POLL)
+        for a in list(pending):
+            try:
+                if name not in (await a.status(client))["backends"]:
+                    pending.remove(a)
+            except (httpx.HTTPError, LbAdminError):
+                continue
+    return missed + [a.name for a in pending]

@@ -22,7 +22,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -52,8 +52,9 @@ from spofless.stack._coord import (
 )
 from spofless.stack._errors import StackError
 from spofless.stack._kinds import run_argv
-from spofless.stack._lb_admin import admins_routing_to, enable
+from spofless.stack._lb_admin import admins_routing_to, enable, remove_backend
 from spofless.stack._plan import StackPlan
+from spofless.stack._surge import Temporaries
 from spofless.topology import CannotRunError, Topology, etcd_client_urls, instance_at
 
 logger = logging.getLogger(__name__)
@@ -64,12 +65,20 @@ RESCAN = 5.0  # the rollout keys are read again at least this often (a missed ev
 RETRY = 1.0
 PUBLISH_EVERY = 3.0  # lease renewal; a third of its ttl
 
-Replace = Callable[[str, tuple[str, ...] | None], Awaitable[tuple[int, tuple[str, ...]]]]
+
+class Runner(Protocol):
+    """What the agent needs of its supervisor."""
+
+    temporaries: Temporaries
+
+    def document(self) -> dict[str, Any]: ...
+
+    def replace(
+        self, name: str, argv: tuple[str, ...] | None
+    ) -> Awaitable[tuple[int, tuple[str, ...]]]: ...
 
 
-def rollout_agent(
-    plan: StackPlan, document: Callable[[], dict[str, Any]], replace: Replace
-) -> RolloutAgent | None:
+def rollout_agent(plan: StackPlan, runner: Runner) -> RolloutAgent | None:
     """The agent of a supervisor running `plan`; None when the topology has no etcd."""
     try:
         store = coordination_store(plan.topology)
@@ -79,7 +88,8 @@ def rollout_agent(
     if store is None:
         return None
     sid = supervisor_id(plan.state_dir)
-    return RolloutAgent(plan.topology, plan.state_dir, sid, document, replace, store)
+    hosts = frozenset(plan.hosts) if plan.hosts else None
+    return RolloutAgent(plan.topology, plan.state_dir, sid, runner, store, hosts)
 
 
 def coordination_store(topology: Topology) -> EtcdStore | None:
@@ -98,6 +108,15 @@ async def readmit(
     component; for each instance, the load balancers that did not answer."""
     admins, _ = admins_routing_to(topology, record.component, None)
     return {name: await enable(client, admins, name) for name in record.drained}
+
+
+async def unsurge_lbs(topology: Topology, record: RolloutRecord, client: httpx.AsyncClient) -> None:
+    """Ask every load balancer in front of `record`'s component to remove the temporary
+    instances it started (drained first; not waited for): their supervisor does it too
+    and stops them, this is for when that supervisor is gone as well."""
+    admins, _ = admins_routing_to(topology, record.component, None)
+    for name in record.surge:
+        await remove_backend(client, admins, name, 0.0)
 
 
 async def abort_orphan(
@@ -122,6 +141,10 @@ async def abort_orphan(
             "rotation" + (f" (not on {', '.join(lbs)}: no answer; tried again)" if lbs else "")
         )
     record.drained = [n for n, lbs in missed.items() if lbs]
+    if record.surge:
+        await unsurge_lbs(topology, record, client)
+        say(f"{', '.join(record.surge)}: temporary, removed by the supervisor that runs it")
+        record.surge = []
     if not record.drained:
         record.phase = "aborted"
         record.note = record.note or "its driver went away"
@@ -143,17 +166,18 @@ class RolloutAgent:
         topology: Topology,
         state_dir: Path,
         sid: str,
-        document: Callable[[], dict[str, Any]],
-        replace: Replace,
+        runner: Runner,
         store: KeyValueStore,
+        hosts: frozenset[str] | None = None,
     ) -> None:
         self.topology = topology
         self.state_dir = state_dir
         self.sid = sid
         self.keys = RolloutKeys(topology.name)
-        self._document = document
-        self._replace = replace
+        self._runner = runner
+        self._document = runner.document
         self._store = store
+        self._hosts = hosts  # the hosts its supervisor runs; None: every host
         self._changed = asyncio.Event()
         self._done: set[str] = set()
         self._unsent: dict[str, ReplaceResult] = {}  # instance -> a result not yet written
@@ -213,11 +237,13 @@ class RolloutAgent:
                     revision, view = await self._view()
                     said = False
                     decision = decide(view)
-                    if decision.carry_out or decision.abort:
+                    if decision.carry_out or decision.abort or decision.reap:
                         logger.info("rollout agent: %s", decision.reason)
                     for req in decision.carry_out:
                         await self._carry_out(req)
                     await self._send_results()
+                    for name in decision.reap:
+                        await self._runner.temporaries.unsurge(name)
                     if decision.abort:
                         await abort_orphan(
                             self._store, self.keys, self.topology, client, logger.info
@@ -258,6 +284,8 @@ class RolloutAgent:
             requests=tuple(requests),
             results=results,
             done=frozenset(self._done),
+            hosts=self._hosts,
+            temporaries=self._runner.temporaries.tokens(),
         )
         return got.revision, view
 
@@ -274,15 +302,24 @@ class RolloutAgent:
 
     async def _carry_out(self, req: ReplaceRequest) -> None:
         self._done.add(req.id)
+        temporaries = self._runner.temporaries
         try:
-            pid, previous = await self._replace(req.instance, self._argv(req))
-            result = ReplaceResult(req.id, True, pid, previous, supervisor=self.sid)
+            if req.op == "surge":
+                pid, address = await temporaries.surge(req.instance, req.host, req.run, req.token)
+                result = ReplaceResult(req.id, True, pid, supervisor=self.sid, address=address)
+            elif req.op == "unsurge":
+                await temporaries.unsurge(req.instance)
+                result = ReplaceResult(req.id, True, 0, supervisor=self.sid)
+            else:
+                pid, previous = await self._runner.replace(req.instance, self._argv(req))
+                result = ReplaceResult(req.id, True, pid, previous, supervisor=self.sid)
         except StackError as exc:
             result = ReplaceResult(req.id, False, error=str(exc), supervisor=self.sid)
         logger.info(
-            "rollout agent: %s: %s",
+            "rollout agent: %s %s: %s",
+            req.op,
             req.instance,
-            f"replaced, pid {result.pid}" if result.ok else f"not replaced: {result.error}",
+            f"done, pid {result.pid}" if result.ok else f"not done: {result.error}",
         )
         self._unsent[req.instance] = result
 

@@ -69,6 +69,7 @@ def status_document(plan: StackPlan) -> dict[str, Any]:
         running = doc.get("agent_pid", doc["pid"]) is not None and doc["started_at"] is not None
         doc["uptime"] = round(now - doc["started_at"], 1) if running else None
         instances.append(_with_backup(plan, doc, now))
+    instances += _temporaries(recorded, alive, now)
     phase = (state or {}).get("phase", "stopped")
     if not alive and phase in ("starting", "running", "stopping"):
         phase = "supervisor-dead"
@@ -86,6 +87,27 @@ def status_document(plan: StackPlan) -> dict[str, Any]:
         "skipped": [{"component": s.component, "reason": s.reason} for s in plan.skipped],
         "instances": instances,
     }
+
+
+def _temporaries(
+    recorded: dict[str, dict[str, Any]], alive: bool, now: float
+) -> list[dict[str, Any]]:
+    """A rollout's temporary instances (`--surge`) in the state file: shown while they run
+    (or, their supervisor dead, while their process group lives: left behind)."""
+    out = []
+    for doc in recorded.values():
+        if not doc.get("temporary"):
+            continue
+        doc = dict(doc)
+        if not alive:
+            pgid = doc.get("pgid")
+            if pgid is None or not group_alive(pgid) or doc["state"] in ("stopped", "failed"):
+                continue
+            doc["message"] = "left behind: its supervisor is not running"
+        running = doc["pid"] is not None and doc["started_at"] is not None
+        doc["uptime"] = round(now - doc["started_at"], 1) if running else None
+        out.append(doc)
+    return out
 
 
 def _with_backup(plan: StackPlan, doc: dict[str, Any], now: float) -> dict[str, Any]:
@@ -138,7 +160,7 @@ def status_table(doc: dict[str, Any]) -> Table:
         if i.get("agent_pid") is not None:
             pid = f"{pid} (agent {i['agent_pid']})"
         row: list[str | Text] = [
-            f"{i['component']}/{i['index']}",
+            f"{i['component']}/{i['index']}" + (" (surge)" if i.get("temporary") else ""),
             i["host"] or "-",
             pid,
             ",".join(ports) or "-",
@@ -151,6 +173,8 @@ def status_table(doc: dict[str, Any]) -> Table:
         if pg:
             row += _pg_columns(i)
         note = i["message"] or i.get("backup")
+        if i.get("temporary") and not note:
+            note = "temporary: started by `rollout --surge`, removed at its end"
         row.append(note or (f"last: {i['last_exit']}" if i["last_exit"] else ""))
         table.add_row(*row)
     return table

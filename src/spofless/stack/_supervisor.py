@@ -18,34 +18,24 @@ import dataclasses
 import logging
 import os
 import signal
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from spofless.dcs import EtcdTls
 from spofless.health import Detector, Status, run_check
-from spofless.pg import postmaster_pid
-from spofless.security import etcd_client_tls
-from spofless.stack import _cache, _pg
 from spofless.stack import _policy as policy
 from spofless.stack._control import ControlServer, argv_of
 from spofless.stack._errors import StackError, StartError
 from spofless.stack._etcd import member_role, record_scheme
-from spofless.stack._plan import InstancePlan, StackPlan, pg_data_dir
+from spofless.stack._plan import InstancePlan, StackPlan
 from spofless.stack._process import spawn, stop_groups
+from spofless.stack._roles import Roles
 from spofless.stack._rollout_agent import RolloutAgent, rollout_agent
 from spofless.stack._state import SupervisorLock, instance_doc, write_state
-from spofless.stack._vip import (
-    AGENT_SUFFIX,
-    claim_endpoints,
-    read_claim,
-    vip_roles,
-)
-from spofless.stack._vip import KIND as VIP_KIND
-from spofless.stack._waits import DependencyWait, dependency_waits
-from spofless.topology import vip_claim_key
+from spofless.stack._surge import Temporaries
+from spofless.stack._vip import follow_claim, vip_components
+from spofless.stack._waits import DependencyWait, client_context, dependency_waits
 
 logger = logging.getLogger(__name__)
 
@@ -64,18 +54,6 @@ class SupervisorSettings:
     start_timeout: float = 60.0
     # SIGTERM, then SIGKILL after this long (etcd and most servers stop well within it).
     stop_grace: float = 10.0
-
-
-def _client_context(tls: EtcdTls | None, what: str) -> ssl.SSLContext | None:
-    """The TLS context of `what`'s checks; None without TLS, or when a certificate file
-    cannot be read (said once here; the checks then fail, which `status` shows)."""
-    if tls is None:
-        return None
-    try:
-        return tls.client_context()
-    except OSError as exc:
-        logger.error("%s: cannot check over TLS: %s (%s)", what, exc, tls.cert)
-        return None
 
 
 class Supervisor:
@@ -99,17 +77,17 @@ class Supervisor:
         self._stop = asyncio.Event()
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._roles: dict[str, str | None] = {}  # etcd members: leader / follower
-        # postgres and cache instances: details from their agents, their server's pid
-        self._agents: dict[str, _pg.PgDetails | _cache.CacheDetails] = {}
-        self._servers: dict[str, int | None] = {}
-        self._vip_roles: dict[str, str] = {}  # VIP agents and load balancers, from the claim
+        self.roles = Roles(plan.state_dir, self._mark)  # what each instance's role is
         # Instances replaced through the control socket run this plan instead of the file's.
         self._overrides: dict[str, InstancePlan] = {}
         # An instance being replaced: set when its new process runs (or failed to start).
         self._replacing: dict[str, asyncio.Event] = {}
         self._supervisors: dict[str, asyncio.Task[None]] = {}
         self._agent: RolloutAgent | None = None  # rollouts through etcd (with an etcd)
+        # Instances beside the plan: a rollout's temporary ones (spofless.stack._surge).
+        self._extra: dict[str, InstancePlan] = {}
+        self.temporaries = Temporaries(plan, self.add_instance, self.drop_instance)
+        self._checks: dict[str, asyncio.Task[None]] = {}  # each instance's health task
 
     # -- running ---------------------------------------------------------------
 
@@ -138,11 +116,14 @@ class Supervisor:
                 self._mark()
                 logger.info("all %d instances started", len(self.plan.instances))
                 await control.start()
-                self._agent = rollout_agent(self.plan, self.document, self.replace)
+                self._agent = rollout_agent(self.plan, self)
                 if self._agent is not None:
                     self._tasks.append(asyncio.create_task(self._agent.run()))
-                for lb, indexes in self._vip_components().items():
-                    self._tasks.append(asyncio.create_task(self._watch_vip(lb, indexes)))
+                else:  # one machine: the state dir's rollout lock says whether it runs
+                    self._tasks.append(asyncio.create_task(self.temporaries.reap_local()))
+                for lb, indexes in vip_components(self.plan.instances).items():
+                    follow = follow_claim(self.plan.topology, lb, indexes, self.roles.vip_seen)
+                    self._tasks.append(asyncio.create_task(follow))
                 await self._stop.wait()
         finally:
             failed = self.phase == "failed"
@@ -187,11 +168,13 @@ class Supervisor:
             raise StartError(message) from None
         self._watch_exits(inst.name)
         if inst.health is not None:
-            self._tasks.append(asyncio.create_task(self._watch_health(inst)))
+            task = asyncio.create_task(self._watch_health(inst))
+            self._checks[inst.name] = task
+            self._tasks.append(task)
 
     async def _wait_for(self, wait: DependencyWait, deadline: float) -> None:
         logger.info("waiting for %s", wait.describe())
-        context = _client_context(wait.tls, wait.dependency)
+        context = client_context(wait.tls, wait.dependency)
         while True:
             results = await asyncio.gather(
                 *(run_check(wait.check, ip, port, tls=context) for ip, port in wait.addresses)
@@ -227,8 +210,13 @@ class Supervisor:
         self._tasks.append(task)
 
     def _current(self, name: str) -> InstancePlan:
-        """The plan an instance runs now: the file's, or the one a replacement gave it."""
-        return self._overrides.get(name) or self.plan.instance(name)
+        """The plan an instance runs now: the file's, or the one a replacement gave it
+        (or a temporary instance's own)."""
+        if name in self._overrides:
+            return self._overrides[name]
+        if name in self._extra:
+            return self._extra[name]
+        return self.plan.instance(name)
 
     async def _supervise(self, name: str) -> None:
         while True:
@@ -276,7 +264,53 @@ class Supervisor:
                 raise StackError(f"replace: no instance {name!r} runs here")
             pid, previous = await self.replace(name, argv_of(req.get("argv"), "replace"))
             return {"ok": True, "pid": pid, "previous_argv": list(previous)}
-        raise StackError(f"unknown op {op!r}: replace or commands")
+        if op in ("surge", "unsurge"):
+            return await self.temporaries.control(req)
+        raise StackError(f"unknown op {op!r}: replace, surge, unsurge or commands")
+
+    # -- instances beside the plan (temporary ones: spofless.stack._surge) ---------
+
+    async def add_instance(self, inst: InstancePlan) -> int:
+        """Start `inst`, which the plan does not have, and supervise it like the others;
+        its pid. StackError when the stack is not running or it cannot start."""
+        if self.phase != "running" or self._stop.is_set():
+            raise StackError(f"the stack is {self.phase}, not running: nothing is started")
+        if inst.name in self.states:
+            raise StackError(f"{inst.name} runs here already")
+        self.states[inst.name] = policy.InstanceState()
+        self._extra[inst.name] = inst
+        try:
+            await self._start_first(inst)
+        except StartError as exc:
+            self._drop(inst.name)
+            raise StackError(str(exc)) from None
+        return self._procs[inst.name].pid
+
+    async def drop_instance(self, name: str) -> None:
+        """Stop instance `name` added by `add_instance` and forget it (the stack stopping
+        stops it with the rest)."""
+        if self._stop.is_set():
+            return
+        for task in (self._supervisors.get(name), self._checks.get(name)):
+            if task is not None:
+                task.cancel()
+        pgid, proc = self._pgids.get(name), self._procs.get(name)
+        if pgid is not None and proc is not None and proc.returncode is None:
+            await stop_groups([pgid], self.settings.stop_grace)
+        if proc is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 5.0)
+        self._drop(name)
+
+    def _drop(self, name: str) -> None:
+        self._extra.pop(name, None)
+        self.states.pop(name, None)
+        self._procs.pop(name, None)
+        self._pgids.pop(name, None)
+        self._overrides.pop(name, None)
+        self._supervisors.pop(name, None)
+        self._checks.pop(name, None)
+        self._mark()
 
     async def replace(self, name: str, argv: tuple[str, ...] | None) -> tuple[int, tuple[str, ...]]:
         """Stop instance `name` and start it again running `argv` (None: as it runs now).
@@ -325,13 +359,13 @@ class Supervisor:
         detector: Detector | None = None
         watched_pid: int | None = None
         next_role = 0.0
-        context = _client_context(inst.health_tls, inst.name)
+        context = client_context(inst.health_tls, inst.name)
         while not self._stop.is_set():
             state = self.states[inst.name]
             if state.state != "up":
-                self._roles.pop(inst.name, None)
+                self.roles.members.pop(inst.name, None)
             if state.state not in ("starting", "up", "down"):
-                self._forget_agent(inst.name)
+                self.roles.forget_agent(inst.name)
             if state.pid is not None and state.state in ("starting", "up", "down"):
                 if state.pid != watched_pid:  # a new process: judge it afresh
                     detector, watched_pid = Detector(check.fall, check.rise), state.pid
@@ -339,11 +373,12 @@ class Supervisor:
                 result = await run_check(check, inst.bind_ip, port, tls=context)
                 change = detector.observe(result.ok, definite=result.definite, detail=result.detail)
                 if inst.kind == "etcd" and result.ok and time.monotonic() >= next_role:
-                    self._roles[inst.name] = await member_role(inst.bind_ip, port, inst.health_tls)
+                    role = await member_role(inst.bind_ip, port, inst.health_tls)
+                    self.roles.members[inst.name] = role
                     next_role = time.monotonic() + ROLE_INTERVAL
                 if inst.kind in AGENT_KINDS and time.monotonic() >= next_role:
                     # Also while its server is down: the agent says why (demoting, starting).
-                    await self._observe_agent(inst)
+                    await self.roles.observe_agent(inst)
                     next_role = time.monotonic() + ROLE_INTERVAL
                 current = self.states[inst.name]
                 if change is not None and current.pid == watched_pid:
@@ -358,78 +393,20 @@ class Supervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), check.interval)
 
-    async def _observe_agent(self, inst: InstancePlan) -> None:
-        """A postgres or cache instance: its agent's view (role, ...) and its server's pid."""
-        body = await _pg.agent_json(inst.bind_ip, inst.health_port)
-        data_dir = pg_data_dir(self.plan.state_dir, inst)  # the layout both agents use
-        details: _pg.PgDetails | _cache.CacheDetails | None
-        if inst.kind == "postgres":
-            details = _pg.describe(body) if body is not None else None
-            pid = postmaster_pid(data_dir)
-        else:
-            details = _cache.describe(body) if body is not None else None
-            pid = _cache.redis_pid(data_dir)
-        if details is None:
-            if self._agents.pop(inst.name, None) is not None:
-                self._mark()
-        elif self._agents.get(inst.name) != details:
-            if inst.name in self._agents and details.role != self._agents[inst.name].role:
-                logger.info("%s: now %s", inst.name, details.role or "without a role")
-            self._agents[inst.name] = details
-            self._mark()
-        if self._servers.get(inst.name) != pid:
-            self._servers[inst.name] = pid
-            self._mark()
-
-    def _forget_agent(self, name: str) -> None:
-        if self._agents.pop(name, None) is not None or self._servers.pop(name, None):
-            self._mark()
-
-    def _vip_components(self) -> dict[str, list[int]]:
-        """Load balancer component -> the indexes of the VIP agents this supervisor runs."""
-        out: dict[str, list[int]] = {}
-        for inst in self.plan.instances:
-            if inst.kind == VIP_KIND:
-                out.setdefault(inst.component.removesuffix(AGENT_SUFFIX), []).append(inst.index)
-        return out
-
-    async def _watch_vip(self, lb: str, indexes: list[int]) -> None:
-        """Who holds `lb`'s floating address, from its claim in etcd, once a second."""
-        from spofless.dcs import DCSError
-
-        topology = self.plan.topology
-        urls = claim_endpoints(topology, lb)
-        key = vip_claim_key(topology, lb)
-        tls = etcd_client_tls(topology, check=False)
-        while urls and not self._stop.is_set():
-            try:
-                roles = vip_roles(await read_claim(key, urls, tls), lb, indexes)
-            except (DCSError, OSError):
-                roles = {}  # etcd does not answer: nobody can tell (nor hold, for long)
-            others = {n: r for n, r in self._vip_roles.items() if not _of_vip(n, lb)}
-            new = {**others, **roles}
-            if new != self._vip_roles:
-                holder = [n for n, r in roles.items() if r == "vip-holder"]
-                logger.info("%s: the floating address is held by %s", lb, holder or "nobody")
-                self._vip_roles = new
-                self._mark()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), ROLE_INTERVAL)
-
     async def _stop_all(self) -> None:
         self._stop.set()
         if self._pgids:
             logger.info("stopping %d process groups", len(self._pgids))
         # An etcd leader that stops hands leadership to a connected peer and waits for it
         # (seconds) when that peer is stopping too; alone, it stops at once. So: last.
-        leaders = {n for n, r in self._roles.items() if r == "leader"}
+        leaders = self.roles.leaders()
         killed: list[int] = []
-        for wave in self.plan.stop_waves(leaders):
+        for wave in [list(self._extra), *self.plan.stop_waves(leaders)]:
             pgids = [self._pgids[n] for n in wave if n in self._pgids]
             killed += await stop_groups(pgids, self.settings.stop_grace)
         for pgid in killed:
             logger.warning("process group %d did not stop on SIGTERM; killed", pgid)
-        for name, proc in self._procs.items():
+        for name, proc in list(self._procs.items()):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), 5.0)
             how = policy.describe_exit(proc.returncode) if proc.returncode is not None else None
@@ -485,7 +462,8 @@ class Supervisor:
             "error": self.error,
             "updated_at": time.time(),
             "skipped": [{"component": s.component, "reason": s.reason} for s in plan.skipped],
-            "instances": [self._instance_doc(i) for i in plan.instances],
+            "instances": [self._instance_doc(i) for i in plan.instances]
+            + [{**self._instance_doc(i), "temporary": True} for i in self._extra.values()],
         }
 
     def _instance_doc(self, inst: InstancePlan) -> dict[str, Any]:
@@ -496,30 +474,13 @@ class Supervisor:
             pid=s.pid,
             pgid=self._pgids.get(inst.name),
             health=s.health if inst.health is not None else "none",
-            role=(self._roles.get(inst.name) or self._vip_roles.get(inst.name))
-            if s.state in ("up", "down")
-            else None,
+            role=self.roles.role(inst.name) if s.state in ("up", "down") else None,
             started_at=s.started_at,
             restarts=s.restarts,
             last_exit=s.last_exit,
             message=s.message,
         )
         if inst.kind in AGENT_KINDS:
-            # `pid` is PostgreSQL's or Redis's (what a fault is aimed at); the agent is
-            # `agent_pid`; the role and details are what the agent says.
             live = s.state in ("starting", "up", "down")
-            details = self._agents.get(inst.name) if live else None
-            if details is None:
-                empty = _pg.PgDetails(None, None, None, None, None)
-                details = empty if inst.kind == "postgres" else _cache.CacheDetails(None, None)
-            doc.update(
-                pid=self._servers.get(inst.name) if live else None,
-                agent_pid=s.pid,
-                **details.to_json(),
-            )
+            doc.update(self.roles.agent_doc(inst, live, s.pid))
         return doc
-
-
-def _of_vip(name: str, lb: str) -> bool:
-    """Whether `name` is an instance of load balancer `lb` or of its VIP agents."""
-    return name.rpartition("/")[0] in (lb, lb + AGENT_SUFFIX)

@@ -18,11 +18,14 @@ holder.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from spofless.dcs import EtcdTls
+from spofless.security import etcd_client_tls
 from spofless.topology import (
     CannotRunError,
     Instance,
@@ -32,6 +35,9 @@ from spofless.topology import (
     etcd_component,
     vip_claim_key,
 )
+
+if TYPE_CHECKING:
+    from spofless.stack._plan import InstancePlan
 
 AGENT_SUFFIX = "-vip"
 KIND = "vip"
@@ -154,3 +160,41 @@ async def read_claim(
             claim = Claim.decode(kv.value, kv.create_revision, kv.mod_revision)
             out.append(ClaimView(claim.instance, claim.state))
     return tuple(out)
+
+
+def vip_components(instances: Sequence[InstancePlan]) -> dict[str, list[int]]:
+    """Load balancer component -> the indexes of the VIP agents among `instances`."""
+    out: dict[str, list[int]] = {}
+    for inst in instances:
+        if inst.kind == KIND:
+            out.setdefault(inst.component.removesuffix(AGENT_SUFFIX), []).append(inst.index)
+    return out
+
+
+def of_vip(name: str, lb: str) -> bool:
+    """Whether `name` is an instance of load balancer `lb` or of its VIP agents."""
+    return name.rpartition("/")[0] in (lb, lb + AGENT_SUFFIX)
+
+
+async def follow_claim(
+    topology: Topology,
+    lb: str,
+    indexes: list[int],
+    seen: Callable[[str, dict[str, str]], None],
+    every: float = 1.0,
+) -> None:
+    """Who holds `lb`'s floating address, from its claim in etcd: `seen(lb, roles)` every
+    `every` seconds (no roles while etcd does not answer: nobody can tell, nor hold for
+    long), until cancelled."""
+    from spofless.dcs import DCSError
+
+    urls = claim_endpoints(topology, lb)
+    key = vip_claim_key(topology, lb)
+    tls = etcd_client_tls(topology, check=False)
+    while urls:
+        try:
+            roles = vip_roles(await read_claim(key, urls, tls), lb, indexes)
+        except (DCSError, OSError):
+            roles = {}
+        seen(lb, roles)
+        await asyncio.sleep(every)

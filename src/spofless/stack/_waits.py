@@ -9,12 +9,28 @@ startup: only through the services themselves.
 
 from __future__ import annotations
 
+import logging
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from spofless.dcs import EtcdTls
 from spofless.stack._kinds import instance_health
 from spofless.topology import HealthCheck, Topology
+
+logger = logging.getLogger(__name__)
+
+
+def client_context(tls: EtcdTls | None, what: str) -> ssl.SSLContext | None:
+    """The TLS context of `what`'s checks; None without TLS, or when a certificate file
+    cannot be read (said once here; the checks then fail, which `status` shows)."""
+    if tls is None:
+        return None
+    try:
+        return tls.client_context()
+    except OSError as exc:
+        logger.error("%s: cannot check over TLS: %s (%s)", what, exc, tls.cert)
+        return None
 
 
 @dataclass(frozen=True, slots=True)
