@@ -8,19 +8,14 @@ with the others untouched; bad requests change nothing.
 
 from __future__ import annotations
 
-import asyncio
-import http.client
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rollout_fixtures import NEVER_HEALTHY, V2, Load, admin_states, run_commands, whole
 from stack_fixtures import StackRun, free_port_block, stack_run
 from waiting import wait_for
-
-from spofless.stack._control import request
 
 pytestmark = pytest.mark.integration
 
@@ -48,9 +43,6 @@ components:
 entry: [lb]
 """
 
-V2 = "python -m spofless.demo.app --host {host} --port {port} --name web-{index}-v2"
-NEVER_HEALTHY = "python -c 'import time; time.sleep(600)'"
-
 
 @pytest.fixture
 def rollstack(tmp_path: Path) -> Iterator[tuple[StackRun, int]]:
@@ -63,58 +55,6 @@ def rollstack(tmp_path: Path) -> Iterator[tuple[StackRun, int]]:
         yield run, lb
 
 
-def _get(port: int) -> tuple[int, str]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", "/")
-        response = conn.getresponse()
-        return response.status, json.loads(response.read()).get("instance", "")
-    finally:
-        conn.close()
-
-
-class Load:
-    """Requests through both load balancers, one after another, bounded in count and time."""
-
-    def __init__(self, lb: int) -> None:
-        self.ports = [lb, lb + 1]
-        self.failures: list[str] = []
-        self.answers: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 120
-        for i in range(20000):
-            if self._stop.is_set() or time.monotonic() > deadline:
-                return
-            try:
-                status, who = _get(self.ports[i % 2])
-                if status != 200:
-                    self.failures.append(f"HTTP {status}")
-                self.answers.append(who)
-            except OSError as exc:
-                self.failures.append(repr(exc))
-            time.sleep(0.005)
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-
-def _commands(run: StackRun) -> dict[str, list[str]]:
-    answer = asyncio.run(request(run.state_dir.resolve(), {"op": "commands"}, 10))
-    return answer["commands"]  # type: ignore[no-any-return]
-
-
-def _whole(run: StackRun) -> bool:
-    return all(i["state"] == "up" and i["health"] == "healthy" for i in run.status()["instances"])
-
-
 def test_rollout_under_load_fails_no_request_and_a_bad_version_is_rolled_back(
     rollstack: tuple[StackRun, int],
 ) -> None:
@@ -125,7 +65,7 @@ def test_rollout_under_load_fails_no_request_and_a_bad_version_is_rolled_back(
     assert up.returncode == 0, up.stdout + up.stderr
 
     # Bad input: a clear error, exit 2, nothing changed.
-    before = _commands(run)
+    before = run_commands(run)
     for args, words in (
         (("--component", "nope"), "no component 'nope'"),
         (("--component", "lb", "--run", "x"), "--run replaces a service's command"),
@@ -134,8 +74,8 @@ def test_rollout_under_load_fails_no_request_and_a_bad_version_is_rolled_back(
         bad = run.cli("rollout", *args)
         assert bad.returncode in (1, 2) and words in bad.stderr + bad.stdout, bad
         assert "Traceback" not in bad.stderr
-    assert _commands(run) == before
-    wait_for("the stack whole again", lambda: _whole(run), 60)
+    assert run_commands(run) == before
+    wait_for("the stack whole again", lambda: whole(run), 60)
 
     dry = run.cli("rollout", "--component", "web", "--run", V2, "--dry-run")
     assert dry.returncode == 0, dry.stderr
@@ -154,9 +94,9 @@ def test_rollout_under_load_fails_no_request_and_a_bad_version_is_rolled_back(
     assert all(s["cut"] == 0 for s in result["steps"])
     assert load.failures == []
     assert set(load.answers[-40:]) == {f"web-{i}-v2" for i in range(4)}
-    commands = _commands(run)
+    commands = run_commands(run)
     assert all(commands[f"web/{i}"][-1] == f"web-{i}-v2" for i in range(4))
-    wait_for("the stack whole after the rollout", lambda: _whole(run), 60)
+    wait_for("the stack whole after the rollout", lambda: whole(run), 60)
 
     # A version that never passes its health check: rolled back, the others untouched.
     bad = run.cli(
@@ -174,17 +114,8 @@ def test_rollout_under_load_fails_no_request_and_a_bad_version_is_rolled_back(
     steps = json.loads(bad.stdout)["steps"]
     assert len(steps) == 1 and steps[0]["outcome"] == "rolled back", steps
     assert "not healthy within 5s" in steps[0]["detail"]
-    assert _commands(run) == commands  # web/0 back on v2, the others never touched
-    wait_for("the stack whole after the rollback", lambda: _whole(run), 60)
-
-
-def _admin_state(lb_admin: int, backend: str) -> str:
-    conn = http.client.HTTPConnection("127.0.0.1", lb_admin, timeout=5)
-    try:
-        conn.request("GET", "/status")
-        return str(json.loads(conn.getresponse().read())["backends"][backend]["admin"])
-    finally:
-        conn.close()
+    assert run_commands(run) == commands  # web/0 back on v2, the others never touched
+    wait_for("the stack whole after the rollback", lambda: whole(run), 60)
 
 
 def test_a_killed_rollout_leaves_nothing_drained_for_good(
@@ -213,7 +144,7 @@ def test_a_killed_rollout_leaves_nothing_drained_for_good(
             lambda: "replacing" in run.cli("rollout", "--status").stdout,
             30,
         )
-        assert _admin_state(admin0, "web/0") == "drain"
+        assert admin_states(admin0)["web/0"] == "drain"
         second = run.cli("rollout", "--component", "web")
         assert second.returncode == 2 and "a rollout already runs here" in second.stderr
         slow.kill()
@@ -224,16 +155,16 @@ def test_a_killed_rollout_leaves_nothing_drained_for_good(
             slow.wait(10)
     status = run.cli("rollout", "--status").stdout
     assert "its process is gone" in status and "drained: web/0" in status, status
-    assert _admin_state(admin0, "web/0") == "drain"  # nobody put it back yet
+    assert admin_states(admin0)["web/0"] == "drain"  # nobody put it back yet
 
     abort = run.cli("rollout", "--abort")
     assert abort.returncode == 0 and "web/0" in abort.stdout, abort.stdout + abort.stderr
-    assert _admin_state(admin0, "web/0") == "enabled"
+    assert admin_states(admin0)["web/0"] == "enabled"
 
     # web/0 runs the never-healthy command: the next rollout repairs it first.
     plan = run.cli("rollout", "--component", "web", "--run", V2, "--dry-run")
     assert plan.stdout.splitlines()[0].startswith("1. replace web/0: it is not doing its job")
     fixed = run.cli("rollout", "--component", "web", "--run", V2, "--json", timeout=300)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
-    wait_for("the stack whole again", lambda: _whole(run), 60)
+    wait_for("the stack whole again", lambda: whole(run), 60)
     assert "done" in run.cli("rollout", "--status").stdout

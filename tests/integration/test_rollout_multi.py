@@ -14,7 +14,6 @@ next rollout repairs the half-replaced instance first.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import subprocess
 import threading
@@ -24,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rollout_fixtures import NEVER_HEALTHY, V2, Load, admin_states
 from stack_fixtures import SPOFLESS, StackRun, free_port_block, stack_run
-from test_rollout import NEVER_HEALTHY, V2, Load
 from waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -76,16 +75,6 @@ def two(tmp_path: Path) -> Iterator[tuple[StackRun, StackRun, int, int]]:
         yield a, b, ports["lb"], ports["admin"]
 
 
-def _admin(port: int) -> dict[str, str]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", "/status")
-        backends = json.loads(conn.getresponse().read())["backends"]
-        return {name: str(b["admin"]) for name, b in backends.items()}
-    finally:
-        conn.close()
-
-
 def _state(run: StackRun) -> list[dict[str, Any]]:
     try:
         return list(json.loads((run.state_dir / "state.json").read_text())["instances"])
@@ -116,7 +105,7 @@ class Sampler:
             out = set()
             for port in (self.admin, self.admin + 1):
                 with contextlib.suppress(OSError):
-                    out |= {n for n, s in _admin(port).items() if s != "enabled"}
+                    out |= {n for n, s in admin_states(port).items() if s != "enabled"}
             for run in self.runs:
                 out |= {
                     i["name"] for i in _state(run) if i["component"] == "web" and i["state"] != "up"
@@ -194,7 +183,7 @@ def test_a_rollout_across_two_supervisors_one_instance_at_a_time_and_a_killed_dr
             lambda: "replacing" in a.cli("rollout", "--status").stdout,
             30,
         )
-        assert _admin(admin)["web/0"] == "drain" and _admin(admin + 1)["web/0"] == "drain"
+        assert all(admin_states(p)["web/0"] == "drain" for p in (admin, admin + 1))
         second = a.cli("rollout", "--component", "web")
         assert second.returncode == 2, second.stdout + second.stderr
         assert "a rollout already runs: rollout of web" in second.stderr, second.stderr
@@ -208,7 +197,7 @@ def test_a_rollout_across_two_supervisors_one_instance_at_a_time_and_a_killed_dr
     # Nobody runs --abort: the supervisors see the lock gone and readmit web/0.
     wait_for(
         "web/0 readmitted by the supervisors",
-        lambda: all(_admin(p)["web/0"] == "enabled" for p in (admin, admin + 1)),
+        lambda: all(admin_states(p)["web/0"] == "enabled" for p in (admin, admin + 1)),
         30,
     )
     status = b.cli("rollout", "--status").stdout
@@ -220,7 +209,7 @@ def test_a_rollout_across_two_supervisors_one_instance_at_a_time_and_a_killed_dr
     fixed = b.cli("rollout", "--component", "web", "--run", V2, "--json", timeout=300)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     wait_for("whole again", lambda: _whole(a, b), 60)
-    assert all(s == "enabled" for p in (admin, admin + 1) for s in _admin(p).values())
+    assert all(s == "enabled" for p in (admin, admin + 1) for s in admin_states(p).values())
     assert "done" in a.cli("rollout", "--status").stdout
 
 
@@ -256,7 +245,7 @@ def test_a_surge_through_etcd_runs_where_its_host_is_and_a_dead_driver_leaves_no
     assert load.failures == []
     assert "web-4-v2" in load.answers
     assert temporary(a) == temporary(b) == []
-    assert all("web/4" not in _admin(p) for p in (admin, admin + 1))
+    assert all("web/4" not in admin_states(p) for p in (admin, admin + 1))
     wait_for("whole after the rollout", lambda: _whole(a, b), 60)
 
     argv = [SPOFLESS, "rollout", str(b.topology), "--state-dir", str(b.state_dir)]
@@ -276,7 +265,7 @@ def test_a_surge_through_etcd_runs_where_its_host_is_and_a_dead_driver_leaves_no
             driver.wait(10)
     wait_for("web/4 removed by a's supervisor", lambda: temporary(a) == [], 60, step=0.2)
     assert not Path(f"/proc/{pid}").exists()
-    assert all("web/4" not in _admin(p) for p in (admin, admin + 1))
+    assert all("web/4" not in admin_states(p) for p in (admin, admin + 1))
     status = b.cli("rollout", "--status").stdout
     assert "aborted" in status, status
     wait_for("whole again", lambda: _whole(a, b), 60)
