@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lab_fixtures import require_lab
+from lab_fixtures import VIP_STACK, require_lab
 from stack_fixtures import SPOFLESS, StackRun, lab_stack_run
 from waiting import wait_for
 
@@ -164,52 +164,19 @@ def test_the_default_plan_in_the_lab_drills_zones_and_regions(
     assert out.returncode == 0, out.stderr
 
 
-VIP = "10.77.255.200"
-
-# As test_stack_vip_lab.py: two load balancers sharing a VIP, decided by three etcd
-# members in three regions; hold_time above the default on a loaded machine.
-VIP_TOPOLOGY = f"""\
-name: vipdrill
-security: {{tls: false}}
-regions:
-  r1: {{zones: [a]}}
-  r2: {{zones: [a]}}
-  r3: {{zones: [a]}}
-hosts:
-  lb1: {{zone: r1/a}}
-  lb2: {{zone: r2/a}}
-  app1: {{zone: r1/a}}
-  app2: {{zone: r2/a}}
-  app3: {{zone: r3/a}}
-components:
-  etcd:
-    kind: etcd
-    instances: [app1, app2, app3]
-    min_up: majority
-    port: 2379
-    peer_port: 2400
-  web:
-    kind: service
-    instances: [app1, app2, app3]
-    port: 8000
-    run: python -m spofless.demo.app --host {{host}} --port {{port}} --name web-{{index}}
-    health: {{type: http, path: /healthz}}
-  lb:
-    kind: load_balancer
-    instances: [lb1, lb2]
-    needs: [web, etcd]
-    port: 8080
-    routes: [{{to: web}}]
-    vip: {{address: {VIP}/16, hold_time: 0.6, takeover_margin: 0.1}}
-entry: [lb]
+# test_stack_vip_lab.py's stack (two load balancers sharing a VIP, decided by three
+# etcd members in three regions), with a drill.
+VIP_TOPOLOGY = VIP_STACK.replace("name: vipstack", "name: vipdrill\nsecurity: {tls: false}") + (
+    """\
 drills:
   holder-crash:
-    traffic: [{{http: {{via: vip, to: lb, path: /}}, rate: 20}}]
+    traffic: [{http: {via: vip, to: lb, path: /}, rate: 20}]
     faults:
-      - {{at: 2s, kill: lb, role: holder}}
-      - {{when: lb.vip_handover, stop: web/0}}
+      - {at: 2s, kill: lb, role: holder}
+      - {when: lb.vip_handover, stop: web/0}
     duration: 14s
 """
+)
 
 
 @pytest.mark.timeout(300)

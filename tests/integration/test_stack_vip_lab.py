@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lab_fixtures import require_lab
+from lab_fixtures import VIP, require_lab
+from lab_fixtures import VIP_STACK as TOPOLOGY
 from stack_fixtures import StackRun, lab_stack_run, processes_using
 from waiting import wait_for
 
@@ -27,47 +28,6 @@ from spofless.lab import Lab
 from spofless.lab._netns import netns_names
 
 pytestmark = [pytest.mark.integration, pytest.mark.lab]
-
-VIP = "10.77.255.200"
-
-# Three regions so that no single one is a point of failure; hold_time above the
-# default because this machine is shared and loaded (an etcd write slower than it
-# costs the holder the address: safely, but an outage; see docs/vip.md).
-TOPOLOGY = f"""\
-name: vipstack
-regions:
-  r1: {{zones: [a]}}
-  r2: {{zones: [a]}}
-  r3: {{zones: [a]}}
-hosts:
-  lb1: {{zone: r1/a}}
-  lb2: {{zone: r2/a}}
-  app1: {{zone: r1/a}}
-  app2: {{zone: r2/a}}
-  app3: {{zone: r3/a}}
-  client: {{zone: r3/a}}
-components:
-  etcd:
-    kind: etcd
-    instances: [app1, app2, app3]
-    min_up: majority
-    port: 2379
-    peer_port: 2400
-  web:
-    kind: service
-    instances: [app1, app2, app3]
-    port: 8000
-    run: python -m spofless.demo.app --host {{host}} --port {{port}} --name web-{{index}}
-    health: {{type: http, path: /healthz}}
-  lb:
-    kind: load_balancer
-    instances: [lb1, lb2]
-    needs: [web, etcd]
-    port: 8080
-    routes: [{{to: web}}]
-    vip: {{address: {VIP}/16, hold_time: 0.6, takeover_margin: 0.1}}
-entry: [lb]
-"""
 
 # GET the URL once; print the instance that answered; exit 1 on an error.
 CLIENT = """
