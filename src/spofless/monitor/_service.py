@@ -40,6 +40,7 @@ from spofless.monitor._receivers import Sender, group_notifications, read_secret
 from spofless.monitor._recorder import Recorder
 from spofless.monitor._routes import HANDOVER_EVENTS, backup_alerts
 from spofless.monitor._state import LiveState
+from spofless.monitor._switchover import switchover_keys, watch_requests
 from spofless.security import etcd_client_tls
 from spofless.topology import (
     CannotRunError,
@@ -146,16 +147,9 @@ class Monitor:
             damper=FlapDamper(spec.flap_window, spec.flap_count),
             max_lag=spec.max_lag,
         )
-        self.store = store or EtcdStore(
-            settings.etcd_urls,
-            DCSSettings(
-                ttl=5,
-                renew_interval=1.0,
-                request_timeout=0.5,
-                retry_timeout=1.0,
-                tls=settings.etcd_tls,
-            ),
-        )
+        self.store = store or EtcdStore(settings.etcd_urls, _dcs_settings(settings))
+        # Each postgres component's switchover key, on its own etcd (`_switchover`).
+        self.switchover_keys = switchover_keys(settings.topology)
         self.claims = ClaimStore(
             self.store,
             settings.prefix,
@@ -206,6 +200,7 @@ class Monitor:
         self._record(self._event("monitor_started", self.s.me, "info", f"{self.s.me} started"))
         delivery = asyncio.create_task(self._deliver_forever(stop))
         recording = asyncio.create_task(self.recorder.run(stop))
+        watches, stores = self._watch_switchovers()
         try:
             while not stop.is_set():
                 started = time.monotonic()
@@ -214,10 +209,12 @@ class Monitor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), max(0.0, left))
         finally:
-            for task in (delivery, recording):
+            for task in (delivery, recording, *watches):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            for store in stores:
+                await store.close()
             await self.server.close()
             await self.http.aclose()
             await self.store.close()
@@ -251,6 +248,19 @@ class Monitor:
                 changed = True
         if changed:
             self.server.publish()
+
+    def _watch_switchovers(self) -> tuple[list[asyncio.Task[None]], list[KeyValueStore]]:
+        """A task per postgres component watching its switchover key; the stores opened
+        for components whose etcd is not the monitor's own."""
+        tasks: list[asyncio.Task[None]] = []
+        opened: list[KeyValueStore] = []
+        for comp, (key, urls) in self.switchover_keys.items():
+            store = self.store
+            if tuple(urls) != self.s.etcd_urls:
+                store = EtcdStore(urls, _dcs_settings(self.s))
+                opened.append(store)
+            tasks.append(asyncio.create_task(watch_requests(comp, key, store, self.state.leaders)))
+        return tasks, opened
 
     def _quorum_states(self) -> dict[str, str]:
         """Each instance's state for etcd's quorum: a flapping member counts as down, as it
@@ -460,6 +470,12 @@ class Monitor:
             "gauges_at": self.recorder.latest_at,
             "events": [e.to_json() for e in self.recent],
         }
+
+
+def _dcs_settings(settings: MonitorSettings) -> DCSSettings:
+    return DCSSettings(
+        ttl=5, renew_interval=1.0, request_timeout=0.5, retry_timeout=1.0, tls=settings.etcd_tls
+    )
 
 
 def _with_token(target: Target, settings: MonitorSettings) -> Target:
