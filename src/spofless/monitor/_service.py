@@ -32,7 +32,7 @@ from spofless.monitor._alerts import Alert, AlertBook, Notification, redundancy_
 from spofless.monitor._claim import ClaimStore, Verdict
 from spofless.monitor._flap import FlapDamper
 from spofless.monitor._history import Event, History
-from spofless.monitor._http import StatusServer
+from spofless.monitor._http import StatusServer, status_document
 from spofless.monitor._live import LiveAnalysis, alerting_path, live_analysis
 from spofless.monitor._probe import Target, http_client, probe, targets
 from spofless.monitor._quorum import QuorumWatch
@@ -172,6 +172,7 @@ class Monitor:
         self.live: LiveAnalysis | None = None
         self.book = AlertBook()
         self.alerts: dict[str, Alert] = {}
+        self.redundancy: dict[str, Alert] = {}  # from the last analysis
         # Per alert, its notifications in order: a resolution waits for its firing to be
         # settled (sent, or found sent by another monitor), so none overtakes the other.
         self.pending: dict[str, list[_Pending]] = {}
@@ -246,6 +247,8 @@ class Monitor:
             ):
                 self._analyse(down, now)
                 changed = True
+            elif events:
+                self.update_alerts(now)  # a quorum level may have changed alone
         if changed:
             self.server.publish()
 
@@ -287,28 +290,41 @@ class Monitor:
                     f"{spof} is no longer a single point of failure",
                 )
             )
-        self.alerts = redundancy_alerts(self.baseline, self.live, self.s.topology)
+        self.redundancy = redundancy_alerts(self.baseline, self.live, self.s.topology)
         if self.path is not None and self.path_baseline is not None:
             path_live = live_analysis(self.path, down, self.s.spec.max_order)
-            told = {e for a in self.alerts.values() for e in a.down}
+            told = {e for a in self.redundancy.values() for e in a.down}
             for key, alert in redundancy_alerts(self.path_baseline, path_live, self.path).items():
                 # Only what the serving path's alerts do not already say (a lost etcd
                 # member shrinks both: one alert).
                 if not set(alert.down) <= told:
-                    self.alerts.setdefault(key, alert)
-        self.alerts.update(backup_alerts(self.state.views.values()))
-        for note in self.book.update(self.alerts, now):
+                    self.redundancy.setdefault(key, alert)
+        self.update_alerts(now)
+
+    def update_alerts(self, now: float) -> None:
+        """Every alert the live state calls for, and the notifications their changes
+        make: redundancy (from the last analysis), routes on backups, etcd quorum at
+        risk, crash loops (from the supervisor's state file, `Recorder`)."""
+        self.alerts = {
+            **self.redundancy,
+            **backup_alerts(self.state.views.values()),
+            **self.quorum.alerts(),
+            **self.recorder.crash.alerts(),
+        }
+        notes = self.book.update(self.alerts, now)
+        for note in notes:
             a = note.alert
             severity: str
             if note.status == "firing":
                 text, severity = f"alert: {a.summary}", a.severity
             else:
-                text, severity = f"resolved: {a.component} has its redundancy back", "info"
+                text, severity = f"resolved: {_resolved(a)}", "info"
             self._record(
                 self._event(f"alert_{note.status}", a.component, severity, text, margin=a.margin)
             )
             self._enqueue(_Pending(note, now + self.s.spec.group_wait))
-        self._wake.set()
+        if notes:
+            self._wake.set()
 
     async def _vip_holders(self, now: float) -> list[Event]:
         """Who holds each load balancer's floating address, from its claim in etcd."""
@@ -440,36 +456,15 @@ class Monitor:
         self.server.publish()
 
     def status_json(self) -> dict[str, Any]:
-        live = self.live
-        return {
-            "monitor": self.s.me,
-            "topology": self.s.topology.name,
-            "complete": self.state.complete,
-            "last_look": self.last_look,
-            "instances": {
-                **{n: v.to_json() for n, v in self.state.views.items()},
-                self.s.me: {"state": "up", "detail": "this monitor", "since": 0.0},
-            },
-            "down": sorted(live.down) if live else [],
-            "availability": live.availability if live else None,
-            "live_spofs": list(live.spofs) if live else [],
-            "margins": {
-                n: {
-                    "failures": m.failures,
-                    "at_least": m.at_least,
-                    "baseline": self.baseline.margins[n].failures,
-                }
-                for n, m in (live.margins.items() if live else ())
-            },
-            "alerts": [
-                {"key": a.key, "severity": a.severity, "summary": a.summary}
-                for a in self.alerts.values()
-            ],
-            "vip_holders": self.vip_holders,
-            "gauges": self.recorder.latest,
-            "gauges_at": self.recorder.latest_at,
-            "events": [e.to_json() for e in self.recent],
-        }
+        return status_document(self)
+
+
+def _resolved(alert: Alert) -> str:
+    if alert.alertname == "CrashLoop":
+        return f"{alert.down[0].partition(':')[2]} runs without restarts again"
+    if alert.alertname == "EtcdQuorumAtRisk":
+        return f"{alert.component} can lose a member again and keep its quorum"
+    return f"{alert.component} has its redundancy back"
 
 
 def _dcs_settings(settings: MonitorSettings) -> DCSSettings:
