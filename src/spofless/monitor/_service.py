@@ -355,6 +355,9 @@ class Monitor:
 
     async def _deliver_forever(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            # Cleared before the cycle, not after: a notification enqueued while it runs
+            # wakes the next one at once instead of an interval later.
+            self._wake.clear()
             try:
                 await self.deliver_once()
             except DCSError as exc:
@@ -363,7 +366,6 @@ class Monitor:
                 # A bug must not silence alerting for good: logged, and the next cycle
                 # tries again (what was pending stays pending).
                 logger.exception("%s: delivery failed; retrying next cycle", self.s.me)
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.s.spec.interval)
 
