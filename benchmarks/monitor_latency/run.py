@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,7 @@ def breakdown(out: subprocess.CompletedProcess[str], kills: list[tuple[str, floa
     print("where the time goes (from the kill; the earliest of the two monitors):")
     for victim, killed, hook in kills:
         print(
-            f"  {victim}: seen {first(killed, 'instance_down', victim)}, alert "
+            f"  {victim}: seen {first(killed, 'instance_down', victim.split()[0])}, alert "
             f"{first(killed, 'alert_firing')}, webhook {hook - killed:.3f}s, sent "
             f"{first(killed, 'notification_sent')}"
         )
@@ -157,7 +158,7 @@ def main() -> int:
             print(up.stdout, up.stderr)
             return 1
         results: dict[str, list[tuple[float, float]]] = {}
-        kills: list[tuple[str, float, float]] = []  # victim, killed at, webhook at
+        kills: list[tuple[str, float, float]] = []  # victim (etcd's leader marked), killed, hook
         try:
             time.sleep(3.0)  # start-up notifications, if any, are out
             for rep in range(opts.reps):
@@ -168,6 +169,13 @@ def main() -> int:
                 for victim in ("etcd/0", "etcd/1", "etcd/2", "web/0", "web/1"):
                     doc = json.loads(cli("status", str(path), *state, "--json").stdout)
                     (inst,) = [i for i in doc["instances"] if i["name"] == victim]
+                    # Whether the victim leads etcd (a write then waits for an election).
+                    seen = json.loads(
+                        urllib.request.urlopen(
+                            f"http://127.0.0.1:{ports['monitor']}/status", timeout=5
+                        ).read()
+                    )["instances"][victim]
+                    role = " (etcd's leader)" if seen.get("etcd_leader") else ""
                     before = len(sink.alerts())
                     killed = time.time()
                     os.kill(inst["pid"], signal.SIGKILL)
@@ -177,10 +185,11 @@ def main() -> int:
 
                     fired = wait("firing", lambda: since("firing"), 30)[0] - killed
                     resolved = wait("resolved", lambda: since("resolved"), 60)[0] - killed
-                    results.setdefault(victim.split("/")[0], []).append((fired, resolved))
-                    kills.append((victim, killed, killed + fired))
+                    kind = victim.split("/")[0] + (" leader" if role else "")
+                    results.setdefault(kind, []).append((fired, resolved))
+                    kills.append((victim + role, killed, killed + fired))
                     print(
-                        f"rep {rep} kill -9 {victim}: firing after {fired:.3f}s, resolved "
+                        f"rep {rep} kill -9 {victim}{role}: firing after {fired:.3f}s, resolved "
                         f"after {resolved:.3f}s",
                         flush=True,
                     )

@@ -470,8 +470,14 @@ def _resolved(alert: Alert) -> str:
 
 
 def _dcs_settings(settings: MonitorSettings) -> DCSSettings:
+    # request_timeout: a claim sent to a member whose leader was just killed waits (the
+    # member forwards it to the dead leader) until this runs out; then the next member
+    # is tried, which knows the new leader once etcd's election (0.5-1 s) is over. A
+    # quarter second keeps that wait short of the election, and above a write's time
+    # on a busy machine; a timed-out claim that was applied is found as this monitor's
+    # own and taken again (`_claim`).
     return DCSSettings(
-        ttl=5, renew_interval=1.0, request_timeout=0.5, retry_timeout=1.0, tls=settings.etcd_tls
+        ttl=5, renew_interval=1.0, request_timeout=0.25, retry_timeout=1.0, tls=settings.etcd_tls
     )
 
 
