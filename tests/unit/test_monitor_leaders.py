@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 
 from spofless.dcs import MemoryStore
 from spofless.monitor import Event
@@ -120,3 +121,37 @@ def test_a_request_put_and_deleted_between_two_looks_is_seen() -> None:
 
     (event,) = asyncio.run(run())
     assert event.kind == "switchover" and event.data["old"] == "db/0"
+
+
+MONITORED = TOPOLOGY.replace(
+    "entry: [db]", "  monitor: {kind: monitor, instances: 2, port: 9600}\nentry: [db]"
+)
+
+
+def test_the_monitor_watches_each_postgres_component_s_request_key(tmp_path: Path) -> None:
+    from spofless.monitor import Monitor, monitor_settings
+
+    topology = load_topology_text(MONITORED)
+    store = MemoryStore()
+    monitor = Monitor(monitor_settings(topology, "monitor", 0, tmp_path), store=store)
+
+    async def run() -> None:
+        tasks, opened = monitor._watch_switchovers()
+        assert opened == []  # db's etcd is the monitor's own: its store is shared
+        try:
+            await asyncio.sleep(0.01)
+            await store.put("/spofless/shop/db/switchover", '{"leader": "db-1"}')
+            for _ in range(100):
+                if "db" in monitor.state.leaders.requests:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await monitor.http.aclose()
+
+    asyncio.run(run())
+    monitor.history.close()
+    monitor.recorder.close()
+    assert monitor.state.leaders.requests["db"].leader == "db/1"

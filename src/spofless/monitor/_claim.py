@@ -8,8 +8,10 @@ are due. Before one sends a notification it claims it: one etcd key per alert,
        "owner": "monitor/0", "claimed_at": t, "sent_at": t|null}
 
 written by a transaction that holds only if the key is still at the revision
-the monitor read (compare-and-swap). Then it sends, then it marks the key
-sent (again guarded by its claim's revision). The rule (`decide`), per case:
+the monitor decided on (compare-and-swap; it decides first on the record it last
+read or wrote, and on a failed compare reads the record in the same transaction
+and decides again: one call to etcd in the common case). Then it sends, then it
+marks the key sent (again guarded by its claim's revision). The rule (`decide`), per case:
 
 - nothing recorded: a firing is claimed; a resolved one is skipped (the group
   never sent it firing);
