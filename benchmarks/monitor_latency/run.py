@@ -7,6 +7,12 @@ times (a minute apart, past the flap window), and records for each kill the time
 until the firing alert reached the webhook and until the resolved one did. Prints
 one line per kill, then the median and maximum per kind of victim. Target: < 1 s.
 Run from the repository root: .venv/bin/python benchmarks/monitor_latency/run.py
+
+Where the time goes, per kill, from the monitors' own events (`spofless events`,
+the earliest of the two monitors): `seen` the victim's instance_down, `alert` the
+alert_firing recorded, `sent` the notification_sent (after the webhook answered);
+`webhook` is when the webhook got the request. seen -> alert is the analysis,
+alert -> webhook the claim in etcd and the request.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -107,6 +114,27 @@ def wait(what: str, predicate: Any, timeout: float) -> Any:
     raise SystemExit(f"timed out waiting for {what}")
 
 
+def breakdown(out: subprocess.CompletedProcess[str], kills: list[tuple[str, float, float]]) -> None:
+    """Per kill: when the monitors saw it, recorded the alert, sent it (from the kill)."""
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+
+    def first(kill_at: float, kind: str, subject: str | None = None) -> str:
+        ats = [
+            e["at"]
+            for e in events
+            if e["kind"] == kind and e["at"] >= kill_at and subject in (None, e["subject"])
+        ]
+        return f"{min(ats) - kill_at:.3f}s" if ats else "-"
+
+    print("where the time goes (from the kill; the earliest of the two monitors):")
+    for victim, killed, hook in kills:
+        print(
+            f"  {victim}: seen {first(killed, 'instance_down', victim.split()[0])}, alert "
+            f"{first(killed, 'alert_firing')}, webhook {hook - killed:.3f}s, sent "
+            f"{first(killed, 'notification_sent')}"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=3)
@@ -130,6 +158,7 @@ def main() -> int:
             print(up.stdout, up.stderr)
             return 1
         results: dict[str, list[tuple[float, float]]] = {}
+        kills: list[tuple[str, float, float]] = []  # victim (etcd's leader marked), killed, hook
         try:
             time.sleep(3.0)  # start-up notifications, if any, are out
             for rep in range(opts.reps):
@@ -140,6 +169,13 @@ def main() -> int:
                 for victim in ("etcd/0", "etcd/1", "etcd/2", "web/0", "web/1"):
                     doc = json.loads(cli("status", str(path), *state, "--json").stdout)
                     (inst,) = [i for i in doc["instances"] if i["name"] == victim]
+                    # Whether the victim leads etcd (a write then waits for an election).
+                    seen = json.loads(
+                        urllib.request.urlopen(
+                            f"http://127.0.0.1:{ports['monitor']}/status", timeout=5
+                        ).read()
+                    )["instances"][victim]
+                    role = " (etcd's leader)" if seen.get("etcd_leader") else ""
                     before = len(sink.alerts())
                     killed = time.time()
                     os.kill(inst["pid"], signal.SIGKILL)
@@ -149,13 +185,16 @@ def main() -> int:
 
                     fired = wait("firing", lambda: since("firing"), 30)[0] - killed
                     resolved = wait("resolved", lambda: since("resolved"), 60)[0] - killed
-                    results.setdefault(victim.split("/")[0], []).append((fired, resolved))
+                    kind = victim.split("/")[0] + (" leader" if role else "")
+                    results.setdefault(kind, []).append((fired, resolved))
+                    kills.append((victim + role, killed, killed + fired))
                     print(
-                        f"rep {rep} kill -9 {victim}: firing after {fired:.3f}s, resolved "
+                        f"rep {rep} kill -9 {victim}{role}: firing after {fired:.3f}s, resolved "
                         f"after {resolved:.3f}s",
                         flush=True,
                     )
                     time.sleep(2.0)
+            breakdown(cli("events", str(path), *state, "--limit", "100000", "--json"), kills)
         finally:
             cli("down", str(path), *state)
             server.shutdown()

@@ -77,7 +77,10 @@ def main() -> int:
             ports[key] = port_block(n, taken)
             taken += range(ports[key], ports[key] + n)
         path = Path(tmp) / "latency.yaml"
-        path.write_text(TOPOLOGY.format(url=url, **{k: ports[k] for k in TOPOLOGY_KEYS}))
+        # etcd over plain http, which Prometheus scrapes without the stack's client
+        # certificate (with TLS on, every scrape failed and `up == 0` fired from the start).
+        text = TOPOLOGY.format(url=url, **{k: ports[k] for k in TOPOLOGY_KEYS})
+        path.write_text(text.replace("name: latency\n", "name: latency\nsecurity: {tls: false}\n"))
         state = ["--state-dir", str(Path(tmp) / "state")]
         targets = ", ".join(f'"127.0.0.1:{ports["etcd"] + i}"' for i in range(3))
         (Path(tmp) / "rules.yml").write_text(RULES)
@@ -117,6 +120,13 @@ def main() -> int:
                 )
             )
             time.sleep(40.0)  # two scrapes and evaluations: every target known up
+            if any(proc.poll() is not None for proc in procs):  # a port taken meanwhile
+                log.flush()
+                print((Path(tmp) / "tools.log").read_text()[-2000:])
+                return 1
+            if am_sink.alerts():
+                print("Alertmanager alerted before any fault: Prometheus cannot scrape etcd")
+                return 1
             rows = []
             for victim in ("etcd/0", "etcd/1", "etcd/2")[: opts.kills]:
                 doc = json.loads(cli("status", str(path), *state, "--json").stdout)

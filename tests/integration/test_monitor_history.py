@@ -1,7 +1,8 @@
 """What the monitors record over time, in a stack `spofless up` runs: the gauges (a load
 balancer's requests and latency under real traffic, CPU and memory of real processes),
 a crash loop from the supervisor's restarts, and etcd's quorum at risk when a member of
-three is killed -9, once, resolved when the supervisor has it back."""
+three is killed -9, once, resolved when the supervisor has it back; both reach a real
+webhook once for the two monitors, and their resolutions too."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 from free_ports import port_block
+from monitor_fixtures import WebhookSink, webhook_sink
 from stack_fixtures import StackRun, stack_run
 from waiting import wait_for
 
@@ -40,10 +42,17 @@ components:
     port: {lb}
     admin_port: {admin}
     routes: [{{to: web}}]
-  # Not needed by anything: it exits after 11 s, and its supervisor restarts it 0.5 s
-  # later, for ever (a run over fast_exit, 10 s, is not a fast exit: the supervisor's own
-  # rule never gives up on it). Three restarts within crash_window: the monitors' rule.
-  crashy: {{kind: service, instances: [node-3], run: "sh -c 'sleep 11; exit 3'"}}
+  # Not needed by anything: its first three runs exit after 11 s, and its supervisor
+  # restarts each 0.5 s later (a run over fast_exit, 10 s, is not a fast exit: the
+  # supervisor's own rule never gives up on it); the fourth runs on. Three restarts
+  # within crash_window: the monitors' rule; a whole window without one ends the loop.
+  crashy:
+    kind: service
+    instances: [node-3]
+    run: >-
+      sh -c 'n=$(cat {{state_dir}}/crashy.runs 2>/dev/null || echo 0);
+      echo $((n + 1)) > {{state_dir}}/crashy.runs;
+      if [ $n -lt 3 ]; then sleep 11; exit 3; fi; exec sleep 3600'
   etcd:
     kind: etcd
     instances: [node-1, node-2, node-3]
@@ -56,7 +65,10 @@ components:
     port: {monitor}
     gauge_interval: 1
     crash_restarts: 3
-    crash_window: 60
+    crash_window: 40
+    receivers:
+      # Loopback and a receiver that answers at once: one attempt is one request.
+      - {{type: webhook, name: hook, url: "{url}", timeout: 5, retries: 1}}
 entry: [lb]
 """
 
@@ -77,20 +89,27 @@ def events(run: StackRun) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def recorded(tmp_path: Path) -> Iterator[tuple[StackRun, dict[str, int]]]:
+def recorded(tmp_path: Path) -> Iterator[tuple[StackRun, dict[str, int], WebhookSink]]:
     taken: list[int] = []
     ports = {}
     for key, n in (("web", 2), ("lb", 2), ("admin", 2), ("etcd", 3), ("peer", 3), ("monitor", 2)):
         ports[key] = port_block(n, taken)
         taken += range(ports[key], ports[key] + n)
     path = tmp_path / "recorded.yaml"
-    path.write_text(TOPOLOGY.format(**ports))
-    with stack_run(path, tmp_path / "state") as run:
-        yield run, ports
+    with webhook_sink() as sink:
+        path.write_text(TOPOLOGY.format(url=sink.url, **ports))
+        with stack_run(path, tmp_path / "state") as run:
+            yield run, ports, sink
 
 
-def test_gauges_crash_loop_and_etcd_quorum(recorded: tuple[StackRun, dict[str, int]]) -> None:
-    run, ports = recorded
+def named(sink: WebhookSink, alertname: str, status: str) -> list[dict[str, Any]]:
+    return [a for a in sink.alerts(status) if a["labels"]["alertname"] == alertname]
+
+
+def test_gauges_crash_loop_and_etcd_quorum(
+    recorded: tuple[StackRun, dict[str, int], WebhookSink],
+) -> None:
+    run, ports, sink = recorded
     up = run.cli("up", "--detach")
     assert up.returncode == 0, up.stdout + up.stderr
     monitor = ports["monitor"]
@@ -135,8 +154,12 @@ def test_gauges_crash_loop_and_etcd_quorum(recorded: tuple[StackRun, dict[str, i
     wait_for("a crash loop", lambda: kinds("crash_loop", "crashy/0"), timeout=120)
     first = kinds("crash_loop", "crashy/0")[0]
     assert first["severity"] == "error", first
-    assert "crashy/0 is in a crash loop: restarted 3 times within 60s" in first["message"]
+    assert "crashy/0 is in a crash loop: restarted 3 times within 40s" in first["message"]
     assert "last exit: exit status 3" in first["message"]
+    # An alert too, sent once by the two monitors (each claims it in etcd first).
+    wait_for("the crash loop at the webhook", lambda: named(sink, "CrashLoop", "firing"), 30)
+    text = get(f"http://127.0.0.1:{monitor}/metrics").decode()
+    assert 'spofless_monitor_crash_loop{component="crashy",index="0"} 1.0' in text
 
     # One etcd member of three killed: quorum at risk, once per monitor, then resolved.
     killed_at = time.time()
@@ -175,7 +198,6 @@ def test_gauges_crash_loop_and_etcd_quorum(recorded: tuple[StackRun, dict[str, i
     margin = 'spofless_monitor_etcd_quorum_margin{component="etcd"} 1.0'
     wait_for("the quorum margin back on /metrics", lambda: margin in metrics(), timeout=30)
     text = metrics()
-    assert 'spofless_monitor_crash_loop{component="crashy",index="0"} 1.0' in text
     assert 'spofless_monitor_cpu_cores{component="etcd",index="0"}' in text
     assert 'spofless_monitor_requests_per_second{component="lb",index="0"}' in text
 
@@ -183,6 +205,33 @@ def test_gauges_crash_loop_and_etcd_quorum(recorded: tuple[StackRun, dict[str, i
     out = run.cli("trends")
     assert out.returncode == 0, out.stderr
     assert "no gauges recorded yet" in out.stdout or "too little history" in out.stdout
+
+    # At the webhook: the quorum at risk, each content once (a loaded machine may make it
+    # "lost" for a while: a new content), then resolved once.
+    wait_for(
+        "the quorum resolved at the webhook",
+        lambda: named(sink, "EtcdQuorumAtRisk", "resolved"),
+        timeout=30,
+    )
+    firing = named(sink, "EtcdQuorumAtRisk", "firing")
+    assert len(firing) == len({a["fingerprint"] for a in firing}), firing
+    assert "instance:etcd/1" in firing[0]["annotations"]["down"], firing[0]
+    assert firing[0]["labels"]["component"] == "etcd"
+    assert len(named(sink, "EtcdQuorumAtRisk", "resolved")) == 1
+
+    # crashy's fourth run goes on: a whole window without a restart ends the loop.
+    wait_for(
+        "the crash loop resolved at the webhook",
+        lambda: named(sink, "CrashLoop", "resolved"),
+        timeout=120,
+    )
+    assert kinds("crash_loop_ended", "crashy/0")
+    (fired,) = named(sink, "CrashLoop", "firing")
+    (resolved,) = named(sink, "CrashLoop", "resolved")
+    for alert in (fired, resolved):
+        assert alert["labels"]["component"] == "crashy", alert
+        assert alert["annotations"]["down"] == "instance:crashy/0", alert
+    assert fired["annotations"]["summary"].startswith("crashy/0 is in a crash loop")
 
     # After every fault: full redundancy again, by itself (crashy is not needed by lb).
     wait_for(

@@ -1,6 +1,7 @@
 """Two monitors run by `spofless up` watch etcd and a service; kill -9 an etcd member:
-one firing alert naming the live SPOFs reaches the webhook and the mailbox, then one
-resolved when the supervisor has it back. Real processes, real etcd, real SMTP."""
+one firing alert naming the live SPOFs and one saying etcd's quorum is at risk reach the
+webhook and the mailbox, each once, then resolved once when the supervisor has it back.
+Real processes, real etcd, real SMTP."""
 
 from __future__ import annotations
 
@@ -119,13 +120,22 @@ def test_kill9_of_an_etcd_member_alerts_once_then_resolves(
 
     wait_for("a firing alert", lambda: since_kill("firing"), timeout=30)
     latency = sink.received[-1].at - killed_at
-    wait_for("the resolved alert", lambda: since_kill("resolved"), timeout=60)
-    wait_for("two mails", lambda: len(box.messages) >= mails_before + 2, timeout=30)
+    wait_for("both alerts resolved", lambda: len(since_kill("resolved")) >= 2, timeout=60)
+    wait_for("four mails", lambda: len(box.messages) >= mails_before + 4, timeout=30)
     time.sleep(2.0)  # a duplicate from the other monitor would have come by now
 
+    # Two alerts, each once and resolved once: lb's redundancy, and etcd's quorum at risk
+    # (one member of three lost: one more loss stops it).
     alerts = sink.alerts()[before:]
-    assert [a["status"] for a in alerts] == ["firing", "resolved"], alerts
-    alert = alerts[0]
+    names = sorted({a["labels"]["alertname"] for a in alerts})
+    assert names == ["EtcdQuorumAtRisk", "RedundancyLost"], alerts
+    for name in names:
+        got = [a["status"] for a in alerts if a["labels"]["alertname"] == name]
+        assert got == ["firing", "resolved"], (name, alerts)
+    quorum = next(a for a in alerts if a["labels"]["alertname"] == "EtcdQuorumAtRisk")
+    assert quorum["labels"]["component"] == "etcd"
+    assert quorum["annotations"]["down"] == "instance:etcd/1", quorum
+    alert = next(a for a in alerts if a["labels"]["alertname"] == "RedundancyLost")
     assert alert["labels"]["alertname"] == "RedundancyLost"
     assert alert["labels"]["component"] == "lb"
     assert alert["labels"]["severity"] == "error"
@@ -133,8 +143,9 @@ def test_kill9_of_an_etcd_member_alerts_once_then_resolves(
     assert summary.startswith("etcd/1 is down: losing "), summary
     assert "etcd/0" in summary and "etcd/2" in summary and summary.endswith("takes lb down")
     subjects = box.subjects()[mails_before:]
-    assert len(subjects) == 2, subjects
-    assert subjects[0].startswith("[FIRING:1]") and subjects[1].startswith("[RESOLVED]")
+    assert len(subjects) == 4, subjects
+    expected = ["[FIRING:1", "[FIRING:1", "[RESOLVED", "[RESOLVED"]
+    assert sorted(s.split("]")[0] for s in subjects) == expected, subjects
     print(f"kill -9 -> webhook: {latency:.3f}s")
     assert latency < 10.0  # a hang, not a timing claim
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
-from spofless.dcs import ManualClock, MemoryStore
+from spofless.dcs import ManualClock, MemoryStore, RangeResult, TxnResult
 from spofless.monitor import (
     AlertBook,
     ClaimRecord,
@@ -189,3 +190,47 @@ async def test_two_monitors_race_and_one_wins(shop: Topology) -> None:
     (d2, r2) = await b.claim(slow, 40.0)
     assert d2.verdict is Verdict.CLAIM and r2 > r1
     assert not await a.mark_sent(slow, r1, 41.0)
+
+
+class CountingStore(MemoryStore):
+    """A MemoryStore that counts the calls a claim makes (each one a round trip to etcd)."""
+
+    def __init__(self) -> None:
+        super().__init__(clock=ManualClock())
+        self.calls: list[str] = []
+
+    async def range(self, key: str, *, prefix: bool = False, revision: int = 0) -> RangeResult:
+        self.calls.append("range")
+        return await super().range(key, prefix=prefix, revision=revision)
+
+    async def txn(self, compare: Any, success: Any, failure: Any = ()) -> TxnResult:
+        self.calls.append("txn")
+        return await super().txn(compare, success, failure)
+
+
+async def test_a_claim_is_one_round_trip_when_the_monitor_knows_the_record(
+    shop: Topology,
+) -> None:
+    store = CountingStore()
+    a = ClaimStore(store, "/p", "monitor/0", claim_ttl=5.0, repeat_interval=100.0)
+    b = ClaimStore(store, "/p", "monitor/1", claim_ttl=5.0, repeat_interval=100.0)
+    firing, resolved = _note(shop), _note(shop, "resolved", changed_at=20.0)
+    (d, r) = await a.claim(firing, 11.0)  # a key never seen: claimed if still absent
+    assert d.verdict is Verdict.CLAIM and store.calls == ["txn"]
+    assert await a.mark_sent(firing, r, 11.5)
+    store.calls.clear()
+    # b guessed wrong (absent): its transaction reads the record instead; sent: skipped.
+    assert (await b.claim(firing, 12.0))[0].verdict is Verdict.SKIP
+    assert store.calls == ["txn"]
+    store.calls.clear()
+    (d, r) = await a.claim(resolved, 21.0)  # a wrote the record last: one transaction
+    assert d.verdict is Verdict.CLAIM and store.calls == ["txn"]
+    store.calls.clear()
+    # b's record is stale (firing sent): its claim of the resolution fails the compare,
+    # reads a's claim in the same call, and waits for it.
+    assert (await b.claim(resolved, 21.5))[0].verdict is Verdict.WAIT
+    assert store.calls == ["txn"]
+    assert await a.mark_sent(resolved, r, 22.0)
+    store.calls.clear()
+    assert (await b.claim(resolved, 23.0))[0].verdict is Verdict.SKIP
+    assert store.calls == ["range"]  # a guess that says "wait" is read again

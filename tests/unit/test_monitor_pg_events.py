@@ -42,15 +42,19 @@ def test_a_switchover_names_both_primaries_and_the_pause() -> None:
     s.observe("db/0", primary(), 1.0)
     s.observe("db/1", replica(), 1.0)
     assert s.leaders_seen(1.0) == []
+    s.leaders.requested("db", "db/0", None, 1.5)  # `spofless pg switchover`'s key, watched
     # The old primary hands over and follows the new one: it never went down.
     s.observe("db/0", replica(), 2.0)
     assert s.leaders_seen(2.0) == []  # no writable primary seen for now
     s.observe("db/1", primary(), 2.4)
     (event,) = s.leaders_seen(2.4)
-    assert (event.kind, event.subject, event.severity) == ("failover", "db", "warning")
+    assert (event.kind, event.subject, event.severity) == ("switchover", "db", "info")
     assert event.data["old"] == "db/0" and event.data["new"] == "db/1"
-    assert abs(event.data["write_pause"] - 0.4) < 1e-9
-    assert event.message == "db: primary db/0 -> db/1 (no writable primary seen for 0.40s)"
+    assert event.data["write_pause"] == 1.4 and event.data["no_primary_seen"] == 0.4
+    assert event.message == (
+        "db: switchover db/0 -> db/1 (requested; writes paused at most 1.40s, "
+        "no writable primary seen for 0.40s)"
+    )
     assert s.leaders_seen(3.0) == []  # once
 
 

@@ -130,7 +130,13 @@ def test_a_new_primary_is_a_failover_with_the_write_pause() -> None:
     s.observe("db/1", Observation(True, "up", "", facts=primary()), 3.5)
     (event,) = s.leaders_seen(3.5)
     assert event.kind == "failover"
-    assert event.data == {"old": "db/0", "new": "db/1", "write_pause": 2.5}
+    assert event.data == {
+        "old": "db/0",
+        "new": "db/1",
+        "write_pause": 3.5,
+        "no_primary_seen": 2.5,
+        "requested": False,
+    }
 
 
 def test_grouping_by_labels() -> None:

@@ -8,8 +8,10 @@ are due. Before one sends a notification it claims it: one etcd key per alert,
        "owner": "monitor/0", "claimed_at": t, "sent_at": t|null}
 
 written by a transaction that holds only if the key is still at the revision
-the monitor read (compare-and-swap). Then it sends, then it marks the key
-sent (again guarded by its claim's revision). The rule (`decide`), per case:
+the monitor decided on (compare-and-swap; it decides first on the record it last
+read or wrote, and on a failed compare reads the record in the same transaction
+and decides again: one call to etcd in the common case). Then it sends, then it
+marks the key sent (again guarded by its claim's revision). The rule (`decide`), per case:
 
 - nothing recorded: a firing is claimed; a resolved one is skipped (the group
   never sent it firing);
@@ -43,7 +45,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from spofless.dcs import Compare, KeyValueStore, Put
+from spofless.dcs import Compare, Get, KeyValue, KeyValueStore, Put
 from spofless.monitor._alerts import Notification
 
 
@@ -149,44 +151,75 @@ class ClaimStore:
         self.me = me
         self.claim_ttl = claim_ttl
         self.repeat_interval = repeat_interval
+        # Per key, the record as this monitor last read or wrote it: a guess, checked by
+        # the compare of the claim's transaction.
+        self._known: dict[str, KeyValue] = {}
 
     def key(self, want: Notification) -> str:
         return f"{self.prefix}/alerts/{want.alert.key}"
 
     async def claim(self, want: Notification, now: float) -> tuple[ClaimDecision, int]:
-        """Read the record, decide, and on CLAIM write the claim by compare-and-swap.
+        """Decide on the record and on CLAIM write the claim by compare-and-swap.
+
+        One round trip in the common case: the decision is first taken on the record
+        this monitor last read or wrote (none for a key it never saw), and the claim
+        is a transaction that puts it if the key is still at that revision, else reads
+        it. A decision other than CLAIM, or a failed compare, is taken again on the
+        record read fresh. (A linearizable read needs etcd's leader: after the leader
+        was killed, it waits out the election like the write; one call, not two.)
 
         Returns the decision and the claim's revision (0 unless claimed). A lost race
         comes back as WAIT. Raises DCSError when the store does not answer."""
         key = self.key(want)
-        kv = await self.store.get(key)
-        record = ClaimRecord.from_json(kv.value) if kv is not None else None
-        decision = decide(
-            record,
-            want,
-            self.me,
-            now,
-            claim_ttl=self.claim_ttl,
-            repeat_interval=self.repeat_interval,
-        )
-        if decision.verdict is not Verdict.CLAIM:
-            return decision, 0
-        mine = claimed_record(want, self.me, now)
-        if not decision.send:
-            mine = dataclasses.replace(mine, sent_at=now)
-        seen = kv.mod_revision if kv is not None else 0
-        result = await self.store.txn(
-            [Compare.mod_revision(key, "==", seen)], [Put(key, mine.to_json())]
-        )
-        if not result.succeeded:
-            return ClaimDecision(Verdict.WAIT, "another monitor claimed it first"), 0
-        return decision, result.revision
+        kv, fresh = self._known.get(key), False
+        while True:
+            record = ClaimRecord.from_json(kv.value) if kv is not None else None
+            decision = decide(
+                record,
+                want,
+                self.me,
+                now,
+                claim_ttl=self.claim_ttl,
+                repeat_interval=self.repeat_interval,
+            )
+            if decision.verdict is not Verdict.CLAIM:
+                if fresh:
+                    return decision, 0
+                kv, fresh = await self.store.get(key), True
+                self._remember(key, kv)
+                continue
+            mine = claimed_record(want, self.me, now)
+            if not decision.send:
+                mine = dataclasses.replace(mine, sent_at=now)
+            value = mine.to_json()
+            seen = kv.mod_revision if kv is not None else 0
+            result = await self.store.txn(
+                [Compare.mod_revision(key, "==", seen)], [Put(key, value)], [Get(key)]
+            )
+            if result.succeeded:
+                self._remember(key, KeyValue(key, value, 0, result.revision, 0))
+                return decision, result.revision
+            got = result.responses[0] if result.responses else ()
+            kv = got[0] if got else None
+            self._remember(key, kv)
+            if fresh:
+                return ClaimDecision(Verdict.WAIT, "another monitor claimed it first"), 0
+            fresh = True
+
+    def _remember(self, key: str, kv: KeyValue | None) -> None:
+        if kv is None:
+            self._known.pop(key, None)
+        else:
+            self._known[key] = kv
 
     async def mark_sent(self, want: Notification, revision: int, now: float) -> bool:
         """Record that the claim taken at `revision` was sent; False when it was taken over."""
         key = self.key(want)
         done = dataclasses.replace(claimed_record(want, self.me, now), sent_at=now)
+        value = done.to_json()
         result = await self.store.txn(
-            [Compare.mod_revision(key, "==", revision)], [Put(key, done.to_json())]
+            [Compare.mod_revision(key, "==", revision)], [Put(key, value)]
         )
+        if result.succeeded:
+            self._remember(key, KeyValue(key, value, 0, result.revision, 0))
         return result.succeeded

@@ -1,6 +1,7 @@
 """Crash loops: an instance its supervisor keeps restarting. Pure.
 
     CrashLoops(me, restarts, window).observe(name, supervised, now) -> [Event]
+    .alerts() -> {key: Alert}       one CrashLoop alert per instance in a crash loop
 
 The supervisor counts each instance's restarts (`spofless status` shows them).
 An instance restarted `restarts` times within `window` seconds is in a crash
@@ -14,6 +15,14 @@ passed without a restart (`crash_loop_ended`).
                                         (one already `failed` is reported at once)
     the count went down                 the stack was started again: a new baseline
     the instance left the state file    forgotten (the stack was stopped)
+
+An instance in a crash loop is also an alert for the receivers, one per
+instance (`crashloop/<component>/<i>`, alertname `CrashLoop`, severity `error`,
+`critical` once its supervisor gave up), sent once for the group through the
+claims (`_claim`) and resolved with `crash_loop_ended` (or when it left the
+state file). Its summary is the event's sentence; it has no margin (0), and it
+is not notified again as the restarts go on (only the severity is in its
+fingerprint, with the instance).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from spofless.monitor._alerts import Alert
 from spofless.monitor._history import Event
 from spofless.monitor._procs import Supervised
 
@@ -31,6 +41,7 @@ class _Seen:
     times: deque[float] = field(default_factory=deque)
     looping: bool = False
     gave_up: bool = False
+    summary: str = ""  # the sentence of the last crash_loop event
 
 
 class CrashLoops:
@@ -43,6 +54,25 @@ class CrashLoops:
     def looping(self, name: str) -> bool:
         seen = self._seen.get(name)
         return seen is not None and seen.looping
+
+    def alerts(self) -> dict[str, Alert]:
+        out: dict[str, Alert] = {}
+        for name, seen in sorted(self._seen.items()):
+            if not seen.looping:
+                continue
+            key = f"crashloop/{name}"
+            out[key] = Alert(
+                key=key,
+                alertname="CrashLoop",
+                component=name.rpartition("/")[0],
+                severity="critical" if seen.gave_up else "error",
+                summary=seen.summary,
+                margin=0,
+                baseline=0,
+                down=(f"instance:{name}",),
+                cuts=(),
+            )
+        return out
 
     def observe_all(self, instances: dict[str, Supervised], now: float) -> list[Event]:
         events: list[Event] = []
@@ -76,6 +106,8 @@ class CrashLoops:
                     restarts=len(seen.times),
                 )
             )
+        if events:
+            seen.summary = events[-1].message
         if sup.state == "failed" and not seen.gave_up:
             seen.gave_up = seen.looping = True
             events.append(
@@ -90,6 +122,7 @@ class CrashLoops:
                     gave_up=True,
                 )
             )
+            seen.summary = events[-1].message
         elif seen.looping and not seen.times and sup.state == "up":
             seen.looping = seen.gave_up = False
             events.append(

@@ -241,3 +241,36 @@ class StatusServer:
                 )
                 return "200 OK", ctype, data
         return "404 Not Found", "text/plain", f"no such endpoint {path}\n".encode()
+
+
+def status_document(m: Monitor) -> dict[str, Any]:
+    """The monitor's /status: what it sees, the live analysis, alerts, latest events."""
+    live = m.live
+    return {
+        "monitor": m.s.me,
+        "topology": m.s.topology.name,
+        "complete": m.state.complete,
+        "last_look": m.last_look,
+        "instances": {
+            **{n: v.to_json() for n, v in m.state.views.items()},
+            m.s.me: {"state": "up", "detail": "this monitor", "since": 0.0},
+        },
+        "down": sorted(live.down) if live else [],
+        "availability": live.availability if live else None,
+        "live_spofs": list(live.spofs) if live else [],
+        "margins": {
+            n: {
+                "failures": margin.failures,
+                "at_least": margin.at_least,
+                "baseline": m.baseline.margins[n].failures,
+            }
+            for n, margin in (live.margins.items() if live else ())
+        },
+        "alerts": [
+            {"key": a.key, "severity": a.severity, "summary": a.summary} for a in m.alerts.values()
+        ],
+        "vip_holders": m.vip_holders,
+        "gauges": m.recorder.latest,
+        "gauges_at": m.recorder.latest_at,
+        "events": [e.to_json() for e in m.recent],
+    }

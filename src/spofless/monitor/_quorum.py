@@ -2,6 +2,7 @@
 
     quorum_margin(members, up) -> int
     QuorumWatch(me, topology).update(states, now) -> [Event]
+    .alerts() -> {key: Alert}     one EtcdQuorumAtRisk alert per cluster at risk or lost
 
 An etcd cluster of n members keeps its quorum while floor(n/2)+1 of them are
 up; its margin is how many more members it can lose: up - quorum. Each etcd
@@ -17,6 +18,15 @@ A member is up when the monitor sees it up (it answers its own status) and is
 not flapping (a flapping member is down, as for the analysis). Nothing
 is said before every member was looked at once (the monitor's first looks), so a
 monitor that starts does not report members it has not reached yet.
+
+A cluster at risk or lost is also an alert for the receivers, one per etcd
+component (`quorum/<component>`, alertname `EtcdQuorumAtRisk`): `error` at risk,
+`critical` lost, naming the members lost (`down`) and the members whose loss
+would now stop it (`live_spofs`, at risk); its margin is the quorum margin, its
+baseline the margin with every member up. It is sent once for the group through
+the claims (`_claim`), again when the members lost change, and resolved once the
+cluster can lose a member again. A member lost with margin to spare makes no
+alert of its own: the redundancy alert of what depends on etcd says it.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from spofless.monitor._alerts import Alert
 from spofless.monitor._history import Event
 from spofless.topology import EtcdComponent, Topology
 
@@ -88,21 +99,33 @@ class QuorumWatch:
             events.append(self._event(now, comp, level, better=level.rank < rank_before))
         return events
 
+    def alerts(self) -> dict[str, Alert]:
+        out: dict[str, Alert] = {}
+        for comp, level in sorted(self.levels.items()):
+            if level.rank < 2:
+                continue
+            key = f"quorum/{comp}"
+            up = [m for m in self.clusters[comp] if m not in level.down]
+            out[key] = Alert(
+                key=key,
+                alertname="EtcdQuorumAtRisk",
+                component=comp,
+                severity="error" if level.rank == 2 else "critical",
+                summary=_text(comp, level),
+                margin=level.margin,
+                baseline=quorum_margin(level.members, level.members),
+                down=tuple(f"instance:{m}" for m in level.down),
+                cuts=tuple((f"instance:{m}",) for m in up) if level.rank == 2 else (),
+            )
+        return out
+
     def _event(self, now: float, comp: str, level: QuorumLevel, better: bool) -> Event:
         lost = ", ".join(level.down)
-        head = f"{comp}: {level.up} of {level.members} members up"
+        text = _text(comp, level)
         if level.rank == 0:
             kind, severity = "etcd_quorum_resolved", "info"
-            text = f"{comp}: all {level.members} members up again"
         else:
             kind, severity = _KINDS[level.rank]
-            if level.rank == 1:
-                more = f"can lose {level.margin} more"
-                text = f"{head} ({lost} lost): it {more} and keep its quorum"
-            elif level.rank == 2:
-                text = f"{head} ({lost} lost): quorum at risk, losing one more stops it"
-            else:
-                text = f"{head} ({lost} lost): quorum lost, no writes and no leader election"
             if better:
                 kind, severity = "etcd_quorum_resolved", "info"
         return Event(
@@ -114,3 +137,15 @@ class QuorumWatch:
             text,
             {"members": level.members, "up": level.up, "margin": level.margin, "down": lost},
         )
+
+
+def _text(comp: str, level: QuorumLevel) -> str:
+    lost = ", ".join(level.down)
+    head = f"{comp}: {level.up} of {level.members} members up"
+    if level.rank == 0:
+        return f"{comp}: all {level.members} members up again"
+    if level.rank == 1:
+        return f"{head} ({lost} lost): it can lose {level.margin} more and keep its quorum"
+    if level.rank == 2:
+        return f"{head} ({lost} lost): quorum at risk, losing one more stops it"
+    return f"{head} ({lost} lost): quorum lost, no writes and no leader election"

@@ -85,6 +85,7 @@ class Recorder:
         self.supervised = await asyncio.to_thread(supervised, state_dir)
         for event in self.crash.observe_all(self.supervised, now):
             self.m._record(event)
+        self.m.update_alerts(now)  # a crash loop that started or ended is an alert's change
 
     async def sample(self, now: float) -> None:
         """One sample of every gauge, stored; rolled up once a minute is over."""

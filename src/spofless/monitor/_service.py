@@ -32,7 +32,7 @@ from spofless.monitor._alerts import Alert, AlertBook, Notification, redundancy_
 from spofless.monitor._claim import ClaimStore, Verdict
 from spofless.monitor._flap import FlapDamper
 from spofless.monitor._history import Event, History
-from spofless.monitor._http import StatusServer
+from spofless.monitor._http import StatusServer, status_document
 from spofless.monitor._live import LiveAnalysis, alerting_path, live_analysis
 from spofless.monitor._probe import Target, http_client, probe, targets
 from spofless.monitor._quorum import QuorumWatch
@@ -40,6 +40,7 @@ from spofless.monitor._receivers import Sender, group_notifications, read_secret
 from spofless.monitor._recorder import Recorder
 from spofless.monitor._routes import HANDOVER_EVENTS, backup_alerts
 from spofless.monitor._state import LiveState
+from spofless.monitor._switchover import switchover_keys, watch_requests
 from spofless.security import etcd_client_tls
 from spofless.topology import (
     CannotRunError,
@@ -146,16 +147,9 @@ class Monitor:
             damper=FlapDamper(spec.flap_window, spec.flap_count),
             max_lag=spec.max_lag,
         )
-        self.store = store or EtcdStore(
-            settings.etcd_urls,
-            DCSSettings(
-                ttl=5,
-                renew_interval=1.0,
-                request_timeout=0.5,
-                retry_timeout=1.0,
-                tls=settings.etcd_tls,
-            ),
-        )
+        self.store = store or EtcdStore(settings.etcd_urls, _dcs_settings(settings))
+        # Each postgres component's switchover key, on its own etcd (`_switchover`).
+        self.switchover_keys = switchover_keys(settings.topology)
         self.claims = ClaimStore(
             self.store,
             settings.prefix,
@@ -178,6 +172,7 @@ class Monitor:
         self.live: LiveAnalysis | None = None
         self.book = AlertBook()
         self.alerts: dict[str, Alert] = {}
+        self.redundancy: dict[str, Alert] = {}  # from the last analysis
         # Per alert, its notifications in order: a resolution waits for its firing to be
         # settled (sent, or found sent by another monitor), so none overtakes the other.
         self.pending: dict[str, list[_Pending]] = {}
@@ -206,6 +201,7 @@ class Monitor:
         self._record(self._event("monitor_started", self.s.me, "info", f"{self.s.me} started"))
         delivery = asyncio.create_task(self._deliver_forever(stop))
         recording = asyncio.create_task(self.recorder.run(stop))
+        watches, stores = self._watch_switchovers()
         try:
             while not stop.is_set():
                 started = time.monotonic()
@@ -214,10 +210,12 @@ class Monitor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), max(0.0, left))
         finally:
-            for task in (delivery, recording):
+            for task in (delivery, recording, *watches):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            for store in stores:
+                await store.close()
             await self.server.close()
             await self.http.aclose()
             await self.store.close()
@@ -249,8 +247,23 @@ class Monitor:
             ):
                 self._analyse(down, now)
                 changed = True
+            elif events:
+                self.update_alerts(now)  # a quorum level may have changed alone
         if changed:
             self.server.publish()
+
+    def _watch_switchovers(self) -> tuple[list[asyncio.Task[None]], list[KeyValueStore]]:
+        """A task per postgres component watching its switchover key; the stores opened
+        for components whose etcd is not the monitor's own."""
+        tasks: list[asyncio.Task[None]] = []
+        opened: list[KeyValueStore] = []
+        for comp, (key, urls) in self.switchover_keys.items():
+            store = self.store
+            if tuple(urls) != self.s.etcd_urls:
+                store = EtcdStore(urls, _dcs_settings(self.s))
+                opened.append(store)
+            tasks.append(asyncio.create_task(watch_requests(comp, key, store, self.state.leaders)))
+        return tasks, opened
 
     def _quorum_states(self) -> dict[str, str]:
         """Each instance's state for etcd's quorum: a flapping member counts as down, as it
@@ -277,28 +290,41 @@ class Monitor:
                     f"{spof} is no longer a single point of failure",
                 )
             )
-        self.alerts = redundancy_alerts(self.baseline, self.live, self.s.topology)
+        self.redundancy = redundancy_alerts(self.baseline, self.live, self.s.topology)
         if self.path is not None and self.path_baseline is not None:
             path_live = live_analysis(self.path, down, self.s.spec.max_order)
-            told = {e for a in self.alerts.values() for e in a.down}
+            told = {e for a in self.redundancy.values() for e in a.down}
             for key, alert in redundancy_alerts(self.path_baseline, path_live, self.path).items():
                 # Only what the serving path's alerts do not already say (a lost etcd
                 # member shrinks both: one alert).
                 if not set(alert.down) <= told:
-                    self.alerts.setdefault(key, alert)
-        self.alerts.update(backup_alerts(self.state.views.values()))
-        for note in self.book.update(self.alerts, now):
+                    self.redundancy.setdefault(key, alert)
+        self.update_alerts(now)
+
+    def update_alerts(self, now: float) -> None:
+        """Every alert the live state calls for, and the notifications their changes
+        make: redundancy (from the last analysis), routes on backups, etcd quorum at
+        risk, crash loops (from the supervisor's state file, `Recorder`)."""
+        self.alerts = {
+            **self.redundancy,
+            **backup_alerts(self.state.views.values()),
+            **self.quorum.alerts(),
+            **self.recorder.crash.alerts(),
+        }
+        notes = self.book.update(self.alerts, now)
+        for note in notes:
             a = note.alert
             severity: str
             if note.status == "firing":
                 text, severity = f"alert: {a.summary}", a.severity
             else:
-                text, severity = f"resolved: {a.component} has its redundancy back", "info"
+                text, severity = f"resolved: {_resolved(a)}", "info"
             self._record(
                 self._event(f"alert_{note.status}", a.component, severity, text, margin=a.margin)
             )
             self._enqueue(_Pending(note, now + self.s.spec.group_wait))
-        self._wake.set()
+        if notes:
+            self._wake.set()
 
     async def _vip_holders(self, now: float) -> list[Event]:
         """Who holds each load balancer's floating address, from its claim in etcd."""
@@ -329,6 +355,9 @@ class Monitor:
 
     async def _deliver_forever(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            # Cleared before the cycle, not after: a notification enqueued while it runs
+            # wakes the next one at once instead of an interval later.
+            self._wake.clear()
             try:
                 await self.deliver_once()
             except DCSError as exc:
@@ -337,7 +366,6 @@ class Monitor:
                 # A bug must not silence alerting for good: logged, and the next cycle
                 # tries again (what was pending stays pending).
                 logger.exception("%s: delivery failed; retrying next cycle", self.s.me)
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.s.spec.interval)
 
@@ -430,36 +458,27 @@ class Monitor:
         self.server.publish()
 
     def status_json(self) -> dict[str, Any]:
-        live = self.live
-        return {
-            "monitor": self.s.me,
-            "topology": self.s.topology.name,
-            "complete": self.state.complete,
-            "last_look": self.last_look,
-            "instances": {
-                **{n: v.to_json() for n, v in self.state.views.items()},
-                self.s.me: {"state": "up", "detail": "this monitor", "since": 0.0},
-            },
-            "down": sorted(live.down) if live else [],
-            "availability": live.availability if live else None,
-            "live_spofs": list(live.spofs) if live else [],
-            "margins": {
-                n: {
-                    "failures": m.failures,
-                    "at_least": m.at_least,
-                    "baseline": self.baseline.margins[n].failures,
-                }
-                for n, m in (live.margins.items() if live else ())
-            },
-            "alerts": [
-                {"key": a.key, "severity": a.severity, "summary": a.summary}
-                for a in self.alerts.values()
-            ],
-            "vip_holders": self.vip_holders,
-            "gauges": self.recorder.latest,
-            "gauges_at": self.recorder.latest_at,
-            "events": [e.to_json() for e in self.recent],
-        }
+        return status_document(self)
+
+
+def _resolved(alert: Alert) -> str:
+    if alert.alertname == "CrashLoop":
+        return f"{alert.down[0].partition(':')[2]} runs without restarts again"
+    if alert.alertname == "EtcdQuorumAtRisk":
+        return f"{alert.component} can lose a member again and keep its quorum"
+    return f"{alert.component} has its redundancy back"
+
+
+def _dcs_settings(settings: MonitorSettings) -> DCSSettings:
+    # request_timeout: a claim sent to a member whose leader was just killed waits (the
+    # member forwards it to the dead leader) until this runs out; then the next member
+    # is tried, which knows the new leader once etcd's election (0.5-1 s) is over. A
+    # quarter second keeps that wait short of the election, and above a write's time
+    # on a busy machine; a timed-out claim that was applied is found as this monitor's
+    # own and taken again (`_claim`).
+    return DCSSettings(
+        ttl=5, renew_interval=1.0, request_timeout=0.25, retry_timeout=1.0, tls=settings.etcd_tls
+    )
 
 
 def _with_token(target: Target, settings: MonitorSettings) -> Target:

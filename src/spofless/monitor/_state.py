@@ -3,6 +3,7 @@
     LiveState(topology, names, fall, rise, damper, max_lag)
     .observe(name, observation, now) -> [Event]   one look at one instance
     .settle(now) -> [Event]                        flapping that ended
+    .leaders_seen(now) -> [Event]                  failovers and switchovers (`_leaders`)
     .down() -> frozenset[str]                      the elements down, for the analysis
     .complete                                      every instance looked at at least once
 
@@ -27,6 +28,7 @@ from typing import Any
 from spofless.health import Detector, Status
 from spofless.monitor._flap import FlapDamper, FlapVerdict
 from spofless.monitor._history import Event
+from spofless.monitor._leaders import LeaderWatch
 from spofless.monitor._probe import Observation
 from spofless.monitor._routes import route_events
 from spofless.topology import Topology
@@ -73,9 +75,8 @@ class LiveState:
         self.views = {n: InstanceView(n, Detector(fall, rise)) for n in names}
         self.damper = damper
         self.max_lag = max_lag
-        # Per postgres component: the leader last seen, and since when none is seen.
-        self.leaders: dict[str, str | None] = {}
-        self.leaderless_since: dict[str, float] = {}
+        # Per postgres component: its writable leader, failovers and switchovers.
+        self.leaders = LeaderWatch(me)
         self.degraded: dict[str, bool] = {}
         # Per postgres component: when its newest restore drill seen started.
         self.drills: dict[str, float] = {}
@@ -244,8 +245,7 @@ class LiveState:
 
     def leaders_seen(self, now: float) -> list[Event]:
         """Failovers and switchovers: a new writable leader of a postgres component, with
-        how long no writable leader was seen (the write pause, at the monitor's resolution)."""
-        events: list[Event] = []
+        the write pause at the monitor's resolution (`_leaders`)."""
         current: dict[str, str | None] = {}
         for name, view in self.views.items():
             comp = name.rpartition("/")[0]
@@ -258,29 +258,7 @@ class LiveState:
                 and view.facts.get("role") == "primary"
             ):
                 current[comp] = name
-        for comp, leader in current.items():
-            before = self.leaders.get(comp)
-            if leader is None:
-                self.leaderless_since.setdefault(comp, now)
-                continue
-            since = self.leaderless_since.pop(comp, now)
-            if before is not None and before != leader:
-                pause = now - since
-                events.append(
-                    self._event(
-                        now,
-                        "failover",
-                        comp,
-                        "warning",
-                        f"{comp}: primary {before} -> {leader} (no writable primary seen for "
-                        f"{pause:.2f}s)",
-                        old=before,
-                        new=leader,
-                        write_pause=round(pause, 3),
-                    )
-                )
-            self.leaders[comp] = leader
-        return events
+        return self.leaders.update(current, now)
 
     def _event(
         self, now: float, kind: str, subject: str, severity: str, message: str, **data: Any
