@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import stat
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -74,6 +75,9 @@ CONNECT_TIMEOUT = 5  # seconds, per instance tried
 # Files are stored in parts of this size, so memory per copying thread stays bounded
 # whatever the file size (relation files grow to 1 GB).
 CHUNK = 64 * 1024 * 1024
+# A part is read, hashed and compressed READ bytes at a time, into one buffer per thread
+# that stays in the CPU's cache (a 64 MiB buffer per part cost page faults and cache misses).
+READ = 1024 * 1024
 
 
 @dataclass
@@ -271,26 +275,33 @@ def _backup(
             started=time.monotonic(),
         )
 
+        local = threading.local()
+
         def copy(unit: tuple[str, int, bool]) -> tuple[str, int, Part | None]:
             rel, i, last = unit
+            if not hasattr(local, "enc"):  # per thread: a zstd context and a read buffer
+                local.enc, local.buf = stores[0].codec.encoder(), bytearray(READ)
+            old = previous.get(rel)
+            was = old.parts[i] if old is not None and i < len(old.parts) else None
+            key = stores[0].part_key(label, rel, i)
             try:
-                with (data_dir / rel).open("rb") as f:
-                    f.seek(i * CHUNK)
-                    # The last part takes whatever the file grew by meanwhile.
-                    data = f.read() if last else f.read(CHUNK)
+                with open(data_dir / rel, "rb", buffering=0) as f:
+                    if was is not None:
+                        # An incremental hashes first and uploads only a changed part
+                        # (which it reads again: the file may change in between).
+                        digest, size = _hash_part(f, i, last, local.buf)
+                        if digest == was.sha256 and size == was.size:
+                            return rel, i, was  # unchanged: the earlier backup holds it
+                    enc = local.enc
+                    enc.begin()
+                    _read_part(f, i, last, local.buf, enc.update)
+                    blob, digest = enc.finish(key)
+                    size = enc.size
             except FileNotFoundError:
                 return rel, i, None  # dropped during the backup: replay drops it too
-            digest = hashlib.sha256(data).hexdigest()
-            old = previous.get(rel)
-            if old is not None and i < len(old.parts):
-                was = old.parts[i]
-                if was.sha256 == digest and was.size == len(data):
-                    return rel, i, was  # unchanged: the earlier backup holds it
-            key = stores[0].part_key(label, rel, i)
-            blob = stores[0].codec.encode(key, data)
             for s in stores:
-                s.repo.put(key, blob)
-            return rel, i, Part(size=len(data), sha256=digest, ref=label)
+                s.repo.put(key, blob, sync_dir=False)
+            return rel, i, Part(size=size, sha256=digest, ref=label)
 
         parts: dict[str, dict[int, Part | None]] = {}
         with concurrent.futures.ThreadPoolExecutor(config.spec.parallel) as pool:
@@ -351,6 +362,9 @@ def _backup(
         files=sorted(entries, key=lambda e: e.path),
     )
     for s in stores:
+        # The parts' directory entries are made durable once per directory, before the
+        # manifest that makes the backup exist (an fsync per object doubled their cost).
+        s.repo.sync_dirs()
         s.write_manifest(manifest)
     logger.info(
         "backup %s done: %d files, %.1f MB, %.1f MB new",
@@ -360,6 +374,32 @@ def _backup(
         manifest.new_bytes / 1e6,
     )
     return manifest
+
+
+def _read_part(
+    f: Any, i: int, last: bool, buf: bytearray, feed: Callable[[memoryview], object]
+) -> int:
+    """Feed part `i` of open file `f` to `feed` READ bytes at a time (a view of `buf`, reused);
+    the last part takes whatever the file grew by meanwhile. Returns the bytes read."""
+    f.seek(i * CHUNK)
+    view = memoryview(buf)
+    left, size = None if last else CHUNK, 0
+    while left is None or left > 0:
+        n = f.readinto(view if left is None or left >= len(buf) else view[:left])
+        if not n:
+            break
+        feed(view[:n])
+        size += n
+        if left is not None:
+            left -= n
+    return size
+
+
+def _hash_part(f: Any, i: int, last: bool, buf: bytearray) -> tuple[str, int]:
+    """(sha256 in hex, size) of part `i` of open file `f`."""
+    h = hashlib.sha256()
+    size = _read_part(f, i, last, buf, h.update)
+    return h.hexdigest(), size
 
 
 _START = re.compile(r"^START WAL LOCATION: ([0-9A-F]+/[0-9A-F]+)", re.M)
