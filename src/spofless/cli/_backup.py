@@ -147,6 +147,18 @@ def _stale(cfg: Any, manifests: list[Any]) -> str | None:
         raise BackupError(f"backup.schedule: {exc}") from None
 
 
+def _members_on(file: str, component: str, hosts: tuple[str, ...]) -> list[int]:
+    """The indexes of `component`'s members placed on `hosts` (as `up --host` picks them)."""
+    topology = topology_of(file)
+    for h in hosts:
+        if h not in topology.hosts:
+            known = ", ".join(topology.hosts) or "none"
+            raise click.BadParameter(
+                f"no such host in {file} (hosts: {known})", param_hint=f"--host {h}"
+            )
+    return [i.index for i in topology.instances[component] if i.host in hosts]
+
+
 def _pick(cfg: Any, repo: int) -> Any:
     if repo >= len(cfg.stores):
         raise click.BadParameter(f"only {len(cfg.stores)} repositories", param_hint="--repo")
@@ -398,6 +410,15 @@ def _parse_time(value: str) -> float:
     default=None,
     help="With --as-cluster: the stack's state directory (default: .spofless/<file stem>).",
 )
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    metavar="HOST",
+    help="With --as-cluster: only the members placed on HOST (repeatable), as `up --host` "
+    "runs them; run it on every machine. Member 0's machine restores it; the others mark "
+    "their members to clone it once it runs.",
+)
 @click.option("--no-archive", is_flag=True, help="Set archive_mode off in the restored copy.")
 def restore_cmd(
     file: str,
@@ -411,6 +432,7 @@ def restore_cmd(
     to: str | None,
     as_cluster: bool,
     state_dir: str | None,
+    hosts: tuple[str, ...],
     no_archive: bool,
 ) -> None:
     """Restore a backup into a new data directory, set to replay WAL to the target and promote.
@@ -422,6 +444,8 @@ def restore_cmd(
       spofless restore shop.yaml --target latest --to /srv/pg/restored
       spofless restore shop.yaml --target-time '2026-12-04 21:00:00' --to /srv/pg/restored
       spofless restore shop.yaml --target latest --as-cluster    (then: spofless up shop.yaml)
+      spofless restore shop.yaml --target latest --as-cluster --host db1   (on each machine,
+                                                   then: spofless up shop.yaml --host db1)
     """
     import os
     import pwd
@@ -445,18 +469,32 @@ def restore_cmd(
         tgt = Target("immediate" if target == "immediate" else "latest", timeline=timeline)
     if (to is None) == (not as_cluster):
         raise click.UsageError("give one of --to DIR and --as-cluster")
+    if hosts and not as_cluster:
+        raise click.UsageError("--host goes with --as-cluster")
     cfg = _config(file, component)
     if as_cluster:
         from spofless.backup import restore_as_cluster
         from spofless.pg import default_state_dir
 
+        here = _members_on(file, cfg.component, hosts) if hosts else None
         where = Path(state_dir) if state_dir else default_state_dir(Path(file))
-        done = restore_as_cluster(cfg, _pick(cfg, repo), tgt, where)
-        click.echo(
-            f"restored backup {done.label} to {tgt.kind} as a new cluster of {cfg.component} "
-            f"(timeline {done.timeline}) into {len(done.members)} members under "
-            f"{done.members[0].parent}; `spofless up {file}` starts it"
-        )
+        done = restore_as_cluster(cfg, _pick(cfg, repo), tgt, where, here=here)
+        if done.members:
+            click.echo(
+                f"restored backup {done.label} to {tgt.kind} as a new cluster of "
+                f"{cfg.component} (timeline {done.timeline}) into {len(done.members)} members "
+                f"under {done.members[0].parent}; `spofless up {file}"
+                + "".join(f" --host {h}" for h in hosts)
+                + "` starts it"
+            )
+        for mark in done.marked:
+            click.echo(
+                f"{mark.name.removesuffix('.clone-only')} marked to clone the restored member 0 "
+                f"({mark}): member 0's machine restores it (`restore --as-cluster --host` "
+                "there); `spofless up` here starts the clone once it runs"
+            )
+        if not done.members and not done.marked:
+            click.echo(f"no member of {cfg.component} on {', '.join(hosts)}: nothing to do")
         return
     assert to is not None
     dest = Path(to).resolve()
