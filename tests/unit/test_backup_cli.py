@@ -134,6 +134,8 @@ def test_restore_takes_one_target_and_backup_defaults_to_take(tmp_path: Path) ->
     assert not (state / "data" / "db-0").exists()
     result = run(main, ["restore", str(f), "--to", str(tmp_path / "r"), "--host", "h1"])
     assert result.exit_code == 2 and "--host goes with --as-cluster" in result.output
+    result = run(main, ["restore", str(f), "--to", "x", "--tablespace-map", "space=/srv/s"])
+    assert result.exit_code == 2 and "is not OID=DIR" in result.output
     # `spofless backup FILE` takes a backup: here nothing listens on port 1.
     result = run(main, ["backup", str(f), "--full"])
     assert result.exit_code == 2 and "no instance answered" in result.output

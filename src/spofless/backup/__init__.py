@@ -89,7 +89,7 @@ Restore drills run on `schedule.drill` in the scheduler `up` runs, or by hand
 directory (_drill_record), appended to the drill history by the CLI, and served
 by the PostgreSQL agents at /status and /metrics.
 
-Not yet: tablespaces; a `.partial` segment of the old timeline is archived under its
+Not yet: a `.partial` segment of the old timeline is archived under its
 name but not used by restore.
 """
 

@@ -10,9 +10,11 @@ Files that change during the copy are fine: replay from the backup's start
 LSN repairs them, which is why the backup only counts once every WAL segment
 from start to stop is archived (waited for, bounded). Then the manifest is written, last.
 
+Tablespaces are copied through their `pg_tblspc/<oid>` links, their files listed
+under those paths, with where each link pointed in the manifest.
+
 Refused, with nothing written: a source that is not on this machine (the files
-are read locally), tablespaces other than the default ones, a missing archive
-of the backup's WAL after `wal_timeout`.
+are read locally), a missing archive of the backup's WAL after `wal_timeout`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -110,10 +112,11 @@ ProgressFn = Callable[[Progress], None]
 
 
 def scan(data_dir: Path) -> tuple[list[tuple[str, int]], list[str]]:
-    """(directories with modes, files) of a data directory, minus what a backup skips."""
+    """(directories with modes, files) of a data directory, minus what a backup skips.
+    Tablespaces are walked through their links in pg_tblspc (no other link is followed)."""
     dirs: list[tuple[str, int]] = []
     files: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(data_dir):
+    for dirpath, dirnames, filenames in _walk(data_dir):
         rel = Path(dirpath).relative_to(data_dir).as_posix()
         dirnames.sort()
         if rel != ".":
@@ -130,6 +133,28 @@ def scan(data_dir: Path) -> tuple[list[tuple[str, int]], list[str]]:
                 continue
             files.append(path)
     return dirs, files
+
+
+def _walk(data_dir: Path) -> Iterator[tuple[str, list[str], list[str]]]:
+    """os.walk of the data directory, and of each tablespace through its pg_tblspc link."""
+    yield from os.walk(data_dir)
+    tblspc = data_dir / "pg_tblspc"
+    if tblspc.is_dir():
+        for link in sorted(tblspc.iterdir()):
+            if link.is_symlink() and link.is_dir():
+                yield from os.walk(link)
+
+
+def tablespace_links(data_dir: Path) -> dict[str, str]:
+    """Tablespace OID -> the directory its pg_tblspc link points to."""
+    tblspc = data_dir / "pg_tblspc"
+    if not tblspc.is_dir():
+        return {}
+    return {
+        link.name: os.path.realpath(link)
+        for link in sorted(tblspc.iterdir())
+        if link.is_symlink() and link.is_dir()
+    }
 
 
 def conninfo(src: Source, timeout: int) -> str:
@@ -240,8 +265,6 @@ def _backup(
             f"{src.name}'s data directory {data_dir} is not on this machine: "
             "run the backup on the host of the instance it copies from"
         )
-    if one("SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')"):
-        raise SourceError(f"{src.name} has tablespaces: spofless backups do not support them yet")
     sysid = str(one("SELECT system_identifier FROM pg_control_system()"))
     version = str(one("SHOW server_version_num"))
     seg_size = int(one("SELECT setting::int FROM pg_settings WHERE name = 'wal_segment_size'"))
@@ -257,6 +280,7 @@ def _backup(
     logger.info("backup %s of %s started (%s)", label, src.name, kind)
     try:
         dirs, files = scan(data_dir)
+        tablespaces = tablespace_links(data_dir)
         stats: dict[str, os.stat_result] = {}
         for f in files:
             with contextlib.suppress(FileNotFoundError):
@@ -360,6 +384,7 @@ def _backup(
         backup_label=labelfile,
         directories=dirs,
         files=sorted(entries, key=lambda e: e.path),
+        tablespaces=tablespaces,
     )
     for s in stores:
         # The parts' directory entries are made durable once per directory, before the

@@ -35,7 +35,7 @@ import logging
 import os
 import pwd
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +84,7 @@ def restore_as_cluster(
     state_dir: Path,
     *,
     here: Sequence[int] | None = None,
+    tablespace_map: Mapping[str, Path] | None = None,
     timeout: float = 600.0,
 ) -> ClusterRestore:
     """Restore `target` into the members under `state_dir`: every member, or those of
@@ -112,6 +113,14 @@ def restore_as_cluster(
                 f"{every[0].name} on its machine: it clones it, never bootstraps\n"
             )
         return ClusterRestore(None, None, (), tuple(marks))
+    if len(dirs) > 1:
+        chosen = choose_backup([m.info() for m in store.manifests()], target, store.histories())
+        if store.manifest(chosen.label).tablespaces:
+            raise BackupError(
+                f"backup {chosen.label} has tablespaces: members on one machine cannot share "
+                "their directories; restore one member per machine (--host), or with --to "
+                "and --tablespace-map"
+            )
     owner = pwd.getpwnam(config.os_user or "postgres") if os.geteuid() == 0 else None
     first = dirs[0]
     first.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +129,13 @@ def restore_as_cluster(
     try:
         with ScratchInstance(version, config.os_user, timeout, data=first) as pg:
             m = restore(
-                store, target, first, parallel=config.spec.parallel, owner=owner, archive=False
+                store,
+                target,
+                first,
+                parallel=config.spec.parallel,
+                owner=owner,
+                archive=False,
+                tablespace_map=tablespace_map,
             )
             pg.start()
             pg.wait_promoted()

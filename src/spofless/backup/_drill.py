@@ -226,6 +226,7 @@ def run_drill(
                 parallel=config.spec.parallel,
                 owner=scratch.owner,
                 archive=False,
+                tablespaces_under=scratch.dir,
                 phases=phases,
             )
             phase = "replay"

@@ -419,6 +419,14 @@ def _parse_time(value: str) -> float:
     "runs them; run it on every machine. Member 0's machine restores it; the others mark "
     "their members to clone it once it runs.",
 )
+@click.option(
+    "--tablespace-map",
+    "tablespace_map",
+    multiple=True,
+    metavar="OID=DIR",
+    help="Restore tablespace OID into DIR instead of where it was (repeatable; the error "
+    "for a directory in use names the backup's tablespaces).",
+)
 @click.option("--no-archive", is_flag=True, help="Set archive_mode off in the restored copy.")
 def restore_cmd(
     file: str,
@@ -433,6 +441,7 @@ def restore_cmd(
     as_cluster: bool,
     state_dir: str | None,
     hosts: tuple[str, ...],
+    tablespace_map: tuple[str, ...],
     no_archive: bool,
 ) -> None:
     """Restore a backup into a new data directory, set to replay WAL to the target and promote.
@@ -471,6 +480,14 @@ def restore_cmd(
         raise click.UsageError("give one of --to DIR and --as-cluster")
     if hosts and not as_cluster:
         raise click.UsageError("--host goes with --as-cluster")
+    spaces: dict[str, Path] = {}
+    for item in tablespace_map:
+        oid, sep, into = item.partition("=")
+        if not sep or not oid.isdigit() or not into:
+            raise click.BadParameter(
+                f"{item!r} is not OID=DIR (e.g. 16385=/srv/pg/space)", param_hint="--tablespace-map"
+            )
+        spaces[oid] = Path(into).absolute()
     cfg = _config(file, component)
     if as_cluster:
         from spofless.backup import restore_as_cluster
@@ -478,7 +495,9 @@ def restore_cmd(
 
         here = _members_on(file, cfg.component, hosts) if hosts else None
         where = Path(state_dir) if state_dir else default_state_dir(Path(file))
-        done = restore_as_cluster(cfg, _pick(cfg, repo), tgt, where, here=here)
+        done = restore_as_cluster(
+            cfg, _pick(cfg, repo), tgt, where, here=here, tablespace_map=spaces
+        )
         if done.members:
             click.echo(
                 f"restored backup {done.label} to {tgt.kind} as a new cluster of "
@@ -507,6 +526,7 @@ def restore_cmd(
         owner=owner,
         progress=_progress_printer(),
         archive=not no_archive,
+        tablespace_map=spaces,
     )
     click.echo(
         f"restored backup {m.label} into {dest}; its first start replays WAL to the target "
