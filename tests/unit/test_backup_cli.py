@@ -274,6 +274,13 @@ def test_restore_as_cluster_on_a_machine_without_member_0_marks_its_members(
     assert (state / "data" / "db-1.clone-only").is_file()
     assert (state / "data" / "db-2.clone-only").is_file()
     assert not (state / "data" / "db-1").exists() and not (state / "data" / "db-0").exists()
+    # Several members on one machine cannot share a tablespace's directory.
+    plain = store.manifest("20261205-000000F")
+    store.write_manifest(plain.model_copy(update={"tablespaces": {"16385": "/srv/space"}}))
+    result = run(main, [*base, "--target", "immediate", "--host", "h1", "--host", "h2"])
+    assert result.exit_code == 2 and "cannot share" in result.output, result.output
+    assert not (state / "data" / "db-0").exists()
+    store.write_manifest(plain)
     # A member whose data directory exists is refused, as on one machine.
     (state / "data" / "db-1").mkdir()
     result = run(main, [*base, "--target", "immediate", "--host", "h2"])
