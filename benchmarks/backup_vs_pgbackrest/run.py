@@ -7,8 +7,9 @@ Usage (from the repository root, as root, after `make .venv/.installed`):
 One PostgreSQL 15 holds a pgbench database (scale 70 is about 1.05 GB). Its
 archive_command archives into both tools' repositories. Each tool then takes a
 full backup into a filesystem repository with zstd at the same level and the
-same process count, no encryption, and restores it into a new directory (the
-copy only, no WAL replay; `--runs` alternating restores each, medians).
+same process count, no encryption (`--runs` alternating full backups each, the
+first of a pair swapping, medians), and restores into new directories (the copy
+only, no WAL replay; `--runs` alternating restores each, medians).
 Installs pgbackrest (Debian's 2.45) when missing.
 Prints the figures and the ratios spofless / pgBackRest (throughput: higher is
 better; size: lower is better). Everything it starts is stopped at the end.
@@ -200,13 +201,48 @@ def main() -> None:
         size = du(data) - du(data / "pg_wal")
 
         results: dict[str, dict[str, float]] = {}
-        t_ours = timed([sys.executable, "-m", "spofless", "backup", str(topology), "--full"])
-        t_theirs = timed(
-            ["pgbackrest", f"--config={conf}", "--stanza=bench", "--type=full", "backup"],
-            pg=True,
+        # Full backups alternate too, `--runs` each, the first tool of a pair swapping
+        # every time (the second one could find more of the data in the page cache).
+        b_ours, b_theirs, b_ours_cpu, b_theirs_cpu = [], [], [], []
+        ours_repo = theirs_repo = 0
+        for n in range(args.runs):
+            for tool in ("spofless", "pgbackrest") if n % 2 == 0 else ("pgbackrest", "spofless"):
+                if tool == "spofless":
+                    b_ours.append(
+                        timed([sys.executable, "-m", "spofless", "backup", str(topology), "--full"])
+                    )
+                    b_ours_cpu.append(CPU[0])
+                    ours_repo = ours_repo or du(base / "spofless-repo" / "db" / "backup")
+                else:
+                    b_theirs.append(
+                        timed(
+                            [
+                                "pgbackrest",
+                                f"--config={conf}",
+                                "--stanza=bench",
+                                "--type=full",
+                                "backup",
+                            ],
+                            pg=True,
+                        )
+                    )
+                    b_theirs_cpu.append(CPU[0])
+                    theirs_repo = theirs_repo or du(base / "pgbackrest-repo" / "backup")
+        t_ours, t_theirs = statistics.median(b_ours), statistics.median(b_theirs)
+        print(
+            "backup runs: spofless",
+            [f"{x:.1f}" for x in b_ours],
+            "pgBackRest",
+            [f"{x:.1f}" for x in b_theirs],
         )
-        ours_repo = du(base / "spofless-repo" / "db" / "backup")
-        theirs_repo = du(base / "pgbackrest-repo" / "backup")
+        c_ours, c_theirs = statistics.median(b_ours_cpu), statistics.median(b_theirs_cpu)
+        print(
+            "backup CPU s (user + system): spofless",
+            [f"{x:.2f}" for x in b_ours_cpu],
+            "pgBackRest",
+            [f"{x:.2f}" for x in b_theirs_cpu],
+            f"medians {c_ours:.2f} / {c_theirs:.2f}: spofless uses {c_ours / c_theirs:.2f}x",
+        )
         # Restores alternate, `--runs` times each, into fresh directories; medians count
         # (the machine is shared, single runs move by 2x).
         ours, theirs = [], []

@@ -145,6 +145,10 @@ def _drills_on_schedule(run: StackRun, topology: Path) -> None:
     history; one that fails (a damaged object) is loud, and the next good one clears it."""
     first = wait_for("a scheduled restore drill", lambda: _drill_of(run), timeout=180)
     assert first["ok"] and first["rto"] > 0, first
+    # Its RPO was read from the primary's WAL (through TLS, with the superuser's password).
+    records = sorted((run.state_dir / "drills" / "restore").glob("*.json"))
+    record = json.loads(records[-1].read_text())
+    assert record["lost_commits"] is not None and record["rpo"] is not None, record
     assert any("last restore drill" in str(i.get("backup")) for i in _schedulers(run))
     metrics = _metrics(topology)
     assert 'spofless_backup_restore_drill_failed{component="db"} 0' in metrics, metrics

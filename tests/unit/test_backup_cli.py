@@ -132,6 +132,10 @@ def test_restore_takes_one_target_and_backup_defaults_to_take(tmp_path: Path) ->
     result = run(main, ["restore", str(f), "--as-cluster", "--state-dir", str(state)])
     assert result.exit_code == 2 and "holds no backup" in result.output
     assert not (state / "data" / "db-0").exists()
+    result = run(main, ["restore", str(f), "--to", str(tmp_path / "r"), "--host", "h1"])
+    assert result.exit_code == 2 and "--host goes with --as-cluster" in result.output
+    result = run(main, ["restore", str(f), "--to", "x", "--tablespace-map", "space=/srv/s"])
+    assert result.exit_code == 2 and "is not OID=DIR" in result.output
     # `spofless backup FILE` takes a backup: here nothing listens on port 1.
     result = run(main, ["backup", str(f), "--full"])
     assert result.exit_code == 2 and "no instance answered" in result.output
@@ -215,3 +219,69 @@ def test_a_relative_fs_repository_is_relative_to_the_topology_file(tmp_path: Pat
     )
     (store,) = backup_config(load_topology(f)).stores
     assert store.name == str(tmp_path / "sub" / ".spofless" / "t" / "backups")
+
+
+def test_restore_as_cluster_on_a_machine_without_member_0_marks_its_members(
+    tmp_path: Path,
+) -> None:
+    """Members on several machines: the machine of member 0 restores it, every other
+    marks its members clone-only (they clone member 0 once it runs, never initdb)."""
+    from spofless.backup import Codec, FsRepository, Store
+    from spofless.backup._manifest import Manifest
+
+    (tmp_path / "key").write_bytes(bytes(range(32)))
+    f = tmp_path / "t.yaml"
+    f.write_text(
+        "name: t\nhosts:\n  h1: {address: 127.0.0.1}\n  h2: {address: 127.0.0.1}\n"
+        "  h3: {address: 127.0.0.1}\ncomponents:\n  db:\n    kind: postgres\n"
+        "    instances: [h1, h2, h3]\n    port: 1\n    backup:\n" + _fs(tmp_path) + "entry: [db]\n"
+    )
+    run = CliRunner().invoke
+    state = tmp_path / "state"
+    base = ["restore", str(f), "--as-cluster", "--state-dir", str(state)]
+    result = run(main, [*base, "--host", "h9"])
+    assert (
+        result.exit_code == 2 and "no such host" in result.output and "h1, h2, h3" in result.output
+    )
+    # No backup: refused on every machine, nothing written.
+    result = run(main, [*base, "--host", "h2"])
+    assert result.exit_code == 2 and "holds no backup" in result.output
+    assert not state.exists()
+    store = Store(FsRepository(tmp_path / "repo"), Codec(3, bytes(range(32))), "db")
+    store.write_manifest(
+        Manifest(
+            label="20261205-000000F",
+            kind="full",
+            parent=None,
+            component="db",
+            source="db/0",
+            pg_version="150000",
+            system_identifier="1",
+            timeline=1,
+            start_lsn=0x1000028,
+            stop_lsn=0x1000100,
+            start_time=1.0,
+            stop_time=2.0,
+            wal_segment_size=16 << 20,
+            backup_label="",
+            directories=[],
+            files=[],
+        )
+    )
+    result = run(main, [*base, "--target", "immediate", "--host", "h2", "--host", "h3"])
+    assert result.exit_code == 0, result.output
+    assert "db-1 marked to clone the restored member 0" in result.output
+    assert (state / "data" / "db-1.clone-only").is_file()
+    assert (state / "data" / "db-2.clone-only").is_file()
+    assert not (state / "data" / "db-1").exists() and not (state / "data" / "db-0").exists()
+    # Several members on one machine cannot share a tablespace's directory.
+    plain = store.manifest("20261205-000000F")
+    store.write_manifest(plain.model_copy(update={"tablespaces": {"16385": "/srv/space"}}))
+    result = run(main, [*base, "--target", "immediate", "--host", "h1", "--host", "h2"])
+    assert result.exit_code == 2 and "cannot share" in result.output, result.output
+    assert not (state / "data" / "db-0").exists()
+    store.write_manifest(plain)
+    # A member whose data directory exists is refused, as on one machine.
+    (state / "data" / "db-1").mkdir()
+    result = run(main, [*base, "--target", "immediate", "--host", "h2"])
+    assert result.exit_code == 2 and "exists" in result.output

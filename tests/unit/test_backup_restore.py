@@ -183,3 +183,52 @@ def test_archive_gap_names_the_missing_segment(store: Store) -> None:
     gap = archive_gap(store, b)
     assert gap is not None
     assert f"db/wal/{Segment(1, 6).name()} is missing" in gap and "1 segment(s)" in gap
+
+
+def test_tablespaces_go_back_where_they_were_or_where_the_map_says(tmp_path: Path) -> None:
+    from spofless.backup._errors import TargetError
+    from spofless.backup._manifest import Manifest
+    from spofless.backup._restore import tablespace_dirs
+
+    was = tmp_path / "space"
+    m = Manifest(
+        label="L",
+        kind="full",
+        parent=None,
+        component="db",
+        source="db/0",
+        pg_version="150000",
+        system_identifier="1",
+        timeline=1,
+        start_lsn=0,
+        stop_lsn=1,
+        start_time=1.0,
+        stop_time=2.0,
+        wal_segment_size=16 << 20,
+        backup_label="",
+        directories=[],
+        files=[],
+        tablespaces={"16385": str(was), "16386": str(tmp_path / "other")},
+    )
+    assert tablespace_dirs(m, {}) == {
+        "pg_tblspc/16385": was,
+        "pg_tblspc/16386": tmp_path / "other",
+    }
+    moved = tmp_path / "moved"
+    got = tablespace_dirs(m, {"16385": moved}, tmp_path / "scratch")
+    assert got == {
+        "pg_tblspc/16385": moved,
+        "pg_tblspc/16386": tmp_path / "scratch" / "tablespace-16386",
+    }
+    with pytest.raises(TargetError, match=r"no tablespace 99 \(its tablespaces: 16385"):
+        tablespace_dirs(m, {"99": moved})
+    with pytest.raises(TargetError, match="share"):
+        tablespace_dirs(m, {"16385": moved, "16386": moved})
+    was.mkdir()
+    assert tablespace_dirs(m, {})["pg_tblspc/16385"] == was  # empty: fine
+    (was / "PG_15_202209061").mkdir()
+    with pytest.raises(TargetError, match="--tablespace-map 16385=NEW_DIR"):
+        tablespace_dirs(m, {})
+    # A manifest from before tablespaces were backed up has none.
+    old = Manifest.model_validate_json(m.model_dump_json(exclude={"tablespaces"}))
+    assert old.tablespaces == {} and tablespace_dirs(old, {}) == {}

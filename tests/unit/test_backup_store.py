@@ -180,3 +180,45 @@ def test_a_restore_trusts_the_frame_checksum_and_hashes_frames_without_one() -> 
         codec.decode_into("k", old, other.hex(), lambda c: None)
     good = blob[:6] + digest + zstandard.ZstdCompressor(level=3).compress(data)
     assert codec.decode_into("k", good, digest.hex(), lambda c: None) == len(data)
+
+
+@pytest.mark.parametrize(
+    "codec",
+    [Codec(3, None), Codec(3, KEY), Codec(None, None), Codec(None, KEY)],
+    ids=["zstd", "zstd-encrypted", "plain", "plain-encrypted"],
+)
+def test_the_streaming_encoder_writes_what_decode_reads(codec: Codec) -> None:
+    """A part is encoded chunk by chunk (one sha256, one zstd stream) into the same
+    object format: decode and decode_into read it, damage is found."""
+    import hashlib
+
+    data = os.urandom(1 << 18) * 9 + b"tail"
+    enc = codec.encoder()
+    for n in range(2):  # an encoder is reused for the next object
+        enc.begin()
+        view = memoryview(data)
+        for at in range(0, len(data), 300_000):
+            enc.update(view[at : at + 300_000])
+        blob, digest = enc.finish(f"k{n}")
+        assert digest == hashlib.sha256(data).hexdigest() and enc.size == len(data)
+        assert codec.decode(f"k{n}", blob, digest) == data
+        got = bytearray()
+        assert codec.decode_into(f"k{n}", blob, digest, got.extend) == len(data)
+        assert got == data
+        broken = blob[:-100] + bytes(100)
+        with pytest.raises(CorruptObjectError, match=f"k{n}: damaged"):
+            codec.decode_into(f"k{n}", broken, digest, lambda c: None)
+    if codec.level is not None:
+        assert len(blob) < len(data) // 5
+
+
+def test_puts_without_a_directory_sync_are_readable_and_synced_once(tmp_path: Path) -> None:
+    repo = FsRepository(tmp_path / "repo")
+    repo.put("db/backup/L/files/base/1/1259", b"a", sync_dir=False)
+    repo.put("db/backup/L/files/global/1262", b"b", sync_dir=False)
+    assert repo.get("db/backup/L/files/base/1/1259") == b"a"
+    assert len(repo._unsynced) == 2
+    repo.sync_dirs()
+    assert not repo._unsynced
+    repo.sync_dirs()  # nothing left: a no-op
+    MemoryRepository().sync_dirs()

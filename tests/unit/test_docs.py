@@ -213,7 +213,18 @@ def test_every_help_names_only_arguments_that_exist() -> None:
         words -= {"OPTIONS"}
         unknown = {w for w in words if w not in metavars and w not in NOT_ARGUMENTS}
         # Option metavars (`--set NAME=VALUE`, `--port INTEGER RANGE`).
-        unknown -= {"NAME", "VALUE", "TEXT", "INTEGER", "FLOAT", "RANGE", "DIRECTORY", "HOST"}
+        unknown -= {
+            "NAME",
+            "VALUE",
+            "TEXT",
+            "INTEGER",
+            "FLOAT",
+            "RANGE",
+            "DIRECTORY",
+            "HOST",
+            "OID",
+            "DIR",
+        }
         assert not unknown, f"{' '.join(path)} --help names {sorted(unknown)}"
 
 

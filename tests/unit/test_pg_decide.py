@@ -330,6 +330,17 @@ def test_lease_holder_of_new_cluster_bootstraps() -> None:
     assert d.action is Action.BOOTSTRAP
 
 
+def test_a_clone_only_member_never_bootstraps_and_clones_the_restored_primary() -> None:
+    """`restore --as-cluster --host` marks the members of other machines clone-only: the
+    restored primary may start after them, and they must not initdb in the meantime."""
+    local = LocalState(has_data=False, may_bootstrap=False)
+    d = decide(view("b", local, ClusterState(initialized=False)))
+    assert d.action is Action.WAIT and "clone-only" in d.reason
+    c = ClusterState(initialized=False, leader=LeaderKey("b", 7))
+    assert decide(view("b", local, c, held=True)).action is Action.RELEASE
+    assert decide(view("b", local, cluster("a"))).action is Action.CLONE
+
+
 def test_lease_holder_without_data_in_an_existing_cluster_releases() -> None:
     d = decide(view("a", LocalState(has_data=False), cluster("a"), held=True))
     assert d.action is Action.RELEASE

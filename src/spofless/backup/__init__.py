@@ -89,10 +89,8 @@ Restore drills run on `schedule.drill` in the scheduler `up` runs, or by hand
 directory (_drill_record), appended to the drill history by the CLI, and served
 by the PostgreSQL agents at /status and /metrics.
 
-Not yet: tablespaces,
-`restore --as-cluster` for members on other machines than the one it runs on,
-a `.partial` segment of the old timeline is archived under its name but not
-used by restore.
+Not yet: a `.partial` segment of the old timeline is archived under its
+name but not used by restore.
 """
 
 from spofless.backup._basebackup import Progress, take_backup

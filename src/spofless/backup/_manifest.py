@@ -6,6 +6,10 @@ expiry), never a backup that looks complete. Like pgBackRest's manifest, an
 incremental lists *every* file of the data directory, in parts; an unchanged
 part names the earlier backup whose object holds it (`ref`), so a restore reads
 one manifest and never walks a chain.
+
+Tablespaces: their files are listed under `pg_tblspc/<oid>/...`, the path through
+the data directory's link, and `tablespaces` maps each OID to the directory the
+link pointed to, which a restore recreates (or the one `--tablespace-map` names).
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ class Manifest(BaseModel):
     backup_label: str  # the labelfile pg_backup_stop returned, written as backup_label
     directories: list[tuple[str, int]]  # (path, mode), parents first
     files: list[FileEntry]
+    # Tablespace OID -> the directory its pg_tblspc link pointed to (absolute).
+    tablespaces: dict[str, str] = {}
 
     def info(self) -> BackupInfo:
         return BackupInfo(

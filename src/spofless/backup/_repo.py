@@ -6,7 +6,9 @@
     S3Repository        an S3-compatible bucket (spofless.backup._s3)
 
 Contract: keys are `/`-separated relative paths. `put` is atomic (a reader sees
-the whole new object or the old one, never a part) and overwrites. `get`
+the whole new object or the old one, never a part), overwrites, and is durable
+when it returns; with `sync_dir=False` it is durable only once `sync_dirs()`
+returned (a backup puts its parts so, then syncs once before its manifest). `get`
 raises ObjectNotFoundError for a missing key. Every method raises
 RepositoryError when the store is unreachable or refuses (permissions, a full
 disk), after a bounded wait; the caller decides whether to retry.
@@ -30,7 +32,10 @@ class Repository(ABC):
     name: str
 
     @abstractmethod
-    def put(self, key: str, data: bytes) -> None: ...
+    def put(self, key: str, data: bytes, *, sync_dir: bool = True) -> None: ...
+
+    def sync_dirs(self) -> None:  # noqa: B027 (a no-op where every put is durable)
+        """Make every earlier `put(..., sync_dir=False)` durable."""
 
     @abstractmethod
     def get(self, key: str) -> bytes: ...
@@ -53,7 +58,7 @@ class MemoryRepository(Repository):
         self.objects: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, *, sync_dir: bool = True) -> None:
         with self._lock:
             self.objects[key] = bytes(data)
 
@@ -78,11 +83,14 @@ class MemoryRepository(Repository):
 
 
 class FsRepository(Repository):
-    """Objects are files under `root`; a put writes a temporary file, fsyncs, renames."""
+    """Objects are files under `root`; a put writes a temporary file, fsyncs, renames, and
+    fsyncs the directory (then, or in `sync_dirs`)."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.name = str(self.root)
+        self._unsynced: set[Path] = set()
+        self._lock = threading.Lock()
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")
@@ -90,7 +98,7 @@ class FsRepository(Repository):
             raise ValueError(f"invalid repository key {key!r}")
         return self.root.joinpath(*parts)
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, *, sync_dir: bool = True) -> None:
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,15 +113,28 @@ class FsRepository(Repository):
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
-            dfd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            if sync_dir:
+                _fsync_dir(path.parent)
+            else:
+                with self._lock:
+                    self._unsynced.add(path.parent)
         except OSError as exc:
             raise RepositoryError(
                 f"{self.name}: cannot write {key}: {exc.strerror or exc}"
             ) from None
+
+    def sync_dirs(self) -> None:
+        with self._lock:
+            put_in, self._unsynced = self._unsynced, set()
+        # A new directory's own entry is in its parent: sync every one up to the root.
+        dirs = {x for d in put_in for x in (d, *d.parents) if x.is_relative_to(self.root)}
+        for d in sorted(dirs, reverse=True):
+            try:
+                _fsync_dir(d)
+            except OSError as exc:
+                raise RepositoryError(
+                    f"{self.name}: cannot sync {d}: {exc.strerror or exc}"
+                ) from None
 
     def get(self, key: str) -> bytes:
         try:
@@ -152,3 +173,11 @@ class FsRepository(Repository):
             self._path(key).unlink(missing_ok=True)
         except OSError as exc:
             raise RepositoryError(f"{self.name}: cannot delete {key}: {exc}") from None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

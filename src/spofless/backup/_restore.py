@@ -25,6 +25,7 @@ import os
 import pwd
 import shlex
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from spofless.backup._basebackup import Progress, ProgressFn
@@ -107,6 +108,8 @@ def restore(
     archive: bool = True,
     label: str | None = None,
     phases: dict[str, float] | None = None,
+    tablespace_map: Mapping[str, Path] | None = None,
+    tablespaces_under: Path | None = None,
 ) -> Manifest:
     """Restore into `to` the backup that serves `target` (or backup `label`).
 
@@ -116,7 +119,12 @@ def restore(
     from the repository what was archived later.
 
     `phases`, when given, gets the seconds spent fetching files (`files`) and
-    prefetching WAL (`wal`), and the number of segments prefetched (`segments`)."""
+    prefetching WAL (`wal`), and the number of segments prefetched (`segments`).
+
+    Tablespaces go back where they were, or where `tablespace_map` (OID -> directory)
+    says, or with `tablespaces_under` into `tablespace-<oid>` there (a scratch copy
+    beside a running server); each directory must be new or empty (TargetError,
+    nothing written)."""
     started = time.monotonic()
     if to.exists() and (not to.is_dir() or any(to.iterdir())):
         raise BackupError(f"{to} exists and is not empty: restore into a new directory")
@@ -131,10 +139,16 @@ def restore(
             choose_backup([m.info() for m in manifests.values()], target, histories).label
         ]
     logger.info("restoring backup %s (%s) into %s", chosen.label, chosen.kind, to)
+    spaces = tablespace_dirs(chosen, tablespace_map or {}, tablespaces_under)
 
     to.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(to, 0o700)
     for rel, mode in chosen.directories:
+        where = spaces.get(rel)
+        if where is not None:  # a tablespace: its directory, and the link to it
+            where.mkdir(parents=True, exist_ok=True, mode=mode)
+            (to / rel).symlink_to(where, target_is_directory=True)
+            continue
         (to / rel).mkdir(mode=mode, exist_ok=True)
     spool = to / SPOOL
     spool.mkdir(mode=0o700)
@@ -231,7 +245,37 @@ def restore(
         conf.write("\n".join(lines) + "\n")
     if owner is not None:
         chown_tree(to, owner)
+        for where in spaces.values():
+            chown_tree(where, owner)
     return chosen
+
+
+def tablespace_dirs(
+    manifest: Manifest, remap: Mapping[str, Path], under: Path | None = None
+) -> dict[str, Path]:
+    """`pg_tblspc/<oid>` -> the directory a restore puts that tablespace in: `remap`'s,
+    else `under/tablespace-<oid>`, else where it was; TargetError for an OID the backup
+    has not, or a directory in use."""
+    unknown = sorted(set(remap) - set(manifest.tablespaces))
+    if unknown:
+        have = ", ".join(f"{o} ({p})" for o, p in sorted(manifest.tablespaces.items()))
+        raise TargetError(
+            f"backup {manifest.label} has no tablespace {', '.join(unknown)} "
+            f"(its tablespaces: {have or 'none'})"
+        )
+    out: dict[str, Path] = {}
+    for oid, was in sorted(manifest.tablespaces.items()):
+        default = Path(was) if under is None else under / f"tablespace-{oid}"
+        where = Path(remap.get(oid, default)).absolute()
+        if where.exists() and (not where.is_dir() or any(where.iterdir())):
+            raise TargetError(
+                f"tablespace {oid}'s directory {where} exists and is not empty: restore it "
+                f"elsewhere with --tablespace-map {oid}=NEW_DIR"
+            )
+        if where in out.values():
+            raise TargetError(f"two tablespaces would share {where}: map them apart")
+        out[f"pg_tblspc/{oid}"] = where
+    return out
 
 
 def chown_tree(root: Path, owner: pwd.struct_passwd) -> None:

@@ -46,7 +46,7 @@ class S3Repository(Repository):
     def _fail(self, what: str, key: str, exc: Exception) -> RepositoryError:
         return RepositoryError(f"{self.name}: cannot {what} {key}: {exc}")
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, *, sync_dir: bool = True) -> None:
         try:
             self._client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data)
         except (BotoCoreError, ClientError) as exc:

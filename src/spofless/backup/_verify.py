@@ -120,6 +120,7 @@ def restore_check(
             parallel=parallel,
             owner=scratch.owner,
             archive=False,
+            tablespaces_under=scratch.dir,
             label=manifest.label,
         )
         scratch.start()

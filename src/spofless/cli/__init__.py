@@ -14,6 +14,7 @@ from spofless.cli import (  # noqa: F401
     _lb,
     _monitor,
     _pg,
+    _restore,
     _rollout,
     _secrets,
     _stack,

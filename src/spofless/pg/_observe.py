@@ -41,7 +41,8 @@ class LocalObserver:
         srv = self.server
         if not srv.has_data():
             self.system_id = None
-            return LocalState(has_data=False)
+            mark = srv.data_dir.with_name(srv.data_dir.name + ".clone-only")
+            return LocalState(has_data=False, may_bootstrap=not mark.exists())
         if self.system_id is None:
             with contextlib.suppress(PgCommandError):
                 self.system_id = (await srv.controldata()).system_identifier

@@ -98,8 +98,14 @@ def _without_data(v: View, c: ClusterState) -> Decision:
                 f"I lead a new standby cluster: cloning it from the primary cluster {c.standby_of}",
                 c.standby_of,
             )
-        if not c.initialized:
+        if not c.initialized and v.local.may_bootstrap:
             return _d(Action.BOOTSTRAP, "I hold the leader lease of a new cluster: running initdb")
+        if not c.initialized:
+            return _d(
+                Action.RELEASE,
+                "I hold the leader lease of a new cluster but join a restored one "
+                "(clone-only): giving the lease up",
+            )
         return _d(
             Action.RELEASE,
             "I hold the leader lease but have no data directory: giving the lease up",
@@ -109,6 +115,12 @@ def _without_data(v: View, c: ClusterState) -> Decision:
             return _d(Action.WAIT, "no data directory and no leader to clone from")
         if c.paused:
             return _d(Action.WAIT, "paused: not bootstrapping a new cluster")
+        if not v.local.may_bootstrap:
+            return _d(
+                Action.WAIT,
+                "no data directory: I join a restored cluster (clone-only), waiting for "
+                "its primary to clone from",
+            )
         return _d(Action.ACQUIRE, "no cluster yet: racing for the leader lease to bootstrap it")
     leader = c.members.get(c.leader.name)
     # A standby cluster's leader is itself a standby: its members clone from it.

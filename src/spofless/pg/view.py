@@ -116,6 +116,10 @@ class LocalState:
     """This member's PostgreSQL as the adapter found it."""
 
     has_data: bool  # the data directory holds an initialized cluster
+    # False: this member joins a cluster restored on another member's machine (the
+    # `<data dir>.clone-only` mark of `spofless restore --as-cluster --host`): it clones
+    # from that primary, never bootstraps an empty cluster of its own.
+    may_bootstrap: bool = True
     running: bool = False
     role: Role | None = None  # None when not running
     timeline: int | None = None
