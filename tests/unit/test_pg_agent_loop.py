@@ -40,6 +40,9 @@ class FakeServer:
     def has_data(self) -> bool:
         return self._data
 
+    def clone_only(self) -> bool:
+        return False
+
     async def clone(self, up: Upstream) -> None:
         if self._data:
             raise PgSetupError(f"{self.name}: already holds a cluster; refusing to overwrite it")

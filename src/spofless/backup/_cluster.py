@@ -45,11 +45,9 @@ from spofless.backup._restore import RECOVERY_MARK, chown_tree, restore
 from spofless.backup._scratch import ScratchInstance
 from spofless.backup._store import Store, archive_wal
 from spofless.backup.plan import Target, choose_backup
+from spofless.pg import clone_only_mark
 
 logger = logging.getLogger(__name__)
-
-
-CLONE_ONLY = ".clone-only"  # beside a member's data directory: it never bootstraps
 
 
 @dataclass(frozen=True)
@@ -105,11 +103,11 @@ def restore_as_cluster(
         # target is checked here too, so a wrong one fails on every machine.
         manifests = store.manifests()
         choose_backup([m.info() for m in manifests], target, store.histories())
-        marks = [d.with_name(d.name + CLONE_ONLY) for d in dirs]
+        marks = [clone_only_mark(d) for d in dirs]
         for mark in marks:
             mark.parent.mkdir(parents=True, exist_ok=True)
             mark.write_text(
-                f"{mark.name[: -len(CLONE_ONLY)]} joins the cluster restored into "
+                f"{mark.name.removesuffix('.clone-only')} joins the cluster restored into "
                 f"{every[0].name} on its machine: it clones it, never bootstraps\n"
             )
         return ClusterRestore(None, None, (), tuple(marks))

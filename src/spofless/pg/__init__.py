@@ -9,7 +9,7 @@ reaching it (`_access`: tools, queries, the files spofless owns), its data direc
 server (`server`: start, stop, promote, follow).
 """
 
-from spofless.pg._datadir import postmaster_pid
+from spofless.pg._datadir import clone_only_mark, postmaster_pid
 from spofless.pg._from_topology import (
     agent_settings,
     archive_settings,
@@ -67,6 +67,7 @@ __all__ = [
     "View",
     "agent_settings",
     "archive_settings",
+    "clone_only_mark",
     "dcs_settings",
     "decide",
     "default_state_dir",

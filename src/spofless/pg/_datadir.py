@@ -207,6 +207,15 @@ def read_history(data_dir: Path, timeline: int) -> TimelineHistory:
     return TimelineHistory(timeline, parse_history(path.read_text()))
 
 
+CLONE_ONLY = ".clone-only"  # beside a member's data directory: it never bootstraps
+
+
+def clone_only_mark(data_dir: Path) -> Path:
+    """The mark `spofless restore --as-cluster --host` leaves beside the data directory
+    of a member that must clone the restored cluster, never initdb one of its own."""
+    return data_dir.with_name(data_dir.name + CLONE_ONLY)
+
+
 def postmaster_pid(data_dir: Path) -> int | None:
     """The pid of the postmaster running on `data_dir`, or None when none runs."""
     return pid_from_file(data_dir / "postmaster.pid", ("postgres", "postmaster"))

@@ -22,6 +22,7 @@ from spofless.pg._datadir import (
     CLEAN_STATES,
     PRIMARY_STATES,
     ControlData,
+    clone_only_mark,
     data_version,
     disk_position,
     parse_controldata,
@@ -49,6 +50,11 @@ __all__ = ["DataDirLifecycle"]
 
 class DataDirLifecycle(PgAccess):
     """The data directory of one member, created, inspected and repaired."""
+
+    def clone_only(self) -> bool:
+        """Whether the member is marked to clone a restored cluster (see
+        spofless.pg._datadir.clone_only_mark): without data it never bootstraps."""
+        return clone_only_mark(self.data_dir).exists()
 
     def has_data(self) -> bool:
         """True when the data directory holds a cluster of the binaries' version.

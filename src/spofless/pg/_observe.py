@@ -41,8 +41,7 @@ class LocalObserver:
         srv = self.server
         if not srv.has_data():
             self.system_id = None
-            mark = srv.data_dir.with_name(srv.data_dir.name + ".clone-only")
-            return LocalState(has_data=False, may_bootstrap=not mark.exists())
+            return LocalState(has_data=False, may_bootstrap=not srv.clone_only())
         if self.system_id is None:
             with contextlib.suppress(PgCommandError):
                 self.system_id = (await srv.controldata()).system_identifier
