@@ -34,13 +34,15 @@ from spofless.monitor._flap import FlapDamper
 from spofless.monitor._history import Event, History
 from spofless.monitor._http import StatusServer, status_document
 from spofless.monitor._live import LiveAnalysis, alerting_path, live_analysis
-from spofless.monitor._probe import Target, http_client, probe, targets
+from spofless.monitor._probe import Observation, Target, http_client, probe, targets
 from spofless.monitor._quorum import QuorumWatch
 from spofless.monitor._receivers import Sender, group_notifications, read_secret
 from spofless.monitor._recorder import Recorder
 from spofless.monitor._routes import HANDOVER_EVENTS, backup_alerts
+from spofless.monitor._starve import Doubt, Starvation, watch_loop_lag
 from spofless.monitor._state import LiveState
 from spofless.monitor._switchover import switchover_keys, watch_requests
+from spofless.monitor._vipwatch import claim_holders, handovers
 from spofless.security import etcd_client_tls
 from spofless.topology import (
     CannotRunError,
@@ -176,7 +178,10 @@ class Monitor:
         # Per alert, its notifications in order: a resolution waits for its firing to be
         # settled (sent, or found sent by another monitor), so none overtakes the other.
         self.pending: dict[str, list[_Pending]] = {}
-        self.vip_holders: dict[str, str | None] = {}
+        self.vip_holders: dict[str, str | None] = {}  # `lb` or `lb[region]` -> instance
+        # Its own lateness: timeouts while it is late are doubted (`_starve`).
+        self.starvation = Starvation(spec.probe_timeout * Doubt().fraction)
+        self.doubt = Doubt()
         self.server = StatusServer(self)
         self.http = http_client(settings.etcd_tls)
         self.recorder = Recorder(self)
@@ -201,6 +206,7 @@ class Monitor:
         self._record(self._event("monitor_started", self.s.me, "info", f"{self.s.me} started"))
         delivery = asyncio.create_task(self._deliver_forever(stop))
         recording = asyncio.create_task(self.recorder.run(stop))
+        lag = asyncio.create_task(watch_loop_lag(self.starvation, stop, self._starved))
         watches, stores = self._watch_switchovers()
         try:
             while not stop.is_set():
@@ -210,7 +216,7 @@ class Monitor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), max(0.0, left))
         finally:
-            for task in (delivery, recording, *watches):
+            for task in (delivery, recording, lag, *watches):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -225,12 +231,17 @@ class Monitor:
     async def look_once(self) -> None:
         """Look at every instance once, fold the looks in, re-analyse on a change."""
         bound = self.s.spec.probe_timeout
-        looks = await asyncio.gather(*(probe(t, bound, self.http) for t in self.targets))
+        began = time.monotonic()
+        looks = await asyncio.gather(*(self._look(t, bound) for t in self.targets))
+        # How late the monitor itself was: the loop's lag while the round ran.
+        lag = self.starvation.worst_since(began)
         now = time.time()
         self.last_look = now
         events: list[Event] = []
-        for target, obs in zip(self.targets, looks, strict=True):
-            events += self.state.observe(target.name, obs, now)
+        for target, (obs, overrun) in zip(self.targets, looks, strict=True):
+            believed = self.doubt.judge(target.name, obs, max(lag, overrun), bound)
+            if believed is not None:  # None: unknown, looked at again next round
+                events += self.state.observe(target.name, believed, now)
         events += self.state.settle(now)
         events += self.state.leaders_seen(now)
         events += self.quorum.update(self._quorum_states(), now)
@@ -251,6 +262,24 @@ class Monitor:
                 self.update_alerts(now)  # a quorum level may have changed alone
         if changed:
             self.server.publish()
+
+    async def _look(self, target: Target, bound: float) -> tuple[Observation, float]:
+        """One look, and how much longer than its bound it took (a timer fires late
+        when the monitor is late)."""
+        began = time.monotonic()
+        obs = await probe(target, bound, self.http)
+        return obs, max(0.0, time.monotonic() - began - bound)
+
+    def _starved(self, starved: bool, lag: float) -> None:
+        if starved:
+            text = (
+                f"{self.s.me} is starved: its event loop ran {lag:.2f}s late; looks that "
+                "time out meanwhile are unknown, not failures"
+            )
+            self._record(self._event("monitor_starved", self.s.me, "warning", text, lag=lag))
+        else:
+            text = f"{self.s.me} is no longer starved"
+            self._record(self._event("monitor_starved_ended", self.s.me, "info", text))
 
     def _watch_switchovers(self) -> tuple[list[asyncio.Task[None]], list[KeyValueStore]]:
         """A task per postgres component watching its switchover key; the stores opened
@@ -327,28 +356,24 @@ class Monitor:
             self._wake.set()
 
     async def _vip_holders(self, now: float) -> list[Event]:
-        """Who holds each load balancer's floating address, from its claim in etcd."""
-        from spofless.vip import Claim
-
+        """Who holds each load balancer's floating address (per region with per-region
+        addresses), from its claims in etcd: one prefix read per load balancer."""
         events: list[Event] = []
         for name, comp in self.s.topology.components.items():
             if not isinstance(comp, LoadBalancerComponent) or comp.vip is None:
                 continue
+            key = vip_claim_key(self.s.topology, name)
             try:
-                kv = await self.store.get(vip_claim_key(self.s.topology, name))
+                found = await self.store.range(key, prefix=True)
             except DCSError:
                 continue
-            holder = None
-            if kv is not None:
-                claim = Claim.decode(kv.value, kv.create_revision, kv.mod_revision)
-                holder = claim.instance if claim.state == "holding" else None
-            before = self.vip_holders.get(name)
-            if holder != before and name in self.vip_holders:
-                text = f"{name}: the VIP {comp.vip.address} moved from {before} to {holder}"
-                events.append(
-                    self._event("vip_handover", name, "warning", text, old=before, new=holder)
-                )
-            self.vip_holders[name] = holder
+            holders = claim_holders(name, comp.vip, key, found.kvs)
+            for h in handovers(name, comp.vip, self.vip_holders, holders):
+                data: dict[str, Any] = {"old": h.old, "new": h.new}
+                if h.region is not None:
+                    data["region"] = h.region
+                events.append(self._event("vip_handover", name, "warning", h.text, **data))
+            self.vip_holders.update(holders)
         return events
 
     # -- delivery ------------------------------------------------------------------
