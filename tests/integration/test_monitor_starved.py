@@ -105,10 +105,11 @@ def slow_servers(base: int) -> Iterator[SlowServer]:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 slow.starve(port)
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
+                with contextlib.suppress(OSError):  # the look gave up on it: gone
+                    self.send_response(200)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -200,10 +201,10 @@ def test_a_starved_monitor_raises_no_false_alarm_and_still_finds_a_kill(
     wait_for("the monitor answers again", lambda: status(port) is not None, timeout=10)
     doc = status(port)
     assert doc is not None
-    assert doc["unknown_looks"] >= STOPS, doc["unknown_looks"]
     kinds = [(e["kind"], e["subject"]) for e in doc["events"]]
-    assert ("monitor_starved", "monitor/0") in kinds
     assert not [k for k in kinds if k[0] in ("instance_down", "flapping")], kinds
+    assert ("monitor_starved", "monitor/0") in kinds
+    assert doc["unknown_looks"] >= STOPS, doc["unknown_looks"]
     assert all_up(), doc["instances"]
     wait_for(
         "it says it is no longer starved",
