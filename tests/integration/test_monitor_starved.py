@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -32,6 +33,9 @@ from free_ports import port_block
 from monitor_fixtures import WebhookSink, webhook_sink
 from stack_fixtures import SPOFLESS, StackRun, stack_run
 from waiting import wait_for
+
+from spofless.monitor._probe import Target, http_client, probe
+from spofless.topology import load_topology_text
 
 pytestmark = pytest.mark.integration
 
@@ -238,3 +242,19 @@ def test_a_starved_monitor_raises_no_false_alarm_and_still_finds_a_kill(
     # Back to full redundancy by itself: the supervisor restarts web/0.
     wait_for("the resolved notification", lambda: web_alerts("resolved"), timeout=60)
     wait_for("everything up again", all_up, timeout=30)
+
+
+async def test_a_look_that_times_out_says_so() -> None:
+    """A real listening socket that never answers: the look times out and says so."""
+    t = load_topology_text(
+        "name: t\nsecurity: {tls: false}\ncomponents:\n"
+        "  m: {kind: monitor, instances: 1, port: 9600}\nentry: [m]\n"
+    )
+    (inst,) = t.all_instances()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()  # accepted by the kernel, never answered
+        target = Target(inst, "monitor", "127.0.0.1", listener.getsockname()[1])
+        async with http_client() as client:
+            obs = await probe(target, 0.2, client)
+    assert not obs.ok and obs.timed_out and not obs.definite

@@ -81,3 +81,17 @@ def test_starved_starts_on_a_late_tick_and_ends_after_a_quiet_spell() -> None:
     assert s.sample(0.01, 7.0) is None and s.starved  # 4 s quiet: not yet
     assert s.sample(0.01, 8.0) is False and not s.starved and s.peak == 0.01
     assert s.worst_since(2.0) == 3.0 and s.worst_since(2.5) == 0.2 and s.worst_since(9) == 0
+
+
+def test_refused_and_reset_are_definite_timeouts_are_marked() -> None:
+    import httpx
+
+    from spofless.monitor._probe import _nothing_listens
+
+    assert _nothing_listens(ConnectionRefusedError())
+    assert _nothing_listens(httpx.ConnectError("refused"))
+    reset = httpx.ReadError("read failed")
+    reset.__cause__ = ConnectionResetError(104, "Connection reset by peer")
+    assert _nothing_listens(reset)
+    assert not _nothing_listens(httpx.ReadError("read failed"))  # no reset under it
+    assert not _nothing_listens(OSError(113, "No route to host"))

@@ -38,18 +38,12 @@ from spofless.monitor._quorum import QuorumWatch
 from spofless.monitor._receivers import Sender, group_notifications
 from spofless.monitor._recorder import Recorder
 from spofless.monitor._routes import HANDOVER_EVENTS, backup_alerts
-from spofless.monitor._settings import (
-    MonitorSettings,
-    dcs_settings,
-)
-from spofless.monitor._starve import Doubt, Starvation, watch_loop_lag
+from spofless.monitor._settings import MonitorSettings, dcs_settings
+from spofless.monitor._starve import STARVED_FRACTION, Doubt, Starvation, watch_loop_lag
 from spofless.monitor._state import LiveState
 from spofless.monitor._switchover import switchover_keys, watch_requests
 from spofless.monitor._vipwatch import claim_holders, handovers
-from spofless.topology import (
-    LoadBalancerComponent,
-    vip_claim_key,
-)
+from spofless.topology import LoadBalancerComponent, vip_claim_key
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +109,7 @@ class Monitor:
         self.pending: dict[str, list[_Pending]] = {}
         self.vip_holders: dict[str, str | None] = {}  # `lb` or `lb[region]` -> instance
         # Its own lateness: timeouts while it is late are doubted (`_starve`).
-        self.starvation = Starvation(spec.probe_timeout * Doubt().fraction)
+        self.starvation = Starvation(spec.probe_timeout * STARVED_FRACTION)
         self.doubt = Doubt()
         self.server = StatusServer(self)
         self.http = http_client(settings.etcd_tls)
