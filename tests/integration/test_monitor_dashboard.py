@@ -232,6 +232,14 @@ async def test_in_a_real_browser_the_node_turns_red_without_a_reload(tmp_path: P
         )
         assert await b.value("window.__same_page === true")  # no reload happened
         assert await b.value("cy.getElementById('instance:web/1').hasClass('spof')")
+        # A VIP holder is marked, per region with per-region addresses (the slots as
+        # /status gives them; the monitor's own VIP read is unit-tested).
+        monitor.vip_holders = {"lb[r1]": "web/1", "lb[r2]": None}
+        monitor.server.publish()
+        await b.until(
+            "web/1 marked as r1's VIP holder",
+            "cy.getElementById('instance:web/1').data('label').endsWith('◆VIP r1')",
+        )
         # A chart per component and gauge, drawn by the vendored uPlot.
         await b.until(
             "the monitor's memory chart",

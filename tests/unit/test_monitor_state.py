@@ -231,3 +231,98 @@ def test_an_instance_starting_is_not_flapping() -> None:
         kinds += [e.kind for e in s.observe("etcd/0", obs, float(i))]
     assert kinds == ["instance_down", "instance_up", "instance_down", "instance_up"]
     assert not s.damper.flapping("etcd/0")
+
+
+VIP_REGIONS = """\
+name: geo
+security: {tls: false}
+regions:
+  r1: {zones: [a]}
+  r2: {zones: [a]}
+hosts:
+  e1: {zone: r1/a, address: 127.0.0.1}
+  e2: {zone: r1/a, address: 127.0.0.2}
+  u1: {zone: r2/a, address: 127.0.1.1}
+  u2: {zone: r2/a, address: 127.0.1.2}
+components:
+  lb:
+    kind: load_balancer
+    instances: [e1, e2, u1, u2]
+    port: 8000
+    routes: [{to: web}]
+    vip: {addresses: {r1: 10.0.255.1/16, r2: 10.0.255.2/16}}
+  lb2:  # its name starts with lb's: its claim is under lb's key as a prefix, not lb's
+    kind: load_balancer
+    instances: [e1, u1]
+    port: 8001
+    routes: [{to: web}]
+    vip: {address: 10.0.255.9/16}
+  web: {kind: service, instances: [e1, u1], port: 8100}
+  etcd: {kind: etcd, instances: [e1, u1, e2], port: 2379, peer_port: 2479, min_up: majority}
+  monitor: {kind: monitor, instances: [e1, u1], port: 9600}
+entry: [lb]
+"""
+
+
+def test_per_region_vip_holders_are_read_from_the_region_keys() -> None:
+    from spofless.dcs import KeyValue
+    from spofless.monitor._vipwatch import claim_holders, handovers
+    from spofless.vip import Claim
+
+    t = load_topology_text(VIP_REGIONS)
+    spec = t.components["lb"].vip  # type: ignore[union-attr]
+    assert spec is not None
+    key = "/spofless/geo/vip/lb"
+
+    def kv(k: str, claim: Claim) -> KeyValue:
+        return KeyValue(k, claim.encode(), 1, 1, 0)
+
+    found = [
+        kv(f"{key}/r1", Claim("lb/0", "holding")),
+        kv(f"{key}/r2", Claim("lb/3", "pending")),  # not yet holding: no holder
+        kv("/spofless/geo/vip/lb2", Claim("lb2/0", "holding")),
+    ]
+    first = claim_holders("lb", spec, key, found)
+    assert first == {"lb[r1]": "lb/0", "lb[r2]": None}
+    found[1] = kv(f"{key}/r2", Claim("lb/3", "holding"))
+    found[0] = kv(f"{key}/r1", Claim("lb/1", "holding"))
+    second = claim_holders("lb", spec, key, found)
+    assert handovers("lb", spec, {}, first) == []  # first seen: no hand-over
+    moved = handovers("lb", spec, first, second)
+    assert [(h.slot, h.region, h.old, h.new) for h in moved] == [
+        ("lb[r1]", "r1", "lb/0", "lb/1"),
+        ("lb[r2]", "r2", None, "lb/3"),
+    ]
+    assert moved[0].text == "lb: the VIP 10.0.255.1/16 in r1 moved from lb/0 to lb/1"
+
+
+async def test_a_per_region_vip_hand_over_is_an_event_of_its_region(tmp_path: Path) -> None:
+    """The monitor reads the claim key and the region keys below it (one prefix read) and
+    keeps one holder per region, on /status."""
+    from spofless.dcs import MemoryStore
+    from spofless.monitor import Monitor, monitor_settings
+    from spofless.topology import vip_claim_key
+    from spofless.vip import Claim
+
+    t = load_topology_text(VIP_REGIONS)
+    store = MemoryStore()
+    monitor = Monitor(monitor_settings(t, "monitor", 0, tmp_path), store=store)
+    await store.put(vip_claim_key(t, "lb", "r1"), Claim("lb/0", "holding").encode())
+    await store.put(vip_claim_key(t, "lb", "r2"), Claim("lb/2", "holding").encode())
+    await store.put(vip_claim_key(t, "lb2"), Claim("lb2/0", "holding").encode())
+    assert await monitor._vip_holders(1.0) == []
+    assert monitor.status_json()["vip_holders"] == {
+        "lb[r1]": "lb/0",
+        "lb[r2]": "lb/2",
+        "lb2": "lb2/0",
+    }
+    await store.put(vip_claim_key(t, "lb", "r2"), Claim("lb/3", "holding").encode())
+    (event,) = await monitor._vip_holders(2.0)
+    assert (event.kind, event.subject) == ("vip_handover", "lb")
+    assert event.data == {"old": "lb/2", "new": "lb/3", "region": "r2"}
+    assert "10.0.255.2/16 in r2" in event.message
+    await store.delete(vip_claim_key(t, "lb", "r1"))  # r1's holder gone, none yet
+    (event,) = await monitor._vip_holders(3.0)
+    assert event.data == {"old": "lb/0", "new": None, "region": "r1"}
+    assert monitor.status_json()["vip_holders"]["lb[r1]"] is None
+    monitor.history.close()

@@ -32,13 +32,8 @@ from spofless.monitor._receivers import (
     webhook_body,
 )
 from spofless.monitor._series import Retention, SeriesStore, daily_peaks, read_meta
-from spofless.monitor._service import (
-    Monitor,
-    MonitorSettings,
-    history_path,
-    monitor_settings,
-    run_monitor,
-)
+from spofless.monitor._service import Monitor, run_monitor
+from spofless.monitor._settings import MonitorSettings, history_path, monitor_settings
 from spofless.monitor._state import LiveState
 from spofless.monitor._trends import Projection, Trend, component_trends, project
 from spofless.monitor._trends import render as render_trends

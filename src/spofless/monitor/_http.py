@@ -11,8 +11,10 @@
                    (spofless_monitor_instance_up{component,index,state}, spofless_monitor_live_spof
                    per element, spofless_monitor_margin per entry component, the live
                    availability), so one scrape and one alerting rule
-                   (`spofless_monitor_live_spofs > 0`) cover the system; and the
-                   gauges, restarts, crash loops, etcd quorum margins (`_recorder`)
+                   (`spofless_monitor_live_spofs > 0`) cover the system; the monitor's
+                   own lateness (spofless_monitor_loop_lag_seconds, _starved,
+                   _unknown_looks_total: `_starve`); and the gauges, restarts, crash
+                   loops, etcd quorum margins (`_recorder`)
 
 One request per connection; the request head is read within READ_TIMEOUT. With
 a token (required beyond loopback), every request carries `Authorization: Bearer
@@ -33,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from spofless import dashboard
@@ -54,7 +56,7 @@ class _LiveCollector(Collector):
     def __init__(self, monitor: Monitor) -> None:
         self.monitor = monitor
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         m = self.monitor
         up = GaugeMetricFamily(
             "spofless_monitor_instance_up",
@@ -104,6 +106,22 @@ class _LiveCollector(Collector):
             n = sum(1 for a in m.alerts.values() if a.severity == severity)
             firing.add_metric([severity], float(n))
         yield from (spof, count, margin, baseline, avail, firing)
+        lag = GaugeMetricFamily(
+            "spofless_monitor_loop_lag_seconds",
+            "How late this monitor's event-loop timer fired (the worst while starved)",
+        )
+        lag.add_metric([], m.starvation.peak)
+        starved = GaugeMetricFamily(
+            "spofless_monitor_starved",
+            "1 while this monitor is too late to trust its timeouts (they count as unknown)",
+        )
+        starved.add_metric([], 1.0 if m.starvation.starved else 0.0)
+        unknown = CounterMetricFamily(
+            "spofless_monitor_unknown_looks",
+            "Looks that timed out while this monitor was late: not counted as failures",
+        )
+        unknown.add_metric([], float(m.doubt.total))
+        yield from (lag, starved, unknown)
 
 
 class StatusServer:
@@ -251,6 +269,10 @@ def status_document(m: Monitor) -> dict[str, Any]:
         "topology": m.s.topology.name,
         "complete": m.state.complete,
         "last_look": m.last_look,
+        # Its own lateness: while starved, looks that time out are unknown (`_starve`).
+        "starved": m.starvation.starved,
+        "loop_lag": round(m.starvation.peak, 3),
+        "unknown_looks": m.doubt.total,
         "instances": {
             **{n: v.to_json() for n, v in m.state.views.items()},
             m.s.me: {"state": "up", "detail": "this monitor", "since": 0.0},

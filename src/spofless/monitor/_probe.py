@@ -81,7 +81,8 @@ class Observation:
     ok: bool
     state: State
     detail: str
-    definite: bool = False  # nothing listens: no need to wait for `fall` looks
+    definite: bool = False  # nothing listens (refused, reset): no need to wait for `fall`
+    timed_out: bool = False  # no answer within the bound: doubted when the monitor is late
     facts: dict[str, Any] = field(default_factory=dict)  # role, leader, lag, ...
     at: float = 0.0
 
@@ -159,16 +160,34 @@ async def probe(target: Target, bound: float, client: httpx.AsyncClient) -> Obse
             spec = target.check.model_copy(update={"timeout": timeout})
             result = await run_check(spec, target.ip, target.port)
             state: State = "up" if result.ok else "down"
-            return Observation(result.ok, state, result.detail, result.definite)
+            # A check that ran its whole bound without a verdict timed out.
+            waited = not result.ok and not result.definite and result.duration >= timeout
+            return Observation(result.ok, state, result.detail, result.definite, waited)
     except TimeoutError:
-        return Observation(False, "down", f"no answer within {timeout:g}s")
+        return Observation(False, "down", f"no answer within {timeout:g}s", timed_out=True)
+    except httpx.TimeoutException as exc:
+        return Observation(False, "down", _short(exc), timed_out=True)
     except (OSError, httpx.TransportError) as exc:
-        refused = isinstance(exc, ConnectionRefusedError | httpx.ConnectError)
-        return Observation(False, "down", _short(exc), definite=refused)
+        return Observation(False, "down", _short(exc), definite=_nothing_listens(exc))
     except (ValueError, httpx.HTTPError) as exc:
         return Observation(False, "down", _short(exc))
     except Exception as exc:  # a look never raises: an answer it cannot read is a failure
         return Observation(False, "down", f"unreadable answer: {_short(exc)}")
+
+
+def _nothing_listens(exc: BaseException) -> bool:
+    """Refused or reset (also under httpx's wrapping): the host answered that nothing
+    serves there, or the process died mid-answer."""
+    if isinstance(exc, httpx.ConnectError):
+        return True
+    seen: BaseException | None = exc
+    for _ in range(4):  # the cause chain is short; bounded all the same
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError | ConnectionResetError | BrokenPipeError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 async def _get_json(
@@ -258,13 +277,17 @@ def _postgres(body: dict[str, Any]) -> Observation:
 
 async def _dns(target: Target, bound: float) -> Observation:
     import dns.asyncquery
+    import dns.exception
     import dns.message
     import dns.rcode
     import dns.rdatatype
 
     assert target.dns_name is not None
     query = dns.message.make_query(target.dns_name, dns.rdatatype.A)
-    answer = await dns.asyncquery.udp(query, target.ip, timeout=bound, port=target.port)
+    try:
+        answer = await dns.asyncquery.udp(query, target.ip, timeout=bound, port=target.port)
+    except dns.exception.Timeout as exc:
+        raise TimeoutError from exc  # a look that timed out, like any other
     if answer.rcode() != dns.rcode.NOERROR:
         return Observation(False, "down", f"{target.dns_name} answered {answer.rcode()!r}")
     addresses = [str(r) for rrset in answer.answer for r in rrset]

@@ -1,6 +1,5 @@
 """One monitor instance: observe -> analyse -> notify, and its /status and /metrics.
 
-    monitor_settings(topology, component, index, state_dir) -> MonitorSettings
     run_monitor(settings)          until SIGTERM/SIGINT (the CLI's entry point)
     Monitor(settings).run(stop)    the same, stopped by an asyncio.Event
 
@@ -11,6 +10,8 @@ gives the alerts (`_alerts`). A separate task delivers notifications: it
 claims each in etcd (`_claim`), groups the claimed ones and sends them to
 every receiver, then marks them sent; a slow receiver never delays a look.
 One sentence per change is logged; every event goes to the SQLite history.
+A look that timed out while the monitor itself was late is unknown, not a
+failure (`_starve`). Its settings come from the topology (`_settings`).
 """
 
 from __future__ import annotations
@@ -18,42 +19,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import ipaddress
 import logging
 import signal
 import time
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from spofless.dcs import DCSError, DCSSettings, EtcdStore, EtcdTls, KeyValueStore
+from spofless.dcs import DCSError, EtcdStore, KeyValueStore
 from spofless.monitor._alerts import Alert, AlertBook, Notification, redundancy_alerts
 from spofless.monitor._claim import ClaimStore, Verdict
 from spofless.monitor._flap import FlapDamper
 from spofless.monitor._history import Event, History
 from spofless.monitor._http import StatusServer, status_document
 from spofless.monitor._live import LiveAnalysis, alerting_path, live_analysis
-from spofless.monitor._probe import Target, http_client, probe, targets
+from spofless.monitor._probe import Observation, Target, http_client, probe, targets
 from spofless.monitor._quorum import QuorumWatch
-from spofless.monitor._receivers import Sender, group_notifications, read_secret
+from spofless.monitor._receivers import Sender, group_notifications
 from spofless.monitor._recorder import Recorder
 from spofless.monitor._routes import HANDOVER_EVENTS, backup_alerts
+from spofless.monitor._settings import MonitorSettings, dcs_settings
+from spofless.monitor._starve import STARVED_FRACTION, Doubt, Starvation, watch_loop_lag
 from spofless.monitor._state import LiveState
 from spofless.monitor._switchover import switchover_keys, watch_requests
-from spofless.security import etcd_client_tls
-from spofless.topology import (
-    CannotRunError,
-    LoadBalancerComponent,
-    MonitorComponent,
-    Topology,
-    component_of,
-    etcd_client_urls,
-    etcd_component,
-    instance_at,
-    vip_claim_key,
-    where,
-)
+from spofless.monitor._vipwatch import claim_holders, handovers
+from spofless.topology import LoadBalancerComponent, vip_claim_key
 
 logger = logging.getLogger(__name__)
 
@@ -61,65 +51,6 @@ logger = logging.getLogger(__name__)
 REPEAT_CHECK = 30.0
 # The latest events /status (and so the dashboard) lists.
 RECENT_EVENTS = 50
-
-
-@dataclass(frozen=True)
-class MonitorSettings:
-    """Everything one monitor instance needs, from the topology."""
-
-    topology: Topology
-    component: str
-    index: int
-    spec: MonitorComponent
-    listen_ip: str
-    listen_port: int  # 0: any free port
-    etcd_urls: tuple[str, ...]
-    etcd_tls: EtcdTls | None  # the CA and client certificate etcd requires (TLS on)
-    prefix: str  # of its group's keys in etcd
-    history_path: Path
-    token: str | None = None  # every request to its API must carry it (beyond loopback)
-    # Where `spofless up` keeps its state file (restarts, process ids): None, none is read.
-    state_dir: Path | None = None
-
-    @property
-    def me(self) -> str:
-        return f"{self.component}/{self.index}"
-
-
-def history_path(state_dir: Path, component: str, index: int) -> Path:
-    return state_dir / "monitor" / f"{component}-{index}.sqlite"
-
-
-def monitor_settings(
-    topology: Topology, component: str, index: int, state_dir: Path, port: int | None = None
-) -> MonitorSettings:
-    """The settings of monitor `component`/`index`; CannotRunError naming what is missing."""
-    spec = component_of(topology, component, MonitorComponent)
-    inst = instance_at(topology, component, index)
-    etcd = etcd_component(topology, spec.dcs, (component,), "dcs")
-    ip = topology.hosts[inst.host].address if inst.host is not None else "127.0.0.1"
-    if port is None:
-        port = spec.port + index if spec.port is not None else 0
-    token = read_secret(spec.token_file, spec.token_env, f"{component} API token")
-    if token is None and not ipaddress.ip_address(ip).is_loopback:
-        raise CannotRunError(
-            f"{where(topology, component)}: {component}/{index} listens on {ip}, beyond "
-            "loopback: give its API a bearer token with token_file or token_env"
-        )
-    return MonitorSettings(
-        topology=topology,
-        component=component,
-        index=index,
-        spec=spec,
-        listen_ip=ip,
-        listen_port=port,
-        etcd_urls=etcd_client_urls(topology, etcd),
-        etcd_tls=etcd_client_tls(topology),
-        prefix=f"/spofless/{topology.name}/monitor/{component}",
-        history_path=history_path(state_dir, component, index),
-        token=token,
-        state_dir=state_dir,
-    )
 
 
 @dataclass
@@ -147,7 +78,7 @@ class Monitor:
             damper=FlapDamper(spec.flap_window, spec.flap_count),
             max_lag=spec.max_lag,
         )
-        self.store = store or EtcdStore(settings.etcd_urls, _dcs_settings(settings))
+        self.store = store or EtcdStore(settings.etcd_urls, dcs_settings(settings))
         # Each postgres component's switchover key, on its own etcd (`_switchover`).
         self.switchover_keys = switchover_keys(settings.topology)
         self.claims = ClaimStore(
@@ -176,7 +107,10 @@ class Monitor:
         # Per alert, its notifications in order: a resolution waits for its firing to be
         # settled (sent, or found sent by another monitor), so none overtakes the other.
         self.pending: dict[str, list[_Pending]] = {}
-        self.vip_holders: dict[str, str | None] = {}
+        self.vip_holders: dict[str, str | None] = {}  # `lb` or `lb[region]` -> instance
+        # Its own lateness: timeouts while it is late are doubted (`_starve`).
+        self.starvation = Starvation(spec.probe_timeout * STARVED_FRACTION)
+        self.doubt = Doubt()
         self.server = StatusServer(self)
         self.http = http_client(settings.etcd_tls)
         self.recorder = Recorder(self)
@@ -201,6 +135,7 @@ class Monitor:
         self._record(self._event("monitor_started", self.s.me, "info", f"{self.s.me} started"))
         delivery = asyncio.create_task(self._deliver_forever(stop))
         recording = asyncio.create_task(self.recorder.run(stop))
+        lag = asyncio.create_task(watch_loop_lag(self.starvation, stop, self._starved))
         watches, stores = self._watch_switchovers()
         try:
             while not stop.is_set():
@@ -210,7 +145,7 @@ class Monitor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), max(0.0, left))
         finally:
-            for task in (delivery, recording, *watches):
+            for task in (delivery, recording, lag, *watches):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -225,12 +160,17 @@ class Monitor:
     async def look_once(self) -> None:
         """Look at every instance once, fold the looks in, re-analyse on a change."""
         bound = self.s.spec.probe_timeout
-        looks = await asyncio.gather(*(probe(t, bound, self.http) for t in self.targets))
+        began = time.monotonic()
+        looks = await asyncio.gather(*(self._look(t, bound) for t in self.targets))
+        # How late the monitor itself was: the loop's lag while the round ran.
+        lag = self.starvation.worst_since(began)
         now = time.time()
         self.last_look = now
         events: list[Event] = []
-        for target, obs in zip(self.targets, looks, strict=True):
-            events += self.state.observe(target.name, obs, now)
+        for target, (obs, overrun) in zip(self.targets, looks, strict=True):
+            believed = self.doubt.judge(target.name, obs, max(lag, overrun), bound)
+            if believed is not None:  # None: unknown, looked at again next round
+                events += self.state.observe(target.name, believed, now)
         events += self.state.settle(now)
         events += self.state.leaders_seen(now)
         events += self.quorum.update(self._quorum_states(), now)
@@ -252,6 +192,24 @@ class Monitor:
         if changed:
             self.server.publish()
 
+    async def _look(self, target: Target, bound: float) -> tuple[Observation, float]:
+        """One look, and how much longer than its bound it took (a timer fires late
+        when the monitor is late)."""
+        began = time.monotonic()
+        obs = await probe(target, bound, self.http)
+        return obs, max(0.0, time.monotonic() - began - bound)
+
+    def _starved(self, starved: bool, lag: float) -> None:
+        if starved:
+            text = (
+                f"{self.s.me} is starved: its event loop ran {lag:.2f}s late; looks that "
+                "time out meanwhile are unknown, not failures"
+            )
+            self._record(self._event("monitor_starved", self.s.me, "warning", text, lag=lag))
+        else:
+            text = f"{self.s.me} is no longer starved"
+            self._record(self._event("monitor_starved_ended", self.s.me, "info", text))
+
     def _watch_switchovers(self) -> tuple[list[asyncio.Task[None]], list[KeyValueStore]]:
         """A task per postgres component watching its switchover key; the stores opened
         for components whose etcd is not the monitor's own."""
@@ -260,7 +218,7 @@ class Monitor:
         for comp, (key, urls) in self.switchover_keys.items():
             store = self.store
             if tuple(urls) != self.s.etcd_urls:
-                store = EtcdStore(urls, _dcs_settings(self.s))
+                store = EtcdStore(urls, dcs_settings(self.s))
                 opened.append(store)
             tasks.append(asyncio.create_task(watch_requests(comp, key, store, self.state.leaders)))
         return tasks, opened
@@ -327,28 +285,24 @@ class Monitor:
             self._wake.set()
 
     async def _vip_holders(self, now: float) -> list[Event]:
-        """Who holds each load balancer's floating address, from its claim in etcd."""
-        from spofless.vip import Claim
-
+        """Who holds each load balancer's floating address (per region with per-region
+        addresses), from its claims in etcd: one prefix read per load balancer."""
         events: list[Event] = []
         for name, comp in self.s.topology.components.items():
             if not isinstance(comp, LoadBalancerComponent) or comp.vip is None:
                 continue
+            key = vip_claim_key(self.s.topology, name)
             try:
-                kv = await self.store.get(vip_claim_key(self.s.topology, name))
+                found = await self.store.range(key, prefix=True)
             except DCSError:
                 continue
-            holder = None
-            if kv is not None:
-                claim = Claim.decode(kv.value, kv.create_revision, kv.mod_revision)
-                holder = claim.instance if claim.state == "holding" else None
-            before = self.vip_holders.get(name)
-            if holder != before and name in self.vip_holders:
-                text = f"{name}: the VIP {comp.vip.address} moved from {before} to {holder}"
-                events.append(
-                    self._event("vip_handover", name, "warning", text, old=before, new=holder)
-                )
-            self.vip_holders[name] = holder
+            holders = claim_holders(name, comp.vip, key, found.kvs)
+            for h in handovers(name, comp.vip, self.vip_holders, holders):
+                data: dict[str, Any] = {"old": h.old, "new": h.new}
+                if h.region is not None:
+                    data["region"] = h.region
+                events.append(self._event("vip_handover", name, "warning", h.text, **data))
+            self.vip_holders.update(holders)
         return events
 
     # -- delivery ------------------------------------------------------------------
@@ -467,18 +421,6 @@ def _resolved(alert: Alert) -> str:
     if alert.alertname == "EtcdQuorumAtRisk":
         return f"{alert.component} can lose a member again and keep its quorum"
     return f"{alert.component} has its redundancy back"
-
-
-def _dcs_settings(settings: MonitorSettings) -> DCSSettings:
-    # request_timeout: a claim sent to a member whose leader was just killed waits (the
-    # member forwards it to the dead leader) until this runs out; then the next member
-    # is tried, which knows the new leader once etcd's election (0.5-1 s) is over. A
-    # quarter second keeps that wait short of the election, and above a write's time
-    # on a busy machine; a timed-out claim that was applied is found as this monitor's
-    # own and taken again (`_claim`).
-    return DCSSettings(
-        ttl=5, renew_interval=1.0, request_timeout=0.25, retry_timeout=1.0, tls=settings.etcd_tls
-    )
 
 
 def _with_token(target: Target, settings: MonitorSettings) -> Target:
