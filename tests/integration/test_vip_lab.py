@@ -55,7 +55,7 @@ def steady(viplab: VipLab) -> Iterator[VipLab]:
 
 def run_fault(lab: VipLab, fault: object, duration: float = 4.0) -> tuple[float, int]:
     """Run the client, inject fault() after 1 s; return (client outage, old holder)."""
-    old = lab.holder()
+    old = lab.wait_stable()
     client = Client(lab.lab, duration)
     try:
         time.sleep(1.0)
@@ -105,7 +105,7 @@ def test_cut_etcds_majority_away_from_the_holder(lab: VipLab) -> None:
 
 
 def test_kill_9_the_agent_on_the_holder(lab: VipLab) -> None:
-    old = lab.holder()
+    old = lab.wait_stable()
     lab.kill(f"vip{old}")
     # The guard removes it at once and the other instance takes it: one host within bound.
     start = time.monotonic()
@@ -118,7 +118,7 @@ def test_kill_9_the_agent_on_the_holder(lab: VipLab) -> None:
 
 
 def test_stopped_agent_loses_the_address_to_its_guard(lab: VipLab) -> None:
-    old = lab.holder()
+    old = lab.wait_stable()
     lab.kill(f"vip{old}", signal.SIGSTOP)
     try:
         wait_for(
@@ -131,7 +131,7 @@ def test_stopped_agent_loses_the_address_to_its_guard(lab: VipLab) -> None:
 
 
 def test_old_holder_coming_back_causes_no_second_outage(lab: VipLab) -> None:
-    old = lab.holder()
+    old = lab.wait_stable()
     lab.kill(f"lb{old}")
     wait_for("the standby holds", lambda: holders(lab.lab) == [f"lb{2 - old}"], BOUND, step=0.02)
     client = Client(lab.lab, 3.0)

@@ -14,7 +14,7 @@ from spofless.rollout._types import Prepared, RolloutOptions, StepResult
 from spofless.rollout.plan import Step
 from spofless.stack._coord import RolloutRecord
 from spofless.stack._errors import StackError
-from spofless.stack._lb_admin import LbAdminError, add_backend, wait_serving
+from spofless.stack._lb_admin import LbAdmin, LbAdminError, add_backend, wait_serving
 
 __all__ = ["keep_served", "remove_surge", "surge", "unsurge"]
 
@@ -30,6 +30,7 @@ async def surge(
     client: httpx.AsyncClient,
     record: RolloutRecord,
     served: dict[str, str],
+    say: Callable[[str], None],
 ) -> StepResult:
     """Start temporary instance `step.instance`, healthy `rise` times, then in every load
     balancer in front of the component and up there, its responses watched; `served`
@@ -48,7 +49,12 @@ async def surge(
             await add_backend(client, admins, p.component, name, address)
         except httpx.HTTPError as exc:
             raise RolloutError(f"{name}: a load balancer did not take it: {exc}") from None
-        why = await wait_serving(client, admins, name, opts.health_timeout)
+
+        async def again(a: LbAdmin) -> None:
+            say(f"{a.name} no longer has {name} (restarted?): adding it again")
+            await add_backend(client, [a], p.component, name, address)
+
+        why = await wait_serving(client, admins, name, opts.health_timeout, again)
         if why is None:
             served[name] = address
             r.failed_responses = await watch_failures(client, admins, name, (0, 0), opts.watch)

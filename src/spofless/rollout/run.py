@@ -185,7 +185,7 @@ async def _steps(
             elif step.action == "handover":
                 r = await _handover(p, step, opts)
             elif step.action == "surge":
-                r = await surge(p, step, opts, client, record, served)
+                r = await surge(p, step, opts, client, record, served, say)
             elif step.action == "unsurge":
                 served.pop(step.instance, None)
                 r = await unsurge(p, step, record)

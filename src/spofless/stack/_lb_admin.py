@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -203,10 +204,16 @@ async def add_backend(
 
 
 async def wait_serving(
-    client: httpx.AsyncClient, admins: list[LbAdmin], name: str, bound: float
+    client: httpx.AsyncClient,
+    admins: list[LbAdmin],
+    name: str,
+    bound: float,
+    readd: Callable[[LbAdmin], Awaitable[None]] | None = None,
 ) -> str | None:
     """Wait until every load balancer in `admins` sees backend `name` up (its own check
-    passed `rise` times); None then, else why not after `bound` seconds."""
+    passed `rise` times); None then, else why not after `bound` seconds. `readd`: for a
+    backend added at runtime, what adds it again to a load balancer that lacks it (one
+    restarted meanwhile starts from its file, without it)."""
     deadline = time.monotonic() + bound
     waiting = {a.name: "no answer yet" for a in admins}
     while waiting and time.monotonic() < deadline:
@@ -215,6 +222,8 @@ async def wait_serving(
                 continue
             try:
                 b = (await a.status(client))["backends"].get(name)
+                if b is None and readd is not None:
+                    await readd(a)
             except (httpx.HTTPError, LbAdminError) as exc:
                 waiting[a.name] = f"no answer ({exc})"
                 continue
