@@ -77,3 +77,38 @@ def settled(run: StackRun) -> dict[str, dict[str, Any]] | None:
 def primary_of(db: dict[str, dict[str, Any]]) -> dict[str, Any]:
     (primary,) = [i for i in db.values() if i["role"] == "primary"]
     return primary
+
+
+def backed_up_then_archived(run: StackRun, dsn: str, topology: Path) -> tuple[str, int]:
+    """Rows 1-100 in a new table `t`, a full backup (`spofless backup --full`), rows
+    101-150 after it, and their WAL segment switched and archived: what a restore to
+    the latest point must bring back. Returns the segment's name and the timeline."""
+    import subprocess
+    import sys
+
+    import psycopg
+    from waiting import wait_for
+
+    with psycopg.connect(dsn, autocommit=True, **auth(run)) as conn:
+        conn.execute("CREATE TABLE t (v int)")
+        conn.execute("INSERT INTO t SELECT generate_series(1, 100)")
+        took = subprocess.run(
+            [sys.executable, "-m", "spofless", "backup", str(topology), "--full"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert took.returncode == 0, took.stdout + took.stderr
+        conn.execute("INSERT INTO t SELECT generate_series(101, 150)")
+        row = conn.execute(
+            "SELECT pg_walfile_name(pg_switch_wal()), timeline_id FROM pg_control_checkpoint()"
+        ).fetchone()
+        assert row is not None
+        name, timeline = str(row[0]), int(row[1])
+
+        def archived() -> bool:
+            r = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+            return r is not None and r[0] is not None and r[0] >= name
+
+        wait_for(f"{name} archived", archived, timeout=60)
+    return name, timeline

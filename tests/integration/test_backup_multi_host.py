@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,7 +24,7 @@ import psycopg
 import pytest
 from pg_cluster import require_postgres_and_etcd
 from stack_fixtures import StackRun, free_port_block, stack_run
-from stack_pg import auth
+from stack_pg import auth, backed_up_then_archived
 from waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -133,28 +131,7 @@ def test_restore_as_cluster_on_two_machines_the_other_clones_the_restored_primar
     _up(a, "node-1")
     db = _settle(a, b, "a primary and a replica", timeout=120)
     (primary,) = [i for i in db.values() if i["role"] == "primary"]
-    with psycopg.connect(primary["dsn"], autocommit=True, **auth(a)) as conn:
-        conn.execute("CREATE TABLE t (v int)")
-        conn.execute("INSERT INTO t SELECT generate_series(1, 100)")
-        took = subprocess.run(
-            [sys.executable, "-m", "spofless", "backup", str(topology), "--full"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert took.returncode == 0, took.stdout + took.stderr
-        conn.execute("INSERT INTO t SELECT generate_series(101, 150)")
-        row = conn.execute(
-            "SELECT pg_walfile_name(pg_switch_wal()), timeline_id FROM pg_control_checkpoint()"
-        ).fetchone()
-        assert row is not None
-        name, old_timeline = str(row[0]), int(row[1])
-
-        def archived() -> bool:
-            r = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
-            return r is not None and r[0] is not None and r[0] >= name
-
-        wait_for(f"{name} archived", archived, timeout=60)
+    _, old_timeline = backed_up_then_archived(a, primary["dsn"], topology)
     for run in (a, b):
         down = run.cli("down", timeout=120)
         assert down.returncode == 0, down.stdout + down.stderr

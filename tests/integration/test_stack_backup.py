@@ -24,7 +24,7 @@ import psycopg
 import pytest
 from pg_cluster import require_postgres_and_etcd
 from stack_fixtures import StackRun, stack_run
-from stack_pg import auth, postgres_topology, primary_of, settled
+from stack_pg import auth, backed_up_then_archived, postgres_topology, primary_of, settled
 from waiting import wait_for
 
 from spofless.backup import backup_config
@@ -102,11 +102,15 @@ def test_up_archives_through_the_relay_backs_up_and_drills_on_schedule(
     # From a replica (the first backup may copy from the primary while the replicas
     # were still being cloned; the next one is a replica's).
     replicas = {i["name"] for i in db.values() if i["role"] == "replica"}
-    wait_for(
-        "a backup copied from a replica",
-        lambda: any(m.source in replicas for m in store.manifests()),
-        timeout=150,
-    )
+    try:
+        wait_for(
+            "a backup copied from a replica",
+            lambda: any(m.source in replicas for m in store.manifests()),
+            timeout=150,
+        )
+    except AssertionError as exc:  # what the schedulers say, to tell why
+        seen = [(m.label, m.source) for m in store.manifests()]
+        raise AssertionError(f"{exc}; backups {seen}; schedulers {noted()}") from None
     manifests = store.manifests()
     table = run.cli("status")
     assert "last backup" in table.stdout, table.stdout
@@ -206,28 +210,7 @@ def test_every_member_lost_restore_as_a_new_cluster_then_up(
     assert up.returncode == 0, up.stdout + up.stderr
     db = wait_for("one primary and two replicas", lambda: settled(run), timeout=90)
     primary = primary_of(db)
-    with psycopg.connect(primary["dsn"], autocommit=True, **auth(run)) as conn:
-        conn.execute("CREATE TABLE t (v int)")
-        conn.execute("INSERT INTO t SELECT generate_series(1, 100)")
-        took = subprocess.run(
-            [sys.executable, "-m", "spofless", "backup", str(topology), "--full"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert took.returncode == 0, took.stdout + took.stderr
-        conn.execute("INSERT INTO t SELECT generate_series(101, 150)")
-        row = conn.execute(
-            "SELECT pg_walfile_name(pg_switch_wal()), timeline_id FROM pg_control_checkpoint()"
-        ).fetchone()
-        assert row is not None
-        name, old_timeline = str(row[0]), int(row[1])
-
-        def archived() -> bool:
-            r = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
-            return r is not None and r[0] is not None and r[0] >= name
-
-        wait_for(f"{name} archived", archived, timeout=60)
+    _, old_timeline = backed_up_then_archived(run, primary["dsn"], topology)
     down = run.cli("down", timeout=120)
     assert down.returncode == 0, down.stdout + down.stderr
     # Every server's data (and etcd's) is lost; the repository and the secrets are not.

@@ -3,7 +3,8 @@
 Observe (the manifests of the first repository, the newest drill record) ->
 `schedule.due(...)`, `schedule.drill_due(...)` -> act (take the backup, expire;
 run the drill), one sentence logged per action. A failed backup is logged and
-retried at the next check, `retry_after` later, not at once in a loop. Runs
+retried `retry_after` later (or at the schedule's next firing, when sooner), not
+at once in a loop. Runs
 until SIGTERM or SIGINT; a backup in progress then finishes first (the
 low-level API session must end with pg_backup_stop), a drill in progress stops
 at once (its scratch instance stopped and removed, nothing recorded).
@@ -54,6 +55,7 @@ from spofless.backup._expire import expire
 from spofless.backup.plan import BackupInfo
 from spofless.backup.schedule import drill_due, due, next_firing, staleness
 from spofless.topology._backup import BackupSchedule
+from spofless.topology._cron import Cron
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +168,9 @@ def run_schedule(
         raise BackupError(
             f"{config.component}: backup.schedule has neither full, incremental nor drill"
         )
+    # A failed backup is tried again `retry_after` later, or at the schedule's next firing
+    # when that comes sooner (a schedule every 15 s does not wait 5 minutes).
+    retry_after = min(retry_after, _shortest_period(sched) or retry_after)
     failed_at = -retry_after
     error: str | None = None
     told: dict[str, str] = {}
@@ -221,6 +226,18 @@ def run_schedule(
                 doc["drill"] = drill_summary(state_dir, config.component)
             _write_status(status_file, doc)
         stop.wait(_until_next_check(sched, check_every))
+
+
+def _shortest_period(sched: BackupSchedule) -> float | None:
+    """Seconds between the next two firings of the backup schedule that fires most often."""
+    now = datetime.datetime.now(datetime.UTC)
+    periods = []
+    for text in (sched.full, sched.incremental):
+        if text:
+            cron = Cron.parse(text)
+            first = cron.next(now)
+            periods.append((cron.next(first) - first).total_seconds())
+    return min(periods, default=None)
 
 
 def _until_next_check(sched: BackupSchedule, check_every: float) -> float:

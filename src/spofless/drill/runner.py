@@ -228,7 +228,8 @@ def _run_drill(
             finally:
                 for s in streams:
                     s.stop()
-        result.snapshots = watch.all()
+    # After the watch ended: its last snapshot, taken then, may be the first whole one.
+    result.snapshots = watch.all()
     result.duration = round(time.monotonic() - t0, 3)
     try:
         check_writes(system, result, streams, first_id)

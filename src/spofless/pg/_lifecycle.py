@@ -9,12 +9,14 @@ directory and renamed into place; a rewind saves the WAL it may overwrite first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+import psutil
 from psycopg import sql
 
 from spofless.pg._access import PgAccess
@@ -25,6 +27,7 @@ from spofless.pg._datadir import (
     clone_only_mark,
     data_version,
     disk_position,
+    leftovers,
     parse_controldata,
     read_history,
     timelines_at,
@@ -44,6 +47,8 @@ from spofless.pg.view import DiskPosition, TimelineHistory, format_lsn
 
 # One logger name for the whole adapter: users read "spofless.pg.server" in the logs.
 logger = logging.getLogger("spofless.pg.server")
+
+LEFTOVER_BOUND = 5.0  # seconds for a killed postmaster's children to go
 
 __all__ = ["DataDirLifecycle"]
 
@@ -181,6 +186,27 @@ class DataDirLifecycle(PgAccess):
         tmp.rename(self.data_dir)
         logger.info("%s: cloned from %s", self.name, source.name)
 
+    def _kill_leftovers(self) -> None:
+        """SIGKILL what a killed postmaster left on the data directory (see `leftovers`),
+        and wait a bounded time for it to be gone."""
+        procs = leftovers(self.data_dir)
+        if not procs:
+            return
+        names = []
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                names.append(f"{proc.pid} ({' '.join(proc.cmdline())[:60]})")
+                proc.kill()
+        _, alive = psutil.wait_procs(procs, timeout=LEFTOVER_BOUND)
+        logger.warning(
+            "%s: killed what the last postmaster left running: %s", self.name, ", ".join(names)
+        )
+        if alive:
+            raise PgCommandError(
+                f"{self.name}: processes of the last postmaster do not exit: "
+                + ", ".join(str(p.pid) for p in alive)
+            )
+
     async def crash_recover(self) -> None:
         """Bring a crashed data directory to a clean shutdown: crash recovery in
         single-user mode, with the recovery signal files removed (single-user mode
@@ -188,6 +214,7 @@ class DataDirLifecycle(PgAccess):
         Its shutdown checkpoint then marks where its WAL ends."""
         if self.running:
             raise PgCommandError(f"{self.name}: cannot run crash recovery on a running server")
+        self._kill_leftovers()  # a crashed postmaster's children hold its shared memory
         for f in ("standby.signal", "recovery.signal"):
             (self.data_dir / f).unlink(missing_ok=True)
         await self._tool(

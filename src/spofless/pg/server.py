@@ -19,9 +19,7 @@ import os
 import signal
 from typing import Literal
 
-import psutil
-
-from spofless.pg._datadir import leftovers, postmaster_pid
+from spofless.pg._datadir import postmaster_pid
 from spofless.pg._errors import PgCommandError, PgSetupError
 from spofless.pg._lifecycle import DataDirLifecycle
 from spofless.pg._osuser import tied_to
@@ -41,7 +39,6 @@ __all__ = [
 
 StopMode = Literal["smart", "fast", "immediate"]
 IMMEDIATE_STOP_BOUND = 5.0  # seconds before an immediate stop becomes a SIGKILL
-LEFTOVER_BOUND = 5.0  # seconds for a killed postmaster's children to go
 _STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
 
 
@@ -146,27 +143,6 @@ class PostgresServer(DataDirLifecycle):
             raise PgSetupError(
                 f"{self.name}: a PostgreSQL not started by this agent (pid {pid}) runs on "
                 f"{self.data_dir}: stop it first"
-            )
-
-    def _kill_leftovers(self) -> None:
-        """SIGKILL what a killed postmaster left on the data directory (see `leftovers`),
-        and wait a bounded time for it to be gone."""
-        procs = leftovers(self.data_dir)
-        if not procs:
-            return
-        names = []
-        for proc in procs:
-            with contextlib.suppress(psutil.Error):
-                names.append(f"{proc.pid} ({' '.join(proc.cmdline())[:60]})")
-                proc.kill()
-        _, alive = psutil.wait_procs(procs, timeout=LEFTOVER_BOUND)
-        logger.warning(
-            "%s: killed what the last postmaster left running: %s", self.name, ", ".join(names)
-        )
-        if alive:
-            raise PgCommandError(
-                f"{self.name}: processes of the last postmaster do not exit: "
-                + ", ".join(str(p.pid) for p in alive)
             )
 
     def log_tail(self, lines: int = 5) -> str:
