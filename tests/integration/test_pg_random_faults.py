@@ -27,7 +27,7 @@ from spofless.drill import check_data, draw_schedule
 pytestmark = pytest.mark.integration
 
 SEEDS = [int(s) for s in os.environ.get("SPOFLESS_FAULT_SEEDS", "20261204").split(",")]
-FAULTS = int(os.environ.get("SPOFLESS_FAULTS", "12"))  # the suite's short version
+FAULTS = int(os.environ.get("SPOFLESS_FAULTS", "9"))  # the suite's short version
 WRITERS = 3
 
 
