@@ -207,11 +207,21 @@ class PgClusterBase(Generic[N]):
         return found[0] if len(found) == 1 else None
 
     def wait(self, check: Callable[[], bool], what: str, bound: float) -> None:
+        """Until `check` holds; a check that raises (a member restarting refuses a
+        connection) counts as not yet, and the last error is shown if time runs out."""
         deadline = time.monotonic() + bound
-        while not check():
+        error: Exception | None = None
+        while True:
+            try:
+                if check():
+                    return
+            except Exception as exc:  # reported below when time runs out
+                error = exc
+                print(f"[wait] {what}: {exc!r}")
             if time.monotonic() > deadline:
                 self.keep_logs()
-                raise AssertionError(f"not within {bound:.0f}s: {what}\n{self.logs()}")
+                last = f" (last error: {error!r})" if error is not None else ""
+                raise AssertionError(f"not within {bound:.0f}s: {what}{last}\n{self.logs()}")
             time.sleep(0.1)
 
     def wait_new_primary(self, old: N, bound: float = 30.0) -> N:

@@ -300,3 +300,32 @@ def test_a_promotion_after_a_degraded_term_reports_what_it_lacks() -> None:
     assert possibly_lost([DegradedRange(5, "a", 1000, 1400)], 5, 1500, 1800) == []
     # Another timeline's range is not this term's.
     assert possibly_lost([DegradedRange(4, "a", 0)], 5, 1500, 1800) == []
+
+
+def _ahead_of_history(**kw: object) -> LocalState:
+    """A replica of b on timeline 7: b was rewound or promoted onto it and its first
+    look has not published timeline 7's history yet (the cluster still says 6)."""
+    return LocalState(
+        has_data=True,
+        running=True,
+        role=Role.REPLICA,
+        timeline=7,
+        wal_position=S5 + 10**6,
+        following="b",
+        recovery_timeline=7,
+        recovery_position=S5 + 10**6,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_a_replica_ahead_of_the_published_history_waits_for_it() -> None:
+    # The CI failure: the cascading replica got the leader's new timeline before the
+    # leader published it, was "not in the leader's history" and was rewound.
+    for local in (_ahead_of_history(streaming=True), _ahead_of_history(not_streaming_for=1)):
+        d = decide(View("a", local, Lease(), _cluster()))
+        assert d.action is Action.NOTHING and "waiting for it" in d.reason, d
+
+
+def test_a_replica_ahead_of_the_history_that_does_not_stream_is_rewound_in_the_end() -> None:
+    d = decide(View("a", _ahead_of_history(not_streaming_for=30), Lease(), _cluster()))
+    assert d.action is Action.REWIND and "not in the leader's history" in d.reason

@@ -29,7 +29,15 @@ from __future__ import annotations
 
 from spofless.pg._standby import standby_leader
 from spofless.pg.rejoin import Divergence, disk_divergence, divergence, unsafe_ranges
-from spofless.pg.view import Action, ClusterState, Decision, Role, View, format_lsn
+from spofless.pg.view import (
+    Action,
+    ClusterState,
+    Decision,
+    Role,
+    TimelineHistory,
+    View,
+    format_lsn,
+)
 
 
 def decide(view: View) -> Decision:
@@ -226,6 +234,19 @@ def _as_follower(v: View, c: ClusterState) -> Decision:
         and local.recovery_position is not None
     ):
         div = divergence(local.recovery_timeline, local.recovery_position, history)
+        # A running replica's newer timeline came from the WAL it received: the leader
+        # moved to it (a promotion, a rewind) and has not published its history yet.
+        # Diverged only if that lasts while it does not stream.
+        if (
+            div is not None
+            and _history_behind(div, history)
+            and (local.streaming or local.not_streaming_for < v.policy.rewind_after)
+        ):
+            return _d(
+                Action.NOTHING,
+                f"replica of {leader} on timeline {div.timeline}, newer than the history "
+                f"{leader} has published (timeline {history.timeline}): waiting for it",
+            )
         if div is not None:
             return _rejoin(v, c, leader, f"I cannot follow {leader}: {div}", div)
     leader_member = c.members.get(leader)
@@ -254,6 +275,11 @@ def _as_follower(v: View, c: ClusterState) -> Decision:
         Action.NOTHING,
         f"replica streaming from {leader} at {format_lsn(local.wal_position)}",
     )
+
+
+def _history_behind(div: Divergence, history: TimelineHistory) -> bool:
+    """The member is on a timeline newer than the leader's published history."""
+    return div.switchpoint is None and div.timeline > history.timeline
 
 
 def _stopped_follower(v: View, c: ClusterState, leader: str) -> Decision:
