@@ -105,11 +105,15 @@ def test_failback_switches_back_with_no_lost_write(regions: Regions) -> None:
     regions.us.wait_healthy(standby=True, bound=60)
     _switch_under_writer(regions, regions.eu, regions.us, first=20_000)
     regions.eu.wait_healthy(standby=True, bound=60)
+    postmasters = {n.name: n.postmaster_pid() for n in regions.eu.nodes}
     leader = regions.us.wait_healthy(standby=False)
     # Both clusters hold every row again: one database, two regions.
     ids = _ids(leader)
     for node in regions.eu.nodes:
         regions.eu.wait(lambda n=node: ids <= _ids(n), f"{node.name} has every row", 30)
+    # Healthy meant done: no member was restarted (rewound) after it (a cascading
+    # replica that got the new timeline before its leader published it once was).
+    assert {n.name: n.postmaster_pid() for n in regions.eu.nodes} == postmasters
 
 
 def test_promote_region_refuses_without_force_when_the_primary_cannot_be_reached(
