@@ -11,7 +11,8 @@
     schedule.staleness(...)              whether a scheduled backup was missed
     run_drill(config, store, ...)        restore drill: RTO per phase and RPO, measured
     record_drill / record_failed_drill   its figures (or its failure) as JSON in the state dir
-    latest_drill / drill_summary         read back; drill_metrics: as Prometheus gauges
+    latest_drill / drill_summary         read back (spofless.pg.drill_records, which the
+                                         agents serve); drill_metrics: Prometheus gauges
     run_schedule(config)                 `backup run`: backups and restore drills on the
                                          schedule, then expiry
     WalRelay(stores, data_dir, owner)    archive/restore commands served by the agent
@@ -106,12 +107,8 @@ from spofless.backup._config import (
 )
 from spofless.backup._drill import DrillResult, run_drill
 from spofless.backup._drill_record import (
-    DrillSummaryCache,
-    drill_metrics,
-    drill_summary,
     failed_record,
     history_document,
-    latest_drill,
     record_drill,
     record_failed_drill,
     write_record,
@@ -137,6 +134,12 @@ from spofless.backup._scheduler import run_schedule
 from spofless.backup._store import Store, archive_wal, restore_wal
 from spofless.backup._verify import VerifyResult, archive_gap, restore_check, verify_backup
 from spofless.backup.plan import Target
+from spofless.pg.drill_records import (
+    DrillSummaryCache,
+    drill_metrics,
+    drill_summary,
+    latest_drill,
+)
 
 __all__ = [
     "SPOOL",

@@ -49,11 +49,12 @@ from typing import Any
 from spofless.backup._basebackup import pick_source, take_backup
 from spofless.backup._config import BackupConfig
 from spofless.backup._drill import run_drill
-from spofless.backup._drill_record import drill_summary, failed_record, latest_drill, write_record
+from spofless.backup._drill_record import failed_record, write_record
 from spofless.backup._errors import BackupError, RestoreDrillError
 from spofless.backup._expire import expire
 from spofless.backup.plan import BackupInfo
 from spofless.backup.schedule import drill_due, due, next_firing, staleness
+from spofless.pg.drill_records import drill_summary, latest_drill
 from spofless.topology._backup import BackupSchedule
 from spofless.topology._cron import Cron
 

@@ -29,7 +29,6 @@ from spofless.dcs import (
     campaign,
 )
 from spofless.pg._agent_model import LONG_ACTIONS, AgentSettings, member_status
-from spofless.pg._drill_status import drill_metrics, drill_reader
 from spofless.pg._errors import PgCommandError
 from spofless.pg._handover import hand_over
 from spofless.pg._keys import parse_cluster
@@ -39,6 +38,7 @@ from spofless.pg._remote import PeerClaims, PeerCluster, RemoteProbe
 from spofless.pg._server_model import standby_slot
 from spofless.pg.api import ApiServer, ApiSnapshot, MemberStatus
 from spofless.pg.decide import decide
+from spofless.pg.drill_records import DrillSummaryCache, drill_metrics
 from spofless.pg.rejoin import possibly_lost
 from spofless.pg.server import PostgresServer, Upstream
 from spofless.pg.view import (
@@ -98,7 +98,11 @@ class Agent:
         self._local_status: MemberStatus = MemberStatus(self.name)
         self._cluster_members: tuple[MemberStatus, ...] = ()
         self.last_decision: Decision | None = None
-        self._drills = drill_reader(settings)
+        self._drills = (  # the newest restore drill, served at /status and /metrics
+            DrillSummaryCache(settings.backup_state_dir, settings.cluster or "")
+            if settings.backup_state_dir is not None
+            else None
+        )
         self.duties = LeaderDuties(
             self.name,
             self.server,

@@ -116,8 +116,8 @@ class ApiSnapshot:
     degraded: bool = False
     # WAL of degraded terms that the members promoted after them did not hold.
     possibly_lost: tuple[str, ...] = ()
-    # The component's newest restore drill (spofless.backup.drill_summary), and its
-    # Prometheus lines (spofless.backup.drill_metrics); None, () without backups.
+    # The component's newest restore drill (spofless.pg.drill_records.drill_summary), and its
+    # Prometheus lines (spofless.pg.drill_records.drill_metrics); None, () without backups.
     restore_drill: Mapping[str, Any] | None = None
     drill_metrics: tuple[str, ...] = ()
 
