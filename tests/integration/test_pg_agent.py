@@ -63,7 +63,8 @@ async def test_bootstrap_replicate_and_fail_over(
         # The leader's agent stops: it stops PostgreSQL, then frees the lease.
         tasks[leader].cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await tasks[leader]
+            async with asyncio.timeout(60):  # a stop that hangs fails, never hangs the suite
+                await tasks[leader]
         rest = {n: a for n, a in agents.items() if n != leader}
         started = time.monotonic()
         await until(
@@ -90,7 +91,8 @@ async def test_bootstrap_replicate_and_fail_over(
             task.cancel()
         for task in tasks.values():
             with contextlib.suppress(BaseException):
-                await task
+                async with asyncio.timeout(60):
+                    await task
         for agent in agents.values():
             agent.server.kill()
         await store.close()

@@ -75,6 +75,7 @@ async def test_commits_wait_for_the_witness_while_it_may_not_acknowledge(
     finally:
         task.cancel()
         with contextlib.suppress(BaseException):
-            await task
+            async with asyncio.timeout(30):
+                await task
         with contextlib.suppress(BaseException):
             await conn.close()

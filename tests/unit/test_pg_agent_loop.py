@@ -127,3 +127,40 @@ async def test_a_clone_ending_during_an_observation_is_not_done_twice(
         run.cancel()
         with pytest.raises(asyncio.CancelledError):
             await run
+
+
+async def test_a_cancellation_a_library_swallows_still_stops_the_agent(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Python 3.11's wait_for (and some drivers) can lose a cancellation that lands as the
+    # awaited call completes; the agent then ran on and a test awaiting it hung (CI).
+    store = MemoryStore()
+    await _cluster_with_leader(store)
+    settings = AgentSettings(
+        prefix=P,
+        server=ServerSettings(name="db-1", data_dir=tmp_path / "db-1", port=5433),
+        loop_wait=0.05,
+    )
+    server = FakeServer(settings.server)
+    agent = Agent(settings, store, server)  # type: ignore[arg-type]
+    read_cluster = agent._read_cluster
+    swallowed = 0
+
+    async def swallowing_read() -> Any:
+        nonlocal swallowed
+        me = asyncio.current_task()
+        if agent.last_decision is not None and not swallowed and me is not None:
+            me.cancel()  # the stop request arrives now...
+            try:
+                await asyncio.sleep(0.02)
+            except asyncio.CancelledError:
+                swallowed += 1  # ...and a buggy library carries on
+        return await read_cluster()
+
+    monkeypatch.setattr(agent, "_read_cluster", swallowing_read)
+    run = asyncio.create_task(agent.run())
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(10):  # without the guard: loops on, TimeoutError
+            await asyncio.shield(run)
+    assert swallowed == 1
+    assert not server.running, "the agent stops PostgreSQL on its way out"

@@ -76,7 +76,8 @@ class Recorder:
                 # Recording is not worth the monitor: logged, tried again next time.
                 logger.exception("%s: recording the gauges failed", self.m.s.me)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), SUPERVISOR_LOOK)
+                async with asyncio.timeout(SUPERVISOR_LOOK):
+                    await stop.wait()
 
     async def look_at_supervisor(self, now: float) -> None:
         state_dir = self.m.s.state_dir

@@ -143,7 +143,8 @@ class Monitor:
                 await self.look_once()
                 left = self.s.spec.interval - (time.monotonic() - started)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), max(0.0, left))
+                    async with asyncio.timeout(max(0.0, left)):
+                        await stop.wait()
         finally:
             for task in (delivery, recording, lag, *watches):
                 task.cancel()
@@ -321,7 +322,8 @@ class Monitor:
                 # tries again (what was pending stays pending).
                 logger.exception("%s: delivery failed; retrying next cycle", self.s.me)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.s.spec.interval)
+                async with asyncio.timeout(self.s.spec.interval):
+                    await self._wake.wait()
 
     async def deliver_once(self) -> None:
         """Claim what is due, send what was claimed (grouped), mark it sent."""

@@ -130,7 +130,8 @@ async def watch_loop_lag(
     while not stop.is_set():
         due = time.monotonic() + tick
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), tick)
+            async with asyncio.timeout(tick):
+                await stop.wait()
         lag = max(0.0, time.monotonic() - due)
         change = starvation.sample(lag, time.monotonic())
         if change is not None:

@@ -181,7 +181,8 @@ class PgAccess:
                 return await cur.fetchall() if cur.description else []
 
         try:
-            return await asyncio.wait_for(run(), limit)
+            async with asyncio.timeout(limit):
+                return await run()
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise PgCommandError(f"{self.name}: query on {host}:{port} failed: {exc}") from exc
 

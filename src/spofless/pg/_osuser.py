@@ -99,7 +99,8 @@ async def run_tool(
         **user_kwargs(user),
     )
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), limit)
+        async with asyncio.timeout(limit):
+            out, _ = await proc.communicate()
     except BaseException:  # a timeout or the agent cancelling a long action
         with contextlib.suppress(ProcessLookupError):
             proc.kill()

@@ -76,7 +76,8 @@ class RemoteProbe:
                     )
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
 
     async def probe(self, route: Upstream) -> RemotePrimary:
         try:
@@ -130,7 +131,8 @@ class PeerClaims:
         unreachable region must not hold up a local start)."""
         if self.peers:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.round_done.wait(), bound)
+                async with asyncio.timeout(bound):
+                    await self.round_done.wait()
 
     async def apply(
         self, name: str, store: KeyValueStore, prefix: str, state: ClusterState
@@ -176,7 +178,8 @@ class PeerClaims:
     async def _ask(self, store: EtcdStore, p: PeerCluster) -> int | None:
         """The peer's epoch when it says it is primary, -1 when not, None: unreachable."""
         try:
-            res = await asyncio.wait_for(store.range(f"{p.prefix}/standby"), 2.0)
+            async with asyncio.timeout(2.0):
+                res = await store.range(f"{p.prefix}/standby")
         except (DCSError, TimeoutError, OSError):
             return None
         if not res.kvs:

@@ -132,8 +132,14 @@ class Agent:
         prober = asyncio.create_task(self.remote.run(), name=f"{self.name} remote probe")
         claims = asyncio.create_task(self.claims.run(), name=f"{self.name} peer claims")
         await self.claims.first_round()
+        me = asyncio.current_task()
         try:
             while True:
+                if me is not None and me.cancelling():
+                    # A cancellation a library swallowed (one that lands as an awaited
+                    # call completes can be lost): stop anyway, or the agent outlives
+                    # its stop and its PostgreSQL with it.
+                    raise asyncio.CancelledError
                 # Cleared before observing: a wake-up set while acting (a lease won, a
                 # leader key changed) starts the next loop at once.
                 self._wake.clear()
@@ -152,7 +158,8 @@ class Agent:
                     await self._finish_busy()
                     await self._loop_once(view)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.settings.loop_wait)
+                    async with asyncio.timeout(self.settings.loop_wait):
+                        await self._wake.wait()
         finally:
             watcher.cancel()
             prober.cancel()

@@ -255,7 +255,8 @@ class ApiServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
+                async with asyncio.timeout(READ_TIMEOUT):
+                    head = await reader.readuntil(b"\r\n\r\n")
             except asyncio.LimitOverrunError:
                 writer.write(render(Response(400, {"error": "request head too large"}), False))
                 return
@@ -267,7 +268,8 @@ class ApiServer:
                 return
             method, target = parts[0], parts[1]
             writer.write(render(route(method, target, self._snapshot()), method == "HEAD"))
-            await asyncio.wait_for(writer.drain(), READ_TIMEOUT)
+            async with asyncio.timeout(READ_TIMEOUT):
+                await writer.drain()
         except Exception:  # a broken client must never take the API down
             logger.exception("%s: API request failed", self.name)
         finally:

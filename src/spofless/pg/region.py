@@ -145,7 +145,8 @@ def _cluster(topology: Topology, name: str) -> Cluster:
 
 
 async def _bounded(what: Awaitable[T], bound: float = ETCD_BOUND) -> T:
-    return await asyncio.wait_for(what, bound)
+    async with asyncio.timeout(bound):
+        return await what
 
 
 @dataclass

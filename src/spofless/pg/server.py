@@ -117,7 +117,8 @@ class PostgresServer(DataDirLifecycle):
         if mode == "immediate":
             bound = min(bound, IMMEDIATE_STOP_BOUND)
         try:
-            await asyncio.wait_for(proc.wait(), bound)
+            async with asyncio.timeout(bound):
+                await proc.wait()
         except TimeoutError:
             logger.warning("%s: %s stop overran, killing pid %d", self.name, mode, proc.pid)
             with contextlib.suppress(ProcessLookupError):

@@ -117,7 +117,8 @@ class FenceWitness:
             if self.unix_socket
             else asyncio.open_connection(self.host, self.port)
         )
-        reader, writer = await asyncio.wait_for(opening, self.connect_timeout)
+        async with asyncio.timeout(self.connect_timeout):
+            reader, writer = await opening
         try:
             writer.write(_startup(self.user))
             await self._until_ready(reader)
@@ -183,7 +184,8 @@ class FenceWitness:
 
     async def _until_ready(self, reader: asyncio.StreamReader) -> None:
         while True:
-            kind, body = await asyncio.wait_for(self._read(reader), self.connect_timeout)
+            async with asyncio.timeout(self.connect_timeout):
+                kind, body = await self._read(reader)
             if kind == b"R" and struct.unpack("!i", body[:4])[0] != 0:
                 raise WitnessError("the server asks for a password; the witness needs trust")
             if kind == b"E":
@@ -198,7 +200,8 @@ class FenceWitness:
         await writer.drain()
         rows: list[list[str]] = []
         while True:
-            kind, body = await asyncio.wait_for(self._read(reader), self.connect_timeout)
+            async with asyncio.timeout(self.connect_timeout):
+                kind, body = await self._read(reader)
             if kind == b"D":
                 (n,) = struct.unpack_from("!h", body)
                 off, row = 2, []

@@ -296,7 +296,8 @@ class EtcdCoordination(Coordination):
         if self._lead is not None:
             await self._lead.resign()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.store.close(), 2.0)
+            async with asyncio.timeout(2.0):
+                await self.store.close()
 
 
 def _instances_of(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:

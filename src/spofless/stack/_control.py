@@ -77,7 +77,8 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             try:
-                line = await asyncio.wait_for(reader.readline(), 10.0)
+                async with asyncio.timeout(10.0):
+                    line = await reader.readline()
                 req = json.loads(line)
                 if not isinstance(req, dict):
                     raise ValueError("a request is a JSON object")

@@ -191,7 +191,8 @@ class RolloutAgent:
             await asyncio.gather(self._publish(), self._watch())
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._store.close(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self._store.close()
 
     # -- publishing ----------------------------------------------------------------
 
@@ -209,7 +210,8 @@ class RolloutAgent:
                     await self._store.put(key, json.dumps(doc), lease=lease)
                     said = False
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._changed.wait(), PUBLISH_EVERY)
+                        async with asyncio.timeout(PUBLISH_EVERY):
+                            await self._changed.wait()
                     await self._store.keepalive(lease)
                     await asyncio.sleep(0.05)  # coalesce bursts of changes
                 except LeaseNotFound:
@@ -225,7 +227,8 @@ class RolloutAgent:
         finally:
             if lease:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._store.revoke_lease(lease), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await self._store.revoke_lease(lease)
 
     # -- requests and orphaned rollouts ---------------------------------------------
 

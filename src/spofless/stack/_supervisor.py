@@ -188,7 +188,8 @@ class Supervisor:
             if self._stop.is_set():
                 raise StartError("stopped while starting")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), wait.check.interval)
+                async with asyncio.timeout(wait.check.interval):
+                    await self._stop.wait()
 
     async def _spawn(self, inst: InstancePlan, restart: bool) -> None:
         if inst.data_dir is not None:
@@ -239,7 +240,8 @@ class Supervisor:
             if not decision.restart:
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), decision.delay)
+                async with asyncio.timeout(decision.delay):
+                    await self._stop.wait()
             if self._stop.is_set():
                 return
             inst = self._current(name)
@@ -299,7 +301,8 @@ class Supervisor:
             await stop_groups([pgid], self.settings.stop_grace)
         if proc is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), 5.0)
+                async with asyncio.timeout(5.0):
+                    await proc.wait()
         self._drop(name)
 
     def _drop(self, name: str) -> None:
@@ -336,7 +339,8 @@ class Supervisor:
                     )
             if proc is not None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(proc.wait(), 5.0)
+                    async with asyncio.timeout(5.0):
+                        await proc.wait()
             self._overrides[name] = new
             try:
                 await self._spawn(new, restart=False)
@@ -391,7 +395,8 @@ class Supervisor:
                         change.reason,
                     )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), check.interval)
+                async with asyncio.timeout(check.interval):
+                    await self._stop.wait()
 
     async def _stop_all(self) -> None:
         self._stop.set()
@@ -408,7 +413,8 @@ class Supervisor:
             logger.warning("process group %d did not stop on SIGTERM; killed", pgid)
         for name, proc in list(self._procs.items()):
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), 5.0)
+                async with asyncio.timeout(5.0):
+                    await proc.wait()
             how = policy.describe_exit(proc.returncode) if proc.returncode is not None else None
             self.states[name] = policy.on_stopped(self.states[name], how)
         for name, state in self.states.items():
@@ -433,7 +439,8 @@ class Supervisor:
         while True:
             with contextlib.suppress(TimeoutError):
                 # A heartbeat every few seconds even when nothing changes.
-                await asyncio.wait_for(self._changed.wait(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self._changed.wait()
             self._changed.clear()
             self._write()
             await asyncio.sleep(0.05)  # coalesce bursts of changes
