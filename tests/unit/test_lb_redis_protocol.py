@@ -74,9 +74,17 @@ async def test_pipelined_replies_come_back_in_the_clients_order(no_connect: None
     up_b.data_received(b"$2\r\nB1\r\n")
     assert bytes(t.out) == b""  # a1's reply comes first
     up_a.data_received(b"$2\r\nA1\r\n$2\r")
-    assert bytes(t.out) == b"$2\r\nA1\r\n$2\r\nB1\r\n"
+    assert bytes(t.out) == b""  # the replies of one read go back together
     up_a.data_received(b"\nA2\r\n")
     assert bytes(t.out) == b"$2\r\nA1\r\n$2\r\nB1\r\n$2\r\nA2\r\n+PONG\r\n"
+    # Replies in the client's order across reads too: the later read's reply waits.
+    c.data_received(cmd(b"GET", a1))
+    c.data_received(cmd(b"GET", b1))
+    await asyncio.sleep(0)
+    up_b.data_received(b"$2\r\nB2\r\n")
+    assert bytes(t.out).endswith(b"+PONG\r\n")
+    up_a.data_received(b"$2\r\nA3\r\n")
+    assert bytes(t.out).endswith(b"+PONG\r\n$2\r\nA3\r\n$2\r\nB2\r\n")
     c.connection_lost(None)
 
 

@@ -37,14 +37,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
-from spofless.lb._redis_upstream import Command, RedisUpstream, error_reply
+from spofless.lb._redis_upstream import Batch, Command, Read, RedisUpstream, error_reply
 from spofless.lb._resp import (
-    ALL_KEYS,
     LOCAL,
-    PAIRS,
     READS,
-    TWO_KEYS,
+    SINGLE_KEY,
     UNSUPPORTED,
+    UPPER,
     CommandReader,
     ShardRing,
     command_keys,
@@ -59,56 +58,6 @@ __all__ = ["RETRY_PAUSE", "RedisClient", "RedisUpstream", "Shards"]
 logger = logging.getLogger(__name__)
 
 RETRY_PAUSE = 0.05  # seconds between looks for a shard's new primary
-# Commands whose one key is their first argument, as clients spell them (the hot path).
-_SINGLE_KEY = (
-    READS.union(
-        {
-            b"SET",
-            b"SETEX",
-            b"PSETEX",
-            b"SETNX",
-            b"GETSET",
-            b"GETDEL",
-            b"GETEX",
-            b"APPEND",
-            b"INCR",
-            b"DECR",
-            b"INCRBY",
-            b"DECRBY",
-            b"INCRBYFLOAT",
-            b"EXPIRE",
-            b"PEXPIRE",
-            b"EXPIREAT",
-            b"PEXPIREAT",
-            b"PERSIST",
-            b"HSET",
-            b"HSETNX",
-            b"HMSET",
-            b"HDEL",
-            b"HINCRBY",
-            b"LPUSH",
-            b"RPUSH",
-            b"LPOP",
-            b"RPOP",
-            b"LSET",
-            b"LTRIM",
-            b"LREM",
-            b"SADD",
-            b"SREM",
-            b"SPOP",
-            b"ZADD",
-            b"ZREM",
-            b"ZINCRBY",
-            b"SETRANGE",
-            b"SETBIT",
-            b"PFADD",
-        }
-    )
-    - ALL_KEYS
-    - TWO_KEYS
-    - PAIRS
-)
-_UPPER = {name.lower(): name for name in _SINGLE_KEY} | {name: name for name in _SINGLE_KEY}
 # A client's first WAIT runs on the shared connection (the one its writes went on):
 # its timeout is cut to this many milliseconds, for the other clients behind it.
 SHARED_WAIT_MAX_MS = 250
@@ -169,11 +118,14 @@ class RedisClient(asyncio.Protocol):
         self.loop = bal.loop or asyncio.get_event_loop()
         self.transport: asyncio.Transport | None = None
         self.reader = CommandReader()
-        self.pending: deque[Command] = deque()  # in the client's order, replies pending
+        # In the client's order, replies pending: a Read (the plain single-key commands
+        # of one read), or one Command.
+        self.pending: deque[Command | Read] = deque()
         # Connections to the backends, by name: the worker's shared ones, or after
         # the client's first WAIT its own (see _redis_upstream).
         self.ups: dict[str, RedisUpstream] = self.shards.shared
-        self.last_cmd: Command | None = None  # the last keyed command: WAIT follows it
+        # The last keyed command (or the batch it went in): WAIT follows it.
+        self.last_cmd: Command | Batch | None = None
         self.first_wait: Command | None = None  # while it runs, later commands are held
         self.held: list[Command] = []
         # Per shard, the commands waiting for it to take them (no primary, or sent again
@@ -210,69 +162,109 @@ class RedisClient(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         now = self.loop.time()
         self.deadline = now + self.bal.options.client_idle_timeout
-        self.cmd_deadline = now + self.bal.options.response_timeout
-        reader = self.reader
-        pending = self.pending
-        shard_of = self.shards.shard_of
-        cached = self.shards.cache.get
-        deadline = self.cmd_deadline
-        # One backend choice per shard for the whole read (its commands share it).
-        batch: dict[tuple[str, bool], RedisUpstream] = {}
-        for args, raw in reader.feed(data):
-            if self.closing:
-                break
-            name = _UPPER.get(args[0]) or args[0].upper()
-            if name in _SINGLE_KEY and len(args) >= 2:
-                # The common case (GET, SET, INCR, HSET, ...): one key, the first argument.
+        self.cmd_deadline = deadline = now + self.bal.options.response_timeout
+        shards = self.shards
+        shard_of = shards.shard_of
+        cached = shards.cache.get
+        replicas = shards.replica
+        stalled = self.stalled
+        # The hot path: plain single-key commands go in the read's batches, one per
+        # connection, with no object per command; others close the read so far and go
+        # one by one (`_command`).
+        read: Read | None = None
+        writes: dict[str, Batch] = {}  # by shard: writes, and reads when no replicas
+        reads: dict[str, Batch] = {}  # by shard, with `read_from: replica`
+        count = 0
+        last: Batch | None = None
+        fast = self.first_wait is None and not self.closing
+        for args, raw in self.reader.feed(data):
+            name = UPPER.get(args[0])
+            if fast and name is not None and len(args) > 1:
                 key = args[1]
                 shard = cached(key) or shard_of(key)
-                cmd = Command(self, name, args, raw, shard, deadline)
-                self.last_cmd = cmd
-                pending.append(cmd)
-                if self.first_wait is not None:
-                    self.held.append(cmd)
+                group = reads if replicas and name in READS else writes
+                b = group.get(shard)
+                if b is None and not (stalled and shard in stalled):
+                    if read is None:
+                        read = Read(self)
+                    b = self._batch(read, shard, group is reads, deadline)
+                    if b is not None:
+                        group[shard] = b
+                if b is not None:
+                    b.idx.append(count)
+                    b.parts.append(raw)
+                    count += 1
+                    last = b
                     continue
-                up = batch.get((shard, cmd.read))
-                if up is not None and not up.dead:
-                    cmd.up = up
-                    up.unsent.append(cmd)
-                    up.out.append(raw)  # its write is scheduled (by _send's queue)
-                    continue
-                up = self._send(cmd)
-                if up is not None:
-                    batch[(shard, cmd.read)] = up
-            else:
-                self._command(name, args, raw, batch)
-        if reader.error is not None and not self.closing:
-            self._answer_local(error_reply(f"ERR Protocol error: {reader.error}"))
+            if read is not None:
+                self._close_read(read, count)
+                read = None
+                writes.clear()
+                reads.clear()
+                count = 0
+            if last is not None:
+                self.last_cmd = last
+                last = None
+            self._command(name or args[0].upper(), args, raw)
+            if self.closing:
+                break
+            fast = self.first_wait is None
+        if read is not None:
+            self._close_read(read, count)
+        if last is not None:
+            self.last_cmd = last
+        if self.reader.error is not None and not self.closing:
+            self._answer_local(error_reply(f"ERR Protocol error: {self.reader.error}"))
             self.closing = True
         self.flush()
 
-    def _command(
-        self,
-        name: bytes,
-        args: list[bytes],
-        raw: bytes,
-        batch: dict[tuple[str, bool], RedisUpstream],
-    ) -> None:
-        cmd = self._route_other(name, args, raw)
+    def _batch(self, read: Read, shard: str, is_read: bool, deadline: float) -> Batch | None:
+        """The batch of `read` on the connection that takes `shard`'s commands now (of
+        its replicas for reads when `is_read`); None when the shard has none."""
+        shards = self.shards
+        route = shards.primary[shard]
+        if is_read:
+            replicas = shards.replica.get(shard)
+            if replicas is not None and replicas.live:
+                route = replicas
+        b = self.bal.choose(route, None, None)
+        if b is None:
+            return None
+        up = self.ups.get(b.name)
+        if up is None or up.dead:
+            own = self.ups is not self.shards.shared
+            up = RedisUpstream(self.bal, b, self.ups, self if own else None)
+        batch = read.batches.get(up)
+        if batch is None:
+            batch = read.batches[up] = Batch(read, up, shard, deadline)
+        return batch
+
+    def _close_read(self, read: Read, count: int) -> None:
+        """The read's batches go on their connections, its replies in the client's order."""
+        read.replies = [None] * count
+        read.left = len(read.batches)
+        for up, batch in read.batches.items():
+            up.queue_batch(batch)
+        self.pending.append(read)
+
+    def _command(self, name: bytes, args: list[bytes], raw: bytes) -> None:
+        """One command off the hot path: answered here, or routed on its own."""
+        if name in SINGLE_KEY and len(args) > 1:
+            cmd: Command | None = Command(
+                self, name, args, raw, self.shards.shard_of(args[1]), self.cmd_deadline
+            )
+            self.last_cmd = cmd
+        else:
+            cmd = self._route_other(name, args, raw)
         if cmd is None:
             return
-        shard = cast(str, cmd.shard)
         self.pending.append(cmd)
         if self.first_wait is not None:
             self.held.append(cmd)
-            return
-        if cmd.name == b"WAIT":
+        elif cmd.name == b"WAIT":
             self._send_wait(cmd)
-            return
-        up = batch.get((shard, cmd.read))
-        if up is not None and not up.dead:
-            up.queue(cmd)
-            return
-        up = self._send(cmd)
-        if up is not None:
-            batch[(shard, cmd.read)] = up
+        else:
+            self._send(cmd)
 
     def _route_other(self, name: bytes, args: list[bytes], raw: bytes) -> Command | None:
         """A command that is not a plain single-key one: answered here, refused, or
@@ -351,15 +343,27 @@ class RedisClient(asyncio.Protocol):
         """Send the replies that are ready, in order."""
         pending = self.pending
         out: list[bytes] = []
-        while pending and pending[0].reply is not None:
-            cmd = pending.popleft()
-            after = cmd.after
-            if after is not None and after.up is not cmd.up:
-                # The write WAIT follows went again on another connection (refused by
-                # a fenced primary, or its connection lost): this WAIT did not count it.
-                out.append(_WAIT_ZERO)
+        while pending:
+            entry = pending[0]
+            if type(entry) is Read:
+                if entry.left:
+                    break
+                reply = entry.reply()
+                if reply is None:
+                    break
+                out.append(reply)
             else:
-                out.append(cast(bytes, cmd.reply))
+                cmd = cast(Command, entry)
+                if cmd.reply is None:
+                    break
+                after = cmd.after
+                if after is not None and after.up is not cmd.up:
+                    # The write WAIT follows went again on another connection (refused by
+                    # a fenced primary, or its connection lost): this WAIT did not count it.
+                    out.append(_WAIT_ZERO)
+                else:
+                    out.append(cmd.reply)
+            pending.popleft()
         if out and self.transport is not None and not self.closed:
             self.transport.write(b"".join(out))
         if self.first_wait is not None and self.first_wait.reply is not None:
@@ -367,17 +371,12 @@ class RedisClient(asyncio.Protocol):
         if self.closing and not pending and self.transport is not None:
             self.transport.close()
 
-    def write(self, data: bytes) -> None:
-        """Send replies that the caller took off `pending` itself."""
-        if self.transport is not None and not self.closed:
-            self.transport.write(data)
-
     # -- WAIT ------------------------------------------------------------------
 
     def _send_wait(self, cmd: Command) -> None:
         """WAIT goes on the connection that took the write before it, just after it
         (WAIT counts the replicas that have every write of its connection)."""
-        up = cast(Command, cmd.after).up
+        up = cast(Command | Batch, cmd.after).up
         if up is None or up.dead:
             # The write waits for a primary, or the connection that took it is gone:
             # whether a replica has it is not known.

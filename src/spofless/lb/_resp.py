@@ -300,6 +300,16 @@ READS = frozenset(
      b"ZREVRANGE", b"ZSCORE", b"ZMSCORE", b"ZCARD", b"ZCOUNT", b"ZRANK", b"ZREVRANK",
      b"PFCOUNT", b"GETBIT", b"BITCOUNT", b"EXPIRETIME", b"PEXPIRETIME", b"OBJECT", b"DUMP"}
 )  # fmt: skip
+# Commands whose one key is their first argument (the hot path), and their names as
+# clients spell them (upper or lower case) -> upper case.
+SINGLE_KEY = READS.union(
+    {b"SET", b"SETEX", b"PSETEX", b"SETNX", b"GETSET", b"GETDEL", b"GETEX", b"APPEND",
+     b"INCR", b"DECR", b"INCRBY", b"DECRBY", b"INCRBYFLOAT", b"EXPIRE", b"PEXPIRE",
+     b"EXPIREAT", b"PEXPIREAT", b"PERSIST", b"HSET", b"HSETNX", b"HMSET", b"HDEL",
+     b"HINCRBY", b"LPUSH", b"RPUSH", b"LPOP", b"RPOP", b"LSET", b"LTRIM", b"LREM", b"SADD",
+     b"SREM", b"SPOP", b"ZADD", b"ZREM", b"ZINCRBY", b"SETRANGE", b"SETBIT", b"PFADD"}
+) - ALL_KEYS - TWO_KEYS - PAIRS  # fmt: skip
+UPPER = {name.lower(): name for name in SINGLE_KEY} | {name: name for name in SINGLE_KEY}
 # Writes whose repetition leaves the same state: retried when the primary's connection
 # is lost before their reply (they may have run once already).
 IDEMPOTENT = frozenset(
