@@ -94,7 +94,7 @@ async def run(args: argparse.Namespace) -> None:
             )
             for test in ("set", "get")
         ]
-        for _ in range(args.clients * 8)
+        for _ in range(args.clients * 64)  # about as many keys as redis-benchmark -r 100000
     ]
     redis: dict[str, FakeRedis] = {}
     spent = 0.0

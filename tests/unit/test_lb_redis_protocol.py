@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_left
 from collections.abc import Iterator
+from zlib import crc32
 
 import pytest
 
 from spofless.lb import _redis
 from spofless.lb._balancer import Balancer
-from spofless.lb._resp import ShardRing
+from spofless.lb._resp import ShardRing, hash_slot_key
 from spofless.lb._settings import LbSettings
 from tests.unit.lb_fakes import FakeTransport
 
@@ -212,17 +214,25 @@ async def test_wait_follows_the_write_on_its_connection(no_connect: None) -> Non
     assert not ts.closed
 
 
-async def test_the_shard_cache_agrees_with_the_ring_and_stays_bounded(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(_redis, "SHARD_CACHE_SIZE", 100)
-    c, _ = await client()
-    ring = ShardRing(["a", "b"])
-    keys = [f"key:{i}".encode() for i in range(1000)] + [b"{tag}" + b"x" * 100]
-    for _ in range(2):
-        assert [c.shards.shard_of(k) for k in keys] == [ring.shard_of(k) for k in keys]
-        assert 0 < len(c.shards.cache) <= 100
-    c.connection_lost(None)
+def test_the_ring_table_agrees_with_the_ring_search() -> None:
+    ring = ShardRing(["a", "b", "c"])
+    assert 0.99 < sum(s is not None for s in ring.table) / len(ring.table) < 1  # few searched
+
+    def searched(key: bytes) -> str:
+        h = crc32(hash_slot_key(key))
+        i = bisect_left(ring._hashes, h)
+        return ring._names[i % len(ring._names)]
+
+    # Keys whose hash falls in each slice that holds a point, and around the ring's ends.
+    keys = [f"key:{i}".encode() for i in range(20000)] + [b"{tag}.x", b"{}.x", b"a{b}c"]
+    for key in keys:
+        assert ring.shard_of(key) == searched(key), key
+    for h in [*ring._hashes, 0, 2**32 - 1]:
+        for d in (-1, 0, 1):
+            x = min(max(h + d, 0), 2**32 - 1)
+            shard = ring.table[x >> 16]
+            assert shard is None or shard == ring._names[bisect_left(ring._hashes, x) % 480]
+    assert ShardRing(["only"]).table == ["only"] * 65536
 
 
 async def test_commands_held_behind_a_first_wait_go_when_its_connection_is_lost(

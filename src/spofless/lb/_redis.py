@@ -36,6 +36,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
+from zlib import crc32
 
 from spofless.lb._redis_upstream import Batch, Command, Read, RedisUpstream, error_reply
 from spofless.lb._resp import (
@@ -62,10 +63,6 @@ RETRY_PAUSE = 0.05  # seconds between looks for a shard's new primary
 # its timeout is cut to this many milliseconds, for the other clients behind it.
 SHARED_WAIT_MAX_MS = 250
 _WAIT_ZERO = b":0\r\n"
-# The shards of recent keys, kept per worker: a dict lookup instead of hashing and a
-# search of the ring. Bounded: emptied when full, and only keys this short are kept.
-SHARD_CACHE_SIZE = 65536
-SHARD_CACHE_KEY_MAX = 64
 
 
 class Shards:
@@ -80,25 +77,8 @@ class Shards:
             (self.replica if spec.reads else self.primary)[shard] = route
         self.shared: dict[str, RedisUpstream] = {}  # by backend name, for every client
         self.ring = ShardRing(list(self.primary))
-        single = next(iter(self.primary)) if len(self.primary) == 1 else None
-        ring_shard_of = self.ring.shard_of
-        cache: dict[bytes, str] = {}
-        self.cache = cache  # read first in the hot path (a miss calls shard_of)
-
-        def cached_shard_of(key: bytes) -> str:
-            shard = cache.get(key)
-            if shard is None:
-                shard = ring_shard_of(key)
-                if len(key) <= SHARD_CACHE_KEY_MAX:
-                    if len(cache) >= SHARD_CACHE_SIZE:
-                        cache.clear()
-                    cache[key] = shard
-            return shard
-
-        # The shard a key lives on (called for every command).
-        self.shard_of: Callable[[bytes], str] = (
-            cached_shard_of if single is None else lambda key: single
-        )
+        # The shard a key lives on (`ring.table` first in the hot path).
+        self.shard_of: Callable[[bytes], str] = self.ring.shard_of
 
 
 def _shards(bal: Balancer) -> Shards:
@@ -165,7 +145,7 @@ class RedisClient(asyncio.Protocol):
         self.cmd_deadline = deadline = now + self.bal.options.response_timeout
         shards = self.shards
         shard_of = shards.shard_of
-        cached = shards.cache.get
+        table = shards.ring.table
         replicas = shards.replica
         stalled = self.stalled
         # The hot path: plain single-key commands go in the read's batches, one per
@@ -181,7 +161,9 @@ class RedisClient(asyncio.Protocol):
             name = UPPER.get(args[0])
             if fast and name is not None and len(args) > 1:
                 key = args[1]
-                shard = cached(key) or shard_of(key)
+                shard = None if 0x7B in key else table[crc32(key) >> 16]  # '{': a tag?
+                if shard is None:
+                    shard = shard_of(key)
                 group = reads if replicas and name in READS else writes
                 b = group.get(shard)
                 if b is None and not (stalled and shard in stalled):

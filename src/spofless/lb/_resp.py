@@ -128,18 +128,30 @@ class CommandReader:
         reader.feed(data)
         pending = self._pending + len(data)
         out: list[tuple[list[bytes], bytes]] = []
-        count = 0
+        empty = 0  # `*0`: nothing to do, as Redis does
         gets = reader.gets
         try:
             while (args := gets()) is not False:
                 # Only arrays of bulk strings are commands (encoding refuses other items).
-                if type(args) is not list or len(args) > MAX_ARGS:
+                if type(args) is not list:
                     raise ProtocolError("expected an array of bulk strings")
-                raw = encode_command(args)
-                count += 1
+                n = len(args)
+                if n == 3:  # the common shapes, encoded here (a call less)
+                    a, b, c = args
+                    raw = _ENCODE_3 % (len(a), a, len(b), b, len(c), c)
+                elif n == 2:
+                    a, b = args
+                    raw = _ENCODE_2 % (len(a), a, len(b), b)
+                elif n and n <= MAX_ARGS:
+                    raw = encode_command(args)
+                elif n:
+                    raise ProtocolError("too many arguments")
+                else:
+                    empty += 1
+                    pending -= 4
+                    continue
                 pending -= len(raw)
-                if args:  # `*0`: nothing to do, as Redis does
-                    out.append((args, raw))
+                out.append((args, raw))
         except (hiredis.ProtocolError, ProtocolError, TypeError, MemoryError) as exc:
             self._hiredis = hiredis.Reader()
             self._pending = 0
@@ -150,7 +162,7 @@ class CommandReader:
             # what is wrong otherwise.
             pos = 0
             try:
-                for _ in range(count):
+                for _ in range(len(out) + empty):
                     parsed = parse_command(data, pos)
                     assert parsed is not None  # hiredis returned it whole
                     pos = parsed[1]
@@ -186,17 +198,19 @@ class CommandReader:
         return out
 
 
+_ENCODE_2 = b"*2\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+_ENCODE_3 = b"*3\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+
+
 def encode_command(args: Sequence[bytes]) -> bytes:
     """`args` as a RESP array of bulk strings (the common shapes written out)."""
     n = len(args)
     if n == 2:
         a, b = args
-        return b"*2\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(a), a, len(b), b)
+        return _ENCODE_2 % (len(a), a, len(b), b)
     if n == 3:
         a, b, c = args
-        return b"*3\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
-            len(a), a, len(b), b, len(c), c
-        )  # fmt: skip
+        return _ENCODE_3 % (len(a), a, len(b), b, len(c), c)
     return b"*%d\r\n" % n + b"".join([b"$%d\r\n%b\r\n" % (len(a), a) for a in args])
 
 
@@ -357,6 +371,10 @@ class ShardRing:
 
     Removing a shard moves only its own keys; adding one takes about 1/n of the others'.
     No bounded load: a key must always be found on the one shard that holds it.
+
+    `table[h >> 16]` is the shard of every hash `h` in that slice of the ring, or None
+    for the few slices a point falls in (searched then): one look-up per key, with no
+    cache to grow or miss.
     """
 
     def __init__(self, shards: Sequence[str], points: int = 160) -> None:
@@ -366,11 +384,24 @@ class ShardRing:
                 digest = hashlib.md5(f"{name}-{i}".encode()).digest()
                 ring.append((int.from_bytes(digest[:4], "little"), name))
         ring.sort()
-        self._hashes = [h for h, _ in ring]
-        self._names = [n for _, n in ring]
+        hashes = self._hashes = [h for h, _ in ring]
+        names = self._names = [n for _, n in ring]
+        table: list[str | None] = [None] * 65536
+        i = 0
+        n = len(hashes)
+        for b in range(65536 if n else 0):
+            lo = b << 16
+            while i < n and hashes[i] < lo:
+                i += 1
+            if i == n or hashes[i] > lo + 0xFFFF:  # no point inside: one shard throughout
+                table[b] = names[i] if i < n else names[0]
+        self.table = table if len(set(names)) != 1 else [names[0]] * 65536
 
     def shard_of(self, key: bytes) -> str:
-        h = crc32(hash_slot_key(key) if b"{" in key else key)
+        h = crc32(hash_slot_key(key) if 0x7B in key else key)  # '{': a hash tag, maybe
+        shard = self.table[h >> 16]
+        if shard is not None:
+            return shard
         i = bisect_left(self._hashes, h)
         names = self._names
         return names[i] if i < len(names) else names[0]
