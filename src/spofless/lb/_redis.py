@@ -156,8 +156,10 @@ class RedisClient(asyncio.Protocol):
         reads: dict[str, Batch] = {}  # by shard, with `read_from: replica`
         count = 0
         last: Batch | None = None
-        fast = self.first_wait is None and not self.closing
-        for args, raw in self.reader.feed(data):
+        cmds = self.reader.feed(data)
+        # One command (no pipelining) costs less on its own than in a batch.
+        fast = len(cmds) > 1 and self.first_wait is None and not self.closing
+        for args, raw in cmds:
             name = UPPER.get(args[0])
             if fast and name is not None and len(args) > 1:
                 key = args[1]
