@@ -255,3 +255,72 @@ async def test_commands_held_behind_a_first_wait_go_when_its_connection_is_lost(
     assert bytes(t.out).endswith(b"$-1\r\n")
     c.connection_lost(None)
     assert to.closed
+
+
+async def test_a_batch_is_broken_up_when_a_command_is_refused_or_its_connection_lost(
+    no_connect: None,
+) -> None:
+    c, t = await client()
+    k, k2, other = key_on("a", "x"), key_on("a", "y"), key_on("b", "z")
+    c.data_received(cmd(b"SET", k, b"1") + cmd(b"GET", other) + cmd(b"GET", k2) + cmd(b"INCR", k2))
+    await asyncio.sleep(0)
+    up, tu = upstream(c, "a")
+    up_b, _ = upstream(c, "b")
+    assert bytes(tu.out) == cmd(b"SET", k, b"1") + cmd(b"GET", k2) + cmd(b"INCR", k2)
+    up_b.data_received(b"$1\r\nB\r\n")
+    # A fenced primary refuses the SET (it goes again) and answers the GET; its
+    # connection is lost before the INCR's reply: that one may have run.
+    up.data_received(b"-READONLY You can't write against a read only replica.\r\n$1\r\nv\r\n")
+    up.connection_lost(ConnectionResetError())
+    assert bytes(t.out) == b""  # the SET comes first
+    await asyncio.sleep(_redis.RETRY_PAUSE * 2)
+    up2, tu2 = upstream(c, "a")
+    assert up2 is not up and bytes(tu2.out) == cmd(b"SET", k, b"1")
+    up2.data_received(b"+OK\r\n")
+    out = bytes(t.out)
+    assert out.startswith(b"+OK\r\n$1\r\nB\r\n$1\r\nv\r\n-ERR spofless: ")
+    assert out.endswith(b"may or may not have run\r\n")
+    # WAIT behind a batch whose command went again elsewhere cannot count it: 0.
+    c.data_received(cmd(b"SET", k, b"2") + cmd(b"GET", k2) + cmd(b"WAIT", b"1", b"0"))
+    await asyncio.sleep(0)
+    up2.data_received(b"-NOREPLICAS Not enough good replicas to write.\r\n$1\r\nv\r\n:1\r\n")
+    await asyncio.sleep(_redis.RETRY_PAUSE * 2)
+    up3, tu3 = upstream(c, "a")
+    assert up3.owner is c and bytes(tu3.out) == cmd(b"SET", k, b"2")  # after the first WAIT
+    up3.data_received(b"+OK\r\n")
+    assert bytes(t.out).endswith(b"run\r\n+OK\r\n$1\r\nv\r\n:0\r\n")
+    c.connection_lost(None)
+
+
+async def test_reads_go_to_the_replicas_and_writes_to_the_primary(
+    no_connect: None,
+) -> None:
+    bal = Balancer(
+        LbSettings.model_validate(
+            {
+                "instance": "lb/0",
+                "mode": "redis",
+                "routes": [
+                    {"name": "a", "shard": "a", "fail_open": True, "exclusive": True,
+                     "backends": [{"name": "a/0", "host": "127.0.0.1", "port": 1}]},
+                    {"name": "a (replicas)", "shard": "a", "fail_open": True, "reads": True,
+                     "backends": [{"name": "a/1", "host": "127.0.0.1", "port": 2}]},
+                ],
+            }
+        )
+    )  # fmt: skip
+    bal.start(asyncio.get_running_loop())
+    c = _redis.RedisClient(bal)
+    t = FakeTransport()
+    c.connection_made(t)  # type: ignore[arg-type]
+    c.data_received(cmd(b"GET", b"k") + cmd(b"SET", b"k", b"1") + cmd(b"GET", b"k2"))
+    await asyncio.sleep(0)
+    primary, replica = c.ups["a/0"], c.ups["a/1"]
+    assert isinstance(primary.transport, FakeTransport)
+    assert isinstance(replica.transport, FakeTransport)
+    assert bytes(primary.transport.out) == cmd(b"SET", b"k", b"1")
+    assert bytes(replica.transport.out) == cmd(b"GET", b"k") + cmd(b"GET", b"k2")
+    replica.data_received(b"$-1\r\n$1\r\n2\r\n")
+    primary.data_received(b"+OK\r\n")
+    assert bytes(t.out) == b"$-1\r\n+OK\r\n$1\r\n2\r\n"
+    c.connection_lost(None)

@@ -336,6 +336,7 @@ class RedisClient(asyncio.Protocol):
                 if reply is None:
                     break
                 out.append(reply)
+                entry.replies = []  # not kept by the batch a WAIT may follow
             else:
                 cmd = cast(Command, entry)
                 if cmd.reply is None:

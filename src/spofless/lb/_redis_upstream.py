@@ -270,6 +270,7 @@ class RedisUpstream(asyncio.Protocol):
                 entry.got = k = k + m
                 if k == entry.n:
                     inflight.popleft()
+                    entry.parts = []  # not to be sent again: not kept (a WAIT keeps `entry`)
                     read.left -= 1
                     if not read.left:
                         clients[read.client] = None

@@ -256,9 +256,12 @@ def reply_ends(buf: bytes, pos: int, limit: int) -> tuple[list[int], bool]:
     if run > 1 and buf.startswith(_OK, pos) and buf[pos : pos + 5 * run] == _OK * run:
         return list(range(pos + 5, pos + 5 * run + 1, 5)), False  # writes' replies, at once
     ends: list[int] = []
+    append = ends.append
     errors = False
     find = buf.find
-    while pos < n and len(ends) < limit:
+    for _ in range(limit):
+        if pos >= n:
+            break
         t = buf[pos]
         if t == 0x24:  # '$'
             nl = find(b"\r\n", pos)
@@ -278,7 +281,7 @@ def reply_ends(buf: bytes, pos: int, limit: int) -> tuple[list[int], bool]:
             end = reply_end(buf, pos)
             if end < 0:
                 break
-        ends.append(end)
+        append(end)
         pos = end
     return ends, errors
 
