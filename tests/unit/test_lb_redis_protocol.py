@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from bisect import bisect_left
 from collections.abc import Iterator
 from zlib import crc32
 
+import hiredis
 import pytest
 
 from spofless.lb import _redis
@@ -324,3 +326,44 @@ async def test_reads_go_to_the_replicas_and_writes_to_the_primary(
     primary.data_received(b"+OK\r\n")
     assert bytes(t.out) == b"$-1\r\n+OK\r\n$1\r\n2\r\n"
     c.connection_lost(None)
+
+
+async def test_mangled_pipelines_get_an_error_and_never_raise(no_connect: None) -> None:
+    rng = random.Random(7)
+    good = (
+        cmd(b"SET", b"k1", b"v") + cmd(b"GET", b"k2") + cmd(b"get", b"{t}k3") + b"PING\r\n"
+        + cmd(b"MGET", b"{t}a", b"{t}b") + cmd(b"INCR", b"k4") + cmd(b"DEL", b"k5")
+    )  # fmt: skip
+    for _ in range(200):
+        data = bytearray(good * rng.randint(1, 3))
+        for _ in range(rng.randint(1, 4)):  # flip, drop or insert bytes
+            i = rng.randrange(len(data))
+            op = rng.randrange(3)
+            if op == 0:
+                data[i] = rng.choice(b"*$+:-\r\n0123456789{}x")
+            elif op == 1:
+                del data[i]
+            else:
+                data.insert(i, rng.choice(b"*$+:\r\n9"))
+        c, t = await client()
+        cuts = sorted(rng.sample(range(1, len(data)), 3))
+        for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True):
+            c.data_received(bytes(data[a:b]))
+        await asyncio.sleep(0)
+        for up in list(c.ups.values()):
+            assert isinstance(up.transport, FakeTransport)
+            written = bytes(up.transport.out)
+            # What goes to Redis is whole commands, each as Redis reads it.
+            reader = hiredis.Reader()
+            reader.feed(written)
+            sent = []
+            while (args := reader.gets()) is not False:
+                sent.append(args)
+            assert b"".join(cmd(*a) for a in sent) == written
+            up.data_received(b"+OK\r\n" * len(sent))
+        out = bytes(t.out)
+        if c.reader.error is not None:
+            assert b"-ERR Protocol error: " in out and t.closed
+        c.connection_lost(None)
+        for up in list(c.ups.values()):
+            up.close()

@@ -43,10 +43,10 @@ def _line(buf: bytes | bytearray, pos: int) -> tuple[int, int] | None:
 
 
 def _int(buf: bytes | bytearray, start: int, end: int) -> int:
-    try:
-        return int(buf[start:end])
-    except ValueError:
-        raise ProtocolError("invalid length") from None
+    text = bytes(buf[start:end])
+    if not text.removeprefix(b"-").isdigit():  # int() would take spaces, `+`, `_`
+        raise ProtocolError("invalid length")
+    return int(text)
 
 
 def parse_command(buf: bytes | bytearray, pos: int) -> tuple[list[bytes], int] | None:
@@ -79,11 +79,11 @@ def parse_command(buf: bytes | bytearray, pos: int) -> tuple[list[bytes], int] |
         if nl < 0:
             _line(buf, p)
             return None
-        try:
-            size = int(buf[p + 1 : nl])
-        except ValueError:
-            raise ProtocolError("invalid bulk length") from None
-        if not 0 <= size <= MAX_BULK:
+        text = bytes(buf[p + 1 : nl])
+        if not text.isdigit():  # int() would take spaces, `+`, `_`
+            raise ProtocolError("invalid bulk length")
+        size = int(text)
+        if size > MAX_BULK:
             raise ProtocolError("invalid bulk length")
         p = nl + 2 + size
         if p + 2 > n:
@@ -98,10 +98,12 @@ class CommandReader:
 
     RESP arrays of bulk strings (what client libraries send) are parsed by
     hiredis's reader, in C, and encoded again for the server (`encode_command`);
-    inline commands (`PING\\r\\n` typed in telnet) by `parse_command`, their bytes
-    passed on as they came. `feed` returns the complete commands as (args, raw)
-    pairs (args never empty) and switches to `parse_command` when a command that
-    starts right where the stream is does not start with `*`. It knows where
+    inline commands (`PING\\r\\n` typed in telnet) by `parse_command`, encoded the
+    same way: the shards' shared connections get only what Redis reads strictly
+    (one command it refuses would close them for every client). `feed` returns
+    the complete commands as (args, raw) pairs (args never empty) and switches
+    to `parse_command` when a command that starts right where the stream is
+    does not start with `*`. It knows where
     the stream is by the encoded length of what hiredis returned (a client that
     pads its lengths, `$03`, is never known to be there: it stays on hiredis).
 
@@ -189,7 +191,7 @@ class CommandReader:
                     break
                 args, end = parsed
                 if args:
-                    out.append((args, buf[pos:end]))
+                    out.append((args, encode_command(args)))  # as Redis reads it
                 pos = end
         except ProtocolError as exc:
             self.error = str(exc)
