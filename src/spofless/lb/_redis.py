@@ -6,9 +6,14 @@ its current primary. With `read_from: replica`, read commands go to the shard's
 replica route (`/replica`), or to the primary when no replica is up.
 
 Per client connection: commands are parsed in bulk as they come (pipelining: any
-number in flight; `_resp.CommandReader`), each is queued on the worker's one
-connection to its backend, shared by all clients (`_redis_upstream`), and replies
-go back in the client's order. A multi-key command whose keys are on different
+number in flight; `_resp.CommandReader`) and queued on the worker's one
+connection to their backend, shared by all clients (`_redis_upstream`); replies
+go back in the client's order. The hot path is a pipelined read of plain
+single-key commands (GET, SET, INCR, HSET, ...): its commands go in one `Batch`
+per connection, tracked by their place in the `Read` and with no object each,
+and its replies go back together. A read of one command, and every other
+command (multi-key, WAIT, answered here, or to a shard that cannot take it now),
+is a `Command` of its own. A multi-key command whose keys are on different
 shards gets `-CROSSSLOT`.
 
 WAIT counts the replicas that have every write of the connection it runs on, so
@@ -338,7 +343,7 @@ class RedisClient(asyncio.Protocol):
                 out.append(reply)
                 entry.replies = []  # not kept by the batch a WAIT may follow
             else:
-                cmd = cast(Command, entry)
+                cmd: Command = entry  # type: ignore[assignment]  # (cast() is a call)
                 if cmd.reply is None:
                     break
                 after = cmd.after

@@ -4,14 +4,16 @@ A worker keeps one connection per backend (`Shards.shared`) for every client
 connection, as twemproxy does: the commands that clients send in one turn of
 the event loop go out in one write, and one read brings the replies of many
 clients (fewer system calls for the proxy and for Redis). A client that sends
-`WAIT` gets connections of its own from then on (`RedisClient._wait_for`), so
+`WAIT` gets connections of its own from then on (`RedisClient._send_wait`), so
 that a `WAIT` blocking in Redis holds up no other client.
 
 Redis answers each connection in order, so the n-th reply is the n-th command
-written; each reply goes to its command's client, which sends replies in its
-own order. When the connection is lost, the commands not yet written are sent
-again, and the ones written only when that is harmless (`_resp.is_retry_safe`):
-the others may have run and get an error saying so.
+written; each reply goes to its command's client (into its `Read`'s place for
+a command of a `Batch`), which sends replies in its own order. A command of a
+batch that must go again becomes a `Command` of its own, in its place. When the
+connection is lost, the commands not yet written are sent again, and the ones
+written only when that is harmless (`_resp.is_retry_safe`): the others may have
+run and get an error saying so.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ class Read:
         """All the replies, in order; None while one is missing."""
         replies = self.replies
         if not self.taken:
-            return b"".join(cast(list[bytes], replies))
+            return b"".join(replies)  # type: ignore[arg-type]  # all bytes
         out: list[bytes] = []
         for r in replies:
             if type(r) is Command:
@@ -276,7 +278,7 @@ class RedisUpstream(asyncio.Protocol):
                         clients[read.client] = None
                 continue
             inflight.popleft()
-            cmd = cast(Command, entry)
+            cmd: Command = entry  # type: ignore[assignment]  # (cast() is a call)
             end = ends[i]
             i += 1
             reply = chunk[start:end]
