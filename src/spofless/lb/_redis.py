@@ -231,9 +231,11 @@ class RedisClient(asyncio.Protocol):
     def _close_read(self, read: Read, count: int) -> None:
         """The read's batches go on their connections, its replies in the client's order."""
         read.replies = [None] * count
-        read.left = len(read.batches)
-        for up, batch in read.batches.items():
+        batches = read.batches
+        read.left = len(batches)
+        for up, batch in batches.items():
             up.queue_batch(batch)
+        batches.clear()  # no cycle (each batch knows its read): freed without the GC
         self.pending.append(read)
 
     def _command(self, name: bytes, args: list[bytes], raw: bytes) -> None:
