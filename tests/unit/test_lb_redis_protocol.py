@@ -325,6 +325,15 @@ async def test_reads_go_to_the_replicas_and_writes_to_the_primary(
     replica.data_received(b"$-1\r\n$1\r\n2\r\n")
     primary.data_received(b"+OK\r\n")
     assert bytes(t.out) == b"$-1\r\n+OK\r\n$1\r\n2\r\n"
+    # No replica up: reads go to the primary, in order with the writes.
+    bal.routes[1].live = []
+    c.data_received(cmd(b"SET", b"k", b"3") + cmd(b"GET", b"k") + cmd(b"INCR", b"n"))
+    await asyncio.sleep(0)
+    assert bytes(primary.transport.out).endswith(
+        cmd(b"SET", b"k", b"1") + cmd(b"SET", b"k", b"3") + cmd(b"GET", b"k") + cmd(b"INCR", b"n")
+    )
+    primary.data_received(b"+OK\r\n$1\r\n3\r\n:1\r\n")
+    assert bytes(t.out).endswith(b"$1\r\n2\r\n+OK\r\n$1\r\n3\r\n:1\r\n")
     c.connection_lost(None)
 
 
