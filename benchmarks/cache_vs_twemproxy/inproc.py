@@ -9,9 +9,13 @@ are fed what redis-benchmark and Redis would send (`-c` clients, SET and GET of
 random keys over 100,000, `--pipeline` commands per client read) through fake
 transports; a fake Redis answers each write whole. Printed: the CPU time per
 command spent in the proxy's code (the fake Redis's work is not counted). No
-system calls and no event loop work: this is the part that `run.py`'s CPU per
-request has on top of them, steady on a shared machine, and what py-spy sees of
-it (`py-spy record -- .venv/bin/python benchmarks/cache_vs_twemproxy/inproc.py`).
+system calls and hardly any event loop work: this is the part that `run.py`'s
+CPU per request has on top of them (within about 15% run to run on the shared
+machine), and what py-spy sees of it. py-spy is not a dependency of the
+project; to profile:
+
+    .venv/bin/pip install py-spy
+    .venv/bin/py-spy record -- .venv/bin/python benchmarks/cache_vs_twemproxy/inproc.py
 """
 
 from __future__ import annotations
