@@ -109,20 +109,27 @@ def streaming_replica(api_port: int) -> bool:
 
 
 class Load:
-    """A writer (SET then WAIT 1 on one connection) over both shards, and a reader of
-    cache-b's keys: bounded in operations and time."""
+    """A writer (SET then WAIT 1 on one connection) over both shards, a reader of
+    cache-b's keys, and a pipelined reader of both shards' keys (16 GETs at once,
+    which the load balancer sends as batches): bounded in operations and time."""
 
     def __init__(self, port: int, b_keys: dict[str, str]) -> None:
         self.port = port
         self.b_keys = b_keys
         self.stop = threading.Event()
         self.acked: dict[str, str] = {}
+        self.acked_list: list[tuple[str, str]] = []  # the same, for the pipelined reader
         self.write_errors: list[str] = []
         self.read_errors: list[str] = []
         self.reads = 0
+        self.pipelines = 0
+        self.pipelined_wrong: list[str] = []  # a reply that is not its command's
+        self.pipelined_b_errors: list[str] = []
+        self.pipelined_a_errors = 0  # cache-a's keys while it has no primary: allowed
         self.threads = [
             threading.Thread(target=self._write, daemon=True),
             threading.Thread(target=self._read, daemon=True),
+            threading.Thread(target=self._read_pipelined, daemon=True),
         ]
 
     def client(self) -> redis.Redis:
@@ -142,6 +149,7 @@ class Load:
                 r.set(key, value)
                 if int(r.execute_command("WAIT", 1, 1000)) >= 1:
                     self.acked[key] = value
+                    self.acked_list.append((key, value))
             except redis.RedisError as exc:
                 self.write_errors.append(f"{key}: {exc}")
                 r = self.client()
@@ -163,6 +171,36 @@ class Load:
             except redis.RedisError as exc:
                 self.read_errors.append(f"{key}: {exc}")
                 r = self.client()
+        r.close()
+
+    def _read_pipelined(self) -> None:
+        r = self.client()
+        b_items = list(self.b_keys.items())
+        deadline = time.monotonic() + LOAD_SECONDS
+        for i in range(LOAD_OPS):
+            if self.stop.is_set() or time.monotonic() > deadline:
+                break
+            # Acknowledged writes (on both shards: a failover keeps them) and cache-b's
+            # keys, interleaved.
+            items = [*self.acked_list[-8:], *b_items[(i * 8) % len(b_items) :][:8]]
+            pipe = r.pipeline(transaction=False)
+            for key, _ in items:
+                pipe.get(key)
+            try:
+                got = pipe.execute(raise_on_error=False)
+            except redis.RedisError as exc:  # the connection, not a command's error
+                self.pipelined_b_errors.append(f"pipeline: {exc}")
+                r = self.client()
+                continue
+            self.pipelines += 1
+            for (key, value), reply in zip(items, got, strict=True):
+                if isinstance(reply, Exception):
+                    if key in self.b_keys:
+                        self.pipelined_b_errors.append(f"{key}: {reply}")
+                    else:
+                        self.pipelined_a_errors += 1
+                elif reply != value:
+                    self.pipelined_wrong.append(f"{key}: {reply!r}, not {value!r}")
         r.close()
 
     def __enter__(self) -> Load:
@@ -230,11 +268,16 @@ def test_kill_a_shard_primary_under_load(cache_stack: tuple[StackRun, dict[str, 
     print(
         f"acknowledged {len(load.acked)} writes, lost {len(lost)}; write errors "
         f"{len(load.write_errors)} {load.write_errors[:3]}; "
-        f"cache-b reads {load.reads}, errors {len(load.read_errors)} {load.read_errors[:3]}"
+        f"cache-b reads {load.reads}, errors {len(load.read_errors)} {load.read_errors[:3]}; "
+        f"pipelines {load.pipelines}, errors on cache-a {load.pipelined_a_errors}"
     )
     assert lost == {}, sorted(lost)[:10]
     assert load.read_errors == [], load.read_errors[:10]
     assert load.reads > 0
+    # Pipelined: every reply is its command's (or, on cache-a, an error), none lost.
+    assert load.pipelined_wrong == [], load.pipelined_wrong[:10]
+    assert load.pipelined_b_errors == [], load.pipelined_b_errors[:10]
+    assert load.pipelines > 0
     status = agent_status(ports["a_api"] + old)
     assert status and status["role"] == "replica" and status["leader_name"] == f"cache-a-{new}"
     wait_for("status: the roles after the failover", lambda: roles(run, "cache-a") ==

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import random
+from bisect import bisect_left
 from collections.abc import Iterator
+from zlib import crc32
 
+import hiredis
 import pytest
 
 from spofless.lb import _redis
 from spofless.lb._balancer import Balancer
-from spofless.lb._resp import ShardRing
+from spofless.lb._resp import ShardRing, hash_slot_key
 from spofless.lb._settings import LbSettings
 from tests.unit.lb_fakes import FakeTransport
 
@@ -74,9 +78,17 @@ async def test_pipelined_replies_come_back_in_the_clients_order(no_connect: None
     up_b.data_received(b"$2\r\nB1\r\n")
     assert bytes(t.out) == b""  # a1's reply comes first
     up_a.data_received(b"$2\r\nA1\r\n$2\r")
-    assert bytes(t.out) == b"$2\r\nA1\r\n$2\r\nB1\r\n"
+    assert bytes(t.out) == b""  # the replies of one read go back together
     up_a.data_received(b"\nA2\r\n")
     assert bytes(t.out) == b"$2\r\nA1\r\n$2\r\nB1\r\n$2\r\nA2\r\n+PONG\r\n"
+    # Replies in the client's order across reads too: the later read's reply waits.
+    c.data_received(cmd(b"GET", a1))
+    c.data_received(cmd(b"GET", b1))
+    await asyncio.sleep(0)
+    up_b.data_received(b"$2\r\nB2\r\n")
+    assert bytes(t.out).endswith(b"+PONG\r\n")
+    up_a.data_received(b"$2\r\nA3\r\n")
+    assert bytes(t.out).endswith(b"+PONG\r\n$2\r\nA3\r\n$2\r\nB2\r\n")
     c.connection_lost(None)
 
 
@@ -204,17 +216,25 @@ async def test_wait_follows_the_write_on_its_connection(no_connect: None) -> Non
     assert not ts.closed
 
 
-async def test_the_shard_cache_agrees_with_the_ring_and_stays_bounded(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(_redis, "SHARD_CACHE_SIZE", 100)
-    c, _ = await client()
-    ring = ShardRing(["a", "b"])
-    keys = [f"key:{i}".encode() for i in range(1000)] + [b"{tag}" + b"x" * 100]
-    for _ in range(2):
-        assert [c.shards.shard_of(k) for k in keys] == [ring.shard_of(k) for k in keys]
-        assert 0 < len(c.shards.cache) <= 100
-    c.connection_lost(None)
+def test_the_ring_table_agrees_with_the_ring_search() -> None:
+    ring = ShardRing(["a", "b", "c"])
+    assert 0.99 < sum(s is not None for s in ring.table) / len(ring.table) < 1  # few searched
+
+    def searched(key: bytes) -> str:
+        h = crc32(hash_slot_key(key))
+        i = bisect_left(ring._hashes, h)
+        return ring._names[i % len(ring._names)]
+
+    # Keys whose hash falls in each slice that holds a point, and around the ring's ends.
+    keys = [f"key:{i}".encode() for i in range(20000)] + [b"{tag}.x", b"{}.x", b"a{b}c"]
+    for key in keys:
+        assert ring.shard_of(key) == searched(key), key
+    for h in [*ring._hashes, 0, 2**32 - 1]:
+        for d in (-1, 0, 1):
+            x = min(max(h + d, 0), 2**32 - 1)
+            shard = ring.table[x >> 16]
+            assert shard is None or shard == ring._names[bisect_left(ring._hashes, x) % 480]
+    assert ShardRing(["only"]).table == ["only"] * 65536
 
 
 async def test_commands_held_behind_a_first_wait_go_when_its_connection_is_lost(
@@ -237,3 +257,122 @@ async def test_commands_held_behind_a_first_wait_go_when_its_connection_is_lost(
     assert bytes(t.out).endswith(b"$-1\r\n")
     c.connection_lost(None)
     assert to.closed
+
+
+async def test_a_batch_is_broken_up_when_a_command_is_refused_or_its_connection_lost(
+    no_connect: None,
+) -> None:
+    c, t = await client()
+    k, k2, other = key_on("a", "x"), key_on("a", "y"), key_on("b", "z")
+    c.data_received(cmd(b"SET", k, b"1") + cmd(b"GET", other) + cmd(b"GET", k2) + cmd(b"INCR", k2))
+    await asyncio.sleep(0)
+    up, tu = upstream(c, "a")
+    up_b, _ = upstream(c, "b")
+    assert bytes(tu.out) == cmd(b"SET", k, b"1") + cmd(b"GET", k2) + cmd(b"INCR", k2)
+    up_b.data_received(b"$1\r\nB\r\n")
+    # A fenced primary refuses the SET (it goes again) and answers the GET; its
+    # connection is lost before the INCR's reply: that one may have run.
+    up.data_received(b"-READONLY You can't write against a read only replica.\r\n$1\r\nv\r\n")
+    up.connection_lost(ConnectionResetError())
+    assert bytes(t.out) == b""  # the SET comes first
+    await asyncio.sleep(_redis.RETRY_PAUSE * 2)
+    up2, tu2 = upstream(c, "a")
+    assert up2 is not up and bytes(tu2.out) == cmd(b"SET", k, b"1")
+    up2.data_received(b"+OK\r\n")
+    out = bytes(t.out)
+    assert out.startswith(b"+OK\r\n$1\r\nB\r\n$1\r\nv\r\n-ERR spofless: ")
+    assert out.endswith(b"may or may not have run\r\n")
+    # WAIT behind a batch whose command went again elsewhere cannot count it: 0.
+    c.data_received(cmd(b"SET", k, b"2") + cmd(b"GET", k2) + cmd(b"WAIT", b"1", b"0"))
+    await asyncio.sleep(0)
+    up2.data_received(b"-NOREPLICAS Not enough good replicas to write.\r\n$1\r\nv\r\n:1\r\n")
+    await asyncio.sleep(_redis.RETRY_PAUSE * 2)
+    up3, tu3 = upstream(c, "a")
+    assert up3.owner is c and bytes(tu3.out) == cmd(b"SET", k, b"2")  # after the first WAIT
+    up3.data_received(b"+OK\r\n")
+    assert bytes(t.out).endswith(b"run\r\n+OK\r\n$1\r\nv\r\n:0\r\n")
+    c.connection_lost(None)
+
+
+async def test_reads_go_to_the_replicas_and_writes_to_the_primary(
+    no_connect: None,
+) -> None:
+    bal = Balancer(
+        LbSettings.model_validate(
+            {
+                "instance": "lb/0",
+                "mode": "redis",
+                "routes": [
+                    {"name": "a", "shard": "a", "fail_open": True, "exclusive": True,
+                     "backends": [{"name": "a/0", "host": "127.0.0.1", "port": 1}]},
+                    {"name": "a (replicas)", "shard": "a", "fail_open": True, "reads": True,
+                     "backends": [{"name": "a/1", "host": "127.0.0.1", "port": 2}]},
+                ],
+            }
+        )
+    )  # fmt: skip
+    bal.start(asyncio.get_running_loop())
+    c = _redis.RedisClient(bal)
+    t = FakeTransport()
+    c.connection_made(t)  # type: ignore[arg-type]
+    c.data_received(cmd(b"GET", b"k") + cmd(b"SET", b"k", b"1") + cmd(b"GET", b"k2"))
+    await asyncio.sleep(0)
+    primary, replica = c.ups["a/0"], c.ups["a/1"]
+    assert isinstance(primary.transport, FakeTransport)
+    assert isinstance(replica.transport, FakeTransport)
+    assert bytes(primary.transport.out) == cmd(b"SET", b"k", b"1")
+    assert bytes(replica.transport.out) == cmd(b"GET", b"k") + cmd(b"GET", b"k2")
+    replica.data_received(b"$-1\r\n$1\r\n2\r\n")
+    primary.data_received(b"+OK\r\n")
+    assert bytes(t.out) == b"$-1\r\n+OK\r\n$1\r\n2\r\n"
+    # No replica up: reads go to the primary, in order with the writes.
+    bal.routes[1].live = []
+    c.data_received(cmd(b"SET", b"k", b"3") + cmd(b"GET", b"k") + cmd(b"INCR", b"n"))
+    await asyncio.sleep(0)
+    assert bytes(primary.transport.out).endswith(
+        cmd(b"SET", b"k", b"1") + cmd(b"SET", b"k", b"3") + cmd(b"GET", b"k") + cmd(b"INCR", b"n")
+    )
+    primary.data_received(b"+OK\r\n$1\r\n3\r\n:1\r\n")
+    assert bytes(t.out).endswith(b"$1\r\n2\r\n+OK\r\n$1\r\n3\r\n:1\r\n")
+    c.connection_lost(None)
+
+
+async def test_mangled_pipelines_get_an_error_and_never_raise(no_connect: None) -> None:
+    rng = random.Random(7)
+    good = (
+        cmd(b"SET", b"k1", b"v") + cmd(b"GET", b"k2") + cmd(b"get", b"{t}k3") + b"PING\r\n"
+        + cmd(b"MGET", b"{t}a", b"{t}b") + cmd(b"INCR", b"k4") + cmd(b"DEL", b"k5")
+    )  # fmt: skip
+    for _ in range(200):
+        data = bytearray(good * rng.randint(1, 3))
+        for _ in range(rng.randint(1, 4)):  # flip, drop or insert bytes
+            i = rng.randrange(len(data))
+            op = rng.randrange(3)
+            if op == 0:
+                data[i] = rng.choice(b"*$+:-\r\n0123456789{}x")
+            elif op == 1:
+                del data[i]
+            else:
+                data.insert(i, rng.choice(b"*$+:\r\n9"))
+        c, t = await client()
+        cuts = sorted(rng.sample(range(1, len(data)), 3))
+        for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True):
+            c.data_received(bytes(data[a:b]))
+        await asyncio.sleep(0)
+        for up in list(c.ups.values()):
+            assert isinstance(up.transport, FakeTransport)
+            written = bytes(up.transport.out)
+            # What goes to Redis is whole commands, each as Redis reads it.
+            reader = hiredis.Reader()
+            reader.feed(written)
+            sent = []
+            while (args := reader.gets()) is not False:
+                sent.append(args)
+            assert b"".join(cmd(*a) for a in sent) == written
+            up.data_received(b"+OK\r\n" * len(sent))
+        out = bytes(t.out)
+        if c.reader.error is not None:
+            assert b"-ERR Protocol error: " in out and t.closed
+        c.connection_lost(None)
+        for up in list(c.ups.values()):
+            up.close()

@@ -55,12 +55,14 @@ def test_inline_commands_mix_with_arrays() -> None:
     assert [args for args, _ in got] == [
         [b"PING"], [b"GET", b"k"], [b"ECHO", b"hi"], [b"GET", b"x"], [b"QUIT"]
     ]  # fmt: skip
-    assert got[0][1] == b"PING\r\n" and r.error is None
+    assert [raw for _, raw in got] == [encode_command(args) for args, _ in got]
+    assert r.error is None
 
 
 @pytest.mark.parametrize(
     "bad",
-    [b"*1\r\n:3\r\n", b"*2\r\n$3\r\nGET\r\n*1\r\n$1\r\nk\r\n", b"*1\r\n$x\r\n", b"*1\r\n-ERR\r\n"],
+    [b"*1\r\n:3\r\n", b"*2\r\n$3\r\nGET\r\n*1\r\n$1\r\nk\r\n", b"*1\r\n$x\r\n", b"*1\r\n-ERR\r\n",
+     b"*1\r\n$\n4\r\nPING\r\n", b"*1\r\n$+4\r\nPING\r\n", b"* 1\r\n$4\r\nPING\r\n"],
 )  # fmt: skip
 def test_what_is_not_a_command_stops_the_reader_after_the_good_ones(bad: bytes) -> None:
     r = CommandReader()

@@ -188,7 +188,10 @@ class Balancer:
         """
         limit = self.options.max_conns_per_backend
         if not tried and limit is None and route.live:
-            picked = route.algorithm.pick(route.live, key)  # the common case: no filtering
+            live = route.live
+            if len(live) == 1:  # one backend (an exclusive route): every algorithm's pick
+                return live[0] if live[0].weight > 0 else None
+            picked = route.algorithm.pick(live, key)  # the common case: no filtering
             return picked if isinstance(picked, Backend) else None
         candidates = [
             b

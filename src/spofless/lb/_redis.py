@@ -6,9 +6,14 @@ its current primary. With `read_from: replica`, read commands go to the shard's
 replica route (`/replica`), or to the primary when no replica is up.
 
 Per client connection: commands are parsed in bulk as they come (pipelining: any
-number in flight; `_resp.CommandReader`), each is queued on the worker's one
-connection to its backend, shared by all clients (`_redis_upstream`), and replies
-go back in the client's order. A multi-key command whose keys are on different
+number in flight; `_resp.CommandReader`) and queued on the worker's one
+connection to their backend, shared by all clients (`_redis_upstream`); replies
+go back in the client's order. The hot path is a pipelined read of plain
+single-key commands (GET, SET, INCR, HSET, ...): its commands go in one `Batch`
+per connection, tracked by their place in the `Read` and with no object each,
+and its replies go back together. A read of one command, and every other
+command (multi-key, WAIT, answered here, or to a shard that cannot take it now),
+is a `Command` of its own. A multi-key command whose keys are on different
 shards gets `-CROSSSLOT`.
 
 WAIT counts the replicas that have every write of the connection it runs on, so
@@ -36,15 +41,15 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
+from zlib import crc32
 
-from spofless.lb._redis_upstream import Command, RedisUpstream, error_reply
+from spofless.lb._redis_upstream import Batch, Command, Read, RedisUpstream, error_reply
 from spofless.lb._resp import (
-    ALL_KEYS,
     LOCAL,
-    PAIRS,
     READS,
-    TWO_KEYS,
+    SINGLE_KEY,
     UNSUPPORTED,
+    UPPER,
     CommandReader,
     ShardRing,
     command_keys,
@@ -59,64 +64,10 @@ __all__ = ["RETRY_PAUSE", "RedisClient", "RedisUpstream", "Shards"]
 logger = logging.getLogger(__name__)
 
 RETRY_PAUSE = 0.05  # seconds between looks for a shard's new primary
-# Commands whose one key is their first argument, as clients spell them (the hot path).
-_SINGLE_KEY = (
-    READS.union(
-        {
-            b"SET",
-            b"SETEX",
-            b"PSETEX",
-            b"SETNX",
-            b"GETSET",
-            b"GETDEL",
-            b"GETEX",
-            b"APPEND",
-            b"INCR",
-            b"DECR",
-            b"INCRBY",
-            b"DECRBY",
-            b"INCRBYFLOAT",
-            b"EXPIRE",
-            b"PEXPIRE",
-            b"EXPIREAT",
-            b"PEXPIREAT",
-            b"PERSIST",
-            b"HSET",
-            b"HSETNX",
-            b"HMSET",
-            b"HDEL",
-            b"HINCRBY",
-            b"LPUSH",
-            b"RPUSH",
-            b"LPOP",
-            b"RPOP",
-            b"LSET",
-            b"LTRIM",
-            b"LREM",
-            b"SADD",
-            b"SREM",
-            b"SPOP",
-            b"ZADD",
-            b"ZREM",
-            b"ZINCRBY",
-            b"SETRANGE",
-            b"SETBIT",
-            b"PFADD",
-        }
-    )
-    - ALL_KEYS
-    - TWO_KEYS
-    - PAIRS
-)
-_UPPER = {name.lower(): name for name in _SINGLE_KEY} | {name: name for name in _SINGLE_KEY}
 # A client's first WAIT runs on the shared connection (the one its writes went on):
 # its timeout is cut to this many milliseconds, for the other clients behind it.
 SHARED_WAIT_MAX_MS = 250
 _WAIT_ZERO = b":0\r\n"
-# The shards of recent keys, kept per worker: a dict lookup instead of hashing and a
-# search of the ring. Bounded: emptied when full, and only keys this short are kept.
-SHARD_CACHE_SIZE = 65536
-SHARD_CACHE_KEY_MAX = 64
 
 
 class Shards:
@@ -131,25 +82,8 @@ class Shards:
             (self.replica if spec.reads else self.primary)[shard] = route
         self.shared: dict[str, RedisUpstream] = {}  # by backend name, for every client
         self.ring = ShardRing(list(self.primary))
-        single = next(iter(self.primary)) if len(self.primary) == 1 else None
-        ring_shard_of = self.ring.shard_of
-        cache: dict[bytes, str] = {}
-        self.cache = cache  # read first in the hot path (a miss calls shard_of)
-
-        def cached_shard_of(key: bytes) -> str:
-            shard = cache.get(key)
-            if shard is None:
-                shard = ring_shard_of(key)
-                if len(key) <= SHARD_CACHE_KEY_MAX:
-                    if len(cache) >= SHARD_CACHE_SIZE:
-                        cache.clear()
-                    cache[key] = shard
-            return shard
-
-        # The shard a key lives on (called for every command).
-        self.shard_of: Callable[[bytes], str] = (
-            cached_shard_of if single is None else lambda key: single
-        )
+        # The shard a key lives on (`ring.table` first in the hot path).
+        self.shard_of: Callable[[bytes], str] = self.ring.shard_of
 
 
 def _shards(bal: Balancer) -> Shards:
@@ -169,11 +103,14 @@ class RedisClient(asyncio.Protocol):
         self.loop = bal.loop or asyncio.get_event_loop()
         self.transport: asyncio.Transport | None = None
         self.reader = CommandReader()
-        self.pending: deque[Command] = deque()  # in the client's order, replies pending
+        # In the client's order, replies pending: a Read (the plain single-key commands
+        # of one read), or one Command.
+        self.pending: deque[Command | Read] = deque()
         # Connections to the backends, by name: the worker's shared ones, or after
         # the client's first WAIT its own (see _redis_upstream).
         self.ups: dict[str, RedisUpstream] = self.shards.shared
-        self.last_cmd: Command | None = None  # the last keyed command: WAIT follows it
+        # The last keyed command (or the batch it went in): WAIT follows it.
+        self.last_cmd: Command | Batch | None = None
         self.first_wait: Command | None = None  # while it runs, later commands are held
         self.held: list[Command] = []
         # Per shard, the commands waiting for it to take them (no primary, or sent again
@@ -210,69 +147,115 @@ class RedisClient(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         now = self.loop.time()
         self.deadline = now + self.bal.options.client_idle_timeout
-        self.cmd_deadline = now + self.bal.options.response_timeout
-        reader = self.reader
-        pending = self.pending
-        shard_of = self.shards.shard_of
-        cached = self.shards.cache.get
-        deadline = self.cmd_deadline
-        # One backend choice per shard for the whole read (its commands share it).
-        batch: dict[tuple[str, bool], RedisUpstream] = {}
-        for args, raw in reader.feed(data):
+        self.cmd_deadline = deadline = now + self.bal.options.response_timeout
+        shards = self.shards
+        shard_of = shards.shard_of
+        table = shards.ring.table
+        replicas = shards.replica
+        stalled = self.stalled
+        # The hot path: plain single-key commands go in the read's batches, one per
+        # connection, with no object per command; others close the read so far and go
+        # one by one (`_command`).
+        read: Read | None = None
+        writes: dict[str, Batch] = {}  # by shard: writes, and reads when no replicas
+        reads: dict[str, Batch] = {}  # by shard, with `read_from: replica`
+        count = 0
+        last: Batch | None = None
+        cmds = self.reader.feed(data)
+        # One command (no pipelining) costs less on its own than in a batch.
+        fast = len(cmds) > 1 and self.first_wait is None and not self.closing
+        for args, raw in cmds:
+            name = UPPER.get(args[0])
+            if fast and name is not None and len(args) > 1:
+                key = args[1]
+                shard = None if 0x7B in key else table[crc32(key) >> 16]  # '{': a tag?
+                if shard is None:
+                    shard = shard_of(key)
+                group = reads if replicas and name in READS else writes
+                b = group.get(shard)
+                if b is None and not (stalled and shard in stalled):
+                    if read is None:
+                        read = Read(self)
+                    b = self._batch(read, shard, group is reads, deadline)
+                    if b is not None:
+                        group[shard] = b
+                if b is not None:
+                    b.idx.append(count)
+                    b.parts.append(raw)
+                    count += 1
+                    last = b
+                    continue
+            if read is not None:
+                self._close_read(read, count)
+                read = None
+                writes.clear()
+                reads.clear()
+                count = 0
+            if last is not None:
+                self.last_cmd = last
+                last = None
+            self._command(name or args[0].upper(), args, raw)
             if self.closing:
                 break
-            name = _UPPER.get(args[0]) or args[0].upper()
-            if name in _SINGLE_KEY and len(args) >= 2:
-                # The common case (GET, SET, INCR, HSET, ...): one key, the first argument.
-                key = args[1]
-                shard = cached(key) or shard_of(key)
-                cmd = Command(self, name, args, raw, shard, deadline)
-                self.last_cmd = cmd
-                pending.append(cmd)
-                if self.first_wait is not None:
-                    self.held.append(cmd)
-                    continue
-                up = batch.get((shard, cmd.read))
-                if up is not None and not up.dead:
-                    cmd.up = up
-                    up.unsent.append(cmd)
-                    up.out.append(raw)  # its write is scheduled (by _send's queue)
-                    continue
-                up = self._send(cmd)
-                if up is not None:
-                    batch[(shard, cmd.read)] = up
-            else:
-                self._command(name, args, raw, batch)
-        if reader.error is not None and not self.closing:
-            self._answer_local(error_reply(f"ERR Protocol error: {reader.error}"))
+            fast = self.first_wait is None
+        if read is not None:
+            self._close_read(read, count)
+        if last is not None:
+            self.last_cmd = last
+        if self.reader.error is not None and not self.closing:
+            self._answer_local(error_reply(f"ERR Protocol error: {self.reader.error}"))
             self.closing = True
         self.flush()
 
-    def _command(
-        self,
-        name: bytes,
-        args: list[bytes],
-        raw: bytes,
-        batch: dict[tuple[str, bool], RedisUpstream],
-    ) -> None:
-        cmd = self._route_other(name, args, raw)
+    def _batch(self, read: Read, shard: str, is_read: bool, deadline: float) -> Batch | None:
+        """The batch of `read` on the connection that takes `shard`'s commands now (of
+        its replicas for reads when `is_read`); None when the shard has none."""
+        shards = self.shards
+        route = shards.primary[shard]
+        if is_read:
+            replicas = shards.replica.get(shard)
+            if replicas is not None and replicas.live:
+                route = replicas
+        b = self.bal.choose(route, None, None)
+        if b is None:
+            return None
+        up = self.ups.get(b.name)
+        if up is None or up.dead:
+            own = self.ups is not self.shards.shared
+            up = RedisUpstream(self.bal, b, self.ups, self if own else None)
+        batch = read.batches.get(up)
+        if batch is None:
+            batch = read.batches[up] = Batch(read, up, shard, deadline)
+        return batch
+
+    def _close_read(self, read: Read, count: int) -> None:
+        """The read's batches go on their connections, its replies in the client's order."""
+        read.replies = [None] * count
+        batches = read.batches
+        read.left = len(batches)
+        for up, batch in batches.items():
+            up.queue_batch(batch)
+        batches.clear()  # no cycle (each batch knows its read): freed without the GC
+        self.pending.append(read)
+
+    def _command(self, name: bytes, args: list[bytes], raw: bytes) -> None:
+        """One command off the hot path: answered here, or routed on its own."""
+        if name in SINGLE_KEY and len(args) > 1:
+            cmd: Command | None = Command(
+                self, name, args, raw, self.shards.shard_of(args[1]), self.cmd_deadline
+            )
+            self.last_cmd = cmd
+        else:
+            cmd = self._route_other(name, args, raw)
         if cmd is None:
             return
-        shard = cast(str, cmd.shard)
         self.pending.append(cmd)
         if self.first_wait is not None:
             self.held.append(cmd)
-            return
-        if cmd.name == b"WAIT":
+        elif cmd.name == b"WAIT":
             self._send_wait(cmd)
-            return
-        up = batch.get((shard, cmd.read))
-        if up is not None and not up.dead:
-            up.queue(cmd)
-            return
-        up = self._send(cmd)
-        if up is not None:
-            batch[(shard, cmd.read)] = up
+        else:
+            self._send(cmd)
 
     def _route_other(self, name: bytes, args: list[bytes], raw: bytes) -> Command | None:
         """A command that is not a plain single-key one: answered here, refused, or
@@ -351,15 +334,28 @@ class RedisClient(asyncio.Protocol):
         """Send the replies that are ready, in order."""
         pending = self.pending
         out: list[bytes] = []
-        while pending and pending[0].reply is not None:
-            cmd = pending.popleft()
-            after = cmd.after
-            if after is not None and after.up is not cmd.up:
-                # The write WAIT follows went again on another connection (refused by
-                # a fenced primary, or its connection lost): this WAIT did not count it.
-                out.append(_WAIT_ZERO)
+        while pending:
+            entry = pending[0]
+            if type(entry) is Read:
+                if entry.left:
+                    break
+                reply = entry.reply()
+                if reply is None:
+                    break
+                out.append(reply)
+                entry.replies = []  # not kept by the batch a WAIT may follow
             else:
-                out.append(cast(bytes, cmd.reply))
+                cmd: Command = entry  # type: ignore[assignment]  # (cast() is a call)
+                if cmd.reply is None:
+                    break
+                after = cmd.after
+                if after is not None and after.up is not cmd.up:
+                    # The write WAIT follows went again on another connection (refused by
+                    # a fenced primary, or its connection lost): this WAIT did not count it.
+                    out.append(_WAIT_ZERO)
+                else:
+                    out.append(cmd.reply)
+            pending.popleft()
         if out and self.transport is not None and not self.closed:
             self.transport.write(b"".join(out))
         if self.first_wait is not None and self.first_wait.reply is not None:
@@ -367,17 +363,12 @@ class RedisClient(asyncio.Protocol):
         if self.closing and not pending and self.transport is not None:
             self.transport.close()
 
-    def write(self, data: bytes) -> None:
-        """Send replies that the caller took off `pending` itself."""
-        if self.transport is not None and not self.closed:
-            self.transport.write(data)
-
     # -- WAIT ------------------------------------------------------------------
 
     def _send_wait(self, cmd: Command) -> None:
         """WAIT goes on the connection that took the write before it, just after it
         (WAIT counts the replicas that have every write of its connection)."""
-        up = cast(Command, cmd.after).up
+        up = cast(Command | Batch, cmd.after).up
         if up is None or up.dead:
             # The write waits for a primary, or the connection that took it is gone:
             # whether a replica has it is not known.

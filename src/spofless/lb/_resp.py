@@ -43,10 +43,10 @@ def _line(buf: bytes | bytearray, pos: int) -> tuple[int, int] | None:
 
 
 def _int(buf: bytes | bytearray, start: int, end: int) -> int:
-    try:
-        return int(buf[start:end])
-    except ValueError:
-        raise ProtocolError("invalid length") from None
+    text = bytes(buf[start:end])
+    if not text.removeprefix(b"-").isdigit():  # int() would take spaces, `+`, `_`
+        raise ProtocolError("invalid length")
+    return int(text)
 
 
 def parse_command(buf: bytes | bytearray, pos: int) -> tuple[list[bytes], int] | None:
@@ -79,11 +79,11 @@ def parse_command(buf: bytes | bytearray, pos: int) -> tuple[list[bytes], int] |
         if nl < 0:
             _line(buf, p)
             return None
-        try:
-            size = int(buf[p + 1 : nl])
-        except ValueError:
-            raise ProtocolError("invalid bulk length") from None
-        if not 0 <= size <= MAX_BULK:
+        text = bytes(buf[p + 1 : nl])
+        if not text.isdigit():  # int() would take spaces, `+`, `_`
+            raise ProtocolError("invalid bulk length")
+        size = int(text)
+        if size > MAX_BULK:
             raise ProtocolError("invalid bulk length")
         p = nl + 2 + size
         if p + 2 > n:
@@ -98,10 +98,12 @@ class CommandReader:
 
     RESP arrays of bulk strings (what client libraries send) are parsed by
     hiredis's reader, in C, and encoded again for the server (`encode_command`);
-    inline commands (`PING\\r\\n` typed in telnet) by `parse_command`, their bytes
-    passed on as they came. `feed` returns the complete commands as (args, raw)
-    pairs (args never empty) and switches to `parse_command` when a command that
-    starts right where the stream is does not start with `*`. It knows where
+    inline commands (`PING\\r\\n` typed in telnet) by `parse_command`, encoded the
+    same way: the shards' shared connections get only what Redis reads strictly
+    (one command it refuses would close them for every client). `feed` returns
+    the complete commands as (args, raw) pairs (args never empty) and switches
+    to `parse_command` when a command that starts right where the stream is
+    does not start with `*`. It knows where
     the stream is by the encoded length of what hiredis returned (a client that
     pads its lengths, `$03`, is never known to be there: it stays on hiredis).
 
@@ -128,18 +130,30 @@ class CommandReader:
         reader.feed(data)
         pending = self._pending + len(data)
         out: list[tuple[list[bytes], bytes]] = []
-        count = 0
+        empty = 0  # `*0`: nothing to do, as Redis does
         gets = reader.gets
         try:
             while (args := gets()) is not False:
                 # Only arrays of bulk strings are commands (encoding refuses other items).
-                if type(args) is not list or len(args) > MAX_ARGS:
+                if type(args) is not list:
                     raise ProtocolError("expected an array of bulk strings")
-                raw = encode_command(args)
-                count += 1
+                n = len(args)
+                if n == 3:  # the common shapes, encoded here (a call less)
+                    a, b, c = args
+                    raw = _ENCODE_3 % (len(a), a, len(b), b, len(c), c)
+                elif n == 2:
+                    a, b = args
+                    raw = _ENCODE_2 % (len(a), a, len(b), b)
+                elif n and n <= MAX_ARGS:
+                    raw = encode_command(args)
+                elif n:
+                    raise ProtocolError("too many arguments")
+                else:
+                    empty += 1
+                    pending -= 4
+                    continue
                 pending -= len(raw)
-                if args:  # `*0`: nothing to do, as Redis does
-                    out.append((args, raw))
+                out.append((args, raw))
         except (hiredis.ProtocolError, ProtocolError, TypeError, MemoryError) as exc:
             self._hiredis = hiredis.Reader()
             self._pending = 0
@@ -150,7 +164,7 @@ class CommandReader:
             # what is wrong otherwise.
             pos = 0
             try:
-                for _ in range(count):
+                for _ in range(len(out) + empty):
                     parsed = parse_command(data, pos)
                     assert parsed is not None  # hiredis returned it whole
                     pos = parsed[1]
@@ -177,7 +191,7 @@ class CommandReader:
                     break
                 args, end = parsed
                 if args:
-                    out.append((args, buf[pos:end]))
+                    out.append((args, encode_command(args)))  # as Redis reads it
                 pos = end
         except ProtocolError as exc:
             self.error = str(exc)
@@ -186,17 +200,19 @@ class CommandReader:
         return out
 
 
+_ENCODE_2 = b"*2\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+_ENCODE_3 = b"*3\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+
+
 def encode_command(args: Sequence[bytes]) -> bytes:
     """`args` as a RESP array of bulk strings (the common shapes written out)."""
     n = len(args)
     if n == 2:
         a, b = args
-        return b"*2\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(a), a, len(b), b)
+        return _ENCODE_2 % (len(a), a, len(b), b)
     if n == 3:
         a, b, c = args
-        return b"*3\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
-            len(a), a, len(b), b, len(c), c
-        )  # fmt: skip
+        return _ENCODE_3 % (len(a), a, len(b), b, len(c), c)
     return b"*%d\r\n" % n + b"".join([b"$%d\r\n%b\r\n" % (len(a), a) for a in args])
 
 
@@ -242,9 +258,12 @@ def reply_ends(buf: bytes, pos: int, limit: int) -> tuple[list[int], bool]:
     if run > 1 and buf.startswith(_OK, pos) and buf[pos : pos + 5 * run] == _OK * run:
         return list(range(pos + 5, pos + 5 * run + 1, 5)), False  # writes' replies, at once
     ends: list[int] = []
+    append = ends.append
     errors = False
     find = buf.find
-    while pos < n and len(ends) < limit:
+    for _ in range(limit):
+        if pos >= n:
+            break
         t = buf[pos]
         if t == 0x24:  # '$'
             nl = find(b"\r\n", pos)
@@ -264,7 +283,7 @@ def reply_ends(buf: bytes, pos: int, limit: int) -> tuple[list[int], bool]:
             end = reply_end(buf, pos)
             if end < 0:
                 break
-        ends.append(end)
+        append(end)
         pos = end
     return ends, errors
 
@@ -300,6 +319,16 @@ READS = frozenset(
      b"ZREVRANGE", b"ZSCORE", b"ZMSCORE", b"ZCARD", b"ZCOUNT", b"ZRANK", b"ZREVRANK",
      b"PFCOUNT", b"GETBIT", b"BITCOUNT", b"EXPIRETIME", b"PEXPIRETIME", b"OBJECT", b"DUMP"}
 )  # fmt: skip
+# Commands whose one key is their first argument (the hot path), and their names as
+# clients spell them (upper or lower case) -> upper case.
+SINGLE_KEY = READS.union(
+    {b"SET", b"SETEX", b"PSETEX", b"SETNX", b"GETSET", b"GETDEL", b"GETEX", b"APPEND",
+     b"INCR", b"DECR", b"INCRBY", b"DECRBY", b"INCRBYFLOAT", b"EXPIRE", b"PEXPIRE",
+     b"EXPIREAT", b"PEXPIREAT", b"PERSIST", b"HSET", b"HSETNX", b"HMSET", b"HDEL",
+     b"HINCRBY", b"LPUSH", b"RPUSH", b"LPOP", b"RPOP", b"LSET", b"LTRIM", b"LREM", b"SADD",
+     b"SREM", b"SPOP", b"ZADD", b"ZREM", b"ZINCRBY", b"SETRANGE", b"SETBIT", b"PFADD"}
+) - ALL_KEYS - TWO_KEYS - PAIRS  # fmt: skip
+UPPER = {name.lower(): name for name in SINGLE_KEY} | {name: name for name in SINGLE_KEY}
 # Writes whose repetition leaves the same state: retried when the primary's connection
 # is lost before their reply (they may have run once already).
 IDEMPOTENT = frozenset(
@@ -347,6 +376,10 @@ class ShardRing:
 
     Removing a shard moves only its own keys; adding one takes about 1/n of the others'.
     No bounded load: a key must always be found on the one shard that holds it.
+
+    `table[h >> 16]` is the shard of every hash `h` in that slice of the ring, or None
+    for the few slices a point falls in (searched then): one look-up per key, with no
+    cache to grow or miss.
     """
 
     def __init__(self, shards: Sequence[str], points: int = 160) -> None:
@@ -356,11 +389,24 @@ class ShardRing:
                 digest = hashlib.md5(f"{name}-{i}".encode()).digest()
                 ring.append((int.from_bytes(digest[:4], "little"), name))
         ring.sort()
-        self._hashes = [h for h, _ in ring]
-        self._names = [n for _, n in ring]
+        hashes = self._hashes = [h for h, _ in ring]
+        names = self._names = [n for _, n in ring]
+        table: list[str | None] = [None] * 65536
+        i = 0
+        n = len(hashes)
+        for b in range(65536 if n else 0):
+            lo = b << 16
+            while i < n and hashes[i] < lo:
+                i += 1
+            if i == n or hashes[i] > lo + 0xFFFF:  # no point inside: one shard throughout
+                table[b] = names[i] if i < n else names[0]
+        self.table = table if len(set(names)) != 1 else [names[0]] * 65536
 
     def shard_of(self, key: bytes) -> str:
-        h = crc32(hash_slot_key(key) if b"{" in key else key)
+        h = crc32(hash_slot_key(key) if 0x7B in key else key)  # '{': a hash tag, maybe
+        shard = self.table[h >> 16]
+        if shard is not None:
+            return shard
         i = bisect_left(self._hashes, h)
         names = self._names
         return names[i] if i < len(names) else names[0]
