@@ -39,6 +39,7 @@ from spofless.pg._remote import PeerClaims, PeerCluster, RemoteProbe
 from spofless.pg._server_model import standby_slot
 from spofless.pg.api import ApiServer, ApiSnapshot, MemberStatus
 from spofless.pg.decide import decide
+from spofless.pg.region_lease import RegionLease
 from spofless.pg.rejoin import possibly_lost
 from spofless.pg.server import PostgresServer, Upstream
 from spofless.pg.view import (
@@ -109,6 +110,7 @@ class Agent:
             fence_witness=settings.fence_witness,
             standby_slots=[standby_slot(p) for p in settings.peers],
             peer_prefixes=[f"{p}-" for p in settings.peers],
+            region_fence=settings.region is not None,
         )
         # The read-write member of the cluster this one copies, when it is a standby.
         self.remote = RemoteProbe(self.name, self.server, settings.loop_wait)
@@ -116,6 +118,19 @@ class Agent:
         # promote-region this cluster's own etcd may still say it is).
         peers = [PeerCluster(n, e, p) for n, (e, p) in settings.peer_etcd.items()]
         self.claims = PeerClaims(peers, settings.dcs.tls, max(1.0, 2 * settings.loop_wait))
+        # The group's region lease in its quorum etcd (auto_promote), spofless.pg._region.
+        self.region = (
+            RegionLease(
+                self.name,
+                settings.cluster,
+                settings.region,
+                settings.loop_wait,
+                tls=settings.dcs.tls,
+                on_change=self._wake.set,
+            )
+            if settings.region is not None and settings.cluster
+            else None
+        )
         # The long action running as one task (clone, rewind, ...), and which it is.
         self._busy: asyncio.Task[None] | None = None
         self._busy_action: Action | None = None
@@ -127,6 +142,11 @@ class Agent:
         watcher = asyncio.create_task(self._watch_leader())
         prober = asyncio.create_task(self.remote.run(), name=f"{self.name} remote probe")
         claims = asyncio.create_task(self.claims.run(), name=f"{self.name} peer claims")
+        region = (
+            asyncio.create_task(self.region.run(), name=f"{self.name} region lease")
+            if self.region is not None
+            else None
+        )
         await self.claims.first_round()
         try:
             while True:
@@ -153,6 +173,8 @@ class Agent:
             watcher.cancel()
             prober.cancel()
             claims.cancel()
+            if region is not None:
+                region.cancel()
             if self._busy is not None:
                 self._busy.cancel()
                 with contextlib.suppress(BaseException):
@@ -252,6 +274,11 @@ class Agent:
             self.settings.policy(),
             loop.time(),
             remote=self.remote.latest(loop.time()),
+            region=(
+                self.region.observe(cluster, held, local, loop.time())
+                if self.region is not None
+                else None
+            ),
         )
         self._view = view
         return view
@@ -261,6 +288,8 @@ class Agent:
         state, self._cluster_members = parse_cluster(self.p, res.kvs, self.settings.standby_of)
         if state.standby_of is None:
             state = await self.claims.apply(self.name, self.store, self.p, state)
+        if self.region is not None:
+            state = await self.region.apply(self.store, self.p, state)
         return state
 
     # -- acting ---------------------------------------------------------------------------
@@ -466,7 +495,9 @@ class Agent:
         return lost
 
     def _may_acknowledge(self) -> bool:
-        lead = self.leadership
+        lead, region = self.leadership, self.region
+        if region is not None and not region.may_write(asyncio.get_running_loop().time()):
+            return False  # a primary without the region lease acknowledges no commit
         return lead is not None and lead.is_leader
 
     async def _publish(self, view: View, busy: Action | None = None) -> None:
