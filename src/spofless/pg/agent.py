@@ -31,7 +31,7 @@ from spofless.dcs import (
 from spofless.pg._agent_model import LONG_ACTIONS, AgentSettings, member_status
 from spofless.pg._drill_status import drill_metrics, drill_reader
 from spofless.pg._errors import PgCommandError
-from spofless.pg._handover import hand_over
+from spofless.pg._handover import hand_over, step_down
 from spofless.pg._keys import parse_cluster
 from spofless.pg._leader import LeaderDuties
 from spofless.pg._observe import LocalObserver
@@ -50,7 +50,6 @@ from spofless.pg.view import (
     LostRange,
     Role,
     View,
-    format_lsn,
 )
 
 __all__ = ["Agent", "AgentSettings"]
@@ -345,7 +344,8 @@ class Agent:
         elif a is Action.RENEW:
             await self.duties.run(view, self._fence(), self.local.system_id)
         elif a is Action.STEP_DOWN:
-            await self._step_down()
+            self.duties.stop_witness()
+            await step_down(srv, self.store, self._fence(), f"{self.p}/demoted", self.name)
         elif a is Action.FOLLOW:
             await srv.follow(self._upstream(view, d.target))
         elif a is Action.RECOVER:
@@ -410,26 +410,6 @@ class Agent:
             raise
         self.local.system_id = system_id
         await self.store.txn([self._fence()], [Put(key, system_id)])
-
-    async def _step_down(self) -> None:
-        """My cluster was made a standby while I am its primary: stop writes at once (a fast
-        shutdown: connections end, connected standbys receive every WAL byte first), keep
-        the lease, and record where my WAL ends, for `promote-region` to check that the
-        new primary cluster holds all of it before it accepts writes."""
-        srv = self.server
-        self.duties.stop_witness()
-        await srv.stop("fast")
-        cd = await srv.controldata()
-        logger.warning(
-            "%s: stepped down: my cluster is a standby now; my WAL ends at %s on timeline %s",
-            self.name,
-            format_lsn(cd.checkpoint_lsn),
-            cd.timeline,
-        )
-        record = {"member": self.name, "lsn": cd.checkpoint_lsn, "timeline": cd.timeline}
-        res = await self.store.txn([self._fence()], [Put(f"{self.p}/demoted", json.dumps(record))])
-        if not res.succeeded:
-            raise PgCommandError(f"{self.name}: leader key no longer mine; not recording")
 
     async def _start_replica(self, upstream: Upstream | None) -> None:
         try:
