@@ -1,5 +1,6 @@
 """Run inside a lab host: the drill library's SQL writer for SECONDS (or until SIGTERM),
-then its report as JSON on stdout. `python lab_sql_writer.py CONNINFO FIRST_ID SECONDS`; or, with
+then its report as JSON on stdout. `python lab_sql_writer.py CONNINFO FIRST_ID SECONDS [READY]`
+(READY: a file it makes once 10 writes are acknowledged); or, with
 `--ids CONNINFO`, print the ids the server at CONNINFO holds in `t`; with
 `--create CONNINFO`, create `t`; with `--writable SECONDS CONNINFO...`, ask each server
 every 0.2 s whether it accepts writes until SIGTERM, and print the (monotonic time, index)
@@ -8,6 +9,7 @@ streaming, and the port it streams from."""
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import signal
 import sys
@@ -40,10 +42,18 @@ def main() -> None:
         print(json.dumps(list(row) if row else None))
         return
     conninfo, first, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    ready = sys.argv[4] if len(sys.argv) > 4 else None  # a file made after 10 writes
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with SqlWriter(conninfo, first_id=first) as writer:
-        stop.wait(seconds)
+    faulthandler.register(signal.SIGUSR1)  # a test that finds it stuck asks where
+    with SqlWriter(conninfo, first_id=first, run_bound=seconds + 10) as writer:
+        end = time.monotonic() + seconds
+        while ready and writer.acks_since(0) < 10 and not stop.wait(0.05):
+            if time.monotonic() > end:
+                break
+        if ready:
+            open(ready, "w").close()
+        stop.wait(max(0.0, end - time.monotonic()))
     r = writer.report
     print(
         json.dumps(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +39,7 @@ from spofless.topology import load_topology
 pytestmark = [pytest.mark.integration, pytest.mark.lab]
 
 US_PORT, EU_PORT = 5432, 6432  # an acknowledgement's port says which cluster gave it
+US_PORTS, EU_PORTS = (US_PORT, US_PORT + 1), (EU_PORT, EU_PORT + 1)  # instance i: port + i
 TOPOLOGY = f"""\
 name: regionwitness
 security: {{tls: false}}
@@ -165,12 +167,24 @@ def popen_in(lab: Lab, host: str, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def finish(proc: subprocess.Popen[str]) -> Any:
-    if proc.poll() is None:
-        proc.terminate()
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err[-2000:]
-    return json.loads(out)
+def finish(procs: dict[str, subprocess.Popen[str]]) -> dict[str, Any]:
+    """Stop them all (SIGTERM), then read each one's report."""
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.terminate()
+    reports = {}
+    for name, proc in procs.items():
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)  # its threads' stacks on stderr
+            time.sleep(1)
+            proc.kill()
+            out, err = proc.communicate(timeout=10)
+            raise AssertionError(f"{name} did not stop: {err[-3000:]}") from None
+        assert proc.returncode == 0, err[-2000:]
+        reports[name] = json.loads(out)
+    return reports
 
 
 def test_a_cut_off_primary_region_is_replaced_by_itself_and_rejoins_as_a_standby(
@@ -193,10 +207,16 @@ def test_a_cut_off_primary_region_is_replaced_by_itself_and_rejoins_as_a_standby
     )
     assert sql.ask("appus", "--create", sql.dsn(["us1", "us2"])) is True
     everyone = ["us1", "us2", "eu1", "eu2"]
+    ready = {r: run.state_dir.parent / f"ready-{r}" for r in ("us", "eu")}
     procs = {
-        "us": popen_in(lab, "appus", sql.dsn(everyone), "1", str(WRITE_FOR)),
+        "us": popen_in(lab, "appus", sql.dsn(everyone), "1", str(WRITE_FOR), str(ready["us"])),
         "eu": popen_in(
-            lab, "appeu", sql.dsn(["eu1", "eu2", "us1", "us2"]), "10000000", str(WRITE_FOR)
+            lab,
+            "appeu",
+            sql.dsn(["eu1", "eu2", "us1", "us2"]),
+            "10000000",
+            str(WRITE_FOR),
+            str(ready["eu"]),
         ),
         "poll": popen_in(
             lab,
@@ -207,9 +227,10 @@ def test_a_cut_off_primary_region_is_replaced_by_itself_and_rejoins_as_a_standby
             sql.dsn(["us2"], rw=False),
         ),
     }
-    ready_at = time.monotonic()
     try:
-        time.sleep(3)  # writes before the cut
+        wait_for("both writers writing", lambda: all(f.exists() for f in ready.values()), 60)
+        ready_at = time.monotonic()
+        time.sleep(2)  # writes before the cut
         cut_at = time.monotonic()
         lab.cut("region:us")
         wait_for(
@@ -227,14 +248,14 @@ def test_a_cut_off_primary_region_is_replaced_by_itself_and_rejoins_as_a_standby
         def rejoined() -> bool:
             us = [sql.streaming("appus", h) for h in ("us1", "us2")]
             seen[:] = [us]
-            return all(ok for ok, _ in us) and any(port == EU_PORT for _, port in us)
+            return all(ok for ok, _ in us) and any(port in EU_PORTS for _, port in us)
 
         try:
             wait_for("us rejoined as eu's standby cluster", rejoined, 120)
         except AssertionError as exc:
             raise AssertionError(f"{exc}; last seen (streaming, from port): {seen}") from None
         rejoined_at = time.monotonic()
-        reports = {name: finish(p) for name, p in procs.items()}
+        reports = finish(procs)
     finally:
         for p in procs.values():
             if p.poll() is None:
@@ -244,15 +265,15 @@ def test_a_cut_off_primary_region_is_replaced_by_itself_and_rejoins_as_a_standby
     acks = sorted(
         (at, port, ident) for r in (reports["us"], reports["eu"]) for ident, port, at in r["acks"]
     )
-    eu_first = min(at for at, port, _ in acks if port == EU_PORT)
-    late_us = [a for a in acks if a[1] == US_PORT and a[0] > eu_first]
+    eu_first = min(at for at, port, _ in acks if port in EU_PORTS)
+    late_us = [a for a in acks if a[1] in US_PORTS and a[0] > eu_first]
     writable_us = [at for at, _ in reports["poll"]]
     late_writable = [at - eu_first for at in writable_us if at > eu_first]
-    us_acked = {ident for _, port, ident in acks if port == US_PORT}
+    us_acked = {ident for _, port, ident in acks if port in US_PORTS}
     eu_holds = set(sql.ask("appeu", "--ids", sql.dsn(["eu1", "eu2"])))
     lost = sorted(us_acked - eu_holds)
-    us_last = max(at for at, port, _ in acks if port == US_PORT)
-    lost_at = [at for at, port, ident in acks if port == US_PORT and ident in set(lost)]
+    us_last = max(at for at, port, _ in acks if port in US_PORTS)
+    lost_at = [at for at, port, ident in acks if port in US_PORTS and ident in set(lost)]
     print(
         f"\n[region lab] up and ready {ready_at - started:.1f}s; "
         f"cut -> eu's first write {eu_first - cut_at:.1f}s "
@@ -273,6 +294,6 @@ def test_a_cut_off_primary_region_is_replaced_by_itself_and_rejoins_as_a_standby
     assert late_writable == [], f"us writable after eu acknowledged: {late_writable[:5]}"
     assert len(reports["us"]["acks"]) > 20 and len(reports["eu"]["acks"]) > 20
     # Every write eu acknowledged is kept; us's lost ones were all acknowledged before the cut.
-    eu_acked = {ident for _, port, ident in acks if port == EU_PORT}
+    eu_acked = {ident for _, port, ident in acks if port in EU_PORTS}
     assert eu_acked <= eu_holds
     assert all(at < eu_first for at in lost_at)
