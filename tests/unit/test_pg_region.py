@@ -202,3 +202,23 @@ def test_with_a_region_lease_the_witness_is_named_beside_a_synchronous_replica()
     from spofless.pg.witness import with_witness
 
     assert with_witness(standby_names("db-1")) == 'FIRST 2 ("db-1", "spofless_fence")'
+
+
+def test_a_rewind_whose_source_went_away_runs_again_one_that_failed_on_data_does_not() -> None:
+    from spofless.pg.server import PostgresServer
+
+    lost = (
+        "pg_rewind failed (exit 1): pg_rewind: rewinding from last common checkpoint at "
+        "0/50B8370 on timeline 3 | pg_rewind: error: unexpected result while fetching remote "
+        "files: server closed the connection unexpectedly"
+    )
+    assert PostgresServer.rewind_source_lost(lost)
+    data = "pg_rewind failed (exit 1): pg_rewind: error: could not find previous WAL record"
+    assert not PostgresServer.rewind_source_lost(data)
+
+
+@pytest.mark.parametrize("ttl", [2, 6, 10, 3600])
+def test_the_quorum_client_timings_fit_any_region_ttl(ttl: int) -> None:
+    s = RegionSettings(endpoints=("http://x",), prefix=R, ttl=ttl)
+    lease = RegionLease("db-0", "db", s, 0.5)
+    assert lease.store.settings.retry_timeout <= s.margin

@@ -359,8 +359,11 @@ class Agent:
                 await srv.query("CHECKPOINT", on=up, limit=srv.settings.tool_timeout)
                 try:
                     await srv.rewind(up)
-                except PgCommandError:
-                    self._rewind_failed = True
+                except PgCommandError as exc:
+                    # A source that went away mid-way (a primary region that stepped down
+                    # and came back): run it again once the source answers.
+                    if not srv.rewind_source_lost(str(exc)):
+                        self._rewind_failed = True
                     raise
             else:
                 await srv.keep_aside_and_clone(up, self.settings.keep_old_data)

@@ -57,10 +57,22 @@ class RegionLease:
         self.cluster = cluster
         self.settings = settings
         self.interval = interval
-        # Short requests: a quorum cut off costs one round this long, then validity.
+        # A round may take up to the margin (a third of the ttl): the quorum is across
+        # regions, and a slow answer that comes is still a renewal (its validity counts
+        # from its start); a member that does not answer costs half of that.
+        retry = min(settings.margin, 30.0)
         self.store = store or EtcdStore(
             list(settings.endpoints),
-            DCSSettings(tls=tls, request_timeout=0.5, retry_timeout=min(1.0, interval * 2)),
+            # ttl, renew_interval and safety_margin are the store's lease defaults, unused
+            # here: this lease's timing is the region's own.
+            DCSSettings(
+                tls=tls,
+                ttl=max(settings.ttl, 5),
+                renew_interval=0.1,
+                request_timeout=retry / 2,
+                retry_timeout=retry,
+                safety_margin=0.1,
+            ),
         )
         self.on_change = on_change
         self.mode = Mode.IDLE
