@@ -5,7 +5,9 @@ writable regions (spofless.pg._region).
 (`standby_of: db`, `auto_promote` on), two members each with their own one-member etcd,
 and a quorum etcd of three members, one per region (us, eu, witness). A writer in each
 application region (libpq multi-host over all four members, its own region's first).
-Region us is cut off while every process in it keeps running: eu is promoted by itself;
+First eu is cut off for longer than the region lease's ttl: without the quorum's majority it
+never promotes, and us keeps writing. Then region us is cut off while every process in it
+keeps running: eu is promoted by itself;
 no member of us acknowledges a write after eu acknowledged its first, and none is
 writable (asked over SQL from inside us) once eu is. The cut is healed: us comes back
 as the standby cluster of eu by itself (its leader rewound and streaming from eu, its
@@ -14,6 +16,7 @@ replica streaming). Needs root and network namespaces (skips with the reason els
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -230,6 +233,22 @@ def test_a_cut_off_primary_region_is_replaced_by_itself_and_rejoins_as_a_standby
     try:
         wait_for("both writers writing", lambda: all(f.exists() for f in ready.values()), 60)
         ready_at = time.monotonic()
+        # The standby region cut off, longer than the region lease's ttl: it cannot write to
+        # the quorum (a minority), so it never promotes; us keeps writing.
+        eu_cut_at = time.monotonic()
+        lab.cut("region:eu")
+        while time.monotonic() < eu_cut_at + 8:
+            assert not sql.writable("appeu", "eu1") and not sql.writable("appeu", "eu2"), (
+                "eu promoted itself without the quorum"
+            )
+            time.sleep(0.5)
+        eu_healed_at = time.monotonic()
+        lab.restore()
+        wait_for(
+            "eu streaming again",
+            lambda: all(sql.streaming("appeu", h)[0] for h in ("eu1", "eu2")),
+            60,
+        )
         time.sleep(2)  # writes before the cut
         cut_at = time.monotonic()
         lab.cut("region:us")
@@ -290,6 +309,10 @@ def test_a_cut_off_primary_region_is_replaced_by_itself_and_rejoins_as_a_standby
         )
     )
     assert eu_first - cut_at < 45, "eu was not promoted within the bound"
+    # us's acknowledgements while only eu was cut off: no gap of 3 s or more.
+    us_acks = [at for at, port, _ in acks if port in US_PORTS and at > eu_cut_at - 1]
+    during = [(a, b) for a, b in itertools.pairwise(us_acks) if a < eu_healed_at]
+    assert during and max(b - a for a, b in during) < 3, "us stopped while only eu was cut"
     assert late_us == [], f"us acknowledged writes after eu's first: {late_us[:5]}"
     assert late_writable == [], f"us writable after eu acknowledged: {late_writable[:5]}"
     assert len(reports["us"]["acks"]) > 20 and len(reports["eu"]["acks"]) > 20
