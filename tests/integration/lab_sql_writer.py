@@ -53,7 +53,10 @@ def main() -> None:
                 break
         if ready:
             open(ready, "w").close()
-        stop.wait(max(0.0, end - time.monotonic()))
+        # Short waits: the kernel may deliver SIGTERM to the writer's thread, and Python runs
+        # the handler only when the main thread next returns to its loop.
+        while not stop.wait(0.2) and time.monotonic() < end:
+            pass
     r = writer.report
     print(
         json.dumps(
