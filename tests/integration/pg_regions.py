@@ -6,7 +6,8 @@ its own one-member etcd. Agents run as `spofless pg agent FILE --component C
     from pg_regions import Regions, start_regions
 
 `start_regions(auto_promote=True)`: a third region `witness` and a quorum etcd of three
-members (hosts us1, eu1, w1, all on 127.0.0.1), with `auto_promote` on `db_eu`.
+members (hosts us1, eu1, w1, all on 127.0.0.1), with `auto_promote` on `db_eu`, and `db`
+synchronous (its fence witness named beside its synchronous replica).
 """
 
 from __future__ import annotations
@@ -165,6 +166,8 @@ class Regions:
                     "    standby_of: db\n",
                     "    standby_of: db\n    auto_promote: {{quorum: quorum, ttl: 6}}\n",
                 )
+                # Synchronous inside us: the fence witness is named beside the sync replica.
+                .replace("    needs: [etcd_us]\n", "    needs: [etcd_us]\n    synchronous: true\n")
                 .replace(
                     "entry: [db]",
                     f"  quorum: {{{{kind: etcd, instances: [us1, eu1, w1], port: {q}}}}}\n"

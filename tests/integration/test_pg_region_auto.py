@@ -1,9 +1,10 @@
 """Automatic region promotion on 127.0.0.1 (spofless.pg._region): a standby cluster with
-`auto_promote` and a quorum etcd of three members (us, eu, witness). The whole primary
-region dies (kill -9 of its agents, PostgreSQL and etcd, and its quorum member): eu
-promotes itself; us comes back as eu's standby, never writable. A planned
-`promote-region` back moves the quorum's region owner too, and eu does not take the
-region back. The cut-off-but-alive case is the lab's (test_pg_region_lab.py)."""
+`auto_promote`, a quorum etcd of three members (us, eu, witness), `db` synchronous (its
+fence witness named beside its synchronous replica). The whole primary region dies (kill
+-9 of its agents, PostgreSQL and etcd, and its quorum member): eu promotes itself; us
+comes back as eu's standby, never writable. A planned `promote-region` back moves the
+quorum's region owner too, and eu does not take the region back. The cut-off-but-alive
+case is the lab's (test_pg_region_lab.py)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,15 @@ def test_the_standby_region_promotes_itself_when_the_primary_region_is_lost(
     primary = regions.us.wait_healthy(standby=False)
     regions.eu.wait_healthy(standby=True)
     assert asyncio.run(_owner(regions)) == {"cluster": "db", "epoch": 0}
+    # Synchronous us: commits wait for the replica and for the fence witness (which
+    # acknowledges only while the region lease is valid).
+    replica = next(n for n in regions.us.nodes if n is not primary)
+    both = f'FIRST 2 ("{replica.name}", "spofless_fence")'
+    regions.us.wait(
+        lambda: primary.query("SHOW synchronous_standby_names")[0][0] == both,
+        "the witness named beside the synchronous replica",
+        30,
+    )
     primary.query("INSERT INTO t (id) SELECT g FROM generate_series(1, 100) g")
     regions.eu.wait(lambda: set(range(1, 101)) <= _ids(regions.eu.nodes[0]), "eu has rows", 30)
 
