@@ -4,6 +4,10 @@ its own one-member etcd. Agents run as `spofless pg agent FILE --component C
 --instance N`, as the stack runs them. Every process is stopped at the end.
 
     from pg_regions import Regions, start_regions
+
+`start_regions(auto_promote=True)`: a third region `witness` and a quorum etcd of three
+members (hosts us1, eu1, w1, all on 127.0.0.1), with `auto_promote` on `db_eu`, and `db`
+synchronous (its fence witness named beside its synchronous replica).
 """
 
 from __future__ import annotations
@@ -62,6 +66,11 @@ components:
   etcd_us: {{kind: etcd, instances: [us1], port: {etcd_us}}}
   etcd_eu: {{kind: etcd, instances: [eu1], port: {etcd_eu}}}
 entry: [db]
+"""
+# With auto_promote: the third region, its host and the quorum etcd over the three.
+AUTO_PROMOTE = """  witness: {{zones: [a]}}
+hosts:
+  w1: {{zone: witness/a}}
 """
 
 
@@ -136,7 +145,7 @@ class Region(PgClusterBase[Node]):
 class Regions:
     """The two clusters, their etcds and the topology file."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, auto_promote: bool = False) -> None:
         self.base = base
         self.state_dir = base / "state"
         self.file = base / "regions.yaml"
@@ -144,9 +153,30 @@ class Regions:
         self.us = Region(self, "db", "us")
         self.eu = Region(self, "db_eu", "eu")
         self.etcd_ports = {"us": port_block(2), "eu": port_block(2)}
+        self.name = f"t{random.randint(0, 1 << 30)}"  # the topology's: etcd key prefixes
+        text = TOPOLOGY
+        if auto_promote:
+            self.etcd_ports["quorum"] = port_block(6)
+            q = self.etcd_ports["quorum"]
+            text = (
+                text.replace(
+                    "hosts:\n", "  witness: {{zones: [a]}}\nhosts:\n  w1: {{zone: witness/a}}\n"
+                )
+                .replace(
+                    "    standby_of: db\n",
+                    "    standby_of: db\n    auto_promote: {{quorum: quorum, ttl: 6}}\n",
+                )
+                # Synchronous inside us: the fence witness is named beside the sync replica.
+                .replace("    needs: [etcd_us]\n", "    needs: [etcd_us]\n    synchronous: true\n")
+                .replace(
+                    "entry: [db]",
+                    f"  quorum: {{{{kind: etcd, instances: [us1, eu1, w1], port: {q}}}}}\n"
+                    "entry: [db]",
+                )
+            )
         self.file.write_text(
-            TOPOLOGY.format(
-                name=f"t{random.randint(0, 1 << 30)}",
+            text.format(
+                name=self.name,
                 db_port=self.us.pg_port,
                 db_api=self.us.api_port,
                 eu_port=self.eu.pg_port,
@@ -185,9 +215,13 @@ class Regions:
         )
 
     def start_etcd(self, region: str) -> None:
+        """`region`'s own etcd (one member), or with "quorum" the quorum's three."""
         port = self.etcd_ports[region]
+        n = 3 if region == "quorum" else 1
+        clients = [port + i for i in range(n)]
+        peers = [port + n + i for i in range(n)]
         etcd = RunningCluster(
-            local_cluster(self.base / f"etcd-{region}", [port], [port + 1]), self.base
+            local_cluster(self.base / f"etcd-{region}", clients, peers), self.base
         )
         self.etcd[region] = etcd
         etcd.start()
@@ -209,13 +243,13 @@ class Regions:
 
 
 @contextlib.contextmanager
-def start_regions() -> Iterator[Regions]:
+def start_regions(auto_promote: bool = False) -> Iterator[Regions]:
     """Both clusters healthy, `db` primary with table `t (id bigint primary key)`."""
     require_postgres_and_etcd()
     base = Path(tempfile.mkdtemp(prefix="spofless-pgreg-"))
     if os.geteuid() == 0:
         base.chmod(0o755)
-    regions = Regions(base)
+    regions = Regions(base, auto_promote)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         subprocess.run(
@@ -225,7 +259,7 @@ def start_regions() -> Iterator[Regions]:
             timeout=60,
         )
         regions.client_auth = dict(client_params(load_topology(regions.file), "db"))
-        for region in ("us", "eu"):
+        for region in regions.etcd_ports:
             regions.start_etcd(region)
         regions.us.start()
         primary = regions.us.wait_healthy(standby=False)

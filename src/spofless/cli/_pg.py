@@ -185,7 +185,9 @@ def pg_promote_region(
     fenced first (no member accepts writes) and, when it can be reached, the standby must
     hold its last WAL byte before it is promoted (no lost write). Refused without --force
     when the old primary cluster cannot be reached. The old cluster then follows the new
-    one (pg_rewind where needed); promote its region again to fail back."""
+    one (pg_rewind where needed); promote its region again to fail back. With
+    auto_promote in the group, the quorum etcd's region owner moves too, and the command
+    is refused (even with --force) when that quorum cannot be reached."""
     import asyncio
 
     from spofless.pg.region import promote_region

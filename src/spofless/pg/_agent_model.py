@@ -13,7 +13,7 @@ from spofless.pg._server_model import ServerSettings
 from spofless.pg.api import MemberStatus
 from spofless.pg.view import Action, Decision, LocalState, Policy, Role, View
 
-__all__ = ["AgentSettings", "member_status", "state_of"]
+__all__ = ["AgentSettings", "RegionSettings", "member_status", "state_of"]
 
 # Actions that take long: the member says what it does before it starts.
 LONG_ACTIONS = frozenset(
@@ -26,6 +26,24 @@ _BUSY = {
     Action.RECLONE: "re-cloning",
     Action.RECOVER: "recovering",
 }
+
+
+class RegionSettings(BaseModel):
+    """The group's region lease in its quorum etcd (spofless.pg._region)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    endpoints: tuple[str, ...]  # the quorum etcd's client URLs
+    prefix: str  # R, spofless.pg._region.region_prefix
+    ttl: Annotated[int, Field(ge=2, le=3600)]
+    # This cluster promotes itself when it is a standby and the region lease expired.
+    auto_promote: bool = False
+
+    @property
+    def margin(self) -> float:
+        """A primary stops writes when less than this is left of its region lease: a third
+        of the ttl, the time its fast shutdown has before etcd can drop the key."""
+        return self.ttl / 3
 
 
 class AgentSettings(BaseModel):
@@ -58,6 +76,8 @@ class AgentSettings(BaseModel):
     peers: Mapping[str, tuple[tuple[str, int], ...]] = Field(default_factory=dict)
     # Each peer cluster's etcd endpoints and key prefix: which of them says it is primary.
     peer_etcd: Mapping[str, tuple[tuple[str, ...], str]] = Field(default_factory=dict)
+    # The group's region lease (`auto_promote` on a cluster of the group); None: none.
+    region: RegionSettings | None = None
     # The state directory where restore drills of `component` are recorded
     # (spofless.backup): the API serves the newest at /status and /metrics. None:
     # the component has no backups.

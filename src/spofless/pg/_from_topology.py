@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING
 from pydantic import SecretStr
 
 from spofless.dcs import DCSSettings, EtcdTls, lease_settings
+from spofless.pg._agent_model import RegionSettings
 from spofless.pg._osuser import resolve_os_user
+from spofless.pg._region import region_prefix
 from spofless.pg._server_model import PgAuth, PgTls
 from spofless.pg.agent import AgentSettings
 from spofless.pg.server import ServerSettings
@@ -216,6 +218,28 @@ def cluster_peers(topology: Topology, component: str) -> dict[str, tuple[tuple[s
     return out
 
 
+def region_settings(topology: Topology, component: str) -> RegionSettings | None:
+    """The region lease of `component`'s group (`auto_promote` on one of its clusters; the
+    loader checked they agree), None without. Every cluster of the group holds it while
+    it is primary; only those with `auto_promote` take it over as a standby."""
+    group = topology.cluster_group(component)
+    specs = [
+        c.auto_promote
+        for n in group
+        if isinstance(c := topology.components[n], PostgresComponent) and c.auto_promote
+    ]
+    if not specs or len(group) < 2:
+        return None
+    spec = specs[0]
+    own = postgres_component(topology, component).auto_promote is not None
+    return RegionSettings(
+        endpoints=tuple(etcd_client_urls(topology, spec.quorum)),
+        prefix=region_prefix(topology.name, group[0]),
+        ttl=spec.ttl,
+        auto_promote=own,
+    )
+
+
 def agent_settings(
     topology: Topology, component: str, index: int, state_dir: Path
 ) -> AgentSettings:
@@ -254,5 +278,6 @@ def agent_settings(
             for p in topology.cluster_group(component)
             if p != component
         },
+        region=region_settings(topology, component),
         backup_state_dir=state_dir.resolve() if comp.backup is not None else None,
     )

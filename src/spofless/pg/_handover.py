@@ -68,3 +68,25 @@ async def hand_over(
             await server.start(standby=False)
             return False
         await asyncio.sleep(0.05)
+
+
+async def step_down(
+    server: PostgresServer, store: KeyValueStore, fence: Compare, key: str, name: str
+) -> None:
+    """Stop writes at once, keeping the leader lease: my cluster was made a standby, or it
+    lost its region lease (spofless.pg._region). A fast shutdown: connections end,
+    connected standbys receive every WAL byte first. Then record where my WAL ends under
+    `key` (P/demoted), for `promote-region` to check that the new primary cluster holds
+    all of it before it accepts writes."""
+    await server.stop("fast")
+    cd = await server.controldata()
+    logger.warning(
+        "%s: stepped down (no more writes); my WAL ends at %s on timeline %s",
+        name,
+        format_lsn(cd.checkpoint_lsn),
+        cd.timeline,
+    )
+    record = {"member": name, "lsn": cd.checkpoint_lsn, "timeline": cd.timeline}
+    res = await store.txn([fence], [Put(key, json.dumps(record))])
+    if not res.succeeded:
+        raise PgCommandError(f"{name}: leader key no longer mine; not recording")

@@ -18,7 +18,12 @@ from spofless.pg._terms import degraded_json, history_json, lost_json, next_degr
 from spofless.pg.server import PostgresServer, slot_name
 from spofless.pg.sync import NO_STANDBY, StandbyRow, plan_sync, standby_names
 from spofless.pg.view import LostRange, View
-from spofless.pg.witness import WITNESS_NAME, FenceWitness, witness_standby_names
+from spofless.pg.witness import (
+    WITNESS_NAME,
+    FenceWitness,
+    with_witness,
+    witness_standby_names,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +43,10 @@ class LeaderDuties:
         fence_witness: bool,
         standby_slots: Sequence[str] = (),
         peer_prefixes: Sequence[str] = (),
+        region_fence: bool = False,
     ) -> None:
+        """`region_fence`: the group has a region lease (spofless.pg._region), which
+        `may_acknowledge` checks: the witness is named beside a synchronous replica too."""
         self.name = name
         # The slots this cluster's leader keeps for its standby clusters while it is the
         # primary cluster, and the name prefixes of their members (never synchronous).
@@ -50,6 +58,7 @@ class LeaderDuties:
         self.may_acknowledge = may_acknowledge
         self.synchronous = synchronous
         self.fence_witness = fence_witness
+        self.region_fence = region_fence and fence_witness
         self.degraded = False  # synchronous mode fell back to asynchronous
         self._witness: FenceWitness | None = None
         self._witness_task: asyncio.Task[None] | None = None
@@ -119,6 +128,10 @@ class LeaderDuties:
             raise PgCommandError(f"{self.name}: leader key no longer mine; not writing")
         self._lost_report = ()
         names = plan.standby_names
+        if names and self.region_fence and fenced:
+            # A synchronous replica follows whoever leads in this cluster's etcd, region
+            # lease or not: with a region lease the witness must acknowledge too.
+            names = with_witness(names)
         if not names:
             if fenced or self._fence_ready():
                 # No synchronous replica fences this primary: the witness does.

@@ -48,6 +48,18 @@ from spofless.pg.view import DiskPosition, TimelineHistory, format_lsn
 # One logger name for the whole adapter: users read "spofless.pg.server" in the logs.
 logger = logging.getLogger("spofless.pg.server")
 
+# libpq's words when pg_rewind's connection to its source failed (the source stopped or
+# restarted, a link dropped): DataDirLifecycle.rewind_source_lost.
+_SOURCE_LOST = (
+    "server closed the connection unexpectedly",
+    "could not connect to server",
+    "connection to server at",
+    "terminating connection due to administrator command",
+    "could not receive data from server",
+    "no connection to the server",
+    "the database system is shutting down",
+    "the database system is starting up",
+)
 LEFTOVER_BOUND = 5.0  # seconds for a killed postmaster's children to go
 
 __all__ = ["DataDirLifecycle"]
@@ -235,6 +247,13 @@ class DataDirLifecycle(PgAccess):
             format_lsn(cd.checkpoint_lsn),
             cd.timeline,
         )
+
+    @staticmethod
+    def rewind_source_lost(error: str) -> bool:
+        """Whether a failed pg_rewind lost its source mid-way (it restarted, a link
+        dropped): the rewind is restartable and runs again once the source answers,
+        unlike one that failed on the data itself."""
+        return any(words in error for words in _SOURCE_LOST)
 
     async def rewind(self, source: Upstream) -> None:
         """pg_rewind the stopped data directory onto `source`'s timeline; safe to call

@@ -30,7 +30,7 @@ from spofless.dcs import (
 )
 from spofless.pg._agent_model import LONG_ACTIONS, AgentSettings, member_status
 from spofless.pg._errors import PgCommandError
-from spofless.pg._handover import hand_over
+from spofless.pg._handover import hand_over, step_down
 from spofless.pg._keys import parse_cluster
 from spofless.pg._leader import LeaderDuties
 from spofless.pg._observe import LocalObserver
@@ -39,6 +39,7 @@ from spofless.pg._server_model import standby_slot
 from spofless.pg.api import ApiServer, ApiSnapshot, MemberStatus
 from spofless.pg.decide import decide
 from spofless.pg.drill_records import DrillSummaryCache, drill_metrics
+from spofless.pg.region_lease import RegionLease
 from spofless.pg.rejoin import possibly_lost
 from spofless.pg.server import PostgresServer, Upstream
 from spofless.pg.view import (
@@ -49,7 +50,6 @@ from spofless.pg.view import (
     LostRange,
     Role,
     View,
-    format_lsn,
 )
 
 __all__ = ["Agent", "AgentSettings"]
@@ -113,6 +113,7 @@ class Agent:
             fence_witness=settings.fence_witness,
             standby_slots=[standby_slot(p) for p in settings.peers],
             peer_prefixes=[f"{p}-" for p in settings.peers],
+            region_fence=settings.region is not None,
         )
         # The read-write member of the cluster this one copies, when it is a standby.
         self.remote = RemoteProbe(self.name, self.server, settings.loop_wait)
@@ -120,6 +121,19 @@ class Agent:
         # promote-region this cluster's own etcd may still say it is).
         peers = [PeerCluster(n, e, p) for n, (e, p) in settings.peer_etcd.items()]
         self.claims = PeerClaims(peers, settings.dcs.tls, max(1.0, 2 * settings.loop_wait))
+        # The group's region lease in its quorum etcd (auto_promote), spofless.pg._region.
+        self.region = (
+            RegionLease(
+                self.name,
+                settings.cluster,
+                settings.region,
+                settings.loop_wait,
+                tls=settings.dcs.tls,
+                on_change=self._wake.set,
+            )
+            if settings.region is not None and settings.cluster
+            else None
+        )
         # The long action running as one task (clone, rewind, ...), and which it is.
         self._busy: asyncio.Task[None] | None = None
         self._busy_action: Action | None = None
@@ -131,6 +145,11 @@ class Agent:
         watcher = asyncio.create_task(self._watch_leader())
         prober = asyncio.create_task(self.remote.run(), name=f"{self.name} remote probe")
         claims = asyncio.create_task(self.claims.run(), name=f"{self.name} peer claims")
+        region = (
+            asyncio.create_task(self.region.run(), name=f"{self.name} region lease")
+            if self.region is not None
+            else None
+        )
         await self.claims.first_round()
         me = asyncio.current_task()
         try:
@@ -164,6 +183,8 @@ class Agent:
             watcher.cancel()
             prober.cancel()
             claims.cancel()
+            if region is not None:
+                region.cancel()
             if self._busy is not None:
                 self._busy.cancel()
                 with contextlib.suppress(BaseException):
@@ -263,6 +284,11 @@ class Agent:
             self.settings.policy(),
             loop.time(),
             remote=self.remote.latest(loop.time()),
+            region=(
+                self.region.observe(cluster, held, local, loop.time())
+                if self.region is not None
+                else None
+            ),
         )
         self._view = view
         return view
@@ -272,6 +298,8 @@ class Agent:
         state, self._cluster_members = parse_cluster(self.p, res.kvs, self.settings.standby_of)
         if state.standby_of is None:
             state = await self.claims.apply(self.name, self.store, self.p, state)
+        if self.region is not None:
+            state = await self.region.apply(self.store, self.p, state)
         return state
 
     # -- acting ---------------------------------------------------------------------------
@@ -327,7 +355,8 @@ class Agent:
         elif a is Action.RENEW:
             await self.duties.run(view, self._fence(), self.local.system_id)
         elif a is Action.STEP_DOWN:
-            await self._step_down()
+            self.duties.stop_witness()
+            await step_down(srv, self.store, self._fence(), f"{self.p}/demoted", self.name)
         elif a is Action.FOLLOW:
             await srv.follow(self._upstream(view, d.target))
         elif a is Action.RECOVER:
@@ -341,8 +370,11 @@ class Agent:
                 await srv.query("CHECKPOINT", on=up, limit=srv.settings.tool_timeout)
                 try:
                     await srv.rewind(up)
-                except PgCommandError:
-                    self._rewind_failed = True
+                except PgCommandError as exc:
+                    # A source that went away mid-way (a primary region that stepped down
+                    # and came back): run it again once the source answers.
+                    if not srv.rewind_source_lost(str(exc)):
+                        self._rewind_failed = True
                     raise
             else:
                 await srv.keep_aside_and_clone(up, self.settings.keep_old_data)
@@ -392,26 +424,6 @@ class Agent:
             raise
         self.local.system_id = system_id
         await self.store.txn([self._fence()], [Put(key, system_id)])
-
-    async def _step_down(self) -> None:
-        """My cluster was made a standby while I am its primary: stop writes at once (a fast
-        shutdown: connections end, connected standbys receive every WAL byte first), keep
-        the lease, and record where my WAL ends, for `promote-region` to check that the
-        new primary cluster holds all of it before it accepts writes."""
-        srv = self.server
-        self.duties.stop_witness()
-        await srv.stop("fast")
-        cd = await srv.controldata()
-        logger.warning(
-            "%s: stepped down: my cluster is a standby now; my WAL ends at %s on timeline %s",
-            self.name,
-            format_lsn(cd.checkpoint_lsn),
-            cd.timeline,
-        )
-        record = {"member": self.name, "lsn": cd.checkpoint_lsn, "timeline": cd.timeline}
-        res = await self.store.txn([self._fence()], [Put(f"{self.p}/demoted", json.dumps(record))])
-        if not res.succeeded:
-            raise PgCommandError(f"{self.name}: leader key no longer mine; not recording")
 
     async def _start_replica(self, upstream: Upstream | None) -> None:
         try:
@@ -477,7 +489,9 @@ class Agent:
         return lost
 
     def _may_acknowledge(self) -> bool:
-        lead = self.leadership
+        lead, region = self.leadership, self.region
+        if region is not None and not region.may_write(asyncio.get_running_loop().time()):
+            return False  # a primary without the region lease acknowledges no commit
         return lead is not None and lead.is_leader
 
     async def _publish(self, view: View, busy: Action | None = None) -> None:

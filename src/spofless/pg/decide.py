@@ -23,6 +23,10 @@ The rules, in order of precedence:
 4. Paused: no automatic failover; members keep what they are.
 5. A standby cluster (`standby_of`) is never writable by itself: its leader follows
    the primary cluster (spofless.pg._standby has its rules), its members follow it.
+6. With a region lease (`auto_promote`, spofless.pg._region), the primary cluster's
+   leader bootstraps, starts or promotes a primary only while it holds the region
+   lease, and stops writes (STEP_DOWN: fast shutdown, keeping its leader lease) once
+   less than the margin is left of it, before etcd can hand the region to another.
 """
 
 from __future__ import annotations
@@ -58,9 +62,31 @@ def _d(action: Action, reason: str, target: str | None = None, *, failed: bool =
     return Decision(action, reason, target, failed)
 
 
+def _region_lost(v: View) -> Decision | None:
+    """Rule 6 for a running primary: STEP_DOWN when the region lease is lost."""
+    r = v.region
+    if r is None or not r.lost:
+        return None
+    return _d(
+        Action.STEP_DOWN,
+        f"{r.why_not()}: stopping writes before "
+        "the quorum can give the region to another cluster (fast shutdown, keeping the lease)",
+    )
+
+
+def _region_wait(v: View, what: str) -> Decision | None:
+    """Rule 6 before a primary starts: WAIT unless the region lease is held."""
+    r = v.region
+    if r is None or r.held:
+        return None
+    return _d(Action.WAIT, f"I hold the leader lease but {r.why_not()}: not {what}")
+
+
 def _without_etcd(v: View) -> Decision:
     local = v.local
     if local.running and local.role is Role.PRIMARY:
+        if v.lease.held and (lost := _region_lost(v)) is not None:
+            return lost
         if v.lease.held:
             return _d(
                 Action.NOTHING,
@@ -107,6 +133,8 @@ def _without_data(v: View, c: ClusterState) -> Decision:
                 c.standby_of,
             )
         if not c.initialized and v.local.may_bootstrap:
+            if (wait := _region_wait(v, "bootstrapping")) is not None:
+                return wait
             return _d(Action.BOOTSTRAP, "I hold the leader lease of a new cluster: running initdb")
         if not c.initialized:
             return _d(
@@ -161,6 +189,8 @@ def _as_leader(v: View, c: ClusterState) -> Decision:
                 f"PostgreSQL failed to start {local.start_failures} times as primary: "
                 "giving the leader lease up",
             )
+        if (wait := _region_wait(v, "starting as primary")) is not None:
+            return wait
         return _d(
             Action.START_PRIMARY,
             f"I hold the leader lease (token {token}) and PostgreSQL is stopped: "
@@ -175,6 +205,8 @@ def _as_leader(v: View, c: ClusterState) -> Decision:
                 f"{local.unanswered_for:.1f}s: stopping it and giving the lease up",
             )
         return _d(Action.WAIT, "I hold the leader lease; PostgreSQL does not answer me yet")
+    if local.role is Role.PRIMARY and (lost := _region_lost(v)) is not None:
+        return lost
     sw = c.switchover
     if local.role is Role.PRIMARY and sw is not None and sw.leader in (None, v.name):
         target, why_not = _switchover_target(v, c, sw.candidate)
@@ -182,6 +214,8 @@ def _as_leader(v: View, c: ClusterState) -> Decision:
             return _d(Action.RENEW, f"switchover requested but impossible: {why_not}")
         return _d(Action.SWITCHOVER, f"switchover requested: handing over to {target}", target)
     if local.role is Role.REPLICA:
+        if (wait := _region_wait(v, "promoting")) is not None:
+            return wait
         return _d(
             Action.PROMOTE,
             f"I won the leader lease (token {token}) at {format_lsn(local.wal_position)}: "

@@ -16,6 +16,9 @@ primary cluster of its group, with the old primary cluster fenced first.
        cluster is made primary again and nothing changed.
     5. Promote: the new cluster's `P/standby` says primary; its leader promotes, its
        members follow. The write pause is from the fence to the first writable member.
+       With `auto_promote` in the group, the quorum etcd's region owner names the new
+       cluster first (spofless.pg._region), else the old one would take the region back;
+       a quorum that cannot be reached is refused in step 1, whatever `force` says.
 
 Afterwards the old cluster is a standby of the new one: its old primary rejoins
 through pg_rewind once the new primary answers, its members follow it. Failback is
@@ -35,8 +38,14 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from spofless.dcs import DCSError, Delete, KeyValueStore, Put
-from spofless.pg._from_topology import cluster_prefix, etcd_endpoints, member_name
+from spofless.dcs import DCSError, DCSSettings, Delete, EtcdStore, KeyValueStore, Put
+from spofless.pg._from_topology import (
+    cluster_prefix,
+    etcd_endpoints,
+    member_name,
+    region_settings,
+)
+from spofless.pg._region import Claim
 from spofless.pg.ops import PgOpError, Target, target
 from spofless.pg.view import format_lsn, optional_lsn
 from spofless.security import SecretsError, client_params
@@ -193,17 +202,61 @@ async def promote_region(
         auth: dict[str, str] = dict(client_params(topology, clusters[0].name))
     except SecretsError as exc:
         raise PgOpError(str(exc)) from None
+    quorum = _Quorum.of(topology, clusters[0])
+    if quorum is not None:
+        await quorum.read()
     reached = await asyncio.gather(*(_reach(c) for c in clusters))
     try:
-        return await _promote(reached, auth, force=force, bound=bound, catch_up=catch_up)
+        return await _promote(reached, auth, quorum, force=force, bound=bound, catch_up=catch_up)
     finally:
         for r in reached:
             if r.store is not None:
                 await r.store.close()
+        if quorum is not None:
+            await quorum.store.close()
+
+
+@dataclass
+class _Quorum:
+    """The group's region lease keys in its quorum etcd (`auto_promote`)."""
+
+    store: EtcdStore
+    prefix: str
+    owner: Claim | None = None
+
+    @classmethod
+    def of(cls, topology: Topology, c: Cluster) -> _Quorum | None:
+        region = region_settings(topology, c.name)
+        if region is None:
+            return None
+        return cls(EtcdStore(list(region.endpoints), DCSSettings(tls=c.target.tls)), region.prefix)
+
+    async def read(self) -> None:
+        try:
+            kv = await _bounded(self.store.get(f"{self.prefix}/owner"))
+        except (DCSError, TimeoutError, OSError) as exc:
+            await self.store.close()
+            raise PgOpError(
+                f"cannot reach the quorum etcd of the group's auto_promote "
+                f"({exc or type(exc).__name__}): from here the other side of a partition may "
+                "hold the region and promote by itself. Nothing changed"
+            ) from None
+        self.owner = Claim.parse(kv.value) if kv is not None else None
+
+    async def move(self, cluster: str, epoch: int) -> None:
+        p = self.prefix
+        claim = Claim(cluster, epoch).to_json()
+        await _bounded(self.store.txn([], [Put(f"{p}/owner", claim), Delete(f"{p}/lease")]))
 
 
 async def _promote(
-    reached: list[_Reached], auth: dict[str, str], *, force: bool, bound: float, catch_up: float
+    reached: list[_Reached],
+    auth: dict[str, str],
+    quorum: _Quorum | None,
+    *,
+    force: bool,
+    bound: float,
+    catch_up: float,
 ) -> PromoteReport:
     new, others = reached[0], reached[1:]
     if new.store is None:
@@ -221,7 +274,9 @@ async def _promote(
             f"last WAL {new.cluster.name} received are lost; when it comes back, its agents "
             "find the newer primary cluster before acting and become its standby"
         )
-    epoch = 1 + max(r.epoch for r in reached)
+    epoch = 1 + max(
+        *(r.epoch for r in reached), quorum.owner.epoch if quorum and quorum.owner else 0
+    )
     old = next((r for r in olds if r.store is not None), None)
     if old is None and lost:
         old = lost[0]
@@ -241,6 +296,8 @@ async def _promote(
         if r is not old and r.store is not None and r.standby_of != new.cluster.name:
             await _set_standby(r, new.cluster.name, epoch)
     assert new.store is not None
+    if quorum is not None:
+        await quorum.move(new.cluster.name, epoch)
     p = new.cluster.target.prefix
     await _bounded(
         new.store.txn(

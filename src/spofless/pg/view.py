@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from spofless.pg._region import RegionView
+
 
 class Role(StrEnum):
     PRIMARY = "primary"  # running and writable (not in recovery)
@@ -274,6 +276,8 @@ class View:
     now: float = 0.0
     # In a standby cluster: the last probe of the primary cluster (None: none recent).
     remote: RemotePrimary | None = None
+    # The group's region lease (spofless.pg._region); None: no auto_promote in the group.
+    region: RegionView | None = None
 
 
 def format_lsn(pos: int | None) -> str:

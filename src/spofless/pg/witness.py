@@ -45,6 +45,13 @@ def witness_standby_names() -> str:
     return f'FIRST 1 ("{WITNESS_NAME}")'
 
 
+def with_witness(names: str) -> str:
+    """`FIRST 1 ("a")` -> `FIRST 2 ("a", "<witness>")`: commits wait for both."""
+    head, _, rest = names.partition("(")
+    count = int(head.split()[1]) + 1
+    return f'FIRST {count} ({rest.rstrip(")")}, "{WITNESS_NAME}")'
+
+
 class WitnessError(Exception):
     """The replication connection failed or the server refused it (the task reconnects)."""
 
@@ -224,4 +231,11 @@ def _error_text(body: bytes) -> str:
     return fields.get(b"M", "unknown error")
 
 
-__all__ = ["WITNESS_NAME", "FenceWitness", "WitnessError", "status_update", "witness_standby_names"]
+__all__ = [
+    "WITNESS_NAME",
+    "FenceWitness",
+    "WitnessError",
+    "status_update",
+    "with_witness",
+    "witness_standby_names",
+]

@@ -46,7 +46,7 @@ def check_references(
             where: Loc = ("components", cname, *dep.path)
             if dep.target not in names:
                 report(where, f"unknown component '{dep.target}'{suggest(dep.target, names)}")
-            elif dep.why in ("vip.dcs", "dcs") and dep.target in components:
+            elif dep.why in ("vip.dcs", "dcs", "quorum") and dep.target in components:
                 target = components[dep.target]
                 if not isinstance(target, EtcdComponent):
                     report(where, f"'{dep.target}' is of kind {target.kind}, not an etcd component")
@@ -82,6 +82,78 @@ def check_standby_clusters(
                 f"'{target}' is itself a standby cluster (of '{other.standby_of}'): a standby "
                 f"cluster follows its group's primary cluster; write standby_of: "
                 f"{other.standby_of}",
+            )
+
+
+def check_auto_promote(
+    hosts: Mapping[str, Host],
+    components: Mapping[str, Component],
+    instances: Mapping[str, Sequence[Instance]],
+    report: Report,
+) -> None:
+    """`auto_promote` is on a cluster of a group (`standby_of`); its `quorum` is an etcd
+    component whose members are in three regions or more, none holding a majority (the
+    loss of any one region leaves a majority); every cluster of the group that has it names
+    the same quorum and ttl; the ttl is at least twice each cluster's own ttl."""
+    for cname, comp in components.items():
+        if not isinstance(comp, PostgresComponent) or comp.auto_promote is None:
+            continue
+        spec = comp.auto_promote
+        where: Loc = ("components", cname, "auto_promote")
+        root = comp.standby_of or cname
+        group = [
+            n
+            for n, c in components.items()
+            if isinstance(c, PostgresComponent) and (n == root or c.standby_of == root)
+        ]
+        if len(group) < 2:
+            report(
+                where,
+                f"{cname} has no standby cluster and is none (standby_of): automatic "
+                "promotion is between the clusters of a group",
+            )
+            continue
+        for other in group:
+            oc = components[other]
+            assert isinstance(oc, PostgresComponent)
+            if oc.auto_promote is not None and other != cname and oc.auto_promote != spec:
+                report(
+                    where,
+                    f"{cname} and {other} are one group but their auto_promote differ: "
+                    "write the same quorum and ttl in both",
+                )
+        longest = max(group, key=lambda n: getattr(components[n], "ttl", 0))
+        ttl = getattr(components[longest], "ttl", 0)
+        if spec.ttl < 2 * ttl:
+            report(
+                (*where, "ttl"),
+                f"ttl {spec.ttl}s is shorter than twice {longest}'s ttl ({ttl}s): a local "
+                f"failover there would let the other region promote itself; raise it to "
+                f"{2 * ttl} or more",
+            )
+        if not isinstance(components.get(spec.quorum), EtcdComponent):
+            continue  # unknown or not etcd: check_references says so where it is written
+        per_region: dict[str | None, int] = {}
+        for inst in instances.get(spec.quorum, ()):
+            host = hosts.get(inst.host) if inst.host is not None else None
+            region = host.region if host is not None else None
+            per_region[region] = per_region.get(region, 0) + 1
+        members = sum(per_region.values())
+        placed = sorted(r for r in per_region if r is not None)
+        if None in per_region or len(placed) < 3:
+            report(
+                (*where, "quorum"),
+                f"etcd '{spec.quorum}' has members in {len(placed)} region(s) "
+                f"({', '.join(placed) or 'none'}): a quorum that decides a region is gone "
+                "needs members on hosts in at least three regions",
+            )
+            continue
+        big = [r for r, n in per_region.items() if 2 * n > members]
+        if big:
+            report(
+                (*where, "quorum"),
+                f"region {big[0]} holds {per_region[big[0]]} of etcd '{spec.quorum}''s "
+                f"{members} members, a majority: its loss would stop the quorum",
             )
 
 

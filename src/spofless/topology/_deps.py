@@ -10,6 +10,8 @@ whether or not `needs` repeats them:
 - a DNS server depends on every component its `records:` answer with;
 - a postgres or cache component depends on its etcd: the one in `needs`, else
   the topology's only etcd component (its agents keep the leader lease there);
+- a postgres component depends on the quorum etcd of its group's `auto_promote` (the
+  primary cluster writes only while it holds its region lease there);
 - a monitor depends on the etcd it claims notifications in (`dcs`, else the
   topology's only etcd component).
 
@@ -41,7 +43,7 @@ class Dependency:
     """One component another depends on, why, and where the file says so."""
 
     target: str
-    why: str  # "needs", "route", "vip.dcs", "dns record", "etcd", "dcs"
+    why: str  # "needs", "route", "vip.dcs", "dns record", "etcd", "dcs", "quorum"
     path: Loc  # below components.<name>; () when implied by the topology as a whole
 
 
@@ -71,6 +73,8 @@ def dependencies(name: str, components: Mapping[str, Component]) -> list[Depende
                 path = (*path, "component")
             out.append(Dependency(target, "dns record", path))
     elif isinstance(comp, PostgresComponent | CacheComponent):
+        if isinstance(comp, PostgresComponent):
+            out.extend(_region_quorums(name, comp, components))
         named = [d for d in comp.needs if isinstance(components.get(d), EtcdComponent)]
         if not named and len(etcds := _etcds(components)) == 1:
             out.append(Dependency(etcds[0], "etcd", ()))
@@ -86,6 +90,24 @@ def dependencies(name: str, components: Mapping[str, Component]) -> list[Depende
             seen.add(dep.target)
             unique.append(dep)
     return unique
+
+
+def _region_quorums(
+    name: str, comp: PostgresComponent, components: Mapping[str, Component]
+) -> list[Dependency]:
+    """The quorum etcd of the group's `auto_promote`: its primary cluster writes only while
+    it holds its region lease there, so every cluster of the group needs it."""
+    root = comp.standby_of or name
+    out = []
+    for other, c in components.items():
+        if not isinstance(c, PostgresComponent) or c.auto_promote is None:
+            continue
+        if other != name and c.auto_promote.quorum not in components:
+            continue  # reported where it is written
+        if other == root or c.standby_of == root:
+            path: Loc = ("auto_promote", "quorum") if other == name else ()
+            out.append(Dependency(c.auto_promote.quorum, "quorum", path))
+    return out
 
 
 def _etcds(components: Mapping[str, Component]) -> list[str]:

@@ -99,6 +99,19 @@ def check_run_command(run: str) -> list[str]:
     return argv
 
 
+class AutoPromoteSpec(Strict):
+    """`auto_promote:` on a postgres component of a group of clusters (`standby_of`): when
+    it is a standby cluster, it promotes itself once a majority of the `quorum` etcd (members
+    in three regions or more) agrees the primary cluster's region lease expired; while it is
+    the primary cluster, its leader holds that lease and stops writes without it
+    (spofless.pg.region_lease). Times are seconds."""
+
+    quorum: Name  # an etcd component with members in at least three regions, none a majority
+    # The region lease's ttl. Longer than a local failover of either cluster (which holds
+    # no region lease while it has no primary): at least twice the clusters' own ttl.
+    ttl: Annotated[int, Field(ge=2, le=3600)] = 10
+
+
 class PostgresComponent(RuntimeComponent):
     """PostgreSQL with automatic failover (spofless.pg); `port` is instance 0's SQL port."""
 
@@ -132,6 +145,9 @@ class PostgresComponent(RuntimeComponent):
     # replicates from that cluster's read-write member; its members from its leader.
     # It never accepts writes until `spofless pg promote-region` makes it the primary.
     standby_of: Name | None = None
+    # Automatic promotion of this cluster when it is the standby and the primary region is
+    # gone, decided by a third-region quorum (AutoPromoteSpec). None: promote-region only.
+    auto_promote: AutoPromoteSpec | None = None
 
     @field_validator("allow")
     @classmethod

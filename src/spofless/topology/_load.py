@@ -20,6 +20,7 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from spofless.topology._checks import (
+    check_auto_promote,
     check_cycles,
     check_lb_routes,
     check_ports,
@@ -215,6 +216,7 @@ class _Resolver:
         check_lb_routes(components, self.problem)
         check_ports(hosts, components, instances, self.problem)
         check_vip_regions(hosts, components, instances, top.regions, self.problem)
+        check_auto_promote(hosts, components, instances, self.problem)
         self.fail_if_problems()
 
         topology = Topology(
