@@ -92,3 +92,16 @@ def test_a_bad_auto_promote_exits_2_from_check(tmp_path: Path) -> None:
     out = subprocess.run([str(exe), "check", str(f)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "auto_promote.quorum" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_check_says_the_standby_cluster_takes_over_by_itself() -> None:
+    from spofless.analysis import analyze
+
+    report = analyze(load_topology_text(text(), source="t.yaml"))
+    (rec,) = report.recovery
+    assert rec.region_loss is not None and "automatic" in rec.region_loss
+    assert "quorum q" in rec.region_loss and "by hand" not in rec.region_loss
+    region_fix = next(f for f in report.findings if "region:us" in f.elements)
+    notes = list(region_fix.steps)
+    assert any("takes over by itself" in n for n in notes), notes
+    assert not any("recovers it by hand" in n for n in notes), notes

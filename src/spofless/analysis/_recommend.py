@@ -30,7 +30,7 @@ from typing import Any
 from spofless.analysis._availability import compute_availability
 from spofless.analysis._cutsets import CutSetSearch
 from spofless.analysis._structure import Need, Structure, Unit, compile_structure
-from spofless.topology import Topology, topology_from_data
+from spofless.topology import AutoPromoteSpec, PostgresComponent, Topology, topology_from_data
 
 
 @dataclass(slots=True)
@@ -126,12 +126,26 @@ def _standby_notes(topology: Topology, cause: Cause) -> list[str]:
         for standby in group[1:]:
             there = {topology.hosts[i.host].region for i in topology.instances[standby] if i.host}
             regions = ", ".join(sorted(r for r in there if r))
+            auto = _auto_promote(topology, standby)
+            if auto is not None:
+                out.append(
+                    f"{name}: its standby cluster {standby} ({regions}) takes over by itself "
+                    f"once a majority of the quorum {auto.quorum} agrees the region is gone "
+                    f"(auto_promote, region lease ttl {auto.ttl} s). The analysis counts each "
+                    "cluster on its own: the region is still listed here"
+                )
+                continue
             out.append(
                 f"{name}: its standby cluster {standby} ({regions}) recovers it by hand: "
                 f"`spofless pg promote-region FILE --region {regions or 'R'}` (warm "
                 "standby, not automatic: the region stays a single point of failure)"
             )
     return out
+
+
+def _auto_promote(topology: Topology, name: str) -> AutoPromoteSpec | None:
+    comp = topology.components[name]
+    return comp.auto_promote if isinstance(comp, PostgresComponent) else None
 
 
 def _title(cause: Cause, structure: Structure) -> str:

@@ -180,6 +180,21 @@ def _region_loss(topology: Topology, name: str) -> str | None:
         return ", ".join(sorted(r for r in found if r)) or "no region given"
 
     where = "; ".join(f"{s} (region {region(s)})" for s in standbys)
+    autos = [
+        a
+        for s in standbys
+        if isinstance(c := topology.components[s], PostgresComponent)
+        and (a := c.auto_promote) is not None
+    ]
+    if autos:
+        auto = autos[0]
+        return (
+            f"warm standby, automatic: standby cluster {where}, promoted by itself once a "
+            f"majority of the quorum {auto.quorum} agrees the region is gone (auto_promote: "
+            f"about the region lease's ttl, {auto.ttl} s); RPO the cross-region replication "
+            "lag plus what a cut-off primary acknowledged before it stopped (up to two thirds "
+            "of the ttl), 0 when planned"
+        )
     return (
         f"warm standby: standby cluster {where}, promoted by hand (`spofless pg "
         "promote-region FILE --region R`, seconds once run); RPO the cross-region "

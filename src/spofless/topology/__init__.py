@@ -3,6 +3,7 @@
 from spofless.topology._errors import Problem, TopologyError
 from spofless.topology._kinds import (
     RUNTIME_KINDS,
+    AutoPromoteSpec,
     CacheComponent,
     DnsComponent,
     DnsRateLimit,
@@ -55,6 +56,7 @@ from spofless.topology._schema import (
 __all__ = [
     "RUNTIME_KINDS",
     "AnalysisOnlyComponent",
+    "AutoPromoteSpec",
     "AvailabilityDefaults",
     "CacheComponent",
     "CannotRunError",
