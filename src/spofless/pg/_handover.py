@@ -1,12 +1,14 @@
-"""A planned switchover, the leader's part: stop writes, let the candidate catch up."""
+"""The leader's fenced role changes: bootstrap a cluster under a claim, hand over in a
+planned switchover (stop writes, let the candidate catch up), step down."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 
-from spofless.dcs import Compare, Delete, KeyValueStore, Put
+from spofless.dcs import Compare, DCSError, Delete, KeyValueStore, Put
 from spofless.pg._errors import PgCommandError
 from spofless.pg.server import PostgresServer, Upstream
 from spofless.pg.view import format_lsn, parse_lsn
@@ -14,6 +16,38 @@ from spofless.pg.view import format_lsn, parse_lsn
 logger = logging.getLogger(__name__)
 
 CATCH_UP = 10.0  # seconds the candidate has to receive the last WAL byte
+
+
+async def bootstrap(
+    server: PostgresServer,
+    store: KeyValueStore,
+    fence: Compare,
+    key: str,
+    source: Upstream | None = None,
+) -> str:
+    """initdb under a claim; the new cluster's system identifier (the caller writes it to
+    `key`, fenced). The `key` (initialize) is created first (fenced), so that a member
+    winning the lease while this one runs initdb waits instead of bootstrapping a second
+    cluster; on failure it is deleted again.
+
+    `source`: a standby cluster is bootstrapped as a copy of its primary cluster
+    (pg_basebackup through the route, then started as its standby)."""
+    claim = await store.txn([fence, Compare.create_revision(key, "==", 0)], [Put(key, "")])
+    if not claim.succeeded:
+        raise PgCommandError(f"{server.name}: lost the lease or another member bootstraps")
+    try:
+        if source is not None:
+            await server.clone(source)
+            await server.start(upstream=source)
+        else:
+            await server.initdb()
+            await server.start(standby=False)
+            await server.create_roles()
+        return (await server.controldata()).system_identifier or ""
+    except BaseException:
+        with contextlib.suppress(DCSError):
+            await store.txn([fence], [Delete(key)])
+        raise
 
 
 async def hand_over(

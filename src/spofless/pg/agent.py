@@ -18,10 +18,8 @@ import logging
 from typing import Any
 
 from spofless.dcs import (
-    Compare,
     DCSError,
     DCSUnavailable,
-    Delete,
     KeyValueStore,
     Leadership,
     LeaseNotFound,
@@ -30,7 +28,7 @@ from spofless.dcs import (
 )
 from spofless.pg._agent_model import LONG_ACTIONS, AgentSettings, member_status
 from spofless.pg._errors import PgCommandError
-from spofless.pg._handover import hand_over, step_down
+from spofless.pg._handover import bootstrap, hand_over, step_down
 from spofless.pg._keys import parse_cluster
 from spofless.pg._leader import LeaderDuties
 from spofless.pg._observe import LocalObserver
@@ -397,33 +395,9 @@ class Agent:
                 await self._release()
 
     async def _bootstrap(self, source: Upstream | None = None) -> None:
-        """initdb under a claim: the initialize key is created first (fenced), so that a
-        member winning the lease while this one runs initdb waits instead of bootstrapping
-        a second cluster; it holds the system identifier once the server runs.
-
-        `source`: a standby cluster is bootstrapped as a copy of its primary cluster
-        (pg_basebackup through the route, then started as its standby)."""
-        srv, key = self.server, f"{self.p}/initialize"
-        claim = await self.store.txn(
-            [self._fence(), Compare.create_revision(key, "==", 0)], [Put(key, "")]
-        )
-        if not claim.succeeded:
-            raise PgCommandError(f"{self.name}: lost the lease or another member bootstraps")
-        try:
-            if source is not None:
-                await srv.clone(source)
-                await srv.start(upstream=source)
-            else:
-                await srv.initdb()
-                await srv.start(standby=False)
-                await srv.create_roles()
-            system_id = (await srv.controldata()).system_identifier or ""
-        except BaseException:
-            with contextlib.suppress(DCSError):
-                await self.store.txn([self._fence()], [Delete(key)])
-            raise
-        self.local.system_id = system_id
-        await self.store.txn([self._fence()], [Put(key, system_id)])
+        key = f"{self.p}/initialize"
+        self.local.system_id = await bootstrap(self.server, self.store, self._fence(), key, source)
+        await self.store.txn([self._fence()], [Put(key, self.local.system_id)])
 
     async def _start_replica(self, upstream: Upstream | None) -> None:
         try:
