@@ -11,9 +11,11 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -166,3 +168,25 @@ def lab_stack_run(topology_text: str, tmp_path: Path, name: str) -> Iterator[tup
             os.environ.pop("SPOFLESS_LAB_STATE_DIR", None)
         else:
             os.environ["SPOFLESS_LAB_STATE_DIR"] = saved
+
+
+@contextlib.contextmanager
+def pg_lab_stack_run(topology_text: str, prefix: str, name: str) -> Iterator[tuple[StackRun, Any]]:
+    """lab_stack_run for a topology with PostgreSQL, in a directory of its own that
+    PostgreSQL's OS user can reach (pytest's tmp_path is 0700); with $SPOFLESS_KEEP_LOGS
+    set, the servers' and agents' logs are copied there before it goes."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    base.chmod(0o755)
+    try:
+        with lab_stack_run(topology_text, base, name) as (run, lab):
+            yield run, lab
+    finally:
+        keep = os.environ.get("SPOFLESS_KEEP_LOGS")
+        if keep:  # for a failure to be read
+            shutil.copytree(
+                base / "state",
+                Path(keep) / base.name,
+                dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns("base", "pg_wal", "global", "*.sock"),
+            )
+        shutil.rmtree(base, ignore_errors=True)

@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +29,7 @@ from typing import Any
 import pytest
 from lab_fixtures import require_lab
 from pg_cluster import require_postgres_and_etcd
-from stack_fixtures import StackRun, lab_stack_run
+from stack_fixtures import StackRun, pg_lab_stack_run
 from waiting import wait_for
 
 from spofless.lab import Lab
@@ -100,22 +97,8 @@ WRITE_FOR = 240.0  # at most: the test stops the writers (SIGTERM) once us has r
 def region_lab() -> Iterator[tuple[StackRun, Lab]]:
     require_lab()
     require_postgres_and_etcd()
-    # Not pytest's tmp_path (0700): PostgreSQL's OS user must reach its data directory.
-    base = Path(tempfile.mkdtemp(prefix="spofless-regionlab-"))
-    base.chmod(0o755)
-    try:
-        with lab_stack_run(TOPOLOGY, base, "regionwitness") as (run, lab):
-            yield run, lab
-    finally:
-        keep = os.environ.get("SPOFLESS_KEEP_LOGS")
-        if keep:  # the servers' and agents' logs, for a failure to be read
-            shutil.copytree(
-                base / "state",
-                Path(keep) / base.name,
-                dirs_exist_ok=True,
-                ignore=shutil.ignore_patterns("base", "pg_wal", "global", "*.sock"),
-            )
-        shutil.rmtree(base, ignore_errors=True)
+    with pg_lab_stack_run(TOPOLOGY, "spofless-regionlab-", "regionwitness") as (run, lab):
+        yield run, lab
 
 
 class Sql:
