@@ -89,9 +89,8 @@ async def _cluster_with_leader(store: MemoryStore) -> None:
     await store.put(f"{P}/members/db-0", json.dumps(leader))
 
 
-async def test_a_clone_ending_during_an_observation_is_not_done_twice(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+async def _replica_agent(tmp_path: Path) -> tuple[Agent, FakeServer]:
+    """An agent of db-1 on a fake server, in a cluster led by db-0 (in memory)."""
     store = MemoryStore()
     await _cluster_with_leader(store)
     settings = AgentSettings(
@@ -100,7 +99,13 @@ async def test_a_clone_ending_during_an_observation_is_not_done_twice(
         loop_wait=0.05,
     )
     server = FakeServer(settings.server)
-    agent = Agent(settings, store, server)  # type: ignore[arg-type]
+    return Agent(settings, store, server), server  # type: ignore[arg-type]
+
+
+async def test_a_clone_ending_during_an_observation_is_not_done_twice(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    agent, server = await _replica_agent(tmp_path)
 
     # Every observation made while the clone runs lasts until the clone has ended:
     # the race, made certain.
@@ -134,15 +139,7 @@ async def test_a_cancellation_a_library_swallows_still_stops_the_agent(
 ) -> None:
     # Python 3.11's wait_for (and some drivers) can lose a cancellation that lands as the
     # awaited call completes; the agent then ran on and a test awaiting it hung (CI).
-    store = MemoryStore()
-    await _cluster_with_leader(store)
-    settings = AgentSettings(
-        prefix=P,
-        server=ServerSettings(name="db-1", data_dir=tmp_path / "db-1", port=5433),
-        loop_wait=0.05,
-    )
-    server = FakeServer(settings.server)
-    agent = Agent(settings, store, server)  # type: ignore[arg-type]
+    agent, server = await _replica_agent(tmp_path)
     read_cluster = agent._read_cluster
     swallowed = 0
 
